@@ -169,6 +169,9 @@ def test_el_scores_duplicates_are_a_multiset():
     s = el_scores([ELDocument(gold=gold[:1], predictions=[("Paris", "Q90")] * 3)])
     assert (s.tp, s.fp, s.fn) == (1, 2, 0)
     assert s.precision == pytest.approx(1 / 3) and s.recall == 1.0
+    # each copy matches once: two gold, two predicted -> tp 2
+    s = el_scores([ELDocument(gold=gold, predictions=[("Paris", "Q90"), ("Paris ", "Q90")])])
+    assert (s.tp, s.fp, s.fn) == (2, 0, 0)
 
 
 def test_el_unknown_gold_excluded_and_its_surface_ignored_once_per_label():
