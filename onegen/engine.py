@@ -1,0 +1,474 @@
+"""The single-pass engine: one decode loop over one KV cache that writes and retrieves.
+
+The query vector of a retrieval is the final-norm hidden state of the step whose *input* is the
+retrieval token; it falls out of the generation forward pass, so nothing is encoded twice. Every
+token is forwarded exactly once and counted by phase (prompt, generated, inserted).
+
+    engine = Engine(load_model())
+    for event in engine.run("multi-hop", "Where was the director of ... born?", retriever=...):
+        ...  # TokenEvent, RetrievalEvent, then DoneEvent(trace)
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol, Sequence, Union
+
+import torch
+
+from .documents import Document
+from .encode import encode_documents
+from .index import VectorIndex
+from .loading import LoadedModel
+from .protocols import ResolvedProtocol, get_spec
+from .tokenization import Data, Literal, Token, template_parts
+from .trace import (Cost, Hit, Hop, LinkedEntity, Result, Retrieval, TokenRecord, Trace)
+
+MAX_INPUT_CHARS = 20_000
+
+
+class InputError(ValueError):
+    """Bad user input: empty, too long for the model, or otherwise unusable. The message is for users."""
+
+
+# -- events -----------------------------------------------------------------------------------------
+
+@dataclass
+class TokenEvent:
+    token: TokenRecord
+
+
+@dataclass
+class RetrievalEvent:
+    retrieval: Retrieval
+
+
+@dataclass
+class DoneEvent:
+    trace: Trace
+
+
+Event = Union[TokenEvent, RetrievalEvent, DoneEvent]
+
+
+# -- retrieval plumbing (pluggable, so baselines reuse this loop) ------------------------------------
+
+@dataclass
+class QueryContext:
+    task: str
+    hidden: torch.Tensor  # final-norm hidden state at the retrieval token
+    query_text: str
+    query_ids: list[int]  # ids of the text that formed the query, retrieval token included
+
+
+@dataclass
+class QueryVector:
+    vector: torch.Tensor
+    source: str
+    forward_tokens: int = 0  # extra forward tokens spent to make the vector (0 for OneGen)
+
+
+class QueryEncoder(Protocol):
+    name: str
+
+    def __call__(self, ctx: QueryContext) -> QueryVector: ...
+
+
+class HiddenStateQuery:
+    """OneGen: the query vector is the hidden state already computed by the generation pass."""
+
+    name = "onegen"
+
+    def __call__(self, ctx: QueryContext) -> QueryVector:
+        return QueryVector(ctx.hidden, "hidden-state", 0)
+
+
+class Retriever(Protocol):
+    def search(self, vector: torch.Tensor, k: int) -> list[Hit]: ...
+
+    def describe(self) -> dict: ...
+
+
+class IndexRetriever:
+    """Top-k documents of a VectorIndex (a saved index, or candidates encoded for one question)."""
+
+    def __init__(self, index: VectorIndex, label: str | None = None):
+        self.index = index
+        self.label = label or (str(index.path) if index.path else "in-memory")
+
+    def search(self, vector: torch.Tensor, k: int) -> list[Hit]:
+        hits = []
+        for rank, h in enumerate(self.index.search(vector.float().cpu(), k)[0]):
+            doc = self.index.documents[h.doc]
+            hits.append(Hit(rank=rank, id=doc.id, title=doc.title, score=round(h.score, 6), text=doc.text,
+                            fragment=h.fragment))
+        return hits
+
+    def describe(self) -> dict:
+        m = self.index.manifest
+        return {"path": self.label, "documents": len(self.index), "vectors": m.count, "protocol": m.protocol,
+                "model_fingerprint": m.model_fingerprint}
+
+
+@dataclass
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class RunSettings:
+    top_k: int = 5
+    max_new_tokens: int | None = None
+    max_retrievals: int | None = None
+    sampling: Sampling | None = None  # None: greedy
+
+
+# -- the decode state -------------------------------------------------------------------------------
+
+class DecodeState:
+    """One sequence on one KV cache. `feed` forwards only new ids and returns their final-norm
+    hidden states; nothing ever re-forwards the history."""
+
+    def __init__(self, lm: LoadedModel, cost: Cost):
+        from transformers import DynamicCache
+
+        self.lm = lm
+        self.cost = cost
+        self.cache = DynamicCache(config=lm.model.config)
+        self.ids: list[int] = []
+        self._sync = lm.device.type == "cuda"
+
+    def feed(self, ids: Sequence[int], phase: str) -> torch.Tensor:
+        t0 = time.perf_counter()
+        x = torch.tensor([list(ids)], dtype=torch.long, device=self.lm.device)
+        out = self.lm.backbone(input_ids=x, past_key_values=self.cache, use_cache=True)
+        if self._sync:
+            torch.cuda.synchronize()
+        self.cost.forward_tokens[phase] = self.cost.forward_tokens.get(phase, 0) + len(ids)
+        self._add_seconds(phase, time.perf_counter() - t0)
+        self.ids.extend(ids)
+        return out.last_hidden_state[0]
+
+    def logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
+        return self.lm.lm_head(hidden_last).float()
+
+    def _add_seconds(self, phase: str, s: float) -> None:
+        self.cost.seconds[phase] = self.cost.seconds.get(phase, 0.0) + s
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def choose_token(logits: torch.Tensor, *, forced: int | None = None, banned: Sequence[int] = (),
+                 sampling: Sampling | None = None, generator: torch.Generator | None = None) -> int:
+    """Greedy or sampled choice with -inf masking: a forced token is the only finite logit, banned
+    tokens are -inf, so sampling can never pick around the protocol."""
+    logits = logits.clone()
+    if forced is not None:
+        keep = logits[forced].clone()
+        logits.fill_(float("-inf"))
+        logits[forced] = keep
+    for b in banned:
+        if b != forced:
+            logits[b] = float("-inf")
+    if sampling is None or forced is not None:
+        return int(torch.argmax(logits))
+    probs = torch.softmax(logits / max(sampling.temperature, 1e-5), dim=-1)
+    if sampling.top_p < 1.0:
+        sorted_p, idx = probs.sort(descending=True)
+        cut = sorted_p.cumsum(0) - sorted_p > sampling.top_p
+        sorted_p[cut] = 0
+        probs = torch.zeros_like(probs).scatter_(0, idx, sorted_p)
+    return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
+
+
+# -- the engine -------------------------------------------------------------------------------------
+
+_TAGS = re.compile(r"<MENTION>|</MENTION>|\[LK\]|\[_CONTINUE_\]")
+_MENTION_END = re.compile(r"<MENTION>((?:(?!<MENTION>).)*?)</MENTION>\s*$", re.S)
+_FINAL = re.compile(r"<FINAL-ANSWER>(.*?)</FINAL-ANSWER>", re.S)
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
+
+
+class Engine:
+    def __init__(self, lm: LoadedModel, query_encoder: QueryEncoder | None = None):
+        self.lm = lm
+        self.query_encoder = query_encoder or HiddenStateQuery()
+
+    # Public entry points ---------------------------------------------------------------------------
+    def run(self, task: str, text: str, *, retriever: Retriever | None = None,
+            candidates: Sequence[Document] | None = None, settings: RunSettings | None = None,
+            instruction: str | None = None) -> Iterator[Event]:
+        """Stream a run: TokenEvents and RetrievalEvents as they happen, then DoneEvent(trace).
+
+        Give either a `retriever` (a saved index) or `candidates` (documents encoded for this run
+        only, once, e.g. a question's own context paragraphs).
+        """
+        settings = settings or RunSettings()
+        proto = self.lm.protocol(task)
+        text = self._check_input(text)
+        cost = Cost()
+        if retriever is None:
+            if not candidates:
+                raise InputError("no documents to retrieve from: give an index or candidate documents")
+            retriever = self.candidate_retriever(task, candidates, cost)
+        run = _Run(self, proto, text, retriever, settings, cost)
+        if proto.spec.query_from == "prompt":
+            yield from run.prompt_side_retrieval()
+        else:
+            yield from run.decode_side_retrieval()
+
+    def run_trace(self, task: str, text: str, **kwargs) -> Trace:
+        """Run to completion and return the trace."""
+        trace = None
+        for ev in self.run(task, text, **kwargs):
+            if isinstance(ev, DoneEvent):
+                trace = ev.trace
+        assert trace is not None
+        return trace
+
+    def candidate_retriever(self, task: str, docs: Sequence[Document], cost: Cost | None = None) -> IndexRetriever:
+        """Encode a run's own candidate documents once; every hop of the run searches them."""
+        t0 = time.perf_counter()
+        vectors, owners, tokens = encode_documents(self.lm, task, docs)
+        if cost is not None:
+            cost.document_tokens += tokens
+            cost.seconds["documents"] = cost.seconds.get("documents", 0.0) + time.perf_counter() - t0
+        return IndexRetriever(VectorIndex(vectors, list(docs), owners=owners), label="candidates")
+
+    def prompt_ids(self, task: str, text: str) -> tuple[str, list[int]]:
+        spec = get_spec(task)
+        enc = self.lm.ptok(task).encode_template(spec.prompt_template, input=text)
+        return spec.prompt_template.replace("{input}", text), enc.ids
+
+    def _check_input(self, text: str) -> str:
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("the input is empty: type a sentence or a question")
+        if len(text) > MAX_INPUT_CHARS:
+            raise InputError(f"the input has {len(text):,} characters; the limit is {MAX_INPUT_CHARS:,}")
+        return text
+
+
+class _Run:
+    """State of one run; split from Engine so the loop reads top to bottom."""
+
+    def __init__(self, engine: Engine, proto: ResolvedProtocol, text: str, retriever: Retriever,
+                 settings: RunSettings, cost: Cost):
+        self.engine, self.lm, self.proto, self.spec = engine, engine.lm, proto, proto.spec
+        self.ptok = engine.lm.ptok(self.spec.name)
+        self.text, self.retriever, self.settings, self.cost = text, retriever, settings, cost
+        self.max_new = settings.max_new_tokens or self.spec.max_new_tokens
+        self.max_retrievals = settings.max_retrievals if settings.max_retrievals is not None else self.spec.max_retrievals
+        self.prompt_text, self.prompt_ids = engine.prompt_ids(self.spec.name, text)
+        ctx = self.lm.context_length
+        if len(self.prompt_ids) >= ctx:
+            raise InputError(f"the input is too long: its prompt has {len(self.prompt_ids):,} tokens and "
+                             f"{self.lm.name} reads at most {ctx:,}")
+        self.state = DecodeState(self.lm, cost)
+        self.trace = Trace(task=self.spec.name, mode=engine.query_encoder.name, model=self._model_info(),
+                           input=text, prompt_text=self.prompt_text, prompt_ids=list(self.prompt_ids),
+                           cost=cost, index=retriever.describe(),
+                           settings={"top_k": settings.top_k, "max_new_tokens": self.max_new,
+                                     "max_retrievals": self.max_retrievals,
+                                     "decoding": "greedy" if settings.sampling is None else vars(settings.sampling)})
+        self.generator = None
+        if settings.sampling is not None:
+            self.generator = torch.Generator().manual_seed(settings.sampling.seed)
+        self.generated: list[int] = []  # generated ids (forced included, inserted excluded)
+        self.segment_start = 0  # index into self.state.ids where the current query text starts
+        self.t_start = time.perf_counter()
+
+    def _model_info(self) -> dict:
+        return {"name": self.lm.name, "fingerprint": self.lm.fingerprint, "device": str(self.lm.device),
+                "dtype": str(self.lm.dtype).replace("torch.", "")}
+
+    # -- the two loops ------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def decode_side_retrieval(self) -> Iterator[Event]:
+        """Entity linking and multi-hop: retrieval tokens are generated; each one's step is a query."""
+        hidden = self.state.feed(self.prompt_ids, "prompt")
+        self.segment_start = len(self.state)
+        logits = self.state.logits(hidden[-1])
+        forced_map = self.proto.forced_ids()
+        forced: int | None = None
+        query_id = self.proto.query_id
+        while True:
+            banned = [query_id] if len(self.trace.retrievals) >= self.max_retrievals else []
+            tok = choose_token(logits, forced=forced, banned=banned, sampling=self.settings.sampling,
+                               generator=self.generator)
+            yield TokenEvent(self._record(tok, "forced" if forced is not None else "generated"))
+            forced = None
+            stop = self._stop_reason(tok)
+            if stop:
+                self.trace.stop_reason = stop
+                break
+            hidden = self.state.feed([tok], "generated")
+            if tok == query_id:
+                yield from self._retrieve(hidden[-1], position=len(self.state) - 1)
+                if self.spec.insertion is not None:
+                    hidden = self._insert(self.trace.retrievals[-1])
+                    if hidden is None:
+                        self.trace.stop_reason = "context_full"
+                        break
+                    for t in self.trace.tokens[-self.trace.retrievals[-1].inserted_tokens:]:
+                        yield TokenEvent(t)
+                    self.segment_start = len(self.state)
+            forced = forced_map.get(tok)
+            if forced is not None:
+                self.segment_start = len(self.state) + 1
+            logits = self.state.logits(hidden[-1])
+        yield DoneEvent(self._finish())
+
+    @torch.inference_mode()
+    def prompt_side_retrieval(self) -> Iterator[Event]:
+        """Single-hop (Self-RAG): the prompt ends in the query token; rerank, insert the best
+        passage on the same cache, then generate."""
+        hidden = self.state.feed(self.prompt_ids, "prompt")
+        self.segment_start = 0
+        yield from self._retrieve(hidden[-1], position=len(self.prompt_ids) - 1, query_text=self.text)
+        hidden = self._insert(self.trace.retrievals[-1])
+        if hidden is None:
+            self.trace.stop_reason = "context_full"
+            yield DoneEvent(self._finish())
+            return
+        for t in self.trace.tokens[-self.trace.retrievals[-1].inserted_tokens:]:
+            yield TokenEvent(t)
+        logits = self.state.logits(hidden[-1])
+        while True:
+            tok = choose_token(logits, sampling=self.settings.sampling, generator=self.generator)
+            yield TokenEvent(self._record(tok, "generated"))
+            stop = self._stop_reason(tok)
+            if stop:
+                self.trace.stop_reason = stop
+                break
+            logits = self.state.logits(self.state.feed([tok], "generated")[-1])
+        yield DoneEvent(self._finish())
+
+    # -- steps --------------------------------------------------------------------------------------
+    def _record(self, tok: int, kind: str) -> TokenRecord:
+        self.generated.append(tok)
+        rec = TokenRecord(id=tok, text=self.ptok.token_text(self.generated, len(self.generated) - 1), kind=kind,
+                          position=len(self.state))
+        self.trace.tokens.append(rec)
+        return rec
+
+    def _stop_reason(self, tok: int) -> str | None:
+        if tok == self.proto.eos_id:
+            return "eos"
+        if self.spec.stop_strings:
+            tail = self.ptok.decode(self.generated[-12:])
+            if any(tail.endswith(s) for s in self.spec.stop_strings):
+                return "final_answer"
+        if len(self.generated) >= self.max_new:
+            return "max_new_tokens"
+        if len(self.state) + 1 >= self.lm.context_length:
+            return "context_full"
+        return None
+
+    def _retrieve(self, hidden: torch.Tensor, position: int, query_text: str | None = None) -> Iterator[Event]:
+        t0 = time.perf_counter()
+        query_ids = self.state.ids[self.segment_start:position + 1]
+        if query_text is None:
+            query_text = self._query_text(self.ptok.decode(query_ids[:-1]))
+        qv = self.engine.query_encoder(QueryContext(self.spec.name, hidden, query_text, query_ids))
+        if qv.forward_tokens:
+            self.cost.forward_tokens["query_reencoding"] += qv.forward_tokens
+        hits = self.retriever.search(qv.vector, self.settings.top_k)
+        r = Retrieval(step=len(self.trace.retrievals), position=position, token=self.spec.query_token,
+                      query_text=query_text, query_source=qv.source, hits=hits, chosen=0 if hits else None,
+                      seconds=time.perf_counter() - t0)
+        self.cost.seconds["retrieval"] = self.cost.seconds.get("retrieval", 0.0) + r.seconds
+        self.trace.retrievals.append(r)
+        yield RetrievalEvent(r)
+
+    def _query_text(self, segment: str) -> str:
+        if self.spec.name == "entity-linking":
+            m = _MENTION_END.search(segment)
+            return m.group(1).strip() if m else ""
+        # Multi-hop: the sub-question is the last sentence before the retrieval token.
+        pieces = [p for p in _SENTENCE_BREAK.split(segment.strip()) if p]
+        return pieces[-1] if pieces else segment.strip()
+
+    def _insert(self, r: Retrieval) -> torch.Tensor | None:
+        """Prefill the chosen document onto the cache: only its new ids are forwarded."""
+        hit = r.chosen_hit
+        if hit is None or self.spec.insertion is None:
+            return None
+        open_t, body, close_t = self.spec.insertion
+        parts = [Token(open_t), *template_parts(body, title=hit.title, text=hit.text), Token(close_t)]
+        ids = self.ptok.encode(parts).ids
+        room = self.lm.context_length - len(self.state) - 1
+        if len(ids) > room:
+            return None
+        start = len(self.state)
+        hidden = self.state.feed(ids, "inserted")
+        r.inserted_tokens = len(ids)
+        r.inserted_text = self.ptok.decode(ids)
+        for i, t in enumerate(ids):
+            self.trace.tokens.append(TokenRecord(id=t, text=self.ptok.token_text(ids, i), kind="inserted",
+                                                 position=start + i))
+        return hidden
+
+    # -- results ------------------------------------------------------------------------------------
+    def _finish(self) -> Trace:
+        tr = self.trace
+        tr.cost.seconds["total"] = time.perf_counter() - self.t_start
+        output = tr.generated_text
+        tr.result.output_text = output
+        tr.result.retrieval_limit_reached = len(tr.retrievals) >= self.max_retrievals and self.spec.name == "multi-hop"
+        if self.spec.name == "entity-linking":
+            tr.result.entities = link_mentions(self.text, tr)
+        elif self.spec.name == "multi-hop":
+            answers = _FINAL.findall(output)
+            tr.result.final_answer_found = bool(answers)
+            tr.result.answer = answers[-1].strip() if answers else None
+            tr.result.hops = multi_hop_chain(tr)
+        else:
+            reflection = set(self.spec.added_tokens)
+            gen = [t for t in tr.tokens if t.kind != "inserted"]
+            tr.result.reflection_tokens = [t.text for t in gen if t.text in reflection]
+            answer = "".join(t.text for t in gen if t.text not in reflection and t.id != self.proto.eos_id)
+            tr.result.answer = answer.strip()
+            tr.result.final_answer_found = bool(tr.result.answer)
+        return tr
+
+
+# -- result extraction (pure functions of a trace) -------------------------------------------------
+
+def link_mentions(input_text: str, trace: Trace) -> list[LinkedEntity]:
+    """Each `[LK]` links the mention written just before it, by position in the output, so one
+    malformed mention never shifts the others. Spans are found in the input left to right."""
+    out: list[LinkedEntity] = []
+    cursor = 0
+    for i, r in enumerate(trace.retrievals):
+        hit = r.chosen_hit
+        if not r.query_text or hit is None:
+            continue
+        start = input_text.find(r.query_text, cursor)
+        if start < 0:
+            start = input_text.find(r.query_text)
+        end = start + len(r.query_text) if start >= 0 else None
+        if start >= 0:
+            cursor = end
+        out.append(LinkedEntity(mention=r.query_text, start=start if start >= 0 else None, end=end,
+                                entity_id=hit.id, title=hit.title, score=hit.score, retrieval=i))
+    return out
+
+
+def multi_hop_chain(trace: Trace) -> list[Hop]:
+    """Sub-question, retrieved paragraph and sub-answer for every hop. The sub-answer is the first
+    sentence written after the inserted paragraph."""
+    hops: list[Hop] = []
+    tokens = trace.tokens
+    for i, r in enumerate(trace.retrievals):
+        after = [t for t in tokens if t.position >= r.position + 1 + r.inserted_tokens and t.kind != "inserted"]
+        nxt = trace.retrievals[i + 1].position if i + 1 < len(trace.retrievals) else None
+        text = "".join(t.text for t in after if nxt is None or t.position < nxt)
+        text = text.split("<FINAL-ANSWER>")[0]
+        first = _SENTENCE_BREAK.split(text.strip(), maxsplit=1)[0] if text.strip() else ""
+        hit = r.chosen_hit
+        hops.append(Hop(question=r.query_text, retrieval=i, title=hit.title if hit else None, answer=first))
+    return hops

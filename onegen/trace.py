@@ -1,0 +1,173 @@
+"""The Trace: a typed, versioned record of one run, the one thing every renderer reads.
+
+Schema `onegen-trace/1` is documented in docs/trace.md. `Trace.from_json(t.to_json()) == t` holds
+for every trace (tests check it); readers refuse other schema versions with a clear message.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+SCHEMA = "onegen-trace/1"
+
+# Forward-token phases of the generation pass. `query_reencoding` is 0 for OneGen by construction:
+# the query vector is read off the generation pass. Two-pass baselines fill it.
+PHASES = ("prompt", "generated", "inserted", "query_reencoding")
+
+
+class TraceFormatError(ValueError):
+    pass
+
+
+@dataclass
+class Hit:
+    rank: int
+    id: str
+    title: str
+    score: float
+    text: str
+    # Sentence inside the document whose vector matched (multi-vector indexes), else None.
+    fragment: int | None = None
+
+
+@dataclass
+class TokenRecord:
+    id: int
+    text: str
+    # generated: chosen by the model; forced: set by the protocol; inserted: a retrieved document.
+    kind: str
+    position: int
+
+
+@dataclass
+class Retrieval:
+    step: int
+    # Position (in the whole sequence) of the retrieval token whose hidden state is the query.
+    position: int
+    token: str
+    query_text: str
+    query_source: str
+    hits: list[Hit]
+    chosen: int | None
+    inserted_text: str = ""
+    inserted_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def chosen_hit(self) -> Hit | None:
+        return self.hits[self.chosen] if self.chosen is not None and self.chosen < len(self.hits) else None
+
+
+@dataclass
+class LinkedEntity:
+    mention: str
+    start: int | None  # character span in the input; None when the mention is not found there
+    end: int | None
+    entity_id: str
+    title: str
+    score: float
+    retrieval: int  # index into Trace.retrievals
+
+
+@dataclass
+class Hop:
+    question: str
+    retrieval: int | None
+    title: str | None
+    answer: str
+
+
+@dataclass
+class Result:
+    output_text: str = ""
+    answer: str | None = None
+    final_answer_found: bool = False
+    entities: list[LinkedEntity] | None = None
+    hops: list[Hop] | None = None
+    reflection_tokens: list[str] | None = None
+    retrieval_limit_reached: bool = False
+
+
+@dataclass
+class Cost:
+    forward_tokens: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PHASES})
+    seconds: dict[str, float] = field(default_factory=dict)
+    # Document vectors computed for this run (candidate paragraphs); not part of the generation pass.
+    document_tokens: int = 0
+
+    @property
+    def total_forward_tokens(self) -> int:
+        return sum(self.forward_tokens.values())
+
+
+@dataclass
+class Trace:
+    task: str
+    mode: str
+    model: dict[str, Any]
+    input: str
+    prompt_text: str
+    prompt_ids: list[int]
+    tokens: list[TokenRecord] = field(default_factory=list)
+    retrievals: list[Retrieval] = field(default_factory=list)
+    result: Result = field(default_factory=Result)
+    cost: Cost = field(default_factory=Cost)
+    stop_reason: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    index: dict[str, Any] | None = None
+    error: str | None = None
+    schema: str = SCHEMA
+
+    # -- JSON ---------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {"schema": d.pop("schema"), **d}
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Trace":
+        if not isinstance(d, dict):
+            raise TraceFormatError("a trace must be a JSON object")
+        schema = d.get("schema")
+        if schema != SCHEMA:
+            raise TraceFormatError(f"unsupported trace schema {schema!r}; this version reads {SCHEMA!r}")
+        try:
+            r = d["result"]
+            result = Result(
+                output_text=r.get("output_text", ""), answer=r.get("answer"),
+                final_answer_found=bool(r.get("final_answer_found", False)),
+                entities=None if r.get("entities") is None else [LinkedEntity(**e) for e in r["entities"]],
+                hops=None if r.get("hops") is None else [Hop(**h) for h in r["hops"]],
+                reflection_tokens=r.get("reflection_tokens"),
+                retrieval_limit_reached=bool(r.get("retrieval_limit_reached", False)),
+            )
+            c = d["cost"]
+            cost = Cost(forward_tokens={k: int(v) for k, v in c["forward_tokens"].items()},
+                        seconds={k: float(v) for k, v in c.get("seconds", {}).items()},
+                        document_tokens=int(c.get("document_tokens", 0)))
+            retrievals = [
+                Retrieval(**{**x, "hits": [Hit(**h) for h in x["hits"]]}) for x in d.get("retrievals", [])
+            ]
+            plain = {f.name for f in fields(cls)} - {"tokens", "retrievals", "result", "cost"}
+            return cls(
+                **{k: d[k] for k in plain if k in d},
+                tokens=[TokenRecord(**t) for t in d.get("tokens", [])],
+                retrievals=retrievals, result=result, cost=cost,
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise TraceFormatError(f"malformed trace: {e}") from e
+
+    @classmethod
+    def from_json(cls, text: str) -> "Trace":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise TraceFormatError(f"not valid JSON: {e}") from e
+
+    # -- views --------------------------------------------------------------------------------
+    @property
+    def generated_text(self) -> str:
+        return "".join(t.text for t in self.tokens)
