@@ -1,0 +1,40 @@
+"""`python -m onegen <command>`: run, train, evaluate, bench, world."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# command name -> module in onegen.commands exposing add_arguments(parser) and main(args) -> int
+COMMANDS = {
+    "run": "Run one input through the single-pass engine and print its steps or its Trace JSON.",
+    "train": "Train a small OneGen model from a recipe file.",
+    "evaluate": "Run a dataset through the engine and print metrics.",
+    "bench": "Benchmarks (engine, single-pass, index, app); results go to docs/benchmarks.md.",
+    "world": "Generate the synthetic encyclopedia used to train and evaluate embedded models.",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m onegen", description="OneGen Explorer command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+    modules = {}
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            mod = importlib.import_module(f"onegen.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"onegen.commands.{name}":
+                raise
+            p.set_defaults(_missing=name)
+            continue
+        mod.add_arguments(p)
+        modules[name] = mod
+    args = parser.parse_args(argv)
+    if getattr(args, "_missing", None):
+        parser.error(f"the {args._missing!r} command is not available in this installation")
+    return int(modules[args.command].main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

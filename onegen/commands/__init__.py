@@ -1,0 +1,1 @@
+"""One module per `python -m onegen` command: `add_arguments(parser)` and `main(args) -> int`."""
