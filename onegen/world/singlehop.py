@@ -1,0 +1,133 @@
+"""PopQA-style single-hop questions answered by one paragraph, with ten candidate
+passages (the gold one plus hard distractors) in the Self-RAG `ctxs` layout."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from onegen.documents import join_sentences
+from onegen.world.model import Entity, SingleHopItem, World
+from onegen.world.relations import WorldIndex, hard_distractors
+from onegen.world.text import question_ref
+
+CANDIDATES = 10
+WORK_WHO = {"novel": "Who wrote {}?", "painting": "Who painted {}?", "album": "Who recorded {}?"}
+WORK_WHEN = {"novel": "In which year was {} published?", "painting": "In which year was {} completed?",
+             "album": "In which year was {} released?"}
+
+
+@dataclass
+class Question:
+    question: str
+    answers: list[str]
+    gold: Entity
+
+
+class _Templates:
+    def __init__(self, world: World, index: WorldIndex, rng: random.Random):
+        self.w, self.ix, self.rng = world, index, rng
+
+    def name(self, entity_id: str) -> str:
+        return self.w.entity(entity_id).name
+
+    def ref(self, e: Entity, avoid: tuple[str, ...] = (), typed: bool = False) -> str:
+        phrase = question_ref(self.w, e, avoid, typed)
+        if phrase is None:
+            raise LookupError("no way to name this entity without giving the answer away")
+        return phrase
+
+    def draw(self, type_: str) -> Entity:
+        return self.rng.choice(self.ix.by_type[type_])
+
+    def all(self) -> list[Callable[[], Question]]:
+        return [self.film_year, self.film_director, self.birth_city, self.birth_year, self.spouse,
+                self.father, self.club, self.city_country, self.population, self.capital, self.founder,
+                self.founding_year, self.headquarters, self.creator, self.work_year]
+
+    def film_year(self) -> Question:
+        f = self.draw("film")
+        year = str(f.facts["release_year"])
+        return Question(f"In which year was {self.ref(f, ('release_year',), True)} released?", [year], f)
+
+    def film_director(self) -> Question:
+        f = self.draw("film")
+        return Question(f"Who directed {self.ref(f, typed=True)}?", [self.name(f.facts["directed_by"])], f)
+
+    def birth_city(self) -> Question:
+        p = self.draw("person")
+        return Question(f"In which city was {self.ref(p)} born?", [self.name(p.facts["born_in"])], p)
+
+    def birth_year(self) -> Question:
+        p = self.draw("person")
+        return Question(f"In which year was {self.ref(p)} born?", [str(p.facts["birth_year"])], p)
+
+    def spouse(self) -> Question:
+        p = self.draw("person")
+        return Question(f"Who was {self.ref(p)} married to?", [self.name(p.facts["spouse"])], p)
+
+    def father(self) -> Question:
+        p = self.draw("person")
+        return Question(f"Who is the father of {self.ref(p)}?", [self.name(p.facts["father"])], p)
+
+    def club(self) -> Question:
+        p = self.rng.choice(self.ix.by_subtype["footballer"])
+        return Question(f"Which club did {self.ref(p)} play for?", [self.name(p.facts["plays_for"])], p)
+
+    def city_country(self) -> Question:
+        c = self.draw("city")
+        return Question(f"In which country is {self.ref(c, ('located_in',))}?", [self.name(c.facts["located_in"])], c)
+
+    def population(self) -> Question:
+        c = self.draw("city")
+        n = c.facts["population"]
+        return Question(f"What is the population of {self.ref(c, ('population',))}?", [f"{n:,}", str(n)], c)
+
+    def capital(self) -> Question:
+        c = self.draw("country")
+        return Question(f"What is the capital of {c.name}?", [self.name(c.facts["capital"])], c)
+
+    def founder(self) -> Question:
+        o = self.draw("organisation")
+        return Question(f"Who founded {o.name}?", [self.name(o.facts["founded_by"])], o)
+
+    def founding_year(self) -> Question:
+        o = self.draw("organisation")
+        return Question(f"In which year was {o.name} founded?", [str(o.facts["founding_year"])], o)
+
+    def headquarters(self) -> Question:
+        o = self.draw("organisation")
+        return Question(f"In which city is {o.name} headquartered?", [self.name(o.facts["headquartered_in"])], o)
+
+    def creator(self) -> Question:
+        w = self.draw("work")
+        return Question(WORK_WHO[w.subtype].format(self.ref(w, typed=True)), [self.name(w.facts["created_by"])], w)
+
+    def work_year(self) -> Question:
+        w = self.draw("work")
+        year = next(str(v) for k, v in w.facts.items() if k.endswith("_year"))
+        return Question(WORK_WHEN[w.subtype].format(self.ref(w, typed=True)), [year], w)
+
+
+def make_singlehop(world: World, index: WorldIndex, n: int, rng: random.Random, id_prefix: str) -> list[SingleHopItem]:
+    """`n` questions, templates taken in turn, each with ten shuffled candidates."""
+    makers = _Templates(world, index, rng).all()
+    items: list[SingleHopItem] = []
+    seen: set[str] = set()
+    attempts = 0
+    while len(items) < n and attempts < 100 * n:
+        maker = makers[attempts % len(makers)]
+        attempts += 1
+        try:
+            q = maker()
+        except (KeyError, LookupError, IndexError):
+            continue  # the drawn entity lacks the fact this template asks about
+        if q.question in seen:
+            continue
+        seen.add(q.question)
+        candidates = [q.gold, *hard_distractors(index, [q.gold], CANDIDATES - 1, rng)]
+        rng.shuffle(candidates)
+        ctxs = [{"id": c.id, "title": c.title, "text": join_sentences(c.sentences)} for c in candidates]
+        items.append(SingleHopItem(id=f"{id_prefix}-sh-{len(items) + 1:05d}", question=q.question,
+                                   answers=q.answers, gold_id=q.gold.id, ctxs=ctxs, template=maker.__name__))
+    return items
