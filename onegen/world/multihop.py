@@ -13,7 +13,7 @@ from typing import Callable
 
 from onegen.world.model import MULTIHOP_TYPES, Entity, MultiHopItem, SubQuestion, World
 from onegen.world.relations import WorldIndex, hard_distractors
-from onegen.world.text import question_ref
+from onegen.world.text import org_phrase, question_ref
 
 CONTEXT_SIZE = 10
 WORK_QUESTION = {"novel": "Who wrote {}?", "painting": "Who painted {}?", "album": "Who recorded {}?"}
@@ -33,6 +33,12 @@ class Draft:
     answer_id: str | None
     conclusion: str = "So the answer is"
     answer_position: int | None = None  # comparisons: 0 if the answer is the first option
+
+
+def _subject(e: Entity) -> str:
+    """The entity as the subject opening an answer sentence ("The University of X")."""
+    phrase = org_phrase(e) if e.type == "organisation" else e.name
+    return phrase[:1].upper() + phrase[1:]
 
 
 def step(entity: Entity, relation: str, question: str, answer: object, sentence: str) -> SubQuestion:
@@ -96,8 +102,8 @@ class _Templates:
                         f"{x.name} was directed by {d.name}."), d, "director"
         if x.type == "organisation":
             f = self.e(x.facts["founded_by"])
-            return step(x, "founded_by", f"Who founded {x.name}?", f.name,
-                        f"{x.name} was founded by {f.name}."), f, "founded by"
+            return step(x, "founded_by", f"Who founded {self.ref(x)}?", f.name,
+                        f"{_subject(x)} was founded by {f.name}."), f, "founded by"
         c = self.e(x.facts["created_by"])
         return step(x, "created_by", WORK_QUESTION[x.subtype].format(self.ref(x, typed=True)), c.name,
                     f"{x.name} was {WORK_VERB[x.subtype]} by {c.name}."), c, WORK_ROLE[x.subtype]
@@ -133,7 +139,7 @@ class _Templates:
         org = self.rng.choice(self.ix.by_type["organisation"])
         s1, founder, _ = self.maker(org)
         s2 = self.birth_year(founder, self.ref(founder))
-        return Draft(f"When was the founder of {org.name} born?", [s1, s2], [org, founder],
+        return Draft(f"When was the founder of {self.ref(org)} born?", [s1, s2], [org, founder],
                      [(org.name, "founded by", founder.name),
                       (founder.name, "date of birth", s2.answer)], s2.answer, None)
 
@@ -148,10 +154,10 @@ class _Templates:
     def headquarters_country(self) -> Draft:
         org = self.rng.choice(self.ix.by_type["organisation"])
         city = self.e(org.facts["headquartered_in"])
-        s1 = step(org, "headquartered_in", f"Where is {org.name} headquartered?", city.name,
-                  f"{org.name} is headquartered in {city.name}.")
+        s1 = step(org, "headquartered_in", f"Where is {self.ref(org)} headquartered?", city.name,
+                  f"{_subject(org)} is headquartered in {city.name}.")
         s2, country = self.country_of(city)
-        return Draft(f"In which country is the headquarters of {org.name}?", [s1, s2], [org, city],
+        return Draft(f"In which country is the headquarters of {self.ref(org)}?", [s1, s2], [org, city],
                      [(org.name, "headquarters location", city.name), (city.name, "country", country.name)],
                      country.name, country.id)
 
@@ -188,7 +194,7 @@ class _Templates:
         first, second = self._order("comparison", winner, loser)
         refs = {e.id: self.ref(e, avoid=(relation,)) for e in (first, second)}
         steps = [step(e, relation, sub.format(refs[e.id]), fmt(e.facts[relation]),
-                      sentence.format(name=e.name, value=fmt(e.facts[relation]))) for e in (first, second)]
+                      sentence.format(name=_subject(e), value=fmt(e.facts[relation]))) for e in (first, second)]
         word = "more than" if larger_wins else "earlier than"
         conclusion = f"{fmt(winner.facts[relation])} is {word} {fmt(loser.facts[relation])}, so the answer is"
         return Draft(question.format(refs[first.id], refs[second.id]), steps, [first, second],

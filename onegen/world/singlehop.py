@@ -89,15 +89,15 @@ class _Templates:
 
     def founder(self) -> Question:
         o = self.draw("organisation")
-        return Question(f"Who founded {o.name}?", [self.name(o.facts["founded_by"])], o)
+        return Question(f"Who founded {self.ref(o)}?", [self.name(o.facts["founded_by"])], o)
 
     def founding_year(self) -> Question:
         o = self.draw("organisation")
-        return Question(f"In which year was {o.name} founded?", [str(o.facts["founding_year"])], o)
+        return Question(f"In which year was {self.ref(o)} founded?", [str(o.facts["founding_year"])], o)
 
     def headquarters(self) -> Question:
         o = self.draw("organisation")
-        return Question(f"In which city is {o.name} headquartered?", [self.name(o.facts["headquartered_in"])], o)
+        return Question(f"In which city is {self.ref(o)} headquartered?", [self.name(o.facts["headquartered_in"])], o)
 
     def creator(self) -> Question:
         w = self.draw("work")

@@ -92,9 +92,16 @@ def typed_ref(world: World, entity: Entity) -> str:
     return f"the {entity.subtype} {entity.name}"
 
 
+def org_phrase(org: Entity) -> str:
+    """An organisation as running text names it: "the University of X", "Harvel FC"."""
+    return f"the {org.name}" if org.name.startswith("University ") else org.name
+
+
 def question_ref(world: World, entity: Entity, avoid: tuple[str, ...] = (), typed: bool = False) -> str | None:
     """How a question names `entity`; None when the only disambiguation would give away
     a fact in `avoid` (e.g. naming "the 1987 film X" in a question about its year)."""
+    if entity.type == "organisation":
+        return org_phrase(entity)
     others = world.namesakes(entity)
     if entity.type == "film" and any(o.type == "film" for o in others) and "release_year" in avoid:
         return None
@@ -150,8 +157,6 @@ def _pronouns(e: Entity) -> tuple[str, str]:
     return ("He", "His") if e.gender == "male" else ("She", "Her")
 
 
-def _org_ref(org: Entity) -> str:
-    return f"the {org.name}" if org.name.startswith("University ") else org.name
 
 
 def _person_paragraph(world: World, e: Entity, works_by: dict[str, list[Entity]],
@@ -169,13 +174,13 @@ def _person_paragraph(world: World, e: Entity, works_by: dict[str, list[Entity]]
     if "plays_for" in f:
         p.add(f"{he} played for {world.entity(f['plays_for']).name}.", "plays_for")
     elif "works_at" in f:
-        p.add(f"{he} worked at {_org_ref(world.entity(f['works_at']))}.", "works_at")
+        p.add(f"{he} worked at {org_phrase(world.entity(f['works_at']))}.", "works_at")
     elif "mayor_of" in f:
         p.add(f"{he} served as mayor of {text_ref(world, world.entity(f['mayor_of']), ('city',))}.", "mayor_of")
     elif e.id in works_by:  # the first work, or organisation, this person made
         work = works_by[e.id][0]
         if work.type == "organisation":
-            p.add(f"{he} founded {_org_ref(work)}.", "founded")
+            p.add(f"{he} founded {org_phrase(work)}.", "founded")
         else:
             verb = {"novel": "wrote", "painting": "painted", "album": "recorded"}[work.subtype]
             p.add(f"{he} {verb} {typed_ref(world, work)}.", "notable_work")
