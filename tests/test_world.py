@@ -96,7 +96,8 @@ def test_ambiguous_names_are_frequent_and_varied(world):
     assert person_pairs and all(a.subtype != b.subtype for a, b in person_pairs)
     assert any({a.type, b.type} == {"city", "person"} for a, b in pairs)
     films = [(a, b) for a, b in pairs if a.type == b.type == "film"]
-    assert films and all(abs(a.facts["release_year"] - b.facts["release_year"]) >= 10 for a, b in films)
+    assert films and all(abs(a.facts["release_year"] - b.facts["release_year"]) >= 10
+                         and a.facts["directed_by"] != b.facts["directed_by"] for a, b in films)
     cities = [(a, b) for a, b in pairs if a.type == b.type == "city"]
     assert cities and all(a.facts["located_in"] != b.facts["located_in"] for a, b in cities)
 

@@ -2,8 +2,8 @@
 
 Each shared name joins exactly two entities that context can tell apart: two persons of
 different occupations, two cities in different countries, two films at least ten years
-apart, a film adapted from a novel of the same title, a film named after a city, and a
-musician whose one-word stage name is a city's name.
+apart by different directors, a film adapted from a novel of the same title, a film
+named after a city, and a musician whose one-word stage name is a city's name.
 """
 from __future__ import annotations
 
@@ -78,7 +78,8 @@ def share_city_names(builder: "WorldBuilder", count: int) -> int:
 def share_film_titles(builder: "WorldBuilder", count: int) -> int:
     films = builder.of_type("film")
     pairs = _pair_up(builder, count, films, films,
-                     lambda s, t: abs(s.facts["release_year"] - t.facts["release_year"]) >= 10)
+                     lambda s, t: abs(s.facts["release_year"] - t.facts["release_year"]) >= 10
+                     and s.facts["directed_by"] != t.facts["directed_by"])
     for source, target in pairs:
         builder.rename(target, source.name)
     return count - len(pairs)

@@ -15,8 +15,8 @@ from typing import Callable
 
 from onegen.world import ambiguity
 from onegen.world.model import ID_PREFIX, Entity
-from onegen.world.text import article
 from onegen.world.names import TITLE_ADJECTIVES, TITLE_NOUNS, NameMaker, stable_int
+from onegen.world.text import article
 
 MIN_ENTITIES = 120
 LAST_YEAR = 2023
@@ -91,6 +91,7 @@ class WorldBuilder:
         self.taken: set[str] = set()  # lower-cased names in use; only for lookups
         self.family_name: dict[str, str] = {}  # person id -> family name
         self.given_name: dict[str, str] = {}
+        self.given_pools: dict[str, list[str]] = {}  # gender -> given names persons draw from
         self.grouped: set[str] = set()  # ids already in a shared-name pair (membership only)
 
     # -- bookkeeping -------------------------------------------------------------
@@ -167,8 +168,8 @@ class WorldBuilder:
     def add_persons(self) -> None:
         rng = self.rng
         n = self.counts.person
-        pools = {"male": [self.names.given("male") for _ in range(max(30, n // 8))],
-                 "female": [self.names.given("female") for _ in range(max(30, n // 8))]}
+        pools = self.given_pools = {g: [self.names.given(g) for _ in range(max(30, n // 8))]
+                                    for g in ("male", "female")}
         families = [self.names.family() for _ in range(max(60, n // 3))]
         cities = self.of_type("city")
         occupations = apportion(n, {k: v[0] for k, v in OCCUPATIONS.items()})
@@ -189,7 +190,6 @@ class WorldBuilder:
                 facts["mayor_of"] = rng.choice(same_country).id
             person = self.add(f"{given} {family}", "person", occupation, **facts)
             self.given_name[person.id], self.family_name[person.id] = given, family
-        self._given_pools = pools
 
     def _free_person_name(self, givens: list[str], families: list[str]) -> tuple[str, str]:
         for _ in range(200):
@@ -245,7 +245,7 @@ class WorldBuilder:
 
     def _take_family_name(self, person: Entity, family: str) -> None:
         given = self.given_name[person.id]
-        pool = self._given_pools_for(person)
+        pool = self.given_pools[person.gender]
         for _ in range(100):
             if f"{given} {family}".lower() not in self.taken or f"{given} {family}" == person.name:
                 break
@@ -254,9 +254,6 @@ class WorldBuilder:
             given = self.names.given(person.gender)
         self.given_name[person.id], self.family_name[person.id] = given, family
         self.rename(person, f"{given} {family}")
-
-    def _given_pools_for(self, person: Entity) -> list[str]:
-        return self._given_pools[person.gender]
 
     def add_organisations(self) -> None:
         rng = self.rng
@@ -361,7 +358,8 @@ class WorldBuilder:
         rng, w = self.rng, self.names.plain()
         noun, adj = rng.choice(TITLE_NOUNS), rng.choice(TITLE_ADJECTIVES)
         if subtype == "novel":
-            return rng.choice((w, f"The {noun} of {w}", f"{article(noun).capitalize()} {noun} in {w}", f"The {adj} {noun} of {w}"))
+            return rng.choice((w, f"The {noun} of {w}", f"{article(noun).capitalize()} {noun} in {w}",
+                               f"The {adj} {noun} of {w}"))
         if subtype == "album":
             return rng.choice((w, f"{adj} {w}", f"{w} {noun}"))
         city = rng.choice(self.of_type("city")).name

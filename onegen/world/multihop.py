@@ -253,7 +253,8 @@ class _Templates:
         return self._bridge(self.ix.by_type["film"], "Which film has the director who was born later, {} or {}?", False)
 
     def author_born_first(self) -> Draft:
-        return self._bridge(self.ix.by_subtype["novel"], "Which novel has the author who was born first, {} or {}?", True)
+        return self._bridge(self.ix.by_subtype["novel"],
+                            "Which novel has the author who was born first, {} or {}?", True)
 
     def founder_born_first(self) -> Draft:
         return self._bridge(self.ix.by_type["organisation"],
