@@ -208,6 +208,9 @@ def test_load_authors_layout(tmp_path, vectors):
     loaded, uids = load_entity_vectors(authors_pickle(tmp_path / "e.pkl", vectors, UIDS))
     assert uids == UIDS and loaded.dtype == torch.bfloat16 and loaded.device.type == "cpu"
     assert torch.equal(loaded, vectors)
+    torch.save((vectors, UIDS), tmp_path / "e.pt")  # a zip-format copy loads the same way
+    loaded, uids = load_entity_vectors(tmp_path / "e.pt")
+    assert uids == UIDS and torch.equal(loaded, vectors)
 
 
 def test_load_pickle_saved_on_cuda_maps_to_cpu(tmp_path, vectors):

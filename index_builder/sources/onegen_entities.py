@@ -52,12 +52,20 @@ def _storage_from_bytes(b: bytes) -> Any:
     return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
 
 
+def _tensor_from_storage(storage: Any, offset: int, size: Any, stride: Any, *_ignored: Any) -> torch.Tensor:
+    """Stand-in for `torch._utils._rebuild_tensor_v2` (and v1): a view on the storage.
+    Autograd flags and backward hooks from the file are dropped: vectors need neither."""
+    if not isinstance(storage, torch.storage.TypedStorage):
+        raise UnsafePickleError(f"tensor rebuild expects a storage, got {type(storage).__name__}")
+    return torch._utils._rebuild_tensor(storage, int(offset), tuple(size), tuple(stride))
+
+
 class SafeTensorUnpickler(pickle.Unpickler):
     """Unpickler that can rebuild plain tensors, lists, tuples, dicts and strings, nothing else."""
 
     ALLOWED: dict[tuple[str, str], Any] = {
-        ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-        ("torch._utils", "_rebuild_tensor"): torch._utils._rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor_v2"): _tensor_from_storage,
+        ("torch._utils", "_rebuild_tensor"): _tensor_from_storage,
         ("torch.storage", "_load_from_bytes"): _storage_from_bytes,
         ("collections", "OrderedDict"): collections.OrderedDict,
     }
