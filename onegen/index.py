@@ -225,6 +225,7 @@ class VectorIndex:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        old: Path | None = None
         try:
             save_file({"vectors": self.vectors.to(dtype).contiguous(), "owners": self.owners.contiguous()},
                       str(tmp / VECTORS))
@@ -246,6 +247,9 @@ class VectorIndex:
                 os.replace(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            # Interrupted between the two renames: put the previous index back.
+            if old is not None and old.exists() and not path.exists():
+                os.replace(old, path)
             raise
         self.path = path
         return path
