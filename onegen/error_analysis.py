@@ -1,0 +1,321 @@
+"""Per-example error categories: why one example went wrong, read off its gold labels and its trace.
+
+`categorize(task, example, trace)` returns a list of `ErrorCategory`; a correct example gets [].
+
+Entity linking (one category per offending mention; "Unknown" gold labels are not scored, and a
+prediction on an "Unknown" mention is neither right nor spurious, as in the authors' scorer):
+- "missed mention": a gold mention with no predicted mention at its span (or, failing that, with
+  its surface);
+- "spurious mention": a predicted mention that matches no gold mention;
+- "wrong entity": the mention is right, its entity is not. `gold_rank` is the 1-based rank of the
+  gold entity among that retrieval's top-k hits (1 = top), or None when it is not among them.
+
+Multi-hop (an example is correct when its answer is an exact match with the answer or an alias):
+- "retrieval miss at hop k" (k 1-based): the k-th retrieval chose a paragraph that is not the
+  gold one (see `hop_gold`);
+- "hit the retrieval limit": the run used every retrieval it was allowed;
+- "no final answer": no complete <FINAL-ANSWER>...</FINAL-ANSWER>;
+- "right retrieval but wrong answer": an answer was given, every checked retrieval was right;
+- "wrong answer": an answer was given but no retrieval could be checked (none made, or no gold).
+
+Single-hop (correct when a gold answer is an exact match with, or contained in, the answer, the
+Self-RAG "match" rule; the model writes sentences):
+- "retrieval miss": the passage used is not the gold one (`gold_id`) or, without a gold id,
+  contains none of the gold answers;
+- "no answer": nothing but reflection tokens was generated;
+- "right retrieval but wrong answer".
+
+Any task: "engine error" when the example has no trace (the engine raised).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+from .datasets import ELExample, MultiHopExample, SingleHopExample
+from .metrics import UNKNOWN_ENTITY, normalize_answer, qa_scores
+from .trace import Hit, LinkedEntity, Trace
+
+MISSED_MENTION = "missed mention"
+SPURIOUS_MENTION = "spurious mention"
+WRONG_ENTITY = "wrong entity"
+RETRIEVAL_LIMIT = "hit the retrieval limit"
+NO_FINAL_ANSWER = "no final answer"
+RIGHT_RETRIEVAL_WRONG_ANSWER = "right retrieval but wrong answer"
+WRONG_ANSWER = "wrong answer"
+RETRIEVAL_MISS = "retrieval miss"
+NO_ANSWER = "no answer"
+ENGINE_ERROR = "engine error"
+
+
+def retrieval_miss_at(hop: int) -> str:
+    """The category name of a miss at a 1-based hop."""
+    return f"retrieval miss at hop {hop}"
+
+
+@dataclass(frozen=True)
+class ErrorCategory:
+    name: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "detail": dict(self.detail)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ErrorCategory":
+        return cls(name=str(d["name"]), detail=dict(d.get("detail") or {}))
+
+
+# -- entity linking: aligning predicted mentions with gold labels ----------------------------------
+
+@dataclass
+class MentionAlignment:
+    """`gold[i]` is the predicted entity aligned with `example.labels[i]` (None: missed);
+    `unmatched` are predictions aligned with no label."""
+
+    gold: list[LinkedEntity | None]
+    unmatched: list[LinkedEntity]
+
+
+def align_mentions(example: ELExample, entities: Sequence[LinkedEntity]) -> MentionAlignment:
+    """Pair gold labels with predicted mentions: first by identical character span, then (for
+    predictions whose span is unknown or differs) by identical stripped surface, left to right.
+    Each prediction is used once. "Unknown" labels take part, so a prediction on an unknown
+    mention is consumed rather than reported as spurious."""
+    gold: list[LinkedEntity | None] = [None] * len(example.labels)
+    used = [False] * len(entities)
+    by_span = {}
+    for j, e in enumerate(entities):
+        if e.start is not None and e.end is not None:
+            by_span.setdefault((e.start, e.end), []).append(j)
+    for i, label in enumerate(example.labels):
+        for j in by_span.get(tuple(label.span), []):
+            if not used[j]:
+                gold[i], used[j] = entities[j], True
+                break
+    for i, label in enumerate(example.labels):
+        if gold[i] is not None:
+            continue
+        surface = label.surface.strip()
+        for j, e in enumerate(entities):
+            if not used[j] and e.mention.strip() == surface:
+                gold[i], used[j] = e, True
+                break
+    return MentionAlignment(gold=gold, unmatched=[e for j, e in enumerate(entities) if not used[j]])
+
+
+def gold_rank(trace: Trace, entity: LinkedEntity, gold_id: str) -> int | None:
+    """1-based rank of `gold_id` among the hits of the retrieval that linked `entity`."""
+    if not 0 <= entity.retrieval < len(trace.retrievals):
+        return None
+    for hit in trace.retrievals[entity.retrieval].hits:
+        if hit.id == gold_id:
+            return hit.rank + 1
+    return None
+
+
+def _entity_linking(example: ELExample, trace: Trace) -> list[ErrorCategory]:
+    entities = trace.result.entities or []
+    aligned = align_mentions(example, entities)
+    out: list[ErrorCategory] = []
+    for label, pred in zip(example.labels, aligned.gold):
+        if label.entity_id == UNKNOWN_ENTITY:
+            continue
+        where = {"surface": label.surface, "span": list(label.span), "gold": label.entity_id}
+        if pred is None:
+            out.append(ErrorCategory(MISSED_MENTION, {**where, "optional": label.optional}))
+        elif pred.entity_id != label.entity_id:
+            hits = trace.retrievals[pred.retrieval].hits if 0 <= pred.retrieval < len(trace.retrievals) else []
+            out.append(ErrorCategory(WRONG_ENTITY, {
+                **where, "predicted": pred.entity_id, "predicted_title": pred.title, "retrieval": pred.retrieval,
+                "gold_rank": gold_rank(trace, pred, label.entity_id), "top_k": len(hits)}))
+    for pred in aligned.unmatched:
+        out.append(ErrorCategory(SPURIOUS_MENTION, {
+            "mention": pred.mention, "span": None if pred.start is None else [pred.start, pred.end],
+            "predicted": pred.entity_id, "retrieval": pred.retrieval}))
+    return out
+
+
+# -- multi-hop: the gold paragraph of each hop ---------------------------------------------------
+
+def context_document_id(example_id: str, index: int) -> str:
+    """Id of a question's own context paragraph when it is used as a candidate document."""
+    return f"{example_id}:{index}"
+
+
+@dataclass(frozen=True)
+class HopGold:
+    """What counts as the right paragraph for one hop. `source` is "decomposition" (that hop's
+    own paragraph) or "supporting_facts" (any supporting paragraph: no per-hop gold known)."""
+
+    titles: frozenset[str]
+    ids: frozenset[str]
+    source: str
+
+    def matches(self, hit: Hit | None) -> bool:
+        if hit is None:
+            return False
+        return hit.id in self.ids or _title_key(hit.title) in self.titles
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"titles": sorted(self.titles), "ids": sorted(self.ids), "source": self.source}
+
+
+def _title_key(title: str) -> str:
+    return title.strip().casefold()
+
+
+def hop_gold(example: MultiHopExample, hop: int) -> HopGold | None:
+    """Gold for the 0-based `hop`: the hop's step of the question decomposition when it names a
+    paragraph (`title`, `paragraph_id`, or MuSiQue's `paragraph_support_idx` into the context);
+    otherwise the supporting-fact titles; None when neither is known."""
+    steps = example.decomposition or []
+    if hop < len(steps):
+        step = steps[hop]
+        titles: set[str] = set()
+        ids: set[str] = set()
+        title = step.get("title")
+        if isinstance(title, str) and title.strip():
+            titles.add(_title_key(title))
+        pid = step.get("paragraph_id")
+        if pid is not None and not isinstance(pid, bool):
+            ids.add(str(pid))
+        idx = step.get("paragraph_support_idx", pid if isinstance(pid, int) else None)
+        if isinstance(idx, int) and not isinstance(idx, bool) and 0 <= idx < len(example.context):
+            ids.add(context_document_id(example.id, idx))
+            if "paragraph_support_idx" in step:
+                titles.add(_title_key(example.context[idx].title))
+        if titles or ids:
+            return HopGold(frozenset(titles), frozenset(ids), "decomposition")
+    if example.supporting_titles:
+        return HopGold(frozenset(_title_key(t) for t in example.supporting_titles), frozenset(), "supporting_facts")
+    return None
+
+
+def hop_correct(example: MultiHopExample, trace: Trace, hop: int) -> bool | None:
+    """Whether the 0-based `hop`'s chosen paragraph is its gold (None: no gold known)."""
+    gold = hop_gold(example, hop)
+    if gold is None or hop >= len(trace.retrievals):
+        return None
+    return gold.matches(trace.retrievals[hop].chosen_hit)
+
+
+def _multi_hop(example: MultiHopExample, trace: Trace) -> list[ErrorCategory]:
+    answer = trace.result.answer if trace.result.final_answer_found else None
+    if answer is not None and qa_scores(answer, example.answers)["em"] == 1.0:
+        return []
+    out: list[ErrorCategory] = []
+    checked = 0
+    for k, r in enumerate(trace.retrievals):
+        gold = hop_gold(example, k)
+        if gold is None:
+            continue
+        checked += 1
+        hit = r.chosen_hit
+        if not gold.matches(hit):
+            out.append(ErrorCategory(retrieval_miss_at(k + 1), {
+                "hop": k + 1, "retrieved": None if hit is None else {"id": hit.id, "title": hit.title},
+                "gold": gold.to_dict(), "gold_rank": _rank_of(gold, r.hits), "query": r.query_text}))
+    if trace.result.retrieval_limit_reached:
+        out.append(ErrorCategory(RETRIEVAL_LIMIT, {"retrievals": len(trace.retrievals),
+                                                   "limit": trace.settings.get("max_retrievals")}))
+    if answer is None:
+        out.append(ErrorCategory(NO_FINAL_ANSWER, {"stop_reason": trace.stop_reason}))
+    elif not any(c.name.startswith("retrieval miss") for c in out):
+        name = RIGHT_RETRIEVAL_WRONG_ANSWER if checked else WRONG_ANSWER
+        out.append(ErrorCategory(name, {"answer": answer, "gold": example.answers, "retrievals_checked": checked}))
+    return out
+
+
+def _rank_of(gold: HopGold, hits: Sequence[Hit]) -> int | None:
+    return next((h.rank + 1 for h in hits if gold.matches(h)), None)
+
+
+# -- single-hop --------------------------------------------------------------------------------
+
+def single_hop_retrieval_correct(example: SingleHopExample, trace: Trace) -> tuple[bool, str]:
+    """(whether the passage used is right, the rule used): "gold_id" when the item names its gold
+    passage, else "answer_in_passage" (a normalised gold answer occurs in the passage)."""
+    hit = trace.retrievals[0].chosen_hit if trace.retrievals else None
+    if example.gold_id is not None:
+        return (hit is not None and hit.id == example.gold_id), "gold_id"
+    if hit is None:
+        return False, "answer_in_passage"
+    passage = f" {normalize_answer(hit.title + ' ' + hit.text)} "
+    found = any(g and f" {g} " in passage for g in (normalize_answer(a) for a in example.answers))
+    return found, "answer_in_passage"
+
+
+def answer_match(prediction: str | None, answers: Sequence[str]) -> float:
+    """Self-RAG's accuracy: 1.0 when a normalised gold answer occurs (as whole words) in the
+    normalised prediction."""
+    if not prediction:
+        return 0.0
+    pred = f" {normalize_answer(prediction)} "
+    return float(any(g and f" {g} " in pred for g in (normalize_answer(a) for a in answers)))
+
+
+def _single_hop(example: SingleHopExample, trace: Trace) -> list[ErrorCategory]:
+    answer = trace.result.answer or None
+    if answer is not None and (answer_match(answer, example.answers) or qa_scores(answer, example.answers)["em"]):
+        return []
+    out: list[ErrorCategory] = []
+    right, rule = single_hop_retrieval_correct(example, trace)
+    hit = trace.retrievals[0].chosen_hit if trace.retrievals else None
+    if not right:
+        gold_rank_ = None
+        if example.gold_id is not None and trace.retrievals:
+            gold_rank_ = next((h.rank + 1 for h in trace.retrievals[0].hits if h.id == example.gold_id), None)
+        out.append(ErrorCategory(RETRIEVAL_MISS, {
+            "rule": rule, "retrieved": None if hit is None else {"id": hit.id, "title": hit.title},
+            "gold_id": example.gold_id, "gold_rank": gold_rank_}))
+    if answer is None:
+        out.append(ErrorCategory(NO_ANSWER, {"stop_reason": trace.stop_reason}))
+    elif right:
+        out.append(ErrorCategory(RIGHT_RETRIEVAL_WRONG_ANSWER, {"answer": answer, "gold": example.answers, "rule": rule}))
+    return out
+
+
+# -- entry points --------------------------------------------------------------------------------
+
+def categorize(task: str, example: Any, trace: Trace | None, error: str | None = None) -> list[ErrorCategory]:
+    """Error categories of one example; [] when it is correct. `trace` None means the engine
+    raised (`error` is its message)."""
+    if trace is None:
+        return [ErrorCategory(ENGINE_ERROR, {"message": error or "no trace"})]
+    if task == "entity-linking":
+        _expect(example, ELExample, task)
+        return _entity_linking(example, trace)
+    if task == "multi-hop":
+        _expect(example, MultiHopExample, task)
+        return _multi_hop(example, trace)
+    if task == "single-hop":
+        _expect(example, SingleHopExample, task)
+        return _single_hop(example, trace)
+    raise ValueError(f"unknown task {task!r}; expected entity-linking, multi-hop or single-hop")
+
+
+def _expect(example: Any, cls: type, task: str) -> None:
+    if not isinstance(example, cls):
+        raise TypeError(f"a {task} example must be a {cls.__name__}, got {type(example).__name__}")
+
+
+def category_counts(records: Iterable[Any]) -> dict[str, int]:
+    """Occurrences of each category name over `records`, most frequent first (ties by name).
+
+    A record is anything with a `categories` attribute (an evaluation record), a result-line dict
+    (categories under "onegen"), or a plain list of ErrorCategory. EL counts mentions (one
+    example may miss several); the QA categories occur at most once per example.
+    """
+    counts: Counter[str] = Counter()
+    for rec in records:
+        if hasattr(rec, "categories"):
+            cats = rec.categories
+        elif isinstance(rec, Mapping):
+            cats = (rec.get("onegen") or {}).get("categories") or []
+        else:
+            cats = rec
+        for c in cats:
+            counts[c.name if isinstance(c, ErrorCategory) else str(c["name"])] += 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
