@@ -206,8 +206,8 @@ def _load_embedded(path: Path, name: str, dev: torch.device, dt: torch.dtype) ->
     from safetensors.torch import load_file
 
     manifest = json.loads((path / EMBEDDED_MANIFEST).read_text())
-    base = ensure_base(manifest["base"])
-    model = _from_base_folder(base)
+    base = manifest["base"]
+    model = _from_base_folder(ensure_base(base) if "gguf" in base else path / base["path"])
     tokenizer = load_tokenizer(path)
     apply_new_token_rows(model, tokenizer, load_file(str(path / manifest.get("new_tokens", "new_tokens.safetensors"))))
     adapter = path / manifest.get("adapter", "adapter")

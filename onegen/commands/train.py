@@ -1,0 +1,54 @@
+"""`python -m onegen train --recipe FILE`: train a small OneGen model and export it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--recipe", required=True, help="recipe JSON (see assets/recipes/)")
+    p.add_argument("--steps", type=int, help="train at most this many steps in this invocation (resumable)")
+    p.add_argument("--world", help="world folder to train on (default: generated from the recipe's world seed)")
+    p.add_argument("--out", help="export folder (default: the recipe's `out`)")
+    p.add_argument("--no-export", action="store_true", help="only train and checkpoint")
+    p.add_argument("--threads", type=int, help="CPU threads (default: recipe or all cores)")
+
+
+def ensure_world(world: dict, root: Path = Path("runs/worlds")) -> Path:
+    """Generate the training world once (deterministic by seed) and reuse it."""
+    name = f"{world.get('split', 'train')}-s{world['seed']}-n{world.get('entities', 3000)}"
+    out = root / name
+    if (out / "stats.json").exists():
+        return out
+    cmd = [sys.executable, "-m", "onegen.world", "--seed", str(world["seed"]), "--split", world.get("split", "train"),
+           "--entities", str(world.get("entities", 3000)), "--out", str(out), *map(str, world.get("args", []))]
+    print("generating the training world:", " ".join(cmd[1:]), file=sys.stderr)
+    subprocess.run(cmd, check=True)
+    return out
+
+
+def main(args) -> int:
+    from ..train.export import export_embedded
+    from ..train.recipe import Recipe
+    from ..train.trainer import Trainer
+
+    try:
+        recipe = Recipe.load(args.recipe)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.threads:
+        recipe.threads = args.threads
+    if recipe.world.get("split") == "heldout":
+        print("error: a recipe must not train on the held-out world", file=sys.stderr)
+        return 2
+    world_dir = Path(args.world) if args.world else ensure_world(recipe.world)
+    trainer = Trainer(recipe, world_dir)
+    trainer.train(steps=args.steps)
+    if not args.no_export and trainer.step >= recipe.steps:
+        out = export_embedded(trainer, args.out or recipe.out)
+        print(f"exported {out}")
+    elif not args.no_export:
+        print(f"trained to step {trainer.step} of {recipe.steps}; run again to continue (checkpoint in {recipe.run_dir})")
+    return 0

@@ -1,0 +1,217 @@
+"""Training examples: world files -> token ids with label masks and retrieval anchors.
+
+Token roles follow the protocol: GEN tokens carry next-token labels, CTX tokens (prompts, inserted
+paragraphs, the token the system forces or inserts right after a retrieval token) are masked, and
+RET tokens additionally anchor a contrastive loss on their hidden state. Sequences are built with
+the same tokeniser calls the engine makes at inference, so training and inference see one format.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from ..documents import Document, join_sentences
+from ..protocols import CONTINUE, LK, PARA_CLOSE, PARA_OPEN, QR, get_spec
+from ..tokenization import Data, Part, ProtocolTokenizer, Token, template_parts
+
+IGNORE = -100
+ORDINALS = ("First", "Second", "Third", "Fourth", "Fifth")
+
+
+@dataclass
+class Anchor:
+    position: int  # index in the query sequence whose hidden state is the query
+    positive: tuple[str, int]  # (document key, fragment) of the gold vector
+    negatives: list[str]  # hard-negative document keys
+
+
+@dataclass
+class QuerySample:
+    task: str
+    ids: list[int]
+    labels: list[int]
+    anchors: list[Anchor]
+    kind: str = ""  # e.g. the multi-hop question type
+
+
+@dataclass
+class Corpus:
+    """Documents per task, keyed "task|id"."""
+    docs: dict[str, Document] = field(default_factory=dict)
+    by_name: dict[str, list[str]] = field(default_factory=dict)  # entity name -> EL keys
+    by_type: dict[str, list[str]] = field(default_factory=dict)  # entity type -> EL keys
+
+
+class SequenceBuilder:
+    """Appends segments with their role; keeps ids, labels and anchor positions in step."""
+
+    def __init__(self, ptok: ProtocolTokenizer):
+        self.ptok = ptok
+        self.ids: list[int] = []
+        self.labels: list[int] = []
+
+    def ctx(self, ids: Sequence[int]) -> None:
+        self.ids += ids
+        self.labels += [IGNORE] * len(ids)
+
+    def gen(self, ids: Sequence[int]) -> None:
+        self.ids += ids
+        self.labels += list(ids)
+
+    def gen_text(self, text: str) -> None:
+        self.gen(self.ptok.encode_data(text))
+
+    def gen_token(self, token: str) -> int:
+        self.gen([self.ptok.special_ids[token]])
+        return len(self.ids) - 1
+
+    def parts(self, parts: list[Part], masked: bool) -> None:
+        ids = self.ptok.encode(parts).ids
+        self.ctx(ids) if masked else self.gen(ids)
+
+
+def insertion_parts(task: str, title: str, text: str) -> list[Part]:
+    """The inserted document exactly as the engine writes it."""
+    open_t, body, close_t = get_spec(task).insertion  # type: ignore[misc]
+    return [Token(open_t), *template_parts(body, title=title, text=text), Token(close_t)]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_corpus(world_dir: Path) -> Corpus:
+    """Entity documents (EL; descriptions from the authors' db.jsonl layout) and paragraphs
+    (multi-hop, single-hop) of a world folder."""
+    corpus = Corpus()
+    descriptions = {}
+    for row in read_jsonl(world_dir / "db.jsonl"):
+        text = row["messages"][-1]["content"]
+        descriptions[row["uid"]] = text[: -len("[SE]")] if text.endswith("[SE]") else text
+    for e in read_jsonl(world_dir / "entities.jsonl"):
+        key = f"entity-linking|{e['id']}"
+        corpus.docs[key] = Document(id=e["id"], title=e["name"], text=descriptions[e["id"]])
+        corpus.by_name.setdefault(e["name"], []).append(key)
+        corpus.by_type.setdefault(e["type"], []).append(key)
+    for p in read_jsonl(world_dir / "paragraphs.jsonl"):
+        doc = Document.from_sentences(p["id"], p["title"], p["sentences"])
+        corpus.docs[f"multi-hop|{p['id']}"] = doc
+        corpus.docs[f"single-hop|{p['id']}"] = Document(id=p["id"], title=p["title"], text=doc.text)
+    return corpus
+
+
+# -- per task -------------------------------------------------------------------------------------
+
+def entity_linking_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, n_neg: int) -> QuerySample:
+    spec = get_spec("entity-linking")
+    b = SequenceBuilder(ptok)
+    b.ctx(ptok.encode_template(spec.prompt_template, input=item["text"]).ids)
+    text, cursor, anchors = item["text"], 0, []
+    pieces = []
+    for lab in sorted(item["labels"], key=lambda x: x["span"][0]):
+        s, e = lab["span"]
+        pieces.append(text[cursor:s] + f"<MENTION>{text[s:e]}</MENTION>")
+        cursor = e
+        key = f"entity-linking|{lab['entity_id']}"
+        b.gen_text((" " if len(anchors) == 0 else "") + pieces[-1])
+        pos = b.gen_token(LK)
+        b.ctx([ptok.special_ids[CONTINUE]])  # forced by the system at inference: never a label
+        anchors.append(Anchor(pos, (key, 0), entity_negatives(key, text[s:e], corpus, rng, n_neg)))
+    b.gen_text(text[cursor:] if anchors else " " + text)
+    b.gen([ptok.hf.eos_token_id])
+    return QuerySample("entity-linking", b.ids, b.labels, anchors)
+
+
+def entity_negatives(key: str, name: str, corpus: Corpus, rng, n: int) -> list[str]:
+    """Entities sharing the mention's name first (the ambiguity linking must resolve), then same type."""
+    same_name = [k for k in corpus.by_name.get(name, []) if k != key]
+    etype_keys = corpus.by_type.get(_entity_type(corpus, key), [])
+    out = same_name[:n]
+    while len(out) < n and etype_keys:
+        k = rng.choice(etype_keys)
+        if k != key and k not in out:
+            out.append(k)
+    return out
+
+
+def _entity_type(corpus: Corpus, key: str) -> str:
+    for t, keys in corpus.by_type.items():
+        if key in keys:
+            return t
+    return ""
+
+
+def multi_hop_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, n_neg: int) -> QuerySample:
+    spec = get_spec("multi-hop")
+    b = SequenceBuilder(ptok)
+    b.ctx(ptok.encode_template(spec.prompt_template, input=item["question"]).ids)
+    gold_ids = {h["paragraph_id"] for h in item["decomposition"]}
+    distractors = [k for k in _context_keys(item, corpus) if k.split("|", 1)[1] not in gold_ids]
+    anchors = []
+    prev_answer = ""
+    for k, hop in enumerate(item["decomposition"]):
+        b.gen_text(f"{prev_answer} {ORDINALS[k]}, {_lower_first_word(hop['question'])}")
+        pos = b.gen_token(QR)
+        key = f"multi-hop|{hop['paragraph_id']}"
+        doc = corpus.docs[key]
+        b.parts(insertion_parts("multi-hop", doc.title, doc.text), masked=True)
+        anchors.append(Anchor(pos, (key, int(hop.get("sentence_index", 0))), rng.sample(distractors, min(n_neg, len(distractors)))))
+        prev_answer = hop["answer_sentence"]
+    conclusion = (item.get("conclusion") or "So the answer is").strip()
+    if conclusion.endswith(item["answer"]):  # the answer belongs inside the tags only
+        conclusion = conclusion[: -len(item["answer"])].rstrip()
+    b.gen_text(f"{prev_answer} {conclusion} <FINAL-ANSWER>{item['answer']}</FINAL-ANSWER>")
+    b.gen([ptok.hf.eos_token_id])
+    return QuerySample("multi-hop", b.ids, b.labels, anchors, kind=item.get("type", ""))
+
+
+_QUESTION_WORDS = {"Who", "What", "When", "Where", "Which", "How", "In", "Is", "Was", "Did", "Does", "Whose"}
+
+
+def _lower_first_word(q: str) -> str:
+    """"First, who directed ..." reads as one sentence; names keep their capitals."""
+    word = q.split(" ", 1)[0]
+    return q[0].lower() + q[1:] if word in _QUESTION_WORDS else q
+
+
+def _context_keys(item: dict, corpus: Corpus) -> list[str]:
+    return [k for title, _ in item["context"] if (k := corpus_title_key(corpus, title))]
+
+
+def corpus_title_key(corpus: Corpus, title: str) -> str | None:
+    index = corpus.__dict__.setdefault("_mh_title", {d.title: k for k, d in corpus.docs.items() if k.startswith("multi-hop|")})
+    return index.get(title)
+
+
+def single_hop_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, n_neg: int) -> QuerySample:
+    spec = get_spec("single-hop")
+    b = SequenceBuilder(ptok)
+    b.ctx(ptok.encode_template(spec.prompt_template, input=item["question"]).ids)
+    pos = len(b.ids) - 1  # the prompt ends with [Question Representation]
+    key = f"single-hop|{item['gold_id']}"
+    doc = corpus.docs[key]
+    b.parts(insertion_parts("single-hop", doc.title, doc.text), masked=True)
+    b.gen_token("[Relevant]")
+    b.gen_text(item["answers"][0])
+    b.gen_token("[Fully supported]")
+    b.gen_token("[Utility:5]")
+    b.gen([ptok.hf.eos_token_id])
+    negs = [f"single-hop|{c['id']}" for c in item["ctxs"] if c["id"] != item["gold_id"] and f"single-hop|{c['id']}" in corpus.docs]
+    return QuerySample("single-hop", b.ids, b.labels, [Anchor(pos, (key, 0), rng.sample(negs, min(n_neg, len(negs))))])
+
+
+BUILDERS = {"entity-linking": entity_linking_sample, "multi-hop": multi_hop_sample, "single-hop": single_hop_sample}
+
+
+def load_task_items(world_dir: Path, task: str) -> list[dict]:
+    if task == "entity-linking":
+        return [x for x in read_jsonl(world_dir / "entity_linking.jsonl") if x["labels"]]
+    name = {"multi-hop": "multihop.json", "single-hop": "singlehop.json"}[task]
+    return json.loads((world_dir / name).read_text())
+
+
+def paragraph_text(sentences: list[str]) -> str:
+    return join_sentences(sentences)

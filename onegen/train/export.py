@@ -1,0 +1,78 @@
+"""Write a trained model as an embedded-model folder: LoRA adapter (bf16), new token rows,
+tokenizer, `onegen_model.json`, and a model card. Loaded by onegen.loading like any model."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..loading import EMBEDDED_MANIFEST
+
+
+def export_embedded(trainer, out: str | Path, card_extra: str = "") -> Path:
+    r = trainer.recipe
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        model = trainer.model
+        emb = model.get_input_embeddings().weight.detach()
+        rows = {"ids": trainer.new_ids.clone(), "input": emb[trainer.new_ids].float().contiguous()}
+        head = model.get_output_embeddings().weight
+        if head.data_ptr() != emb.data_ptr():
+            rows["output"] = head.detach()[trainer.new_ids].float().contiguous()
+        save_file(rows, str(tmp / "new_tokens.safetensors"))
+        manifest = {"format": "onegen-embedded/1", "name": r.name, "tasks": r.tasks, "new_tokens": "new_tokens.safetensors",
+                    "trained_steps": trainer.step, "world": r.world}
+        if r.lora is not None:
+            model.save_pretrained(str(tmp / "adapter"))
+            # Halve the adapter's size: bf16 is plenty for LoRA factors, and the loader upcasts.
+            f = tmp / "adapter" / "adapter_model.safetensors"
+            save_file({k: v.to(torch.bfloat16).contiguous() for k, v in load_file(str(f)).items()}, str(f))
+            manifest["adapter"] = "adapter"
+            manifest["base"] = r.base
+        else:
+            model.save_pretrained(str(tmp / "full"))
+            manifest["base"] = {"path": "full"}
+        trainer.tokenizer.save_pretrained(str(tmp))
+        (tmp / EMBEDDED_MANIFEST).write_text(json.dumps(manifest, indent=2))
+        (tmp / "recipe.json").write_text(json.dumps(r.to_dict(), indent=2))
+        (tmp / "README.md").write_text(model_card(r, trainer.step, card_extra))
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def model_card(r, steps: int, extra: str) -> str:
+    base = r.base.get("name") or r.base.get("path") or "from scratch"
+    lora = f"LoRA r={r.lora.r}, alpha={r.lora.alpha} on {', '.join(r.lora.targets)}" if r.lora else "full fine-tune"
+    return f"""# {r.name}
+
+A small OneGen model trained by OneGen Explorer's own trainer, for offline CPU demos and teaching.
+
+- Base: {base} ({json.dumps(r.base)})
+- Adaptation: {lora}; new token rows for {', '.join(r.tasks)} protocols (same token strings and
+  templates as the released OneGen checkpoints)
+- Data: the generated world (seed {r.world.get('seed')}, split {r.world.get('split')}, {r.world.get('entities')} entities);
+  evaluated on a held-out world that shares no names with it
+- Objective: LM loss on generated tokens + BPR + InfoNCE (temperature {r.temperature}) on retrieval-token states
+- Steps: {steps} (recipe: `assets/recipes/{r.name}.json`; reproduce with `python -m onegen train --recipe assets/recipes/{r.name}.json`)
+
+## Limits
+It knows nothing of the real world: it answers only by retrieving from the generated encyclopedia's
+indexes. Metrics and their commands are in docs/embedded-models.md.
+{extra}
+"""

@@ -1,0 +1,70 @@
+"""Training recipes: one JSON file says everything a training run depends on."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class LoraSpec:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                         "gate_proj", "up_proj", "down_proj"])
+
+
+@dataclass
+class Recipe:
+    name: str
+    # Base model: {"package": ..., "module": ..., "gguf": ..., "name": ...} (a PyPI-shipped GGUF),
+    # {"path": folder or hub id}, or {"scratch": {LlamaConfig fields}, "bpe_vocab": 800}.
+    base: dict[str, Any]
+    tasks: list[str] = field(default_factory=lambda: ["entity-linking", "multi-hop", "single-hop"])
+    # World the training data is generated from (never the held-out one).
+    world: dict[str, Any] = field(default_factory=lambda: {"seed": 1, "split": "train", "entities": 3000})
+    # Anchors per step for each task.
+    per_step: dict[str, int] = field(default_factory=lambda: {"entity-linking": 2, "multi-hop": 2, "single-hop": 1})
+    hard_negatives: int = 2  # hard-negative documents per retrieval
+    max_documents: int = 18  # document sequences per step (positives first)
+    max_query_tokens: int = 640
+    max_document_tokens: int = 160
+    # Over-sample these multi-hop question types (weight per type; 1 = uniform).
+    type_weights: dict[str, float] = field(default_factory=dict)
+    steps: int = 300
+    lr: float = 5e-4
+    token_lr: float = 1e-3
+    warmup: int = 15
+    weight_decay: float = 0.0
+    lm_weight: float = 1.0
+    bpr_weight: float = 1.0
+    infonce_weight: float = 1.0
+    temperature: float = 0.05
+    lora: LoraSpec | None = field(default_factory=LoraSpec)
+    seed: int = 0
+    threads: int | None = None
+    checkpoint_every: int = 20
+    out: str = "assets/models/onegen-smol"
+    run_dir: str = "runs/onegen-smol"
+    max_grad_norm: float = 1.0
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recipe":
+        try:
+            raw = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ValueError(f"recipe {path} does not exist") from None
+        except json.JSONDecodeError as e:
+            raise ValueError(f"recipe {path} is not valid JSON: {e}") from None
+        known = {f.name for f in fields(cls)}
+        unknown = set(raw) - known
+        if unknown:
+            raise ValueError(f"recipe {path}: unknown keys {sorted(unknown)}")
+        if raw.get("lora") is not None:
+            raw["lora"] = LoraSpec(**raw["lora"])
+        return cls(**raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

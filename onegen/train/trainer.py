@@ -1,0 +1,317 @@
+"""The OneGen trainer: LM loss on generated tokens + contrastive losses on retrieval-token states,
+queries and their documents in one step, gradients through both sides.
+
+Each step's batch is a pure function of (seed, step), so a resumed run sees exactly the batches
+an uninterrupted one would; checkpoints hold only model, optimiser and scheduler state.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..encode import document_prompt
+from ..loading import apply_new_token_rows, ensure_base, load_tokenizer
+from ..protocols import get_spec
+from ..tokenization import ProtocolTokenizer
+from .examples import BUILDERS, IGNORE, Corpus, QuerySample, load_corpus, load_task_items
+from .losses import bpr_loss, infonce_loss, recall_at_1, similarity
+from .recipe import Recipe
+
+MICRO_BATCH_TOKENS = 2048
+
+
+@dataclass
+class StepStats:
+    step: int
+    loss: float
+    lm: float
+    bpr: float
+    infonce: float
+    recall_at_1: float
+    lr: float
+    seconds: float
+    tokens: int
+
+
+class _Shim:
+    """What encode.document_prompt needs from a LoadedModel: protocol tokenisers."""
+
+    def __init__(self, ptoks: dict[str, ProtocolTokenizer]):
+        self._ptoks = ptoks
+
+    def ptok(self, task: str) -> ProtocolTokenizer:
+        return self._ptoks[task]
+
+
+def all_token_strings(tasks: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for t in tasks:
+        out.update(get_spec(t).added_tokens)
+    return out
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, world_dir: Path, *, log=print):
+        self.recipe = recipe
+        self.world_dir = Path(world_dir)
+        self.run_dir = Path(recipe.run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        if recipe.threads:
+            torch.set_num_threads(recipe.threads)
+        torch.manual_seed(recipe.seed)
+        self.model, self.tokenizer, self.new_ids = self._build_model()
+        strings = all_token_strings(recipe.tasks)
+        self.ptoks = {t: ProtocolTokenizer(self.tokenizer, list(get_spec(t).token_strings)) for t in recipe.tasks}
+        self.shim = _Shim(self.ptoks)
+        self.corpus: Corpus = load_corpus(self.world_dir)
+        self.items = {t: load_task_items(self.world_dir, t) for t in recipe.tasks}
+        self.token_strings = strings
+        self.optimizer, self.scheduler = self._optimizer()
+        self.step = 0
+        self._resume()
+
+    # -- model ---------------------------------------------------------------------------------
+    def _build_model(self):
+        from transformers import AutoModelForCausalLM
+
+        r = self.recipe
+        base = r.base
+        if "scratch" in base:
+            from .scratch import scratch_model
+
+            model, tokenizer = scratch_model(base, self.world_dir, r.seed)
+        else:
+            folder = ensure_base(base) if "gguf" in base else Path(base["path"])
+            tokenizer = load_tokenizer(folder)
+            model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+        strings = all_token_strings(r.tasks)
+        new = [t for t in strings if t not in tokenizer.get_vocab()]
+        tokenizer.add_special_tokens({"additional_special_tokens": new}, replace_extra_special_tokens=False)
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        new_ids = torch.tensor([tokenizer.convert_tokens_to_ids(t) for t in new], dtype=torch.long)
+        # New rows start as the mean embedding of a short description of the token's role.
+        emb = model.get_input_embeddings().weight
+        with torch.no_grad():
+            for t, i in zip(new, new_ids.tolist()):
+                desc = tokenizer(strings[t], add_special_tokens=False)["input_ids"]
+                emb[i] = emb[desc].mean(0)
+                out = model.get_output_embeddings().weight
+                if out.data_ptr() != emb.data_ptr():
+                    out[i] = out[desc].mean(0)
+        if r.lora is not None:
+            from peft import LoraConfig, get_peft_model
+
+            model = get_peft_model(model, LoraConfig(r=r.lora.r, lora_alpha=r.lora.alpha, lora_dropout=r.lora.dropout,
+                                                     target_modules=r.lora.targets, bias="none"))
+        # Only the new rows of the (tied) embedding learn: old rows get zero gradient, and Adam with
+        # zero weight decay leaves a row with zero gradient exactly unchanged.
+        emb = model.get_input_embeddings().weight
+        emb.requires_grad_(True)
+        keep = torch.zeros(emb.shape[0], 1)
+        keep[new_ids] = 1.0
+        emb.register_hook(lambda g: g * keep.to(g.dtype))
+        model.train()
+        return model, tokenizer, new_ids
+
+    def _optimizer(self):
+        r = self.recipe
+        emb = self.model.get_input_embeddings().weight
+        others = [p for p in self.model.parameters() if p.requires_grad and p is not emb]
+        opt = torch.optim.AdamW([{"params": others, "lr": r.lr, "weight_decay": r.weight_decay},
+                                 {"params": [emb], "lr": r.token_lr, "weight_decay": 0.0}])
+
+        def factor(step: int) -> float:
+            if step < r.warmup:
+                return (step + 1) / r.warmup
+            progress = (step - r.warmup) / max(1, r.steps - r.warmup)
+            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / "checkpoint.pt"
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        state = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+        emb_name = next(n for n, p in self.model.named_parameters() if p is self.model.get_input_embeddings().weight)
+        state[emb_name] = state[emb_name][self.new_ids]  # only the new rows
+        return state
+
+    def save_checkpoint(self) -> None:
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save({"step": self.step, "params": self._trainable_state(), "optimizer": self.optimizer.state_dict(),
+                    "scheduler": self.scheduler.state_dict(), "recipe": self.recipe.to_dict()}, tmp)
+        os.replace(tmp, self.checkpoint_path)
+
+    def _resume(self) -> None:
+        if not self.checkpoint_path.exists():
+            return
+        ck = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        emb = self.model.get_input_embeddings().weight
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n, v in ck["params"].items():
+                if params[n] is emb:
+                    emb[self.new_ids] = v
+                else:
+                    params[n].copy_(v)
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.step = int(ck["step"])
+        self.log(f"resumed from {self.checkpoint_path} at step {self.step}")
+
+    # -- batches -------------------------------------------------------------------------------
+    def batch(self, step: int) -> tuple[list[QuerySample], list[str]]:
+        """Query samples and document keys for `step`; deterministic in (seed, step)."""
+        r = self.recipe
+        rng = random.Random(f"{r.seed}:{step}")
+        samples: list[QuerySample] = []
+        for task in r.tasks:
+            items = self.items[task]
+            weights = None
+            if task == "multi-hop" and r.type_weights:
+                weights = [r.type_weights.get(x.get("type", ""), 1.0) for x in items]
+            n = r.per_step.get(task, 0)
+            tries = 0
+            while n > 0 and tries < 20:
+                tries += 1
+                item = rng.choices(items, weights=weights)[0] if weights else rng.choice(items)
+                s = BUILDERS[task](item, self.ptoks[task], self.corpus, rng, r.hard_negatives)
+                if len(s.ids) <= r.max_query_tokens and s.anchors:
+                    samples.append(s)
+                    n -= 1
+        keys: list[str] = []
+        for s in samples:
+            for a in s.anchors:
+                if a.positive[0] not in keys:
+                    keys.append(a.positive[0])
+        for s in samples:
+            for a in s.anchors:
+                for k in a.negatives:
+                    if k not in keys and len(keys) < r.max_documents:
+                        keys.append(k)
+        return samples, keys
+
+    # -- one step ------------------------------------------------------------------------------
+    def forward_losses(self, samples: list[QuerySample], keys: list[str]):
+        r = self.recipe
+        docs = [document_prompt(self.shim, k.split("|", 1)[0], self.corpus.docs[k], r.max_document_tokens) for k in keys]
+        seqs = [s.ids for s in samples] + [d.ids for d in docs]
+        hidden = self._hidden_states(seqs)
+        head = self.model.get_output_embeddings()
+        # LM loss over every labelled token of the query sequences.
+        lm_h, lm_y = [], []
+        for s, h in zip(samples, hidden):
+            labels = torch.tensor(s.labels[1:])
+            pos = (labels != IGNORE).nonzero().flatten()
+            lm_h.append(h[pos])
+            lm_y.append(labels[pos])
+        logits = head(torch.cat(lm_h)).float()
+        lm = torch.nn.functional.cross_entropy(logits, torch.cat(lm_y))
+        # Contrastive losses per task: anchors against all of the step's document vectors of that task.
+        bpr_terms, nce_terms, recalls = [], [], []
+        doc_hidden = hidden[len(samples):]
+        for task in r.tasks:
+            vecs, owners, frags = [], [], []
+            for k, d, h in zip(keys, docs, doc_hidden):
+                if k.startswith(task + "|"):
+                    vecs.append(h[d.vector_positions])
+                    owners += [k] * len(d.vector_positions)
+                    frags += list(range(len(d.vector_positions)))
+            queries, positives, masks = [], [], []
+            for s, h in zip(samples, hidden):
+                if s.task != task:
+                    continue
+                for a in s.anchors:
+                    key, frag = a.positive
+                    idx = [i for i, (o, f) in enumerate(zip(owners, frags)) if o == key]
+                    if not idx:
+                        continue
+                    pos_i = next((i for i in idx if frags[i] == frag), idx[0])
+                    mask = torch.tensor([o != key or i == pos_i for i, o in enumerate(owners)])
+                    queries.append(h[a.position])
+                    positives.append(pos_i)
+                    masks.append(mask)
+            if not queries or len(owners) < 2:
+                continue
+            sim = similarity(torch.stack(queries), torch.cat(vecs))
+            pos_t = torch.tensor(positives)
+            cand = torch.stack(masks)
+            neg = cand.clone()
+            neg[torch.arange(len(pos_t)), pos_t] = False
+            bpr_terms.append(bpr_loss(sim, pos_t, neg))
+            nce_terms.append(infonce_loss(sim, pos_t, cand, r.temperature))
+            recalls.append(recall_at_1(sim.detach(), pos_t, cand))
+        bpr = torch.stack(bpr_terms).mean() if bpr_terms else lm * 0
+        nce = torch.stack(nce_terms).mean() if nce_terms else lm * 0
+        loss = r.lm_weight * lm + r.bpr_weight * bpr + r.infonce_weight * nce
+        tokens = sum(len(x) for x in seqs)
+        return loss, lm, bpr, nce, (sum(recalls) / len(recalls) if recalls else 0.0), tokens
+
+    def _hidden_states(self, seqs: list[list[int]]) -> list[torch.Tensor]:
+        """Final-norm hidden states of every sequence, run in length-sorted micro-batches."""
+        backbone = self.model.get_decoder()
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        out: list[torch.Tensor | None] = [None] * len(seqs)
+        pad = self.tokenizer.pad_token_id or 0
+        i = 0
+        while i < len(order):
+            width = len(seqs[order[i]])
+            j = i + 1
+            while j < len(order) and (j - i + 1) * width <= MICRO_BATCH_TOKENS:
+                j += 1
+            group = order[i:j]
+            ids = torch.full((len(group), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(group), width), dtype=torch.long)
+            for r_, g in enumerate(group):
+                ids[r_, : len(seqs[g])] = torch.tensor(seqs[g])
+                mask[r_, : len(seqs[g])] = 1
+            h = backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+            for r_, g in enumerate(group):
+                out[g] = h[r_, : len(seqs[g])]
+            i = j
+        return out  # type: ignore[return-value]
+
+    def train(self, steps: int | None = None, progress: bool = True) -> list[StepStats]:
+        r = self.recipe
+        end = min(r.steps, self.step + steps) if steps else r.steps
+        log_path = self.run_dir / "log.jsonl"
+        stats: list[StepStats] = []
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=r.steps, initial=self.step, desc=f"training {r.name}", unit="step")
+        while self.step < end:
+            t0 = time.perf_counter()
+            samples, keys = self.batch(self.step)
+            loss, lm, bpr, nce, rec, tokens = self.forward_losses(samples, keys)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], r.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.step += 1
+            st = StepStats(self.step, float(loss), float(lm), float(bpr), float(nce), rec,
+                           self.scheduler.get_last_lr()[0], round(time.perf_counter() - t0, 3), tokens)
+            stats.append(st)
+            with open(log_path, "a") as f:
+                f.write(json.dumps(st.__dict__) + "\n")
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{st.loss:.3f}", lm=f"{st.lm:.3f}", nce=f"{st.infonce:.3f}", r1=f"{rec:.2f}")
+            if self.step % r.checkpoint_every == 0 or self.step == end:
+                self.save_checkpoint()
+        if bar is not None:
+            bar.close()
+        return stats
