@@ -1,0 +1,416 @@
+"""OneGen Explorer: watch one model write and retrieve in a single pass.
+
+    python app.py                                   # embedded default model on the CPU
+    python app.py --model zjunlp/OneGen-EntityLinking-Llama2-7B --index-entity-linking DIR
+    ONEGEN_MODEL=... ONEGEN_INDEX_MULTI_HOP=DIR python app.py --port 7861
+
+Tabs: Run (live timeline, retrieval steps, result, cost strip, trace download), Trace viewer
+(upload a trace JSON), Index browser, About. API endpoints: /link_entities, /answer_multi_hop,
+/answer_single_hop, each (text, top_k=5) -> Trace JSON. Layout and callbacks only: the HTML comes
+from onegen/render_html.py, the shared model and indexes from onegen/app_state.py.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline demo
+
+import argparse
+import logging
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from onegen import render_html as R
+from onegen.app_state import EXAMPLES_DIR, MAX_INPUT_CHARS, MAX_TOP_K, AppConfig, AppError, AppState
+from onegen.engine import DoneEvent, RetrievalEvent, TokenEvent
+from onegen.protocols import TASKS
+from onegen.trace import Trace, TraceFormatError
+
+log = logging.getLogger("onegen.app")
+
+TASK_CHOICES = [(R.TASK_LABELS[t], t) for t in TASKS]
+STREAM_EVERY_S = 0.15  # at most ~7 page updates a second while tokens stream
+MAX_TRACE_UPLOAD = 10 * 1024 * 1024
+_TRACE_DIR = Path(tempfile.mkdtemp(prefix="onegen-traces-"))
+
+
+def on_gpu(fn):
+    """Decorate with spaces.GPU on Hugging Face ZeroGPU; a no-op elsewhere. CUDA is touched only
+    inside the call (the model loads lazily), never at import."""
+    try:
+        import spaces
+    except ImportError:
+        return fn
+    return spaces.GPU(duration=120)(fn)
+
+
+def _readable(e: Exception) -> str:
+    if isinstance(e, AppError):
+        return str(e)
+    log.exception("unexpected error")
+    return f"Something went wrong ({type(e).__name__}). The model and indexes stay loaded; try again."
+
+
+def _write_trace(trace: Trace) -> str:
+    """A trace JSON file for the download button; files older than an hour are pruned."""
+    now = time.time()
+    for old in _TRACE_DIR.glob("*.json"):
+        if now - old.stat().st_mtime > 3600:
+            old.unlink(missing_ok=True)
+    path = _TRACE_DIR / f"onegen-trace-{trace.task}-{uuid.uuid4().hex[:8]}.json"
+    path.write_text(trace.to_json(indent=1), encoding="utf-8")
+    return str(path)
+
+
+def _example_choices(examples: list[dict]) -> list[tuple[str, str]]:
+    out = []
+    for ex in examples:
+        text = ex["text"]
+        label = text if len(text) <= 90 else text[:87] + "..."
+        if ex.get("note"):
+            label += f"  ({ex['note']})"
+        out.append((label, text))
+    return out
+
+
+def _trace_panel() -> SimpleNamespace:
+    """The views of one trace: cost strip, timeline, step selector + detail, task result."""
+    p = SimpleNamespace()
+    p.cost = gr.HTML(elem_classes="og-cost-box")
+    gr.Markdown("#### Token timeline")
+    p.timeline = gr.HTML(R.timeline_html([], []), elem_classes="og-timeline-box")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=220):
+            p.steps = gr.Radio(label="Retrieval steps", choices=[], interactive=True)
+        with gr.Column(scale=3):
+            p.detail = gr.HTML(R.step_html(None, ""))
+    gr.Markdown("#### Result")
+    p.result = gr.HTML()
+    return p
+
+
+def build_demo(app: AppState) -> gr.Blocks:
+    cfg = app.config
+
+    @on_gpu
+    def events(task: str, text: str, top_k: int):
+        yield from app.stream(task, text, top_k)
+
+    @on_gpu
+    def run_to_trace(task: str, text: str, top_k: int) -> Trace:
+        return app.run_trace(task, text, top_k)
+
+    def links_for(trace: Trace) -> dict[str, str]:
+        ids = [h.id for r in trace.retrievals for h in r.hits]
+        return app.links(trace.task, ids) if ids else {}
+
+    def views(trace: Trace, step: int | None, links: dict[str, str], running: bool = False):
+        """(cost, timeline, steps, detail) for a trace; the selected step, else the latest."""
+        if step is None and trace.retrievals:
+            step = len(trace.retrievals) - 1
+        r = trace.retrievals[step] if step is not None and 0 <= step < len(trace.retrievals) else None
+        return (R.cost_html(trace), R.timeline_html(trace.tokens, trace.retrievals, running=running),
+                gr.Radio(choices=R.step_choices(trace.retrievals), value=r.step if r else None),
+                R.step_html(r, trace.task, links))
+
+    # -- Run tab callbacks ------------------------------------------------------------------------
+    def run(task, text, top_k):
+        """Stream a run: status, cost, timeline, steps, detail, result, download, session trace."""
+        loading = "Loading the model (first run only)..." if not app.model_loaded else "Running..."
+        empty = Trace(task=task, mode="onegen", model={}, input=text or "", prompt_text="", prompt_ids=[])
+        yield (R.message_html(loading), *views(empty, None, {}, running=True), "",
+               gr.DownloadButton(visible=False), None)
+        live = empty
+        last = 0.0
+        try:
+            for ev in events(task, text, top_k):
+                if isinstance(ev, DoneEvent):
+                    trace = ev.trace
+                    links = links_for(trace)
+                    n = len(trace.retrievals)
+                    done = (f"Done: {len(trace.tokens)} tokens, {n} retrieval{'s' if n != 1 else ''}, "
+                            f"{trace.cost.seconds.get('total', 0):.1f} s.")
+                    yield (R.message_html(done, "ok"), *views(trace, None, links), R.result_html(trace, links),
+                           gr.DownloadButton(value=_write_trace(trace), visible=True), trace)
+                    return
+                if isinstance(ev, TokenEvent):
+                    live.tokens.append(ev.token)
+                    if time.monotonic() - last < STREAM_EVERY_S:
+                        continue
+                else:  # RetrievalEvent: always shown at once
+                    live.retrievals.append(ev.retrieval)
+                last = time.monotonic()
+                yield (R.message_html("Running..."), *views(live, None, {}, running=True), gr.skip(),
+                       gr.skip(), live)
+        except Exception as e:  # noqa: BLE001 - every failure becomes a message, never a traceback
+            msg = _readable(e)
+            gr.Warning(msg)
+            yield (R.message_html(msg, "error"), *views(live, None, {}), "", gr.DownloadButton(visible=False), None)
+
+    def show_step(trace: Trace | None, step):
+        if trace is None or step is None:
+            return R.step_html(None, "")
+        try:
+            r = trace.retrievals[int(step)]
+        except (IndexError, ValueError, TypeError):
+            return R.step_html(None, "")
+        return R.step_html(r, trace.task, links_for(trace))
+
+    def pick_example(text):
+        return text or gr.skip()
+
+    def change_task(task, current):
+        examples = app.examples(task)
+        all_examples = {ex["text"] for t in TASKS for ex in app.examples(t)}
+        # Replace the input only when it is empty or an example of another task.
+        text = examples[0]["text"] if examples and (not (current or "").strip() or current in all_examples) else gr.skip()
+        return gr.Dropdown(choices=_example_choices(examples), value=None), text
+
+    # -- Trace viewer -----------------------------------------------------------------------------
+    def view_upload(path):
+        blank = (R.cost_html(Trace("", "", {}, "", "", [])), R.timeline_html([], []),
+                 gr.Radio(choices=[], value=None), R.step_html(None, ""), "", None)
+        if not path:
+            return (R.message_html("Upload a trace JSON file (written by the Download button or `python -m onegen run`)."),
+                    *blank)
+        try:
+            size = os.path.getsize(path)
+            if size > MAX_TRACE_UPLOAD:
+                raise TraceFormatError(f"the file has {size:,} bytes; traces up to {MAX_TRACE_UPLOAD:,} bytes are read")
+            with open(path, encoding="utf-8") as f:
+                trace = Trace.from_json(f.read())
+        except (TraceFormatError, UnicodeDecodeError, OSError) as e:
+            return R.message_html(f"This file is not a readable OneGen trace: {e}", "error"), *blank
+        links = links_for(trace)
+        info = (f"{R.TASK_LABELS.get(trace.task, trace.task)} run of {trace.model.get('name', '?')}: "
+                f"{len(trace.tokens)} tokens, {len(trace.retrievals)} retrievals.")
+        return (R.message_html(info, "ok"), *views(trace, None, links), R.result_html(trace, links), trace)
+
+    # -- Index browser ----------------------------------------------------------------------------
+    def search_titles(task, query):
+        try:
+            idx = app.index(task)
+        except AppError as e:
+            return R.message_html(str(e), "error"), gr.Radio(choices=[], value=None), ""
+        query = (query or "").strip()
+        rows = idx.find_titles(query, limit=20) if query else list(range(min(20, len(idx))))
+        choices = [(f"{idx.documents[i].title}  [{idx.documents[i].id}]", i) for i in rows]
+        if query and not rows:
+            msg = R.message_html(f"No title contains {query!r}.", "warn")
+        else:
+            what = f"matching {query!r}" if query else "(the first ones)"
+            msg = R.message_html(f"{len(rows)} document{'s' if len(rows) != 1 else ''} {what} of {len(idx):,}.")
+        return msg, gr.Radio(choices=choices, value=None), ""
+
+    def show_document(task, row, k):
+        if row is None:
+            return ""
+        try:
+            idx = app.index(task)
+            row = int(row)
+            doc = idx.documents[row]
+            near = app.neighbours(task, row, int(k))
+        except (AppError, ValueError, IndexError) as e:
+            return R.message_html(str(e) or "That document is not in the index.", "error")
+        return R.document_html(doc, near, links=app.links(task, [d.id for d, _ in near]))
+
+    def on_load(request: gr.Request):
+        """Fill the examples; a `?browse=TASK&doc=ID` link opens the index browser on that document."""
+        task = TASKS[0]
+        examples = app.examples(task)
+        ex = (gr.Dropdown(choices=_example_choices(examples), value=None),
+              examples[0]["text"] if examples else "")
+        overview = "".join(R.message_html(m, k) for k, m in app.overview())
+        params = dict(request.query_params) if request is not None else {}
+        b_task, doc_id = params.get("browse"), params.get("doc")
+        if b_task not in TASKS or not doc_id:
+            return (*ex, overview, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        try:
+            found = app.document(b_task, doc_id)
+        except AppError as e:
+            return (*ex, overview, gr.Tabs(selected="browse"), b_task, gr.skip(), gr.skip(),
+                    R.message_html(str(e), "error"))
+        if found is None:
+            return (*ex, overview, gr.Tabs(selected="browse"), b_task, gr.skip(), gr.skip(),
+                    R.message_html(f"No document with id {doc_id!r} in the {R.TASK_LABELS[b_task]} index.", "warn"))
+        row, doc = found
+        return (*ex, overview, gr.Tabs(selected="browse"), b_task, doc.title,
+                gr.Radio(choices=[(f"{doc.title}  [{doc.id}]", row)], value=row), show_document(b_task, row, 5))
+
+    # -- API --------------------------------------------------------------------------------------
+    # The endpoints return the Trace as a JSON string: as a dict, its `index.path` would look like
+    # a file to gradio and its client.
+    def api_run(task: str, text: str, top_k: int) -> str:
+        try:
+            return run_to_trace(task, text, top_k).to_json()
+        except Exception as e:  # noqa: BLE001
+            raise gr.Error(_readable(e)) from None
+
+    def link_entities(text: str, top_k: int = 5) -> str:
+        """Entity linking: mentions in `text` linked to the index's entities. Returns the Trace JSON."""
+        return api_run("entity-linking", text, top_k)
+
+    def answer_multi_hop(text: str, top_k: int = 5) -> str:
+        """Multi-hop QA: sub-questions, retrieved paragraphs, final answer. Returns the Trace JSON."""
+        return api_run("multi-hop", text, top_k)
+
+    def answer_single_hop(text: str, top_k: int = 5) -> str:
+        """Single-hop QA (Self-RAG): reranked passages and the answer. Returns the Trace JSON."""
+        return api_run("single-hop", text, top_k)
+
+    # -- layout -----------------------------------------------------------------------------------
+    with gr.Blocks(title="OneGen Explorer", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown("# OneGen Explorer\nOne model writes and retrieves in a single forward pass. "
+                    "Run it, watch every retrieval token fire, and see what it found and what it cost.")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Run", id="run"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=3):
+                        with gr.Row():
+                            task = gr.Radio(TASK_CHOICES, value=TASKS[0], label="Task", scale=3)
+                            top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Top-k candidates", scale=1)
+                        example = gr.Dropdown(label="Examples", choices=[], value=None, interactive=True)
+                        text = gr.Textbox(label="Input", lines=3, placeholder="Type a sentence or a question",
+                                          info=f"Up to {cfg.max_input_chars:,} characters.")
+                        with gr.Row():
+                            run_btn = gr.Button("Run", variant="primary", scale=3)
+                            stop_btn = gr.Button("Stop", variant="stop", scale=1)
+                        status = gr.HTML()
+                        panel = _trace_panel()
+                        download = gr.DownloadButton("Download trace JSON", visible=False)
+                    with gr.Column(scale=1, min_width=260):
+                        with gr.Accordion("How single-pass retrieval works", open=True):
+                            gr.HTML(R.EXPLAINER_HTML)
+                run_trace = gr.State(None)
+
+            with gr.Tab("Trace viewer", id="viewer"):
+                gr.Markdown("Open a trace saved with **Download trace JSON** (schema `onegen-trace/1`).")
+                upload = gr.File(label="Trace JSON", file_types=[".json"], type="filepath")
+                v_status = gr.HTML()
+                viewer = _trace_panel()
+                viewer_trace = gr.State(None)
+
+            with gr.Tab("Index browser", id="browse"):
+                with gr.Row():
+                    b_task = gr.Radio(TASK_CHOICES, value=TASKS[0], label="Index", scale=2)
+                    b_query = gr.Textbox(label="Find by title", placeholder="a title or part of one", scale=2)
+                    b_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Neighbours", scale=1)
+                b_btn = gr.Button("Search", variant="primary")
+                b_status = gr.HTML()
+                b_matches = gr.Radio(label="Matches", choices=[], interactive=True)
+                b_doc = gr.HTML()
+
+            with gr.Tab("About", id="about"):
+                gr.Markdown(ABOUT_MD)
+                overview = gr.HTML()
+
+        # -- events ---------------------------------------------------------------------------------
+        run_outputs = [status, panel.cost, panel.timeline, panel.steps, panel.detail, panel.result, download, run_trace]
+        run_event = gr.on([run_btn.click, text.submit], run, inputs=[task, text, top_k], outputs=run_outputs,
+                          concurrency_id="model", concurrency_limit=1, api_visibility="private")
+        stop_btn.click(None, cancels=[run_event])
+        panel.steps.input(show_step, [run_trace, panel.steps], panel.detail, api_visibility="private",
+                          concurrency_limit=None)
+        example.input(pick_example, example, text, api_visibility="private", queue=False)
+        task.input(change_task, [task, text], [example, text], api_visibility="private", queue=False)
+
+        upload.change(view_upload, upload, [v_status, viewer.cost, viewer.timeline, viewer.steps, viewer.detail,
+                                             viewer.result, viewer_trace], api_visibility="private",
+                      concurrency_limit=None)
+        viewer.steps.input(show_step, [viewer_trace, viewer.steps], viewer.detail, api_visibility="private",
+                           concurrency_limit=None)
+
+        gr.on([b_btn.click, b_query.submit, b_task.input], search_titles, [b_task, b_query],
+              [b_status, b_matches, b_doc], api_visibility="private", concurrency_limit=4)
+        gr.on([b_matches.input, b_k.release], show_document, [b_task, b_matches, b_k], b_doc,
+              api_visibility="private", concurrency_limit=4)
+
+        demo.load(on_load, None, [example, text, overview, tabs, b_task, b_query, b_matches, b_doc],
+                  api_visibility="private")
+
+        for fn in (link_entities, answer_multi_hop, answer_single_hop):
+            gr.api(fn, api_name=fn.__name__, concurrency_id="model", concurrency_limit=1)
+    demo.queue(default_concurrency_limit=1)
+    return demo
+
+
+ABOUT_MD = f"""
+### What this is
+OneGen (Findings of EMNLP 2024) fine-tunes a causal language model so that a few special tokens double
+as retrieval queries: the hidden state of the step that reads a retrieval token is the query vector.
+This app runs such a model and shows each run as it happens: the text, every retrieval token, the
+candidates it scored, what was inserted back into the context, and the forward tokens each phase cost.
+
+### Tasks
+- **Entity linking**: the model rewrites the input as `<MENTION>X</MENTION>[LK]`; every `[LK]` links one mention.
+- **Multi-hop QA**: sub-questions end in `[Question Representation]`; the best paragraph is inserted and the model goes on.
+- **Single-hop QA (Self-RAG)**: the question's vector reranks passages; the best one is read, then the answer
+  is written with reflection tokens.
+
+### API
+`/link_entities`, `/answer_multi_hop`, `/answer_single_hop`: each takes `(text, top_k=5)` and returns
+the run's Trace JSON (schema `onegen-trace/1`), e.g.
+`Client(url).predict("...", 5, api_name="/link_entities")`.
+
+### Configuration
+`python app.py --model NAME_OR_FOLDER --index-entity-linking DIR --index-multi-hop DIR --index-single-hop DIR`
+(or `--index TASK=DIR`), `--host`, `--port`, `--share`; environment: `ONEGEN_MODEL`,
+`ONEGEN_INDEX_ENTITY_LINKING`, `ONEGEN_INDEX_MULTI_HOP`, `ONEGEN_INDEX_SINGLE_HOP`.
+Inputs are limited to {MAX_INPUT_CHARS:,} characters by default.
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="OneGen Explorer: a web app for single-pass retrieval and generation.")
+    p.add_argument("--model", help="registry name, Hugging Face id or model folder (default: $ONEGEN_MODEL, "
+                                   "else the embedded onegen-smol)")
+    for t in TASKS:
+        p.add_argument(f"--index-{t}", dest="index_" + t.replace("-", "_"), metavar="DIR",
+                       help=f"index folder for {R.TASK_LABELS[t]} (default: ${'ONEGEN_INDEX_' + t.upper().replace('-', '_')}, "
+                            "else the model's registry index)")
+    p.add_argument("--index", action="append", default=[], metavar="TASK=DIR",
+                   help=f"index folder for a task, repeatable; TASK is one of {', '.join(TASKS)}")
+    p.add_argument("--examples", default=str(EXAMPLES_DIR), metavar="DIR", help="folder of <task>.jsonl examples")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when present)")
+    p.add_argument("--max-input-chars", type=int, default=MAX_INPUT_CHARS)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="open a public gradio.live link (off by default)")
+    args = p.parse_args(argv)
+    indexes = {t: getattr(args, "index_" + t.replace("-", "_")) for t in TASKS}
+    for item in args.index:
+        name, sep, folder = item.partition("=")
+        if not sep or name not in TASKS or not folder:
+            p.error(f"--index takes TASK=DIR with TASK one of {', '.join(TASKS)}; got {item!r}")
+        indexes[name] = folder
+    args.config = AppConfig(model=args.model, indexes={t: d for t, d in indexes.items() if d},
+                            examples_dir=Path(args.examples), device=args.device,
+                            max_input_chars=args.max_input_chars)
+    return args
+
+
+def theme() -> gr.themes.Theme:
+    # System fonts: the page loads nothing from the internet.
+    return gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"],
+                          font_mono=["ui-monospace", "Consolas", "monospace"])
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False, **kw):
+    # No allowed_paths: the page can reach only gradio's own cache (uploads and trace downloads).
+    return demo.launch(server_name=host, server_port=port, share=share, theme=theme(), css=R.APP_CSS,
+                       max_file_size="10mb", ssr_mode=False, show_error=False, **kw)
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    launch(build_demo(AppState(args.config)), args.host, args.port, args.share)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""What the app shares across sessions: one model and one index per task, loaded once on first use.
+
+Loads are guarded by locks, so two first visitors never load the model twice. Every failure is an
+`AppError` whose message is meant for the page (no tracebacks); a failed load is not cached, so a
+model or index that appears later (still training, still downloading) is picked up on the next try.
+Nothing here imports gradio.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from . import registry
+from .documents import Document
+from .engine import DoneEvent, Engine, Event, IndexRetriever, InputError, RunSettings
+from .index import IndexLoadError, VectorIndex, read_manifest
+from .protocols import TASKS, MissingTokenError
+from .render_html import TASK_LABELS, browse_href
+from .trace import Trace
+
+log = logging.getLogger("onegen.app")
+
+MAX_INPUT_CHARS = 2_000  # a demo page, not a batch job; the engine's own limit is higher
+MAX_TOP_K = 20
+EXAMPLES_DIR = registry.ASSETS / "examples"
+
+# Shown when assets/examples/<task>.jsonl is missing, so the page still has something to run.
+FALLBACK_EXAMPLES = {
+    "entity-linking": [{"text": "Ivo Brandel directed a film that was shot in Corvale."}],
+    "multi-hop": [{"text": "Where was the director of Film A born?"}],
+    "single-hop": [{"text": "How many inhabitants does Corvale have?"}],
+}
+
+
+class AppError(Exception):
+    """A failure with a message written for the person using the page."""
+
+
+def env_name(task: str) -> str:
+    return "ONEGEN_INDEX_" + task.upper().replace("-", "_")
+
+
+@dataclass
+class AppConfig:
+    """Where the model and indexes come from. Flags win over environment variables, which win over
+    the registry's defaults (the embedded model and its indexes)."""
+
+    model: str | None = None  # registry name, hub id or folder; None: $ONEGEN_MODEL or the embedded default
+    indexes: dict[str, str] = field(default_factory=dict)  # task -> folder
+    examples_dir: Path = EXAMPLES_DIR
+    device: str | None = None  # None: a GPU when present, else the CPU
+    max_input_chars: int = MAX_INPUT_CHARS
+
+    def model_name(self) -> str:
+        return self.model or os.environ.get("ONEGEN_MODEL") or registry.DEFAULT_EMBEDDED
+
+    def index_path(self, task: str) -> str | None:
+        return self.indexes.get(task) or registry.default_index(self.model_name(), task)
+
+
+class AppState:
+    def __init__(self, config: AppConfig | None = None):
+        self.config = config or AppConfig()
+        self._model = None
+        self._model_lock = threading.Lock()
+        self._indexes: dict[str, VectorIndex] = {}
+        self._id_rows: dict[str, dict[str, int]] = {}
+        self._index_locks = {t: threading.Lock() for t in TASKS}
+        # Forward passes run one step at a time across sessions (the queue also limits runs to one).
+        self.run_lock = threading.Lock()
+
+    # -- the model ----------------------------------------------------------------------------------
+    @property
+    def model_loaded(self) -> bool:
+        return self._model is not None
+
+    def model(self):
+        if self._model is not None:
+            return self._model
+        with self._model_lock:
+            if self._model is None:
+                self._model = self._load_model()
+        return self._model
+
+    def _load_model(self):
+        from .loading import ModelLoadError, load_model
+
+        name = self.config.model_name()
+        problem = self._model_problem(name)
+        if problem:
+            raise AppError(problem)
+        log.info("loading model %s", name)
+        try:
+            return load_model(name, device=self.config.device)
+        except (ModelLoadError, MissingTokenError, OSError, ValueError) as e:
+            raise AppError(f"The model {name!r} could not be loaded: {e}") from e
+
+    @staticmethod
+    def _model_problem(name: str) -> str | None:
+        """A readable reason why `name` cannot load, found without loading anything."""
+        entry = registry.lookup(name)
+        if entry is not None and entry.embedded and not Path(entry.source).is_dir():
+            return (f"The embedded model {name!r} is not installed: {entry.source} does not exist yet. "
+                    "Train it with `python -m onegen train`, or start the app with --model FOLDER_OR_HUB_ID.")
+        if entry is None and not Path(name).exists():
+            looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") != 1
+            if looks_like_path:
+                return f"The model folder {name!r} does not exist. Give --model a folder or a Hugging Face id."
+        return None
+
+    # -- indexes ------------------------------------------------------------------------------------
+    def index(self, task: str) -> VectorIndex:
+        """The task's index, loaded once. The protocol is checked here; the model match in `retriever`."""
+        if task not in TASKS:
+            raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASKS)}.")
+        if task in self._indexes:
+            return self._indexes[task]
+        with self._index_locks[task]:
+            if task not in self._indexes:
+                path = self._index_folder(task)
+                try:
+                    idx = VectorIndex.load(path, protocol=task)
+                except IndexLoadError as e:
+                    raise AppError(f"The {TASK_LABELS[task]} index cannot be used: {e}") from e
+                self._id_rows[task] = {doc_id: i for i, doc_id in enumerate(idx.documents.ids())}
+                self._indexes[task] = idx
+        return self._indexes[task]
+
+    def _index_folder(self, task: str) -> Path:
+        where = self.config.index_path(task)
+        hint = f"start the app with --index-{task} FOLDER or set {env_name(task)}"
+        if not where:
+            raise AppError(f"No index is configured for {TASK_LABELS[task]}: {hint}.")
+        if where.startswith("hf://"):
+            raise AppError(f"The {TASK_LABELS[task]} index {where} is on the Hugging Face hub; download it "
+                           f"with the index builder and {hint}.")
+        path = Path(where)
+        if not path.is_dir():
+            raise AppError(f"The {TASK_LABELS[task]} index folder {where} does not exist yet: {hint}.")
+        return path
+
+    def retriever(self, task: str, lm) -> IndexRetriever:
+        idx = self.index(task)
+        m = idx.manifest
+        if m.model_fingerprint and m.model_fingerprint != lm.fingerprint:
+            raise AppError(f"The {TASK_LABELS[task]} index was built with model {m.model!r}, not the loaded model "
+                           f"{lm.name!r}; its vectors would not match the queries. Rebuild it with this model.")
+        if idx.dim != lm.hidden_size:
+            raise AppError(f"The {TASK_LABELS[task]} index has {idx.dim}-d vectors; the model makes "
+                           f"{lm.hidden_size}-d vectors.")
+        return IndexRetriever(idx, label=str(idx.path))
+
+    def document(self, task: str, doc_id: str) -> tuple[int, Document] | None:
+        idx = self.index(task)
+        row = self._id_rows[task].get(str(doc_id))
+        return None if row is None else (row, idx.documents[row])
+
+    def neighbours(self, task: str, row: int, k: int = 5) -> list[tuple[Document, float]]:
+        idx = self.index(task)
+        hits = idx.search(idx.document_vector(row), k + 1)[0]
+        return [(idx.documents[h.doc], h.score) for h in hits if h.doc != row][:k]
+
+    def links(self, task: str, doc_ids) -> dict[str, str]:
+        """doc id -> link: the document's own http(s) URL (real corpora), else the index browser."""
+        out: dict[str, str] = {}
+        try:
+            idx = self.index(task)
+        except AppError:
+            return out
+        rows = self._id_rows[task]
+        for doc_id in dict.fromkeys(doc_ids):
+            row = rows.get(doc_id)
+            if row is None:
+                continue
+            url = idx.documents[row].extra.get("url") if idx.documents[row].extra else None
+            if isinstance(url, str) and url.startswith(("https://", "http://")):
+                out[doc_id] = url
+            else:
+                out[doc_id] = browse_href(task, doc_id)
+        return out
+
+    # -- examples -----------------------------------------------------------------------------------
+    def examples(self, task: str) -> list[dict]:
+        path = Path(self.config.examples_dir) / f"{task}.jsonl"
+        out = []
+        try:
+            for line in path.read_text(encoding="utf-8").splitlines():
+                line = line.strip()
+                if line:
+                    row = json.loads(line)
+                    if isinstance(row, dict) and isinstance(row.get("text"), str) and row["text"].strip():
+                        out.append(row)
+        except (OSError, json.JSONDecodeError) as e:
+            log.info("no examples from %s: %s", path, e)
+        return out or FALLBACK_EXAMPLES.get(task, [])
+
+    # -- runs ---------------------------------------------------------------------------------------
+    def check_input(self, text, top_k) -> tuple[str, int]:
+        if not isinstance(text, str) or not text.strip():
+            raise AppError("The input is empty: type a sentence or a question, or pick an example.")
+        limit = self.config.max_input_chars
+        if len(text) > limit:
+            raise AppError(f"The input has {len(text):,} characters; this app accepts at most {limit:,}.")
+        try:
+            k = int(top_k)
+        except (TypeError, ValueError):
+            raise AppError("top_k must be a whole number.") from None
+        if not 1 <= k <= MAX_TOP_K:
+            raise AppError(f"top_k must be between 1 and {MAX_TOP_K}.")
+        return text, k
+
+    def stream(self, task: str, text: str, top_k: int = 5) -> Iterator[Event]:
+        """Engine events of one run. The lock is held per step, never across a yield, so a session
+        that disconnects mid-run cannot keep the model from others."""
+        if task not in TASKS:
+            raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASKS)}.")
+        text, k = self.check_input(text, top_k)
+        lm = self.model()
+        if task not in lm.tasks:
+            raise AppError(f"The model {lm.name!r} cannot run {TASK_LABELS[task]}: its tokenizer lacks the "
+                           f"protocol's tokens. It supports: {', '.join(lm.tasks) or 'no task'}.")
+        retriever = self.retriever(task, lm)
+        events = Engine(lm).run(task, text, retriever=retriever, settings=RunSettings(top_k=k))
+        while True:
+            with self.run_lock:
+                try:
+                    ev = next(events)
+                except StopIteration:
+                    return
+                except InputError as e:
+                    raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
+            yield ev
+
+    def run_trace(self, task: str, text: str, top_k: int = 5) -> Trace:
+        trace = None
+        for ev in self.stream(task, text, top_k):
+            if isinstance(ev, DoneEvent):
+                trace = ev.trace
+        if trace is None:
+            raise AppError("The run ended without a result.")
+        return trace
+
+    # -- for the About tab --------------------------------------------------------------------------
+    def overview(self) -> list[tuple[str, str]]:
+        """(kind, message) lines about the configuration, found without loading the model."""
+        name = self.config.model_name()
+        lines = []
+        problem = self._model_problem(name)
+        if problem:
+            lines.append(("error", problem))
+        elif self._model is not None:
+            lines.append(("ok", f"Model {self._model.name} loaded on {self._model.device}."))
+        else:
+            lines.append(("info", f"Model {name} loads on the first run."))
+        for task in TASKS:
+            try:
+                folder = self._index_folder(task)
+                m = read_manifest(folder)
+                lines.append(("info", f"{TASK_LABELS[task]} index: {folder} ({m.documents:,} documents, "
+                                      f"model {m.model or '?'})."))
+            except (AppError, IndexLoadError) as e:
+                lines.append(("warn", str(e)))
+        return lines

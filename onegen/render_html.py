@@ -1,0 +1,414 @@
+"""HTML views of a run: pure functions from a Trace (or its parts) to HTML strings.
+
+Everything that came from a user or a corpus goes through `esc` before it reaches the page, so a
+title like `<img src=x onerror=...>` shows as text. No gradio import: the app, notebooks and tests
+share these functions. Styles live in APP_CSS (class names start with `og-`).
+"""
+from __future__ import annotations
+
+import html
+from typing import Iterable, Sequence
+from urllib.parse import quote
+
+from .documents import Document
+from .protocols import SPECS
+from .trace import PHASES, Retrieval, TokenRecord, Trace
+
+TASK_LABELS = {"entity-linking": "Entity linking", "multi-hop": "Multi-hop QA", "single-hop": "Single-hop QA"}
+PHASE_LABELS = {"prompt": "prompt", "generated": "generated", "inserted": "inserted",
+                "query_reencoding": "query re-encoding", "retrieval": "search", "documents": "candidate documents",
+                "total": "total"}
+# Token strings of every protocol: shown dimmed in the timeline (styling only; retrieval markers
+# come from positions, never from text, so a user typing "[LK]" gets no marker).
+_PROTOCOL_STRINGS = frozenset(t for s in SPECS.values() for t in s.token_strings) | {"</s>", "<s>"}
+_PREVIEW_CHARS = 280
+
+
+def esc(value: object) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def safe_href(url: str | None) -> str | None:
+    """An escaped href for http(s) URLs and this app's own `?browse=` links; None for anything else
+    (javascript:, data:, file paths)."""
+    if not url:
+        return None
+    u = str(url).strip()
+    if u.lower().startswith(("http://", "https://")) or u.startswith("?"):
+        return esc(u)
+    return None
+
+
+def browse_href(task: str, doc_id: str) -> str:
+    """Relative link that opens this app's index browser on one document."""
+    return f"?browse={quote(task, safe='')}&doc={quote(str(doc_id), safe='')}"
+
+
+def _link(text_html: str, href: str | None, title: str = "") -> str:
+    h = safe_href(href)
+    if h is None:
+        return text_html
+    external = not h.startswith("?")
+    target = ' target="_blank" rel="noopener noreferrer"'
+    tip = f' title="{esc(title)}"' if title else ""
+    cls = "og-ext" if external else "og-card-link"
+    return f'<a class="{cls}" href="{h}"{target}{tip}>{text_html}</a>'
+
+
+def message_html(text: str, kind: str = "info") -> str:
+    """A status line: kind is info, ok, warn or error."""
+    kind = kind if kind in ("info", "ok", "warn", "error") else "info"
+    return f'<div class="og-msg og-{kind}" role="status">{esc(text)}</div>'
+
+
+def _score(s: float) -> str:
+    return f"{s:.3f}"
+
+
+# -- timeline --------------------------------------------------------------------------------------
+
+def _chip(r: Retrieval) -> str:
+    title = r.chosen_hit.title if r.chosen_hit else "no result"
+    tip = f"retrieval step {r.step + 1}: query {r.query_text!r} -> {title}"
+    return (f'<span class="og-chip" data-step="{r.step}" title="{esc(tip)}">'
+            f'<b class="og-chip-n">{r.step + 1}</b>{esc(r.token)}</span>')
+
+
+def _inserted_block(tokens: list[TokenRecord], r: Retrieval | None) -> str:
+    title = r.chosen_hit.title if r is not None and r.chosen_hit else "document"
+    text = "".join(t.text for t in tokens)
+    return (f'<details class="og-ins"><summary>inserted: {esc(title)} &middot; {len(tokens)} tokens</summary>'
+            f'<span class="og-ins-text">{esc(text)}</span></details>')
+
+
+def timeline_html(tokens: Sequence[TokenRecord], retrievals: Sequence[Retrieval], *, running: bool = False) -> str:
+    """The generated text as written, one numbered chip per retrieval at the position of its token,
+    inserted documents as collapsed blocks, forced and protocol tokens dimmed.
+
+    Every retrieval gets exactly one chip: at its token when the token was generated, otherwise
+    (single-hop reads its query at the end of the prompt) in position order before later tokens.
+    """
+    by_pos = {t.position for t in tokens if t.kind != "inserted"}
+    pending = sorted((r for r in retrievals if r.position not in by_pos), key=lambda r: r.position)
+    at_token = {r.position: r for r in retrievals if r.position in by_pos}
+    out: list[str] = []
+    last_ret: Retrieval | None = None
+    i = 0
+    while i < len(tokens):
+        t = tokens[i]
+        while pending and pending[0].position < t.position:
+            last_ret = pending.pop(0)
+            out.append(_chip(last_ret))
+        if t.kind == "inserted":
+            j = i
+            while j < len(tokens) and tokens[j].kind == "inserted":
+                j += 1
+            out.append(_inserted_block(list(tokens[i:j]), last_ret))
+            i = j
+            continue
+        if t.position in at_token:
+            last_ret = at_token[t.position]
+            out.append(_chip(last_ret))
+        elif t.kind == "forced":
+            out.append(f'<span class="og-forced" title="forced by the protocol">{esc(t.text)}</span>')
+        elif t.text in _PROTOCOL_STRINGS:
+            out.append(f'<span class="og-special">{esc(t.text)}</span>')
+        else:
+            out.append(esc(t.text))
+        i += 1
+    out.extend(_chip(r) for r in pending)
+    if running:
+        out.append('<span class="og-cursor">&#9613;</span>')
+    if not out:
+        return '<div class="og-timeline og-empty">The generated text appears here, token by token.</div>'
+    return f'<div class="og-timeline">{"".join(out)}</div>'
+
+
+def step_choices(retrievals: Sequence[Retrieval]) -> list[tuple[str, int]]:
+    """(plain-text label, step) pairs for a step selector; gradio shows labels as text."""
+    out = []
+    for r in retrievals:
+        hit = r.chosen_hit
+        query = (r.query_text[:40] + "...") if len(r.query_text) > 40 else r.query_text
+        out.append((f"{r.step + 1}. {query or '(empty query)'} -> {hit.title if hit else 'no result'}", r.step))
+    return out
+
+
+# -- one retrieval step ----------------------------------------------------------------------------
+
+def bars_html(hits, chosen: int | None = None, links: dict[str, str] | None = None) -> str:
+    """Top-k candidates as a horizontal bar chart of cosine scores (bar length = max(score, 0))."""
+    if not hits:
+        return '<div class="og-empty">No candidates (the index is empty).</div>'
+    rows = []
+    for i, h in enumerate(hits):
+        width = max(0.0, min(1.0, float(h.score))) * 100
+        mark = ' og-chosen' if i == chosen else ''
+        badge = '<span class="og-badge">chosen</span>' if i == chosen else ''
+        title = _link(esc(h.title), (links or {}).get(h.id), "open this document")
+        preview = h.text[:_PREVIEW_CHARS] + ("..." if len(h.text) > _PREVIEW_CHARS else "")
+        rows.append(
+            f'<div class="og-bar-row{mark}">'
+            f'<div class="og-bar-label"><span class="og-rank">{h.rank + 1}</span>{title}{badge}</div>'
+            f'<div class="og-bar-track"><div class="og-bar" style="width:{width:.1f}%"></div></div>'
+            f'<div class="og-bar-score">{_score(h.score)}</div>'
+            f'<details class="og-bar-text"><summary>text</summary>{esc(preview)}</details></div>')
+    return f'<div class="og-bars" role="list" aria-label="candidates by cosine score">{"".join(rows)}</div>'
+
+
+def step_html(r: Retrieval | None, task: str, links: dict[str, str] | None = None) -> str:
+    if r is None:
+        return '<div class="og-step og-empty">Select a retrieval step to see its query and candidates.</div>'
+    free = r.query_source == "hidden-state"
+    source = ("the hidden state of the generation pass (no extra forward tokens)" if free
+              else f"{r.query_source} (a separate encoding pass)")
+    parts = [
+        f'<div class="og-step-head">Step {r.step + 1} &middot; token <code>{esc(r.token)}</code> at position '
+        f'{r.position} &middot; search {r.seconds * 1000:.1f} ms</div>',
+        f'<div class="og-kv"><span>Query vector</span>{esc(source)}</div>',
+        f'<div class="og-kv"><span>Query text</span><q class="og-query">{esc(r.query_text) or "(empty)"}</q></div>',
+        '<div class="og-sub">Top candidates (cosine)</div>', bars_html(r.hits, r.chosen, links),
+    ]
+    hit = r.chosen_hit
+    if hit is not None:
+        frag = f" &middot; matched sentence {hit.fragment + 1}" if hit.fragment is not None else ""
+        parts.append(f'<div class="og-sub">Chosen document</div><div class="og-doc"><div class="og-doc-title">'
+                     f'{_link(esc(hit.title), (links or {}).get(hit.id), "open this document")}'
+                     f' <span class="og-muted">{esc(hit.id)} &middot; score {_score(hit.score)}{frag}</span></div>'
+                     f'<div class="og-doc-text">{esc(hit.text)}</div></div>')
+    if r.inserted_tokens:
+        parts.append(f'<div class="og-sub">Inserted into the context: {r.inserted_tokens} tokens</div>'
+                     f'<pre class="og-pre">{esc(r.inserted_text)}</pre>')
+    elif task == "entity-linking":
+        parts.append('<div class="og-sub">Inserted into the context: nothing</div><div class="og-muted">'
+                     'Entity linking only reads the mention vector; the protocol forces <code>[_CONTINUE_]</code> '
+                     'and the model goes on rewriting the text.</div>')
+    else:
+        parts.append('<div class="og-sub">Inserted into the context: nothing yet</div>')
+    return f'<div class="og-step">{"".join(parts)}</div>'
+
+
+# -- results per task ------------------------------------------------------------------------------
+
+def entities_html(trace: Trace, links: dict[str, str] | None = None) -> str:
+    """The input with linked mentions highlighted (title and score), then a table of mentions with
+    their top-k alternatives."""
+    links = links or {}
+    ents = trace.result.entities or []
+    text = trace.input
+    spans = sorted((e for e in ents if e.start is not None and e.end is not None), key=lambda e: e.start)
+    out, cursor = [], 0
+    for e in spans:
+        if e.start < cursor:  # overlapping spans: the table still lists it
+            continue
+        out.append(esc(text[cursor:e.start]))
+        label = f'<span class="og-ent-label">{esc(e.title)} &middot; {_score(e.score)}</span>'
+        mark = f'<mark class="og-ent">{esc(text[e.start:e.end])}{label}</mark>'
+        out.append(_link(mark, links.get(e.entity_id), f"{e.title} ({e.entity_id})"))
+        cursor = e.end
+    out.append(esc(text[cursor:]))
+    parts = [f'<div class="og-sub">Linked mentions ({len(ents)})</div><div class="og-ent-text">{"".join(out)}</div>']
+    if not ents:
+        parts.append('<div class="og-muted">No mention was linked. The model&#39;s output is in the timeline.</div>')
+    else:
+        rows = []
+        for n, e in enumerate(ents, 1):
+            r = trace.retrievals[e.retrieval] if 0 <= e.retrieval < len(trace.retrievals) else None
+            alts = [h for h in (r.hits if r else []) if h.id != e.entity_id]
+            alt_html = ", ".join(f'{_link(esc(h.title), links.get(h.id))} <span class="og-muted">{_score(h.score)}</span>'
+                                 for h in alts) or '<span class="og-muted">none</span>'
+            where = "" if e.start is not None else ' <span class="og-muted">(not found in the input)</span>'
+            rows.append(f'<tr><td>{n}</td><td>{esc(e.mention)}{where}</td>'
+                        f'<td>{_link(esc(e.title), links.get(e.entity_id))} <span class="og-muted">{esc(e.entity_id)}'
+                        f'</span></td><td>{_score(e.score)}</td><td>{alt_html}</td></tr>')
+        parts.append('<table class="og-table"><thead><tr><th>#</th><th>Mention</th><th>Entity</th><th>Score</th>'
+                     f'<th>Alternatives (top-k)</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    return "".join(parts)
+
+
+def _strip_paragraph(text: str) -> str:
+    return text.replace("<paragraph>", "").replace("</paragraph>", "").strip()
+
+
+def hops_html(trace: Trace) -> str:
+    """The reasoning chain as cards: sub-question, retrieved paragraph, sub-answer; then the answer."""
+    cards = []
+    for n, hop in enumerate(trace.result.hops or [], 1):
+        r = trace.retrievals[hop.retrieval] if hop.retrieval is not None and hop.retrieval < len(trace.retrievals) else None
+        para = _strip_paragraph(r.inserted_text) if r and r.inserted_text else (r.chosen_hit.text if r and r.chosen_hit else "")
+        cards.append(
+            f'<div class="og-card"><div class="og-card-n">Hop {n}</div>'
+            f'<div class="og-kv"><span>Sub-question</span>{esc(hop.question) or "(empty)"}</div>'
+            f'<div class="og-kv"><span>Retrieved</span><b>{esc(hop.title or "nothing")}</b></div>'
+            f'<details class="og-para"><summary>paragraph</summary>{esc(para)}</details>'
+            f'<div class="og-kv"><span>Sub-answer</span>{esc(hop.answer) or "(none)"}</div></div>')
+    if not cards:
+        cards.append('<div class="og-card og-muted">No retrieval was made: the model answered without evidence.</div>')
+    res = trace.result
+    if res.final_answer_found:
+        final = f'<div class="og-card og-final"><div class="og-card-n">Final answer</div>{esc(res.answer)}</div>'
+    else:
+        why = " (the retrieval limit was reached)" if res.retrieval_limit_reached else ""
+        final = (f'<div class="og-card og-final og-muted"><div class="og-card-n">Final answer</div>'
+                 f'No &lt;FINAL-ANSWER&gt; was written{why}; run stopped: {esc(trace.stop_reason or "?")}.</div>')
+    return f'<div class="og-chain">{"<div class=og-arrow>&rarr;</div>".join(cards)}{final}</div>'
+
+
+def single_hop_html(trace: Trace, links: dict[str, str] | None = None) -> str:
+    """Reranked passages, the chosen one, the answer and the Self-RAG reflection tokens."""
+    r = trace.retrievals[0] if trace.retrievals else None
+    parts = [f'<div class="og-card og-final"><div class="og-card-n">Answer</div>{esc(trace.result.answer) or "(empty)"}</div>']
+    refl = trace.result.reflection_tokens or []
+    chips = "".join(f'<span class="og-refl">{esc(t)}</span>' for t in refl) or '<span class="og-muted">none</span>'
+    parts.append(f'<div class="og-kv"><span>Reflection tokens</span>{chips}</div>')
+    if r is not None:
+        parts.append('<div class="og-sub">Passages reranked by the question vector</div>')
+        parts.append(bars_html(r.hits, r.chosen, links))
+        if r.chosen_hit is not None:
+            h = r.chosen_hit
+            parts.append(f'<div class="og-sub">Chosen passage</div><div class="og-doc"><div class="og-doc-title">'
+                         f'{esc(h.title)} <span class="og-muted">score {_score(h.score)}</span></div>'
+                         f'<div class="og-doc-text">{esc(h.text)}</div></div>')
+    return "".join(parts)
+
+
+def result_html(trace: Trace, links: dict[str, str] | None = None) -> str:
+    head = (f'<div class="og-result-head">{esc(TASK_LABELS.get(trace.task, trace.task))} &middot; '
+            f'{len(trace.retrievals)} retrieval{"s" if len(trace.retrievals) != 1 else ""} &middot; '
+            f'stopped: {esc(trace.stop_reason or "running")}</div>')
+    if trace.error:
+        head += message_html(trace.error, "error")
+    if trace.task == "entity-linking":
+        body = entities_html(trace, links)
+    elif trace.task == "multi-hop":
+        body = hops_html(trace)
+    elif trace.task == "single-hop":
+        body = single_hop_html(trace, links)
+    else:
+        body = message_html(f"unknown task {trace.task!r}", "warn")
+    return f'<div class="og-result">{head}{body}</div>'
+
+
+# -- cost strip ------------------------------------------------------------------------------------
+
+def cost_html(trace: Trace) -> str:
+    """Forward tokens and seconds by phase, and the number of retrievals."""
+    c = trace.cost
+    cells = []
+    for p in PHASES:
+        n = int(c.forward_tokens.get(p, 0))
+        note = ' title="OneGen reads each query vector off the generation pass"' if p == "query_reencoding" else ""
+        cells.append(f'<div class="og-cost-cell" data-phase="{p}"{note}><b>{n:,}</b><span>{PHASE_LABELS[p]}</span></div>')
+    cells.append(f'<div class="og-cost-cell og-cost-total" data-phase="total"><b>{c.total_forward_tokens:,}</b>'
+                 '<span>forward tokens</span></div>')
+    cells.append(f'<div class="og-cost-cell" data-phase="retrievals"><b>{len(trace.retrievals)}</b>'
+                 '<span>retrievals</span></div>')
+    secs = " &middot; ".join(f'{esc(PHASE_LABELS.get(k, k))} <b data-seconds="{esc(k)}">{v:.2f}</b> s'
+                             for k, v in c.seconds.items() if v or k == "total")
+    extra = (f' &middot; {c.document_tokens:,} tokens spent encoding this run&#39;s candidate documents'
+             if c.document_tokens else "")
+    return (f'<div class="og-cost"><div class="og-cost-cells">{"".join(cells)}</div>'
+            f'<div class="og-cost-secs">{secs or "no timings yet"}{extra}</div></div>')
+
+
+# -- index browser ---------------------------------------------------------------------------------
+
+def document_html(doc: Document, neighbours: Iterable[tuple[Document, float]] = (), *,
+                  links: dict[str, str] | None = None) -> str:
+    links = links or {}
+    url = doc.extra.get("url") if isinstance(doc.extra, dict) else None
+    ext = _link("source page", url) if safe_href(url) and not str(url).startswith("?") else ""
+    sentences = ""
+    if doc.sentences:
+        sentences = "".join(f"<li>{esc(s)}</li>" for s in doc.sentences)
+        sentences = f'<div class="og-sub">Sentences (one vector each)</div><ol class="og-sents">{sentences}</ol>'
+    rows = "".join(
+        f'<tr><td>{_link(esc(d.title), links.get(d.id), "open in the index browser")}</td>'
+        f'<td class="og-muted">{esc(d.id)}</td><td>{_score(s)}</td>'
+        f'<td><div class="og-bar-track"><div class="og-bar" style="width:{max(0.0, min(1.0, s)) * 100:.1f}%"></div></div></td></tr>'
+        for d, s in neighbours)
+    nb = (f'<div class="og-sub">Nearest neighbours (cosine to this document&#39;s vector)</div>'
+          f'<table class="og-table"><tbody>{rows}</tbody></table>') if rows else ""
+    return (f'<div class="og-doc"><div class="og-doc-title">{esc(doc.title)} <span class="og-muted">{esc(doc.id)}</span>'
+            f' {ext}</div><div class="og-doc-text">{esc(doc.text)}</div>{sentences}{nb}</div>')
+
+
+# -- teaching panel and styles ---------------------------------------------------------------------
+
+EXPLAINER_HTML = """
+<div class="og-explain">
+<p><b>One pass, two jobs.</b> A OneGen model writes text and retrieves with the same forward pass.
+Some of its tokens are <i>retrieval tokens</i> (<code>[LK]</code> for a mention,
+<code>[Question Representation]</code> for a question).</p>
+<p><b>The query vector is free.</b> When a retrieval token is the model&#39;s input, the last
+hidden state of that step is the query vector. It falls out of the pass that generates the text,
+so nothing is encoded a second time: the cost strip shows <i>query re-encoding = 0</i>.</p>
+<p><b>Search, then go on.</b> The vector is compared (cosine) with document vectors that the same
+model made offline. For multi-hop and single-hop QA the best paragraph is fed onto the same
+KV cache (the dimmed <i>inserted</i> blocks); for entity linking nothing is inserted.</p>
+<p><b>The cost strip</b> counts every token the model forwards: the prompt, what it generated, what
+was inserted. A pipeline with a separate retriever would add a second pass over each query.</p>
+</div>
+"""
+
+APP_CSS = """
+.og-msg{padding:8px 12px;border-radius:8px;margin:4px 0;font-size:.95em}
+.og-info{background:var(--block-background-fill);border:1px solid var(--border-color-primary)}
+.og-ok{background:rgba(34,197,94,.12);border:1px solid rgba(34,197,94,.5)}
+.og-warn{background:rgba(234,179,8,.14);border:1px solid rgba(234,179,8,.6)}
+.og-error{background:rgba(239,68,68,.12);border:1px solid rgba(239,68,68,.6)}
+.og-timeline{white-space:pre-wrap;font-family:var(--font-mono);font-size:.9em;line-height:1.9;
+  padding:10px;border:1px solid var(--border-color-primary);border-radius:8px;max-height:420px;overflow:auto}
+.og-empty{color:var(--body-text-color-subdued);font-style:italic}
+.og-chip{display:inline-flex;align-items:center;gap:4px;padding:0 6px;margin:0 2px;border-radius:10px;
+  background:#6366f1;color:#fff;font-size:.85em;white-space:nowrap}
+.og-chip-n{background:#fff;color:#4338ca;border-radius:8px;padding:0 5px}
+.og-forced,.og-special{opacity:.5}
+.og-ins{display:inline;opacity:.75}
+.og-ins summary{display:inline;cursor:pointer;padding:0 6px;border-radius:6px;border:1px dashed #6366f1;
+  font-style:italic;list-style:none}
+.og-ins[open] .og-ins-text{display:block;padding:4px 8px;margin:2px 0;border-left:3px solid #6366f1;opacity:.8}
+.og-cursor{animation:og-blink 1s steps(1) infinite}
+@keyframes og-blink{50%{opacity:0}}
+.og-step-head,.og-result-head{font-weight:600;margin-bottom:6px}
+.og-kv{margin:4px 0}.og-kv>span:first-child{display:inline-block;min-width:110px;font-weight:600;
+  color:var(--body-text-color-subdued)}
+.og-sub{font-weight:600;margin:10px 0 4px}
+.og-muted{color:var(--body-text-color-subdued);font-size:.9em}
+.og-bars{display:flex;flex-direction:column;gap:4px}
+.og-bar-row{display:grid;grid-template-columns:minmax(120px,1.3fr) 2fr 56px;gap:8px;align-items:center;
+  padding:2px 4px;border-radius:6px}
+.og-bar-row.og-chosen{background:rgba(99,102,241,.12)}
+.og-bar-track{background:var(--border-color-primary);border-radius:4px;height:12px;min-width:60px}
+.og-bar{background:#6366f1;height:12px;border-radius:4px}
+.og-bar-score{font-family:var(--font-mono);text-align:right}
+.og-bar-text{grid-column:1/-1;font-size:.85em;color:var(--body-text-color-subdued)}
+.og-rank{display:inline-block;width:20px;color:var(--body-text-color-subdued)}
+.og-badge{margin-left:6px;padding:0 6px;border-radius:6px;background:#16a34a;color:#fff;font-size:.8em}
+.og-doc{border:1px solid var(--border-color-primary);border-radius:8px;padding:8px 10px}
+.og-doc-title{font-weight:600;margin-bottom:4px}.og-doc-text{white-space:pre-wrap}
+.og-pre{white-space:pre-wrap;font-size:.85em;max-height:220px;overflow:auto}
+.og-ent-text{line-height:2.2;padding:8px;border:1px solid var(--border-color-primary);border-radius:8px;white-space:pre-wrap}
+.og-ent{background:rgba(99,102,241,.18);border-radius:4px;padding:1px 3px;color:inherit}
+.og-ent-label{margin-left:4px;font-size:.75em;padding:0 4px;border-radius:4px;background:#6366f1;color:#fff}
+a.og-card-link,a.og-ext{text-decoration:none;color:inherit}
+a.og-card-link:hover,a.og-ext:hover{text-decoration:underline}
+.og-table{border-collapse:collapse;width:100%;font-size:.9em;margin-top:6px}
+.og-table td,.og-table th{border-bottom:1px solid var(--border-color-primary);padding:4px 6px;text-align:left;vertical-align:top}
+.og-chain{display:flex;flex-direction:column;gap:4px}
+.og-card{border:1px solid var(--border-color-primary);border-radius:10px;padding:8px 12px}
+.og-card-n{font-size:.8em;text-transform:uppercase;letter-spacing:.05em;color:#6366f1;font-weight:700}
+.og-final{border-color:#16a34a;background:rgba(34,197,94,.08)}
+.og-arrow{text-align:center;color:var(--body-text-color-subdued)}
+.og-refl{display:inline-block;margin:0 4px 2px 0;padding:0 6px;border-radius:6px;background:rgba(234,179,8,.25);
+  font-family:var(--font-mono);font-size:.85em}
+.og-cost{border:1px solid var(--border-color-primary);border-radius:8px;padding:6px 10px}
+.og-cost-cells{display:flex;flex-wrap:wrap;gap:14px}
+.og-cost-cell{display:flex;flex-direction:column;min-width:70px}
+.og-cost-cell b{font-size:1.2em;font-family:var(--font-mono)}
+.og-cost-cell span{font-size:.8em;color:var(--body-text-color-subdued)}
+.og-cost-cell[data-phase=query_reencoding] b{color:#16a34a}
+.og-cost-secs{font-size:.85em;margin-top:4px;color:var(--body-text-color-subdued)}
+.og-explain p{margin:0 0 8px}
+.og-sents{margin:4px 0 0 18px}
+"""
