@@ -1,0 +1,211 @@
+"""HTML renderers of the app: escaping of hostile text, timeline markers, cost strip numbers.
+Pure functions on hand-made traces: no model, no gradio."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from onegen import render_html as R
+from onegen.documents import Document
+from onegen.trace import Cost, Hit, Hop, LinkedEntity, Result, Retrieval, TokenRecord, Trace
+
+EVIL = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
+
+
+def _hits(*titles, text="some text"):
+    return [Hit(rank=i, id=f"d{i}", title=t, score=0.9 - 0.2 * i, text=text) for i, t in enumerate(titles)]
+
+
+def _toks(*pieces, start=10):
+    """(text, kind) pairs -> TokenRecords at consecutive positions."""
+    return [TokenRecord(id=100 + i, text=t, kind=k, position=start + i) for i, (t, k) in enumerate(pieces)]
+
+
+def el_trace(input_text="Paris and Rome.", titles=("Paris", "Rome")) -> Trace:
+    toks = _toks(("<MENTION>", "generated"), ("Paris", "generated"), ("</MENTION>", "generated"),
+                 ("[LK]", "generated"), ("[_CONTINUE_]", "forced"), (" and ", "generated"),
+                 ("<MENTION>Rome</MENTION>", "generated"), ("[LK]", "generated"), ("[_CONTINUE_]", "forced"),
+                 (".", "generated"), ("</s>", "generated"))
+    rets = [Retrieval(step=0, position=13, token="[LK]", query_text="Paris", query_source="hidden-state",
+                      hits=_hits(titles[0], "Lyon"), chosen=0),
+            Retrieval(step=1, position=17, token="[LK]", query_text="Rome", query_source="hidden-state",
+                      hits=_hits(titles[1], "Milan"), chosen=0)]
+    ents = [LinkedEntity("Paris", 0, 5, "d0", titles[0], 0.9, 0), LinkedEntity("Rome", 10, 14, "d0", titles[1], 0.9, 1)]
+    cost = Cost(forward_tokens={"prompt": 156, "generated": 11, "inserted": 0, "query_reencoding": 0},
+                seconds={"prompt": 0.25, "generated": 1.5, "retrieval": 0.004, "total": 1.8})
+    return Trace(task="entity-linking", mode="onegen", model={"name": "tiny"}, input=input_text, prompt_text="p",
+                 prompt_ids=[1, 2], tokens=toks, retrievals=rets, cost=cost, stop_reason="eos",
+                 result=Result(output_text="", entities=ents))
+
+
+def mh_trace(title="Film A") -> Trace:
+    toks = _toks(("First, who directed Film A?", "generated"), ("[Question Representation]", "generated"),
+                 ("<paragraph>", "inserted"), ("wiki title: " + title, "inserted"), ("</paragraph>", "inserted"),
+                 (" Ivo.", "generated"), (" <FINAL-ANSWER>Ivo</FINAL-ANSWER>", "generated"))
+    r = Retrieval(step=0, position=11, token="[Question Representation]", query_text="First, who directed Film A?",
+                  query_source="hidden-state", hits=_hits(title, "Corvale"), chosen=0,
+                  inserted_text="<paragraph>wiki title: " + title + "</paragraph>", inserted_tokens=3)
+    cost = Cost(forward_tokens={"prompt": 40, "generated": 4, "inserted": 3, "query_reencoding": 0},
+                seconds={"prompt": 0.1, "total": 0.3})
+    return Trace(task="multi-hop", mode="onegen", model={}, input="Who directed Film A?", prompt_text="p",
+                 prompt_ids=[1], tokens=toks, retrievals=[r], cost=cost, stop_reason="final_answer",
+                 result=Result(answer="Ivo", final_answer_found=True, hops=[Hop(r.query_text, 0, title, "Ivo.")]))
+
+
+def sh_trace(title="Corvale") -> Trace:
+    # The query token ends the prompt (position 5); tokens start after it.
+    toks = _toks(("<paragraph>", "inserted"), (title + "\nCorvale is a city.", "inserted"), ("</paragraph>", "inserted"),
+                 ("[Relevant]", "generated"), ("120000", "generated"), ("[Utility:5]", "generated"), start=6)
+    r = Retrieval(step=0, position=5, token="[Question Representation]", query_text="How big is Corvale?",
+                  query_source="hidden-state", hits=_hits(title, "Velor", "Film A"), chosen=0,
+                  inserted_text="<paragraph>" + title + "\nCorvale is a city.</paragraph>", inserted_tokens=3)
+    return Trace(task="single-hop", mode="onegen", model={}, input="How big is Corvale?", prompt_text="p",
+                 prompt_ids=[1] * 6, tokens=toks, retrievals=[r], stop_reason="eos",
+                 result=Result(answer="120000", final_answer_found=True, reflection_tokens=["[Relevant]", "[Utility:5]"]))
+
+
+def _no_live_markup(html: str, shown: bool = True) -> None:
+    assert "<script" not in html and "<img" not in html
+    if shown:
+        assert "&lt;script&gt;" in html
+
+
+# -- escaping --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [lambda: el_trace(EVIL + " and Rome.", (EVIL, "Rome")), lambda: mh_trace(EVIL),
+                                  lambda: sh_trace(EVIL)])
+def test_hostile_titles_are_escaped_everywhere(make):
+    tr = make()
+    pages = [R.result_html(tr), R.timeline_html(tr.tokens, tr.retrievals), R.cost_html(tr)]
+    pages += [R.step_html(r, tr.task) for r in tr.retrievals]
+    for page in pages:
+        _no_live_markup(page, shown=False)
+    _no_live_markup(pages[0])  # the result shows the title, as text
+    _no_live_markup(pages[3])  # so does the first step's candidate list
+
+
+def test_hostile_input_and_generated_text_are_escaped():
+    tr = el_trace()
+    tr.input = EVIL
+    tr.result.entities = []
+    tr.tokens.append(TokenRecord(id=1, text=EVIL, kind="generated", position=99))
+    _no_live_markup(R.result_html(tr))
+    _no_live_markup(R.timeline_html(tr.tokens, tr.retrievals))
+
+
+def test_typed_special_token_strings_show_as_text_without_markers():
+    # A user typing "[LK]" gets plain text tokens; markers come from retrieval positions only.
+    toks = _toks(("Paris ", "generated"), ("[LK]", "generated"), (" </s> <paragraph>", "generated"))
+    page = R.timeline_html(toks, [])
+    assert page.count('class="og-chip"') == 0
+    assert "[LK]" in page and "&lt;/s&gt; &lt;paragraph&gt;" in page
+
+
+def test_document_view_escapes_and_rejects_unsafe_links():
+    doc = Document("x1", EVIL, EVIL, sentences=[EVIL], extra={"url": "javascript:alert(1)"})
+    near = [(Document("x2", EVIL, "t"), 0.5)]
+    page = R.document_html(doc, near, links={"x2": "javascript:alert(2)"})
+    _no_live_markup(page)
+    assert "javascript:" not in page
+    assert R.safe_href('https://en.wikipedia.org/wiki/A"onmouseover="x') == \
+        "https://en.wikipedia.org/wiki/A&quot;onmouseover=&quot;x"
+    assert R.safe_href("/etc/passwd") is None and R.safe_href("data:text/html,x") is None
+
+
+def test_entity_links_use_url_or_browser_anchor():
+    tr = el_trace()
+    page = R.result_html(tr, links={"d0": "https://en.wikipedia.org/wiki/Paris", "d1": R.browse_href("entity-linking", "a&b")})
+    assert 'href="https://en.wikipedia.org/wiki/Paris"' in page
+    assert 'href="?browse=entity-linking&amp;doc=a%26b"' in page
+
+
+def test_message_html_escapes():
+    _no_live_markup(R.message_html(EVIL, "error"))
+    assert 'og-error' in R.message_html("x", "error") and 'og-info' in R.message_html("x", "nonsense")
+
+
+# -- timeline --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [el_trace, mh_trace, sh_trace])
+def test_one_marker_per_retrieval(make):
+    tr = make()
+    page = R.timeline_html(tr.tokens, tr.retrievals)
+    assert page.count('class="og-chip"') == len(tr.retrievals)
+    assert re.findall(r'data-step="(\d+)"', page) == [str(r.step) for r in tr.retrievals]
+
+
+def test_marker_sits_where_the_token_was_emitted():
+    tr = el_trace()
+    text = re.sub(r"<[^>]+>", "", R.timeline_html(tr.tokens, tr.retrievals).replace('class="og-chip-n">', ">#"))
+    # Chip 1 replaces the first [LK] (after "Paris</MENTION>"), chip 2 the second.
+    assert re.search(r"Paris&lt;/MENTION&gt;#1\[LK\]\[_CONTINUE_\] and .*Rome&lt;/MENTION&gt;#2\[LK\]", text)
+
+
+def test_inserted_paragraphs_are_collapsed_and_forced_tokens_dimmed():
+    tr = mh_trace()
+    page = R.timeline_html(tr.tokens, tr.retrievals)
+    assert page.count('<details class="og-ins">') == 1 and "3 tokens" in page and "inserted: Film A" in page
+    assert R.timeline_html(el_trace().tokens, []).count('class="og-forced"') == 2
+
+
+def test_single_hop_marker_precedes_the_inserted_passage():
+    tr = sh_trace()
+    page = R.timeline_html(tr.tokens, tr.retrievals)
+    assert page.index('class="og-chip"') < page.index('class="og-ins"')
+
+
+def test_empty_and_running_timeline():
+    assert "og-empty" in R.timeline_html([], [])
+    assert "og-cursor" in R.timeline_html(_toks(("a", "generated")), [], running=True)
+
+
+# -- step detail, results --------------------------------------------------------------------------
+
+def test_step_detail_shows_query_bars_chosen_and_insertion():
+    r = mh_trace().retrievals[0]
+    page = R.step_html(r, "multi-hop")
+    assert "First, who directed Film A?" in page
+    assert page.count('class="og-bar-row') == 2 and "og-chosen" in page and "0.900" in page and "0.700" in page
+    assert "Inserted into the context: 3 tokens" in page
+    assert "no extra forward tokens" in page
+    assert "nothing" in R.step_html(el_trace().retrievals[0], "entity-linking")
+    assert "og-empty" in R.step_html(None, "multi-hop")
+
+
+def test_bar_widths_follow_cosine():
+    hits = [Hit(0, "a", "A", 0.75, ""), Hit(1, "b", "B", -0.2, "")]
+    page = R.bars_html(hits, 0)
+    assert "width:75.0%" in page and "width:0.0%" in page
+
+
+def test_task_results():
+    el = R.result_html(el_trace())
+    assert el.count('<mark class="og-ent">') == 2 and "Lyon" in el and "Milan" in el  # alternatives
+    mh = R.result_html(mh_trace())
+    assert "Hop 1" in mh and "Final answer" in mh and "Final answer</div>Ivo</div>" in mh
+    sh = R.result_html(sh_trace())
+    assert "[Relevant]" in sh and "[Utility:5]" in sh and "120000" in sh and "Chosen passage" in sh
+
+
+def test_step_choices_are_plain_text():
+    labels = [label for label, _ in R.step_choices(el_trace().retrievals)]
+    assert labels == ["1. Paris -> Paris", "2. Rome -> Rome"]
+
+
+# -- cost strip ------------------------------------------------------------------------------------
+
+def test_cost_strip_numbers():
+    tr = el_trace()
+    page = R.cost_html(tr)
+    cells = dict(re.findall(r'data-phase="(\w+)"[^>]*><b>([\d,]+)</b>', page))
+    assert cells == {"prompt": "156", "generated": "11", "inserted": "0", "query_reencoding": "0",
+                     "total": "167", "retrievals": "2"}
+    secs = dict(re.findall(r'data-seconds="(\w+)">([\d.]+)<', page))
+    assert secs == {"prompt": "0.25", "generated": "1.50", "retrieval": "0.00", "total": "1.80"}
+
+
+def test_cost_strip_counts_candidate_document_tokens():
+    tr = mh_trace()
+    tr.cost.document_tokens = 1234
+    assert "1,234 tokens spent encoding" in R.cost_html(tr)
