@@ -1,0 +1,95 @@
+"""`python -m onegen evaluate`: run a dataset through the engine, write result lines, print metrics.
+
+Progress and notes go to stderr; the last line of stdout is one metrics JSON object.
+
+    python -m onegen evaluate --task multi-hop --data hotpot_dev_distractor.json --out result.jsonl
+    python -m onegen evaluate --task entity-linking --data kore50.jsonl --index runs/entities --limit 20
+    python -m onegen evaluate --task multi-hop --data dev.json --control random-paragraph --seed 1
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+TASKS = ("entity-linking", "multi-hop", "single-hop")
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--data", required=True, help="test file: EL jsonl, HotpotQA/2Wiki JSON, or Self-RAG/PopQA items")
+    p.add_argument("--model", help="registry name, hub id or folder (default: the embedded model or $ONEGEN_MODEL)")
+    p.add_argument("--index", help="index folder (default: the model's registry index for the task)")
+    p.add_argument("--candidates", choices=("context", "index"),
+                   help="QA documents: each item's own paragraphs/ctxs (default) or a global index; "
+                        "entity linking always uses an index")
+    p.add_argument("--aliases", help="2WikiMultihopQA id_aliases.json: extra gold answers")
+    p.add_argument("--limit", type=int, help="only the first N examples")
+    p.add_argument("--out", help="result jsonl (resumed when it exists)")
+    p.add_argument("--top-k", type=int, default=5, help="hits kept per retrieval (default 5)")
+    p.add_argument("--control", choices=("random-paragraph",),
+                   help="replace every retrieval by random documents from the same pool")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random control (default 0)")
+    p.add_argument("--max-new-tokens", type=int, help="generation limit (default: the protocol's)")
+    p.add_argument("--retry-errors", action="store_true", help="redo examples whose line in --out holds an error")
+    p.add_argument("--skip-bad", action="store_true", help="skip malformed items of --data instead of stopping")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--dtype", help="float32, bfloat16 or float16 (default: bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def main(args) -> int:
+    from ..datasets import DatasetFormatError, load_dataset
+    from ..engine import Engine, RunSettings
+    from ..evaluation import EvaluationError, evaluate
+    from ..index import IndexLoadError
+    from ..loading import ModelLoadError, load_model
+    from ..protocols import MissingTokenError
+
+    if args.limit is not None and args.limit < 1:
+        return _fail("--limit must be at least 1")
+    if args.top_k < 1:
+        return _fail("--top-k must be at least 1")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        return _fail("--max-new-tokens must be at least 1")
+    if args.task == "entity-linking" and args.candidates == "context":
+        return _fail("entity linking searches an entity index; --candidates context does not apply")
+    if args.aliases and args.task != "multi-hop":
+        return _fail("--aliases applies to multi-hop files only")
+    try:
+        data = load_dataset(args.data, args.task, skip_bad=args.skip_bad, aliases_path=args.aliases)
+    except (OSError, DatasetFormatError, ValueError) as e:
+        return _fail(str(e))
+    for _, message in data.errors:
+        print(f"skipped: {message}", file=sys.stderr)
+    try:
+        lm = load_model(args.model, task=args.task, device=args.device, dtype=args.dtype)
+    except (ModelLoadError, MissingTokenError, OSError, ValueError) as e:
+        return _fail(str(e))
+    settings = RunSettings(max_new_tokens=args.max_new_tokens)
+    try:
+        report = evaluate(Engine(lm), args.task, data.examples, index=args.index,
+                          candidates=args.candidates or ("index" if args.task == "entity-linking" else "context"),
+                          out=args.out, limit=args.limit, top_k=args.top_k, control=args.control,
+                          progress=not args.quiet, seed=args.seed, settings=settings, retry_errors=args.retry_errors)
+    except (EvaluationError, IndexLoadError) as e:
+        return _fail(str(e))
+    metrics = {"data": str(args.data), **report.metrics}
+    if report.out is not None:
+        metrics["out"] = str(report.out)
+        print(f"result lines: {report.out}", file=sys.stderr)
+    print(_summary(metrics), file=sys.stderr)
+    sys.stdout.flush()
+    print(json.dumps(metrics, ensure_ascii=False))
+    return 0
+
+
+def _summary(m: dict) -> str:
+    head = f"{m['task']}: {m['examples']} examples, {m['errors']} errors"
+    if m["task"] == "entity-linking":
+        return f"{head}; P {m['precision']:.3f} R {m['recall']:.3f} F1 {m['f1']:.3f}"
+    return f"{head}; EM {m.get('em', 0.0):.3f} F1 {m.get('f1', 0.0):.3f}"
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
