@@ -67,6 +67,7 @@ class QueryVector:
     vector: torch.Tensor
     source: str
     forward_tokens: int = 0  # extra forward tokens spent to make the vector (0 for OneGen)
+    seconds: float = 0.0  # time spent in that extra pass (0 for OneGen)
 
 
 class QueryEncoder(Protocol):
@@ -376,6 +377,8 @@ class _Run:
         qv = self.engine.query_encoder(QueryContext(self.spec.name, hidden, query_text, query_ids))
         if qv.forward_tokens:
             self.cost.forward_tokens["query_reencoding"] += qv.forward_tokens
+        if qv.seconds:
+            self.cost.seconds["query_reencoding"] = self.cost.seconds.get("query_reencoding", 0.0) + qv.seconds
         hits = self.retriever.search(qv.vector, self.settings.top_k)
         r = Retrieval(step=len(self.trace.retrievals), position=position, token=self.spec.query_token,
                       query_text=query_text, query_source=qv.source, hits=hits, chosen=0 if hits else None,
