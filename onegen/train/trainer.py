@@ -7,7 +7,6 @@ an uninterrupted one would; checkpoints hold only model, optimiser and scheduler
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import time
@@ -129,10 +128,8 @@ class Trainer:
                                  {"params": [emb], "lr": r.token_lr, "weight_decay": 0.0}])
 
         def factor(step: int) -> float:
-            if step < r.warmup:
-                return (step + 1) / r.warmup
-            progress = (step - r.warmup) / max(1, r.steps - r.warmup)
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+            # Linear warm-up, then constant: a run stopped at step N equals a recipe of N steps.
+            return min(1.0, (step + 1) / max(1, r.warmup))
 
         return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
