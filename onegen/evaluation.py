@@ -33,7 +33,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -326,11 +326,13 @@ class ResultFile:
 
 
 # Settings that must match for a resumed file to be one consistent run.
-_RUN_KEYS = ("task", "model_fingerprint", "candidates", "control", "top_k")
+_RUN_KEYS = ("task", "model_fingerprint", "candidates", "index", "control", "top_k")
 
 
 def _check_same_run(line: Mapping[str, Any], run: Mapping[str, Any], path: Path) -> None:
-    prev = (line.get("onegen") or {}).get("run") or {}
+    if not isinstance(line.get("onegen"), dict) or "key" not in line["onegen"]:
+        raise EvaluationError(f"{path} holds lines not written by `onegen evaluate`; write to another --out")
+    prev = line["onegen"].get("run") or {}
     for key in _RUN_KEYS:
         if key in prev and prev[key] != run.get(key):
             raise EvaluationError(f"{path} was written with {key}={prev[key]!r}, this run has {run.get(key)!r}; "

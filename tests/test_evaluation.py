@@ -236,7 +236,9 @@ def test_single_hop_with_ctxs_and_with_an_index(models, tmp_path, monkeypatch):
 
     index = build_index(lm, "single-hop", [Document("g1", "Corvale", "Corvale is a city."),
                                            Document("g2", "Velor", "Velor is a country.")])
-    by_index = evaluate(Engine(lm), "single-hop", data.examples, index=index, candidates="index", progress=False)
+    index.save(tmp_path / "passages")
+    by_index = evaluate(Engine(lm), "single-hop", data.examples, index=str(tmp_path / "passages"),
+                        candidates="index", progress=False)
     assert all(r.trace.retrievals[0].hits[0].id in ("g1", "g2") for r in by_index.records)
     assert by_index.metrics["candidates"] == "index"
 
@@ -296,6 +298,9 @@ def test_resume_refuses_damage_and_mixed_runs(models, tmp_path, monkeypatch):
     out.write_text(lines[0][:20] + "\n" + lines[1])
     with pytest.raises(EvaluationError, match="line 1 is not a complete JSON object"):
         evaluate(Engine(lm), "multi-hop", examples, out=out, progress=False)
+    foreign = write(tmp_path / "theirs.jsonl", [{"_id": "a", "output": "x"}], jsonl=True)
+    with pytest.raises(EvaluationError, match="not written by `onegen evaluate`"):
+        evaluate(Engine(lm), "multi-hop", examples, out=foreign, progress=False)
 
 
 # -- per-example errors -----------------------------------------------------------------------------
