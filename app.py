@@ -78,19 +78,19 @@ def _example_choices(examples: list[dict]) -> list[tuple[str, str]]:
     return out
 
 
-def _trace_panel() -> SimpleNamespace:
+def _trace_panel(prefix: str) -> SimpleNamespace:
     """The views of one trace: cost strip, timeline, step selector + detail, task result."""
     p = SimpleNamespace()
-    p.cost = gr.HTML(elem_classes="og-cost-box")
+    p.cost = gr.HTML(elem_id=f"{prefix}-cost")
     gr.Markdown("#### Token timeline")
-    p.timeline = gr.HTML(R.timeline_html([], []), elem_classes="og-timeline-box")
+    p.timeline = gr.HTML(R.timeline_html([], []), elem_id=f"{prefix}-timeline")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=220):
-            p.steps = gr.Radio(label="Retrieval steps", choices=[], interactive=True)
+            p.steps = gr.Radio(label="Retrieval steps", choices=[], interactive=True, elem_id=f"{prefix}-steps")
         with gr.Column(scale=3):
-            p.detail = gr.HTML(R.step_html(None, ""))
+            p.detail = gr.HTML(R.step_html(None, ""), elem_id=f"{prefix}-detail")
     gr.Markdown("#### Result")
-    p.result = gr.HTML()
+    p.result = gr.HTML(elem_id=f"{prefix}-result")
     return p
 
 
@@ -272,17 +272,19 @@ def build_demo(app: AppState) -> gr.Blocks:
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=3):
                         with gr.Row():
-                            task = gr.Radio(TASK_CHOICES, value=TASKS[0], label="Task", scale=3)
-                            top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Top-k candidates", scale=1)
-                        example = gr.Dropdown(label="Examples", choices=[], value=None, interactive=True)
+                            task = gr.Radio(TASK_CHOICES, value=TASKS[0], label="Task", scale=3, elem_id="task")
+                            top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Top-k candidates", scale=1,
+                                              elem_id="top-k")
+                        example = gr.Dropdown(label="Examples (pick one to fill the input)", choices=[], value=None,
+                                              interactive=True, elem_id="examples")
                         text = gr.Textbox(label="Input", lines=3, placeholder="Type a sentence or a question",
-                                          info=f"Up to {cfg.max_input_chars:,} characters.")
+                                          info=f"Up to {cfg.max_input_chars:,} characters.", elem_id="input")
                         with gr.Row():
-                            run_btn = gr.Button("Run", variant="primary", scale=3)
-                            stop_btn = gr.Button("Stop", variant="stop", scale=1)
-                        status = gr.HTML()
-                        panel = _trace_panel()
-                        download = gr.DownloadButton("Download trace JSON", visible=False)
+                            run_btn = gr.Button("Run", variant="primary", scale=3, elem_id="run-btn")
+                            stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="stop-btn")
+                        status = gr.HTML(elem_id="run-status")
+                        panel = _trace_panel("run")
+                        download = gr.DownloadButton("Download trace JSON", visible=False, elem_id="download")
                     with gr.Column(scale=1, min_width=260):
                         with gr.Accordion("How single-pass retrieval works", open=True):
                             gr.HTML(R.EXPLAINER_HTML)
@@ -290,24 +292,25 @@ def build_demo(app: AppState) -> gr.Blocks:
 
             with gr.Tab("Trace viewer", id="viewer"):
                 gr.Markdown("Open a trace saved with **Download trace JSON** (schema `onegen-trace/1`).")
-                upload = gr.File(label="Trace JSON", file_types=[".json"], type="filepath")
-                v_status = gr.HTML()
-                viewer = _trace_panel()
+                upload = gr.File(label="Trace JSON", file_types=[".json"], type="filepath", elem_id="trace-upload")
+                v_status = gr.HTML(elem_id="viewer-status")
+                viewer = _trace_panel("viewer")
                 viewer_trace = gr.State(None)
 
             with gr.Tab("Index browser", id="browse"):
                 with gr.Row():
-                    b_task = gr.Radio(TASK_CHOICES, value=TASKS[0], label="Index", scale=2)
-                    b_query = gr.Textbox(label="Find by title", placeholder="a title or part of one", scale=2)
+                    b_task = gr.Radio(TASK_CHOICES, value=TASKS[0], label="Index", scale=2, elem_id="browse-task")
+                    b_query = gr.Textbox(label="Find by title", placeholder="a title or part of one", scale=2,
+                                         elem_id="browse-query")
                     b_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Neighbours", scale=1)
-                b_btn = gr.Button("Search", variant="primary")
-                b_status = gr.HTML()
-                b_matches = gr.Radio(label="Matches", choices=[], interactive=True)
-                b_doc = gr.HTML()
+                b_btn = gr.Button("Search", variant="primary", elem_id="browse-btn")
+                b_status = gr.HTML(elem_id="browse-status")
+                b_matches = gr.Radio(label="Matches", choices=[], interactive=True, elem_id="browse-matches")
+                b_doc = gr.HTML(elem_id="browse-doc")
 
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT_MD)
-                overview = gr.HTML()
+                overview = gr.HTML(elem_id="overview")
 
         # -- events ---------------------------------------------------------------------------------
         run_outputs = [status, panel.cost, panel.timeline, panel.steps, panel.detail, panel.result, download, run_trace]
