@@ -110,13 +110,14 @@ class Trainer:
 
             model = get_peft_model(model, LoraConfig(r=r.lora.r, lora_alpha=r.lora.alpha, lora_dropout=r.lora.dropout,
                                                      target_modules=r.lora.targets, bias="none"))
-        # Only the new rows of the (tied) embedding learn: old rows get zero gradient, and Adam with
-        # zero weight decay leaves a row with zero gradient exactly unchanged.
         emb = model.get_input_embeddings().weight
         emb.requires_grad_(True)
-        keep = torch.zeros(emb.shape[0], 1)
-        keep[new_ids] = 1.0
-        emb.register_hook(lambda g: g * keep.to(g.dtype))
+        if r.lora is not None:
+            # Over a pretrained base only the new rows of the (tied) embedding learn: old rows get
+            # zero gradient, and Adam with zero weight decay leaves such a row exactly unchanged.
+            keep = torch.zeros(emb.shape[0], 1)
+            keep[new_ids] = 1.0
+            emb.register_hook(lambda g: g * keep.to(g.dtype))
         model.train()
         return model, tokenizer, new_ids
 
@@ -140,8 +141,9 @@ class Trainer:
 
     def _trainable_state(self) -> dict[str, torch.Tensor]:
         state = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
-        emb_name = next(n for n, p in self.model.named_parameters() if p is self.model.get_input_embeddings().weight)
-        state[emb_name] = state[emb_name][self.new_ids]  # only the new rows
+        if self.recipe.lora is not None:  # only the new embedding rows change over a frozen base
+            emb_name = next(n for n, p in self.model.named_parameters() if p is self.model.get_input_embeddings().weight)
+            state[emb_name] = state[emb_name][self.new_ids]
         return state
 
     def save_checkpoint(self) -> None:
@@ -158,7 +160,7 @@ class Trainer:
         params = dict(self.model.named_parameters())
         with torch.no_grad():
             for n, v in ck["params"].items():
-                if params[n] is emb:
+                if params[n] is emb and self.recipe.lora is not None:
                     emb[self.new_ids] = v
                 else:
                     params[n].copy_(v)
@@ -299,7 +301,7 @@ class Trainer:
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
-            st = StepStats(self.step, float(loss), float(lm), float(bpr), float(nce), rec,
+            st = StepStats(self.step, loss.item(), lm.item(), bpr.item(), nce.item(), rec,
                            self.scheduler.get_last_lr()[0], round(time.perf_counter() - t0, 3), tokens)
             stats.append(st)
             with open(log_path, "a") as f:

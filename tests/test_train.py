@@ -1,0 +1,138 @@
+"""The trainer on a micro model: losses fall, retrieval beats chance, checkpoints resume exactly,
+and an exported model loads through the product's own loader."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from onegen.train.examples import IGNORE, load_corpus, multi_hop_sample, entity_linking_sample, single_hop_sample
+from onegen.train.recipe import Recipe
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    from onegen.world import export_world, generate_world
+
+    out = tmp_path_factory.mktemp("world")
+    export_world(generate_world(seed=3, n_entities=150, split="train", n_el=40, n_multihop=40, n_singlehop=40), out)
+    return out
+
+
+def micro_recipe(tmp: Path, **kw) -> Recipe:
+    base = {"scratch": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                        "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024},
+            "bpe_vocab": 400}
+    r = Recipe(name="micro", base=base, per_step={"entity-linking": 2, "multi-hop": 2, "single-hop": 2},
+               steps=40, lr=3e-3, token_lr=3e-3, warmup=2, lora=None, seed=0, checkpoint_every=5,
+               max_query_tokens=2048, max_document_tokens=400, max_documents=12,
+               out=str(tmp / "model"), run_dir=str(tmp / "run"))
+    for k, v in kw.items():
+        setattr(r, k, v)
+    return r
+
+
+def test_losses_fall_and_retrieval_beats_chance(world, tmp_path, monkeypatch):
+    from onegen.train.trainer import Trainer
+
+    torch.set_num_threads(1)
+    t = Trainer(micro_recipe(tmp_path), world, log=lambda *a: None)
+    fixed = t.batch(0)
+    monkeypatch.setattr(t, "batch", lambda step: fixed)  # one batch, learned: a fast, certain signal
+    with torch.no_grad():
+        _, lm0, _, nce0, r0, _ = t.forward_losses(*fixed)
+    stats = t.train(progress=False)
+    with torch.no_grad():
+        _, lm1, _, nce1, r1, _ = t.forward_losses(*fixed)
+    assert float(lm1) < 0.7 * float(lm0)
+    assert float(nce1) < 0.7 * float(nce0)
+    n_docs = len(fixed[1])
+    assert r1 > max(r0, 2.0 / n_docs), (r0, r1, n_docs)
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert len(lines) == len(stats) == 40
+    assert {"lm", "bpr", "infonce", "recall_at_1"} <= set(json.loads(lines[0]))
+
+
+def test_resume_equals_uninterrupted(world, tmp_path):
+    from onegen.train.trainer import Trainer
+
+    torch.set_num_threads(1)
+    a = Trainer(micro_recipe(tmp_path / "a", steps=6, checkpoint_every=3), world, log=lambda *x: None)
+    a.train(progress=False)
+    b = Trainer(micro_recipe(tmp_path / "b", steps=6, checkpoint_every=3), world, log=lambda *x: None)
+    b.train(steps=3, progress=False)
+    b2 = Trainer(micro_recipe(tmp_path / "b", steps=6, checkpoint_every=3), world, log=lambda *x: None)
+    assert b2.step == 3
+    b2.train(progress=False)
+    for (n, p), (_, q) in zip(a.model.named_parameters(), b2.model.named_parameters()):
+        assert torch.allclose(p, q, atol=1e-5), n
+
+
+def test_label_masks_follow_the_protocol(world):
+    import random
+
+    from onegen.protocols import CONTINUE, LK, PARA_CLOSE, PARA_OPEN, QR
+    from onegen.tokenization import ProtocolTokenizer
+    from onegen.train.examples import load_task_items
+    from tiny import tokenizer_folder
+    from onegen.loading import load_tokenizer
+    from onegen.protocols import get_spec
+
+    corpus = load_corpus(world)
+    rng = random.Random(0)
+    for task, build in (("multi-hop", multi_hop_sample), ("entity-linking", entity_linking_sample),
+                        ("single-hop", single_hop_sample)):
+        tok = load_tokenizer(tokenizer_folder(task, world.parent / "toks"))
+        ptok = ProtocolTokenizer(tok, list(get_spec(task).token_strings))
+        item = load_task_items(world, task)[0]
+        s = build(item, ptok, corpus, rng, 2)
+        ids, labels = s.ids, s.labels
+        assert ids[-1] == tok.eos_token_id and labels[-1] == tok.eos_token_id  # EOS after the answer
+        prompt_len = len(ptok.encode_template(get_spec(task).prompt_template,
+                                              input=item.get("text") or item["question"]).ids)
+        assert all(l == IGNORE for l in labels[:prompt_len])  # user segment masked
+        sid = ptok.special_ids
+        for a in s.anchors:
+            assert ids[a.position] == sid[get_spec(task).query_token]
+            assert labels[a.position + 1] == IGNORE  # the token after a retrieval token is not learned
+        if task == "entity-linking":
+            assert all(ids[a.position + 1] == sid[CONTINUE] for a in s.anchors)
+            assert all(labels[a.position] == sid[LK] for a in s.anchors)  # the model learns to emit [LK]
+        else:
+            opens = [i for i, t in enumerate(ids) if t == sid[PARA_OPEN]]
+            closes = [i for i, t in enumerate(ids) if t == sid[PARA_CLOSE]]
+            assert opens and len(opens) == len(closes)
+            for o, c in zip(opens, closes):
+                assert all(l == IGNORE for l in labels[o:c + 1])  # inserted paragraphs masked, inclusive
+        if task == "multi-hop":
+            assert all(labels[a.position] == sid[QR] for a in s.anchors)
+            assert len(s.anchors) == len(item["decomposition"])
+
+
+def test_export_loads_through_the_registry_loader(world, tmp_path):
+    from onegen.engine import Engine, RunSettings
+    from onegen.loading import load_model
+    from onegen.train.export import export_embedded
+    from onegen.train.trainer import Trainer
+
+    t = Trainer(micro_recipe(tmp_path, steps=1), world, log=lambda *x: None)
+    t.train(progress=False)
+    out = export_embedded(t, tmp_path / "exported")
+    lm = load_model(out, device="cpu")
+    assert set(lm.tasks) == {"entity-linking", "multi-hop", "single-hop"}
+    emb = t.model.get_input_embeddings().weight
+    assert torch.allclose(lm.model.get_input_embeddings().weight[t.new_ids], emb[t.new_ids])
+    from onegen.documents import Document
+
+    docs = [Document(id=str(i), title=f"T{i}", text=f"text {i}") for i in range(3)]
+    trace = Engine(lm).run_trace("single-hop", "Who?", candidates=docs, settings=RunSettings(max_new_tokens=3))
+    assert len(trace.retrievals) == 1
+
+
+def test_recipe_rejects_unknown_keys(tmp_path):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps({"name": "x", "base": {}, "stepz": 3}))
+    with pytest.raises(ValueError, match="unknown keys"):
+        Recipe.load(p)
