@@ -397,6 +397,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+# A click on a timeline chip selects that step in the step list next to it (same event as a click there).
+CHIP_JS = """
+() => {
+  document.addEventListener("click", (e) => {
+    const chip = e.target.closest && e.target.closest(".og-chip");
+    if (!chip) return;
+    const panel = chip.closest("#viewer-timeline") ? "#viewer-steps" : "#run-steps";
+    const option = document.querySelectorAll(panel + " label")[Number(chip.dataset.step)];
+    if (option) option.click();
+  });
+}
+"""
+
+
 def theme() -> gr.themes.Theme:
     # System fonts: the page loads nothing from the internet.
     return gr.themes.Soft(primary_hue="indigo", font=["ui-sans-serif", "system-ui", "sans-serif"],
@@ -406,7 +420,7 @@ def theme() -> gr.themes.Theme:
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False, **kw):
     # No allowed_paths: the page can reach only gradio's own cache (uploads and trace downloads).
     return demo.launch(server_name=host, server_port=port, share=share, theme=theme(), css=R.APP_CSS,
-                       max_file_size="10mb", ssr_mode=False, show_error=False, **kw)
+                       js=CHIP_JS, max_file_size="10mb", ssr_mode=False, show_error=False, **kw)
 
 
 def main(argv: list[str] | None = None) -> None:

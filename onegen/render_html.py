@@ -360,7 +360,7 @@ APP_CSS = """
 .og-timeline{white-space:pre-wrap;font-family:var(--font-mono);font-size:.9em;line-height:1.9;
   padding:10px;border:1px solid var(--border-color-primary);border-radius:8px;max-height:420px;overflow:auto}
 .og-empty{color:var(--body-text-color-subdued);font-style:italic}
-.og-chip{display:inline-flex;align-items:center;gap:4px;padding:0 6px;margin:0 2px;border-radius:10px;
+.og-chip{cursor:pointer;display:inline-flex;align-items:center;gap:4px;padding:0 6px;margin:0 2px;border-radius:10px;
   background:#6366f1;color:#fff;font-size:.85em;white-space:nowrap}
 .og-chip-n{background:#fff;color:#4338ca;border-radius:8px;padding:0 5px}
 .og-forced,.og-special{opacity:.5}
@@ -394,7 +394,8 @@ APP_CSS = """
 a.og-card-link,a.og-ext{text-decoration:none;color:inherit}
 a.og-card-link:hover,a.og-ext:hover{text-decoration:underline}
 .og-table{border-collapse:collapse;width:100%;font-size:.9em;margin-top:6px}
-.og-table td,.og-table th{border-bottom:1px solid var(--border-color-primary);padding:4px 6px;text-align:left;vertical-align:top}
+.og-table td,.og-table th{border:none!important;border-bottom:1px solid var(--border-color-primary)!important;
+  padding:4px 6px;text-align:left;vertical-align:top}
 .og-chain{display:flex;flex-direction:column;gap:4px}
 .og-card{border:1px solid var(--border-color-primary);border-radius:10px;padding:8px 12px}
 .og-card-n{font-size:.8em;text-transform:uppercase;letter-spacing:.05em;color:#6366f1;font-weight:700}

@@ -100,9 +100,13 @@ def test_run_each_task(page, task):
         sync_api.expect(page.locator("#run-timeline details.og-ins")).to_have_count(2)
     else:
         sync_api.expect(result.locator(".og-refl")).to_have_count(3)
-    # Selecting the first step shows its query and candidates.
+    # Selecting the first step shows its query and candidates; so does a click on a timeline chip.
     steps.first.click()
     sync_api.expect(page.locator("#run-detail .og-step-head")).to_contain_text("Step 1")
+    if expected > 1:
+        chips.nth(1).click()
+        sync_api.expect(page.locator("#run-detail .og-step-head")).to_contain_text("Step 2")
+        sync_api.expect(steps.nth(1).locator("input")).to_be_checked()
     sync_api.expect(page.locator("#run-detail .og-bar-row").first).to_be_visible()
     shot(page, f"run-{task}")
 
