@@ -1,8 +1,8 @@
 """The single-pass engine on tiny random checkpoints.
 
-Random weights never choose retrieval tokens, so a `Script` replaces `DecodeState.logits` with
-one-hot logits that follow a list of ids; every forward pass (prompt, generated tokens, inserted
-documents) stays real, which is what these tests measure.
+Random weights never choose retrieval tokens, so `scripted.script` replaces `DecodeState.logits`
+with one-hot logits that follow a list of ids; every forward pass (prompt, generated tokens,
+inserted documents) stays real, which is what these tests measure.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from onegen.engine import (DecodeState, Engine, HiddenStateQuery, InputError, Qu
                            RunSettings, Sampling, choose_token)
 from onegen.protocols import CONTINUE, LK, PARA_CLOSE, PARA_OPEN, QR
 from onegen.trace import SCHEMA, Trace, TraceFormatError
+from scripted import el_script, multi_hop_script, script, text_ids, tid
 from tiny import load_tiny
 
 PARAGRAPHS = [
@@ -51,22 +52,6 @@ def models(tmp_path_factory):
     return {t: load_tiny(t, root) for t in ("multi-hop", "entity-linking", "single-hop")}
 
 
-class Script:
-    """Logits that pick `ids` in order (one entry per token choice), then EOS."""
-
-    def __init__(self, lm, ids: list[int], value: float = 100.0):
-        self.ids, self.value, self.n = list(ids), value, 0
-        self.vocab = lm.lm_head.out_features
-        self.eos = lm.tokenizer.eos_token_id
-
-    def __call__(self, state: DecodeState, hidden_last: torch.Tensor) -> torch.Tensor:
-        tok = self.ids[self.n] if self.n < len(self.ids) else self.eos
-        self.n += 1
-        out = torch.zeros(self.vocab)
-        out[tok] = self.value
-        return out
-
-
 class Recorder:
     """Wraps DecodeState.feed: every forward call's phase and length, and the state itself."""
 
@@ -95,35 +80,6 @@ class Capture(HiddenStateQuery):
     def __call__(self, ctx: QueryContext) -> QueryVector:
         self.contexts.append(ctx)
         return super().__call__(ctx)
-
-
-def script(monkeypatch, lm, ids):
-    s = Script(lm, ids)
-    monkeypatch.setattr(DecodeState, "logits", lambda state, h: s(state, h))
-    return s
-
-
-def text_ids(lm, task, text):
-    return lm.ptok(task).encode_data(text)
-
-
-def tid(lm, token):
-    return lm.tokenizer.convert_tokens_to_ids(token)
-
-
-def multi_hop_script(lm, final_tail=" and more text after the answer"):
-    qr = tid(lm, QR)
-    t = lambda s: text_ids(lm, "multi-hop", s)  # noqa: E731
-    return (t("First, who directed Film A?") + [qr] + t(" Ivo Brandel. Second, where was Ivo Brandel born?") + [qr]
-            + t(" Corvale. <FINAL-ANSWER>Corvale</FINAL-ANSWER>") + t(final_tail))
-
-
-def el_script(lm):
-    lk, eos = tid(lm, LK), lm.tokenizer.eos_token_id
-    t = lambda s: text_ids(lm, "entity-linking", s)  # noqa: E731
-    # After every [LK] the script proposes EOS; the protocol must force [_CONTINUE_] instead.
-    return (t("<MENTION>Paris</MENTION>") + [lk, eos] + t(" and") + [lk, eos] + t(" <MENTION>Rome</MENTION>")
-            + [lk, eos] + t(".") + [eos])
 
 
 def full_ids(trace: Trace) -> list[int]:
