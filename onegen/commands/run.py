@@ -1,0 +1,233 @@
+"""`python -m onegen run`: one input through the single-pass engine; its steps as they stream, or its Trace JSON.
+
+    python -m onegen run --task multi-hop --example 0
+    python -m onegen run --task entity-linking --text "Paris is the capital of France." --top-k 3
+    python -m onegen run --task multi-hop --model ./my-model --candidates paragraphs.jsonl --text "..." --json
+
+Bad input or files print one `error: ...` line on stderr and exit 2. Only light modules are
+imported at the top so that `--help` and argument errors answer at once; torch and transformers
+load inside main().
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+
+from ..documents import Document, split_sentences
+from ..protocols import TASKS
+
+EXIT_ERROR = 2
+
+
+class CommandError(ValueError):
+    """A problem with the command's arguments or files; the message is for users."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--model", metavar="ID_OR_DIR",
+                   help="registry name, hub id or model folder (default: $ONEGEN_MODEL or the embedded model)")
+    docs = p.add_mutually_exclusive_group()
+    docs.add_argument("--index", metavar="DIR", help="index folder (default: the model's registry index for the task)")
+    docs.add_argument("--candidates", metavar="FILE",
+                      help="JSON list or JSONL of documents ({title, text} or {title, sentences}) to retrieve "
+                           "from instead of an index; encoded once for this run")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="the input: a text to annotate or a question")
+    src.add_argument("--example", type=int, metavar="N", help="line N (0-based) of assets/examples/TASK.jsonl")
+    p.add_argument("--top-k", type=_positive_int, default=5, help="hits kept per retrieval (default 5)")
+    p.add_argument("--max-new-tokens", type=_positive_int, metavar="N", help="generation limit (default: the protocol's)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--json", action="store_true", help="print only the Trace JSON (schema onegen-trace/1)")
+
+
+# -- inputs (no heavy imports) ------------------------------------------------------------------------
+
+def example_text(task: str, n: int, examples_dir: Path | None = None) -> str:
+    from .. import registry
+
+    path = (examples_dir or registry.ASSETS / "examples") / f"{task}.jsonl"
+    if not path.exists():
+        raise CommandError(f"no examples for {task}: {_rel(path)} is missing; give the input with --text")
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not 0 <= n < len(lines):
+        raise CommandError(f"example {n} is out of range: {_rel(path)} has {len(lines)} examples "
+                           f"(0 to {len(lines) - 1})")
+    try:
+        text = json.loads(lines[n]).get("text")
+    except (json.JSONDecodeError, AttributeError):
+        text = None
+    if not isinstance(text, str):
+        raise CommandError(f"example {n} of {_rel(path)} is not a JSON object with a \"text\" string")
+    return text
+
+
+def read_candidates(path: str | Path, task: str) -> list[Document]:
+    """Documents from a JSON list or JSONL: {"title", "text"} or {"title", "sentences"} objects,
+    or HotpotQA-style [title, [sentences]] pairs. Multi-hop splits a plain text into sentences
+    (one vector per sentence)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CommandError(f"candidates file {path} does not exist")
+    raw = path.read_text(encoding="utf-8")
+    try:
+        items = json.loads(raw)
+        if isinstance(items, dict):
+            items = [items]
+    except json.JSONDecodeError:
+        items = []
+        for i, line in enumerate(raw.splitlines()):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise CommandError(f"{path} line {i + 1} is not JSON: {e.msg}") from None
+    if not isinstance(items, list) or not items:
+        raise CommandError(f"{path} holds no documents: expected a JSON list or JSONL of {{title, text}} objects")
+    return [_candidate(item, i, path, task) for i, item in enumerate(items)]
+
+
+def _candidate(item, i: int, path: Path, task: str) -> Document:
+    if isinstance(item, list) and len(item) == 2 and isinstance(item[0], str):
+        item = {"title": item[0], "sentences": item[1]}
+    if not isinstance(item, dict) or not isinstance(item.get("title", ""), str):
+        raise CommandError(f"{path} document {i}: expected an object with \"title\" and \"text\" or \"sentences\"")
+    doc_id = str(item.get("id", f"c{i}"))
+    sentences = item.get("sentences")
+    if sentences is not None:
+        if not isinstance(sentences, list) or not sentences or not all(isinstance(s, str) for s in sentences):
+            raise CommandError(f"{path} document {i}: \"sentences\" must be a non-empty list of strings")
+        return Document.from_sentences(doc_id, item.get("title", ""), sentences)
+    text = item.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise CommandError(f"{path} document {i}: needs a non-empty \"text\" or \"sentences\"")
+    split = split_sentences(text) if task == "multi-hop" else None
+    return Document(id=doc_id, title=item.get("title", ""), text=text, sentences=split or None)
+
+
+def model_reference(model: str | None) -> str:
+    """The model to load; refuses a registry model whose embedded folder was never made."""
+    from .. import registry
+
+    ref = model or os.environ.get("ONEGEN_MODEL") or registry.DEFAULT_EMBEDDED
+    entry = registry.lookup(ref)
+    if entry is not None and entry.embedded and not Path(entry.source).is_dir():
+        recipe = registry.ASSETS / "recipes" / f"{entry.name}.json"
+        how = (f"make it with `python -m onegen train --recipe {_rel(recipe)}`" if recipe.exists()
+               else "train and export it with `python -m onegen train`")
+        raise CommandError(f"the model {entry.name!r} is not installed: the folder {_rel(Path(entry.source))} is "
+                           f"missing; {how}, or pass --model with a hub id or a model folder")
+    if model and model.startswith((".", "/", "~")) and not Path(model).expanduser().exists():
+        raise CommandError(f"no model folder at {model}")
+    return str(Path(ref).expanduser()) if ref.startswith("~") else ref
+
+
+def index_reference(index: str | None, model: str, task: str) -> Path:
+    from .. import registry
+
+    ref = index or registry.default_index(model, task)
+    if ref is None:
+        raise CommandError(f"no default {task} index for model {model!r}: pass --index DIR or --candidates FILE")
+    if ref.startswith("hf://"):
+        raise CommandError(f"the index {ref} is remote; download it and pass --index DIR")
+    path = Path(ref).expanduser()
+    if not path.exists():
+        source = "" if index else " (the model's default)"
+        raise CommandError(f"the index folder {_rel(path)}{source} is missing; build it with the index builder "
+                           "(`python -m index_builder`), or pass --index DIR or --candidates FILE")
+    return path
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+# -- main ---------------------------------------------------------------------------------------------
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return _main(args)
+    except CommandError as e:
+        return _fail(str(e))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _main(args: argparse.Namespace) -> int:
+    # Everything that can be checked without torch is checked first: mistakes answer at once.
+    text = args.text if args.text is not None else example_text(args.task, args.example)
+    candidates = read_candidates(args.candidates, args.task) if args.candidates else None
+    model_ref = model_reference(args.model)
+    index_path = None if candidates else index_reference(args.index, model_ref, args.task)
+
+    import torch
+
+    from ..engine import Engine, IndexRetriever, InputError, RunSettings
+    from ..index import IndexLoadError, VectorIndex
+    from ..loading import ModelLoadError, load_model
+    from ..protocols import MissingTokenError
+    from ..render_text import render_events, run_header
+
+    try:
+        device = _device(args.device, torch)
+        lm = load_model(model_ref, task=args.task, device=device)
+        retriever = None
+        if index_path is not None:
+            index = VectorIndex.load(index_path, protocol=args.task, model_fingerprint=lm.fingerprint,
+                                     dim=lm.hidden_size)
+            retriever = IndexRetriever(index, label=str(index_path))
+        settings = RunSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens)
+        events = Engine(lm).run(args.task, text, retriever=retriever, candidates=candidates, settings=settings)
+        # The engine checks the input when the run starts: take the first event before printing.
+        first = next(events)
+        if args.json:
+            trace = None
+            for ev in itertools.chain([first], events):
+                trace = getattr(ev, "trace", trace)
+            print(trace.to_json())
+            return 0
+        desc = retriever.describe() if retriever else {"path": f"{args.candidates} (candidates)",
+                                                       "documents": len(candidates), "vectors": "per-run"}
+        out = sys.stdout
+        out.write(run_header(args.task, lm.name, desc, text) + "\n")
+        for chunk in render_events(itertools.chain([first], events)):
+            out.write(chunk)
+            out.flush()
+        return 0
+    except (InputError, MissingTokenError, IndexLoadError, ModelLoadError) as e:
+        return _fail(str(e))
+
+
+def _device(name: str | None, torch) -> str | None:
+    if name is None or name == "auto":
+        return name
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise CommandError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError(f"--device {name}: no CUDA GPU is available here; use --device cpu")
+    return name

@@ -1,0 +1,175 @@
+"""Plain-text views of a run for terminals: pure functions from engine events or a Trace to strings.
+
+`render_events` turns the engine's event stream into printable chunks as they happen (generated
+text inline, one block per retrieval); `render_trace` gives the same view of a finished or saved
+trace. No printing and no torch here: the CLI prints, tests compare strings.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+from .trace import PHASES, Retrieval, TokenRecord, Trace
+
+PREVIEW_CHARS = 160
+STOP_REASONS = {
+    "eos": "end of sequence",
+    "final_answer": "complete </FINAL-ANSWER>",
+    "max_new_tokens": "token limit",
+    "context_full": "context window full",
+}
+PHASE_LABELS = {"query_reencoding": "query re-encoding", "retrieval": "search", "documents": "candidate documents"}
+
+
+def clip(text: str, limit: int = PREVIEW_CHARS) -> str:
+    """One line: newlines shown as `\\n`, long text cut at the end with `...`."""
+    flat = text.replace("\r", "").replace("\n", "\\n")
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def run_header(task: str, model: str, index: dict[str, Any] | None, text: str) -> str:
+    where = "no index"
+    if index:
+        where = f"{index.get('path', 'index')} ({index.get('documents', '?')} documents, {index.get('vectors', '?')} vectors)"
+    return f"== {task} | model {model} | retrieving from {where}\n== input: {clip(text)}\n"
+
+
+# -- pieces ------------------------------------------------------------------------------------------
+
+def retrieval_block(r: Retrieval) -> str:
+    """Query, top-k hits with scores (the chosen one starred). Insertion is reported separately:
+    it happens after the retrieval event."""
+    lines = [f"  [retrieval {r.step + 1}] {r.token} at position {r.position}, {r.seconds * 1000:.1f} ms"]
+    lines.append(f"    query: {clip(r.query_text)!r}" if r.query_text else "    query: (no text before the token)")
+    if not r.hits:
+        lines.append("    no hits")
+    for h in r.hits:
+        mark = "*" if r.chosen is not None and h.rank == r.chosen else " "
+        where = h.id if h.fragment is None else f"{h.id}, sentence {h.fragment + 1}"
+        lines.append(f"    {mark} {h.rank + 1}. {h.score:+.4f}  {clip(h.title, 60)}  ({where})")
+    return "\n" + "\n".join(lines) + "\n"
+
+
+def insertion_line(tokens: int, text: str) -> str:
+    if not tokens:
+        return "    nothing inserted\n"
+    return f"    inserted {tokens} tokens: {clip(text)}\n"
+
+
+def result_block(trace: Trace) -> str:
+    res, lines = trace.result, []
+    if trace.task == "entity-linking":
+        ents = res.entities or []
+        lines.append(f"Linked entities ({len(ents)}):")
+        for e in ents:
+            span = f"chars {e.start}-{e.end}" if e.start is not None else "not found in the input"
+            lines.append(f"  {e.mention!r} ({span}) -> {e.title} [{e.entity_id}]  score {e.score:+.4f}")
+        linked = {e.retrieval for e in ents}
+        loose = [r for i, r in enumerate(trace.retrievals) if i not in linked]
+        if loose:
+            lines.append(f"  {len(loose)} retrieval token(s) without a mention before them, not linked "
+                         f"(positions {', '.join(str(r.position) for r in loose)})")
+    else:
+        if res.answer:
+            lines.append(f"Answer: {res.answer}")
+        elif trace.task == "multi-hop":
+            lines.append("Answer: none (no <FINAL-ANSWER>...</FINAL-ANSWER> in the output)")
+        else:
+            lines.append("Answer: none")
+        for i, hop in enumerate(res.hops or []):
+            lines.append(f"  hop {i + 1}: {clip(hop.question, 80)!r} -> {hop.title or '(no document)'} -> "
+                         f"{clip(hop.answer, 80)!r}")
+        if res.reflection_tokens:
+            lines.append("Reflection tokens: " + " ".join(res.reflection_tokens))
+        if trace.task == "single-hop" and trace.retrievals and trace.retrievals[0].chosen_hit:
+            lines.append(f"Passage: {trace.retrievals[0].chosen_hit.title}")
+    if res.retrieval_limit_reached:
+        lines.append(f"Retrieval limit reached ({trace.settings.get('max_retrievals', '?')}).")
+    stop = STOP_REASONS.get(trace.stop_reason, trace.stop_reason or "?")
+    if trace.stop_reason == "max_new_tokens":
+        stop += f" ({trace.settings.get('max_new_tokens', '?')} new tokens)"
+    lines.append(f"Stopped: {stop}.")
+    if trace.error:
+        lines.append(f"Error: {trace.error}")
+    return "\n".join(lines) + "\n"
+
+
+def cost_line(trace: Trace) -> str:
+    ft = trace.cost.forward_tokens
+    tokens = ", ".join(f"{PHASE_LABELS.get(p, p)} {ft.get(p, 0)}" for p in PHASES)
+    docs = f"; candidate documents {trace.cost.document_tokens}" if trace.cost.document_tokens else ""
+    secs = trace.cost.seconds
+    order = [p for p in (*PHASES, "retrieval", "documents") if p in secs] + [p for p in secs if p not in PHASES
+                                                                             and p not in ("retrieval", "documents", "total")]
+    seconds = ", ".join(f"{PHASE_LABELS.get(p, p)} {secs[p]:.3f}" for p in order)
+    total = f" (total {secs['total']:.3f})" if "total" in secs else ""
+    return (f"Cost: forward tokens {tokens} (total {trace.cost.total_forward_tokens}){docs} | "
+            f"seconds {seconds}{total}\n")
+
+
+# -- streams -----------------------------------------------------------------------------------------
+
+def _render_steps(steps: Iterable[tuple[str, Any]]) -> Iterator[str]:
+    """Steps are ("token", TokenRecord), ("retrieval", Retrieval) or ("done", Trace)."""
+    inserted: list[TokenRecord] = []
+    pending = False  # a retrieval block is open until its inserted tokens (if any) are counted
+    at_line_start = True
+
+    def close() -> Iterator[str]:
+        nonlocal pending, at_line_start
+        if pending:
+            yield insertion_line(len(inserted), "".join(t.text for t in inserted))
+            inserted.clear()
+            pending, at_line_start = False, True
+
+    for kind, item in steps:
+        if kind == "token":
+            if item.kind == "inserted":
+                inserted.append(item)
+                continue
+            yield from close()
+            if item.text:
+                at_line_start = item.text.endswith("\n")
+                yield item.text
+        elif kind == "retrieval":
+            yield from close()
+            yield retrieval_block(item)
+            pending, at_line_start = True, True
+        elif kind == "done":
+            yield from close()
+            yield ("" if at_line_start else "\n") + "\n" + result_block(item) + cost_line(item)
+
+
+def render_events(events: Iterable[Any]) -> Iterator[str]:
+    """Printable chunks for the engine's TokenEvent / RetrievalEvent / DoneEvent stream, as it comes."""
+    def steps() -> Iterator[tuple[str, Any]]:
+        for ev in events:
+            if hasattr(ev, "token"):
+                yield "token", ev.token
+            elif hasattr(ev, "retrieval"):
+                yield "retrieval", ev.retrieval
+            elif hasattr(ev, "trace"):
+                yield "done", ev.trace
+            else:
+                raise TypeError(f"not an engine event: {ev!r}")
+    return _render_steps(steps())
+
+
+def trace_steps(trace: Trace) -> Iterator[tuple[str, Any]]:
+    """The event order of a recorded run: each retrieval right after the token at its position
+    (before the first token for a query read at the end of the prompt)."""
+    by_position = {r.position: r for r in trace.retrievals}
+    prompt_end = len(trace.prompt_ids)
+    for r in trace.retrievals:
+        if r.position < prompt_end:
+            yield "retrieval", r
+    for t in trace.tokens:
+        yield "token", t
+        if t.kind != "inserted" and t.position in by_position:
+            yield "retrieval", by_position[t.position]
+    yield "done", trace
+
+
+def render_trace(trace: Trace, header: bool = True) -> str:
+    """The whole run as text, the same view the CLI streams."""
+    head = run_header(trace.task, trace.model.get("name", "?"), trace.index, trace.input) + "\n" if header else ""
+    return head + "".join(_render_steps(trace_steps(trace)))
