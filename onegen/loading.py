@@ -138,6 +138,8 @@ def load_model(name_or_path: str | os.PathLike | None = None, *, task: str | Non
     """Load a model by registry name, hub id or local folder. `None` gives the embedded default."""
     from . import registry
 
+    if name_or_path is None:  # $ONEGEN_MODEL may name a hub id or folder outside the registry
+        name_or_path = os.environ.get("ONEGEN_MODEL") or registry.DEFAULT_EMBEDDED
     entry = registry.lookup(name_or_path, task=task)
     src = entry.source if entry else str(name_or_path)
     name = entry.name if entry else str(name_or_path)
