@@ -5,10 +5,13 @@ Layout of an index folder:
     vectors.safetensors  `vectors` [N, dim] and `owners` [N] (row -> document; several rows per
                          document for one-vector-per-sentence protocols)
     documents.arrow      Arrow IPC file (id, title, text, sentences, extra), memory-mapped on load
+    ann.faiss            only for approximate kinds (manifest.kind "hnsw", "ivfpq" or "sq8"): a faiss
+                         index over the same rows, in the same order
 
 A folder is written under a temporary name and renamed into place, so a crash never leaves a
 half-written index that loads. Search is exact inner product (= cosine on unit vectors) with faiss
-on the CPU or a torch matmul on any device.
+on the CPU or a torch matmul on any device. An approximate index searches its `ann.faiss` instead;
+its exact vectors stay on disk, memory-mapped, and are read only to re-rank candidates.
 """
 from __future__ import annotations
 
@@ -29,6 +32,8 @@ from .documents import Document
 
 INDEX_SCHEMA = "onegen-index/1"
 MANIFEST, VECTORS, DOCUMENTS = "manifest.json", "vectors.safetensors", "documents.arrow"
+ANN = "ann.faiss"
+INDEX_KINDS = ("flat", "hnsw", "ivfpq", "sq8")
 
 
 class IndexLoadError(ValueError):
@@ -64,6 +69,35 @@ class SearchHit:
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x.float(), dim=-1)
+
+
+@dataclass
+class AnnIndex:
+    """An approximate faiss index over an index's rows (row i of faiss = vector row i).
+
+    `params`: `ef_search` (HNSW), `nprobe` (IVF-PQ), `rerank` (fetch rerank x k candidates and
+    re-score them exactly from the stored vectors; 0 or 1 = off).
+    """
+
+    kind: str
+    index: Any
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in INDEX_KINDS or self.kind == "flat":
+            raise ValueError(f"approximate index kind must be one of {INDEX_KINDS[1:]}, got {self.kind!r}")
+
+    def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import faiss
+
+        k = max(1, min(k, self.index.ntotal))
+        if self.kind == "hnsw":
+            sp = faiss.SearchParametersHNSW(efSearch=max(int(self.params.get("ef_search", 64)), k))
+        elif self.kind == "ivfpq":
+            sp = faiss.SearchParametersIVF(nprobe=int(self.params.get("nprobe", 16)))
+        else:
+            sp = None
+        return self.index.search(np.ascontiguousarray(q, dtype=np.float32), k, params=sp)
 
 
 def _sha256(path: Path) -> str:
@@ -126,10 +160,14 @@ class DocumentStore:
 class VectorIndex:
     def __init__(self, vectors: torch.Tensor, documents: Sequence[Document] | DocumentStore,
                  owners: torch.Tensor | None = None, manifest: IndexManifest | None = None,
-                 path: Path | None = None):
+                 path: Path | None = None, *, ann: AnnIndex | None = None, normalized: bool = False):
         if vectors.ndim != 2:
             raise ValueError(f"vectors must be [N, dim], got shape {tuple(vectors.shape)}")
-        self.vectors = normalize(vectors)
+        # `normalized`: unit float32 rows already (e.g. memory-mapped); normalising would copy them.
+        self.vectors = vectors if normalized and vectors.dtype == torch.float32 else normalize(vectors)
+        if ann is not None and ann.index.ntotal != len(self.vectors):
+            raise ValueError(f"the {ann.kind} index holds {ann.index.ntotal} vectors, the index {len(self.vectors)}")
+        self.ann = ann
         self.documents = documents if isinstance(documents, DocumentStore) else DocumentStore(documents)
         self.owners = owners.long() if owners is not None else torch.arange(len(self.vectors))
         if len(self.owners) != len(self.vectors):
@@ -155,9 +193,16 @@ class VectorIndex:
     def dim(self) -> int:
         return self.vectors.shape[1]
 
+    @property
+    def kind(self) -> str:
+        return self.ann.kind if self.ann is not None else "flat"
+
     # -- search -------------------------------------------------------------------------------
     def search(self, queries: torch.Tensor, k: int = 5, backend: str = "auto") -> list[list[SearchHit]]:
-        """Top-k documents per query by cosine. A multi-vector document scores its best vector."""
+        """Top-k documents per query by cosine. A multi-vector document scores its best vector.
+
+        backend: "auto" (the approximate index when there is one, else exact), "ann", or an exact
+        one: "faiss" (CPU) or "torch" (any device)."""
         q = normalize(queries.reshape(-1, queries.shape[-1]).detach())
         if q.shape[1] != self.dim:
             raise ValueError(f"query dim {q.shape[1]} does not match index dim {self.dim}")
@@ -166,17 +211,11 @@ class VectorIndex:
             return [[] for _ in range(len(q))]
         k = max(1, min(k, len(self.documents)))
         multi = len(self.owners) != len(self.documents) or not torch.equal(self.owners, torch.arange(n))
-        # Multi-vector: over-fetch vectors, then keep each document's best one.
-        kv = n if multi and n <= 200_000 else min(n, k * 8 if multi else k)
-        if backend == "auto":
-            backend = "torch" if q.device.type != "cpu" or n < 4096 else "faiss"
-        if backend == "faiss":
-            scores, rows = self._faiss_index().search(q.cpu().numpy().astype(np.float32), kv)
-            scores, rows = torch.from_numpy(scores), torch.from_numpy(rows)
-        else:
-            sims = q @ self.vectors.to(q.device, q.dtype).T
-            scores, rows = sims.topk(kv, dim=1)
-            scores, rows = scores.cpu(), rows.cpu()
+        # Multi-vector: over-fetch vectors, then keep each document's best one. An approximate
+        # index cannot cheaply return every row, so it always over-fetches a fixed factor.
+        use_ann = self.ann is not None and backend in ("auto", "ann")
+        kv = n if multi and n <= 200_000 and not use_ann else min(n, k * 8 if multi else k)
+        scores, rows = self.search_rows(q, kv, backend)
         out = []
         for s_row, r_row in zip(scores.tolist(), rows.tolist()):
             hits: list[SearchHit] = []
@@ -193,6 +232,42 @@ class VectorIndex:
                     break
             out.append(hits)
         return out
+
+    def search_rows(self, queries: torch.Tensor, k: int, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k vector rows per query: (scores [Q, k], rows [Q, k]) on the CPU; rows may hold -1
+        where an approximate index found fewer than k."""
+        q = normalize(queries.reshape(-1, queries.shape[-1]).detach())
+        n = len(self.vectors)
+        k = max(1, min(k, n))
+        if backend in ("auto", "ann") and self.ann is not None:
+            return self._ann_rows(q.cpu(), k)
+        if backend == "ann":
+            raise ValueError("this index has no approximate index (its kind is flat)")
+        if backend == "auto":
+            backend = "torch" if q.device.type != "cpu" or n < 4096 else "faiss"
+        if backend == "faiss":
+            scores, rows = self._faiss_index().search(q.cpu().numpy().astype(np.float32), k)
+            return torch.from_numpy(scores), torch.from_numpy(rows)
+        if backend != "torch":
+            raise ValueError(f"unknown search backend {backend!r}; use auto, ann, faiss or torch")
+        sims = q @ self.vectors.to(q.device, q.dtype).T
+        scores, rows = sims.topk(k, dim=1)
+        return scores.cpu(), rows.cpu()
+
+    def _ann_rows(self, q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        assert self.ann is not None
+        rerank = int(self.ann.params.get("rerank", 0) or 0)
+        fetch = min(len(self.vectors), k * rerank) if rerank > 1 else k
+        scores, rows = self.ann.search(q.numpy(), fetch)
+        scores, rows = torch.from_numpy(scores), torch.from_numpy(rows).long()
+        if rerank > 1:
+            # Exact re-scoring of the candidates: reads only these rows of the (memory-mapped) vectors.
+            valid = rows >= 0
+            cand = self.vectors[rows.clamp(min=0).flatten()].reshape(*rows.shape, -1)
+            exact = torch.einsum("qd,qcd->qc", q, cand).masked_fill(~valid, float("-inf"))
+            scores, pos = exact.topk(min(k, rows.shape[1]), dim=1)
+            rows = rows.gather(1, pos).masked_fill(scores == float("-inf"), -1)
+        return scores[:, :k], rows[:, :k]
 
     def _faiss_index(self):
         if self._faiss is None:
@@ -230,13 +305,20 @@ class VectorIndex:
             save_file({"vectors": self.vectors.to(dtype).contiguous(), "owners": self.owners.contiguous()},
                       str(tmp / VECTORS))
             self.documents.write(tmp / DOCUMENTS)
+            names = [VECTORS, DOCUMENTS]
+            if self.ann is not None:
+                write_ann(self.ann, tmp / ANN)
+                names.append(ANN)
             m = self.manifest
+            m.kind = self.kind
+            if self.ann is not None:
+                m.build = {**m.build, "ann": dict(self.ann.params)}
             m.dim, m.count, m.documents = self.dim, len(self.vectors), len(self.documents)
             m.dtype = str(dtype).replace("torch.", "")
             m.multi_vector = len(self.vectors) != len(self.documents)
             m.created = m.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             m.files = {name: {"size": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
-                       for name in (VECTORS, DOCUMENTS)}
+                       for name in names}
             (tmp / MANIFEST).write_text(json.dumps(asdict(m), indent=2, ensure_ascii=False))
             if path.exists():
                 old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -273,7 +355,10 @@ class VectorIndex:
                 "queries. Rebuild it with `python -m index_builder ... --model <this model>`.")
         if dim and manifest.dim != dim:
             raise IndexLoadError(f"{where} has {manifest.dim}-d vectors; the model produces {dim}-d vectors")
-        for name in (VECTORS, DOCUMENTS):
+        if manifest.kind not in INDEX_KINDS:
+            raise IndexLoadError(f"{where} has unknown kind {manifest.kind!r}; known: {', '.join(INDEX_KINDS)}")
+        approximate = manifest.kind != "flat"
+        for name in (VECTORS, DOCUMENTS, *((ANN,) if approximate else ())):
             f = path / name
             if not f.exists():
                 raise IndexLoadError(f"{where} is incomplete: {name} is missing")
@@ -287,14 +372,62 @@ class VectorIndex:
         try:
             from safetensors.torch import load_file
 
-            tensors = load_file(str(path / VECTORS))
+            # Approximate kinds keep the exact vectors on disk: memory-mapped, read for re-ranking.
+            tensors = _mmap_safetensors(path / VECTORS) if approximate else None
+            if tensors is None or tensors["vectors"].dtype != torch.float32:
+                tensors = load_file(str(path / VECTORS))
             vectors, owners = tensors["vectors"], tensors["owners"]
             documents = DocumentStore.read(path / DOCUMENTS)
-        except Exception as e:  # safetensors/arrow raise many types for damaged files
+            ann = read_ann(path / ANN, manifest) if approximate else None
+        except Exception as e:  # safetensors/arrow/faiss raise many types for damaged files
             raise IndexLoadError(f"{where} is corrupted: {e}") from e
         if tuple(vectors.shape) != (manifest.count, manifest.dim) or len(documents) != manifest.documents:
             raise IndexLoadError(f"{where} is corrupted: contents do not match the manifest's counts")
-        return cls(vectors.float(), documents, owners=owners, manifest=manifest, path=path)
+        if ann is not None and (ann.index.ntotal != manifest.count or ann.index.d != manifest.dim):
+            raise IndexLoadError(f"{where} is corrupted: {ANN} holds {ann.index.ntotal} x {ann.index.d}, "
+                                 f"the manifest says {manifest.count} x {manifest.dim}")
+        return cls(vectors if approximate and manifest.normalized else vectors.float(), documents, owners=owners,
+                   manifest=manifest, path=path, ann=ann, normalized=approximate and manifest.normalized)
+
+
+def write_ann(ann: AnnIndex, path: Path) -> None:
+    import faiss
+
+    faiss.write_index(ann.index, str(path))
+
+
+def read_ann(path: Path, manifest: IndexManifest) -> AnnIndex:
+    import faiss
+
+    index = faiss.read_index(str(path))
+    return AnnIndex(manifest.kind, index, dict(manifest.build.get("ann", {})))
+
+
+_SAFETENSORS_DTYPES = {"F32": np.float32, "I64": np.int64}
+
+
+def _mmap_safetensors(path: Path) -> dict[str, torch.Tensor] | None:
+    """Tensors of a safetensors file as copy-on-write memory maps (pages load on first touch).
+    None when a tensor's dtype has no numpy equivalent here; the caller then reads the file."""
+    with open(path, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_len))
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dt = _SAFETENSORS_DTYPES.get(info["dtype"])
+        if dt is None:
+            return None
+        start, end = info["data_offsets"]
+        shape = tuple(info["shape"])
+        if end - start != int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize:
+            raise ValueError(f"{path.name}: {name} has {end - start} bytes for shape {shape}")
+        if end == start:
+            out[name] = torch.from_numpy(np.zeros(shape, dtype=dt))
+            continue
+        out[name] = torch.from_numpy(np.memmap(path, dtype=dt, mode="c", offset=8 + header_len + start, shape=shape))
+    return out
 
 
 def read_manifest(path: str | os.PathLike) -> IndexManifest:

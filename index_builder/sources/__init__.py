@@ -21,6 +21,7 @@ from .common import DocumentSource
 from .jsonl import JsonlSource
 from .parquet import ParquetWikipediaSource
 from .wikipedia import wikipedia_source
+from .world import WorldSource
 
 
 def onegen_entity_source(**kwargs: Any) -> Any:
@@ -35,6 +36,7 @@ SOURCES: dict[str, Callable[..., Any]] = {
     "jsonl": JsonlSource,  # path, skip_bad
     "parquet": ParquetWikipediaSource,  # paths, mode, batch_size
     "onegen-entities": onegen_entity_source,  # pkl_path, db_jsonl_path
+    "world": WorldSource,  # path, task
 }
 
 
