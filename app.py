@@ -220,27 +220,29 @@ def build_demo(app: AppState) -> gr.Blocks:
         return R.document_html(doc, near, links=app.links(task, [d.id for d, _ in near]))
 
     def on_load(request: gr.Request):
-        """Fill the examples; a `?browse=TASK&doc=ID` link opens the index browser on that document."""
-        task = TASKS[0]
-        examples = app.examples(task)
-        ex = (gr.Dropdown(choices=_example_choices(examples), value=None),
-              examples[0]["text"] if examples else "")
-        overview = "".join(R.message_html(m, k) for k, m in app.overview())
+        """Fill the examples and the About overview; configuration problems show on the Run tab at
+        once. A `?browse=TASK&doc=ID` link opens the index browser on that document."""
+        examples = app.examples(TASKS[0])
+        lines = app.overview()
+        head = (gr.Dropdown(choices=_example_choices(examples), value=None),
+                examples[0]["text"] if examples else "",
+                "".join(R.message_html(m, k) for k, m in lines if k in ("error", "warn")),
+                "".join(R.message_html(m, k) for k, m in lines))
         params = dict(request.query_params) if request is not None else {}
         b_task, doc_id = params.get("browse"), params.get("doc")
         if b_task not in TASKS or not doc_id:
-            return (*ex, overview, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+            return (*head, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        browse = (*head, gr.Tabs(selected="browse"), b_task)
         try:
             found = app.document(b_task, doc_id)
         except AppError as e:
-            return (*ex, overview, gr.Tabs(selected="browse"), b_task, gr.skip(), gr.skip(),
-                    R.message_html(str(e), "error"))
+            return (*browse, gr.skip(), gr.skip(), R.message_html(str(e), "error"))
         if found is None:
-            return (*ex, overview, gr.Tabs(selected="browse"), b_task, gr.skip(), gr.skip(),
+            return (*browse, gr.skip(), gr.skip(),
                     R.message_html(f"No document with id {doc_id!r} in the {R.TASK_LABELS[b_task]} index.", "warn"))
         row, doc = found
-        return (*ex, overview, gr.Tabs(selected="browse"), b_task, doc.title,
-                gr.Radio(choices=[(f"{doc.title}  [{doc.id}]", row)], value=row), show_document(b_task, row, 5))
+        return (*browse, doc.title, gr.Radio(choices=[(f"{doc.title}  [{doc.id}]", row)], value=row),
+                show_document(b_task, row, 5))
 
     # -- API --------------------------------------------------------------------------------------
     # The endpoints return the Trace as a JSON string: as a dict, its `index.path` would look like
@@ -333,7 +335,7 @@ def build_demo(app: AppState) -> gr.Blocks:
         gr.on([b_matches.input, b_k.release], show_document, [b_task, b_matches, b_k], b_doc,
               api_visibility="private", concurrency_limit=4)
 
-        demo.load(on_load, None, [example, text, overview, tabs, b_task, b_query, b_matches, b_doc],
+        demo.load(on_load, None, [example, text, status, overview, tabs, b_task, b_query, b_matches, b_doc],
                   api_visibility="private")
 
         for fn in (link_entities, answer_multi_hop, answer_single_hop):

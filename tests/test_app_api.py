@@ -100,3 +100,24 @@ def test_missing_model_and_index_are_readable(world, tmp_path):
         c = gradio_client.Client(url, verbose=False)
         with pytest.raises(Exception, match="does not exist"):
             c.predict("Where is Corvale?", 5, api_name="/answer_single_hop")
+
+
+def test_flags_override_env_which_overrides_the_registry(monkeypatch, tmp_path):
+    import app as app_module
+    from onegen import registry
+
+    monkeypatch.delenv("ONEGEN_MODEL", raising=False)
+    monkeypatch.setenv("ONEGEN_INDEX_MULTI_HOP", "/env/mh")
+    monkeypatch.delenv("ONEGEN_INDEX_SINGLE_HOP", raising=False)
+    cfg = app_module.parse_args(["--index-entity-linking", "/flag/el", "--index", "single-hop=/flag/sh"]).config
+    assert cfg.model_name() == registry.DEFAULT_EMBEDDED
+    assert cfg.index_path("entity-linking") == "/flag/el"
+    assert cfg.index_path("multi-hop") == "/env/mh"
+    assert cfg.index_path("single-hop") == "/flag/sh"
+    monkeypatch.setenv("ONEGEN_MODEL", str(tmp_path))
+    assert app_module.parse_args([]).config.model_name() == str(tmp_path)
+    assert app_module.parse_args(["--model", "m"]).config.model_name() == "m"
+    args = app_module.parse_args([])
+    assert (args.host, args.port, args.share) == ("127.0.0.1", 7860, False)
+    with pytest.raises(SystemExit):
+        app_module.parse_args(["--index", "nonsense=/x"])
