@@ -1,0 +1,796 @@
+"""`python -m onegen bench single-pass`: the efficiency claim, measured.
+
+OneGen, the two-pass baseline (same model, query re-encoded) and the pipeline baseline (a separate
+MiniLM retriever) run the same engine loop on the same random Llama-style models, on controlled
+inputs. A random model never emits retrieval tokens, so only the *token choice* is scripted: the
+model's real head still runs at every step, then its logits are replaced by the script's next id.
+Every forward pass (prompt, generated tokens, inserted documents, re-encoding) is real.
+
+Two scenarios:
+- ``generated`` (multi-hop protocol): the model writes a sub-question of L tokens, then
+  `[Question Representation]`; a fixed-length document is inserted; R times; then a short answer.
+- ``read`` (single-hop protocol): the query is L tokens of the user's input, read in the prompt
+  (one forward call), then one retrieval, a fixed-length document, a short answer.
+
+Per cell the modes run interleaved (the order rotates every repeat); the time is the median over
+repeats and the speedup of OneGen over a baseline is the median of the per-repeat ratios (runs of
+one repeat are adjacent in time, so slow drifts of machine load cancel).
+
+    python -m onegen bench single-pass --quick
+    python -m onegen bench single-pass --write          # docs/benchmarks.md + docs/single-pass.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+SCHEMA = "onegen-bench-single-pass/1"
+ROOT = Path(__file__).resolve().parents[2]
+PLOT = ROOT / "docs" / "single-pass.png"
+SECTION = "single-pass"
+SCENARIOS = ("generated", "read")
+BASELINES = ("two-pass", "pipeline")
+TARGET = {"query_tokens": 1024, "retrievals": 4, "speedup": 1.5}  # the claim's headline cell
+
+
+class BenchError(RuntimeError):
+    """A benchmark run that did not follow its script (context full, missed retrieval...)."""
+
+
+# -- configuration ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BenchModel:
+    """A random Llama-style model; its sizes fix the cost, its weights do not matter."""
+
+    key: str
+    hidden: int
+    layers: int
+    vocab: int
+
+    @property
+    def heads(self) -> int:
+        return max(1, self.hidden // 64)
+
+    @property
+    def intermediate(self) -> int:
+        return int(self.hidden * 2.6875)  # Llama's ~8/3 ratio: 688 for 256, 1376 for 512
+
+
+MODELS = {
+    "5M": BenchModel("5M", 256, 4, 8192),
+    "33M": BenchModel("33M", 512, 8, 16384),
+    "tiny": BenchModel("tiny", 64, 2, 1024),  # for tests
+}
+
+
+@dataclass
+class SweepConfig:
+    models: tuple[str, ...]
+    lengths: tuple[int, ...]  # query tokens L, generated scenario
+    retrievals: tuple[int, ...]  # retrievals per answer R, generated scenario
+    read_lengths: tuple[int, ...]  # query tokens L, read scenario (R = 1)
+    repeats: int = 3
+    modes: tuple[str, ...] = ("onegen", "two-pass", "pipeline")
+    # Cap on generated query tokens per run (L x R) per model: decoding is one forward call per
+    # token, so long cells cost minutes each; cells above the cap are listed as skipped.
+    max_generated: dict[str, int] = field(default_factory=dict)
+    # Cells measured whatever the budget (model -> (L, R) pairs): the claim's headline cell.
+    extra_cells: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    doc_tokens: int = 64  # target length of the inserted document (the exact length is reported)
+    answer_tokens: int = 8
+    context: int = 32768  # max_position_embeddings of the random models
+    device: str = "cpu"
+    threads: int | None = 1  # CPU threads (1: steadier timings on a shared machine)
+    retriever_model: str | None = None
+    preset: str = "custom"
+
+
+PRESETS: dict[str, SweepConfig] = {
+    "full": SweepConfig(models=("5M", "33M"), lengths=(16, 64, 256, 1024, 2048), retrievals=(1, 2, 4, 8),
+                        read_lengths=(16, 64, 256, 1024, 2048), repeats=3,
+                        max_generated={"5M": 1024, "33M": 256}, extra_cells={"5M": ((1024, 4),)}, preset="full"),
+    "quick": SweepConfig(models=("5M",), lengths=(16, 256), retrievals=(1, 2), read_lengths=(16, 256, 1024),
+                         repeats=2, max_generated={"5M": 512}, preset="quick"),
+    "tiny": SweepConfig(models=("tiny",), lengths=(8, 24), retrievals=(1, 2), read_lengths=(8, 24), repeats=1,
+                        doc_tokens=16, answer_tokens=2, context=512, max_generated={"tiny": 32}, preset="tiny"),
+}
+
+
+# -- controlled inputs ------------------------------------------------------------------------------
+
+_CORPUS = [
+    "You are good at multi-step reasoning in QA. For complex questions, break down the process. Generate and "
+    "answer sub-questions step-by-step, using retrieved documents at each stage. Output the final answer "
+    "wrapped by <FINAL-ANSWER></FINAL-ANSWER>. Here is a question: ",
+    "### Instruction:\n### Response:\nRepresent the following document fragment and output it after the token. "
+    "\nHere are document fragment:\nwiki title: \ncontent: ",
+    "who directed the film that the painter from the northern city saw in the winter of that year and where "
+    "was the director of the film born and which river runs through the city where the painter studied ",
+    "The archive of the city holds old maps. Its library opened in the spring. The river crosses the valley "
+    "near the old bridge. Many painters lived in the district during the last century. ",
+]
+QUERY_PHRASE = _CORPUS[2]  # no sentence break: the whole segment is the pipeline's query text
+DOC_SENTENCES = ["The archive of {t} holds old maps of the region.", "Its library opened in the spring.",
+                 "The river crosses the valley near the old bridge.",
+                 "Many painters lived in the district during the last century."]
+DOC_TITLES = ["Aldmoor", "Brenna", "Corvale", "Dunmere", "Elsford", "Fenwick", "Garrow", "Holbeck",
+              "Ivesby", "Jorvale", "Kelmar", "Lunford"]
+
+
+def bench_tokenizer():
+    """A small byte-level BPE with every protocol token added (the model's vocabulary is larger:
+    its size sets the cost of the embedding and the head, which is what is measured)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from ..protocols import SPECS
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<unk>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(_CORPUS * 8 + DOC_TITLES, trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                  pad_token="</s>")
+    added = list(dict.fromkeys(t for spec in SPECS.values() for t in spec.token_strings))
+    tok.add_special_tokens({"additional_special_tokens": added})
+    return tok
+
+
+class ScriptedChoice:
+    """Stands in for the LM head: runs the real head (its cost stays in the measurement), then
+    returns one-hot logits for the script's next id; EOS once the script is used up."""
+
+    def __init__(self, head, eos_id: int):
+        self.head, self.eos_id = head, eos_id
+        self.ids: list[int] = []
+        self.n = 0
+
+    def load(self, ids: Sequence[int]) -> None:
+        self.ids, self.n = list(ids), 0
+
+    def __call__(self, hidden):
+        import torch
+
+        logits = self.head(hidden)
+        tok = self.ids[self.n] if self.n < len(self.ids) else self.eos_id
+        self.n += 1
+        out = torch.zeros_like(logits)
+        out[..., tok] = 1.0
+        return out
+
+
+def _scripted_model_class():
+    from ..loading import LoadedModel
+
+    @dataclass
+    class ScriptedModel(LoadedModel):
+        """A LoadedModel whose token choice follows a script; backbone and head stay real."""
+
+        chooser: Any = None
+
+        @property
+        def lm_head(self):
+            return self.chooser
+
+    return ScriptedModel
+
+
+def build_model(spec: BenchModel, tokenizer, device: str, context: int):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ..loading import default_dtype, pick_device
+
+    dev = pick_device(device)
+    dtype = default_dtype(dev)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=max(spec.vocab, len(tokenizer)), hidden_size=spec.hidden,
+                      intermediate_size=spec.intermediate, num_hidden_layers=spec.layers,
+                      num_attention_heads=spec.heads, num_key_value_heads=spec.heads,
+                      max_position_embeddings=context, tie_word_embeddings=True,
+                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    model = LlamaForCausalLM(cfg).to(dev, dtype).eval()
+    cls = _scripted_model_class()
+    lm = cls(name=f"random-llama-{spec.key}", model=model, tokenizer=tokenizer, device=dev, dtype=dtype,
+             source="random", info={"hidden": spec.hidden, "layers": spec.layers, "vocab": cfg.vocab_size})
+    lm.chooser = ScriptedChoice(model.get_output_embeddings(), tokenizer.eos_token_id)
+    return lm
+
+
+@dataclass
+class Inputs:
+    """Everything a scenario's runs share, built once per model and task."""
+
+    task: str
+    documents: list  # candidates, all with the same inserted length
+    doc_tokens: int
+    query_pool: list[int]  # ids the script cycles through to write a query
+    answer: list[int]
+    retrievers: dict[str, Any]  # mode -> retriever over the candidates (built outside the timing)
+
+
+def _inserted_length(lm, task: str, doc) -> int:
+    from ..protocols import get_spec
+    from ..tokenization import Token, template_parts
+
+    open_t, body, close_t = get_spec(task).insertion
+    return len(lm.ptok(task).encode([Token(open_t), *template_parts(body, title=doc.title, text=doc.text),
+                                     Token(close_t)]).ids)
+
+
+def make_documents(lm, task: str, target_tokens: int) -> tuple[list, int]:
+    """Candidates of one fixed inserted length near `target_tokens`, so every mode inserts the same
+    number of tokens whichever candidate it retrieves."""
+    from ..documents import Document
+
+    docs = []
+    for i, title in enumerate(DOC_TITLES):
+        sentences = [s.format(t=title) for s in DOC_SENTENCES]
+        while True:  # grow (or shrink) the text towards the target length
+            doc = Document.from_sentences(f"d{i}", title, sentences)
+            n = _inserted_length(lm, task, doc)
+            if n < target_tokens:
+                sentences.append(DOC_SENTENCES[len(sentences) % len(DOC_SENTENCES)].format(t=title))
+                continue
+            if n > target_tokens and len(sentences) > 1 and _inserted_length(
+                    lm, task, Document.from_sentences("x", title, sentences[:-1])) >= target_tokens:
+                sentences = sentences[:-1]
+                continue
+            break
+        docs.append((n, doc))
+    lengths = [n for n, _ in docs]
+    common = max(set(lengths), key=lambda n: (lengths.count(n), -abs(n - target_tokens)))
+    same = [d for n, d in docs if n == common]
+    if len(same) < 3:
+        raise BenchError(f"could not make 3 candidates of one length for {task}: lengths {lengths}")
+    return same, common
+
+
+def make_inputs(lm, task: str, cfg: SweepConfig, encoder) -> Inputs:
+    from ..baselines import PipelineRetriever, build_pipeline_index
+    from ..encode import build_index
+    from ..engine import IndexRetriever
+
+    docs, doc_tokens = make_documents(lm, task, cfg.doc_tokens)
+    ptok = lm.ptok(task)
+    index = build_index(lm, task, docs)
+    retrievers: dict[str, Any] = {"onegen": IndexRetriever(index, "bench"), "two-pass": IndexRetriever(index, "bench")}
+    if "pipeline" in cfg.modes:
+        retrievers["pipeline"] = PipelineRetriever(build_pipeline_index(encoder, docs), encoder.name, "bench")
+    answer = ptok.encode_data(" The answer is the city of Corvale")[: cfg.answer_tokens]
+    return Inputs(task, docs, doc_tokens, ptok.encode_data(QUERY_PHRASE), answer, retrievers)
+
+
+def query_script(inputs: Inputs, lm, length: int, retrievals: int) -> list[int]:
+    """R times: a query of `length` tokens, then the retrieval token; then the answer."""
+    qr = lm.protocol(inputs.task).query_id
+    pool = inputs.query_pool
+    ids: list[int] = []
+    for r in range(retrievals):
+        ids += [pool[(r * 7 + i) % len(pool)] for i in range(length)] + [qr]
+    return ids + inputs.answer
+
+
+def read_input(lm, task: str, length: int) -> str:
+    """User text of `length` tokens, or the longest text of whole words under it (the query read
+    in the prompt; the exact count is reported)."""
+    ptok = lm.ptok(task)
+    words = QUERY_PHRASE.split()
+
+    def text_of(n: int) -> str:
+        return " ".join(words[i % len(words)] for i in range(n))
+
+    n = max(1, length)  # most words of the phrase are one token
+    while n > 1 and len(ptok.encode_data(text_of(n))) > length:
+        n -= 1
+    while len(ptok.encode_data(text_of(n + 1))) <= length:
+        n += 1
+    return text_of(n)
+
+
+# -- running ----------------------------------------------------------------------------------------
+
+@dataclass
+class RunResult:
+    seconds: float
+    forward_tokens: dict[str, int]
+    phase_seconds: dict[str, float]
+    retrievals: int
+    inserted: list[int]
+
+
+def run_once(engine, lm, inputs: Inputs, mode: str, *, script: list[int], text: str, retrievals: int,
+             max_new: int) -> RunResult:
+    from ..engine import RunSettings
+
+    lm.chooser.load(script)
+    settings = RunSettings(top_k=5, max_new_tokens=max_new, max_retrievals=retrievals)
+    trace = engine.run_trace(inputs.task, text, retriever=inputs.retrievers[mode], settings=settings)
+    got = [r.inserted_tokens for r in trace.retrievals]
+    if len(got) != retrievals or any(n != inputs.doc_tokens for n in got) or trace.stop_reason != "eos":
+        raise BenchError(f"{mode} run off script: {len(got)} retrievals of {retrievals}, inserted {got}, "
+                         f"stopped on {trace.stop_reason!r}")
+    ft = dict(trace.cost.forward_tokens)
+    ft["total"] = trace.cost.total_forward_tokens
+    return RunResult(trace.cost.seconds["total"], ft, dict(trace.cost.seconds), len(got), got)
+
+
+def _median(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs)) if xs else float("nan")
+
+
+def measure_cell(engines: dict, lm, inputs: Inputs, cfg: SweepConfig, *, model: str, scenario: str, length: int,
+                 retrievals: int) -> dict[str, Any]:
+    """All modes on one cell, interleaved, `cfg.repeats` times."""
+    if scenario == "generated":
+        script = query_script(inputs, lm, length, retrievals)
+        text = "Where was the director of the film born?"
+        max_new = len(script) + 8
+    else:
+        script = list(inputs.answer)
+        text = read_input(lm, inputs.task, length)
+        max_new = len(script) + 8
+    runs: dict[str, list[RunResult]] = {m: [] for m in cfg.modes}
+    for rep in range(cfg.repeats):
+        order = list(cfg.modes[rep % len(cfg.modes):]) + list(cfg.modes[:rep % len(cfg.modes)])
+        for mode in order:
+            runs[mode].append(run_once(engines[mode], lm, inputs, mode, script=script, text=text,
+                                       retrievals=retrievals, max_new=max_new))
+    cell: dict[str, Any] = {"scenario": scenario, "model": model, "query_tokens": length,
+                            "retrievals": retrievals, "doc_tokens": inputs.doc_tokens,
+                            "prompt_tokens": runs[cfg.modes[0]][0].forward_tokens["prompt"], "modes": {},
+                            "speedup": {}}
+    if scenario == "read":
+        cell["query_tokens_read"] = len(lm.ptok(inputs.task).encode_data(text))
+    for mode, rs in runs.items():
+        first = rs[0]
+        if any(r.forward_tokens != first.forward_tokens for r in rs):
+            raise BenchError(f"{mode}: forward tokens differ between repeats of one cell")
+        gen = first.forward_tokens["prompt"] + first.forward_tokens["generated"]
+        phases = sorted({p for r in rs for p in r.phase_seconds})
+        cell["modes"][mode] = {
+            "forward_tokens": first.forward_tokens,
+            # What each retrieval costs beyond writing the text: the inserted document, plus any
+            # re-encoding (for the pipeline, tokens of its own retriever).
+            "extra_tokens_per_retrieval": (first.forward_tokens["total"] - gen) / retrievals,
+            "seconds": {"median": round(_median([r.seconds for r in rs]), 5),
+                        "runs": [round(r.seconds, 5) for r in rs],
+                        "by_phase": {p: round(_median([r.phase_seconds.get(p, 0.0) for r in rs]), 5)
+                                     for p in phases}},
+        }
+    if "onegen" in runs:
+        for b in BASELINES:
+            if b in runs:
+                ratios = [x.seconds / o.seconds for x, o in zip(runs[b], runs["onegen"])]
+                cell["speedup"][b] = round(_median(ratios), 4)
+                # The baselines repeat OneGen's work and add the re-encoding; timing that phase
+                # inside each run gives a steadier estimate than the difference of two noisy totals.
+                added = [(o.seconds + x.phase_seconds.get("query_reencoding", 0.0)) / o.seconds
+                         for x, o in zip(runs[b], runs["onegen"])]
+                cell.setdefault("speedup_from_reencoding", {})[b] = round(_median(added), 4)
+    return cell
+
+
+def _planned_cells(cfg: SweepConfig, model: str) -> tuple[list[tuple[str, int, int]], list[dict]]:
+    cells, skipped = [], []
+    cap = cfg.max_generated.get(model)
+    for length in cfg.lengths:
+        for r in cfg.retrievals:
+            if cap is not None and length * r > cap and (length, r) not in cfg.extra_cells.get(model, ()):
+                skipped.append({"scenario": "generated", "model": model, "query_tokens": length, "retrievals": r,
+                                "reason": f"{length * r} generated query tokens per run exceed this model's "
+                                          f"budget of {cap} (one decode step each)"})
+            else:
+                cells.append(("generated", length, r))
+    cells += [("read", length, 1) for length in cfg.read_lengths]
+    return cells, skipped
+
+
+def run_sweep(cfg: SweepConfig, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Run every cell of `cfg` and return the report (see SCHEMA)."""
+    import torch
+
+    from ..baselines import PipelineEngine, load_sentence_encoder, make_engine
+
+    started = time.perf_counter()
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    threads_before = torch.get_num_threads()
+    if cfg.threads and cfg.device == "cpu":
+        torch.set_num_threads(cfg.threads)
+    try:
+        tokenizer = bench_tokenizer()
+        encoder = load_sentence_encoder(cfg.retriever_model, cfg.device) if "pipeline" in cfg.modes else None
+        report: dict[str, Any] = {"schema": SCHEMA, "config": _config_dict(cfg), "models": {}, "cells": [],
+                                  "skipped": []}
+        if encoder is not None:
+            report["retriever"] = {"name": encoder.name, "max_tokens": encoder.max_tokens,
+                                   "parameters": sum(p.numel() for p in encoder.model.parameters())}
+        for key in cfg.models:
+            spec = MODELS[key]
+            lm = build_model(spec, tokenizer, cfg.device, cfg.context)
+            report["models"][key] = {"name": lm.name, "parameters": sum(p.numel() for p in lm.model.parameters()),
+                                     **asdict(spec), "heads": spec.heads, "intermediate": spec.intermediate,
+                                     "context": cfg.context, "device": str(lm.device),
+                                     "dtype": str(lm.dtype).replace("torch.", "")}
+            engines = {m: make_engine(lm, m) if m != "pipeline" else PipelineEngine(lm, encoder) for m in cfg.modes}
+            inputs = {"generated": make_inputs(lm, "multi-hop", cfg, encoder),
+                      "read": make_inputs(lm, "single-hop", cfg, encoder)}
+            cells, skipped = _planned_cells(cfg, key)
+            report["skipped"] += skipped
+            # One untimed run per scenario: first calls allocate and warm caches.
+            for scenario in SCENARIOS:
+                one = SweepConfig(**{**asdict(cfg), "repeats": 1})
+                measure_cell(engines, lm, inputs[scenario], one, model=key, scenario=scenario, length=8, retrievals=1)
+            for i, (scenario, length, r) in enumerate(cells):
+                cell = measure_cell(engines, lm, inputs[scenario], cfg, model=key, scenario=scenario, length=length,
+                                    retrievals=r)
+                report["cells"].append(cell)
+                log(f"[{key} {i + 1}/{len(cells)}] {scenario:9s} L={length:<5d} R={r}  "
+                    + "  ".join(f"{m} {c['seconds']['median']:.3f}s" for m, c in cell["modes"].items())
+                    + "  speedup " + ", ".join(f"{b} {s:.2f}x" for b, s in cell["speedup"].items()))
+            del engines, lm
+        report["checks"] = checks(report)
+        report["machine"] = machine_info(cfg, load_start)
+        report["seconds_total"] = round(time.perf_counter() - started, 1)
+        return report
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _config_dict(cfg: SweepConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def machine_info(cfg: SweepConfig, load_start: float | None) -> dict[str, Any]:
+    import torch
+
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpus": os.cpu_count(), "threads": cfg.threads if cfg.device == "cpu" else None, "device": cfg.device}
+    if cfg.device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    if load_start is not None:
+        info["load_average_start"] = round(load_start, 2)
+        info["load_average_end"] = round(os.getloadavg()[0], 2)
+    return info
+
+
+# -- the claim's checks -----------------------------------------------------------------------------
+
+def checks(report: dict[str, Any]) -> dict[str, Any]:
+    """The goals, checked on the measured cells (each with the cells that break it)."""
+    cells = report["cells"]
+    slower = [_cell_name(c, b) for c in cells for b, s in c["speedup"].items() if s <= 1.0]
+    only_docs = []
+    for c in cells:
+        o = c["modes"].get("onegen")
+        if o is None:
+            continue
+        ft = o["forward_tokens"]
+        ok = (ft["query_reencoding"] == 0 and ft["total"] == ft["prompt"] + ft["generated"] + ft["inserted"]
+              and ft["inserted"] == c["retrievals"] * c["doc_tokens"]
+              and o["extra_tokens_per_retrieval"] == c["doc_tokens"])
+        if not ok:
+            only_docs.append(_cell_name(c))
+    grows_l, grows_r = [], []
+    for series, key, other in ((grows_l, "query_tokens", "retrievals"), (grows_r, "retrievals", "query_tokens")):
+        groups: dict[tuple, list[dict]] = {}
+        for c in cells:
+            if c["scenario"] == "generated" or key == "query_tokens":
+                groups.setdefault((c["scenario"], c["model"], c[other]), []).append(c)
+        for (scenario, model, fixed), group in sorted(groups.items()):
+            group.sort(key=lambda c: c[key])
+            if len(group) < 2:
+                continue
+            for b in BASELINES:
+                s = [c["speedup"].get(b) for c in group]
+                if None in s:
+                    continue
+                series.append({"scenario": scenario, "model": model, other: fixed, "baseline": b,
+                               key: [c[key] for c in group], "speedup": s,
+                               "last_above_first": s[-1] > s[0],
+                               "monotonic": all(y >= x for x, y in zip(s, s[1:]))})
+    target = [{"model": c["model"], "speedup_two_pass": c["speedup"].get("two-pass"),
+               "met": (c["speedup"].get("two-pass") or 0) >= TARGET["speedup"]}
+              for c in cells if c["scenario"] == "generated" and c["query_tokens"] == TARGET["query_tokens"]
+              and c["retrievals"] == TARGET["retrievals"]]
+    return {
+        "onegen_faster_in_every_cell": not slower, "cells_not_faster": slower,
+        "onegen_adds_only_the_document": not only_docs, "cells_with_extra_tokens": only_docs,
+        "advantage_vs_query_length": grows_l, "advantage_vs_retrievals": grows_r,
+        "target": {**TARGET, "cells": target},
+    }
+
+
+def _cell_name(c: dict, baseline: str | None = None) -> str:
+    s = f"{c['model']} {c['scenario']} L={c['query_tokens']} R={c['retrievals']}"
+    return f"{s} vs {baseline}" if baseline else s
+
+
+# -- the table --------------------------------------------------------------------------------------
+
+def markdown(report: dict[str, Any]) -> str:
+    """The benchmarks.md section: setup, the goals, and one table per scenario."""
+    m = report["machine"]
+    cfg = report["config"]
+    ret = report.get("retriever")
+    lines = [
+        "Command: `python -m onegen bench single-pass" + ("" if cfg["preset"] == "full" else f" --{cfg['preset']}")
+        + " --write`. Random Llama-style models, scripted token choice, every forward pass real "
+        "(see `onegen/bench/single_pass.py`).",
+        "",
+        f"Machine: {m['cpus']} CPUs, torch {m['torch']}, device {m['device']}"
+        + (f", {m['threads']} thread(s)" if m.get("threads") else "")
+        + (f", load average {m['load_average_start']} at start and {m['load_average_end']} at the end "
+           "(a model was training on the same cores: absolute times are inflated and noisy; compare the "
+           "ratios, which come from interleaved runs)" if "load_average_start" in m else "")
+        + f". {cfg['repeats']} repeats per cell; total {report['seconds_total'] / 60:.1f} min.",
+        "",
+        "Models: " + "; ".join(f"{k}: {v['parameters'] / 1e6:.1f} M parameters (hidden {v['hidden']}, "
+                               f"{v['layers']} layers, vocab {v['vocab']}), {v['dtype']}"
+                               for k, v in report["models"].items())
+        + (f". Pipeline retriever: {ret['name']} ({ret['parameters'] / 1e6:.1f} M parameters, reads at most "
+           f"{ret['max_tokens']} tokens)." if ret else "."),
+        "",
+        "Forward tokens are per run: the generator's prompt + generated + inserted tokens, and the "
+        "re-encoding (two-pass: the generator's own tokens again; pipeline: tokens of the retriever). "
+        "`+ per retrieval` is what one retrieval costs the generator beyond writing the text. Seconds are "
+        "medians over repeats. Speedup, wall: median over repeats of (baseline time / OneGen time in the "
+        "same repeat). Speedup, re-encoding: median of (OneGen time + the baseline's re-encoding time, "
+        "timed inside its run) / OneGen time: all other work is the same in every mode, and this estimate "
+        "does not drown in the noise of the shared machine. In the read scenario L is the exact number "
+        "of tokens of the user text; the two-pass baseline re-encodes the whole prompt.",
+        "",
+        _checks_md(report["checks"]),
+    ]
+    for scenario, title in (("generated", "Query written by the model (multi-hop protocol: L generated tokens, "
+                                          "then the retrieval token, R times)"),
+                            ("read", "Query read from the input (single-hop protocol: L prompt tokens, "
+                                     "one retrieval)")):
+        cells = [c for c in report["cells"] if c["scenario"] == scenario]
+        if not cells:
+            continue
+        lines += ["", f"#### {title}", "",
+                  "| model | L | R | doc | forward tokens: OneGen / two-pass / pipeline's retriever | "
+                  "+ per retrieval: OneGen / two-pass | seconds: OneGen / two-pass / pipeline | "
+                  "speedup vs two-pass: wall (re-encoding) | speedup vs pipeline: wall (re-encoding) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for c in cells:
+            md = c["modes"]
+            tok = lambda mode: md[mode]["forward_tokens"]["total"] if mode in md else None  # noqa: E731
+            per = lambda mode: md[mode]["extra_tokens_per_retrieval"] if mode in md else None  # noqa: E731
+            sec = lambda mode: md[mode]["seconds"]["median"] if mode in md else None  # noqa: E731
+            pipe = md.get("pipeline", {}).get("forward_tokens", {}).get("query_reencoding")
+            attributed = c.get("speedup_from_reencoding", {})
+            lines.append("| " + " | ".join([
+                c["model"], str(c.get("query_tokens_read", c["query_tokens"])), str(c["retrievals"]),
+                str(c["doc_tokens"]),
+                f"{_fmt(tok('onegen'))} / {_fmt(tok('two-pass'))} / {_fmt(pipe)}",
+                f"{_fmt(per('onegen'))} / {_fmt(per('two-pass'))}",
+                f"{_fmt(sec('onegen'), 3)} / {_fmt(sec('two-pass'), 3)} / {_fmt(sec('pipeline'), 3)}",
+                f"{_speed(c['speedup'].get('two-pass'))} ({_speed(attributed.get('two-pass'))})",
+                f"{_speed(c['speedup'].get('pipeline'))} ({_speed(attributed.get('pipeline'))})"]) + " |")
+    if report["skipped"]:
+        by_model: dict[str, list[str]] = {}
+        for sk in report["skipped"]:
+            by_model.setdefault(sk["model"], []).append(f"L={sk['query_tokens']} R={sk['retrievals']}")
+        lines += ["", "Not measured (generated query tokens per run above the model's budget; each is one decode "
+                  "step, and the whole grid would take hours on this machine): "
+                  + "; ".join(f"{m} (budget {cfg['max_generated'].get(m)}): {', '.join(v)}"
+                              for m, v in by_model.items()) + "."]
+    lines += ["", "![speedup of OneGen over the baselines](single-pass.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def _checks_md(ch: dict[str, Any]) -> str:
+    t = ch["target"]
+    target = "; ".join(f"{c['model']}: {_speed(c['speedup_two_pass'])} ({'met' if c['met'] else 'NOT met'})"
+                       for c in t["cells"]) or "cell not measured"
+
+    def share(series):
+        ok = sum(1 for s in series if s["last_above_first"])
+        mono = sum(1 for s in series if s["monotonic"])
+        return f"{ok} of {len(series)} series higher at the largest than at the smallest value ({mono} monotonic)"
+
+    return "\n".join([
+        "Goals:",
+        f"- OneGen faster than both baselines in every cell: **{'yes' if ch['onegen_faster_in_every_cell'] else 'no'}**"
+        + ("" if ch["onegen_faster_in_every_cell"] else f" (not in: {', '.join(ch['cells_not_faster'])})"),
+        f"- advantage grows with query length: {share(ch['advantage_vs_query_length'])}",
+        f"- advantage grows with retrievals per answer: {share(ch['advantage_vs_retrievals'])}",
+        f"- at L={t['query_tokens']}, R={t['retrievals']} at least {t['speedup']}x faster than two-pass: {target}",
+        f"- OneGen adds no forward tokens per retrieval beyond the inserted document: "
+        f"**{'yes' if ch['onegen_adds_only_the_document'] else 'no'}** (exact token counts, every cell)",
+    ])
+
+
+def _fmt(x, digits: int = 0) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and digits == 0:
+        return f"{x:g}"
+    return f"{x:.{digits}f}" if digits else f"{x}"
+
+
+def _speed(x) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+# -- the plot (PIL: matplotlib is not a dependency) -------------------------------------------------
+
+_COLORS = {1: (31, 119, 180), 2: (255, 127, 14), 4: (44, 160, 44), 8: (214, 39, 40)}
+
+
+def plot(report: dict[str, Any], path: Path) -> Path:
+    """Speedup vs query length: one panel per (model, baseline), one line per retrieval count,
+    the read scenario dashed."""
+    import math
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    models = list(report["models"])
+    baselines = [b for b in BASELINES if any(b in c["speedup"] for c in report["cells"])]
+    if not models or not baselines:
+        raise BenchError("nothing to plot")
+    pw, ph, ml, mr, mt, mb = 460, 300, 62, 16, 34, 44
+    legend_h = 54
+    img = Image.new("RGB", (pw * len(baselines), ph * len(models) + legend_h + 30), "white")
+    d = ImageDraw.Draw(img)
+    font = _font(ImageFont, 13)
+    small = _font(ImageFont, 11)
+    d.text((10, 8), "OneGen speedup over each baseline (wall time, median of paired runs)", fill="black", font=font)
+    speeds = [s for c in report["cells"] for s in c["speedup"].values()]
+    lo = min(1.0, min(speeds)) * 0.97
+    hi = max(1.0, max(speeds)) * 1.03
+    lengths = sorted({c["query_tokens"] for c in report["cells"]})
+    lx0, lx1 = math.log2(min(lengths)), math.log2(max(lengths))
+    for row, model in enumerate(models):
+        for col, base in enumerate(baselines):
+            x0, y0 = col * pw + ml, 30 + row * ph + mt
+            w, h = pw - ml - mr, ph - mt - mb
+
+            def px(L, s):
+                fx = 0.5 if lx1 == lx0 else (math.log2(L) - lx0) / (lx1 - lx0)
+                return x0 + fx * w, y0 + h - (s - lo) / (hi - lo) * h
+
+            d.rectangle([x0, y0, x0 + w, y0 + h], outline=(120, 120, 120))
+            d.text((x0, y0 - 18), f"{model} model: OneGen vs {base}", fill="black", font=font)
+            for tick in _ticks(lo, hi):
+                _, ty = px(lengths[0], tick)
+                d.line([x0 - 4, ty, x0, ty], fill=(120, 120, 120))
+                d.text((x0 - 44, ty - 7), f"{tick:.2f}x", fill=(60, 60, 60), font=small)
+            _, y1 = px(lengths[0], 1.0)
+            d.line([x0, y1, x0 + w, y1], fill=(170, 170, 170))
+            for L in lengths:
+                tx, _ = px(L, lo)
+                d.line([tx, y0 + h, tx, y0 + h + 4], fill=(120, 120, 120))
+                d.text((tx - 10, y0 + h + 6), str(L), fill=(60, 60, 60), font=small)
+            d.text((x0 + w // 2 - 60, y0 + h + 22), "query length (tokens)", fill=(60, 60, 60), font=small)
+            for scenario, R, color, dashed in _series(report):
+                pts = sorted((c["query_tokens"], c["speedup"][base]) for c in report["cells"]
+                             if c["model"] == model and c["scenario"] == scenario and c["retrievals"] == R
+                             and base in c["speedup"])
+                xy = [px(L, s) for L, s in pts]
+                for a, b in zip(xy, xy[1:]):
+                    _line(d, a, b, color, dashed)
+                for x, y in xy:
+                    d.ellipse([x - 3, y - 3, x + 3, y + 3], fill=color)
+    ly = 30 + ph * len(models) + 8
+    x = 12
+    for scenario, R, color, dashed in _series(report):
+        label = f"R={R} (query written)" if scenario == "generated" else "query read in the prompt (R=1)"
+        _line(d, (x, ly + 8), (x + 28, ly + 8), color, dashed)
+        d.text((x + 34, ly + 1), label, fill="black", font=small)
+        x += 54 + int(d.textlength(label, font=small))
+        if x > img.width - 200:
+            x, ly = 12, ly + 20
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def _series(report: dict[str, Any]):
+    rs = sorted({c["retrievals"] for c in report["cells"] if c["scenario"] == "generated"})
+    out = [("generated", r, _COLORS.get(r, (100, 100, 100)), False) for r in rs]
+    if any(c["scenario"] == "read" for c in report["cells"]):
+        out.append(("read", 1, (0, 0, 0), True))
+    return out
+
+
+def _line(d, a, b, color, dashed: bool) -> None:
+    if not dashed:
+        d.line([a, b], fill=color, width=2)
+        return
+    (xa, ya), (xb, yb) = a, b
+    n = max(1, int(((xb - xa) ** 2 + (yb - ya) ** 2) ** 0.5 // 8))
+    for i in range(0, n, 2):
+        t0, t1 = i / n, min(1.0, (i + 1) / n)
+        d.line([(xa + (xb - xa) * t0, ya + (yb - ya) * t0), (xa + (xb - xa) * t1, ya + (yb - ya) * t1)],
+               fill=color, width=2)
+
+
+def _ticks(lo: float, hi: float) -> list[float]:
+    span = hi - lo
+    step = next(s for s in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0) if span / s <= 8)
+    t = (int(lo / step) + 1) * step
+    out = []
+    while t < hi:
+        out.append(round(t, 4))
+        t += step
+    return out
+
+
+def _font(ImageFont, size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+# -- command line -----------------------------------------------------------------------------------
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="a small sweep of the 5M model (under 2 minutes)")
+    size.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: seconds, not minutes
+    p.add_argument("--json", action="store_true", help="print the JSON report on stdout")
+    p.add_argument("--write", action="store_true",
+                   help="write the table into docs/benchmarks.md and the plot to docs/single-pass.png")
+    p.add_argument("--output", metavar="FILE", help="also save the JSON report to FILE")
+    p.add_argument("--plot", metavar="PNG", help=f"where --write draws the plot (default {PLOT.relative_to(ROOT)})")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1")
+    p.add_argument("--repeats", type=int, metavar="N", help="repeats per cell (default: 3, --quick 2)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default 1)")
+    p.add_argument("--retriever", metavar="MODEL",
+                   help="pipeline retriever: a sentence-transformers id or folder (default: all-MiniLM-L6-v2, offline)")
+
+
+def config_from_args(args: argparse.Namespace) -> SweepConfig:
+    preset = "tiny" if getattr(args, "tiny", False) else "quick" if args.quick else "full"
+    base = PRESETS[preset]
+    changes: dict[str, Any] = {"device": args.device}
+    if args.repeats is not None:
+        if args.repeats < 1:
+            raise BenchError("--repeats must be at least 1")
+        changes["repeats"] = args.repeats
+    if args.threads is not None:
+        changes["threads"] = args.threads
+    if args.retriever:
+        changes["retriever_model"] = args.retriever
+    return SweepConfig(**{**asdict(base), **changes})
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        cfg = config_from_args(args)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    log(f"single-pass benchmark ({cfg.preset}): models {', '.join(cfg.models)}, device {cfg.device}")
+    report = run_sweep(cfg, log)
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, indent=1))
+    if args.write:
+        png = plot(report, Path(args.plot) if args.plot else PLOT)
+        report_md = markdown(report)
+        from .report import write_section
+
+        where = write_section(SECTION, report_md)
+        log(f"wrote {where} (section {SECTION!r}) and {png}")
+    if args.json:
+        print(json.dumps(report, indent=1))
+    else:
+        print(markdown(report) if not args.write else _checks_md(report["checks"]))
+    return 0

