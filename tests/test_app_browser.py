@@ -39,7 +39,6 @@ def _ensure_chromium() -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    _ensure_chromium()
     world = build_world(tmp_path_factory.mktemp("app-browser"))
     mp = pytest.MonkeyPatch()
     with scripted_logits(mp), serve(config_for(world)) as (url, _):
@@ -48,7 +47,8 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(server):
+def browser():
+    _ensure_chromium()
     with sync_api.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         yield b
@@ -164,3 +164,30 @@ def test_empty_input_shows_a_message(page):
     page.locator("#input textarea").fill("")
     page.locator("#run-btn").click()
     sync_api.expect(page.locator("#run-status .og-error")).to_contain_text("The input is empty")
+
+
+@pytest.mark.skipif(not os.environ.get("ONEGEN_SCREENSHOT_URL"),
+                    reason="set ONEGEN_SCREENSHOT_URL to a running app to retake docs/screenshots")
+def test_docs_screenshots(browser):
+    """Retake docs/screenshots from a running app (say, `python app.py` with the embedded model):
+    ONEGEN_SCREENSHOT_URL=http://127.0.0.1:7860/ pytest tests/test_app_browser.py -k docs"""
+    out = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(600_000)  # a real model on the CPU
+    pg.goto(os.environ["ONEGEN_SCREENSHOT_URL"])
+    pg.wait_for_function("document.querySelector('#input textarea') && document.querySelector('#input textarea').value.length > 0")
+    for task in LABELS:
+        if task != "entity-linking":
+            pg.locator("#task label", has_text=LABELS[task]).click()
+            pg.wait_for_timeout(500)
+        pg.locator("#run-btn").click()
+        pg.wait_for_selector("#run-status .og-ok, #run-status .og-error")
+        pg.screenshot(path=str(out / f"run-{task}.png"), full_page=True)
+    pg.get_by_role("tab", name="Index browser").click()
+    pg.locator("#browse-btn").click()
+    pg.locator("#browse-matches label").first.click()
+    pg.wait_for_selector("#browse-doc .og-doc-title")
+    pg.screenshot(path=str(out / "index-browser.png"), full_page=True)
+    ctx.close()
