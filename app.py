@@ -280,7 +280,7 @@ def build_demo(app: AppState) -> gr.Blocks:
                         example = gr.Dropdown(label="Examples (pick one to fill the input)", choices=[], value=None,
                                               interactive=True, elem_id="examples")
                         text = gr.Textbox(label="Input", lines=3, placeholder="Type a sentence or a question",
-                                          info=f"Up to {cfg.max_input_chars:,} characters.", elem_id="input")
+                                          info=f"Up to {cfg.max_input_chars:,} characters; Shift+Enter runs.", elem_id="input")
                         with gr.Row():
                             run_btn = gr.Button("Run", variant="primary", scale=3, elem_id="run-btn")
                             stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="stop-btn")

@@ -94,6 +94,8 @@ def test_run_each_task(page, task):
     if task == "entity-linking":
         sync_api.expect(result.locator("mark.og-ent")).to_have_count(2)
         sync_api.expect(result.locator("a.og-ext").first).to_have_attribute("href", "https://en.wikipedia.org/wiki/Paris")
+        # Entities without a URL link to their card in the index browser.
+        assert result.locator('a.og-card-link[href^="?browse=entity-linking&doc="]').count() >= 1
     elif task == "multi-hop":
         sync_api.expect(result.locator(".og-final")).to_contain_text("Corvale")
         sync_api.expect(result.locator(".og-card-n", has_text="Hop 2")).to_have_count(1)
@@ -124,6 +126,19 @@ def test_download_then_view_the_trace(page, tmp_path):
     sync_api.expect(page.locator("#viewer-timeline .og-chip")).to_have_count(2)
     sync_api.expect(page.locator("#viewer-result .og-final")).to_contain_text("Corvale")
     shot(page, "trace-viewer")
+
+
+def test_sessions_do_not_share_runs(page, browser, server):
+    run_task(page, "single-hop")
+    other = browser.new_context(viewport={"width": 1400, "height": 900})
+    pg = other.new_page()
+    pg.set_default_timeout(TIMEOUT)
+    pg.goto(server)
+    pg.wait_for_function("document.querySelector('#input textarea') && document.querySelector('#input textarea').value.length > 0")
+    sync_api.expect(pg.locator("#run-timeline .og-empty")).to_have_count(1)
+    sync_api.expect(pg.locator("#run-steps label")).to_have_count(0)
+    sync_api.expect(pg.locator("#download")).to_be_hidden()
+    other.close()
 
 
 def test_invalid_trace_upload_is_a_readable_message(page, tmp_path):
