@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ SCHEMA = "onegen-bench-single-pass/1"
 ROOT = Path(__file__).resolve().parents[2]
 PLOT = ROOT / "docs" / "single-pass.png"
 SECTION = "single-pass"
+TITLE = "Single pass vs two-pass and pipeline retrieval"
 SCENARIOS = ("generated", "read")
 BASELINES = ("two-pass", "pipeline")
 TARGET = {"query_tokens": 1024, "retrievals": 4, "speedup": 1.5}  # the claim's headline cell
@@ -47,29 +47,11 @@ class BenchError(RuntimeError):
 
 # -- configuration ----------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class BenchModel:
-    """A random Llama-style model; its sizes fix the cost, its weights do not matter."""
+def model_sizes() -> dict[str, Any]:
+    """The shared benchmark sizes (5M, 33M) and a tiny one for tests."""
+    from .models import SIZES, ModelSize
 
-    key: str
-    hidden: int
-    layers: int
-    vocab: int
-
-    @property
-    def heads(self) -> int:
-        return max(1, self.hidden // 64)
-
-    @property
-    def intermediate(self) -> int:
-        return int(self.hidden * 2.6875)  # Llama's ~8/3 ratio: 688 for 256, 1376 for 512
-
-
-MODELS = {
-    "5M": BenchModel("5M", 256, 4, 8192),
-    "33M": BenchModel("33M", 512, 8, 16384),
-    "tiny": BenchModel("tiny", 64, 2, 1024),  # for tests
-}
+    return {**SIZES, "tiny": ModelSize("tiny", hidden=64, layers=2, vocab=1024)}
 
 
 @dataclass
@@ -107,44 +89,15 @@ PRESETS: dict[str, SweepConfig] = {
 
 # -- controlled inputs ------------------------------------------------------------------------------
 
-_CORPUS = [
-    "You are good at multi-step reasoning in QA. For complex questions, break down the process. Generate and "
-    "answer sub-questions step-by-step, using retrieved documents at each stage. Output the final answer "
-    "wrapped by <FINAL-ANSWER></FINAL-ANSWER>. Here is a question: ",
-    "### Instruction:\n### Response:\nRepresent the following document fragment and output it after the token. "
-    "\nHere are document fragment:\nwiki title: \ncontent: ",
-    "who directed the film that the painter from the northern city saw in the winter of that year and where "
-    "was the director of the film born and which river runs through the city where the painter studied ",
-    "The archive of the city holds old maps. Its library opened in the spring. The river crosses the valley "
-    "near the old bridge. Many painters lived in the district during the last century. ",
-]
-QUERY_PHRASE = _CORPUS[2]  # no sentence break: the whole segment is the pipeline's query text
+# No sentence break: the whole segment is the pipeline's query text.
+QUERY_PHRASE = ("who directed the film that the painter from the northern city saw in the winter of that year and "
+                "where was the director of the film born and which river runs through the city where the painter "
+                "studied")
 DOC_SENTENCES = ["The archive of {t} holds old maps of the region.", "Its library opened in the spring.",
                  "The river crosses the valley near the old bridge.",
                  "Many painters lived in the district during the last century."]
 DOC_TITLES = ["Aldmoor", "Brenna", "Corvale", "Dunmere", "Elsford", "Fenwick", "Garrow", "Holbeck",
               "Ivesby", "Jorvale", "Kelmar", "Lunford"]
-
-
-def bench_tokenizer():
-    """A small byte-level BPE with every protocol token added (the model's vocabulary is larger:
-    its size sets the cost of the embedding and the head, which is what is measured)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    from ..protocols import SPECS
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(_CORPUS * 8 + DOC_TITLES, trainer)
-    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                  pad_token="</s>")
-    added = list(dict.fromkeys(t for spec in SPECS.values() for t in spec.token_strings))
-    tok.add_special_tokens({"additional_special_tokens": added})
-    return tok
 
 
 class ScriptedChoice:
@@ -186,26 +139,21 @@ def _scripted_model_class():
     return ScriptedModel
 
 
-def build_model(spec: BenchModel, tokenizer, device: str, context: int):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def build_model(size, device: str, context: int):
+    """The shared random model of `size`, its token choice scripted. Its tokenizer has the
+    single-hop protocol's tokens, a superset of multi-hop's, so one model serves both scenarios."""
+    from dataclasses import fields
 
-    from ..loading import default_dtype, pick_device
+    from ..loading import LoadedModel, default_dtype, pick_device
+    from .models import random_model
 
     dev = pick_device(device)
-    dtype = default_dtype(dev)
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=max(spec.vocab, len(tokenizer)), hidden_size=spec.hidden,
-                      intermediate_size=spec.intermediate, num_hidden_layers=spec.layers,
-                      num_attention_heads=spec.heads, num_key_value_heads=spec.heads,
-                      max_position_embeddings=context, tie_word_embeddings=True,
-                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    model = LlamaForCausalLM(cfg).to(dev, dtype).eval()
+    lm = random_model(size, "single-hop", device=str(dev), dtype=default_dtype(dev), context=context)
     cls = _scripted_model_class()
-    lm = cls(name=f"random-llama-{spec.key}", model=model, tokenizer=tokenizer, device=dev, dtype=dtype,
-             source="random", info={"hidden": spec.hidden, "layers": spec.layers, "vocab": cfg.vocab_size})
-    lm.chooser = ScriptedChoice(model.get_output_embeddings(), tokenizer.eos_token_id)
-    return lm
+    scripted = cls(**{f.name: getattr(lm, f.name) for f in fields(LoadedModel)})
+    scripted.info = {"hidden": size.hidden, "layers": size.layers, "vocab": len(lm.tokenizer)}
+    scripted.chooser = ScriptedChoice(lm.model.get_output_embeddings(), lm.tokenizer.eos_token_id)
+    return scripted
 
 
 @dataclass
@@ -283,20 +231,32 @@ def query_script(inputs: Inputs, lm, length: int, retrievals: int) -> list[int]:
 
 
 def read_input(lm, task: str, length: int) -> str:
-    """User text of `length` tokens, or the longest text of whole words under it (the query read
-    in the prompt; the exact count is reported)."""
+    """User text of `length` tokens (the query read in the prompt): whole words of the phrase, then
+    one-token fillers; if no filler fits, a little shorter (the exact count is reported)."""
     ptok = lm.ptok(task)
     words = QUERY_PHRASE.split()
+
+    def count(text: str) -> int:
+        return len(ptok.encode_data(text))
 
     def text_of(n: int) -> str:
         return " ".join(words[i % len(words)] for i in range(n))
 
-    n = max(1, length)  # most words of the phrase are one token
-    while n > 1 and len(ptok.encode_data(text_of(n))) > length:
+    n = max(1, int(length * len(words) / count(QUERY_PHRASE)))  # start near the phrase's tokens per word
+    while n > 1 and count(text_of(n)) > length:
         n -= 1
-    while len(ptok.encode_data(text_of(n + 1))) <= length:
+    while count(text_of(n + 1)) <= length:
         n += 1
-    return text_of(n)
+    text = text_of(n)
+    have = count(text)
+    while have < length:
+        for filler in (" a", " i", " o", ",", " x"):
+            if count(text + filler) == have + 1:
+                text, have = text + filler, have + 1
+                break
+        else:
+            break
+    return text
 
 
 # -- running ----------------------------------------------------------------------------------------
@@ -409,7 +369,7 @@ def run_sweep(cfg: SweepConfig, log: Callable[[str], None] = lambda s: None) -> 
     if cfg.threads and cfg.device == "cpu":
         torch.set_num_threads(cfg.threads)
     try:
-        tokenizer = bench_tokenizer()
+        sizes = model_sizes()
         encoder = load_sentence_encoder(cfg.retriever_model, cfg.device) if "pipeline" in cfg.modes else None
         report: dict[str, Any] = {"schema": SCHEMA, "config": _config_dict(cfg), "models": {}, "cells": [],
                                   "skipped": []}
@@ -417,10 +377,11 @@ def run_sweep(cfg: SweepConfig, log: Callable[[str], None] = lambda s: None) -> 
             report["retriever"] = {"name": encoder.name, "max_tokens": encoder.max_tokens,
                                    "parameters": sum(p.numel() for p in encoder.model.parameters())}
         for key in cfg.models:
-            spec = MODELS[key]
-            lm = build_model(spec, tokenizer, cfg.device, cfg.context)
+            size = sizes[key]
+            lm = build_model(size, cfg.device, cfg.context)
             report["models"][key] = {"name": lm.name, "parameters": sum(p.numel() for p in lm.model.parameters()),
-                                     **asdict(spec), "heads": spec.heads, "intermediate": spec.intermediate,
+                                     "hidden": size.hidden, "layers": size.layers, "vocab": len(lm.tokenizer),
+                                     "heads": size.heads, "intermediate": size.intermediate,
                                      "context": cfg.context, "device": str(lm.device),
                                      "dtype": str(lm.dtype).replace("torch.", "")}
             engines = {m: make_engine(lm, m) if m != "pipeline" else PipelineEngine(lm, encoder) for m in cfg.modes}
@@ -454,12 +415,10 @@ def _config_dict(cfg: SweepConfig) -> dict[str, Any]:
 
 
 def machine_info(cfg: SweepConfig, load_start: float | None) -> dict[str, Any]:
-    import torch
+    """The shared machine description (threads as set for the sweep) and the load average."""
+    from . import report as bench_report
 
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpus": os.cpu_count(), "threads": cfg.threads if cfg.device == "cpu" else None, "device": cfg.device}
-    if cfg.device.startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
+    info = bench_report.machine_info(cfg.device)
     if load_start is not None:
         info["load_average_start"] = round(load_start, 2)
         info["load_average_end"] = round(os.getloadavg()[0], 2)
@@ -526,16 +485,16 @@ def markdown(report: dict[str, Any]) -> str:
     cfg = report["config"]
     ret = report.get("retriever")
     lines = [
-        "Command: `python -m onegen bench single-pass" + ("" if cfg["preset"] == "full" else f" --{cfg['preset']}")
-        + " --write`. Random Llama-style models, scripted token choice, every forward pass real "
-        "(see `onegen/bench/single_pass.py`).",
+        "OneGen, two-pass (same model, query re-encoded) and pipeline (separate retriever) on the same "
+        "random Llama-style models; the token choice is scripted, every forward pass is real (see "
+        "`onegen/bench/single_pass.py`).",
         "",
-        f"Machine: {m['cpus']} CPUs, torch {m['torch']}, device {m['device']}"
-        + (f", {m['threads']} thread(s)" if m.get("threads") else "")
-        + (f", load average {m['load_average_start']} at start and {m['load_average_end']} at the end "
-           "(a model was training on the same cores: absolute times are inflated and noisy; compare the "
-           "ratios, which come from interleaved runs)" if "load_average_start" in m else "")
-        + f". {cfg['repeats']} repeats per cell; total {report['seconds_total'] / 60:.1f} min.",
+        (f"Load average {m['load_average_start']} at the start and {m['load_average_end']} at the end on "
+         f"{m['cpus']} CPUs" + (": other work (a model training) shared the cores, so absolute times are "
+                                "inflated and noisy; compare the ratios, which come from interleaved runs"
+                                if m["load_average_start"] > 0.8 * (m["cpus"] or 1) else "")
+         + ". " if "load_average_start" in m else "")
+        + f"{cfg['repeats']} repeats per cell; the sweep took {report['seconds_total'] / 60:.1f} min.",
         "",
         "Models: " + "; ".join(f"{k}: {v['parameters'] / 1e6:.1f} M parameters (hidden {v['hidden']}, "
                                f"{v['layers']} layers, vocab {v['vocab']}), {v['dtype']}"
@@ -740,18 +699,16 @@ def _font(ImageFont, size: int):
 
 # -- command line -----------------------------------------------------------------------------------
 
+HELP = "OneGen vs two-pass and pipeline retrieval: forward tokens and time by query length and retrievals"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="a small sweep of the 5M model (under 2 minutes)")
-    size.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: seconds, not minutes
-    p.add_argument("--json", action="store_true", help="print the JSON report on stdout")
-    p.add_argument("--write", action="store_true",
-                   help="write the table into docs/benchmarks.md and the plot to docs/single-pass.png")
+    """Own options; --quick, --json, --write and --device come from the bench dispatcher."""
+    p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: seconds, not minutes
     p.add_argument("--output", metavar="FILE", help="also save the JSON report to FILE")
     p.add_argument("--plot", metavar="PNG", help=f"where --write draws the plot (default {PLOT.relative_to(ROOT)})")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1")
-    p.add_argument("--repeats", type=int, metavar="N", help="repeats per cell (default: 3, --quick 2)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default 1)")
+    p.add_argument("--repeats", type=int, metavar="N", help="repeats per cell (default 3; --quick 2)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default 1: steadier timings)")
     p.add_argument("--retriever", metavar="MODEL",
                    help="pipeline retriever: a sentence-transformers id or folder (default: all-MiniLM-L6-v2, offline)")
 
@@ -779,18 +736,20 @@ def main(args: argparse.Namespace) -> int:
         return 2
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     log(f"single-pass benchmark ({cfg.preset}): models {', '.join(cfg.models)}, device {cfg.device}")
-    report = run_sweep(cfg, log)
+    result = run_sweep(cfg, log)
     if args.output:
-        Path(args.output).write_text(json.dumps(report, indent=1))
+        Path(args.output).write_text(json.dumps(result, indent=1))
     if args.write:
-        png = plot(report, Path(args.plot) if args.plot else PLOT)
-        report_md = markdown(report)
-        from .report import write_section
+        from . import report as bench_report
 
-        where = write_section(SECTION, report_md)
-        log(f"wrote {where} (section {SECTION!r}) and {png}")
+        png = plot(result, Path(args.plot) if args.plot else PLOT)
+        where = bench_report.write_section(SECTION, markdown(result), command=bench_report.command_line(),
+                                           machine=result["machine"], title=TITLE)
+        log(f"wrote the {SECTION} section of {where} and {png}")
     if args.json:
-        print(json.dumps(report, indent=1))
+        print(json.dumps(result))
+    elif not args.write:
+        print(markdown(result))
     else:
-        print(markdown(report) if not args.write else _checks_md(report["checks"]))
+        print(_checks_md(result["checks"]))
     return 0
