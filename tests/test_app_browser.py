@@ -18,6 +18,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 from conftest_app import EXAMPLES, HOSTILE, build_world, config_for, scripted_logits, serve  # noqa: E402
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync"]
