@@ -12,6 +12,9 @@ class LoraSpec:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.0
+    # Adapt only the top N decoder layers (None: all). The layers below run without autograd,
+    # which saves their backward pass and their activation memory.
+    top_layers: int | None = None
     targets: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                                          "gate_proj", "up_proj", "down_proj"])
 

@@ -108,8 +108,16 @@ class Trainer:
         if r.lora is not None:
             from peft import LoraConfig, get_peft_model
 
+            n_layers = model.config.num_hidden_layers
+            layers = None
+            if r.lora.top_layers:
+                layers = list(range(max(0, n_layers - r.lora.top_layers), n_layers))
+                # Nothing below the first adapted layer learns from the input side, so its graph
+                # need not be recorded: cut it at the embedding output.
+                model.get_input_embeddings().register_forward_hook(lambda mod, inp, out: out.detach())
             model = get_peft_model(model, LoraConfig(r=r.lora.r, lora_alpha=r.lora.alpha, lora_dropout=r.lora.dropout,
-                                                     target_modules=r.lora.targets, bias="none"))
+                                                     target_modules=r.lora.targets, bias="none",
+                                                     layers_to_transform=layers))
         emb = model.get_input_embeddings().weight
         emb.requires_grad_(True)
         if r.lora is not None:
