@@ -23,7 +23,9 @@ def add_arguments(p) -> None:
                    help="QA documents: each item's own paragraphs/ctxs (default) or a global index; "
                         "entity linking always uses an index")
     p.add_argument("--aliases", help="2WikiMultihopQA id_aliases.json: extra gold answers")
-    p.add_argument("--limit", type=int, help="only the first N examples")
+    p.add_argument("--limit", type=int, help="only the first N examples (after --stride)")
+    p.add_argument("--stride", type=int, default=1,
+                   help="take every K-th example: a smaller sample that keeps a file's mix of types")
     p.add_argument("--out", help="result jsonl (resumed when it exists)")
     p.add_argument("--top-k", type=int, default=5, help="hits kept per retrieval (default 5)")
     p.add_argument("--control", choices=("random-paragraph",),
@@ -47,6 +49,8 @@ def main(args) -> int:
 
     if args.limit is not None and args.limit < 1:
         return _fail("--limit must be at least 1")
+    if args.stride < 1:
+        return _fail("--stride must be at least 1")
     if args.top_k < 1:
         return _fail("--top-k must be at least 1")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
@@ -67,7 +71,7 @@ def main(args) -> int:
         return _fail(str(e))
     settings = RunSettings(max_new_tokens=args.max_new_tokens)
     try:
-        report = evaluate(Engine(lm), args.task, data.examples, index=args.index,
+        report = evaluate(Engine(lm), args.task, list(data.examples)[::args.stride], index=args.index,
                           candidates=args.candidates or ("index" if args.task == "entity-linking" else "context"),
                           out=args.out, limit=args.limit, top_k=args.top_k, control=args.control,
                           progress=not args.quiet, seed=args.seed, settings=settings, retry_errors=args.retry_errors)

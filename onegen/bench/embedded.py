@@ -1,0 +1,136 @@
+"""The embedded default on this machine: load time, seconds per run for each task, and the
+joint-training check (the model's own query vectors against a separate MiniLM retriever on the
+same sub-questions of the held-out world)."""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HELP = "embedded default: load time, seconds per answer per task, OneGen vectors vs MiniLM recall@1"
+HELDOUT = Path(__file__).resolve().parents[2] / "assets" / "world" / "heldout"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--model", default=None, help="model (default: the embedded default)")
+    p.add_argument("--examples", type=int, default=20, help="held-out examples per task for timing")
+    p.add_argument("--joint", type=int, default=200, help="held-out multi-hop questions for the recall check")
+
+
+def load_seconds(model: str | None) -> float:
+    """Seconds from a fresh interpreter to a loaded model (imports included)."""
+    code = ("import time; t=time.perf_counter(); from onegen.loading import load_model; "
+            f"load_model({model!r}); print(time.perf_counter()-t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2])
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def task_inputs(task: str, n: int) -> list[str]:
+    if task == "entity-linking":
+        lines = (HELDOUT / "entity_linking.jsonl").read_text().splitlines()
+        return [json.loads(x)["text"] for x in lines[:n]]
+    name = {"multi-hop": "multihop.json", "single-hop": "singlehop.json"}[task]
+    return [x["question"] for x in json.loads((HELDOUT / name).read_text())[:n]]
+
+
+def time_runs(lm, task: str, n: int) -> dict:
+    from ..engine import Engine, IndexRetriever
+    from ..index import VectorIndex
+    from ..registry import default_index
+
+    index = VectorIndex.load(default_index(lm.name, task), protocol=task, model_fingerprint=lm.fingerprint)
+    engine = Engine(lm)
+    retriever = IndexRetriever(index)
+    seconds, tokens = [], []
+    for text in task_inputs(task, n):
+        t0 = time.perf_counter()
+        trace = engine.run_trace(task, text, retriever=retriever)
+        seconds.append(time.perf_counter() - t0)
+        tokens.append(trace.cost.total_forward_tokens)
+    return {"runs": n, "median_s": round(statistics.median(seconds), 3),
+            "p90_s": round(sorted(seconds)[int(0.9 * (len(seconds) - 1))], 3),
+            "median_forward_tokens": int(statistics.median(tokens))}
+
+
+def joint_recall(lm, n: int) -> dict:
+    """Recall@1 over the held-out paragraphs, per sub-question, teacher-forced: OneGen reads the
+    hidden state at each gold `[Question Representation]` of one forward pass; MiniLM encodes the
+    sub-question text and its own paragraph vectors."""
+    import random
+
+    import torch
+
+    from ..index import VectorIndex
+    from ..registry import default_index
+    from ..train.examples import load_corpus, multi_hop_sample
+
+    index = VectorIndex.load(default_index(lm.name, "multi-hop"), protocol="multi-hop", model_fingerprint=lm.fingerprint)
+    corpus = load_corpus(HELDOUT)
+    items = json.loads((HELDOUT / "multihop.json").read_text())[:n]
+    ptok = lm.ptok("multi-hop")
+    hits_onegen, questions, gold = 0, [], []
+    rng = random.Random(0)
+    for item in items:
+        sample = multi_hop_sample(item, ptok, corpus, rng, 0)
+        with torch.inference_mode():
+            h = lm.backbone(input_ids=torch.tensor([sample.ids], device=lm.device)).last_hidden_state[0]
+        for a, hop in zip(sample.anchors, item["decomposition"]):
+            top = index.search(h[a.position].float().cpu(), 1)[0][0]
+            hits_onegen += index.documents[top.doc].id == hop["paragraph_id"]
+            questions.append(hop["question"])
+            gold.append(hop["paragraph_id"])
+    minilm = minilm_recall(questions, gold, index)
+    return {"sub_questions": len(questions), "onegen_recall_at_1": round(hits_onegen / len(questions), 4),
+            "minilm_recall_at_1": minilm}
+
+
+def minilm_recall(questions: list[str], gold: list[str], index) -> float | None:
+    try:
+        from ..baselines import load_sentence_encoder
+    except ImportError:
+        return None
+    import torch
+
+    enc = load_sentence_encoder(None)
+    docs = [index.documents[i] for i in range(len(index.documents))]
+    dv = torch.nn.functional.normalize(torch.as_tensor(enc.encode([f"{d.title}: {d.text}" for d in docs])), dim=-1)
+    qv = torch.nn.functional.normalize(torch.as_tensor(enc.encode(questions)), dim=-1)
+    best = (qv @ dv.T).argmax(1).tolist()
+    return round(sum(docs[b].id == g for b, g in zip(best, gold)) / len(gold), 4)
+
+
+def main(args) -> int:
+    from ..loading import load_model
+    from .report import command_line, machine_info, write_section
+
+    result: dict = {"load_seconds": round(load_seconds(args.model), 2)}
+    lm = load_model(args.model, device=args.device)
+    n = 3 if args.quick else args.examples
+    for task in ("multi-hop", "entity-linking", "single-hop"):
+        result[task] = time_runs(lm, task, n)
+    result["joint"] = joint_recall(lm, 20 if args.quick else args.joint)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(json.dumps(result, indent=2))
+    if args.write:
+        j = result["joint"]
+        body = "\n".join([
+            f"Model `{lm.name}` ({lm.describe()['parameters'] / 1e6:.0f} M parameters, {lm.dtype}), held-out world.",
+            "",
+            "| measure | value | goal |",
+            "|---|---|---|",
+            f"| process start to loaded model | {result['load_seconds']} s | <= 15 s |",
+            f"| multi-hop answer (median / p90 of {n}) | {result['multi-hop']['median_s']} / {result['multi-hop']['p90_s']} s | <= 5 s |",
+            f"| entity-linking sentence (median / p90) | {result['entity-linking']['median_s']} / {result['entity-linking']['p90_s']} s | <= 3 s |",
+            f"| single-hop answer (median / p90) | {result['single-hop']['median_s']} / {result['single-hop']['p90_s']} s | |",
+            f"| recall@1, OneGen query vectors ({j['sub_questions']} sub-questions, teacher-forced) | {j['onegen_recall_at_1']} | |",
+            f"| recall@1, separate MiniLM retriever, same sub-questions | {j['minilm_recall_at_1']} | |",
+        ])
+        write_section("embedded", body, command=command_line(), machine=machine_info(args.device),
+                      title="Embedded default on this CPU")
+    return 0
