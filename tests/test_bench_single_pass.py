@@ -46,6 +46,8 @@ def test_report_is_well_formed(report):
         assert set(c["speedup"]) == set(c["speedup_from_reencoding"]) == {"two-pass", "pipeline"}
         assert all(s > 0 for s in c["speedup"].values())
         assert all(s > 1 for s in c["speedup_from_reencoding"].values())  # the re-encoding always costs time
+    costs = report["per_token_seconds"]["tiny"]
+    assert costs["decode"] > 0 and costs["reencode"] > 0
     json.dumps(report)  # round-trips
     assert set(report["checks"]) >= {"onegen_faster_in_every_cell", "onegen_adds_only_the_document",
                                      "advantage_vs_query_length", "advantage_vs_retrievals", "target"}
@@ -99,4 +101,6 @@ def test_arguments():
     assert sp.config_from_args(parse(["--quick"])).preset == "quick"
     cfg = sp.config_from_args(parse(["--repeats", "5", "--device", "cpu"]))
     assert cfg.preset == "full" and cfg.repeats == 5 and cfg.models == ("5M", "33M")
+    assert sp.config_from_args(parse(["--models", "33M"])).models == ("33M",)
     assert sp.main(parse(["--tiny", "--repeats", "0"])) == 2
+    assert sp.main(parse(["--models", "7B"])) == 2

@@ -401,6 +401,7 @@ def run_sweep(cfg: SweepConfig, log: Callable[[str], None] = lambda s: None) -> 
                     + "  ".join(f"{m} {c['seconds']['median']:.3f}s" for m, c in cell["modes"].items())
                     + "  speedup " + ", ".join(f"{b} {s:.2f}x" for b, s in cell["speedup"].items()))
             del engines, lm
+        report["per_token_seconds"] = per_token_costs(report)
         report["checks"] = checks(report)
         report["machine"] = machine_info(cfg, load_start)
         report["seconds_total"] = round(time.perf_counter() - started, 1)
@@ -423,6 +424,27 @@ def machine_info(cfg: SweepConfig, load_start: float | None) -> dict[str, Any]:
         info["load_average_start"] = round(load_start, 2)
         info["load_average_end"] = round(os.getloadavg()[0], 2)
     return info
+
+
+def per_token_costs(report: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Seconds per token of writing (one decode step each) and of re-encoding (one prefill call),
+    medians over the generated cells: their ratio is what bounds the two-pass baseline's extra cost."""
+    out: dict[str, dict[str, float]] = {}
+    for model in report["models"]:
+        decode, reencode = [], []
+        for c in report["cells"]:
+            if c["model"] != model or c["scenario"] != "generated":
+                continue
+            one, two = c["modes"].get("onegen"), c["modes"].get("two-pass")
+            if one:
+                decode.append(one["seconds"]["by_phase"].get("generated", 0.0) / one["forward_tokens"]["generated"])
+            if two and two["forward_tokens"]["query_reencoding"]:
+                reencode.append(two["seconds"]["by_phase"].get("query_reencoding", 0.0)
+                                / two["forward_tokens"]["query_reencoding"])
+        if decode and reencode:
+            out[model] = {"decode": round(_median(decode), 6), "reencode": round(_median(reencode), 6),
+                          "decode_over_reencode": round(_median(decode) / max(_median(reencode), 1e-9), 1)}
+    return out
 
 
 # -- the claim's checks -----------------------------------------------------------------------------
@@ -513,6 +535,13 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         _checks_md(report["checks"]),
     ]
+    costs = report.get("per_token_seconds") or {}
+    if costs:
+        lines += ["", "Why a written query gains little: every mode writes it one decode step per token, and "
+                  "re-encoding it is one prefill call. Measured here, per token: " + "; ".join(
+                      f"{m}: decode {1000 * c['decode']:.2f} ms, re-encoding {1000 * c['reencode']:.3f} ms "
+                      f"({c['decode_over_reencode']:g}x cheaper)" for m, c in costs.items())
+                  + ". A query read from the input is prefilled, so re-encoding it doubles the largest cost."]
     for scenario, title in (("generated", "Query written by the model (multi-hop protocol: L generated tokens, "
                                           "then the retrieval token, R times)"),
                             ("read", "Query read from the input (single-hop protocol: L prompt tokens, "
@@ -707,6 +736,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: seconds, not minutes
     p.add_argument("--output", metavar="FILE", help="also save the JSON report to FILE")
     p.add_argument("--plot", metavar="PNG", help=f"where --write draws the plot (default {PLOT.relative_to(ROOT)})")
+    p.add_argument("--models", metavar="LIST", help="comma-separated model sizes, e.g. 5M (default: 5M,33M; --quick 5M)")
     p.add_argument("--repeats", type=int, metavar="N", help="repeats per cell (default 3; --quick 2)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default 1: steadier timings)")
     p.add_argument("--retriever", metavar="MODEL",
@@ -723,6 +753,12 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         changes["repeats"] = args.repeats
     if args.threads is not None:
         changes["threads"] = args.threads
+    if args.models:
+        models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+        unknown = [m for m in models if m not in ("5M", "33M")]
+        if unknown or not models:
+            raise BenchError(f"unknown model size {', '.join(unknown) or args.models!r}; use 5M and/or 33M")
+        changes["models"] = models
     if args.retriever:
         changes["retriever_model"] = args.retriever
     return SweepConfig(**{**asdict(base), **changes})
