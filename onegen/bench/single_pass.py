@@ -22,6 +22,7 @@ one repeat are adjacent in time, so slow drifts of machine load cancel).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -123,7 +124,9 @@ class ScriptedChoice:
         return out
 
 
+@functools.lru_cache(maxsize=None)
 def _scripted_model_class():
+    """Defined on first use: onegen.loading imports torch, which `--help` should not wait for."""
     from ..loading import LoadedModel
 
     @dataclass
