@@ -12,6 +12,8 @@ def add_arguments(p) -> None:
     p.add_argument("--world", help="world folder to train on (default: generated from the recipe's world seed)")
     p.add_argument("--out", help="export folder (default: the recipe's `out`)")
     p.add_argument("--no-export", action="store_true", help="only train and checkpoint")
+    p.add_argument("--export-only", action="store_true",
+                   help="export the latest checkpoint as it is (to inspect a run before it ends)")
     p.add_argument("--threads", type=int, help="CPU threads (default: recipe or all cores)")
 
 
@@ -45,6 +47,10 @@ def main(args) -> int:
         return 2
     world_dir = Path(args.world) if args.world else ensure_world(recipe.world)
     trainer = Trainer(recipe, world_dir)
+    if args.export_only:
+        out = export_embedded(trainer, args.out or recipe.out)
+        print(f"exported {out} at step {trainer.step}")
+        return 0
     trainer.train(steps=args.steps)
     if not args.no_export and trainer.step >= recipe.steps:
         out = export_embedded(trainer, args.out or recipe.out)
