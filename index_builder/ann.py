@@ -301,23 +301,25 @@ def estimate_memory(kind: str, vectors: int, dim: int, documents: int, text_byte
 
 
 def check_memory(est: MemoryEstimate, settings: AnnSettings | None = None) -> None:
-    """Raise MemoryBudgetError with a suggestion when `est` does not fit its budget."""
+    """Raise MemoryBudgetError with suggestions when `est` does not fit its budget."""
     if est.fits:
         return
-    hints = []
+    options = []
     for kind in ("sq8", "ivfpq"):
         if kind == est.kind:
             continue
         alt = estimate_memory(kind, est.vectors, est.dim, est.documents, est.document_bytes - est.documents * 200,
                               est.model_bytes, est.budget, settings)
-        hints.append(f"--kind {kind} needs about {fmt_bytes(alt.total)}{' (fits)' if alt.fits else ''}")
-    room = est.budget - est.model_bytes
-    per_doc = (est.total - est.model_bytes) / max(est.documents, 1)
+        options.append(f"--kind {kind} (about {fmt_bytes(alt.total)}{', fits' if alt.fits else ''})")
+    room = est.budget - est.model_bytes - est.build_bytes
+    per_doc = (est.index_bytes + est.document_bytes) / max(est.documents, 1)
     if room > 0 and per_doc > 0:
-        hints.append(f"--limit {max(0, int(room / per_doc)):,} documents would fit with --kind {est.kind}")
-    hints.append("or raise --memory-budget if more memory will be available where the index is used")
-    raise MemoryBudgetError(f"the index will not fit in memory: it {est.describe()}. Use "
-                            + "; ".join(hints) + ".")
+        options.append(f"--limit {int(room / per_doc):,} (documents that fit as {est.kind})")
+    else:
+        options.append(f"a smaller model (this one alone needs {fmt_bytes(est.model_bytes)})")
+    options.append("a larger --memory-budget if the index will be used where more memory is free")
+    raise MemoryBudgetError(f"the index will not fit in memory: it {est.describe()}. Options: "
+                            + "; ".join(options) + ".")
 
 
 __all__ = ["AnnSettings", "MemoryBudgetError", "MemoryEstimate", "RecallResult", "ann_bytes", "attach_ann",
