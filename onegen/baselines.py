@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+import weakref
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -238,7 +239,9 @@ def make_engine(lm: LoadedModel, mode: str = "onegen", retriever_model: str | No
     raise BaselineError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
 
 
-_pipeline_indexes: dict[tuple[int, str], VectorIndex] = {}
+# OneGen index -> {retriever name: the retriever's index of the same documents}; weak, so an index
+# that is dropped takes its pipeline copy with it.
+_pipeline_indexes: "weakref.WeakKeyDictionary[VectorIndex, dict[str, VectorIndex]]" = weakref.WeakKeyDictionary()
 
 
 def retriever_for(engine: Engine, task: str, *, index: VectorIndex | None = None,
@@ -254,12 +257,12 @@ def retriever_for(engine: Engine, task: str, *, index: VectorIndex | None = None
         return engine.candidate_retriever(task, candidates, cost)
     if not isinstance(engine, PipelineEngine):
         return IndexRetriever(index)
-    key = (id(index), engine.encoder.name)
-    if key not in _pipeline_indexes:
+    built = _pipeline_indexes.setdefault(index, {})
+    if engine.encoder.name not in built:
         docs = [index.documents[i] for i in range(len(index.documents))]
-        _pipeline_indexes[key] = build_pipeline_index(engine.encoder, docs)
+        built[engine.encoder.name] = build_pipeline_index(engine.encoder, docs)
     label = f"{index.path or 'in-memory'} ({engine.encoder.name})"
-    return PipelineRetriever(_pipeline_indexes[key], engine.encoder.name, label=label)
+    return PipelineRetriever(built[engine.encoder.name], engine.encoder.name, label=label)
 
 
 # -- side-by-side comparison (the app's Compare view) -----------------------------------------------
