@@ -156,10 +156,9 @@ def build_demo(app: AppState) -> gr.Blocks:
         if trace is None or step is None:
             return R.step_html(None, "")
         try:
-            r = trace.retrievals[int(step)]
-        except (IndexError, ValueError, TypeError):
+            return R.step_html(trace.retrievals[int(step)], trace.task, links_for(trace))
+        except Exception:  # noqa: BLE001 - a stale or malformed selection shows the empty view
             return R.step_html(None, "")
-        return R.step_html(r, trace.task, links_for(trace))
 
     def pick_example(text):
         return text or gr.skip()
@@ -186,10 +185,19 @@ def build_demo(app: AppState) -> gr.Blocks:
                 trace = Trace.from_json(f.read())
         except (TraceFormatError, UnicodeDecodeError, OSError) as e:
             return R.message_html(f"This file is not a readable OneGen trace: {e}", "error"), *blank
-        links = links_for(trace)
-        info = (f"{R.TASK_LABELS.get(trace.task, trace.task)} run of {trace.model.get('name', '?')}: "
-                f"{len(trace.tokens)} tokens, {len(trace.retrievals)} retrievals.")
-        return (R.message_html(info, "ok"), *views(trace, None, links), R.result_html(trace, links), trace)
+        except Exception as e:  # noqa: BLE001 - a hand-edited file can break the reader in many ways
+            return R.message_html(f"This file is not a readable OneGen trace: malformed ({type(e).__name__}).",
+                                  "error"), *blank
+        try:
+            links = links_for(trace)
+            name = trace.model.get("name", "?") if isinstance(trace.model, dict) else "?"
+            info = (f"{R.TASK_LABELS.get(trace.task, trace.task)} run of {name}: "
+                    f"{len(trace.tokens)} tokens, {len(trace.retrievals)} retrievals.")
+            return (R.message_html(info, "ok"), *views(trace, None, links), R.result_html(trace, links), trace)
+        except Exception as e:  # noqa: BLE001
+            log.warning("uploaded trace could not be rendered: %r", e)
+            return R.message_html(f"This trace could not be shown: some fields have the wrong type "
+                                  f"({type(e).__name__}).", "error"), *blank
 
     # -- Index browser ----------------------------------------------------------------------------
     def search_titles(task, query):

@@ -149,6 +149,13 @@ def test_invalid_trace_upload_is_a_readable_message(page, tmp_path):
     page.get_by_role("tab", name="Trace viewer").click()
     page.set_input_files("#trace-upload input[type=file]", str(bad))
     sync_api.expect(page.locator("#viewer-status .og-error")).to_contain_text("unsupported trace schema")
+    for i, text in enumerate(['{"schema": "onegen-trace/1", "result": [], "cost": {}}', "not json", "\udcff"]):
+        bad = tmp_path / f"bad{i}.json"
+        bad.write_bytes(text.encode("utf-8", "surrogateescape"))
+        page.locator("#trace-upload button[aria-label=Clear]").click()
+        sync_api.expect(page.locator("#viewer-status .og-error")).to_have_count(0)
+        page.set_input_files("#trace-upload input[type=file]", str(bad))
+        sync_api.expect(page.locator("#viewer-status .og-error")).to_contain_text("not a readable OneGen trace")
 
 
 def test_hostile_titles_render_as_text(page):
