@@ -1,0 +1,131 @@
+"""docs/benchmarks.md is shared by every benchmark: each owns one section between markers
+
+    <!-- bench:NAME -->
+    ...
+    <!-- /bench:NAME -->
+
+and `write_section` replaces only that section (or appends it), stamped with the date, the machine
+and the command that reproduces it. The file is rewritten atomically under a lock, so two
+benchmarks finishing together do not lose each other's section.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+TITLE = ("# Benchmarks\n\n"
+         "Each section is written by `python -m onegen bench NAME --write`; edit the benchmark, not the numbers.\n")
+
+
+def machine_info(device: str = "cpu") -> dict[str, Any]:
+    """What the numbers depend on: CPU count and model, torch version and threads, the device."""
+    import torch
+
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "cpu": _cpu_name(), "python": platform.python_version(),
+                            "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
+                            "os": f"{platform.system()} {platform.release()}"}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    parts = [f"{info.get('cpus')} CPUs ({info.get('cpu')})", f"torch {info.get('torch')}",
+             f"{info.get('threads')} torch threads", f"device {info.get('device')}"]
+    if "gpu" in info:
+        parts.append(info["gpu"])
+    if "transformers" in info:
+        parts.append(f"transformers {info['transformers']}")
+    parts.append(f"Python {info.get('python')}, {info.get('os')}")
+    return ", ".join(parts)
+
+
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that reproduces a run, as `python -m onegen ...`."""
+    args = sys.argv[1:] if argv is None else argv
+    return "python -m onegen " + " ".join(_quote(a) for a in args)
+
+
+def _quote(arg: str) -> str:
+    return arg if re.fullmatch(r"[\w./:=,+-]+", arg) else "'" + arg.replace("'", "'\\''") + "'"
+
+
+def section(name: str, body: str, *, command: str, machine: dict[str, Any], title: str | None = None,
+            when: float | None = None) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(when))
+    return (f"<!-- bench:{name} -->\n## {title or name}\n\n"
+            f"- Date: {stamp}\n- Machine: {machine_line(machine)}\n- Reproduce: `{command}`\n\n"
+            f"{body.strip()}\n<!-- /bench:{name} -->\n")
+
+
+def replace_section(document: str, name: str, new_section: str) -> str:
+    """`document` with the section `name` replaced by `new_section` (appended when absent)."""
+    if not re.fullmatch(r"[\w.-]+", name):
+        raise ValueError(f"benchmark name {name!r}: use letters, digits, '.', '_' or '-'")
+    pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->\n.*?<!-- /bench:{re.escape(name)} -->\n?", re.S)
+    if pattern.search(document):
+        return pattern.sub(lambda _: new_section, document, count=1)
+    base = document if document.strip() else TITLE
+    return base.rstrip("\n") + "\n\n" + new_section
+
+
+def write_section(name: str, body: str, *, command: str, machine: dict[str, Any], title: str | None = None,
+                  path: str | os.PathLike = DEFAULT_PATH) -> Path:
+    """Write or replace the section `name` of the benchmarks file, leaving the others as they are."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = section(name, body, command=command, machine=machine, title=title)
+    with _locked(path):
+        old = path.read_text(encoding="utf-8") if path.exists() else ""
+        text = replace_section(old, name, new)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return path
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: the atomic replace alone
+        yield
+        return
+    # The lock file lives in the temp folder, not beside the document (no stray file in the repo).
+    key = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+    with open(Path(tempfile.gettempdir()) / f"onegen-bench-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
