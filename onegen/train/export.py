@@ -30,7 +30,8 @@ def export_embedded(trainer, out: str | Path, card_extra: str = "") -> Path:
         manifest = {"format": "onegen-embedded/1", "name": r.name, "tasks": r.tasks, "new_tokens": "new_tokens.safetensors",
                     "trained_steps": trainer.step, "world": r.world}
         if r.lora is not None:
-            model.save_pretrained(str(tmp / "adapter"))
+            # The embedding rows that changed are in new_tokens.safetensors; the base has the rest.
+            model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False)
             # Halve the adapter's size: bf16 is plenty for LoRA factors, and the loader upcasts.
             f = tmp / "adapter" / "adapter_model.safetensors"
             save_file({k: v.to(torch.bfloat16).contiguous() for k, v in load_file(str(f)).items()}, str(f))
