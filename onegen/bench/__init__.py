@@ -13,4 +13,5 @@ from __future__ import annotations
 # benchmark name -> module under onegen.bench
 BENCHMARKS: dict[str, str] = {
     "engine": "onegen.bench.engine",
+    "single-pass": "onegen.bench.single_pass",
 }
