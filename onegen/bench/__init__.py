@@ -14,4 +14,5 @@ from __future__ import annotations
 BENCHMARKS: dict[str, str] = {
     "engine": "onegen.bench.engine",
     "single-pass": "onegen.bench.single_pass",
+    "embedded": "onegen.bench.embedded",
 }

@@ -88,17 +88,15 @@ def joint_recall(lm, n: int) -> dict:
             "minilm_recall_at_1": minilm}
 
 
-def minilm_recall(questions: list[str], gold: list[str], index) -> float | None:
-    try:
-        from ..baselines import load_sentence_encoder
-    except ImportError:
-        return None
+def minilm_recall(questions: list[str], gold: list[str], index) -> float:
     import torch
 
-    enc = load_sentence_encoder(None)
+    from ..baselines import document_text, load_sentence_encoder
+
+    enc = load_sentence_encoder(None, device="cpu")
     docs = [index.documents[i] for i in range(len(index.documents))]
-    dv = torch.nn.functional.normalize(torch.as_tensor(enc.encode([f"{d.title}: {d.text}" for d in docs])), dim=-1)
-    qv = torch.nn.functional.normalize(torch.as_tensor(enc.encode(questions)), dim=-1)
+    dv = torch.nn.functional.normalize(enc.encode([document_text(d) for d in docs]), dim=-1)
+    qv = torch.nn.functional.normalize(enc.encode(questions), dim=-1)
     best = (qv @ dv.T).argmax(1).tolist()
     return round(sum(docs[b].id == g for b, g in zip(best, gold)) / len(gold), 4)
 
