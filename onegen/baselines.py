@@ -84,13 +84,19 @@ class SentenceEncoder:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, truncation=True, max_length=self.max_tokens)["input_ids"])
 
-    @torch.inference_mode()
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> torch.Tensor:
         """Vectors [N, dim] (unit length when the model normalises), float32, on the CPU."""
-        out = []
+        return self.encode_counted(texts, batch_size)[0]
+
+    @torch.inference_mode()
+    def encode_counted(self, texts: Sequence[str], batch_size: int = 32) -> tuple[torch.Tensor, list[int]]:
+        """Vectors and the number of tokens forwarded for each text (one tokenisation for both)."""
+        out, counts = [], []
         for start in range(0, len(texts), batch_size):
             batch = self.tokenizer(list(texts[start:start + batch_size]), truncation=True, max_length=self.max_tokens,
-                                   padding=True, return_tensors="pt").to(self.device)
+                                   padding=True, return_tensors="pt")
+            counts += batch["attention_mask"].sum(1).tolist()
+            batch = batch.to(self.device)
             hidden = self.model(**batch).last_hidden_state
             if self.pooling == "cls":
                 vec = hidden[:, 0]
@@ -101,7 +107,8 @@ class SentenceEncoder:
                 vec = torch.nn.functional.normalize(vec.float(), dim=-1)
             out.append(vec.float().cpu())
         _sync(self.device)
-        return torch.cat(out) if out else torch.zeros(0, self.model.config.hidden_size)
+        vectors = torch.cat(out) if out else torch.zeros(0, self.model.config.hidden_size)
+        return vectors, [int(c) for c in counts]
 
 
 def sentence_encoder_from_folder(folder: str | Path, name: str, device: str | torch.device = "cpu") -> SentenceEncoder:
@@ -173,8 +180,8 @@ def build_pipeline_index(encoder: SentenceEncoder, docs: Sequence[Document]) -> 
                             f"the limit is {MAX_PIPELINE_DOCUMENTS:,}: compare on candidates or a smaller index")
     t0 = time.perf_counter()
     texts = [document_text(d) for d in docs]
-    vectors = encoder.encode(texts) if texts else torch.zeros(0, 1)
-    tokens = sum(encoder.count_tokens(t) for t in texts)
+    vectors, counts = encoder.encode_counted(texts) if texts else (torch.zeros(0, 1), [])
+    tokens = sum(counts)
     manifest = IndexManifest(
         protocol="pipeline", model=encoder.name, model_fingerprint=f"sentence-transformers:{encoder.name}",
         dim=int(vectors.shape[1]), count=len(vectors), documents=len(docs),
@@ -193,10 +200,8 @@ class PipelineQuery:
 
     def __call__(self, ctx: QueryContext) -> QueryVector:
         t0 = time.perf_counter()
-        vector = self.encoder.encode([ctx.query_text])[0]
-        seconds = time.perf_counter() - t0  # counting the tokens below is bookkeeping, not its cost
-        return QueryVector(vector, f"pipeline:{self.encoder.name}", self.encoder.count_tokens(ctx.query_text),
-                           seconds=seconds)
+        vectors, counts = self.encoder.encode_counted([ctx.query_text])
+        return QueryVector(vectors[0], f"pipeline:{self.encoder.name}", counts[0], seconds=time.perf_counter() - t0)
 
 
 class PipelineRetriever(IndexRetriever):

@@ -195,6 +195,10 @@ def test_pipeline_counts_truncated_queries_as_forwarded(minilm):
     long_text = "the director of the film " * 200
     assert minilm.count_tokens(long_text) == minilm.max_tokens == 256
     assert minilm.count_tokens("") == 2
+    texts = ["Paris", long_text, "", "who directed Film A?"]
+    vectors, counts = minilm.encode_counted(texts)  # one padded batch: padding is not counted
+    assert counts == [minilm.count_tokens(t) for t in texts] and vectors.shape == (4, 384)
+    assert torch.allclose(vectors[0], minilm.encode(["Paris"])[0], atol=1e-5)  # padding does not change a vector
 
 
 # -- the same documents as OneGen when the vectors agree by construction ----------------------------
