@@ -25,6 +25,8 @@ ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-net
         "--disable-component-update", "--no-first-run", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 TIMEOUT = 90_000  # ms; the machine is shared, a run can take a few seconds
+sync_api.expect.set_options(timeout=TIMEOUT)  # the machine is shared; the default 5 s is too short
+
 LABELS = {"entity-linking": "Entity linking", "multi-hop": "Multi-hop QA", "single-hop": "Single-hop QA"}
 
 
