@@ -421,7 +421,8 @@ class _Run:
         tr.cost.seconds["total"] = time.perf_counter() - self.t_start
         output = tr.generated_text
         tr.result.output_text = output
-        tr.result.retrieval_limit_reached = len(tr.retrievals) >= self.max_retrievals and self.spec.name == "multi-hop"
+        # Only a limit that binds counts: single-hop retrieves exactly once by design.
+        tr.result.retrieval_limit_reached = self.spec.query_from == "generated" and len(tr.retrievals) >= self.max_retrievals
         if self.spec.name == "entity-linking":
             tr.result.entities = link_mentions(self.text, tr)
         elif self.spec.name == "multi-hop":

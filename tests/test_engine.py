@@ -203,8 +203,6 @@ def test_no_limit_flag_below_the_limit(models, monkeypatch):
     assert len(trace.retrievals) == 2 and not trace.result.retrieval_limit_reached
 
 
-@pytest.mark.xfail(strict=True, reason="engine._finish sets retrieval_limit_reached for multi-hop only; "
-                                       "an EL run that hits the [LK] limit leaves later mentions unlinked silently")
 def test_entity_linking_reports_the_retrieval_limit(models, monkeypatch):
     lm = models["entity-linking"]
     script(monkeypatch, lm, el_script(lm))
