@@ -372,7 +372,7 @@ the run's Trace JSON (schema `onegen-trace/1`), e.g.
 
 ### Configuration
 `python app.py --model NAME_OR_FOLDER --index-entity-linking DIR --index-multi-hop DIR --index-single-hop DIR`
-(or `--index TASK=DIR`), `--host`, `--port`, `--share`; environment: `ONEGEN_MODEL`,
+(or `--index TASK=DIR`; an index may also be `hf://owner/name` on the Hugging Face hub), `--host`, `--port`, `--share`; environment: `ONEGEN_MODEL`,
 `ONEGEN_INDEX_ENTITY_LINKING`, `ONEGEN_INDEX_MULTI_HOP`, `ONEGEN_INDEX_SINGLE_HOP`.
 Inputs are limited to {MAX_INPUT_CHARS:,} characters by default.
 """
@@ -384,7 +384,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                    "else the embedded onegen-smol)")
     for t in TASKS:
         p.add_argument(f"--index-{t}", dest="index_" + t.replace("-", "_"), metavar="DIR",
-                       help=f"index folder for {R.TASK_LABELS[t]} (default: ${'ONEGEN_INDEX_' + t.upper().replace('-', '_')}, "
+                       help=f"index folder or hf://owner/name for {R.TASK_LABELS[t]} (default: ${'ONEGEN_INDEX_' + t.upper().replace('-', '_')}, "
                             "else the model's registry index)")
     p.add_argument("--index", action="append", default=[], metavar="TASK=DIR",
                    help=f"index folder for a task, repeatable; TASK is one of {', '.join(TASKS)}")

@@ -18,6 +18,7 @@ from typing import Iterator
 from . import registry
 from .documents import Document
 from .engine import DoneEvent, Engine, Event, IndexRetriever, InputError, RunSettings
+from .hub import IndexFetchError, is_hub_ref, resolve_index_path
 from .index import IndexLoadError, VectorIndex, read_manifest
 from .protocols import TASKS, MissingTokenError
 from .render_html import TASK_LABELS, browse_href
@@ -136,9 +137,11 @@ class AppState:
         hint = f"start the app with --index-{task} FOLDER or set {env_name(task)}"
         if not where:
             raise AppError(f"No index is configured for {TASK_LABELS[task]}: {hint}.")
-        if where.startswith("hf://"):
-            raise AppError(f"The {TASK_LABELS[task]} index {where} is on the Hugging Face hub; download it "
-                           f"with the index builder and {hint}.")
+        if is_hub_ref(where):
+            try:  # downloaded once into the hub cache; offline, an earlier copy is used
+                return resolve_index_path(where)
+            except (IndexFetchError, ValueError) as e:
+                raise AppError(f"The {TASK_LABELS[task]} index {where} cannot be had: {e}") from e
         path = Path(where)
         if not path.is_dir():
             raise AppError(f"The {TASK_LABELS[task]} index folder {where} does not exist yet: {hint}.")
@@ -258,6 +261,10 @@ class AppState:
         else:
             lines.append(("info", f"Model {name} loads on the first run."))
         for task in TASKS:
+            where = self.config.index_path(task)
+            if where and is_hub_ref(where) and task not in self._indexes:  # no download just to describe it
+                lines.append(("info", f"{TASK_LABELS[task]} index: {where} (downloaded on first use)."))
+                continue
             try:
                 folder = self._index_folder(task)
                 m = read_manifest(folder)

@@ -121,3 +121,25 @@ def test_flags_override_env_which_overrides_the_registry(monkeypatch, tmp_path):
     assert (args.host, args.port, args.share) == ("127.0.0.1", 7860, False)
     with pytest.raises(SystemExit):
         app_module.parse_args(["--index", "nonsense=/x"])
+
+
+def test_hub_index_reference_is_resolved_or_explained(monkeypatch, world):
+    import onegen.app_state as state_mod
+    from onegen.app_state import AppConfig, AppError, AppState
+    from onegen.hub import IndexFetchError
+
+    asked = []
+
+    def resolve(ref):
+        asked.append(ref)
+        if ref == "hf://someone/offline-index":
+            raise IndexFetchError("the hub is unreachable (offline?) and no copy was downloaded before")
+        return world.indexes["single-hop"]
+
+    monkeypatch.setattr(state_mod, "resolve_index_path", resolve)
+    app = AppState(AppConfig(model=str(world.model), indexes={"single-hop": "hf://someone/passages",
+                                                               "multi-hop": "hf://someone/offline-index"}))
+    assert any("downloaded on first use" in m for _, m in app.overview()) and not asked  # describing is free
+    assert len(app.index("single-hop")) == 3 and asked == ["hf://someone/passages"]
+    with pytest.raises(AppError, match="cannot be had: the hub is unreachable"):
+        app.index("multi-hop")
