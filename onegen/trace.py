@@ -157,7 +157,7 @@ class Trace:
                 tokens=[TokenRecord(**t) for t in d.get("tokens", [])],
                 retrievals=retrievals, result=result, cost=cost,
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise TraceFormatError(f"malformed trace: {e}") from e
 
     @classmethod
