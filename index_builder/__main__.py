@@ -56,6 +56,7 @@ def _build_options() -> argparse.ArgumentParser:
     g.add_argument("--restart", action="store_true", help="discard an unfinished build of this --out")
     g.add_argument("--keep-build", action="store_true", help="keep OUT.build (the shards) after merging")
     g.add_argument("--recall-sample", type=int, default=200, help="queries for the recall@10 check of approximate kinds")
+    g.add_argument("--threads", type=int, help="CPU threads for encoding and faiss (default: all cores)")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
     d = p.add_argument_group("parallel encoding without a launcher")
     d.add_argument("--process-index", type=int, help="this process's index (0-based)")
@@ -206,6 +207,18 @@ def parallel_setup(args: argparse.Namespace) -> tuple[Parallel, str | None]:
     return Parallel(), args.device
 
 
+def set_threads(n: int) -> None:
+    """Cap torch's and faiss's CPU threads: on a shared machine, or with several processes per
+    machine, oversubscribed OpenMP threads spin and can make encoding many times slower."""
+    import faiss
+    import torch
+
+    if n < 1:
+        raise BuildError("--threads must be at least 1")
+    torch.set_num_threads(n)
+    faiss.omp_set_num_threads(n)
+
+
 # -- commands -------------------------------------------------------------------------------------
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -224,6 +237,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     elif args.task is None:
         raise BuildError("give --task (" + " | ".join(TASKS) + ")")
     par, device = parallel_setup(args)
+    if args.threads:
+        set_threads(args.threads)
     for h in log.handlers:
         h.setFormatter(logging.Formatter(f"[process {par.rank}] %(message)s" if par.world > 1 else "%(message)s"))
     source_kw = source_arguments(args)

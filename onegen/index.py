@@ -185,6 +185,8 @@ class VectorIndex:
         order = torch.arange(len(self.owners))
         first.scatter_reduce_(0, self.owners, order, reduce="amin", include_self=False)
         self._fragment = order - first[self.owners] if len(self.owners) else order
+        # One vector per document, in order? Decided once: search used to re-check it per query.
+        self._one_per_document = len(self.owners) == len(self.documents) and torch.equal(self.owners, order)
 
     def __len__(self) -> int:
         return len(self.documents)
@@ -210,7 +212,7 @@ class VectorIndex:
         if n == 0:
             return [[] for _ in range(len(q))]
         k = max(1, min(k, len(self.documents)))
-        multi = len(self.owners) != len(self.documents) or not torch.equal(self.owners, torch.arange(n))
+        multi = not self._one_per_document
         # Multi-vector: over-fetch vectors, then keep each document's best one. An approximate
         # index cannot cheaply return every row, so it always over-fetches a fixed factor.
         use_ann = self.ann is not None and backend in ("auto", "ann")

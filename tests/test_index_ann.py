@@ -32,14 +32,16 @@ def make_index(vectors: torch.Tensor, owners: torch.Tensor | None = None) -> Vec
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_faiss_thread():
-    # faiss's OpenMP threads spin-wait; on a small shared machine one thread is faster and steadier.
+def one_thread():
+    # On a small shared machine, oversubscribed OpenMP threads spin: one thread is far faster.
     import faiss
 
-    before = faiss.omp_get_max_threads()
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    torch.set_num_threads(1)
     faiss.omp_set_num_threads(1)
     yield
-    faiss.omp_set_num_threads(before)
+    torch.set_num_threads(before[0])
+    faiss.omp_set_num_threads(before[1])
 
 
 @pytest.fixture(scope="module")

@@ -15,4 +15,5 @@ BENCHMARKS: dict[str, str] = {
     "engine": "onegen.bench.engine",
     "single-pass": "onegen.bench.single_pass",
     "embedded": "onegen.bench.embedded",
+    "index": "onegen.bench.index",
 }

@@ -1,0 +1,92 @@
+"""index_builder builds in real processes: a build killed with SIGKILL resumes without re-encoding,
+and a two-process `accelerate launch` build equals a one-process build.
+
+Each test starts a fresh Python (torch + transformers imports), so they live apart from the quick
+in-process tests of test_index_builder.py.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import onegen.encode as encode_mod
+from index_builder.__main__ import main
+from index_builder.build import BuildFolder, build_dir_for
+from onegen.encode import build_index
+from onegen.index import IndexLoadError, VectorIndex
+from test_index_builder import (ROOT, WORLD, assert_same_index, build_cli, models, one_thread,  # noqa: F401
+                                world_docs)
+from tiny import load_tiny
+
+
+# -- resume after SIGKILL ----------------------------------------------------------------------------
+
+def test_killed_build_resumes_without_reencoding(models, tmp_path, monkeypatch):
+    task, n, shard = "multi-hop", 30, 2
+    out = tmp_path / "idx"
+    args = ["world", str(WORLD), "--task", task, "--model", str(models[task]), "--out", str(out),
+            "--limit", str(n), "--shard-size", str(shard), "--batch-size", "2", "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", "index_builder", *args, "--threads", "1"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    folder = BuildFolder(build_dir_for(out))
+    deadline = time.monotonic() + 120
+    while not folder.encoded(0):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "the build never wrote its first shard"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+
+    done = [i for i in range(n // shard) if folder.encoded(i)]
+    assert 1 <= len(done) < n // shard, "the build finished before it could be killed"
+    assert not out.exists()
+    with pytest.raises(IndexLoadError):
+        VectorIndex.load(out)
+    with pytest.raises(IndexLoadError):
+        VectorIndex.load(folder.path)  # the build folder is not an index either
+    mtimes = {i: folder.shard_vectors(i).stat().st_mtime_ns for i in done}
+
+    encoded: list[str] = []
+    real = encode_mod.encode_documents
+
+    def counting(lm, task, docs, **kw):
+        encoded.extend(d.id for d in docs)
+        return real(lm, task, docs, **kw)
+
+    monkeypatch.setattr(encode_mod, "encode_documents", counting)
+    assert main([*args, "--keep-build"]) == 0
+    assert len(encoded) == n - shard * len(done)  # only the shards the killed run had not finished
+    assert {i: folder.shard_vectors(i).stat().st_mtime_ns for i in done} == mtimes
+    lm = load_tiny(task, models[task].parent)
+    assert_same_index(VectorIndex.load(out), build_index(lm, task, world_docs(task, n), batch_size=2))
+
+
+def test_accelerate_launch_two_cpu_processes_equals_single(models, tmp_path):
+    """`accelerate launch --multi_gpu` runs torchrun; on a CPU-only machine its processes use gloo.
+    (`--cpu` would start one process: accelerate expects MPI for several CPU processes.)"""
+    if shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists():
+        pytest.skip("accelerate's launcher is not installed")
+    task, model = "single-hop", models["single-hop"]
+    common = ["--limit", "9", "--shard-size", "2", "--batch-size", "2", "--device", "cpu"]
+    single, launched = tmp_path / "one", tmp_path / "two"
+    launcher = Path(sys.executable).parent / "accelerate"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen(
+        [str(launcher) if launcher.exists() else "accelerate", "launch", "--multi_gpu", "--num_processes", "2",
+         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+         "-m", "index_builder", "world", str(WORLD), "--task", task, "--model", str(model), "--out", str(launched),
+         "--quiet", *common, "--keep-build"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert build_cli(["world", str(WORLD)], task, model, single, *common) == 0  # meanwhile, in this process
+    output = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == 0, output
+    folder = BuildFolder(build_dir_for(launched))
+    assert {folder.vectors_info(i)["rank"] for i in range(5)} == {0, 1}, output
+    assert_same_index(VectorIndex.load(launched), VectorIndex.load(single))
