@@ -20,6 +20,7 @@ import logging
 import operator
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ def _add_sources(sub) -> None:
     e.add_argument("--fingerprint", help="fingerprint of the model that made the vectors (instead of loading --model)")
 
     wd = sub.add_parser("world", parents=[parent], help="a generated encyclopedia folder (onegen.world)")
-    wd.add_argument("path", type=Path)
+    wd.add_argument("path", type=Path, help="world folder (entities.jsonl, db.jsonl, paragraphs.jsonl)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -201,7 +202,8 @@ def parallel_setup(args: argparse.Namespace) -> tuple[Parallel, str | None]:
         import torch
         from accelerate import PartialState
 
-        state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available())
+        # Process 0 reads the whole corpus while the others wait at a barrier: allow a long wait.
+        state = PartialState(cpu=args.device == "cpu" or not torch.cuda.is_available(), timeout=timedelta(hours=24))
         device = args.device or ("cpu" if state.device.type == "cpu" else str(state.device))
         return Parallel(state.process_index, state.num_processes, "accelerate", state.wait_for_everyone), device
     return Parallel(), args.device
@@ -275,6 +277,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         total=total, lm=lm, model_bytes=model_bytes, settings=ann_settings(args, args.kind),
         batch_size=args.batch_size, memory_budget=budget_bytes(args.memory_budget), parallel=par,
         restart=args.restart, keep_build=args.keep_build, recall_sample=args.recall_sample, progress=not args.quiet)
+    if par.mode == "accelerate":
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
     if result.out is not None:
         _summary(result.out)
     return 0

@@ -686,8 +686,16 @@ def run_build(spec: BuildSpec, out: str | os.PathLike, *, documents: Callable[[]
         # Exact counts now: refuse before spending time on encoding (only here: each process
         # measures its own free memory, and the index is served from one place).
         check_memory(estimate_for_state(folder, state, settings.kind, budget, settings), settings)
-    else:
-        state = folder.wait_for_split()
+    elif restart and par.barrier is None:
+        # Launched processes wait for process 0 at a barrier; processes started by hand cannot.
+        raise BuildError("only process 0 may pass --restart: it owns the build folder")
+    if par.barrier is not None:
+        par.barrier()  # launched processes meet once the split is complete (or was discarded and redone)
+    if not par.main:
+        # Started by hand, the others cannot meet process 0: they watch the build state instead.
+        state = folder.read_state() if par.barrier is not None else folder.wait_for_split()
+        if state is None or not state.split_complete:
+            raise BuildError(f"{folder.path}: process 0 did not split the corpus")
         if asdict(state.spec) != asdict(spec):
             raise BuildError(f"{folder.path} holds another build than this process was asked for")
 
