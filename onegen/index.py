@@ -302,6 +302,7 @@ class VectorIndex:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it private; an index is read by whoever serves it
         old: Path | None = None
         try:
             save_file({"vectors": self.vectors.to(dtype).contiguous(), "owners": self.owners.contiguous()},

@@ -19,6 +19,7 @@ def export_embedded(trainer, out: str | Path, card_extra: str = "") -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the model is read by whoever serves the app
     try:
         model = trainer.model
         emb = model.get_input_embeddings().weight.detach()

@@ -175,6 +175,11 @@ class Trainer:
         self.optimizer.load_state_dict(ck["optimizer"])
         self.scheduler.load_state_dict(ck["scheduler"])
         self.step = int(ck["step"])
+        # Steps logged after the checkpoint will be trained again: drop their lines.
+        log_path = self.run_dir / "log.jsonl"
+        if log_path.exists():
+            kept = [l for l in log_path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= self.step]
+            log_path.write_text("".join(l + "\n" for l in kept))
         self.log(f"resumed from {self.checkpoint_path} at step {self.step}")
 
     # -- batches -------------------------------------------------------------------------------
