@@ -46,7 +46,7 @@ def retrieval_block(r: Retrieval) -> str:
         mark = "*" if r.chosen is not None and h.rank == r.chosen else " "
         where = h.id if h.fragment is None else f"{h.id}, sentence {h.fragment + 1}"
         lines.append(f"    {mark} {h.rank + 1}. {h.score:+.4f}  {clip(h.title, 60)}  ({where})")
-    return "\n" + "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n"
 
 
 def insertion_line(tokens: int, text: str) -> str:
@@ -132,7 +132,7 @@ def _render_steps(steps: Iterable[tuple[str, Any]]) -> Iterator[str]:
                 yield item.text
         elif kind == "retrieval":
             yield from close()
-            yield retrieval_block(item)
+            yield ("" if at_line_start else "\n") + retrieval_block(item)
             pending, at_line_start = True, True
         elif kind == "done":
             yield from close()

@@ -90,7 +90,8 @@ def test_engine_benchmark_smoke(tmp_path, capsys, restore_threads):
     (r,) = data["results"]
     assert r["size"] == "tiny" and r["vocab"] == 1024
     assert r["identical"] is True and r["new_tokens"] == 6
-    assert r["ratio"] > 0 and len(r["engine_s"]) == len(r["generate_s"]) == 1
+    assert r["ratio"] > 0 and r["wall_ratio"] > 0
+    assert len(r["engine_cpu_s"]) == len(r["generate_cpu_s"]) == len(r["engine_wall_s"]) == 1
     assert data["machine"]["threads"] == 1
     text = out_file.read_text()
     assert "<!-- bench:engine -->" in text and "| random Llama tiny |" in text

@@ -33,6 +33,8 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
     info: dict[str, Any] = {"cpus": os.cpu_count(), "cpu": _cpu_name(), "python": platform.python_version(),
                             "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
                             "os": f"{platform.system()} {platform.release()}"}
+    if hasattr(os, "getloadavg"):  # other work on the machine skews timings: say how much there was
+        info["load_average_1m"] = round(os.getloadavg()[0], 2)
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     try:
@@ -62,6 +64,8 @@ def machine_line(info: dict[str, Any]) -> str:
     if "transformers" in info:
         parts.append(f"transformers {info['transformers']}")
     parts.append(f"Python {info.get('python')}, {info.get('os')}")
+    if "load_average_1m" in info:
+        parts.append(f"load average {info['load_average_1m']} at the end of the run")
     return ", ".join(parts)
 
 

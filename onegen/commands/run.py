@@ -172,13 +172,16 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
+    # One line: some library errors (hub lookups) span several.
+    print("error: " + " ".join(message.split()), file=sys.stderr)
     return EXIT_ERROR
 
 
 def _main(args: argparse.Namespace) -> int:
     # Everything that can be checked without torch is checked first: mistakes answer at once.
     text = args.text if args.text is not None else example_text(args.task, args.example)
+    if not text.strip():  # the engine refuses it too, but only after the model has loaded
+        raise CommandError("the input is empty: give a sentence or a question with --text")
     candidates = read_candidates(args.candidates, args.task) if args.candidates else None
     model_ref = model_reference(args.model)
     index_path = None if candidates else index_reference(args.index, model_ref, args.task)
