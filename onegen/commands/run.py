@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="the input: a text to annotate or a question")
     src.add_argument("--example", type=int, metavar="N", help="line N (0-based) of assets/examples/TASK.jsonl")
-    p.add_argument("--top-k", type=_positive_int, default=5, help="hits kept per retrieval (default 5)")
+    p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="hits kept per retrieval (default 5)")
     p.add_argument("--max-new-tokens", type=_positive_int, metavar="N", help="generation limit (default: the protocol's)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print only the Trace JSON (schema onegen-trace/1)")
