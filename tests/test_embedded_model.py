@@ -47,12 +47,16 @@ def test_multi_hop_examples_answered(engine_and_indexes):
     assert right >= len(picked) - 1, f"{right} of {len(picked)} multi-hop examples answered"
 
 
-def test_single_hop_example_answered(engine_and_indexes):
+def test_single_hop_examples_answered(engine_and_indexes):
     engine, retrievers = engine_and_indexes
-    ex = examples("single-hop")[0]
-    trace = engine.run_trace("single-hop", ex["text"], retriever=retrievers["single-hop"])
-    answers = ex["answer"] if isinstance(ex["answer"], list) else [ex["answer"]]
-    assert qa_scores(trace.result.answer, answers)["em"] == 1.0, trace.result.output_text
+    picked = examples("single-hop")
+    right = 0
+    for ex in picked:
+        trace = engine.run_trace("single-hop", ex["text"], retriever=retrievers["single-hop"])
+        answers = ex["answer"] if isinstance(ex["answer"], list) else [ex["answer"]]
+        right += qa_scores(trace.result.answer, answers)["em"] == 1.0
+    # 9 of 12 when committed (retrieval over all 600 held-out passages); slack for other CPUs' rounding.
+    assert right >= 8, f"{right} of {len(picked)} single-hop examples answered"
 
 
 def test_entity_linking_resolves_an_ambiguous_name(engine_and_indexes):
