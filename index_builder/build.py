@@ -41,7 +41,6 @@ log = logging.getLogger("index_builder")
 
 BUILD_SCHEMA = "onegen-index-build/1"
 STATE = "state.json"
-DOCUMENT_COLUMNS = ("id", "title", "text", "sentences", "extra")
 
 
 class BuildError(RuntimeError):

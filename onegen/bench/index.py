@@ -29,6 +29,11 @@ FULL_GRID: list[tuple[int, int, tuple[str, ...], str]] = [
      "1M x 4096 float32 is 16 GB (32 GB with faiss's search copy), more than this machine's RAM"),
 ]
 QUICK_GRID = FULL_GRID[:3]
+# Clustered data, a smaller grid: it answers "how do the kinds do on data with structure".
+CLUSTERED_GRID: list[tuple[int, int, tuple[str, ...], str]] = [
+    (10_000, 4096, KINDS, ""),
+    (100_000, 256, KINDS, "clustered rows at 100k use 256-d to keep HNSW construction affordable on 2 CPUs"),
+]
 
 
 def add_arguments(p) -> None:
@@ -39,6 +44,8 @@ def add_arguments(p) -> None:
     p.add_argument("--latency-queries", type=int, default=30, help="single queries timed per index")
     p.add_argument("--threads", type=int, default=None, help="torch and faiss threads (default: torch's)")
     p.add_argument("--grid", default=None, help="override, e.g. 10000x4096:flat+sq8,100000x256:hnsw")
+    p.add_argument("--data", choices=("random", "clustered", "both"), default="both",
+                   help="random unit vectors (the hardest case), clustered ones (closer to embeddings), or both")
     p.add_argument("--skip-encoding", action="store_true")
 
 
@@ -139,23 +146,34 @@ class SearchResult:
     kind: str
     build_seconds: float
     latency_ms: float  # median, one query per call
-    recall_random: float | None  # held-out random queries
+    recall_random: float | None  # held-out queries from the same distribution
     recall_near: float | None  # stored vectors + noise (the builder's check)
     memory_bytes: int
     params: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    data: str = "random"
 
 
-def random_unit(n: int, dim: int, seed: int, block: int = 50_000):
+def random_unit(n: int, dim: int, seed: int, block: int = 50_000, centres=None):
+    """Random unit vectors; with `centres`, each is a centre plus noise of the same norm (cosine
+    to its centre ~0.7, ~0.5 to its cluster's other members, ~0 to the rest)."""
     import numpy as np
     import torch
 
     rng = np.random.default_rng(seed)
     out = np.empty((n, dim), dtype=np.float32)
     for s in range(0, n, block):
-        x = rng.standard_normal((min(block, n - s), dim), dtype=np.float32)
+        x = rng.standard_normal((min(block, n - s), dim), dtype=np.float32) / np.sqrt(dim)
+        if centres is not None:
+            x += centres[rng.integers(0, len(centres), len(x))]
         out[s:s + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return torch.from_numpy(out)
+
+
+def dataset(n: int, dim: int, n_queries: int, data: str):
+    """(corpus, held-out queries) of `data` kind; clustered data has about 100 vectors a cluster."""
+    centres = random_unit(max(1, n // 100), dim, seed=7).numpy() if data == "clustered" else None
+    return random_unit(n, dim, n + dim, centres=centres), random_unit(n_queries, dim, 1, centres=centres)
 
 
 def fits(n: int, dim: int) -> bool:
@@ -166,13 +184,12 @@ def fits(n: int, dim: int) -> bool:
 
 
 def bench_search(n: int, dim: int, kinds: tuple[str, ...], n_queries: int, n_latency: int,
-                 note: str = "") -> list[SearchResult]:
+                 note: str = "", data: str = "random") -> list[SearchResult]:
     from index_builder.ann import AnnSettings, ann_bytes, attach_ann, measure_recall
 
     from ..index import VectorIndex
 
-    vectors = random_unit(n, dim, seed=n + dim)
-    queries = random_unit(n_queries, dim, seed=1)
+    vectors, queries = dataset(n, dim, n_queries, data)
     docs = placeholder_documents(n)
     results = []
     for kind in kinds:
@@ -194,7 +211,7 @@ def bench_search(n: int, dim: int, kinds: tuple[str, ...], n_queries: int, n_lat
             recall_near = measure_recall(index, sample=n_queries).recall_at_10
         results.append(SearchResult(n, dim, kind, round(build, 2), round(1000 * statistics.median(times), 3),
                                     recall_random, recall_near, ann_bytes(kind, n, dim),
-                                    dict(index.ann.params) if index.ann else {}, note))
+                                    dict(index.ann.params) if index.ann else {}, note, data))
         del index
     return results
 
@@ -253,23 +270,26 @@ def render(enc: list[EncodingResult], search: list[SearchResult], skipped: list[
     lines += [
         "### Search: latency, recall@10 and memory per index kind",
         "",
-        "Random unit vectors (the hardest case for approximate search: neighbours beyond the first are near "
-        "ties). Latency: one query per call through `VectorIndex.search` (top-10), median. Recall@10 against "
-        "exact search over vector rows, on held-out random queries and on stored vectors plus noise (cosine "
-        "~0.95, the check `python -m index_builder` records in each manifest). Memory: the builder's estimate "
-        "of RAM for searching (IVF-PQ and SQ8 keep the exact float32 vectors on disk, memory-mapped, for "
-        "re-ranking). Default parameters: HNSW M=32, efConstruction=80, efSearch=128; IVF-PQ ~sqrt(N) lists, "
-        "nprobe=32, 8-dimension sub-vectors (at most 256 bytes a vector), re-rank 4 x k; SQ8 8 bits a "
-        "dimension, re-rank 4 x k.",
+        "Data: *random* unit vectors (the hardest case for approximate search: every neighbour beyond the "
+        "first is a near tie) and *clustered* ones (about 100 vectors around each random centre, cosine ~0.5 "
+        "within a cluster, closer to how embeddings behave). Latency: one query per call through "
+        "`VectorIndex.search` (top-10), median. Recall@10 against exact search over vector rows, on held-out "
+        "queries from the same distribution and on stored vectors plus noise (cosine ~0.95: the check "
+        "`python -m index_builder` records in each manifest). RAM: the builder's estimate for searching "
+        "(flat counts faiss's copy of the vectors; IVF-PQ and SQ8 keep the exact float32 vectors on disk, "
+        "memory-mapped, for re-ranking). Parameters: HNSW M=32, efConstruction=80, efSearch=128; IVF-PQ "
+        "~sqrt(N) lists, nprobe=32, 8-dimension sub-vectors (at most 256 bytes a vector), re-rank 4 x k; SQ8 "
+        "8 bits a dimension, re-rank 4 x k.",
         "",
-        "| vectors | dim | kind | build s | latency ms/query | recall@10 random queries | recall@10 near stored | RAM |",
-        "|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| data | vectors | dim | kind | build s | latency ms/query | recall@10 held-out queries "
+        "| recall@10 near stored | RAM |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in search:
         rr = "1 (exact)" if r.kind == "flat" else f"{r.recall_random:.3f}"
         rn = "1 (exact)" if r.kind == "flat" else f"{r.recall_near:.3f}"
-        lines.append(f"| {r.vectors:,} | {r.dim} | {r.kind} | {r.build_seconds:.1f} | {r.latency_ms:.2f} | {rr} | "
-                     f"{rn} | {fmt_mem(r.memory_bytes)} |")
+        lines.append(f"| {r.data} | {r.vectors:,} | {r.dim} | {r.kind} | {r.build_seconds:.1f} | {r.latency_ms:.2f} "
+                     f"| {rr} | {rn} | {fmt_mem(r.memory_bytes)} |")
     notes = sorted({f"{r.vectors:,} x {r.dim}: {r.note}" for r in search if r.note} | set(skipped))
     if notes:
         lines += ["", "Rows not at 4096-d, or left out:", ""] + [f"- {n}" for n in notes]
@@ -278,10 +298,25 @@ def render(enc: list[EncodingResult], search: list[SearchResult], skipped: list[
     return "\n".join(lines) + "\n"
 
 
+def run_row(n: int, dim: int, kinds: tuple[str, ...], note: str, data: str, args) -> list[SearchResult]:
+    """One grid row, at a smaller dimension when the vectors would not fit in free memory."""
+    from index_builder.ann import fmt_bytes
+
+    d = dim
+    while not fits(n, d) and d > 64:
+        d //= 4
+    if d != dim:
+        note = (note + "; " if note else "") + f"{n:,} x {dim} does not fit in the free memory: {d}-d instead"
+    results = bench_search(n, d, kinds, args.queries, args.latency_queries, note, data)
+    for r in results:
+        print(f"{data:<9} {r.vectors:>9,} x {r.dim:<4} {r.kind:<5} build {r.build_seconds:7.1f}s  "
+              f"latency {r.latency_ms:8.2f} ms  recall held-out {r.recall_random}  near {r.recall_near}  "
+              f"RAM {fmt_bytes(r.memory_bytes)}", flush=True)
+    return results
+
+
 def main(args) -> int:
     import torch
-
-    from index_builder.ann import fmt_bytes
 
     if args.threads:
         import faiss
@@ -289,6 +324,9 @@ def main(args) -> int:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
     grid = parse_grid(args.grid) if args.grid else (QUICK_GRID if args.quick else FULL_GRID)
+    runs = [(data, grid) for data in ("random", "clustered") if args.data in (data, "both")]
+    if not args.grid and args.data in ("clustered", "both"):
+        runs = [(d, g if d == "random" else CLUSTERED_GRID[:1 if args.quick else 2]) for d, g in runs]
     enc: list[EncodingResult] = []
     if not args.skip_encoding:
         lm, note = encoding_model(args.model, args.device)
@@ -299,17 +337,9 @@ def main(args) -> int:
         del lm
     search: list[SearchResult] = []
     skipped: list[str] = []
-    for n, dim, kinds, note in grid:
-        d = dim
-        while not fits(n, d) and d > 64:
-            d //= 4
-        if d != dim:
-            note = (note + "; " if note else "") + f"{n:,} x {dim} does not fit in the free memory: {d}-d instead"
-        for r in bench_search(n, d, kinds, args.queries, args.latency_queries, note):
-            search.append(r)
-            print(f"{r.vectors:>9,} x {r.dim:<4} {r.kind:<5} build {r.build_seconds:7.1f}s  "
-                  f"latency {r.latency_ms:8.2f} ms  recall random {r.recall_random}  near {r.recall_near}  "
-                  f"RAM {fmt_bytes(r.memory_bytes)}", flush=True)
+    for data, rows in runs:
+        for n, dim, kinds, note in rows:
+            search += run_row(n, dim, kinds, note, data, args)
     if args.quick:
         skipped.append("1,000,000 vectors: left out by --quick")
     if "hnsw" not in {r.kind for r in search if r.vectors >= 1_000_000} and any(r.vectors >= 1_000_000 for r in search):
