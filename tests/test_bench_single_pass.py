@@ -52,7 +52,12 @@ def test_report_is_well_formed(report):
         for m in c["modes"].values():
             assert set(m["forward_tokens"]) == {"prompt", "generated", "inserted", "query_reencoding", "total"}
             assert len(m["seconds"]["runs"]) == cfg.repeats and m["seconds"]["median"] > 0
-        assert set(c["speedup"]) == set(c["speedup_from_reencoding"]) == {"two-pass", "pipeline"}
+        for m in c["modes"].values():
+            assert m["cpu_seconds"]["median"] > 0 and len(m["cpu_seconds"]["runs"]) == cfg.repeats
+        assert c["modes"]["two-pass"]["cpu_seconds"]["query_reencoding"] > 0
+        assert set(c["speedup"]) == set(c["speedup_from_reencoding"]) == set(c["speedup_wall"]) == \
+               set(c["speedup_cpu"]) == {"two-pass", "pipeline"}
+        assert c["speedup"] == c["speedup_cpu"]  # CPU time is the headline by default
         assert all(s > 0 for s in c["speedup"].values())
         assert all(s > 1 for s in c["speedup_from_reencoding"].values())  # the re-encoding always costs time
     costs = report["per_token_seconds"]["tiny"]
@@ -120,5 +125,6 @@ def test_arguments():
     cfg = sp.config_from_args(parse(["--repeats", "5", "--device", "cpu"]))
     assert cfg.preset == "full" and cfg.repeats == 5 and cfg.models == ("5M", "33M")
     assert sp.config_from_args(parse(["--models", "33M"])).models == ("33M",)
+    assert sp.config_from_args(parse(["--clock", "wall"])).clock == "wall"
     assert sp.main(parse(["--tiny", "--repeats", "0"])) == 2
     assert sp.main(parse(["--models", "7B"])) == 2
