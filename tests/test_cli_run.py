@@ -184,6 +184,27 @@ def test_model_from_the_environment(world, capsys, monkeypatch):
     assert Trace.from_json(out).model["name"] == str(model)
 
 
+def test_hub_index_reference_is_resolved(world, capsys, monkeypatch):
+    from onegen import hub
+
+    model, index = world["multi-hop"]
+    asked = []
+
+    def resolve(ref, **kw):
+        asked.append(ref)
+        if ref == "hf://acme/missing":
+            raise hub.IndexFetchError("hf://acme/missing is not on the hub and no copy was downloaded before")
+        return index
+
+    monkeypatch.setattr(hub, "resolve_index_path", resolve)
+    rc, out, err = run(["--task", "multi-hop", "--model", model, "--index", "hf://acme/paragraphs", "--text", "x",
+                        "--max-new-tokens", "1", "--json"], capsys)
+    assert rc == 0, err
+    assert asked == ["hf://acme/paragraphs"] and Trace.from_json(out).index["path"] == str(index)
+    rc, out, err = run(["--task", "multi-hop", "--model", model, "--index", "hf://acme/missing", "--text", "x"], capsys)
+    assert rc == 2 and "error: hf://acme/missing is not on the hub" in err
+
+
 # -- errors: one line on stderr, exit 2 -------------------------------------------------------------------
 
 def one_error_line(err: str) -> str:

@@ -137,13 +137,17 @@ def model_reference(model: str | None) -> str:
 
 
 def index_reference(index: str | None, model: str, task: str) -> Path:
-    from .. import registry
+    """The index folder: --index, or the model's registry default; `hf://owner/name` is fetched."""
+    from .. import hub, registry
 
     ref = index or registry.default_index(model, task)
     if ref is None:
         raise CommandError(f"no default {task} index for model {model!r}: pass --index DIR or --candidates FILE")
-    if ref.startswith("hf://"):
-        raise CommandError(f"the index {ref} is remote; download it and pass --index DIR")
+    if hub.is_hub_ref(ref):
+        try:
+            return hub.resolve_index_path(ref)  # downloaded once into the hub cache
+        except (hub.IndexFetchError, ValueError) as e:
+            raise CommandError(str(e)) from None
     path = Path(ref).expanduser()
     if not path.exists():
         source = "" if index else " (the model's default)"
