@@ -1,18 +1,15 @@
-"""index_builder builds in real processes: a build killed with SIGKILL resumes without re-encoding,
-and a two-process `accelerate launch` build equals a one-process build.
+"""A build killed with SIGKILL resumes without re-encoding (a real process, killed for real).
 
-Each test starts a fresh Python (torch + transformers imports), so they live apart from the quick
-in-process tests of test_index_builder.py.
+It starts a fresh Python (torch + transformers imports), so it lives apart from the quick
+in-process tests of test_index_builder.py; the accelerate build is in test_index_builder_accelerate.py.
 """
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -21,8 +18,7 @@ from index_builder.__main__ import main
 from index_builder.build import BuildFolder, build_dir_for
 from onegen.encode import build_index
 from onegen.index import IndexLoadError, VectorIndex
-from test_index_builder import (ROOT, WORLD, assert_same_index, build_cli, models, one_thread,  # noqa: F401
-                                world_docs)
+from test_index_builder import ROOT, WORLD, assert_same_index, models, one_thread, world_docs  # noqa: F401
 from tiny import load_tiny
 
 
@@ -84,26 +80,3 @@ def test_killed_build_resumes_without_reencoding(models, tmp_path, monkeypatch):
     assert {i: folder.shard_vectors(i).stat().st_mtime_ns for i in done} == mtimes
     lm = load_tiny(task, models[task].parent)
     assert_same_index(VectorIndex.load(out), build_index(lm, task, world_docs(task, n), batch_size=2))
-
-
-def test_accelerate_launch_two_cpu_processes_equals_single(models, tmp_path):
-    """`accelerate launch --multi_gpu` runs torchrun; on a CPU-only machine its processes use gloo.
-    (`--cpu` would start one process: accelerate expects MPI for several CPU processes.)"""
-    if shutil.which("accelerate") is None and not (Path(sys.executable).parent / "accelerate").exists():
-        pytest.skip("accelerate's launcher is not installed")
-    task, model = "single-hop", models["single-hop"]
-    common = ["--limit", "9", "--shard-size", "2", "--batch-size", "2", "--device", "cpu"]
-    single, launched = tmp_path / "one", tmp_path / "two"
-    launcher = Path(sys.executable).parent / "accelerate"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen(
-        [str(launcher) if launcher.exists() else "accelerate", "launch", "--multi_gpu", "--num_processes", "2",
-         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-         "-m", "index_builder", "world", str(WORLD), "--task", task, "--model", str(model), "--out", str(launched),
-         "--quiet", *common, "--keep-build"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    assert build_cli(["world", str(WORLD)], task, model, single, *common) == 0  # meanwhile, in this process
-    output = proc.communicate(timeout=300)[0].decode()
-    assert proc.returncode == 0, output
-    folder = BuildFolder(build_dir_for(launched))
-    assert {folder.vectors_info(i)["rank"] for i in range(5)} == {0, 1}, output
-    assert_same_index(VectorIndex.load(launched), VectorIndex.load(single))
