@@ -119,6 +119,40 @@ def test_multi_hop_documents_get_sentences():
     assert prepare_document(same, "single-hop") is same
 
 
+def test_cli_source_arguments(tmp_path):
+    from index_builder.__main__ import parser, source_arguments
+    from index_builder.sources.wikipedia import WikipediaCrawl, WikipediaTitles
+
+    args = parser().parse_args(["wikipedia", "--seeds", "Ada Lovelace, Charles Babbage", "--depth", "2",
+                                "--task", "multi-hop", "--out", str(tmp_path / "o")])
+    kw = source_arguments(args)
+    assert kw["seeds"] == ["Ada Lovelace", "Charles Babbage"] and kw["depth"] == 2
+    assert kw["mode"] == "paragraphs"  # multi-hop encodes sentences of paragraphs
+    assert isinstance(open_source("wikipedia", **kw), WikipediaCrawl)  # built without any request
+    titles = tmp_path / "titles.txt"
+    titles.write_text("# physicists\nMarie Curie\n\nNiels Bohr\n")
+    args = parser().parse_args(["wikipedia", "--titles", str(titles), "--lang", "fr", "--task", "entity-linking",
+                                "--out", str(tmp_path / "o")])
+    kw = source_arguments(args)
+    assert kw["titles"] == ["Marie Curie", "Niels Bohr"] and kw["language"] == "fr" and kw["mode"] == "pages"
+    assert isinstance(open_source("wikipedia", **kw), WikipediaTitles)
+    args = parser().parse_args(["parquet", "dumps/*.parquet", "--task", "single-hop", "--out", "o"])
+    assert source_arguments(args)["mode"] == "pages" and source_arguments(args)["paths"][0].endswith("dumps/*.parquet")
+
+
+def test_jsonl_paragraphs_are_split_into_sentences_for_multi_hop(models, tmp_path):
+    corpus = tmp_path / "c.jsonl"
+    corpus.write_text("".join(json.dumps({"id": f"p{i}", "title": f"Page {i}",
+                                          "text": f"Page {i} is a place. It has {i} rivers. It is old."}) + "\n"
+                              for i in range(5)))
+    out = tmp_path / "idx"
+    assert build_cli(["jsonl", str(corpus)], "multi-hop", models["multi-hop"], out) == 0
+    idx = VectorIndex.load(out, protocol="multi-hop")
+    assert len(idx) == 5 and len(idx.vectors) == 15  # three sentences, three vectors a document
+    assert idx.documents[2].sentences == ["Page 2 is a place.", "It has 2 rivers.", "It is old."]
+    assert idx.documents[2].text == "Page 2 is a place. It has 2 rivers. It is old."
+
+
 # -- build, merge ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("task", ["entity-linking", "multi-hop"])
