@@ -14,43 +14,16 @@ import torch
 from onegen.baselines import (DEFAULT_RETRIEVER, BaselineError, PipelineEngine, PipelineRetriever, TwoPassQuery,
                               build_pipeline_index, compare, load_sentence_encoder, make_engine, retriever_for,
                               sentence_encoder_from_folder)
-from onegen.documents import Document
 from onegen.encode import build_index
 from onegen.engine import DecodeState, Engine, HiddenStateQuery, IndexRetriever, QueryContext, QueryVector
 from onegen.protocols import LK, QR
-from tiny import load_tiny
+from tiny import ENTITIES, PARAGRAPHS, PASSAGES
 
-PARAGRAPHS = [
-    Document.from_sentences("p-film", "Film A", ["Film A is a 1998 drama.", "It was directed by Ivo Brandel."]),
-    Document.from_sentences("p-ivo", "Ivo Brandel", ["Ivo Brandel is a director.", "He was born in Corvale."]),
-    Document.from_sentences("p-corvale", "Corvale", ["Corvale is a city in Velor.", "It has 120000 inhabitants."]),
-]
-ENTITIES = [
-    Document("Q90", "Paris", "Paris is an instance of city. It is described as \"capital of France\"."),
-    Document("Q220", "Rome", "Rome is an instance of city. It is described as \"capital of Italy\"."),
-    Document("Q1", "Ivo Brandel", "Ivo Brandel is an instance of human. It is described as \"a director\"."),
-]
-PASSAGES = [
-    Document("w1", "Corvale", "Corvale is a city in Velor. It has 120000 inhabitants."),
-    Document("w2", "Velor", "Velor is a country. Its capital is Corvale."),
-    Document("w3", "Ivo Brandel", "Ivo Brandel is a director born in Corvale."),
-]
 QUESTION = "Where was the director of Film A born?"
 SUB_1, SUB_2 = "First, who directed Film A?", " Ivo Brandel. Second, where was Ivo Brandel born?"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return {t: load_tiny(t, root) for t in ("multi-hop", "entity-linking", "single-hop")}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,35 +6,21 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from onegen import loading, registry
 from onegen.__main__ import main as cli
-from onegen.documents import Document
 from onegen.encode import build_index
 from onegen.engine import DoneEvent, Engine
 from onegen.render_text import render_events, render_trace
 from onegen.trace import Trace
 from scripted import el_script, multi_hop_script, script
-from tiny import build_tiny_model, load_tiny
+from tiny import ENTITIES as ALL_ENTITIES, PARAGRAPHS, build_tiny_model, load_tiny
 
-PARAGRAPHS = [
-    Document.from_sentences("p-film", "Film A", ["Film A is a 1998 drama.", "It was directed by Ivo Brandel."]),
-    Document.from_sentences("p-ivo", "Ivo Brandel", ["Ivo Brandel is a director.", "He was born in Corvale."]),
-    Document.from_sentences("p-corvale", "Corvale", ["Corvale is a city in Velor.", "It has 120000 inhabitants."]),
-]
-ENTITIES = [
-    Document("Q90", "Paris", "Paris is an instance of city. It is described as \"capital of France\"."),
-    Document("Q220", "Rome", "Rome is an instance of city. It is described as \"capital of Italy\"."),
-]
+ENTITIES = ALL_ENTITIES[:2]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

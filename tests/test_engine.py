@@ -12,44 +12,16 @@ import pytest
 import torch
 
 import onegen.engine as engine_mod
-from onegen.documents import Document
 from onegen.engine import (DecodeState, Engine, HiddenStateQuery, InputError, QueryContext, QueryVector,
                            RunSettings, Sampling, choose_token)
 from onegen.protocols import CONTINUE, LK, PARA_CLOSE, PARA_OPEN, QR
 from onegen.trace import SCHEMA, Trace, TraceFormatError
 from scripted import el_script, multi_hop_script, script, text_ids, tid
-from tiny import load_tiny
-
-PARAGRAPHS = [
-    Document.from_sentences("p-film", "Film A", ["Film A is a 1998 drama.", "It was directed by Ivo Brandel."]),
-    Document.from_sentences("p-ivo", "Ivo Brandel", ["Ivo Brandel is a director.", "He was born in Corvale."]),
-    Document.from_sentences("p-corvale", "Corvale", ["Corvale is a city in Velor.", "It has 120000 inhabitants."]),
-]
-ENTITIES = [
-    Document("Q90", "Paris", "Paris is an instance of city. It is described as \"capital of France\"."),
-    Document("Q220", "Rome", "Rome is an instance of city. It is described as \"capital of Italy\"."),
-    Document("Q1", "Ivo Brandel", "Ivo Brandel is an instance of human. It is described as \"a director\"."),
-]
-PASSAGES = [
-    Document("w1", "Corvale", "Corvale is a city in Velor. It has 120000 inhabitants."),
-    Document("w2", "Velor", "Velor is a country. Its capital is Corvale."),
-    Document("w3", "Ivo Brandel", "Ivo Brandel is a director born in Corvale."),
-]
+from tiny import ENTITIES, PARAGRAPHS, PASSAGES
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine run ~10x faster on one thread (no spin-waiting)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    return {t: load_tiny(t, root) for t in ("multi-hop", "entity-linking", "single-hop")}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Recorder:

@@ -29,14 +29,7 @@ def root(tmp_path_factory):
     return tmp_path_factory.mktemp("tiny-eval")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # A 64-wide model spends its time on thread hand-offs; one thread is several times faster
-    # on a shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,27 @@ from pathlib import Path
 
 import torch
 
+from onegen.documents import Document
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 LLAMA_FIXTURES = SHARED / "fixtures" / "llama2-tokenizers"
+
+# Tiny corpora shared by the engine, CLI, baseline and evaluation tests.
+PARAGRAPHS = [
+    Document.from_sentences("p-film", "Film A", ["Film A is a 1998 drama.", "It was directed by Ivo Brandel."]),
+    Document.from_sentences("p-ivo", "Ivo Brandel", ["Ivo Brandel is a director.", "He was born in Corvale."]),
+    Document.from_sentences("p-corvale", "Corvale", ["Corvale is a city in Velor.", "It has 120000 inhabitants."]),
+]
+ENTITIES = [
+    Document("Q90", "Paris", "Paris is an instance of city. It is described as \"capital of France\"."),
+    Document("Q220", "Rome", "Rome is an instance of city. It is described as \"capital of Italy\"."),
+    Document("Q1", "Ivo Brandel", "Ivo Brandel is an instance of human. It is described as \"a director\"."),
+]
+PASSAGES = [
+    Document("w1", "Corvale", "Corvale is a city in Velor. It has 120000 inhabitants."),
+    Document("w2", "Velor", "Velor is a country. Its capital is Corvale."),
+    Document("w3", "Ivo Brandel", "Ivo Brandel is a director born in Corvale."),
+]
 
 _CORPUS = [
     "Barack Obama was born in Honolulu. Where was the director of the film born?",
