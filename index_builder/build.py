@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from onegen.documents import Document, split_sentences
+from onegen.fsutil import publish, sha256_file
 from onegen.index import ANN, DOCUMENTS, MANIFEST, VECTORS, DocumentStore, IndexManifest, VectorIndex, read_manifest
 from onegen.protocols import TASKS, get_spec
 
@@ -527,7 +528,7 @@ def merge(build: str | os.PathLike, out: str | os.PathLike | None = None, *, kin
                                  dim=dim, count=n, documents=state.documents,
                                  multi_vector=get_spec(spec.task).vectors_per_sentence, build=build_info, kind=s.kind,
                                  created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        manifest.files = {f: {"size": (tmp / f).stat().st_size, "sha256": _sha256(tmp / f)} for f in files}
+        manifest.files = {f: {"size": (tmp / f).stat().st_size, "sha256": sha256_file(tmp / f)} for f in files}
         (tmp / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2, ensure_ascii=False))
         if ann is not None:
             # Measured through the index as it will be loaded (search parameters, re-ranking).
@@ -545,16 +546,6 @@ def merge(build: str | os.PathLike, out: str | os.PathLike | None = None, *, kin
     if not keep_build:
         shutil.rmtree(folder.path, ignore_errors=True)
     return out
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_vectors(folder: BuildFolder, state: BuildState, path: Path, n: int, dim: int) -> int:
@@ -606,22 +597,6 @@ def check_output_folder(out: Path) -> None:
         raise BuildError(f"{out} exists and is not an index folder; choose another --out")
     if (out / MANIFEST).exists():
         read_manifest(out)  # raises for a damaged manifest: better to stop than to replace blindly
-
-
-def publish(tmp: Path, out: Path) -> None:
-    """Rename a finished folder into place; an existing index is replaced only once the new one is whole."""
-    old = None
-    try:
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(tmp, out)
-    except BaseException:
-        if old is not None and old.exists() and not out.exists():
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # -- the whole build --------------------------------------------------------------------------------

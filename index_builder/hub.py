@@ -8,7 +8,6 @@ broken download never becomes an index folder. Apps take `hf://owner/name` direc
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -16,7 +15,9 @@ from pathlib import Path
 from onegen.hub import INDEX_FILES, HubRef, IndexFetchError, download_index, parse_hub_ref
 from onegen.index import ANN, MANIFEST, IndexLoadError, read_manifest
 
-from .build import check_output_folder, clean_stale, publish
+from onegen.fsutil import publish, sha256_file
+
+from .build import check_output_folder, clean_stale
 
 
 def index_files(folder: Path, *, verify: bool = False) -> list[str]:
@@ -30,20 +31,12 @@ def index_files(folder: Path, *, verify: bool = False) -> list[str]:
         if "size" in want and f.stat().st_size != want["size"]:
             raise IndexLoadError(f"index {folder} is corrupted: {name} has {f.stat().st_size} bytes, "
                                  f"the manifest says {want['size']}")
-        if verify and "sha256" in want and _sha256(f) != want["sha256"]:
+        if verify and "sha256" in want and sha256_file(f) != want["sha256"]:
             raise IndexLoadError(f"index {folder} is corrupted: {name} does not match its checksum")
         names.append(name)
     if manifest.kind != "flat" and ANN not in names:
         raise IndexLoadError(f"index {folder} is a {manifest.kind} index without {ANN}")
     return names
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def push(folder: str | os.PathLike, repo: str, *, private: bool = False, revision: str | None = None,

@@ -15,7 +15,6 @@ its exact vectors stay on disk, memory-mapped, and are read only to re-rank cand
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from .documents import Document
+from .fsutil import publish, sha256_file
 
 INDEX_SCHEMA = "onegen-index/1"
 MANIFEST, VECTORS, DOCUMENTS = "manifest.json", "vectors.safetensors", "documents.arrow"
@@ -98,14 +98,6 @@ class AnnIndex:
         else:
             sp = None
         return self.index.search(np.ascontiguousarray(q, dtype=np.float32), k, params=sp)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class DocumentStore:
@@ -303,7 +295,6 @@ class VectorIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
         tmp.chmod(0o755)  # mkdtemp makes it private; an index is read by whoever serves it
-        old: Path | None = None
         try:
             save_file({"vectors": self.vectors.to(dtype).contiguous(), "owners": self.owners.contiguous()},
                       str(tmp / VECTORS))
@@ -320,21 +311,12 @@ class VectorIndex:
             m.dtype = str(dtype).replace("torch.", "")
             m.multi_vector = len(self.vectors) != len(self.documents)
             m.created = m.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            m.files = {name: {"size": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)}
+            m.files = {name: {"size": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
                        for name in names}
             (tmp / MANIFEST).write_text(json.dumps(asdict(m), indent=2, ensure_ascii=False))
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
+            publish(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-            # Interrupted between the two renames: put the previous index back.
-            if old is not None and old.exists() and not path.exists():
-                os.replace(old, path)
             raise
         self.path = path
         return path
@@ -370,7 +352,7 @@ class VectorIndex:
             if "size" in want and want["size"] != size:
                 raise IndexLoadError(f"{where} is corrupted: {name} has {size} bytes, the manifest says {want['size']}")
             check = verify if verify is not None else size < 2 << 30
-            if check and "sha256" in want and _sha256(f) != want["sha256"]:
+            if check and "sha256" in want and sha256_file(f) != want["sha256"]:
                 raise IndexLoadError(f"{where} is corrupted: {name} does not match its checksum")
         try:
             from safetensors.torch import load_file

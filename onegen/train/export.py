@@ -3,7 +3,6 @@ tokenizer, `onegen_model.json`, and a model card. Loaded by onegen.loading like 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..fsutil import publish
 from ..loading import EMBEDDED_MANIFEST
 
 
@@ -45,13 +45,7 @@ def export_embedded(trainer, out: str | Path, card_extra: str = "") -> Path:
         (tmp / EMBEDDED_MANIFEST).write_text(json.dumps(manifest, indent=2))
         (tmp / "recipe.json").write_text(json.dumps(r.to_dict(), indent=2))
         (tmp / "README.md").write_text(model_card(r, trainer.step, card_extra))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        publish(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
