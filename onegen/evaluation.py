@@ -365,7 +365,12 @@ def _load_index(index: Any, engine, task: str):
     if isinstance(index, VectorIndex):
         return index
     if str(index).startswith("hf://"):
-        raise EvaluationError(f"index {index} is on the Hugging Face hub; download it to a folder and pass that")
+        from .hub import IndexFetchError, resolve_index_path
+
+        try:
+            index = resolve_index_path(str(index))  # downloaded once into the hub cache, as the app and `run` do
+        except (IndexFetchError, ValueError) as e:
+            raise EvaluationError(str(e)) from e
     if not Path(index).exists():
         raise EvaluationError(f"index folder {index} does not exist")
     return VectorIndex.load(index, protocol=task, model_fingerprint=engine.lm.fingerprint, dim=engine.lm.hidden_size)
