@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol, Sequence, Union
+from dataclasses import dataclass
+from typing import Iterator, Protocol, Sequence, Union
 
 import torch
 
@@ -22,8 +22,8 @@ from .encode import encode_documents
 from .index import VectorIndex
 from .loading import LoadedModel
 from .protocols import ResolvedProtocol, get_spec
-from .tokenization import Data, Literal, Token, template_parts
-from .trace import (Cost, Hit, Hop, LinkedEntity, Result, Retrieval, TokenRecord, Trace)
+from .tokenization import Token, template_parts
+from .trace import Cost, Hit, Hop, LinkedEntity, Retrieval, TokenRecord, Trace
 
 MAX_INPUT_CHARS = 20_000
 

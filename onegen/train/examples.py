@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from ..documents import Document, join_sentences
-from ..protocols import CONTINUE, LK, PARA_CLOSE, PARA_OPEN, QR, get_spec
-from ..tokenization import Data, Part, ProtocolTokenizer, Token, template_parts
+from ..documents import Document
+from ..protocols import CONTINUE, LK, QR, get_spec
+from ..tokenization import Part, ProtocolTokenizer, Token, template_parts
 
 IGNORE = -100
 ORDINALS = ("First", "Second", "Third", "Fourth", "Fifth")
@@ -42,6 +42,8 @@ class Corpus:
     docs: dict[str, Document] = field(default_factory=dict)
     by_name: dict[str, list[str]] = field(default_factory=dict)  # entity name -> EL keys
     by_type: dict[str, list[str]] = field(default_factory=dict)  # entity type -> EL keys
+    type_of: dict[str, str] = field(default_factory=dict)  # EL key -> entity type
+    paragraph_by_title: dict[str, str] = field(default_factory=dict)  # paragraph title -> multi-hop key
 
 
 class SequenceBuilder:
@@ -96,9 +98,11 @@ def load_corpus(world_dir: Path) -> Corpus:
         corpus.docs[key] = Document(id=e["id"], title=e["name"], text=descriptions[e["id"]])
         corpus.by_name.setdefault(e["name"], []).append(key)
         corpus.by_type.setdefault(e["type"], []).append(key)
+        corpus.type_of[key] = e["type"]
     for p in read_jsonl(world_dir / "paragraphs.jsonl"):
         doc = Document.from_sentences(p["id"], p["title"], p["sentences"])
         corpus.docs[f"multi-hop|{p['id']}"] = doc
+        corpus.paragraph_by_title[p["title"]] = f"multi-hop|{p['id']}"
         corpus.docs[f"single-hop|{p['id']}"] = Document(id=p["id"], title=p["title"], text=doc.text)
     return corpus
 
@@ -128,20 +132,13 @@ def entity_linking_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, r
 def entity_negatives(key: str, name: str, corpus: Corpus, rng, n: int) -> list[str]:
     """Entities sharing the mention's name first (the ambiguity linking must resolve), then same type."""
     same_name = [k for k in corpus.by_name.get(name, []) if k != key]
-    etype_keys = corpus.by_type.get(_entity_type(corpus, key), [])
+    etype_keys = corpus.by_type.get(corpus.type_of.get(key, ""), [])
     out = same_name[:n]
     while len(out) < n and etype_keys:
         k = rng.choice(etype_keys)
         if k != key and k not in out:
             out.append(k)
     return out
-
-
-def _entity_type(corpus: Corpus, key: str) -> str:
-    for t, keys in corpus.by_type.items():
-        if key in keys:
-            return t
-    return ""
 
 
 def multi_hop_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, n_neg: int) -> QuerySample:
@@ -178,12 +175,7 @@ def _lower_first_word(q: str) -> str:
 
 
 def _context_keys(item: dict, corpus: Corpus) -> list[str]:
-    return [k for title, _ in item["context"] if (k := corpus_title_key(corpus, title))]
-
-
-def corpus_title_key(corpus: Corpus, title: str) -> str | None:
-    index = corpus.__dict__.setdefault("_mh_title", {d.title: k for k, d in corpus.docs.items() if k.startswith("multi-hop|")})
-    return index.get(title)
+    return [k for title, _ in item["context"] if (k := corpus.paragraph_by_title.get(title))]
 
 
 def single_hop_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, n_neg: int) -> QuerySample:
@@ -211,7 +203,3 @@ def load_task_items(world_dir: Path, task: str) -> list[dict]:
         return [x for x in read_jsonl(world_dir / "entity_linking.jsonl") if x["labels"]]
     name = {"multi-hop": "multihop.json", "single-hop": "singlehop.json"}[task]
     return json.loads((world_dir / name).read_text())
-
-
-def paragraph_text(sentences: list[str]) -> str:
-    return join_sentences(sentences)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..encode import document_prompt
-from ..loading import apply_new_token_rows, ensure_base, load_tokenizer
+from ..loading import ensure_base, load_tokenizer
 from ..protocols import get_spec
 from ..tokenization import ProtocolTokenizer
 from .examples import BUILDERS, IGNORE, Corpus, QuerySample, load_corpus, load_task_items
