@@ -511,6 +511,22 @@ def load_dataset(path: str | Path, task: str | None = None, *, skip_bad: bool = 
     return _load(path, name, parse, skip_bad, items)
 
 
+def parse_example(task: str, item: Mapping[str, Any], index: int = 0) -> Any:
+    """One item of `task` (a dict in the task's file format) as its example class. A result line
+    keeps its test item's fields, so this also reads the example back out of a result line.
+    Raises ValueError with the field and the problem."""
+    name = _normalize_task(task)
+    if not isinstance(item, Mapping):
+        raise ValueError(f"item {index} is a {_type_name(item)}, not a JSON object")
+    parse = {"entity-linking": _parse_el, "single-hop": _parse_single_hop,
+             "multi-hop": lambda it, i: _parse_multihop(it, i, {})}[name]
+    try:
+        return parse(dict(item), index)
+    except _ItemError as e:
+        where = f" field {e.field!r}" if e.field else ""
+        raise ValueError(f"item {index}{where}: {e.problem}") from None
+
+
 # ---------------------------------------------------------------------------
 # Result lines for the authors' scoring scripts
 # ---------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .datasets import ELExample, MultiHopExample, SingleHopExample, el_result_line, qa_result_line
 from .documents import Document
@@ -326,7 +326,7 @@ class ResultFile:
 
 
 # Settings that must match for a resumed file to be one consistent run.
-_RUN_KEYS = ("task", "model_fingerprint", "candidates", "index", "control", "top_k")
+_RUN_KEYS = ("task", "mode", "model_fingerprint", "candidates", "index", "control", "top_k")
 
 
 def _check_same_run(line: Mapping[str, Any], run: Mapping[str, Any], path: Path) -> None:
@@ -379,14 +379,16 @@ def _load_index(index: Any, engine, task: str):
 def evaluate(engine_or_model: Any, task: str, examples: Sequence[Any], *, index: Any = None,
              candidates: str = "context", out: str | Path | None = None, limit: int | None = None,
              top_k: int = 5, control: str | None = None, progress: bool = True, seed: int = 0,
-             settings: Any = None, retry_errors: bool = False) -> EvaluationReport:
+             settings: Any = None, retry_errors: bool = False,
+             on_progress: Callable[[int, int], None] | None = None) -> EvaluationReport:
     """Run `examples` (from `onegen.datasets.load_dataset`) through the engine and score them.
 
     `engine_or_model`: an Engine, a LoadedModel, or a model name/folder (None: the default).
     `index`: a VectorIndex or an index folder (None: the registry's default for the model), used
     for entity linking and for `candidates="index"`. `out`: result jsonl, resumed when it exists.
     `settings`: a RunSettings (its top_k is replaced by `top_k`). `retry_errors`: redo examples
-    whose line holds an error instead of keeping them.
+    whose line holds an error instead of keeping them. `on_progress(done, total)` is called
+    before the first example and after each one (done counts examples already in `out`).
     """
     from .engine import RunSettings
 
@@ -411,7 +413,8 @@ def evaluate(engine_or_model: Any, task: str, examples: Sequence[Any], *, index:
     idx = _load_index(index, engine, task) if mode == "index" else None
     title_counts = title_counts_of(idx) if task == "entity-linking" else None
     lk_id = lm.protocol(task).query_id if task == "entity-linking" else None
-    run_info = {"task": task, "model": lm.name, "model_fingerprint": lm.fingerprint, "candidates": mode,
+    run_info = {"task": task, "mode": engine.query_encoder.name, "model": lm.name,
+                "model_fingerprint": lm.fingerprint, "candidates": mode,
                 "index": None if idx is None else (str(idx.path) if idx.path else "in-memory"),
                 "control": control, "seed": seed, "top_k": top_k}
 
@@ -441,6 +444,9 @@ def evaluate(engine_or_model: Any, task: str, examples: Sequence[Any], *, index:
             _note(progress, f"{outside} line(s) of {result_file.path} are not in this selection; not scored")
 
     todo = [(k, ex) for k, ex in zip(keys, examples) if k not in done]
+    finished_before = len(keys) - len(todo)
+    if on_progress is not None:
+        on_progress(finished_before, len(keys))
     new: dict[str, ExampleRecord] = {}
     errors = 0
     with contextlib.ExitStack() as stack:
@@ -455,6 +461,8 @@ def evaluate(engine_or_model: Any, task: str, examples: Sequence[Any], *, index:
             errors += rec.error is not None
             bar.update(1)
             bar.set_postfix(errors=errors)
+            if on_progress is not None:
+                on_progress(finished_before + len(new), len(keys))
 
     records = []
     for key, ex in zip(keys, examples):
@@ -469,7 +477,7 @@ def evaluate(engine_or_model: Any, task: str, examples: Sequence[Any], *, index:
 def _run_one(engine, task: str, key: str, ex: Any, *, mode: str, index: Any, control: str | None, seed: int,
              settings: Any, title_counts: Mapping[str, int] | None, lk_id: int | None,
              run_info: dict[str, Any]) -> ExampleRecord:
-    from .engine import IndexRetriever
+    from .baselines import retriever_for
 
     text = example_input(task, ex)
     t0 = time.perf_counter()
@@ -478,8 +486,9 @@ def _run_one(engine, task: str, key: str, ex: Any, *, mode: str, index: Any, con
     try:
         retriever, cands = None, None
         if mode == "index":
+            # The pipeline searches its own retriever's vectors of the same documents.
             retriever = (RandomRetriever(index, seed=f"{seed}:{key}", label=f"random from {run_info['index']}")
-                         if control else IndexRetriever(index))
+                         if control else retriever_for(engine, task, index=index))
         else:
             docs = context_documents(task, ex)
             if control and docs:

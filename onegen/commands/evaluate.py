@@ -30,6 +30,10 @@ def add_arguments(p) -> None:
     p.add_argument("--top-k", type=int, default=5, help="hits kept per retrieval (default 5)")
     p.add_argument("--control", choices=("random-paragraph",),
                    help="replace every retrieval by random documents from the same pool")
+    p.add_argument("--mode", choices=("onegen", "two-pass", "pipeline"), default="onegen",
+                   help="onegen (default), or a baseline: two-pass (the same model re-encodes each query) or "
+                        "pipeline (a separate sentence encoder retrieves); compare the result files in the app")
+    p.add_argument("--retriever", help="the pipeline's sentence encoder (default: the offline all-MiniLM-L6-v2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random control (default 0)")
     p.add_argument("--max-new-tokens", type=int, help="generation limit (default: the protocol's)")
     p.add_argument("--retry-errors", action="store_true", help="redo examples whose line in --out holds an error")
@@ -41,7 +45,8 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     from ..datasets import DatasetFormatError, load_dataset
-    from ..engine import Engine, RunSettings
+    from ..baselines import BaselineError, make_engine
+    from ..engine import RunSettings
     from ..evaluation import EvaluationError, evaluate
     from ..index import IndexLoadError
     from ..loading import ModelLoadError, load_model
@@ -70,12 +75,18 @@ def main(args) -> int:
     except (ModelLoadError, MissingTokenError, OSError, ValueError) as e:
         return _fail(str(e))
     settings = RunSettings(max_new_tokens=args.max_new_tokens)
+    if args.retriever and args.mode != "pipeline":
+        return _fail("--retriever applies to --mode pipeline only")
     try:
-        report = evaluate(Engine(lm), args.task, list(data.examples)[::args.stride], index=args.index,
+        engine = make_engine(lm, args.mode, args.retriever)
+    except (BaselineError, OSError, ValueError) as e:
+        return _fail(str(e))
+    try:
+        report = evaluate(engine, args.task, list(data.examples)[::args.stride], index=args.index,
                           candidates=args.candidates or ("index" if args.task == "entity-linking" else "context"),
                           out=args.out, limit=args.limit, top_k=args.top_k, control=args.control,
                           progress=not args.quiet, seed=args.seed, settings=settings, retry_errors=args.retry_errors)
-    except (EvaluationError, IndexLoadError) as e:
+    except (EvaluationError, IndexLoadError, BaselineError) as e:
         return _fail(str(e))
     metrics = {"data": str(args.data), **report.metrics}
     if report.out is not None:

@@ -1,0 +1,189 @@
+"""Reading result files back, filtering them, comparing two runs, exporting subsets
+(onegen/results.py, behind the app's error browser). Runs are real engine runs of a tiny random
+model whose token choices are scripted (tests/scripted.py)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from onegen.datasets import load_dataset
+from onegen.evaluation import evaluate
+from onegen.results import (ResultFileError, category_choices, compare_results, export_lines, headline,
+                            load_results, outcome_of, select, summarize)
+import torch
+
+from onegen.engine import DecodeState
+from onegen.protocols import QR
+from scripted import text_ids, tid
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CONTEXT = [["Film A", ["Film A is a 1998 drama.", " It was directed by Ivo Brandel."]],
+           ["Ivo Brandel", ["Ivo Brandel is a director.", " He was born in Corvale."]],
+           ["Velor", ["Velor is a country.", " Its capital is Corvale."]]]
+FACTS = [["Film A", 1], ["Ivo Brandel", 1]]
+
+
+def item(id_, answer, question="Where was the director of Film A born?"):
+    return {"_id": id_, "type": "bridge", "question": question, "answer": answer, "context": CONTEXT,
+            "supporting_facts": FACTS}
+
+
+def script_every_run(mp, lm, ids):
+    """Each run (each DecodeState) writes `ids`, then EOS."""
+    vocab, eos = lm.lm_head.out_features, lm.tokenizer.eos_token_id
+
+    def logits(state, hidden_last):
+        n = getattr(state, "_script_step", 0)
+        state._script_step = n + 1
+        out = torch.zeros(vocab)
+        out[ids[n] if n < len(ids) else eos] = 100.0
+        return out
+
+    mp.setattr(DecodeState, "logits", logits)
+
+
+def answering(lm, answer):
+    t = lambda s: text_ids(lm, "multi-hop", s)  # noqa: E731
+    qr = tid(lm, QR)
+    return (t("First, who directed Film A?") + [qr] + t(" Ivo Brandel. Second, where was he born?") + [qr]
+            + t(f" {answer}. <FINAL-ANSWER>{answer}</FINAL-ANSWER>"))
+
+
+@pytest.fixture(scope="module")
+def runs(models, tmp_path_factory):
+    """Two result files of the same three questions: A answers "Corvale" (right, right, wrong),
+    B answers "Velor" (wrong, wrong, right)."""
+    root = tmp_path_factory.mktemp("results")
+    data = root / "dev.json"
+    data.write_text(json.dumps([item("q1", "Corvale"), item("q2", "Corvale", "Who was born in Corvale?"),
+                                item("q3", "Velor")]))
+    examples = list(load_dataset(data, "multi-hop").examples)
+    lm = models["multi-hop"]
+    out = {}
+    mp = pytest.MonkeyPatch()
+    try:
+        for name, answer in (("a", "Corvale"), ("b", "Velor")):
+            script_every_run(mp, lm, answering(lm, answer))
+            out[name] = evaluate(lm, "multi-hop", examples, candidates="context", out=root / f"{name}.jsonl",
+                                 top_k=2, progress=False)
+    finally:
+        mp.undo()
+    return out
+
+
+def test_a_result_file_reads_back_with_the_metrics_evaluate_printed(runs):
+    report = runs["a"]
+    results = load_results(report.out)
+    assert results.task == "multi-hop" and results.run["mode"] == "onegen" and results.skipped == []
+    assert [r.key for r in results.records] == ["q1", "q2", "q3"]
+    for key in ("em", "f1", "match", "retrieval", "error_categories", "examples"):
+        assert results.metrics[key] == report.metrics[key]
+    assert headline(results) == ("EM", pytest.approx(2 / 3))
+    assert [outcome_of(r) for r in results.records] == ["right", "right", "wrong"]
+    row = summarize("multi-hop", results.records[2])
+    assert (row.key, row.prediction, row.gold, row.outcome) == ("q3", "Corvale", "Velor", "wrong")
+    assert row.categories  # a wrong example says why
+
+
+def test_filters_by_outcome_category_and_text(runs):
+    results = load_results(runs["a"].out)
+    assert [r.key for r in select(results, outcome="right")] == ["q1", "q2"]
+    assert [r.key for r in select(results, outcome="error")] == []
+    assert [r.key for r in select(results, contains="BORN IN corvale")] == ["q2"]
+    assert [r.key for r in select(results, contains="q3")] == ["q3"]
+    (name, n), = [c for c in category_choices(results) if c[0] in {c.name for c in results.records[2].categories}][:1]
+    assert n == 1 and [r.key for r in select(results, category=name)] == ["q3"]
+    assert select(results, outcome="wrong", contains="q1") == []
+    with pytest.raises(ValueError, match="outcome"):
+        select(results, outcome="bad")
+
+
+def test_two_runs_compared_example_by_example(runs):
+    a, b = load_results(runs["a"].out), load_results(runs["b"].out)
+    diff = compare_results(a, b)
+    assert diff.shared == ["q1", "q2", "q3"] and diff.only_a == diff.only_b == []
+    assert [f.key for f in diff.fixed] == ["q3"] and [f.key for f in diff.broken] == ["q1", "q2"]
+    assert diff.both_right == diff.both_wrong == 0
+    assert diff.metrics["em"] == (pytest.approx(2 / 3), pytest.approx(1 / 3))
+    broke = diff.broken[0]
+    assert (broke.a, broke.b) == ("right", "wrong") and broke.gained and not broke.lost
+    # The same documents were retrieved (same script, same candidates): the answer changed, not retrieval.
+    assert broke.retrieval == ""
+
+
+def test_comparison_uses_only_shared_examples_and_refuses_mismatches(runs, tmp_path):
+    a = load_results(runs["a"].out)
+    part = tmp_path / "part.jsonl"
+    export_lines(select(load_results(runs["b"].out), contains="q3"), part)
+    diff = compare_results(a, load_results(part))
+    assert diff.shared == ["q3"] and diff.only_a == ["q1", "q2"]
+    assert diff.metrics["em"] == (0.0, 1.0)
+
+    other = tmp_path / "other.jsonl"
+    line = json.loads(runs["a"].out.read_text().splitlines()[0])
+    line["onegen"]["key"] = "zz"
+    other.write_text(json.dumps(line) + "\n")
+    with pytest.raises(ResultFileError, match="share no example"):
+        compare_results(a, load_results(other))
+
+
+def test_export_writes_the_original_lines(runs, tmp_path):
+    results = load_results(runs["a"].out)
+    n = export_lines(select(results, outcome="right"), tmp_path / "right.jsonl")
+    original = runs["a"].out.read_text().splitlines()[:2]
+    assert n == 2 and [json.loads(x) for x in (tmp_path / "right.jsonl").read_text().splitlines()] == \
+        [json.loads(x) for x in original]
+
+
+def test_damaged_and_foreign_files(runs, tmp_path):
+    lines = runs["a"].out.read_text().splitlines()
+    damaged = tmp_path / "damaged.jsonl"
+    damaged.write_text("\n".join([lines[0], "{not json", lines[1], lines[1], lines[2][:50]]) + "\n")
+    results = load_results(damaged)
+    assert [r.key for r in results.records] == ["q1", "q2"]
+    assert len(results.skipped) == 3 and any("again" in s for s in results.skipped)
+
+    foreign = tmp_path / "data.jsonl"
+    foreign.write_text(json.dumps({"text": "a sentence", "labels": []}) + "\n")
+    with pytest.raises(ResultFileError, match="no result lines"):
+        load_results(foreign)
+    with pytest.raises(ResultFileError, match="cannot read"):
+        load_results(tmp_path / "missing.jsonl")
+    binary = tmp_path / "bin.jsonl"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ResultFileError, match="UTF-8"):
+        load_results(binary)
+
+    mixed = tmp_path / "mixed.jsonl"
+    other = json.loads(lines[1])
+    other["onegen"]["run"]["task"] = "single-hop"
+    mixed.write_text(lines[0] + "\n" + json.dumps(other) + "\n")
+    with pytest.raises(ResultFileError, match="one file holds one run"):
+        load_results(mixed)
+
+
+def test_progress_callback_and_the_mode_in_the_run(models, runs, tmp_path, monkeypatch):
+    from onegen.baselines import make_engine
+    from onegen.evaluation import EvaluationError
+
+    lm = models["multi-hop"]
+    examples = [r.example for r in load_results(runs["a"].out).records]
+    calls = []
+    evaluate(lm, "multi-hop", examples, candidates="context", out=runs["a"].out, top_k=2, progress=False,
+             on_progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(3, 3)]  # all resumed: one call, nothing run
+    with pytest.raises(EvaluationError, match="mode"):  # a baseline never resumes a OneGen file
+        evaluate(make_engine(lm, "two-pass"), "multi-hop", examples, candidates="context", out=runs["a"].out,
+                 top_k=2, progress=False)
+    script_every_run(monkeypatch, lm, answering(lm, "Corvale"))
+    calls.clear()
+    report = evaluate(make_engine(lm, "two-pass"), "multi-hop", examples[:2], candidates="context",
+                      out=tmp_path / "two.jsonl", top_k=2, progress=False,
+                      on_progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 2), (1, 2), (2, 2)]
+    two = load_results(report.out)
+    assert two.run["mode"] == "two-pass" and all(r.trace.mode == "two-pass" for r in two.records)
+    diff = compare_results(load_results(runs["a"].out), two)
+    assert diff.flips == [] and diff.both_right == 2  # same model, same documents: same answers
