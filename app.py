@@ -17,7 +17,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 
 import argparse
 import logging
+import queue
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +28,11 @@ from types import SimpleNamespace
 import gradio as gr
 
 from onegen import render_html as R
-from onegen.app_state import EXAMPLES_DIR, MAX_INPUT_CHARS, MAX_TOP_K, AppConfig, AppError, AppState
+from onegen import render_results as RR
+from onegen.app_state import (EXAMPLES_DIR, MAX_DATASET_EXAMPLES, MAX_INPUT_CHARS, MAX_TOP_K, AppConfig, AppError,
+                              AppState)
+from onegen.results import (OUTCOMES, ResultFileError, ResultSet, category_choices, compare_results, export_lines,
+                            load_results, select)
 from onegen.engine import DoneEvent, RetrievalEvent, TokenEvent
 from onegen.protocols import TASKS
 from onegen.trace import Trace, TraceFormatError
@@ -36,7 +42,10 @@ log = logging.getLogger("onegen.app")
 TASK_CHOICES = [(R.TASK_LABELS[t], t) for t in TASKS]
 STREAM_EVERY_S = 0.15  # at most ~7 page updates a second while tokens stream
 MAX_TRACE_UPLOAD = 10 * 1024 * 1024
+MAX_UPLOAD = "100mb"  # dataset and result files; a trace is refused past MAX_TRACE_UPLOAD
 _TRACE_DIR = Path(tempfile.mkdtemp(prefix="onegen-traces-"))
+_RESULT_DIR = Path(tempfile.mkdtemp(prefix="onegen-results-"))  # the error browser's runs (resumable)
+_EXPORT_DIR = Path(tempfile.mkdtemp(prefix="onegen-exports-"))
 
 
 def on_gpu(fn):
@@ -49,6 +58,10 @@ def on_gpu(fn):
     return spaces.GPU(duration=120)(fn)
 
 
+class _Stopped(Exception):
+    """Raised in an evaluation's progress callback to end it after the current example."""
+
+
 def _readable(e: Exception) -> str:
     if isinstance(e, AppError):
         return str(e)
@@ -56,13 +69,17 @@ def _readable(e: Exception) -> str:
     return f"Something went wrong ({type(e).__name__}). The model and indexes stay loaded; try again."
 
 
-def _write_trace(trace: Trace) -> str:
-    """A trace JSON file for the download button; files older than an hour are pruned."""
+def _download_path(folder: Path, stem: str, suffix: str) -> Path:
+    """A fresh file name for a download button; files older than an hour are pruned."""
     now = time.time()
-    for old in _TRACE_DIR.glob("*.json"):
+    for old in folder.glob("*" + suffix):
         if now - old.stat().st_mtime > 3600:
             old.unlink(missing_ok=True)
-    path = _TRACE_DIR / f"onegen-trace-{trace.task}-{uuid.uuid4().hex[:8]}.json"
+    return folder / f"{stem}-{uuid.uuid4().hex[:8]}{suffix}"
+
+
+def _write_trace(trace: Trace) -> str:
+    path = _download_path(_TRACE_DIR, f"onegen-trace-{trace.task}", ".json")
     path.write_text(trace.to_json(indent=1), encoding="utf-8")
     return str(path)
 
@@ -252,6 +269,162 @@ def build_demo(app: AppState) -> gr.Blocks:
         return (*browse, doc.title, gr.Radio(choices=[(f"{doc.title}  [{doc.id}]", row)], value=row),
                 show_document(b_task, row, 5))
 
+    # -- Error browser ----------------------------------------------------------------------------
+    def trace_views(trace: Trace | None):
+        """(cost, timeline, steps, detail, result, trace) of a panel showing a finished trace."""
+        if trace is None:
+            blank = Trace("", "", {}, "", "", [])
+            return (R.cost_html(blank), R.timeline_html([], []), gr.Radio(choices=[], value=None),
+                    R.step_html(None, ""), R.message_html("This example has no trace (the engine raised).", "warn"),
+                    None)
+        links = links_for(trace)
+        return (*views(trace, None, links), R.result_html(trace, links), trace)
+
+    def empty_trace_views():
+        return (*trace_views(Trace("", "", {}, "", "", []))[:4], "", None)
+
+    def pick_bundled(names: dict[str, Path], choice) -> Path:
+        # Only names the server listed open: the page cannot ask for any other path.
+        if choice not in names:
+            raise AppError("Pick one of the listed files.")
+        return names[choice]
+
+    def open_results(choice, upload) -> ResultSet:
+        path = Path(upload) if upload else pick_bundled(app.bundled_results(), choice)
+        try:
+            return load_results(path)
+        except ResultFileError as e:
+            raise AppError(str(e)) from e
+
+    def show_results(results: ResultSet, note: str = ""):
+        """Status, metrics, filters reset, table, export hidden, example view cleared, states."""
+        cats = [(f"{c} ({n})", c) for c, n in category_choices(results)]
+        rows = select(results)
+        status = note or f"Opened {results.path.name}: {len(results.records)} examples."
+        return (R.message_html(status, "ok"), RR.metrics_html(results), gr.Radio(value="all"),
+                gr.Dropdown(choices=[("any category", "")] + cats, value=""), "",
+                *table_update(results, rows), "", *empty_trace_views(), results)
+
+    def table_update(results: ResultSet, rows):
+        shown = RR.table_rows(results.task, rows)
+        more = (f"Showing the first {len(shown):,} of {len(rows):,}; the export takes all of them."
+                if len(rows) > len(shown) else f"{len(rows):,} example{'s' if len(rows) != 1 else ''}.")
+        return (gr.Dataframe(value=shown or [[""] * len(RR.ROW_HEADERS)], headers=RR.ROW_HEADERS),
+                [r.key for r in rows[: len(shown)]], R.message_html(more),
+                gr.DownloadButton(visible=bool(rows)))
+
+    results_outputs_n = 17  # what show_results returns
+
+    def load_results_file(choice, upload):
+        try:
+            return show_results(open_results(choice, upload))
+        except AppError as e:
+            return (R.message_html(str(e), "error"), *[gr.skip()] * (results_outputs_n - 1))
+
+    def run_dataset(choice, upload, task, candidates, limit, top_k):
+        """Stream progress while a dataset runs in a worker; Stop (or leaving) ends it after the
+        current example, and the same request again resumes from the result file."""
+        skip = [gr.skip()] * (results_outputs_n - 1)
+        try:
+            data = Path(upload) if upload else pick_bundled(app.bundled_datasets(), choice)
+        except AppError as e:
+            yield (R.message_html(str(e), "error"), *skip)
+            return
+        updates: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        outcome: dict = {}
+
+        def progress(done: int, total: int) -> None:
+            updates.put((done, total))
+            if stop.is_set():
+                raise _Stopped()
+
+        def work():
+            try:
+                outcome["report"], outcome["out"] = app.evaluate_file(
+                    data, None if task == "auto" else task, candidates=candidates, limit=int(limit),
+                    top_k=int(top_k), out_dir=_RESULT_DIR, on_progress=progress)
+            except _Stopped:
+                outcome["stopped"] = True
+            except Exception as e:  # noqa: BLE001 - shown as a message; the app stays up
+                outcome["error"] = e
+            finally:
+                updates.put(None)
+
+        loading = "Loading the model (first run only)..." if not app.model_loaded else "Starting..."
+        yield (R.message_html(loading), *skip)
+        worker = threading.Thread(target=work, name="onegen-evaluate", daemon=True)
+        worker.start()
+        try:
+            t0 = time.monotonic()
+            while (item := updates.get()) is not None:
+                done, total = item
+                eta = ""
+                if done and done < total:
+                    eta = f", about {(time.monotonic() - t0) / done * (total - done):.0f} s left"
+                yield (R.progress_html(done, total, f"{done} of {total} examples{eta}"), *skip)
+        finally:
+            stop.set()  # a cancelled page stops the worker after its current example
+        if "error" in outcome:
+            yield (R.message_html(_readable(outcome["error"]), "error"), *skip)
+            return
+        report, out = outcome["report"], outcome["out"]
+        results = ResultSet(path=out, task=report.task, run=report.records[0].line["onegen"]["run"],
+                            records=report.records, metrics=report.metrics)
+        resumed = report.metrics.get("resumed", 0)
+        note = (f"Ran {len(report.records)} examples of {data.name if not upload else 'the uploaded file'}"
+                + (f" ({resumed} resumed from an earlier run)" if resumed else "") + ".")
+        yield show_results(results, note)
+
+    def filter_rows(results: ResultSet | None, outcome, category, contains):
+        if results is None:
+            return gr.skip(), [], R.message_html("Open a result file or run a dataset first.", "warn"), gr.skip()
+        return table_update(results, select(results, outcome=outcome or "all", category=category or None,
+                                            contains=contains))
+
+    def open_example(results: ResultSet | None, keys, evt: gr.SelectData):
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if results is None or not isinstance(row, int) or not 0 <= row < len(keys or []):
+            return ("", *empty_trace_views())
+        rec = results.by_key().get(keys[row])
+        if rec is None:
+            return ("", *empty_trace_views())
+        return (RR.example_html(results.task, rec), *trace_views(rec.trace))
+
+    def export_rows(results: ResultSet | None, outcome, category, contains):
+        if results is None:
+            return gr.DownloadButton(visible=False)
+        rows = select(results, outcome=outcome or "all", category=category or None, contains=contains)
+        path = _download_path(_EXPORT_DIR, f"{results.path.stem}-{outcome or 'all'}", ".jsonl")
+        export_lines(rows, path)
+        return gr.DownloadButton(value=str(path), visible=True)
+
+    def compare_with(results: ResultSet | None, choice, upload):
+        none = (gr.Dataframe(value=[[""] * len(RR.FLIP_HEADERS)]), [], None)
+        if results is None:
+            return (R.message_html("Open a result file (A) first.", "warn"), *none)
+        try:
+            other = open_results(choice, upload)
+            cmp = compare_results(results, other)
+        except (AppError, ResultFileError) as e:
+            return (R.message_html(str(e), "error"), *none)
+        flips = cmp.flips
+        rows = RR.flip_rows(flips) or [[""] * len(RR.FLIP_HEADERS)]
+        return (RR.comparison_html(cmp), gr.Dataframe(value=rows, headers=RR.FLIP_HEADERS),
+                [f.key for f in flips[: RR.MAX_ROWS]], other)
+
+    def open_flip(results: ResultSet | None, other: ResultSet | None, keys, evt: gr.SelectData):
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if results is None or other is None or not isinstance(row, int) or not 0 <= row < len(keys or []):
+            return (*["", *empty_trace_views()] * 2,)
+        key = keys[row]
+        a, b = results.by_key().get(key), other.by_key().get(key)
+        out = []
+        for rs, rec in ((results, a), (other, b)):
+            out += ([RR.example_html(rs.task, rec), *trace_views(rec.trace)] if rec is not None
+                    else ["", *empty_trace_views()])
+        return tuple(out)
+
     # -- API --------------------------------------------------------------------------------------
     # The endpoints return the Trace as a JSON string: as a dict, its `index.path` would look like
     # a file to gradio and its client.
@@ -318,6 +491,72 @@ def build_demo(app: AppState) -> gr.Blocks:
                 b_matches = gr.Radio(label="Matches", choices=[], interactive=True, elem_id="browse-matches")
                 b_doc = gr.HTML(elem_id="browse-doc")
 
+            with gr.Tab("Error browser", id="errors"):
+                gr.Markdown("Score a dataset with the loaded model, or open a finished result file "
+                            "(`python -m onegen evaluate --out FILE`), then filter the examples and open any "
+                            "one in the step-by-step view. Compare two result files to see which examples flipped.")
+                with gr.Row(equal_height=False):
+                    with gr.Column():
+                        gr.Markdown("#### Open a result file")
+                        e_bundled = gr.Dropdown(label="Bundled results (held-out world, embedded model)",
+                                                choices=list(app.bundled_results()),
+                                                value=None, elem_id="errors-bundled")
+                        e_upload = gr.File(label="or upload a result .jsonl", file_types=[".jsonl"], type="filepath",
+                                           elem_id="errors-upload")
+                        e_open = gr.Button("Open", elem_id="errors-open")
+                    with gr.Column():
+                        gr.Markdown("#### Or run a dataset")
+                        e_data = gr.Dropdown(label="Bundled datasets (held-out world)",
+                                             choices=list(app.bundled_datasets()), value=None,
+                                             elem_id="errors-data")
+                        e_data_upload = gr.File(label="or upload EL jsonl / HotpotQA / 2Wiki / Self-RAG file",
+                                                file_types=[".json", ".jsonl"], type="filepath")
+                        with gr.Row():
+                            e_task = gr.Dropdown([("detect from the file", "auto")] + TASK_CHOICES, value="auto",
+                                                 label="Task")
+                            e_cands = gr.Radio([("the task's index", "index"), ("each question's context", "context")],
+                                               value="index", label="QA candidates")
+                        with gr.Row():
+                            e_limit = gr.Slider(1, MAX_DATASET_EXAMPLES, value=10, step=1, label="First N examples")
+                            e_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Top-k")
+                        with gr.Row():
+                            e_run = gr.Button("Run dataset", variant="primary", scale=3, elem_id="errors-run")
+                            e_stop = gr.Button("Stop", variant="stop", scale=1)
+                e_status = gr.HTML(elem_id="errors-status")
+                e_metrics = gr.HTML(elem_id="errors-metrics")
+                with gr.Row():
+                    e_outcome = gr.Radio(list(OUTCOMES), value="all", label="Outcome", elem_id="errors-outcome")
+                    e_category = gr.Dropdown(choices=[("any category", "")], value="", label="Error category",
+                                             elem_id="errors-category")
+                    e_contains = gr.Textbox(label="Input or key contains", elem_id="errors-contains")
+                e_note = gr.HTML()
+                e_table = gr.Dataframe(headers=RR.ROW_HEADERS, interactive=False, wrap=True, max_height=420,
+                                       elem_id="errors-table")
+                e_export = gr.DownloadButton("Export these examples (jsonl)", visible=False, elem_id="errors-export")
+                gr.Markdown("#### The selected example")
+                e_example = gr.HTML(elem_id="errors-example")
+                e_panel = _trace_panel("errors")
+                with gr.Accordion("Compare with another result file (B)", open=False):
+                    with gr.Row():
+                        c_bundled = gr.Dropdown(label="Bundled results", choices=list(app.bundled_results()),
+                                                value=None, elem_id="compare-b")
+                        c_upload = gr.File(label="or upload a result .jsonl", file_types=[".jsonl"], type="filepath")
+                    c_btn = gr.Button("Compare A with B", elem_id="compare-files")
+                    c_summary = gr.HTML(elem_id="compare-summary")
+                    c_flips = gr.Dataframe(headers=RR.FLIP_HEADERS, interactive=False, wrap=True, max_height=320,
+                                           elem_id="compare-flips")
+                    with gr.Row(equal_height=False):
+                        with gr.Column():
+                            gr.Markdown("**A**")
+                            fa_example = gr.HTML()
+                            fa = _trace_panel("flip-a")
+                        with gr.Column():
+                            gr.Markdown("**B**")
+                            fb_example = gr.HTML()
+                            fb = _trace_panel("flip-b")
+                e_results, e_keys, c_other, c_keys = gr.State(None), gr.State([]), gr.State(None), gr.State([])
+                fa_trace, fb_trace = gr.State(None), gr.State(None)
+
             with gr.Tab("About", id="about"):
                 gr.Markdown(ABOUT_MD)
                 overview = gr.HTML(elem_id="overview")
@@ -342,6 +581,33 @@ def build_demo(app: AppState) -> gr.Blocks:
               [b_status, b_matches, b_doc], api_visibility="private", concurrency_limit=4)
         gr.on([b_matches.input, b_k.release], show_document, [b_task, b_matches, b_k], b_doc,
               api_visibility="private", concurrency_limit=4)
+
+        def panel_outputs(p, trace_state):
+            return [p.cost, p.timeline, p.steps, p.detail, p.result, trace_state]
+
+        e_trace = gr.State(None)
+        shown = [e_status, e_metrics, e_outcome, e_category, e_contains, e_table, e_keys, e_note, e_export,
+                 e_example, *panel_outputs(e_panel, e_trace), e_results]
+        private = dict(api_visibility="private")
+        gr.on([e_open.click, e_bundled.input], load_results_file, [e_bundled, e_upload], shown, concurrency_limit=4,
+              **private)
+        e_upload.upload(load_results_file, [e_bundled, e_upload], shown, concurrency_limit=4, **private)
+        e_event = e_run.click(run_dataset, [e_data, e_data_upload, e_task, e_cands, e_limit, e_k], shown,
+                              concurrency_id="model", concurrency_limit=1, **private)
+        e_stop.click(None, cancels=[e_event])
+        filters = [e_results, e_outcome, e_category, e_contains]
+        gr.on([e_outcome.input, e_category.input, e_contains.submit], filter_rows, filters,
+              [e_table, e_keys, e_note, e_export], concurrency_limit=None, **private)
+        e_table.select(open_example, [e_results, e_keys], [e_example, *panel_outputs(e_panel, e_trace)],
+                       concurrency_limit=None, **private)
+        e_export.click(export_rows, filters, e_export, concurrency_limit=4, **private)
+        c_btn.click(compare_with, [e_results, c_bundled, c_upload], [c_summary, c_flips, c_keys, c_other],
+                    concurrency_limit=4, **private)
+        c_flips.select(open_flip, [e_results, c_other, c_keys],
+                       [fa_example, *panel_outputs(fa, fa_trace), fb_example, *panel_outputs(fb, fb_trace)],
+                       concurrency_limit=None, **private)
+        for p, st in ((e_panel, e_trace), (fa, fa_trace), (fb, fb_trace)):
+            p.steps.input(show_step, [st, p.steps], p.detail, concurrency_limit=None, **private)
 
         demo.load(on_load, None, [example, text, status, overview, tabs, b_task, b_query, b_matches, b_doc],
                   api_visibility="private")
@@ -413,8 +679,9 @@ CHIP_JS = """
   document.addEventListener("click", (e) => {
     const chip = e.target.closest && e.target.closest(".og-chip");
     if (!chip) return;
-    const panel = chip.closest("#viewer-timeline") ? "#viewer-steps" : "#run-steps";
-    const option = document.querySelectorAll(panel + " label")[Number(chip.dataset.step)];
+    const timeline = chip.closest("[id$='-timeline']");
+    const prefix = timeline ? timeline.id.slice(0, -"-timeline".length) : "run";
+    const option = document.querySelectorAll("#" + prefix + "-steps label")[Number(chip.dataset.step)];
     if (option) option.click();
   });
 }
@@ -429,8 +696,8 @@ def theme() -> gr.themes.Theme:
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False, **kw):
     # No allowed_paths: the page can reach only gradio's own cache (uploads and trace downloads).
-    return demo.launch(server_name=host, server_port=port, share=share, theme=theme(), css=R.APP_CSS,
-                       js=CHIP_JS, max_file_size="10mb", ssr_mode=False, show_error=False, **kw)
+    return demo.launch(server_name=host, server_port=port, share=share, theme=theme(), css=R.APP_CSS + RR.RESULTS_CSS,
+                       js=CHIP_JS, max_file_size=MAX_UPLOAD, ssr_mode=False, show_error=False, **kw)
 
 
 def main(argv: list[str] | None = None) -> None:

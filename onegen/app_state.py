@@ -7,6 +7,7 @@ Nothing here imports gradio.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -18,6 +19,8 @@ from typing import Iterator
 from . import registry
 from .documents import Document
 from .engine import DoneEvent, Engine, Event, IndexRetriever, InputError, RunSettings
+from .evaluation import EvaluationReport
+from .fsutil import sha256_file
 from .hub import IndexFetchError, is_hub_ref, resolve_index_path
 from .index import IndexLoadError, VectorIndex, read_manifest
 from .protocols import TASKS, MissingTokenError
@@ -28,7 +31,10 @@ log = logging.getLogger("onegen.app")
 
 MAX_INPUT_CHARS = 2_000  # a demo page, not a batch job; the engine's own limit is higher
 MAX_TOP_K = 20
+MAX_DATASET_EXAMPLES = 500  # examples per run of the error browser; the CLI has no limit
 EXAMPLES_DIR = registry.ASSETS / "examples"
+RESULTS_DIR = registry.ASSETS / "results"  # finished result files of the held-out world
+DATASETS_DIR = registry.ASSETS / "world" / "heldout"
 
 # Shown when assets/examples/<task>.jsonl is missing, so the page still has something to run.
 FALLBACK_EXAMPLES = {
@@ -54,6 +60,8 @@ class AppConfig:
     model: str | None = None  # registry name, hub id or folder; None: $ONEGEN_MODEL or the embedded default
     indexes: dict[str, str] = field(default_factory=dict)  # task -> folder
     examples_dir: Path = EXAMPLES_DIR
+    results_dir: Path = RESULTS_DIR
+    datasets_dir: Path = DATASETS_DIR
     device: str | None = None  # None: a GPU when present, else the CPU
     max_input_chars: int = MAX_INPUT_CHARS
 
@@ -202,6 +210,57 @@ class AppState:
             log.info("no examples from %s: %s", path, e)
         return out or FALLBACK_EXAMPLES.get(task, [])
 
+    # -- bundled files for the error browser ---------------------------------------------------------
+    # The page picks these by name; a name not listed here is refused, so no other server path opens.
+    def bundled_results(self) -> dict[str, Path]:
+        return _jsonish_files(Path(self.config.results_dir), (".jsonl",))
+
+    def bundled_datasets(self) -> dict[str, Path]:
+        return _jsonish_files(Path(self.config.datasets_dir), (".json", ".jsonl"))
+
+    def evaluate_file(self, data: Path, task: str | None, *, candidates: str, limit: int, top_k: int,
+                      out_dir: Path, on_progress=None) -> tuple[EvaluationReport, Path]:
+        """Run the first `limit` examples of a dataset file through the loaded model and its index.
+        The result file's name depends on the data and the settings, so the same request again
+        resumes (finished examples are skipped). Returns the report and the result file."""
+        from .datasets import DatasetFormatError, load_dataset
+        from .evaluation import EvaluationError, evaluate
+
+        if task is not None and task not in TASKS:
+            raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASKS)}.")
+        if not 1 <= int(limit) <= MAX_DATASET_EXAMPLES:
+            raise AppError(f"Run between 1 and {MAX_DATASET_EXAMPLES} examples here; "
+                           "score whole datasets with `python -m onegen evaluate`.")
+        try:
+            data_set = load_dataset(data, task, skip_bad=True)
+        except (DatasetFormatError, ValueError, OSError) as e:
+            raise AppError(f"This file is not a dataset the evaluator reads: {e}") from e
+        task = data_set.task
+        if not len(data_set):
+            raise AppError("The dataset has no readable example." +
+                           (f" First problem: {data_set.errors[0][1]}" if data_set.errors else ""))
+        mode = "index" if task == "entity-linking" else candidates
+        if mode not in ("index", "context"):
+            raise AppError("Candidates are either the task's index or each question's own context.")
+        lm = self.model()
+        if task not in lm.tasks:
+            raise AppError(f"The model {lm.name!r} cannot run {TASK_LABELS[task]}.")
+        index = None
+        if mode == "index":
+            self.retriever(task, lm)  # refuses an index of another model with a readable message
+            index = self.index(task)
+        digest = hashlib.sha256()
+        digest.update(sha256_file(data).encode())
+        digest.update(json.dumps([task, mode, int(limit), int(top_k), lm.fingerprint]).encode())
+        out = Path(out_dir) / f"{task}-{digest.hexdigest()[:16]}.jsonl"
+        try:
+            with self.run_lock:
+                report = evaluate(lm, task, list(data_set.examples)[: int(limit)], index=index, candidates=mode,
+                                  out=out, top_k=int(top_k), progress=False, on_progress=on_progress)
+        except EvaluationError as e:
+            raise AppError(f"The evaluation stopped: {e}") from e
+        return report, out
+
     # -- runs ---------------------------------------------------------------------------------------
     def check_input(self, text, top_k) -> tuple[str, int]:
         if not isinstance(text, str) or not text.strip():
@@ -273,3 +332,10 @@ class AppState:
             except (AppError, IndexLoadError) as e:
                 lines.append(("warn", str(e)))
         return lines
+
+
+def _jsonish_files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
+    try:
+        return {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and p.suffix in suffixes}
+    except OSError:
+        return {}

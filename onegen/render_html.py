@@ -61,6 +61,13 @@ def message_html(text: str, kind: str = "info") -> str:
     return f'<div class="og-msg og-{kind}" role="status">{esc(text)}</div>'
 
 
+def progress_html(done: int, total: int, text: str) -> str:
+    """A status line with a progress bar (`done` of `total`)."""
+    frac = 0.0 if total <= 0 else max(0.0, min(1.0, done / total))
+    return (f'<div class="og-msg og-info" role="status">{esc(text)}'
+            f'<div class="og-bar-track og-progress"><div class="og-bar" style="width:{frac * 100:.1f}%"></div></div></div>')
+
+
 def _score(s: float) -> str:
     return f"{s:.3f}"
 
@@ -412,4 +419,5 @@ a.og-card-link:hover,a.og-ext:hover{text-decoration:underline}
 .og-cost-secs{font-size:.85em;margin-top:4px;color:var(--body-text-color-subdued)}
 .og-explain p{margin:0 0 8px}
 .og-sents{margin:4px 0 0 18px}
+.og-progress{margin-top:6px}
 """
