@@ -16,4 +16,5 @@ BENCHMARKS: dict[str, str] = {
     "single-pass": "onegen.bench.single_pass",
     "embedded": "onegen.bench.embedded",
     "index": "onegen.bench.index",
+    "app": "onegen.bench.app",
 }
