@@ -27,9 +27,10 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from onegen import render_compare as RC
 from onegen import render_html as R
 from onegen import render_results as RR
-from onegen.app_state import (EXAMPLES_DIR, MAX_DATASET_EXAMPLES, MAX_INPUT_CHARS, MAX_TOP_K, AppConfig, AppError,
+from onegen.app_state import (BASELINES, EXAMPLES_DIR, MAX_DATASET_EXAMPLES, MAX_INPUT_CHARS, MAX_TOP_K, AppConfig, AppError,
                               AppState)
 from onegen.results import (OUTCOMES, ResultFileError, ResultSet, category_choices, compare_results, export_lines,
                             load_results, select)
@@ -425,6 +426,44 @@ def build_demo(app: AppState) -> gr.Blocks:
                     else ["", *empty_trace_views()])
         return tuple(out)
 
+    # -- Compare view -----------------------------------------------------------------------------
+    @on_gpu
+    def compare_runs(task: str, text: str, top_k: int, baseline: str) -> dict:
+        return app.compare(task, text, top_k, baseline)
+
+    def run_compare(task, text, top_k, baseline):
+        """Status, costs, OneGen panel (6), baseline panel (6), sweep plot."""
+        blank = [*empty_trace_views()] * 2
+        label = RC.MODE_LABELS.get(baseline, baseline)
+        loading = "Loading the model (first run only)..." if not app.model_loaded else f"Running OneGen, then {label}..."
+        if baseline == "pipeline":
+            loading += " The first pipeline run also encodes the index with its retriever."
+        yield (R.message_html(loading), "", *blank, gr.skip())
+        try:
+            result = compare_runs(task, text, top_k, baseline)
+        except Exception as e:  # noqa: BLE001 - a message, never a traceback
+            msg = _readable(e)
+            yield (R.message_html(msg, "error"), "", *blank, gr.skip())
+            return
+        point = RC.run_point(result, baseline)
+        speed = f"{point.reencoding_speedup:.2f}x" if point.reencoding_speedup else "n/a"
+        done = (f"Done: {point.retrievals} retrieval{'s' if point.retrievals != 1 else ''}; OneGen saved the "
+                f"baseline's query re-encoding: {speed} by its time.")
+        traces = result["traces"]
+        yield (R.message_html(done, "ok"), RC.costs_html(result), *trace_views(traces["onegen"]),
+               *trace_views(traces[baseline]), RC.sweep_svg(app.sweep_report(), baseline, point, "this run"))
+
+    def compare_task(task, current):
+        return change_task(task, current)
+
+    def compare_baseline(baseline):
+        return RC.sweep_svg(app.sweep_report(), baseline)
+
+    def compare_load():
+        examples = app.examples(TASKS[0])
+        return (gr.Dropdown(choices=_example_choices(examples), value=None),
+                examples[0]["text"] if examples else "", RC.sweep_svg(app.sweep_report(), BASELINES[0]))
+
     # -- API --------------------------------------------------------------------------------------
     # The endpoints return the Trace as a JSON string: as a dict, its `index.path` would look like
     # a file to gradio and its client.
@@ -490,6 +529,30 @@ def build_demo(app: AppState) -> gr.Blocks:
                 b_status = gr.HTML(elem_id="browse-status")
                 b_matches = gr.Radio(label="Matches", choices=[], interactive=True, elem_id="browse-matches")
                 b_doc = gr.HTML(elem_id="browse-doc")
+
+            with gr.Tab("Compare", id="compare"):
+                gr.Markdown("The same input through OneGen and through a baseline that encodes each query in a "
+                            "second pass. Both search the same documents; the difference is what the query costs.")
+                with gr.Row():
+                    x_task = gr.Radio(TASK_CHOICES, value=TASKS[0], label="Task", scale=3, elem_id="cmp-task")
+                    x_baseline = gr.Radio([(RC.MODE_LABELS[b], b) for b in BASELINES], value=BASELINES[0],
+                                          label="Baseline", scale=3, elem_id="cmp-baseline")
+                    x_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Top-k", scale=1)
+                x_example = gr.Dropdown(label="Examples", choices=[], value=None, interactive=True)
+                x_text = gr.Textbox(label="Input", lines=2, elem_id="cmp-input")
+                x_run = gr.Button("Run both", variant="primary", elem_id="cmp-run")
+                x_status = gr.HTML(elem_id="cmp-status")
+                x_costs = gr.HTML(elem_id="cmp-costs")
+                with gr.Row(equal_height=False):
+                    with gr.Column():
+                        gr.Markdown("#### OneGen")
+                        xa = _trace_panel("cmp-onegen")
+                    with gr.Column():
+                        gr.Markdown("#### Baseline")
+                        xb = _trace_panel("cmp-baseline")
+                gr.Markdown("#### Where this run sits on the single-pass sweep")
+                x_sweep = gr.HTML(elem_id="cmp-sweep")
+                xa_trace, xb_trace = gr.State(None), gr.State(None)
 
             with gr.Tab("Error browser", id="errors"):
                 gr.Markdown("Score a dataset with the loaded model, or open a finished result file "
@@ -606,11 +669,18 @@ def build_demo(app: AppState) -> gr.Blocks:
         c_flips.select(open_flip, [e_results, c_other, c_keys],
                        [fa_example, *panel_outputs(fa, fa_trace), fb_example, *panel_outputs(fb, fb_trace)],
                        concurrency_limit=None, **private)
-        for p, st in ((e_panel, e_trace), (fa, fa_trace), (fb, fb_trace)):
+        x_outputs = [x_status, x_costs, *panel_outputs(xa, xa_trace), *panel_outputs(xb, xb_trace), x_sweep]
+        gr.on([x_run.click, x_text.submit], run_compare, [x_task, x_text, x_k, x_baseline], x_outputs,
+                        concurrency_id="model", concurrency_limit=1, **private)
+        x_task.input(compare_task, [x_task, x_text], [x_example, x_text], queue=False, **private)
+        x_example.input(pick_example, x_example, x_text, queue=False, **private)
+        x_baseline.input(compare_baseline, x_baseline, x_sweep, queue=False, **private)
+        for p, st in ((e_panel, e_trace), (fa, fa_trace), (fb, fb_trace), (xa, xa_trace), (xb, xb_trace)):
             p.steps.input(show_step, [st, p.steps], p.detail, concurrency_limit=None, **private)
 
         demo.load(on_load, None, [example, text, status, overview, tabs, b_task, b_query, b_matches, b_doc],
                   api_visibility="private")
+        demo.load(compare_load, None, [x_example, x_text, x_sweep], **private)
 
         for fn in (link_entities, answer_multi_hop, answer_single_hop):
             gr.api(fn, api_name=fn.__name__, concurrency_id="model", concurrency_limit=1)
@@ -696,7 +766,8 @@ def theme() -> gr.themes.Theme:
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False, **kw):
     # No allowed_paths: the page can reach only gradio's own cache (uploads and trace downloads).
-    return demo.launch(server_name=host, server_port=port, share=share, theme=theme(), css=R.APP_CSS + RR.RESULTS_CSS,
+    css = R.APP_CSS + RR.RESULTS_CSS + RC.COMPARE_CSS
+    return demo.launch(server_name=host, server_port=port, share=share, theme=theme(), css=css,
                        js=CHIP_JS, max_file_size=MAX_UPLOAD, ssr_mode=False, show_error=False, **kw)
 
 

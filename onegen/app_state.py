@@ -35,6 +35,8 @@ MAX_DATASET_EXAMPLES = 500  # examples per run of the error browser; the CLI has
 EXAMPLES_DIR = registry.ASSETS / "examples"
 RESULTS_DIR = registry.ASSETS / "results"  # finished result files of the held-out world
 DATASETS_DIR = registry.ASSETS / "world" / "heldout"
+SWEEP_REPORT = registry.ASSETS.parent / "docs" / "single-pass.json"  # written by bench single-pass --write
+BASELINES = ("two-pass", "pipeline")
 
 # Shown when assets/examples/<task>.jsonl is missing, so the page still has something to run.
 FALLBACK_EXAMPLES = {
@@ -62,6 +64,7 @@ class AppConfig:
     examples_dir: Path = EXAMPLES_DIR
     results_dir: Path = RESULTS_DIR
     datasets_dir: Path = DATASETS_DIR
+    sweep_report: Path = SWEEP_REPORT
     device: str | None = None  # None: a GPU when present, else the CPU
     max_input_chars: int = MAX_INPUT_CHARS
 
@@ -306,6 +309,40 @@ class AppState:
         if trace is None:
             raise AppError("The run ended without a result.")
         return trace
+
+    # -- the Compare view ---------------------------------------------------------------------------
+    def compare(self, task: str, text: str, top_k: int, baseline: str) -> dict:
+        """One input through OneGen and a baseline on the same model and index
+        (`onegen.baselines.compare`): both traces and their costs side by side."""
+        from .baselines import BaselineError, compare
+
+        if task not in TASKS:
+            raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASKS)}.")
+        if baseline not in BASELINES:
+            raise AppError(f"Unknown baseline {baseline!r}; choose one of: {', '.join(BASELINES)}.")
+        text, k = self.check_input(text, top_k)
+        lm = self.model()
+        if task not in lm.tasks:
+            raise AppError(f"The model {lm.name!r} cannot run {TASK_LABELS[task]}.")
+        self.retriever(task, lm)  # refuses an index of another model
+        index = self.index(task)
+        try:
+            with self.run_lock:
+                return compare(lm, task, text, modes=("onegen", baseline), index=index,
+                               settings=RunSettings(top_k=k))
+        except InputError as e:
+            raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
+        except (BaselineError, OSError) as e:
+            raise AppError(f"The {baseline} baseline could not run: {e}") from e
+
+    def sweep_report(self) -> dict | None:
+        """The last single-pass sweep (None when it was never written or cannot be read)."""
+        path = Path(self.config.sweep_report)
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return report if isinstance(report, dict) and isinstance(report.get("cells"), list) else None
 
     # -- for the About tab --------------------------------------------------------------------------
     def overview(self) -> list[tuple[str, str]]:

@@ -860,6 +860,9 @@ def main(args: argparse.Namespace) -> int:
         doc = Path(args.write if isinstance(args.write, str) else bench_report.DEFAULT_PATH)
         # The plot sits beside the benchmarks file so the section's relative link holds.
         png = plot(result, Path(args.plot) if args.plot else doc.parent / PLOT.name)
+        # The report itself, beside the plot: the app's Compare view draws it with a live run on it.
+        result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        png.with_suffix(".json").write_text(json.dumps(result, indent=1))
         where = bench_report.write_section(SECTION, markdown(result, image=os.path.relpath(png, doc.parent)),
                                            command=bench_report.command_line(), machine=result["machine"],
                                            title=TITLE, path=doc)

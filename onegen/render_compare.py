@@ -1,0 +1,213 @@
+"""The Compare view: one input through OneGen and a baseline, costs side by side, and the
+single-pass sweep (`python -m onegen bench single-pass --write`) as an SVG with this run placed on it.
+
+Pure functions of `onegen.baselines.compare()` results and the sweep's JSON report; text from
+users or files is escaped (`render_html.esc`), numbers are formatted here.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .render_html import PHASE_LABELS, esc
+from .trace import PHASES, Trace
+
+MODE_LABELS = {"onegen": "OneGen", "two-pass": "two-pass (same model re-encodes)",
+               "pipeline": "pipeline (separate retriever)"}
+_R_COLORS = {1: "#1f77b4", 2: "#ff7f0e", 4: "#2ca02c", 8: "#d62728"}
+
+
+@dataclass(frozen=True)
+class RunPoint:
+    """Where one compared run sits on the sweep: query tokens per retrieval, retrievals, and the
+    speedup of OneGen over the baseline.
+
+    `speedup` is the ratio of the two runs' total seconds: one run each, so machine noise is in
+    it. `reencoding_speedup` is (OneGen seconds + the baseline's re-encoding seconds) / OneGen
+    seconds: every other piece of work is the same in both modes, so this is the steadier figure
+    (the sweep reports the same estimate) and the one placed on the plot."""
+
+    query_tokens: float
+    retrievals: int
+    speedup: float | None
+    reencoding_speedup: float | None
+    token_ratio: float | None  # baseline forward tokens / OneGen forward tokens
+
+
+def run_point(result: Mapping[str, Any], baseline: str) -> RunPoint:
+    """The point of a `compare()` result: the query length is what the baseline re-encoded per
+    retrieval (two-pass: the generator's own tokens; pipeline: its retriever's tokens)."""
+    traces: dict[str, Trace] = result["traces"]
+    n = len(traces["onegen"].retrievals)
+    reencoded = traces[baseline].cost.forward_tokens.get("query_reencoding", 0)
+    tokens = result["forward_tokens"]
+    ratio = (tokens[baseline]["total"] / tokens["onegen"]["total"]) if tokens["onegen"]["total"] else None
+    og_seconds = result["seconds"]["onegen"].get("total", 0.0)
+    reencoding = result["seconds"][baseline].get("query_reencoding", 0.0)
+    estimate = (og_seconds + reencoding) / og_seconds if og_seconds > 0 else None
+    return RunPoint(query_tokens=(reencoded / n) if n else 0.0, retrievals=n,
+                    speedup=result["differences"].get(baseline, {}).get("speedup"), reencoding_speedup=estimate,
+                    token_ratio=ratio)
+
+
+def costs_html(result: Mapping[str, Any]) -> str:
+    """Forward tokens and seconds per phase for each mode, the baseline's extra, and the speedup."""
+    base = result["base"]
+    modes = result["modes"]
+    tokens, seconds = result["forward_tokens"], result["seconds"]
+    head = "".join(f"<th>{esc(MODE_LABELS.get(m, m))}</th>" for m in modes)
+    extra_head = "".join(f"<th>{esc(m)} &minus; {esc(base)}</th>" for m in modes[1:])
+    rows = []
+    for p in (*PHASES, "total"):
+        vals = "".join(f"<td>{tokens[m].get(p, 0):,}</td>" for m in modes)
+        diffs = "".join(f"<td>{_signed(tokens[m].get(p, 0) - tokens[base].get(p, 0))}</td>" for m in modes[1:])
+        cls = ' class="og-total-row"' if p == "total" else ""
+        rows.append(f"<tr{cls}><td>{esc(PHASE_LABELS.get(p, p))}</td>{vals}{diffs}</tr>")
+    phases = [p for p in dict.fromkeys(k for m in modes for k in seconds[m]) if p != "total"] + ["total"]
+    srows = []
+    for p in phases:
+        vals = "".join(f"<td>{seconds[m].get(p, 0.0):.3f}</td>" for m in modes)
+        diffs = "".join(f"<td>{seconds[m].get(p, 0.0) - seconds[base].get(p, 0.0):+.3f}</td>" for m in modes[1:])
+        cls = ' class="og-total-row"' if p == "total" else ""
+        srows.append(f"<tr{cls}><td>{esc(PHASE_LABELS.get(p, p))}</td>{vals}{diffs}</tr>")
+    verdicts = []
+    for m in modes[1:]:
+        d = result["differences"][m]
+        same = result["same_documents"].get(m) or []
+        agree = (f"same top document at {sum(same)} of {len(same)} retrievals" if same else "no retrievals")
+        point = run_point(result, m)
+        extra = d["forward_tokens"].get("total", 0)
+        est = f"{point.reencoding_speedup:.2f}x" if point.reencoding_speedup else "n/a"
+        total = f"{point.speedup:.2f}x" if point.speedup else "n/a"
+        verdicts.append(f"<li><b>{esc(m)}</b>: {_signed(extra)} forward tokens "
+                        f"({point.token_ratio or 0:.2f}x OneGen&#39;s); {esc(agree)}. Speedup of OneGen: "
+                        f"<b>{est}</b> from the re-encoding time (the steady estimate), {total} from the two "
+                        "totals (one run each, machine noise included).</li>")
+    return (f'<div class="og-compare-costs"><ul class="og-verdicts">{"".join(verdicts)}</ul>'
+            f'<div class="og-metric-grid"><table class="og-table"><thead><tr><th>forward tokens</th>{head}{extra_head}'
+            f'</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+            f'<table class="og-table"><thead><tr><th>seconds</th>{head}{extra_head}</tr></thead>'
+            f'<tbody>{"".join(srows)}</tbody></table></div>'
+            '<div class="og-muted">Search time includes encoding the query (for a baseline, its re-encoding).'
+            "</div></div>")
+
+
+def _signed(n: int) -> str:
+    return f"{n:+,}" if n else "0"
+
+
+# -- the sweep plot ----------------------------------------------------------------------------------
+
+def sweep_series(report: Mapping[str, Any], baseline: str) -> dict[tuple[str, int], list[tuple[int, float]]]:
+    """(model, retrievals) -> [(query tokens, speedup)] over the sweep's written-query cells."""
+    out: dict[tuple[str, int], list[tuple[int, float]]] = {}
+    for c in report.get("cells", []):
+        if c.get("scenario") != "generated":
+            continue
+        s = (c.get("speedup") or {}).get(baseline)
+        if s is None:
+            continue
+        out.setdefault((str(c["model"]), int(c["retrievals"])), []).append((int(c["query_tokens"]), float(s)))
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+def sweep_svg(report: Mapping[str, Any] | None, baseline: str, point: RunPoint | None = None,
+              point_label: str = "this run") -> str:
+    """Speedup of OneGen over `baseline` against query length, one line per (model, retrievals),
+    with `point` marked. An empty-state message when the report has no cells for the baseline."""
+    series = sweep_series(report or {}, baseline)
+    if not series:
+        return ('<div class="og-msg og-info">No single-pass sweep for this baseline yet: run '
+                '<code>python -m onegen bench single-pass --write</code> (it writes docs/single-pass.json).</div>')
+    W, H, ml, mr, mt, mb = 760, 380, 64, 190, 34, 48
+    w, h = W - ml - mr, H - mt - mb
+    xs = [x for pts in series.values() for x, _ in pts]
+    ys = [y for pts in series.values() for _, y in pts]
+    if point is not None and point.query_tokens > 0:
+        xs.append(max(1.0, point.query_tokens))
+    if point is not None and point.reencoding_speedup:
+        ys.append(point.reencoding_speedup)
+    lx0, lx1 = math.log2(min(xs)), math.log2(max(xs))
+    lo, hi = min(1.0, min(ys)) * 0.95, max(1.0, max(ys)) * 1.05
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        fx = 0.5 if lx1 == lx0 else (math.log2(max(x, 1e-9)) - lx0) / (lx1 - lx0)
+        return ml + fx * w, mt + h - (y - lo) / (hi - lo) * h
+
+    parts = [f'<svg class="og-sweep" viewBox="0 0 {W} {H}" width="100%" role="img" '
+             f'aria-label="OneGen speedup over {esc(baseline)} against query length">',
+             f'<rect x="{ml}" y="{mt}" width="{w}" height="{h}" fill="none" stroke="#999"/>']
+    for t in _ticks(lo, hi):
+        _, y = px(2 ** lx0, t)
+        parts.append(f'<line x1="{ml - 4}" y1="{y:.1f}" x2="{ml + w}" y2="{y:.1f}" stroke="#ddd"/>'
+                     f'<text x="{ml - 8}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{t:g}x</text>')
+    _, y1 = px(2 ** lx0, 1.0)
+    parts.append(f'<line x1="{ml}" y1="{y1:.1f}" x2="{ml + w}" y2="{y1:.1f}" stroke="#888" stroke-dasharray="4 3"/>')
+    for L in sorted({x for pts in series.values() for x, _ in pts}):
+        x, _ = px(L, lo)
+        parts.append(f'<text x="{x:.1f}" y="{mt + h + 16}" text-anchor="middle" font-size="11">{L}</text>')
+    parts.append(f'<text x="{ml + w / 2}" y="{H - 10}" text-anchor="middle" font-size="12">'
+                 "query length (tokens per retrieval, log scale)</text>")
+    parts.append(f'<text x="14" y="{mt + h / 2}" font-size="12" transform="rotate(-90 14 {mt + h / 2})" '
+                 'text-anchor="middle">speedup (baseline time / OneGen time)</text>')
+    models = list(dict.fromkeys(m for m, _ in series))
+    legend_y = mt + 4
+    for (model, r), pts in series.items():
+        color = _R_COLORS.get(r, "#666")
+        dash = "" if model == models[-1] else ' stroke-dasharray="6 4"'
+        path = " ".join(f"{'M' if i == 0 else 'L'}{px(x, y)[0]:.1f},{px(x, y)[1]:.1f}" for i, (x, y) in enumerate(pts))
+        parts.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
+        parts += [f'<circle cx="{px(x, y)[0]:.1f}" cy="{px(x, y)[1]:.1f}" r="2.5" fill="{color}"/>' for x, y in pts]
+        parts.append(f'<line x1="{ml + w + 12}" y1="{legend_y}" x2="{ml + w + 36}" y2="{legend_y}" stroke="{color}" '
+                     f'stroke-width="2"{dash}/><text x="{ml + w + 42}" y="{legend_y + 4}" font-size="11">'
+                     f"{esc(model)} model, R={r}</text>")
+        legend_y += 17
+    if point is not None and point.reencoding_speedup and point.query_tokens > 0:
+        cx, cy = px(point.query_tokens, point.reencoding_speedup)
+        star = _star(cx, cy, 9)
+        parts.append(f'<polygon points="{star}" fill="#111" stroke="#fff" stroke-width="1"/>')
+        anchor = "end" if cx > ml + w * 0.7 else "start"
+        dx = -12 if anchor == "end" else 12
+        parts.append(f'<text x="{cx + dx:.1f}" y="{cy - 10:.1f}" font-size="12" font-weight="600" '
+                     f'text-anchor="{anchor}">{esc(point_label)}: {point.reencoding_speedup:.2f}x, R={point.retrievals}, '
+                     f"L={point.query_tokens:.0f}</text>")
+        parts.append(f'<polygon points="{_star(ml + w + 24, legend_y + 4, 6)}" fill="#111"/>'
+                     f'<text x="{ml + w + 42}" y="{legend_y + 8}" font-size="11">{esc(point_label)}</text>')
+    parts.append("</svg>")
+    clock = "CPU" if (report or {}).get("config", {}).get("clock", "cpu") == "cpu" else "wall"
+    models_txt = ", ".join(f"{esc(k)}: {esc(v.get('name', k))}" for k, v in (report or {}).get("models", {}).items())
+    when = esc((report or {}).get("date", ""))
+    return (f'<div class="og-sweep-box">{"".join(parts)}<div class="og-muted">Lines: the sweep of '
+            f"<code>python -m onegen bench single-pass</code> ({clock} time, medians; models {models_txt}"
+            f"{'; ' + when if when else ''}); dashed lines are the smaller model. The star is the run above "
+            "(the loaded model; speedup estimated from its re-encoding time), placed at its query length per "
+            "retrieval.</div></div>")
+
+
+def _ticks(lo: float, hi: float) -> list[float]:
+    span = hi - lo
+    step = next((s for s in (0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0) if span / s <= 8), 10.0)
+    t = math.ceil(lo / step) * step
+    out = []
+    while t <= hi:
+        out.append(round(t, 4))
+        t += step
+    return out
+
+
+def _star(cx: float, cy: float, r: float) -> str:
+    pts = []
+    for i in range(10):
+        rad = r if i % 2 == 0 else r * 0.45
+        a = -math.pi / 2 + i * math.pi / 5
+        pts.append(f"{cx + rad * math.cos(a):.1f},{cy + rad * math.sin(a):.1f}")
+    return " ".join(pts)
+
+
+COMPARE_CSS = """
+.og-verdicts{margin:0 0 8px 18px}
+.og-total-row td{font-weight:700}
+.og-sweep{max-width:900px;background:#fff;border-radius:8px}
+.og-sweep text{fill:#222}
+"""
