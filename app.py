@@ -310,9 +310,15 @@ def build_demo(app: AppState) -> gr.Blocks:
         shown = RR.table_rows(results.task, rows)
         more = (f"Showing the first {len(shown):,} of {len(rows):,}; the export takes all of them."
                 if len(rows) > len(shown) else f"{len(rows):,} example{'s' if len(rows) != 1 else ''}.")
-        return (gr.Dataframe(value=shown or [[""] * len(RR.ROW_HEADERS)], headers=RR.ROW_HEADERS),
+        export = None
+        if rows:  # written now, so the button downloads on its first click
+            export = _download_path(_EXPORT_DIR, f"{results.path.stem}-selection", ".jsonl")
+            export_lines(rows, export)
+        return (gr.Dataframe(value=shown or [[""] * len(RR.ROW_HEADERS)], headers=RR.ROW_HEADERS,
+                             column_widths=RR.ROW_WIDTHS),
                 [r.key for r in rows[: len(shown)]], R.message_html(more),
-                gr.DownloadButton(visible=bool(rows)))
+                gr.DownloadButton(f"Export these {len(rows):,} examples (jsonl)", value=str(export) if export else None,
+                                  visible=bool(rows)))
 
     results_outputs_n = 17  # what show_results returns
 
@@ -392,14 +398,6 @@ def build_demo(app: AppState) -> gr.Blocks:
             return ("", *empty_trace_views())
         return (RR.example_html(results.task, rec), *trace_views(rec.trace))
 
-    def export_rows(results: ResultSet | None, outcome, category, contains):
-        if results is None:
-            return gr.DownloadButton(visible=False)
-        rows = select(results, outcome=outcome or "all", category=category or None, contains=contains)
-        path = _download_path(_EXPORT_DIR, f"{results.path.stem}-{outcome or 'all'}", ".jsonl")
-        export_lines(rows, path)
-        return gr.DownloadButton(value=str(path), visible=True)
-
     def compare_with(results: ResultSet | None, choice, upload):
         none = (gr.Dataframe(value=[[""] * len(RR.FLIP_HEADERS)]), [], None)
         if results is None:
@@ -411,7 +409,7 @@ def build_demo(app: AppState) -> gr.Blocks:
             return (R.message_html(str(e), "error"), *none)
         flips = cmp.flips
         rows = RR.flip_rows(flips) or [[""] * len(RR.FLIP_HEADERS)]
-        return (RR.comparison_html(cmp), gr.Dataframe(value=rows, headers=RR.FLIP_HEADERS),
+        return (RR.comparison_html(cmp), gr.Dataframe(value=rows, headers=RR.FLIP_HEADERS, column_widths=RR.FLIP_WIDTHS),
                 [f.key for f in flips[: RR.MAX_ROWS]], other)
 
     def open_flip(results: ResultSet | None, other: ResultSet | None, keys, evt: gr.SelectData):
@@ -594,29 +592,29 @@ def build_demo(app: AppState) -> gr.Blocks:
                     e_contains = gr.Textbox(label="Input or key contains", elem_id="errors-contains")
                 e_note = gr.HTML()
                 e_table = gr.Dataframe(headers=RR.ROW_HEADERS, interactive=False, wrap=True, max_height=420,
-                                       elem_id="errors-table")
+                                       column_widths=RR.ROW_WIDTHS, elem_id="errors-table")
                 e_export = gr.DownloadButton("Export these examples (jsonl)", visible=False, elem_id="errors-export")
                 gr.Markdown("#### The selected example")
                 e_example = gr.HTML(elem_id="errors-example")
                 e_panel = _trace_panel("errors")
-                with gr.Accordion("Compare with another result file (B)", open=False):
-                    with gr.Row():
-                        c_bundled = gr.Dropdown(label="Bundled results", choices=list(app.bundled_results()),
-                                                value=None, elem_id="compare-b")
-                        c_upload = gr.File(label="or upload a result .jsonl", file_types=[".jsonl"], type="filepath")
-                    c_btn = gr.Button("Compare A with B", elem_id="compare-files")
-                    c_summary = gr.HTML(elem_id="compare-summary")
-                    c_flips = gr.Dataframe(headers=RR.FLIP_HEADERS, interactive=False, wrap=True, max_height=320,
-                                           elem_id="compare-flips")
-                    with gr.Row(equal_height=False):
-                        with gr.Column():
-                            gr.Markdown("**A**")
-                            fa_example = gr.HTML()
-                            fa = _trace_panel("flip-a")
-                        with gr.Column():
-                            gr.Markdown("**B**")
-                            fb_example = gr.HTML()
-                            fb = _trace_panel("flip-b")
+                gr.Markdown("### Compare with another result file (B)")
+                with gr.Row():
+                    c_bundled = gr.Dropdown(label="Bundled results", choices=list(app.bundled_results()),
+                                            value=None, elem_id="compare-b")
+                    c_upload = gr.File(label="or upload a result .jsonl", file_types=[".jsonl"], type="filepath")
+                c_btn = gr.Button("Compare A with B", elem_id="compare-files")
+                c_summary = gr.HTML(elem_id="compare-summary")
+                c_flips = gr.Dataframe(headers=RR.FLIP_HEADERS, interactive=False, wrap=True, max_height=320,
+                                       column_widths=RR.FLIP_WIDTHS, elem_id="compare-flips")
+                with gr.Row(equal_height=False):
+                    with gr.Column():
+                        gr.Markdown("**A**")
+                        fa_example = gr.HTML()
+                        fa = _trace_panel("flip-a")
+                    with gr.Column():
+                        gr.Markdown("**B**")
+                        fb_example = gr.HTML()
+                        fb = _trace_panel("flip-b")
                 e_results, e_keys, c_other, c_keys = gr.State(None), gr.State([]), gr.State(None), gr.State([])
                 fa_trace, fb_trace = gr.State(None), gr.State(None)
 
@@ -663,7 +661,6 @@ def build_demo(app: AppState) -> gr.Blocks:
               [e_table, e_keys, e_note, e_export], concurrency_limit=None, **private)
         e_table.select(open_example, [e_results, e_keys], [e_example, *panel_outputs(e_panel, e_trace)],
                        concurrency_limit=None, **private)
-        e_export.click(export_rows, filters, e_export, concurrency_limit=4, **private)
         c_btn.click(compare_with, [e_results, c_bundled, c_upload], [c_summary, c_flips, c_keys, c_other],
                     concurrency_limit=4, **private)
         c_flips.select(open_flip, [e_results, c_other, c_keys],

@@ -10,7 +10,10 @@ from .render_html import TASK_LABELS, esc
 from .results import Comparison, Flip, ResultSet, category_choices, headline, outcome_of, summarize
 
 ROW_HEADERS = ["key", "outcome", "input", "prediction", "gold", "why"]
-FLIP_HEADERS = ["key", "A", "B", "input", "A had", "B has", "first different retrieval"]
+FLIP_HEADERS = ["key", "A", "B", "input", "lost", "gained", "first different retrieval"]
+# Fixed widths: a column sized to short or empty cells would wrap its header over the first row.
+ROW_WIDTHS = ["110px", "80px", "34%", "16%", "16%", "22%"]
+FLIP_WIDTHS = ["110px", "70px", "70px", "28%", "16%", "16%", "24%"]
 MAX_ROWS = 1000  # shown in a table; the export takes the whole selection
 _OUTCOME_CLASS = {"right": "og-ok", "wrong": "og-warn", "error": "og-error"}
 

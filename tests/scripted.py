@@ -34,6 +34,20 @@ def script(monkeypatch, lm, ids: list[int]) -> Script:
     return s
 
 
+def script_every_run(monkeypatch, lm, ids: list[int]) -> None:
+    """Each run (each new DecodeState) writes `ids`, then EOS: for runners that make many runs."""
+    vocab, eos = lm.lm_head.out_features, lm.tokenizer.eos_token_id
+
+    def logits(state, hidden_last):
+        n = getattr(state, "_script_step", 0)
+        state._script_step = n + 1
+        out = torch.zeros(vocab)
+        out[ids[n] if n < len(ids) else eos] = 100.0
+        return out
+
+    monkeypatch.setattr(DecodeState, "logits", logits)
+
+
 def text_ids(lm, task: str, text: str) -> list[int]:
     return lm.ptok(task).encode_data(text)
 

@@ -209,3 +209,57 @@ def test_cost_strip_counts_candidate_document_tokens():
     tr = mh_trace()
     tr.cost.document_tokens = 1234
     assert "1,234 tokens spent encoding" in R.cost_html(tr)
+
+
+# -- the Compare view ------------------------------------------------------------------------------
+
+def _compare_result(og_seconds=2.0, reencode_seconds=0.5, reencode_tokens=40, retrievals=2):
+    from onegen.trace import Cost, Retrieval, Trace
+
+    def trace(mode, reencoded, secs):
+        t = Trace(task="multi-hop", mode=mode, model={}, input="q", prompt_text="p", prompt_ids=[1, 2])
+        t.retrievals = [Retrieval(step=i, position=10 + i, token="[QR]", query_text="sub", query_source=mode,
+                                  hits=[], chosen=None) for i in range(retrievals)]
+        t.cost = Cost()
+        t.cost.forward_tokens.update(prompt=100, generated=50, inserted=60, query_reencoding=reencoded)
+        t.cost.seconds.update(total=secs, query_reencoding=secs - og_seconds)
+        return t
+
+    og, two = trace("onegen", 0, og_seconds), trace("two-pass", reencode_tokens, og_seconds + reencode_seconds)
+    return {"task": "multi-hop", "modes": ["onegen", "two-pass"], "base": "onegen",
+            "traces": {"onegen": og, "two-pass": two},
+            "forward_tokens": {"onegen": {"prompt": 100, "generated": 50, "inserted": 60, "query_reencoding": 0,
+                                          "total": 210},
+                               "two-pass": {"prompt": 100, "generated": 50, "inserted": 60,
+                                            "query_reencoding": reencode_tokens, "total": 210 + reencode_tokens}},
+            "seconds": {"onegen": dict(og.cost.seconds), "two-pass": dict(two.cost.seconds)},
+            "differences": {"two-pass": {"forward_tokens": {"total": reencode_tokens},
+                                         "seconds": {}, "speedup": (og_seconds + reencode_seconds) / og_seconds}},
+            "same_documents": {"two-pass": [True, False]}}
+
+
+def test_run_point_and_costs_of_a_comparison():
+    from onegen import render_compare as RC
+
+    result = _compare_result()
+    p = RC.run_point(result, "two-pass")
+    assert p.retrievals == 2 and p.query_tokens == 20  # 40 re-encoded tokens over 2 retrievals
+    assert p.reencoding_speedup == pytest.approx(1.25) and p.token_ratio == pytest.approx(250 / 210)
+    html = RC.costs_html(result)
+    assert "same top document at 1 of 2 retrievals" in html and "+40" in html and "1.25x" in html
+
+
+def test_sweep_plot_places_the_run_and_escapes_labels():
+    from onegen import render_compare as RC
+
+    assert "bench single-pass --write" in RC.sweep_svg(None, "two-pass")
+    report = {"config": {"clock": "cpu"}, "models": {"5M": {"name": "<b>m</b>"}},
+              "cells": [{"scenario": "generated", "model": "5M", "query_tokens": L, "retrievals": r,
+                         "speedup": {"two-pass": 1 + L * r / 1000}} for L in (16, 256) for r in (1, 2)]
+              + [{"scenario": "read", "model": "5M", "query_tokens": 16, "retrievals": 1, "speedup": {"two-pass": 9}}]}
+    assert RC.sweep_series(report, "two-pass") == {("5M", 1): [(16, 1.016), (256, 1.256)],
+                                                    ("5M", 2): [(16, 1.032), (256, 1.512)]}
+    assert "bench single-pass" in RC.sweep_svg(report, "pipeline")  # no cells for that baseline
+    svg = RC.sweep_svg(report, "two-pass", RC.run_point(_compare_result(), "two-pass"), point_label="<i>run</i>")
+    assert svg.count("<path ") == 2 and "<polygon" in svg
+    assert "<i>" not in svg and "&lt;i&gt;run&lt;/i&gt;: 1.25x, R=2, L=20" in svg and "&lt;b&gt;m" in svg

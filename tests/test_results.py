@@ -11,11 +11,8 @@ from onegen.datasets import load_dataset
 from onegen.evaluation import evaluate
 from onegen.results import (ResultFileError, category_choices, compare_results, export_lines, headline,
                             load_results, outcome_of, select, summarize)
-import torch
-
-from onegen.engine import DecodeState
 from onegen.protocols import QR
-from scripted import text_ids, tid
+from scripted import script_every_run, text_ids, tid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -28,20 +25,6 @@ FACTS = [["Film A", 1], ["Ivo Brandel", 1]]
 def item(id_, answer, question="Where was the director of Film A born?"):
     return {"_id": id_, "type": "bridge", "question": question, "answer": answer, "context": CONTEXT,
             "supporting_facts": FACTS}
-
-
-def script_every_run(mp, lm, ids):
-    """Each run (each DecodeState) writes `ids`, then EOS."""
-    vocab, eos = lm.lm_head.out_features, lm.tokenizer.eos_token_id
-
-    def logits(state, hidden_last):
-        n = getattr(state, "_script_step", 0)
-        state._script_step = n + 1
-        out = torch.zeros(vocab)
-        out[ids[n] if n < len(ids) else eos] = 100.0
-        return out
-
-    mp.setattr(DecodeState, "logits", logits)
 
 
 def answering(lm, answer):
@@ -187,3 +170,24 @@ def test_progress_callback_and_the_mode_in_the_run(models, runs, tmp_path, monke
     assert two.run["mode"] == "two-pass" and all(r.trace.mode == "two-pass" for r in two.records)
     diff = compare_results(load_results(runs["a"].out), two)
     assert diff.flips == [] and diff.both_right == 2  # same model, same documents: same answers
+
+
+def test_rendered_results_escape_file_text(runs, tmp_path):
+    from onegen import render_results as RR
+
+    hostile = '<img src=x onerror="alert(1)">'
+    line = json.loads(runs["a"].out.read_text().splitlines()[2])
+    line["question"] = hostile
+    line["answer"] = hostile
+    path = tmp_path / f"{hostile[:4]}.jsonl"
+    path.write_text(json.dumps(line) + "\n")
+    results = load_results(path)
+    rec = results.records[0]
+    for html in (RR.metrics_html(results), RR.example_html("multi-hop", rec)):
+        assert "<img" not in html and "&lt;img" in html
+    row = RR.table_rows("multi-hop", results.records)[0]
+    assert row[0] == "q3" and row[1] == "wrong" and row[2] == hostile  # table cells stay plain text
+    diff = compare_results(load_results(runs["a"].out), load_results(runs["b"].out))
+    html = RR.comparison_html(diff)
+    assert "-33.3" in html  # EM 66.7 -> 33.3 over the shared examples
+    assert [r[0] for r in RR.flip_rows(diff.flips)] == ["q3", "q1", "q2"]
