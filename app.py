@@ -49,13 +49,22 @@ _RESULT_DIR = Path(tempfile.mkdtemp(prefix="onegen-results-"))  # the error brow
 _EXPORT_DIR = Path(tempfile.mkdtemp(prefix="onegen-exports-"))
 
 
+def on_zero_gpu() -> bool:
+    """True where the `spaces` package exists (Hugging Face ZeroGPU)."""
+    try:
+        import spaces  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def on_gpu(fn):
     """Decorate with spaces.GPU on Hugging Face ZeroGPU; a no-op elsewhere. CUDA is touched only
-    inside the call (the model loads lazily), never at import."""
-    try:
-        import spaces
-    except ImportError:
+    inside the call (there the model loads on the first run), never at import."""
+    if not on_zero_gpu():
         return fn
+    import spaces
+
     return spaces.GPU(duration=120)(fn)
 
 
@@ -145,6 +154,9 @@ def build_demo(app: AppState) -> gr.Blocks:
                gr.DownloadButton(visible=False), None)
         live = empty
         last = 0.0
+        # The first generated token after the start or a retrieval is shown at once; the throttle
+        # only batches the tokens that follow it (the first one is what a user waits for).
+        fresh = True
         try:
             for ev in events(task, text, top_k):
                 if isinstance(ev, DoneEvent):
@@ -158,10 +170,13 @@ def build_demo(app: AppState) -> gr.Blocks:
                     return
                 if isinstance(ev, TokenEvent):
                     live.tokens.append(ev.token)
-                    if time.monotonic() - last < STREAM_EVERY_S:
+                    first = fresh and ev.token.kind == "generated"
+                    fresh = fresh and not first
+                    if not first and time.monotonic() - last < STREAM_EVERY_S:
                         continue
                 else:  # RetrievalEvent: always shown at once
                     live.retrievals.append(ev.retrieval)
+                    fresh = True
                 last = time.monotonic()
                 yield (R.message_html("Running..."), *views(live, None, {}, running=True), gr.skip(),
                        gr.skip(), live)
@@ -727,6 +742,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="open a public gradio.live link (off by default)")
+    p.add_argument("--no-preload", dest="preload", action="store_false",
+                   help="load the model on the first run instead of in the background at start-up")
     args = p.parse_args(argv)
     indexes = {t: getattr(args, "index_" + t.replace("-", "_")) for t in TASKS}
     for item in args.index:
@@ -771,7 +788,12 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bo
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    launch(build_demo(AppState(args.config)), args.host, args.port, args.share)
+    state = AppState(args.config)
+    # Load while the server starts, so the first click finds the model ready. Not on ZeroGPU, where
+    # a GPU exists only inside a decorated call.
+    if args.preload and not on_zero_gpu():
+        threading.Thread(target=state.preload, name="onegen-preload", daemon=True).start()
+    launch(build_demo(state), args.host, args.port, args.share)
 
 
 if __name__ == "__main__":

@@ -125,6 +125,24 @@ class AppState:
                 return f"The model folder {name!r} does not exist. Give --model a folder or a Hugging Face id."
         return None
 
+    def preload(self) -> None:
+        """Load the model and every task's index now (from a background thread at start-up), so the
+        first click does not wait for them. A failure is only logged: the page reports it when
+        that part is used, as it would without a preload."""
+        try:
+            lm = self.model()
+        except AppError as e:
+            log.warning("preload: %s", e)
+            return
+        for task in TASKS:
+            if task not in lm.tasks:
+                continue
+            try:
+                self.retriever(task, lm)
+            except AppError as e:
+                log.warning("preload: %s", e)
+        log.info("preload: model and indexes ready")
+
     # -- indexes ------------------------------------------------------------------------------------
     def index(self, task: str) -> VectorIndex:
         """The task's index, loaded once. The protocol is checked here; the model match in `retriever`."""
