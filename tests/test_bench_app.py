@@ -16,8 +16,8 @@ from onegen.bench.app import AppBenchResult, RunSample, StartSample, goals, mark
 def fabricated(browser: bool = True) -> AppBenchResult:
     r = AppBenchResult(model="onegen-smol", tasks=["entity-linking", "single-hop"], repeats=2, browser=browser,
                        notes=["Load average 2.00 at the start, on 2 CPUs."])
-    r.starts = [StartSample(9.0, 21.0 if browser else None, 23.0, 2.0, "entity-linking"),
-                StartSample(11.0, 19.0 if browser else None, 21.0, 2.0, "entity-linking")]
+    r.starts = [StartSample(9.0, 21.0 if browser else None, 23.0, 2.0, "entity-linking", model_ready_s=17.0),
+                StartSample(11.0, 19.0 if browser else None, 21.0, 2.0, "entity-linking", model_ready_s=None)]
     for total, first in ((3.3, 0.5), (3.1, 0.7)):  # entity-linking: engine 3.0 s, overheads 10 % and 3.3 %
         if browser:
             r.runs.append(RunSample("entity-linking", "browser", total, 3.0, first, 0.05))
@@ -50,15 +50,16 @@ def test_summary_takes_medians_per_task_and_path():
 
 
 def test_goals_judge_the_worst_task():
-    ready, first_run, token, ui = goals(fabricated())
+    ready, loaded, first_run, token, ui = goals(fabricated())
     assert ready.passed is True and ready.measured == "10.00 s"
+    assert loaded.passed is True and loaded.measured == "17.00 s"  # a start without the log line is left out
     assert first_run.passed is True and first_run.measured == "20.00 s"  # median of 21 and 19
     assert token.passed is False and token.measured == "1.50 s (single-hop)"
     assert ui.passed is False and ui.measured == "+25.0 % (single-hop)"
 
 
 def test_without_a_browser_the_first_token_is_not_measured():
-    ready, first_run, token, ui = goals(fabricated(browser=False))
+    ready, loaded, first_run, token, ui = goals(fabricated(browser=False))
     assert first_run.passed is None and token.passed is None and token.measured == "not measured"
     assert ui.passed is False and "API call" in ui.name  # overhead over the API path instead
     assert "no browser" in markdown(fabricated(browser=False))
@@ -70,7 +71,7 @@ def test_markdown_has_the_goal_table_and_every_path():
     assert ("| click on Run -> first streamed token on screen (worst task median) | <= 1 s | 1.50 s (single-hop) "
             "| **FAIL** |") in md
     assert "| process start -> server ready (HTTP 200 on /) | <= 20 s | 10.00 s | **pass** |" in md
-    assert "| 2 | 11.00 s | 19.00 s | 21.00 s | 2.00 s |" in md  # the second fresh start
+    assert "| 2 | 11.00 s | - | 19.00 s | 21.00 s | 2.00 s |" in md  # the second fresh start
     rows = [line for line in md.splitlines() if line.startswith("| entity-linking |")]
     assert len(rows) == 3 and "+6.7 %" in rows[0]  # browser, api, direct; vs in process 3.2 / 3.0
     assert "- Load average 2.00 at the start, on 2 CPUs." in md
@@ -78,7 +79,7 @@ def test_markdown_has_the_goal_table_and_every_path():
 
 def test_json_is_plain_data():
     data = json.loads(json.dumps(bench_app.to_json(fabricated())))
-    assert [g["passed"] for g in data["goals"]] == [True, True, False, False]
+    assert [g["passed"] for g in data["goals"]] == [True, True, True, False, False]
     assert data["summary"]["single-hop"]["direct"] is None
     assert data["runs"][0]["path"] == "browser"
 

@@ -78,12 +78,14 @@ RECORDER_JS = """
 
 @dataclass
 class StartSample:
-    """One fresh `python app.py`: seconds from spawning it. The model loads lazily, on the first run."""
+    """One fresh `python app.py`: seconds from spawning it. The model and indexes preload in a
+    background thread while the server starts; the first run is clicked as soon as the page answers."""
     ready_s: float                    # HTTP 200 on /
     first_token_s: float | None       # the first run's first token on screen (None: no browser)
     first_result_s: float             # the first run's result on screen (or returned by the API)
     first_engine_s: float             # that run's own engine seconds
     task: str
+    model_ready_s: float | None = None  # the app's log says the preload finished (None: not seen)
 
 
 @dataclass
@@ -161,8 +163,11 @@ def goals(result: AppBenchResult) -> list[Goal]:
     ready = _median(s.ready_s for s in result.starts)
     out.append(Goal("process start -> server ready (HTTP 200 on /)", f"<= {GOAL_READY_S:g} s",
                     _s(ready), None if ready is None else ready <= GOAL_READY_S))
+    loaded = _median(s.model_ready_s for s in result.starts)
+    out.append(Goal("process start -> model and indexes loaded (preload finished)", f"<= {GOAL_READY_S:g} s",
+                    _s(loaded), None if loaded is None else loaded <= GOAL_READY_S))
     first = _median(s.first_token_s for s in result.starts)
-    out.append(Goal("process start -> first token of the first run (model loads on that click)",
+    out.append(Goal("process start -> first token of a run clicked as soon as the page answers",
                     f"<= {GOAL_READY_S:g} s (if ready means model loaded)", _s(first),
                     None if first is None else first <= GOAL_READY_S))
     sums = {t: summarize(result, t, ui_path(result)) for t in result.tasks}
@@ -200,12 +205,14 @@ def markdown(result: AppBenchResult) -> str:
     lines += [f"| {g.name} | {g.target} | {g.measured} | {_verdict(g)} |" for g in goals(result)]
     if result.starts:
         s = result.starts
-        lines += ["", f"Fresh starts, in seconds from spawning the process. As soon as `/` answers, a new page runs "
-                      f"the {s[0].task} example, and the model loads on that click:", "",
-                  "| start | server ready | first token of first run | first result | that run's engine time |",
-                  "|---:|---:|---:|---:|---:|"]
-        lines += [f"| {i + 1} | {_s(x.ready_s)} | {_s(x.first_token_s)} | {_s(x.first_result_s)} | "
-                  f"{_s(x.first_engine_s)} |" for i, x in enumerate(s)]
+        lines += ["", f"Fresh starts, in seconds from spawning the process. The model and indexes preload in a "
+                      f"background thread while the server starts; as soon as `/` answers, a new page runs the "
+                      f"{s[0].task} example (a click before the preload ends waits for it):", "",
+                  "| start | server ready | model and indexes loaded | first token of first run | first result | "
+                  "that run's engine time |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {i + 1} | {_s(x.ready_s)} | {_s(x.model_ready_s)} | {_s(x.first_token_s)} | "
+                  f"{_s(x.first_result_s)} | {_s(x.first_engine_s)} |" for i, x in enumerate(s)]
     lines += ["", "Warm runs, per task (median): engine = the trace's own `cost.seconds.total`; "
               "overhead = (wall - engine) / engine, the median of per-run values; vs in process = (wall - "
               "in-process wall) / in-process wall, which also counts the engine running slower inside the "
@@ -283,6 +290,14 @@ class Server:
             time.sleep(0.05)
         raise RuntimeError(f"app.py not ready after {READY_TIMEOUT_S} s:\n{self.tail()}")
 
+    def model_ready(self) -> float | None:
+        """Seconds from spawning to the app's "preload: model and indexes ready" log line."""
+        for line in Path(self.log.name).read_text(errors="replace").splitlines():
+            if "preload: model and indexes ready" in line:
+                stamp = time.strptime(line[:19], "%Y-%m-%d %H:%M:%S")
+                return time.mktime(stamp) + int(line[20:23]) / 1000 - self.spawned
+        return None
+
     def tail(self, n: int = 2000) -> str:
         return Path(self.log.name).read_text(errors="replace")[-n:]
 
@@ -354,6 +369,7 @@ def measure_start(device: str, browser, task: str) -> tuple[Server, StartSample]
         else:
             _, engine = api_run(_client(server.url), task)
             sample = StartSample(ready, None, time.time() - server.spawned, engine, task)
+        sample.model_ready_s = server.model_ready()
         return server, sample
     except BaseException:
         server.stop()
