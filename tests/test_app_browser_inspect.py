@@ -18,7 +18,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 from conftest_app import HOSTILE, build_world, config_for, scripted_logits, serve  # noqa: E402
 from scripted import script_every_run, text_ids, tid  # noqa: E402
-from test_app_browser import ARGS, CHROMIUM, TIMEOUT, _ensure_chromium, shot  # noqa: E402
+from test_app_browser import TIMEOUT, browser, shot  # noqa: E402,F401 - browser is a shared fixture
 
 from onegen.protocols import QR  # noqa: E402
 
@@ -72,15 +72,6 @@ def server(tmp_path_factory):
     with scripted_logits(mp), serve(config) as (url, _):
         yield url
     mp.undo()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    _ensure_chromium()
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture
