@@ -18,7 +18,8 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 from conftest_app import HOSTILE, build_world, config_for, scripted_logits, serve  # noqa: E402
 from scripted import script_every_run, text_ids, tid  # noqa: E402
-from test_app_browser import TIMEOUT, browser, shot  # noqa: E402,F401 - browser is a shared fixture
+# Shared fixtures: `page` opens this module's `server` in a fresh browser context.
+from test_app_browser import browser, page, shot  # noqa: E402,F401
 
 from onegen.protocols import QR  # noqa: E402
 
@@ -72,17 +73,6 @@ def server(tmp_path_factory):
     with scripted_logits(mp), serve(config) as (url, _):
         yield url
     mp.undo()
-
-
-@pytest.fixture
-def page(browser, server):
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-    pg = ctx.new_page()
-    pg.set_default_timeout(TIMEOUT)
-    pg.goto(server)
-    pg.wait_for_selector("text=OneGen Explorer")
-    yield pg
-    ctx.close()
 
 
 def pick(pg, dropdown: str, option: str) -> None:
