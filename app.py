@@ -5,9 +5,11 @@
     ONEGEN_MODEL=... ONEGEN_INDEX_MULTI_HOP=DIR python app.py --port 7861
 
 Tabs: Run (live timeline, retrieval steps, result, cost strip, trace download), Trace viewer
-(upload a trace JSON), Index browser, About. API endpoints: /link_entities, /answer_multi_hop,
-/answer_single_hop, each (text, top_k=5) -> Trace JSON. Layout and callbacks only: the HTML comes
-from onegen/render_html.py, the shared model and indexes from onegen/app_state.py.
+(upload a trace JSON), Index browser, Compare (OneGen against a two-pass or pipeline baseline, on
+the single-pass sweep), Error browser (run or open result files, filter, inspect, compare two),
+About. API endpoints: /link_entities, /answer_multi_hop, /answer_single_hop, each (text, top_k=5)
+-> Trace JSON. Layout and callbacks only: the HTML comes from onegen/render_html.py,
+render_results.py and render_compare.py, the shared model and indexes from onegen/app_state.py.
 """
 from __future__ import annotations
 
@@ -712,6 +714,15 @@ candidates it scored, what was inserted back into the context, and the forward t
 - **Multi-hop QA**: sub-questions end in `[Question Representation]`; the best paragraph is inserted and the model goes on.
 - **Single-hop QA (Self-RAG)**: the question's vector reranks passages; the best one is read, then the answer
   is written with reflection tokens.
+
+### Tabs
+- **Run**: one input, streamed; select any retrieval step to see its query, candidates and insertion.
+- **Trace viewer**: open a trace saved with *Download trace JSON* (or by `python -m onegen run --json`).
+- **Index browser**: find a document by title and see its nearest neighbours.
+- **Compare**: the same input through OneGen and a baseline that encodes each query in a second pass;
+  costs per phase, and the run placed on the single-pass sweep.
+- **Error browser**: score a dataset or open a result file of `python -m onegen evaluate`, filter its
+  examples by outcome and error category, open one in the step view, compare two result files.
 
 ### API
 `/link_entities`, `/answer_multi_hop`, `/answer_single_hop`: each takes `(text, top_k=5)` and returns
