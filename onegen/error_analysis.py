@@ -214,9 +214,10 @@ def _multi_hop(example: MultiHopExample, trace: Trace) -> list[ErrorCategory]:
         checked += 1
         hit = r.chosen_hit
         if not gold.matches(hit):
-            out.append(ErrorCategory(retrieval_miss_at(k + 1), {
-                "hop": k + 1, "retrieved": None if hit is None else {"id": hit.id, "title": hit.title},
-                "gold": gold.to_dict(), "gold_rank": _rank_of(gold, r.hits), "query": r.query_text}))
+            detail = {"hop": k + 1, "retrieved": None if hit is None else {"id": hit.id, "title": hit.title},
+                      "gold": gold.to_dict(), "gold_rank": _rank_of(gold, r.hits), "query": r.query_text}
+            detail.update(_bridge(example, k, r.query_text))
+            out.append(ErrorCategory(retrieval_miss_at(k + 1), detail))
     if trace.result.retrieval_limit_reached:
         out.append(ErrorCategory(RETRIEVAL_LIMIT, {"retrievals": len(trace.retrievals),
                                                    "limit": trace.settings.get("max_retrievals")}))
@@ -226,6 +227,21 @@ def _multi_hop(example: MultiHopExample, trace: Trace) -> list[ErrorCategory]:
         name = RIGHT_RETRIEVAL_WRONG_ANSWER if checked else WRONG_ANSWER
         out.append(ErrorCategory(name, {"answer": answer, "gold": example.answers, "retrievals_checked": checked}))
     return out
+
+
+def _bridge(example: MultiHopExample, hop: int, query: str) -> dict[str, Any]:
+    """For a miss after the first hop: the previous hop's gold answer (the entity this hop should
+    ask about, from the decomposition) and whether the query names it. When it does not, the
+    model misread the previous paragraph, and the retriever only followed its query."""
+    steps = example.decomposition or []
+    if hop < 1 or hop > len(steps) or not isinstance(steps[hop - 1], dict):
+        return {}
+    bridge = steps[hop - 1].get("answer")
+    if not isinstance(bridge, str) or not bridge.strip():
+        return {}
+    words, said = normalize_answer(bridge).split(), normalize_answer(query or "").split()
+    named = any(said[i:i + len(words)] == words for i in range(len(said) - len(words) + 1))
+    return {"bridge": bridge, "bridge_in_query": named}
 
 
 def _rank_of(gold: HopGold, hits: Sequence[Hit]) -> int | None:

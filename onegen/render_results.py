@@ -109,6 +109,9 @@ def _detail(c) -> str:
         bits.append(f"answered {d['answer']!r}")
     if "gold_rank" in d:
         bits.append("gold not in the top-k" if d["gold_rank"] is None else f"gold ranked {d['gold_rank']}")
+    if d.get("bridge_in_query") is False:
+        bits.append(f"the query does not name the previous hop's answer {d['bridge']!r}: "
+                    "the model misread the previous paragraph")
     if "stop_reason" in d:
         bits.append(f"stopped by {d['stop_reason']}")
     if "message" in d:

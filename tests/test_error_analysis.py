@@ -131,6 +131,24 @@ def test_multi_hop_retrieval_miss_at_hop_with_decomposition():
     assert names(cats) == [retrieval_miss_at(1)]
 
 
+def test_a_miss_after_the_first_hop_says_whether_the_query_named_the_bridge():
+    decomposition = [{"question": "Who directed Film A?", "answer": "Ivo Brandel", "title": "Film A"},
+                     {"question": "Where was Ivo Brandel born?", "title": "Ivo Brandel"}]
+    ex = mh_example(decomposition=decomposition)
+
+    def miss(second_query):
+        rs = [retrieval(0, [hit(0, "id-Film A", "Film A")], "Who directed Film A?"),
+              retrieval(1, [hit(0, "id-Velor", "Velor")], second_query)]
+        (cat,) = categorize("multi-hop", ex, trace("multi-hop", rs, answer="Velor", final_answer_found=True))
+        return cat.detail
+
+    misread = miss("Second, where was Ivo Brandell born?")  # the model wrote another name
+    assert misread["bridge"] == "Ivo Brandel" and misread["bridge_in_query"] is False
+    assert miss("Second, where was ivo brandel born?")["bridge_in_query"] is True  # the retriever missed
+    first = categorize("multi-hop", ex, mh_trace(["Velor", "Ivo Brandel"], answer="Velor"))[0].detail
+    assert "bridge" not in first  # hop 1 has no previous answer
+
+
 def test_hop_gold_rules():
     ex = mh_example(decomposition=[{"title": "Film A"}, {"paragraph_id": 1}, {"question": "no paragraph named"}])
     g0, g1, g2 = hop_gold(ex, 0), hop_gold(ex, 1), hop_gold(ex, 2)
