@@ -345,6 +345,14 @@ def build_demo(app: AppState) -> gr.Blocks:
         except AppError as e:
             return (R.message_html(str(e), "error"), *[gr.skip()] * (results_outputs_n - 1))
 
+    # A file comes either from the list or from an upload: choosing one clears the other, so what
+    # runs or opens is always what the page shows.
+    def open_bundled(choice):
+        return (*load_results_file(choice, None), None)
+
+    def open_upload(upload):
+        return (*load_results_file(None, upload), None)
+
     def run_dataset(choice, upload, task, candidates, limit, top_k):
         """Stream progress while a dataset runs in a worker; Stop (or leaving) ends it after the
         current example, and the same request again resumes from the result file."""
@@ -581,7 +589,6 @@ def build_demo(app: AppState) -> gr.Blocks:
                                                 value=None, elem_id="errors-bundled")
                         e_upload = gr.File(label="or upload a result .jsonl", file_types=[".jsonl"], type="filepath",
                                            elem_id="errors-upload")
-                        e_open = gr.Button("Open", elem_id="errors-open")
                     with gr.Column():
                         gr.Markdown("#### Or run a dataset")
                         e_data = gr.Dropdown(label="Bundled datasets (held-out world)",
@@ -667,9 +674,12 @@ def build_demo(app: AppState) -> gr.Blocks:
         shown = [e_status, e_metrics, e_outcome, e_category, e_contains, e_table, e_keys, e_note, e_export,
                  e_example, *panel_outputs(e_panel, e_trace), e_results]
         private = dict(api_visibility="private")
-        gr.on([e_open.click, e_bundled.input], load_results_file, [e_bundled, e_upload], shown, concurrency_limit=4,
-              **private)
-        e_upload.upload(load_results_file, [e_bundled, e_upload], shown, concurrency_limit=4, **private)
+        e_bundled.input(open_bundled, e_bundled, [*shown, e_upload], concurrency_limit=4, **private)
+        e_upload.upload(open_upload, e_upload, [*shown, e_bundled], concurrency_limit=4, **private)
+        e_data.input(lambda _: None, e_data, e_data_upload, queue=False, **private)
+        e_data_upload.upload(lambda _: None, e_data_upload, e_data, queue=False, **private)
+        c_bundled.input(lambda _: None, c_bundled, c_upload, queue=False, **private)
+        c_upload.upload(lambda _: None, c_upload, c_bundled, queue=False, **private)
         e_event = e_run.click(run_dataset, [e_data, e_data_upload, e_task, e_cands, e_limit, e_k], shown,
                               concurrency_id="model", concurrency_limit=1, **private)
         e_stop.click(None, cancels=[e_event])
