@@ -337,8 +337,6 @@ def build_demo(app: AppState) -> gr.Blocks:
                 gr.DownloadButton(f"Export these {len(rows):,} examples (jsonl)", value=str(export) if export else None,
                                   visible=bool(rows)))
 
-    results_outputs_n = 17  # what show_results returns
-
     def load_results_file(choice, upload):
         try:
             return show_results(open_results(choice, upload))
@@ -475,9 +473,6 @@ def build_demo(app: AppState) -> gr.Blocks:
         traces = result["traces"]
         yield (R.message_html(done, "ok"), RC.costs_html(result), *trace_views(traces["onegen"]),
                *trace_views(traces[baseline]), RC.sweep_svg(app.sweep_report(), baseline, point, "this run"))
-
-    def compare_task(task, current):
-        return change_task(task, current)
 
     def compare_baseline(baseline):
         return RC.sweep_svg(app.sweep_report(), baseline)
@@ -673,6 +668,7 @@ def build_demo(app: AppState) -> gr.Blocks:
         e_trace = gr.State(None)
         shown = [e_status, e_metrics, e_outcome, e_category, e_contains, e_table, e_keys, e_note, e_export,
                  e_example, *panel_outputs(e_panel, e_trace), e_results]
+        results_outputs_n = len(shown)  # what show_results returns; the callbacks skip the rest
         private = dict(api_visibility="private")
         e_bundled.input(open_bundled, e_bundled, [*shown, e_upload], concurrency_limit=4, **private)
         e_upload.upload(open_upload, e_upload, [*shown, e_bundled], concurrency_limit=4, **private)
@@ -696,7 +692,7 @@ def build_demo(app: AppState) -> gr.Blocks:
         x_outputs = [x_status, x_costs, *panel_outputs(xa, xa_trace), *panel_outputs(xb, xb_trace), x_sweep]
         gr.on([x_run.click, x_text.submit], run_compare, [x_task, x_text, x_k, x_baseline], x_outputs,
                         concurrency_id="model", concurrency_limit=1, **private)
-        x_task.input(compare_task, [x_task, x_text], [x_example, x_text], queue=False, **private)
+        x_task.input(change_task, [x_task, x_text], [x_example, x_text], queue=False, **private)
         x_example.input(pick_example, x_example, x_text, queue=False, **private)
         x_baseline.input(compare_baseline, x_baseline, x_sweep, queue=False, **private)
         for p, st in ((e_panel, e_trace), (fa, fa_trace), (fb, fb_trace), (xa, xa_trace), (xb, xb_trace)):
