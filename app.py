@@ -147,6 +147,18 @@ def build_demo(app: AppState) -> gr.Blocks:
                 gr.Radio(choices=R.step_choices(trace.retrievals), value=r.step if r else None),
                 R.step_html(r, trace.task, links))
 
+    def empty_trace_views():
+        """(cost, timeline, steps, detail, result, trace) of a panel with nothing in it."""
+        return (*views(Trace("", "", {}, "", "", []), None, {}), "", None)
+
+    def trace_views(trace: Trace | None):
+        """The same for a finished trace; None (the engine raised) says so in the result."""
+        if trace is None:
+            return (*empty_trace_views()[:4], R.message_html("This example has no trace (the engine raised).", "warn"),
+                    None)
+        links = links_for(trace)
+        return (*views(trace, None, links), R.result_html(trace, links), trace)
+
     # -- Run tab callbacks ------------------------------------------------------------------------
     def run(task, text, top_k):
         """Stream a run: status, cost, timeline, steps, detail, result, download, session trace."""
@@ -207,8 +219,7 @@ def build_demo(app: AppState) -> gr.Blocks:
 
     # -- Trace viewer -----------------------------------------------------------------------------
     def view_upload(path):
-        blank = (R.cost_html(Trace("", "", {}, "", "", [])), R.timeline_html([], []),
-                 gr.Radio(choices=[], value=None), R.step_html(None, ""), "", None)
+        blank = empty_trace_views()
         if not path:
             return (R.message_html("Upload a trace JSON file (written by the Download button or `python -m onegen run`)."),
                     *blank)
@@ -288,19 +299,6 @@ def build_demo(app: AppState) -> gr.Blocks:
                 show_document(b_task, row, 5))
 
     # -- Error browser ----------------------------------------------------------------------------
-    def trace_views(trace: Trace | None):
-        """(cost, timeline, steps, detail, result, trace) of a panel showing a finished trace."""
-        if trace is None:
-            blank = Trace("", "", {}, "", "", [])
-            return (R.cost_html(blank), R.timeline_html([], []), gr.Radio(choices=[], value=None),
-                    R.step_html(None, ""), R.message_html("This example has no trace (the engine raised).", "warn"),
-                    None)
-        links = links_for(trace)
-        return (*views(trace, None, links), R.result_html(trace, links), trace)
-
-    def empty_trace_views():
-        return (*trace_views(Trace("", "", {}, "", "", []))[:4], "", None)
-
     def pick_bundled(names: dict[str, Path], choice) -> Path:
         # Only names the server listed open: the page cannot ask for any other path.
         if choice not in names:

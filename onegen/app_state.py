@@ -83,6 +83,7 @@ class AppState:
         self._indexes: dict[str, VectorIndex] = {}
         self._id_rows: dict[str, dict[str, int]] = {}
         self._index_locks = {t: threading.Lock() for t in TASKS}
+        self._sweep: tuple[float, dict | None] | None = None  # (file mtime, report): read once per change
         # Forward passes run one step at a time across sessions (the queue also limits runs to one).
         self.run_lock = threading.Lock()
 
@@ -357,10 +358,14 @@ class AppState:
         """The last single-pass sweep (None when it was never written or cannot be read)."""
         path = Path(self.config.sweep_report)
         try:
-            report = json.loads(path.read_text(encoding="utf-8"))
+            mtime = path.stat().st_mtime
+            if self._sweep is None or self._sweep[0] != mtime:
+                report = json.loads(path.read_text(encoding="utf-8"))
+                ok = isinstance(report, dict) and isinstance(report.get("cells"), list)
+                self._sweep = (mtime, report if ok else None)
         except (OSError, ValueError):
             return None
-        return report if isinstance(report, dict) and isinstance(report.get("cells"), list) else None
+        return self._sweep[1]
 
     # -- for the About tab --------------------------------------------------------------------------
     def overview(self) -> list[tuple[str, str]]:

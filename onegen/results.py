@@ -123,8 +123,7 @@ def load_results(path: str | Path, *, task: str | None = None) -> ResultSet:
         seen.add(key)
     if not records:
         raise ResultFileError(f"{path.name}: no line could be read ({skipped[0]})")
-    metrics = compute_metrics(file_task, records,
-                              result_lines=[r.line for r in records] if file_task == "entity-linking" else None)
+    metrics = _metrics(file_task, records)
     return ResultSet(path=path, task=file_task, run=run, records=records, metrics=metrics, skipped=skipped)
 
 
@@ -246,16 +245,18 @@ def compare_results(a: ResultSet, b: ResultSet) -> Comparison:
         else:
             flip = _flip(a.task, ra[key], rb[key], oa, ob)
             (fixed if flip.fixed else broken).append(flip)
-    metrics = {}
-    sub_a = compute_metrics(a.task, [ra[k] for k in shared],
-                            result_lines=[ra[k].line for k in shared] if a.task == "entity-linking" else None)
-    sub_b = compute_metrics(b.task, [rb[k] for k in shared],
-                            result_lines=[rb[k].line for k in shared] if b.task == "entity-linking" else None)
-    for key in _compared_metrics(a.task):
-        metrics[key] = (sub_a.get(key), sub_b.get(key))
+    sub_a = _metrics(a.task, [ra[k] for k in shared])
+    sub_b = _metrics(b.task, [rb[k] for k in shared])
+    metrics = {key: (sub_a.get(key), sub_b.get(key)) for key in _compared_metrics(a.task)}
     return Comparison(a=a, b=b, shared=shared, only_a=[k for k in ra if k not in rb],
                       only_b=[k for k in rb if k not in ra], fixed=fixed, broken=broken,
                       both_right=both_right, both_wrong=both_wrong, metrics=metrics)
+
+
+def _metrics(task: str, records: list[ExampleRecord]) -> dict[str, Any]:
+    """`onegen evaluate`'s metrics over `records` (EL also runs the authors' scorer on the lines)."""
+    return compute_metrics(task, records,
+                           result_lines=[r.line for r in records] if task == "entity-linking" else None)
 
 
 def _compared_metrics(task: str) -> tuple[str, ...]:

@@ -23,6 +23,7 @@ if str(ROOT) not in sys.path:
 
 from onegen.documents import Document  # noqa: E402
 from onegen.protocols import LK, QR, SPECS  # noqa: E402
+from tiny import PARAGRAPHS  # noqa: E402,F401 - the app tests' multi-hop index
 
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
 
@@ -32,11 +33,6 @@ ENTITIES = [
     Document("Q220", "Rome", "Rome is an instance of city. It is described as \"capital of Italy\"."),
     Document("Q1", "Ivo Brandel", "Ivo Brandel is an instance of human. It is described as \"a director\"."),
     Document("Q666", HOSTILE, "A hostile entity whose title is markup."),
-]
-PARAGRAPHS = [
-    Document.from_sentences("p-film", "Film A", ["Film A is a 1998 drama.", "It was directed by Ivo Brandel."]),
-    Document.from_sentences("p-ivo", "Ivo Brandel", ["Ivo Brandel is a director.", "He was born in Corvale."]),
-    Document.from_sentences("p-corvale", "Corvale", ["Corvale is a city in Velor.", "It has 120000 inhabitants."]),
 ]
 PASSAGES = [
     Document("w1", "Corvale", "Corvale is a city in Velor. It has 120000 inhabitants."),

@@ -64,6 +64,14 @@ def multi_hop_script(lm, final_tail: str = " and more text after the answer") ->
             + t(" Corvale. <FINAL-ANSWER>Corvale</FINAL-ANSWER>") + t(final_tail))
 
 
+def multi_hop_answering(lm, answer: str) -> list[int]:
+    """Two hops about Film A's director, then `answer` as the final answer."""
+    qr = tid(lm, QR)
+    t = lambda s: text_ids(lm, "multi-hop", s)  # noqa: E731
+    return (t("First, who directed Film A?") + [qr] + t(" Ivo Brandel. Second, where was he born?") + [qr]
+            + t(f" {answer}. <FINAL-ANSWER>{answer}</FINAL-ANSWER>"))
+
+
 def el_script(lm) -> list[int]:
     """Paris [LK], a malformed [LK] without a mention, Rome [LK]. After every [LK] the script
     proposes EOS; the protocol must force [_CONTINUE_] instead."""

@@ -17,27 +17,16 @@ pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from conftest_app import HOSTILE, build_world, config_for, scripted_logits, serve  # noqa: E402
-from scripted import script_every_run, text_ids, tid  # noqa: E402
+from scripted import multi_hop_answering, script_every_run  # noqa: E402
 # Shared fixtures: `page` opens this module's `server` in a fresh browser context.
 from test_app_browser import browser, page, shot  # noqa: E402,F401
-
-from onegen.protocols import QR  # noqa: E402
+from tiny import hotpot_item  # noqa: E402
 
 pytestmark = pytest.mark.browser
 expect = sync_api.expect
 
-CONTEXT = [["Film A", ["Film A is a 1998 drama.", " It was directed by Ivo Brandel."]],
-           ["Ivo Brandel", ["Ivo Brandel is a director.", " He was born in Corvale."]],
-           ["Corvale", ["Corvale is a city in Velor.", " It has 120000 inhabitants."]]]
-
-
-def item(id_, answer, question="Where was the director of Film A born?"):
-    return {"_id": id_, "type": "bridge", "question": question, "answer": answer, "context": CONTEXT,
-            "supporting_facts": [["Film A", 1], ["Ivo Brandel", 1]]}
-
-
-ITEMS = [item("q1", "Corvale"), item("q2", "Corvale", "Who was born in Corvale?"), item("q3", "Velor"),
-         item("q4", "Corvale", HOSTILE)]
+ITEMS = [hotpot_item("q1", "Corvale"), hotpot_item("q2", "Corvale", question="Who was born in Corvale?"),
+         hotpot_item("q3", "Velor"), hotpot_item("q4", "Corvale", question=HOSTILE)]
 SWEEP = {"schema": "test", "config": {"clock": "cpu"}, "models": {"5M": {"name": "random-llama-5M"}},
          "cells": [{"scenario": "generated", "model": "5M", "query_tokens": L, "retrievals": r,
                     "speedup": {"two-pass": 1.0 + L * r / 2000, "pipeline": 1.0 + L * r / 3000}}
@@ -62,11 +51,8 @@ def server(tmp_path_factory):
     lm = _loaded(str(world.model))
     examples = list(load_dataset(data, "multi-hop").examples)
     mp = pytest.MonkeyPatch()
-    t = lambda s: text_ids(lm, "multi-hop", s)  # noqa: E731
     for name, answer in (("a-corvale", "Corvale"), ("b-velor", "Velor")):
-        script_every_run(mp, lm, t("First, who directed Film A?") + [tid(lm, QR)]
-                         + t(" Ivo Brandel. Second, where was he born?") + [tid(lm, QR)]
-                         + t(f" {answer}. <FINAL-ANSWER>{answer}</FINAL-ANSWER>"))
+        script_every_run(mp, lm, multi_hop_answering(lm, answer))
         evaluate(lm, "multi-hop", examples, candidates="context", out=results / f"{name}.jsonl", progress=False)
     mp.undo()
     config = config_for(world, results_dir=results, datasets_dir=datasets, sweep_report=sweep)

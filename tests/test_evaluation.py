@@ -21,7 +21,7 @@ from onegen.error_analysis import ENGINE_ERROR, context_document_id
 from onegen.evaluation import EvaluationError, RandomRetriever, evaluate
 from onegen.metrics import el_scores_from_result_lines
 from onegen.protocols import LK, QR
-from tiny import build_tiny_model, load_tiny
+from tiny import HOTPOT_CONTEXT as CONTEXT, build_tiny_model, hotpot_item, load_tiny
 
 
 @pytest.fixture(scope="module")
@@ -70,15 +70,6 @@ def single_hop_ids(lm):
     return [tid(lm, "[Relevant]")] + lm.ptok("single-hop").encode_data(" Corvale.") + [tid(lm, "[Utility:5]")]
 
 
-CONTEXT = [["Film A", ["Film A is a 1998 drama.", " It was directed by Ivo Brandel."]],
-           ["Ivo Brandel", ["Ivo Brandel is a director.", " He was born in Corvale."]],
-           ["Velor", ["Velor is a country.", " Its capital is Corvale."]]]
-FACTS = [["Film A", 1], ["Ivo Brandel", 1]]
-
-
-def hotpot_item(id_, answer, type_="bridge", question="Where was the director of Film A born?", **extra):
-    return {"_id": id_, "type": type_, "question": question, "answer": answer, "context": CONTEXT,
-            "supporting_facts": FACTS, **extra}
 
 
 def write(path, items, jsonl=False):

@@ -11,28 +11,10 @@ from onegen.datasets import load_dataset
 from onegen.evaluation import evaluate
 from onegen.results import (ResultFileError, category_choices, compare_results, export_lines, headline,
                             load_results, outcome_of, select, summarize)
-from onegen.protocols import QR
-from scripted import script_every_run, text_ids, tid
+from scripted import multi_hop_answering, script_every_run
+from tiny import hotpot_item
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-CONTEXT = [["Film A", ["Film A is a 1998 drama.", " It was directed by Ivo Brandel."]],
-           ["Ivo Brandel", ["Ivo Brandel is a director.", " He was born in Corvale."]],
-           ["Velor", ["Velor is a country.", " Its capital is Corvale."]]]
-FACTS = [["Film A", 1], ["Ivo Brandel", 1]]
-
-
-def item(id_, answer, question="Where was the director of Film A born?"):
-    return {"_id": id_, "type": "bridge", "question": question, "answer": answer, "context": CONTEXT,
-            "supporting_facts": FACTS}
-
-
-def answering(lm, answer):
-    t = lambda s: text_ids(lm, "multi-hop", s)  # noqa: E731
-    qr = tid(lm, QR)
-    return (t("First, who directed Film A?") + [qr] + t(" Ivo Brandel. Second, where was he born?") + [qr]
-            + t(f" {answer}. <FINAL-ANSWER>{answer}</FINAL-ANSWER>"))
-
 
 @pytest.fixture(scope="module")
 def runs(models, tmp_path_factory):
@@ -40,15 +22,16 @@ def runs(models, tmp_path_factory):
     B answers "Velor" (wrong, wrong, right)."""
     root = tmp_path_factory.mktemp("results")
     data = root / "dev.json"
-    data.write_text(json.dumps([item("q1", "Corvale"), item("q2", "Corvale", "Who was born in Corvale?"),
-                                item("q3", "Velor")]))
+    data.write_text(json.dumps([hotpot_item("q1", "Corvale"),
+                                hotpot_item("q2", "Corvale", question="Who was born in Corvale?"),
+                                hotpot_item("q3", "Velor")]))
     examples = list(load_dataset(data, "multi-hop").examples)
     lm = models["multi-hop"]
     out = {}
     mp = pytest.MonkeyPatch()
     try:
         for name, answer in (("a", "Corvale"), ("b", "Velor")):
-            script_every_run(mp, lm, answering(lm, answer))
+            script_every_run(mp, lm, multi_hop_answering(lm, answer))
             out[name] = evaluate(lm, "multi-hop", examples, candidates="context", out=root / f"{name}.jsonl",
                                  top_k=2, progress=False)
     finally:
@@ -160,7 +143,7 @@ def test_progress_callback_and_the_mode_in_the_run(models, runs, tmp_path, monke
     with pytest.raises(EvaluationError, match="mode"):  # a baseline never resumes a OneGen file
         evaluate(make_engine(lm, "two-pass"), "multi-hop", examples, candidates="context", out=runs["a"].out,
                  top_k=2, progress=False)
-    script_every_run(monkeypatch, lm, answering(lm, "Corvale"))
+    script_every_run(monkeypatch, lm, multi_hop_answering(lm, "Corvale"))
     calls.clear()
     report = evaluate(make_engine(lm, "two-pass"), "multi-hop", examples[:2], candidates="context",
                       out=tmp_path / "two.jsonl", top_k=2, progress=False,

@@ -33,6 +33,18 @@ PASSAGES = [
     Document("w3", "Ivo Brandel", "Ivo Brandel is a director born in Corvale."),
 ]
 
+# One HotpotQA-layout question about the corpora above (its own context, supporting facts).
+HOTPOT_CONTEXT = [["Film A", ["Film A is a 1998 drama.", " It was directed by Ivo Brandel."]],
+                  ["Ivo Brandel", ["Ivo Brandel is a director.", " He was born in Corvale."]],
+                  ["Velor", ["Velor is a country.", " Its capital is Corvale."]]]
+HOTPOT_FACTS = [["Film A", 1], ["Ivo Brandel", 1]]
+
+
+def hotpot_item(id_, answer, type_="bridge", question="Where was the director of Film A born?", **extra):
+    return {"_id": id_, "type": type_, "question": question, "answer": answer, "context": HOTPOT_CONTEXT,
+            "supporting_facts": HOTPOT_FACTS, **extra}
+
+
 _CORPUS = [
     "Barack Obama was born in Honolulu. Where was the director of the film born?",
     "First, who directed the film? The film was directed by Ivo Brandel. Second, where was Ivo born?",
