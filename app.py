@@ -548,7 +548,8 @@ def build_demo(app: AppState) -> gr.Blocks:
 
             with gr.Tab("Compare", id="compare"):
                 gr.Markdown("The same input through OneGen and through a baseline that encodes each query in a "
-                            "second pass. Both search the same documents; the difference is what the query costs.")
+                            "second pass. Both search the same documents; the difference is what the query costs. "
+                            "Both decode one token per forward call (no prompt-lookup drafts), as the sweep did.")
                 with gr.Row():
                     x_task = gr.Radio(TASK_CHOICES, value=TASKS[0], label="Task", scale=3, elem_id="cmp-task")
                     x_baseline = gr.Radio([(RC.MODE_LABELS[b], b) for b in BASELINES], value=BASELINES[0],

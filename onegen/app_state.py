@@ -347,8 +347,9 @@ class AppState:
         index = self.index(task)
         try:
             with self.run_lock:
+                # One token per forward call, like the sweep this run is plotted on.
                 return compare(lm, task, text, modes=("onegen", baseline), index=index,
-                               settings=RunSettings(top_k=k))
+                               settings=RunSettings(top_k=k, draft_tokens=0))
         except InputError as e:
             raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
         except (BaselineError, OSError) as e:

@@ -18,6 +18,7 @@ from typing import Iterator, Protocol, Sequence, Union
 import torch
 
 from .documents import Document
+from .draft import NgramDrafter
 from .encode import encode_documents
 from .index import VectorIndex
 from .loading import LoadedModel
@@ -125,6 +126,9 @@ class RunSettings:
     max_new_tokens: int | None = None
     max_retrievals: int | None = None
     sampling: Sampling | None = None  # None: greedy
+    # Prompt-lookup draft length (onegen/draft.py); greedy runs only, 0 forwards one token per call.
+    # Drafts change the speed, not the output; their rejected tokens are counted as "draft_rejected".
+    draft_tokens: int = 2
 
 
 # -- the decode state -------------------------------------------------------------------------------
@@ -133,7 +137,7 @@ class DecodeState:
     """One sequence on one KV cache. `feed` forwards only new ids and returns their final-norm
     hidden states; nothing ever re-forwards the history."""
 
-    def __init__(self, lm: LoadedModel, cost: Cost):
+    def __init__(self, lm: LoadedModel, cost: Cost, draft_tokens: int = 0):
         from transformers import DynamicCache
 
         self.lm = lm
@@ -141,6 +145,7 @@ class DecodeState:
         self.cache = DynamicCache(config=lm.model.config)
         self.ids: list[int] = []
         self._sync = lm.device.type == "cuda"
+        self.drafter = NgramDrafter(draft_len=draft_tokens) if draft_tokens > 0 else None
 
     def feed(self, ids: Sequence[int], phase: str) -> torch.Tensor:
         t0 = time.perf_counter()
@@ -151,7 +156,24 @@ class DecodeState:
         self.cost.forward_tokens[phase] = self.cost.forward_tokens.get(phase, 0) + len(ids)
         self._add_seconds(phase, time.perf_counter() - t0)
         self.ids.extend(ids)
+        if self.drafter is not None:
+            self.drafter.extend(ids)
         return out.last_hidden_state[0]
+
+    def drop_after(self, length: int, phase: str) -> None:
+        """Forget the ids past `length` (a draft greedy decoding did not keep); their forward tokens
+        move from `phase` to "draft_rejected"."""
+        dropped = len(self.ids) - length
+        if dropped <= 0:
+            return
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[..., :length, :]
+            layer.values = layer.values[..., :length, :]
+        del self.ids[length:]
+        if self.drafter is not None:
+            self.drafter.truncate(length)
+        self.cost.forward_tokens[phase] -= dropped
+        self.cost.forward_tokens["draft_rejected"] = self.cost.forward_tokens.get("draft_rejected", 0) + dropped
 
     def logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
         return self.lm.lm_head(hidden_last).float()
@@ -268,12 +290,15 @@ class _Run:
         if len(self.prompt_ids) >= ctx:
             raise InputError(f"the input is too long: its prompt has {len(self.prompt_ids):,} tokens and "
                              f"{self.lm.name} reads at most {ctx:,}")
-        self.state = DecodeState(self.lm, cost)
+        drafts = settings.draft_tokens if settings.sampling is None else 0
+        self.state = DecodeState(self.lm, cost, draft_tokens=drafts)
+        # Tokens that steer the loop (retrieval, forcing, end) are never drafted: each gets its own step.
+        self.undraftable = frozenset({proto.query_id, proto.eos_id, *proto.forced_ids()})
         self.trace = Trace(task=self.spec.name, mode=engine.query_encoder.name, model=self._model_info(),
                            input=text, prompt_text=self.prompt_text, prompt_ids=list(self.prompt_ids),
                            cost=cost, index=retriever.describe(),
                            settings={"top_k": settings.top_k, "max_new_tokens": self.max_new,
-                                     "max_retrievals": self.max_retrievals,
+                                     "max_retrievals": self.max_retrievals, "draft_tokens": drafts,
                                      "decoding": "greedy" if settings.sampling is None else vars(settings.sampling)})
         self.generator = None
         if settings.sampling is not None:
@@ -306,7 +331,10 @@ class _Run:
             if stop:
                 self.trace.stop_reason = stop
                 break
-            hidden = self.state.feed([tok], "generated")
+            hidden, next_logits = yield from self._advance(tok, banned)
+            if hidden is None:  # a kept draft token ended the run
+                break
+            tok = self.state.ids[-1]
             if tok == query_id:
                 yield from self._retrieve(hidden[-1], position=len(self.state) - 1)
                 if self.spec.insertion is not None:
@@ -320,7 +348,7 @@ class _Run:
             forced = forced_map.get(tok)
             if forced is not None:
                 self.segment_start = len(self.state) + 1
-            logits = self.state.logits(hidden[-1])
+            logits = next_logits if next_logits is not None else self.state.logits(hidden[-1])
         yield DoneEvent(self._finish())
 
     @torch.inference_mode()
@@ -345,14 +373,52 @@ class _Run:
             if stop:
                 self.trace.stop_reason = stop
                 break
-            logits = self.state.logits(self.state.feed([tok], "generated")[-1])
+            hidden, next_logits = yield from self._advance(tok, ())
+            if hidden is None:
+                break
+            logits = next_logits if next_logits is not None else self.state.logits(hidden[-1])
         yield DoneEvent(self._finish())
 
     # -- steps --------------------------------------------------------------------------------------
-    def _record(self, tok: int, kind: str) -> TokenRecord:
+    def _advance(self, tok: int, banned: Sequence[int]) -> Iterator[Event]:
+        """Forward the chosen token, with a prompt-lookup draft after it when one applies, and yield
+        the draft tokens that greedy decoding would have chosen anyway. Returns the hidden states
+        up to the last kept token and, when a draft token was refused, the logits already computed
+        for that position (None: compute them from the last hidden state); (None, None) when a kept
+        token ended the run."""
+        draft = self._draft(tok)
+        start = len(self.state) + 1  # position of draft[0]
+        hidden = self.state.feed([tok, *draft], "generated")
+        kept, logits = 0, None
+        while kept < len(draft):  # row i of `hidden` predicts draft[i]; each position's head runs once
+            logits = self.state.logits(hidden[kept])
+            if choose_token(logits, banned=banned) != draft[kept]:
+                break
+            logits = None
+            kept += 1
+        for i in range(kept):
+            yield TokenEvent(self._record(draft[i], "generated", position=start + i))
+            stop = self._stop_reason(draft[i])
+            if stop:  # one-token decoding would not have forwarded this token or any after it
+                self.trace.stop_reason = stop
+                self.state.drop_after(start + i, "generated")
+                return None, None
+        self.state.drop_after(start + kept, "generated")
+        return hidden[:kept + 1], logits
+
+    def _draft(self, tok: int) -> list[int]:
+        drafter = self.state.drafter
+        if drafter is None or tok in self.undraftable:
+            return []
+        # Far from the context limit only, so "context_full" stops where one-token decoding stops.
+        if len(self.state) + drafter.draft_len + 3 >= self.lm.context_length:
+            return []
+        return drafter.propose(tok, stop=self.undraftable, limit=self.max_new - len(self.generated))
+
+    def _record(self, tok: int, kind: str, position: int | None = None) -> TokenRecord:
         self.generated.append(tok)
         rec = TokenRecord(id=tok, text=self.ptok.token_text(self.generated, len(self.generated) - 1), kind=kind,
-                          position=len(self.state))
+                          position=len(self.state) if position is None else position)
         self.trace.tokens.append(rec)
         return rec
 

@@ -16,7 +16,7 @@ from .trace import PHASES, Retrieval, TokenRecord, Trace
 
 TASK_LABELS = {"entity-linking": "Entity linking", "multi-hop": "Multi-hop QA", "single-hop": "Single-hop QA"}
 PHASE_LABELS = {"prompt": "prompt", "generated": "generated", "inserted": "inserted",
-                "query_reencoding": "query re-encoding", "retrieval": "search", "documents": "candidate documents",
+                "query_reencoding": "query re-encoding", "draft_rejected": "rejected drafts", "retrieval": "search", "documents": "candidate documents",
                 "total": "total"}
 # Token strings of every protocol: shown dimmed in the timeline (styling only; retrieval markers
 # come from positions, never from text, so a user typing "[LK]" gets no marker).
@@ -298,13 +298,19 @@ def result_html(trace: Trace, links: dict[str, str] | None = None) -> str:
 
 # -- cost strip ------------------------------------------------------------------------------------
 
+_PHASE_NOTES = {
+    "query_reencoding": ' title="OneGen reads each query vector off the generation pass"',
+    "draft_rejected": ' title="prompt-lookup guesses that greedy decoding did not keep: forwarded in the same call '
+                      'as a kept token, then dropped; they change the speed, never the output"',
+}
+
 def cost_html(trace: Trace) -> str:
     """Forward tokens and seconds by phase, and the number of retrievals."""
     c = trace.cost
     cells = []
     for p in PHASES:
         n = int(c.forward_tokens.get(p, 0))
-        note = ' title="OneGen reads each query vector off the generation pass"' if p == "query_reencoding" else ""
+        note = _PHASE_NOTES.get(p, "")
         cells.append(f'<div class="og-cost-cell" data-phase="{p}"{note}><b>{n:,}</b><span>{PHASE_LABELS[p]}</span></div>')
     cells.append(f'<div class="og-cost-cell og-cost-total" data-phase="total"><b>{c.total_forward_tokens:,}</b>'
                  '<span>forward tokens</span></div>')

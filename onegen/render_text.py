@@ -17,7 +17,7 @@ STOP_REASONS = {
     "max_new_tokens": "token limit",
     "context_full": "context window full",
 }
-PHASE_LABELS = {"query_reencoding": "query re-encoding", "retrieval": "search", "documents": "candidate documents"}
+PHASE_LABELS = {"query_reencoding": "query re-encoding", "draft_rejected": "rejected drafts", "retrieval": "search", "documents": "candidate documents"}
 
 
 def clip(text: str, limit: int = PREVIEW_CHARS) -> str:

@@ -13,7 +13,8 @@ SCHEMA = "onegen-trace/1"
 
 # Forward-token phases of the generation pass. `query_reencoding` is 0 for OneGen by construction:
 # the query vector is read off the generation pass. Two-pass baselines fill it.
-PHASES = ("prompt", "generated", "inserted", "query_reencoding")
+# "draft_rejected": tokens of prompt-lookup drafts that greedy decoding did not keep (forwarded, then dropped).
+PHASES = ("prompt", "generated", "inserted", "query_reencoding", "draft_rejected")
 
 
 class TraceFormatError(ValueError):

@@ -199,7 +199,7 @@ def test_cost_strip_numbers():
     tr = el_trace()
     page = R.cost_html(tr)
     cells = dict(re.findall(r'data-phase="(\w+)"[^>]*><b>([\d,]+)</b>', page))
-    assert cells == {"prompt": "156", "generated": "11", "inserted": "0", "query_reencoding": "0",
+    assert cells == {"prompt": "156", "generated": "11", "inserted": "0", "query_reencoding": "0", "draft_rejected": "0",
                      "total": "167", "retrievals": "2"}
     secs = dict(re.findall(r'data-seconds="(\w+)">([\d.]+)<', page))
     assert secs == {"prompt": "0.25", "generated": "1.50", "retrieval": "0.00", "total": "1.80"}

@@ -15,7 +15,8 @@ from onegen.baselines import (DEFAULT_RETRIEVER, BaselineError, PipelineEngine, 
                               build_pipeline_index, compare, load_sentence_encoder, make_engine, retriever_for,
                               sentence_encoder_from_folder)
 from onegen.encode import build_index
-from onegen.engine import DecodeState, Engine, HiddenStateQuery, IndexRetriever, QueryContext, QueryVector
+from onegen.engine import (DecodeState, Engine, HiddenStateQuery, IndexRetriever, QueryContext, QueryVector,
+                           RunSettings)
 from onegen.protocols import LK, QR
 from tiny import ENTITIES, PARAGRAPHS, PASSAGES
 
@@ -97,6 +98,9 @@ def generation_tokens(trace) -> int:
     return ft["prompt"] + ft["generated"] + ft["inserted"]
 
 
+ONE_TOKEN = RunSettings(draft_tokens=0)
+
+
 def fed_tokens(trace) -> int:
     """Tokens on the cache: the prompt, every chosen token but the last (never fed), the insertions."""
     chosen = sum(1 for t in trace.tokens if t.kind != "inserted")
@@ -109,7 +113,8 @@ def test_onegen_spends_nothing_on_queries(models, scripted):
     lm = models["multi-hop"]
     script, _ = multi_hop_script(lm)
     scripted(lm, script)
-    trace = make_engine(lm, "onegen").run_trace("multi-hop", QUESTION, candidates=PARAGRAPHS)
+    # One token per forward call: the protocol's own cost (tests/test_draft.py covers drafts).
+    trace = make_engine(lm, "onegen").run_trace("multi-hop", QUESTION, candidates=PARAGRAPHS, settings=ONE_TOKEN)
     ft = trace.cost.forward_tokens
     assert trace.mode == "onegen" and len(trace.retrievals) == 2
     assert ft["query_reencoding"] == 0
@@ -127,7 +132,7 @@ def test_two_pass_reencodes_exactly_the_query_ids(models, scripted, task, docs, 
     scripted(lm, script)
     rec = Recording(TwoPassQuery(lm))
     trace = Engine(lm, query_encoder=rec).run_trace(task, QUESTION if task == "multi-hop" else "Paris and Rome.",
-                                                    candidates=docs)
+                                                    candidates=docs, settings=ONE_TOKEN)
     ft = trace.cost.forward_tokens
     assert trace.mode == "two-pass"
     assert [len(c.query_ids) for c in rec.contexts] == query_lengths  # from the script, independently

@@ -50,7 +50,9 @@ def test_report_is_well_formed(report):
     for c in report["cells"]:
         assert set(c["modes"]) == {"onegen", "two-pass", "pipeline"}
         for m in c["modes"].values():
-            assert set(m["forward_tokens"]) == {"prompt", "generated", "inserted", "query_reencoding", "total"}
+            assert set(m["forward_tokens"]) == {"prompt", "generated", "inserted", "query_reencoding",
+                                                "draft_rejected", "total"}
+            assert m["forward_tokens"]["draft_rejected"] == 0  # the sweep decodes one token per call
             assert len(m["seconds"]["runs"]) == cfg.repeats and m["seconds"]["median"] > 0
         for m in c["modes"].values():
             assert m["cpu_seconds"]["median"] > 0 and len(m["cpu_seconds"]["runs"]) == cfg.repeats

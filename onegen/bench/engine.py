@@ -112,7 +112,7 @@ def bench_size(size_name: str, *, new_tokens: int, repeats: int, device: str, pr
     silence_tokens(lm, [proto.eos_id, *proto.ids.values()])
     engine = Engine(lm)
     prompt_ids = engine.prompt_ids(TASK, PROMPT)[1]
-    settings = RunSettings(max_new_tokens=new_tokens)
+    settings = RunSettings(max_new_tokens=new_tokens, draft_tokens=0)  # the loop against generate(), token by token
     res = SizeResult(size_name, parameter_count(lm), len(lm.tokenizer), len(prompt_ids), new_tokens, repeats)
 
     with torch.inference_mode():

@@ -298,7 +298,8 @@ def run_once(engine, lm, inputs: Inputs, mode: str, *, script: list[int], text: 
 
     lm.chooser.load(script)
     engine.query_encoder.cpu = 0.0
-    settings = RunSettings(top_k=5, max_new_tokens=max_new, max_retrievals=retrievals)
+    # One token per forward call: the sweep measures what the protocols cost, not prompt-lookup luck.
+    settings = RunSettings(top_k=5, max_new_tokens=max_new, max_retrievals=retrievals, draft_tokens=0)
     cpu0 = time.process_time()
     trace = engine.run_trace(inputs.task, text, retriever=inputs.retrievers[mode], settings=settings)
     cpu = time.process_time() - cpu0

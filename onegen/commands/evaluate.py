@@ -36,6 +36,9 @@ def add_arguments(p) -> None:
     p.add_argument("--retriever", help="the pipeline's sentence encoder (default: the offline all-MiniLM-L6-v2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random control (default 0)")
     p.add_argument("--max-new-tokens", type=int, help="generation limit (default: the protocol's)")
+    p.add_argument("--draft-tokens", type=int, default=2, metavar="N",
+                   help="prompt-lookup guesses checked per forward call (default 2; 0: one token per call); "
+                        "the output is the same either way")
     p.add_argument("--retry-errors", action="store_true", help="redo examples whose line in --out holds an error")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed items of --data instead of stopping")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
@@ -60,6 +63,8 @@ def main(args) -> int:
         return _fail("--top-k must be at least 1")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         return _fail("--max-new-tokens must be at least 1")
+    if not 0 <= args.draft_tokens <= 16:
+        return _fail("--draft-tokens must be between 0 and 16")
     if args.task == "entity-linking" and args.candidates == "context":
         return _fail("entity linking searches an entity index; --candidates context does not apply")
     if args.aliases and args.task != "multi-hop":
@@ -74,7 +79,7 @@ def main(args) -> int:
         lm = load_model(args.model, task=args.task, device=args.device, dtype=args.dtype)
     except (ModelLoadError, MissingTokenError, OSError, ValueError) as e:
         return _fail(str(e))
-    settings = RunSettings(max_new_tokens=args.max_new_tokens)
+    settings = RunSettings(max_new_tokens=args.max_new_tokens, draft_tokens=args.draft_tokens)
     if args.retriever and args.mode != "pipeline":
         return _fail("--retriever applies to --mode pipeline only")
     try:

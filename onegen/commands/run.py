@@ -37,6 +37,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _draft_len(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= 16:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 16, got {value}")
+    return value
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--model", metavar="ID_OR_DIR",
@@ -51,6 +61,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--example", type=int, metavar="N", help="line N (0-based) of assets/examples/TASK.jsonl")
     p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="hits kept per retrieval (default 5)")
     p.add_argument("--max-new-tokens", type=_positive_int, metavar="N", help="generation limit (default: the protocol's)")
+    p.add_argument("--draft-tokens", type=_draft_len, default=2, metavar="N",
+                   help="prompt-lookup guesses checked per forward call when decoding greedily (default 2; "
+                        "0: one token per call); the output is the same either way")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print only the Trace JSON (schema onegen-trace/1)")
 
@@ -206,7 +219,7 @@ def _main(args: argparse.Namespace) -> int:
             index = VectorIndex.load(index_path, protocol=args.task, model_fingerprint=lm.fingerprint,
                                      dim=lm.hidden_size)
             retriever = IndexRetriever(index, label=str(index_path))
-        settings = RunSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens)
+        settings = RunSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens, draft_tokens=args.draft_tokens)
         events = Engine(lm).run(args.task, text, retriever=retriever, candidates=candidates, settings=settings)
         # The engine checks the input when the run starts: take the first event before printing.
         first = next(events)
