@@ -360,7 +360,10 @@ so nothing is encoded a second time: the cost strip shows <i>query re-encoding =
 model made offline. For multi-hop and single-hop QA the best paragraph is fed onto the same
 KV cache (the dimmed <i>inserted</i> blocks); for entity linking nothing is inserted.</p>
 <p><b>The cost strip</b> counts every token the model forwards: the prompt, what it generated, what
-was inserted. A pipeline with a separate retriever would add a second pass over each query.</p>
+was inserted. A pipeline with a separate retriever would add a second pass over each query.
+<i>Rejected drafts</i> are a speed trick, not part of OneGen: tokens guessed by copying earlier
+text, checked in the same forward call as the chosen token and dropped where the model disagreed;
+the output is the same as decoding one token per call.</p>
 </div>
 """
 
