@@ -2,7 +2,9 @@
 
 The query vector of a retrieval is the final-norm hidden state of the step whose *input* is the
 retrieval token; it falls out of the generation forward pass, so nothing is encoded twice. Every
-token is forwarded exactly once and counted by phase (prompt, generated, inserted).
+kept token is forwarded exactly once and counted by phase (prompt, generated, inserted); greedy runs
+may forward a guessed token or two with each chosen one (onegen/draft.py), and guesses greedy
+decoding refuses are dropped from the cache and counted as draft_rejected.
 
     engine = Engine(load_model())
     for event in engine.run("multi-hop", "Where was the director of ... born?", retriever=...):
@@ -139,13 +141,17 @@ class DecodeState:
 
     def __init__(self, lm: LoadedModel, cost: Cost, draft_tokens: int = 0):
         from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
 
         self.lm = lm
         self.cost = cost
         self.cache = DynamicCache(config=lm.model.config)
         self.ids: list[int] = []
         self._sync = lm.device.type == "cuda"
-        self.drafter = NgramDrafter(draft_len=draft_tokens) if draft_tokens > 0 else None
+        # Dropping a refused guess slices each layer's keys and values (`drop_after`), which is right
+        # for full-attention layers only; a model with sliding-window layers decodes one token a call.
+        plain = all(type(layer) is DynamicLayer for layer in self.cache.layers)
+        self.drafter = NgramDrafter(draft_len=draft_tokens) if draft_tokens > 0 and plain else None
 
     def feed(self, ids: Sequence[int], phase: str) -> torch.Tensor:
         t0 = time.perf_counter()
@@ -166,7 +172,7 @@ class DecodeState:
         dropped = len(self.ids) - length
         if dropped <= 0:
             return
-        for layer in self.cache.layers:
+        for layer in self.cache.layers:  # a view: no copy (Cache.crop's argument differs across versions)
             layer.keys = layer.keys[..., :length, :]
             layer.values = layer.values[..., :length, :]
         del self.ids[length:]

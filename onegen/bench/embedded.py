@@ -54,7 +54,7 @@ def time_runs(lm, task: str, n: int) -> dict:
     retriever = IndexRetriever(index)
     modes = {"drafts": RunSettings().draft_tokens, "one_token": 0}
     seconds: dict[str, list[float]] = {m: [] for m in modes}
-    tokens, calls_saved, same = [], [], 0
+    tokens, rejected, same = [], [], 0
     for i, text in enumerate(task_inputs(task, n)):
         outputs = {}
         for m in (list(modes) if i % 2 == 0 else list(modes)[::-1]):
@@ -64,7 +64,7 @@ def time_runs(lm, task: str, n: int) -> dict:
             outputs[m] = [t.id for t in trace.tokens]
             if m == "drafts":
                 tokens.append(trace.cost.total_forward_tokens)
-                calls_saved.append(trace.cost.forward_tokens["draft_rejected"])
+                rejected.append(trace.cost.forward_tokens["draft_rejected"])
         same += outputs["drafts"] == outputs["one_token"]
     med = {m: statistics.median(v) for m, v in seconds.items()}
     return {"runs": n, "median_s": round(med["drafts"], 3),
@@ -73,7 +73,7 @@ def time_runs(lm, task: str, n: int) -> dict:
             "draft_speedup": round(sum(seconds["one_token"]) / sum(seconds["drafts"]), 2),
             "identical_outputs": f"{same}/{n}",
             "median_forward_tokens": int(statistics.median(tokens)),
-            "median_rejected_draft_tokens": int(statistics.median(calls_saved))}
+            "median_rejected_draft_tokens": int(statistics.median(rejected))}
 
 
 def joint_recall(lm, n: int) -> dict:
