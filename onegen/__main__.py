@@ -1,4 +1,4 @@
-"""`python -m onegen <command>`: run, train, evaluate, bench, world."""
+"""`python -m onegen <command>`: run, train, evaluate, compare, bench, world."""
 from __future__ import annotations
 
 import argparse
@@ -10,6 +10,7 @@ COMMANDS = {
     "run": "Run one input through the single-pass engine and print its steps or its Trace JSON.",
     "train": "Train a small OneGen model from a recipe file.",
     "evaluate": "Run a dataset through the engine and print metrics.",
+    "compare": "Compare two result files of `evaluate` example by example.",
     "bench": "Benchmarks (engine, single-pass, index, app); results go to docs/benchmarks.md.",
     "world": "Generate the synthetic encyclopedia used to train and evaluate embedded models.",
 }

@@ -218,6 +218,7 @@ class Comparison:
     both_right: int
     both_wrong: int
     metrics: dict[str, tuple[float | None, float | None]]  # headline metrics over the shared keys
+    same_tokens: int = 0  # shared examples whose traces hold the same token ids (e.g. two decoding settings)
 
     @property
     def flips(self) -> list[Flip]:
@@ -248,9 +249,14 @@ def compare_results(a: ResultSet, b: ResultSet) -> Comparison:
     sub_a = _metrics(a.task, [ra[k] for k in shared])
     sub_b = _metrics(b.task, [rb[k] for k in shared])
     metrics = {key: (sub_a.get(key), sub_b.get(key)) for key in _compared_metrics(a.task)}
+    same = sum(1 for k in shared if ra[k].trace and rb[k].trace and _ids(ra[k].trace) == _ids(rb[k].trace))
     return Comparison(a=a, b=b, shared=shared, only_a=[k for k in ra if k not in rb],
                       only_b=[k for k in rb if k not in ra], fixed=fixed, broken=broken,
-                      both_right=both_right, both_wrong=both_wrong, metrics=metrics)
+                      both_right=both_right, both_wrong=both_wrong, metrics=metrics, same_tokens=same)
+
+
+def _ids(trace) -> list[int]:
+    return [t.id for t in trace.tokens]
 
 
 def _metrics(task: str, records: list[ExampleRecord]) -> dict[str, Any]:

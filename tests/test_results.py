@@ -77,6 +77,25 @@ def test_two_runs_compared_example_by_example(runs):
     assert (broke.a, broke.b) == ("right", "wrong") and broke.gained and not broke.lost
     # The same documents were retrieved (same script, same candidates): the answer changed, not retrieval.
     assert broke.retrieval == ""
+    assert diff.same_tokens == 0  # every answer differs
+    assert compare_results(a, load_results(runs["a"].out)).same_tokens == 3
+
+
+def test_compare_command(runs, tmp_path, capsys):
+    from onegen.__main__ import main
+
+    assert main(["compare", str(runs["a"].out), str(runs["b"].out)]) == 0
+    text = capsys.readouterr().out
+    assert "3 examples in both" in text and "same tokens in 0" in text
+    assert "em: 0.667 -> 0.333 (-0.333)" in text
+    assert "fixed by B:\n  q3:" in text and "broken by B:\n  q1:" in text
+    assert main(["compare", str(runs["a"].out), str(runs["b"].out), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert (got["fixed"], got["broken"], got["shared"]) == (["q3"], ["q1", "q2"], 3)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    assert main(["compare", str(runs["a"].out), str(bad)]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
 
 
 def test_comparison_uses_only_shared_examples_and_refuses_mismatches(runs, tmp_path):
