@@ -138,7 +138,8 @@ def comparison_html(cmp: Comparison) -> str:
         delta = "" if a is None or b is None else f"{(b - a) * 100:+.1f}"
         rows.append(f"<tr><td>{esc(key)}</td><td>{_pct(a)}</td><td>{_pct(b)}</td><td>{esc(delta)}</td></tr>")
     counts = [("fixed (wrong in A, right in B)", len(cmp.fixed)), ("broken (right in A, not in B)", len(cmp.broken)),
-              ("right in both", cmp.both_right), ("wrong in both", cmp.both_wrong)]
+              ("right in both", cmp.both_right), ("wrong in both", cmp.both_wrong),
+              ("same tokens in both (e.g. two decoding settings)", cmp.same_tokens)]
     if cmp.only_a:
         counts.append(("only in A (not compared)", len(cmp.only_a)))
     if cmp.only_b:

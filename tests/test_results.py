@@ -192,4 +192,5 @@ def test_rendered_results_escape_file_text(runs, tmp_path):
     diff = compare_results(load_results(runs["a"].out), load_results(runs["b"].out))
     html = RR.comparison_html(diff)
     assert "-33.3" in html  # EM 66.7 -> 33.3 over the shared examples
+    assert "same tokens in both (e.g. two decoding settings)</td><td>0<" in html
     assert [r[0] for r in RR.flip_rows(diff.flips)] == ["q3", "q1", "q2"]
