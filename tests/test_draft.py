@@ -157,3 +157,19 @@ def test_logits_of_a_refused_guess_are_reused(models, monkeypatch):
                                  settings=RunSettings(draft_tokens=3))
     assert s.n == sum(1 for t in trace.tokens if t.kind != "inserted")
     assert torch.is_grad_enabled()  # the engine's inference mode did not leak
+
+
+def test_no_drafts_on_a_cache_with_sliding_window_layers():
+    """Dropping a refused guess slices each layer's keys; a sliding-window layer keeps only its window,
+    so such a model decodes one token per call."""
+    from types import SimpleNamespace
+
+    from transformers import LlamaConfig, MistralConfig
+
+    from onegen.trace import Cost
+
+    small = dict(num_hidden_layers=2, hidden_size=32, num_attention_heads=2, num_key_value_heads=2,
+                 intermediate_size=64)
+    for config, drafts in ((MistralConfig(sliding_window=8, **small), False), (LlamaConfig(**small), True)):
+        lm = SimpleNamespace(model=SimpleNamespace(config=config), device=torch.device("cpu"))
+        assert (DecodeState(lm, Cost(), draft_tokens=2).drafter is not None) is drafts
