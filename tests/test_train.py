@@ -136,3 +136,66 @@ def test_recipe_rejects_unknown_keys(tmp_path):
     p.write_text(json.dumps({"name": "x", "base": {}, "stepz": 3}))
     with pytest.raises(ValueError, match="unknown keys"):
         Recipe.load(p)
+
+
+def _corpus_of(titles: dict[str, str]):
+    from onegen.documents import Document
+    from onegen.train.examples import Corpus
+
+    return Corpus(docs={k: Document(id=k, title=t, text=t) for k, t in titles.items()})
+
+
+def test_document_keys_keep_positives_and_share_negatives_across_tasks():
+    from onegen.train.examples import Anchor, QuerySample
+    from onegen.train.trainer import document_keys
+
+    titles = {f"entity-linking|p{i}": f"Name {i}" for i in range(4)}
+    titles.update({"entity-linking|same0": "Name 0", "entity-linking|other1": "Other"})
+    titles.update({f"multi-hop|p{i}": f"Par {i}" for i in range(4)})
+    titles.update({f"multi-hop|d{i}": f"Distractor {i}" for i in range(4)})
+    titles.update({"single-hop|p0": "Passage", "single-hop|n0": "Neg 0", "single-hop|n1": "Neg 1"})
+    corpus = _corpus_of(titles)
+    el = QuerySample("entity-linking", [], [], [
+        Anchor(0, ("entity-linking|p1", 0), ["entity-linking|other1"]),
+        Anchor(1, ("entity-linking|p0", 0), ["entity-linking|same0"]),  # a namesake: first in its round
+        Anchor(2, ("entity-linking|p2", 0), []), Anchor(3, ("entity-linking|p3", 0), [])])
+    mh = QuerySample("multi-hop", [], [], [Anchor(i, (f"multi-hop|p{i}", 0), [f"multi-hop|d{i}", "multi-hop|d3"])
+                                           for i in range(3)])
+    sh = QuerySample("single-hop", [], [], [Anchor(0, ("single-hop|p0", 0), ["single-hop|n0", "single-hop|n1"])])
+    samples = [el, mh, sh]
+    positives = ["entity-linking|p1", "entity-linking|p0", "entity-linking|p2", "entity-linking|p3",
+                 "multi-hop|p0", "multi-hop|p1", "multi-hop|p2", "single-hop|p0"]
+
+    # A budget below the positives still keeps every positive, and nothing else.
+    assert document_keys(samples, corpus, max_documents=5, hard_negatives=2) == positives
+    # Two places: the namesake first, then the anchors' first negatives with the tasks interleaved,
+    # so the single-hop question (whose only other candidate is a negative) gets one in round one.
+    assert document_keys(samples, corpus, 10, 2)[8:] == ["entity-linking|same0", "entity-linking|other1"]
+    keys = document_keys(samples, corpus, 12, 2)
+    assert keys[8:] == ["entity-linking|same0", "entity-linking|other1", "multi-hop|d0", "single-hop|n0"]
+    # A generous budget takes every negative once, round by round.
+    keys = document_keys(samples, corpus, 100, 2)
+    assert len(keys) == len(set(keys)) == len(positives) + 8
+    assert keys[-1] == "single-hop|n1"
+    assert document_keys(samples, corpus, 100, 0) == positives
+
+
+def test_lr_schedules(tmp_path):
+    from onegen.train.trainer import lr_factor
+
+    const = micro_recipe(tmp_path, steps=100, warmup=10)
+    cosine = micro_recipe(tmp_path, steps=100, warmup=10, schedule="cosine", min_lr_ratio=0.1)
+    for r in (const, cosine):
+        assert lr_factor(r, 0) == pytest.approx(0.1)  # warm-up is the same
+        assert lr_factor(r, 9) == pytest.approx(1.0)
+    assert {lr_factor(const, s) for s in range(9, 500)} == {1.0}
+    values = [lr_factor(cosine, s) for s in range(9, 100)]
+    assert all(a >= b for a, b in zip(values, values[1:]))  # never rises after warm-up
+    assert values[-1] == pytest.approx(0.1) and lr_factor(cosine, 54) == pytest.approx(0.55, abs=0.02)
+
+
+def test_recipe_rejects_unknown_schedule(tmp_path):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps({"name": "x", "base": {}, "schedule": "linear"}))
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        Recipe.load(p)

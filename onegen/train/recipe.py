@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 
+SCHEDULES = ("constant", "cosine")
+
+
 @dataclass
 class LoraSpec:
     r: int = 16
@@ -40,6 +43,10 @@ class Recipe:
     lr: float = 5e-4
     token_lr: float = 1e-3
     warmup: int = 15
+    # After warm-up: "constant" (a run stopped at step N equals an N-step recipe) or "cosine"
+    # (decays to min_lr_ratio x lr at the last step; the schedule depends on `steps`).
+    schedule: str = "constant"
+    min_lr_ratio: float = 0.1
     weight_decay: float = 0.0
     lm_weight: float = 1.0
     bpr_weight: float = 1.0
@@ -67,7 +74,10 @@ class Recipe:
             raise ValueError(f"recipe {path}: unknown keys {sorted(unknown)}")
         if raw.get("lora") is not None:
             raw["lora"] = LoraSpec(**raw["lora"])
-        return cls(**raw)
+        recipe = cls(**raw)
+        if recipe.schedule not in SCHEDULES:
+            raise ValueError(f"recipe {path}: schedule must be one of {list(SCHEDULES)}, not {recipe.schedule!r}")
+        return recipe
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

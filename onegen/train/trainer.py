@@ -7,10 +7,12 @@ an uninterrupted one would; checkpoints hold only model, optimiser and scheduler
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import time
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 import torch
@@ -54,6 +56,42 @@ def all_token_strings(tasks: list[str]) -> dict[str, str]:
     for t in tasks:
         out.update(get_spec(t).added_tokens)
     return out
+
+
+def lr_factor(recipe: Recipe, step: int) -> float:
+    """Learning-rate multiplier for optimiser step `step` (0-based): linear warm-up, then constant
+    or a cosine decay that reaches min_lr_ratio at the recipe's last step."""
+    if step + 1 < recipe.warmup or recipe.schedule == "constant":
+        return min(1.0, (step + 1) / max(1, recipe.warmup))
+    progress = (step + 1 - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+    return recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def document_keys(samples: list[QuerySample], corpus: Corpus, max_documents: int, hard_negatives: int) -> list[str]:
+    """Every positive, then hard negatives up to `max_documents`, one per anchor per round.
+
+    Rounds interleave the tasks' anchors, and within a round a negative that shares its positive's
+    title (a namesake) comes first, so a full budget still leaves each task (a single-hop question's
+    only other candidate may be its negative) and each ambiguous name the documents that teach most.
+    """
+    keys: list[str] = []
+    for s in samples:
+        for a in s.anchors:
+            if a.positive[0] not in keys:
+                keys.append(a.positive[0])
+    by_task: dict[str, list] = {}
+    for s in samples:
+        by_task.setdefault(s.task, []).extend(s.anchors)
+    interleaved = [a for group in zip_longest(*by_task.values()) for a in group if a is not None]
+    for round_ in range(hard_negatives):
+        picks = [(a.negatives[round_], a.positive[0]) for a in interleaved if round_ < len(a.negatives)]
+        picks.sort(key=lambda kp: corpus.docs[kp[0]].title != corpus.docs[kp[1]].title)  # stable: namesakes first
+        for k, _ in picks:
+            if len(keys) >= max_documents:
+                return keys
+            if k not in keys:
+                keys.append(k)
+    return keys
 
 
 class Trainer:
@@ -136,11 +174,7 @@ class Trainer:
         opt = torch.optim.AdamW([{"params": others, "lr": r.lr, "weight_decay": r.weight_decay},
                                  {"params": [emb], "lr": r.token_lr, "weight_decay": 0.0}])
 
-        def factor(step: int) -> float:
-            # Linear warm-up, then constant: a run stopped at step N equals a recipe of N steps.
-            return min(1.0, (step + 1) / max(1, r.warmup))
-
-        return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(r, step))
 
     # -- checkpoints ---------------------------------------------------------------------------
     @property
@@ -202,17 +236,7 @@ class Trainer:
                 if len(s.ids) <= r.max_query_tokens and s.anchors:
                     samples.append(s)
                     n -= 1
-        keys: list[str] = []
-        for s in samples:
-            for a in s.anchors:
-                if a.positive[0] not in keys:
-                    keys.append(a.positive[0])
-        for s in samples:
-            for a in s.anchors:
-                for k in a.negatives:
-                    if k not in keys and len(keys) < r.max_documents:
-                        keys.append(k)
-        return samples, keys
+        return samples, document_keys(samples, self.corpus, r.max_documents, r.hard_negatives)
 
     # -- one step ------------------------------------------------------------------------------
     def forward_losses(self, samples: list[QuerySample], keys: list[str]):
