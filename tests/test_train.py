@@ -199,3 +199,16 @@ def test_recipe_rejects_unknown_schedule(tmp_path):
     p.write_text(json.dumps({"name": "x", "base": {}, "schedule": "linear"}))
     with pytest.raises(ValueError, match="schedule must be one of"):
         Recipe.load(p)
+
+
+def test_resume_refuses_a_changed_recipe(world, tmp_path):
+    from onegen.train.trainer import Trainer
+
+    torch.set_num_threads(1)
+    Trainer(micro_recipe(tmp_path, steps=2, checkpoint_every=1), world, log=lambda *x: None).train(progress=False)
+    # Longer, elsewhere, other threads: the same run. A constant schedule may grow.
+    Trainer(micro_recipe(tmp_path, steps=4, threads=1, out=str(tmp_path / "elsewhere")), world, log=lambda *x: None)
+    with pytest.raises(ValueError, match=r"different recipe \(hard_negatives, lr differ\)"):
+        Trainer(micro_recipe(tmp_path, lr=1e-2, hard_negatives=0), world, log=lambda *x: None)
+    with pytest.raises(ValueError, match=r"\(schedule, steps differ\)"):
+        Trainer(micro_recipe(tmp_path, steps=4, schedule="cosine"), world, log=lambda *x: None)

@@ -58,6 +58,18 @@ def all_token_strings(tasks: list[str]) -> dict[str, str]:
     return out
 
 
+# Recipe keys a run may change when it resumes: where things go, and how fast it runs.
+RESUMABLE_KEYS = {"out", "run_dir", "threads", "checkpoint_every"}
+
+
+def recipe_changes(saved: dict, current: dict) -> list[str]:
+    """Keys whose values differ between a checkpoint's recipe and the one resuming it. `steps` may
+    grow under a constant schedule (a run stopped at N equals an N-step recipe), not under cosine."""
+    free = RESUMABLE_KEYS | ({"steps"} if current.get("schedule", "constant") == "constant" else set())
+    saved = {"schedule": "constant", "min_lr_ratio": 0.1, **saved}  # checkpoints from before schedules
+    return sorted(k for k in set(saved) | set(current) if k not in free and saved.get(k) != current.get(k))
+
+
 def lr_factor(recipe: Recipe, step: int) -> float:
     """Learning-rate multiplier for optimiser step `step` (0-based): linear warm-up, then constant
     or a cosine decay that reaches min_lr_ratio at the recipe's last step."""
@@ -198,6 +210,10 @@ class Trainer:
         if not self.checkpoint_path.exists():
             return
         ck = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        changed = recipe_changes(ck.get("recipe", {}), self.recipe.to_dict())
+        if changed:
+            raise ValueError(f"{self.checkpoint_path} was trained with a different recipe ({', '.join(changed)} "
+                             f"differ); use another run_dir, or delete the checkpoint to start again")
         emb = self.model.get_input_embeddings().weight
         params = dict(self.model.named_parameters())
         with torch.no_grad():
