@@ -212,3 +212,18 @@ def test_resume_refuses_a_changed_recipe(world, tmp_path):
         Trainer(micro_recipe(tmp_path, lr=1e-2, hard_negatives=0), world, log=lambda *x: None)
     with pytest.raises(ValueError, match=r"\(schedule, steps differ\)"):
         Trainer(micro_recipe(tmp_path, steps=4, schedule="cosine"), world, log=lambda *x: None)
+
+
+def test_train_command_refuses_another_recipes_checkpoint(world, tmp_path, capsys):
+    from onegen.__main__ import main
+
+    recipe = micro_recipe(tmp_path, steps=2)
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe.to_dict()))
+    args = ["train", "--recipe", str(path), "--world", str(world), "--threads", "1", "--no-export"]
+    assert main(args + ["--steps", "1"]) == 0
+    path.write_text(json.dumps({**recipe.to_dict(), "temperature": 0.1}))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "different recipe (temperature differ)" in err and "Traceback" not in err
+    assert json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["step"] == 1  # untouched

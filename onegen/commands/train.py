@@ -46,7 +46,11 @@ def main(args) -> int:
         print("error: a recipe must not train on the held-out world", file=sys.stderr)
         return 2
     world_dir = Path(args.world) if args.world else ensure_world(recipe.world)
-    trainer = Trainer(recipe, world_dir)
+    try:
+        trainer = Trainer(recipe, world_dir)
+    except ValueError as e:  # e.g. a checkpoint of another recipe in run_dir
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.export_only:
         out = export_embedded(trainer, args.out or recipe.out)
         print(f"exported {out} at step {trainer.step}")
