@@ -227,3 +227,61 @@ def test_train_command_refuses_another_recipes_checkpoint(world, tmp_path, capsy
     err = capsys.readouterr().err
     assert "different recipe (temperature differ)" in err and "Traceback" not in err
     assert json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])["step"] == 1  # untouched
+
+
+def test_micro_batches_cover_every_sequence_and_cut_padding():
+    import random
+
+    from onegen.train.trainer import GROUP_OVERHEAD_TOKENS, micro_batches
+
+    rng = random.Random(0)
+    for trial in range(50):
+        lengths = [rng.randint(20, 600) for _ in range(rng.randint(1, 25))]
+        lengths += [3000] if trial % 10 == 0 else []  # longer than a micro-batch: alone
+        cost = {}
+        for strategy in ("fill", "min-padding"):
+            groups = micro_batches(lengths, 2048, strategy)
+            assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+            for g in groups:
+                width = lengths[g[0]]
+                assert width == max(lengths[i] for i in g)  # each batch is padded to its first member
+                assert len(g) == 1 or len(g) * width <= 2048
+            cost[strategy] = sum(len(g) * lengths[g[0]] + GROUP_OVERHEAD_TOKENS for g in groups)
+        assert cost["min-padding"] <= cost["fill"]
+    # Two long queries and many short documents: filling pads documents to the queries' width.
+    lengths = [550, 450] + [100] * 14
+    slots = {s: sum(len(g) * lengths[g[0]] for g in micro_batches(lengths, 2048, s)) for s in ("fill", "min-padding")}
+    assert slots == {"fill": 3 * 550 + 13 * 100, "min-padding": 550 + 450 + 14 * 100}
+    with pytest.raises(ValueError, match="unknown grouping"):
+        micro_batches(lengths, 2048, "packed")
+
+
+def test_grouping_changes_no_loss(world, tmp_path):
+    from onegen.train.trainer import Trainer
+
+    torch.set_num_threads(1)
+    t = Trainer(micro_recipe(tmp_path), world, log=lambda *a: None)
+    batch = t.batch(0)
+    out = {}
+    for g in ("fill", "min-padding"):
+        t.grouping = g
+        with torch.no_grad():
+            out[g] = [float(x) for x in t.forward_losses(*batch)[:5]]
+    assert out["fill"] == pytest.approx(out["min-padding"], abs=1e-5)
+
+
+def test_bench_train_smoke(world, tmp_path, capsys):
+    from onegen.__main__ import main
+
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(micro_recipe(tmp_path, steps=3).to_dict()))
+    doc = tmp_path / "bench.md"
+    assert main(["bench", "train", "--recipe", str(path), "--world", str(world), "--steps", "2", "--threads", "1",
+                 "--json", "--write", str(doc)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+    assert result["max_loss_difference"] < 1e-4
+    for g in ("fill", "min-padding"):
+        assert len(result[g]["seconds"]) == 2 and result[g]["median_step_s"] > 0
+    assert result["min-padding"]["padded_slots"] <= result["fill"]["padded_slots"] + 64 * 4
+    assert not (tmp_path / "run").exists()  # the recipe's own run folder is left alone
+    assert "<!-- bench:train -->" in doc.read_text()

@@ -17,4 +17,5 @@ BENCHMARKS: dict[str, str] = {
     "embedded": "onegen.bench.embedded",
     "index": "onegen.bench.index",
     "app": "onegen.bench.app",
+    "train": "onegen.bench.train",
 }

@@ -26,6 +26,48 @@ from .losses import bpr_loss, infonce_loss, recall_at_1, similarity
 from .recipe import Recipe
 
 MICRO_BATCH_TOKENS = 2048
+# What one more micro-batch costs beyond its tokens (a forward and backward call through every
+# layer), in padded-token equivalents; it keeps min-padding grouping from splitting needlessly.
+GROUP_OVERHEAD_TOKENS = 64
+
+
+def micro_batches(lengths: list[int], max_tokens: int, strategy: str = "min-padding") -> list[list[int]]:
+    """Split sequences (by index) into micro-batches of at most `max_tokens` padded slots (a longer
+    sequence goes alone), each padded to its longest member.
+
+    "min-padding" cuts the length-sorted list where padded slots plus a per-batch overhead are
+    fewest (exact, by dynamic programming over the cut points); "fill" packs each batch greedily up
+    to `max_tokens`, which pads short documents to the width of a long query.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    widths = [lengths[i] for i in order]
+    n = len(order)
+    if strategy == "fill":
+        cuts, i = [], 0
+        while i < n:
+            j = i + 1
+            while j < n and (j - i + 1) * widths[i] <= max_tokens:
+                j += 1
+            cuts.append((i, j))
+            i = j
+    elif strategy == "min-padding":
+        best = [0.0] + [float("inf")] * n  # best[j]: cost of batching the j longest sequences
+        start = [0] * (n + 1)
+        for j in range(1, n + 1):
+            for i in range(j - 1, -1, -1):  # batch i..j-1, padded to widths[i]
+                if j - i > 1 and (j - i) * widths[i] > max_tokens:
+                    break
+                cost = best[i] + (j - i) * widths[i] + GROUP_OVERHEAD_TOKENS
+                if cost < best[j]:
+                    best[j], start[j] = cost, i
+        cuts, j = [], n
+        while j > 0:
+            cuts.append((start[j], j))
+            j = start[j]
+        cuts.reverse()
+    else:
+        raise ValueError(f"unknown grouping {strategy!r}")
+    return [order[i:j] for i, j in cuts]
 
 
 @dataclass
@@ -124,6 +166,7 @@ class Trainer:
         self.items = {t: load_task_items(self.world_dir, t) for t in recipe.tasks}
         self.token_strings = strings
         self.optimizer, self.scheduler = self._optimizer()
+        self.grouping = "min-padding"  # micro-batching only; "fill" is the old way, kept to benchmark
         self.step = 0
         self._resume()
 
@@ -313,16 +356,10 @@ class Trainer:
     def _hidden_states(self, seqs: list[list[int]]) -> list[torch.Tensor]:
         """Final-norm hidden states of every sequence, run in length-sorted micro-batches."""
         backbone = self.model.get_decoder()
-        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
         out: list[torch.Tensor | None] = [None] * len(seqs)
         pad = self.tokenizer.pad_token_id or 0
-        i = 0
-        while i < len(order):
-            width = len(seqs[order[i]])
-            j = i + 1
-            while j < len(order) and (j - i + 1) * width <= MICRO_BATCH_TOKENS:
-                j += 1
-            group = order[i:j]
+        for group in micro_batches([len(s) for s in seqs], MICRO_BATCH_TOKENS, self.grouping):
+            width = len(seqs[group[0]])
             ids = torch.full((len(group), width), pad, dtype=torch.long)
             mask = torch.zeros((len(group), width), dtype=torch.long)
             for r_, g in enumerate(group):
@@ -331,7 +368,6 @@ class Trainer:
             h = backbone(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
             for r_, g in enumerate(group):
                 out[g] = h[r_, : len(seqs[g])]
-            i = j
         return out  # type: ignore[return-value]
 
     def train(self, steps: int | None = None, progress: bool = True) -> list[StepStats]:
