@@ -38,13 +38,15 @@ def examples(task: str) -> list[dict]:
 
 def test_multi_hop_examples_answered(engine_and_indexes):
     engine, retrievers = engine_and_indexes
-    picked = examples("multi-hop")[::3]  # one of each question type
+    picked = examples("multi-hop")  # three of each question type
     right = 0
     for ex in picked:
         trace = engine.run_trace("multi-hop", ex["text"], retriever=retrievers["multi-hop"])
         assert 1 <= len(trace.retrievals) <= 5 and trace.cost.forward_tokens["query_reencoding"] == 0
         right += qa_scores(trace.result.answer, [ex["answer"]])["em"] == 1.0
-    assert right >= len(picked) - 1, f"{right} of {len(picked)} multi-hop examples answered"
+    # 8 of 12 when committed (the 290-step model gets 3 comparisons wrong after right retrievals;
+    # docs/embedded-models.md); slack of one for other CPUs' rounding.
+    assert right >= 7, f"{right} of {len(picked)} multi-hop examples answered"
 
 
 def test_single_hop_examples_answered(engine_and_indexes):
@@ -55,8 +57,8 @@ def test_single_hop_examples_answered(engine_and_indexes):
         trace = engine.run_trace("single-hop", ex["text"], retriever=retrievers["single-hop"])
         answers = ex["answer"] if isinstance(ex["answer"], list) else [ex["answer"]]
         right += qa_scores(trace.result.answer, answers)["em"] == 1.0
-    # 9 of 12 when committed (retrieval over all 600 held-out passages); slack for other CPUs' rounding.
-    assert right >= 8, f"{right} of {len(picked)} single-hop examples answered"
+    # 11 of 12 when committed (retrieval over all 600 held-out passages); slack for other CPUs' rounding.
+    assert right >= 10, f"{right} of {len(picked)} single-hop examples answered"
 
 
 def test_entity_linking_resolves_an_ambiguous_name(engine_and_indexes):
