@@ -11,7 +11,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 from itertools import zip_longest
 from pathlib import Path
 
@@ -108,7 +108,8 @@ def recipe_changes(saved: dict, current: dict) -> list[str]:
     """Keys whose values differ between a checkpoint's recipe and the one resuming it. `steps` may
     grow under a constant schedule (a run stopped at N equals an N-step recipe), not under cosine."""
     free = RESUMABLE_KEYS | ({"steps"} if current.get("schedule", "constant") == "constant" else set())
-    saved = {"schedule": "constant", "min_lr_ratio": 0.1, **saved}  # checkpoints from before schedules
+    # A key a checkpoint lacks (it predates the key) had the recipe's default then.
+    saved = {**{f.name: f.default for f in fields(Recipe) if f.default is not MISSING}, **saved}
     return sorted(k for k in set(saved) | set(current) if k not in free and saved.get(k) != current.get(k))
 
 
