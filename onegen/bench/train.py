@@ -1,7 +1,7 @@
 """Training step time of a recipe: min-padding micro-batches against greedily filled ones.
 
 Both groupings run the same steps' batches, alternating which goes first, each a whole optimiser
-step (forward, backward, AdamW); before any step the two must give the same losses.
+step (`Trainer.optimizer_step`: forward, backward, AdamW); before any step the two must give the same losses.
 """
 from __future__ import annotations
 
@@ -39,15 +39,8 @@ def padded_slots(trainer, step: int, grouping: str) -> tuple[int, int, int]:
 
 
 def one_step(trainer, step: int) -> float:
-    import torch
-
     t0 = time.perf_counter()
-    loss, *_ = trainer.forward_losses(*trainer.batch(step))
-    trainer.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in trainer.model.parameters() if p.requires_grad],
-                                   trainer.recipe.max_grad_norm)
-    trainer.optimizer.step()
+    trainer.optimizer_step(step)
     return time.perf_counter() - t0
 
 

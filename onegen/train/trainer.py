@@ -371,6 +371,17 @@ class Trainer:
                 out[g] = h[r_, : len(seqs[g])]
         return out  # type: ignore[return-value]
 
+    def optimizer_step(self, step: int):
+        """One update on `step`'s batch (forward, backward, clipping, AdamW, schedule); returns
+        forward_losses' values. Does not advance self.step: train() and the benchmark share it."""
+        loss, *rest = self.forward_losses(*self.batch(step))
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.recipe.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        return (loss, *rest)
+
     def train(self, steps: int | None = None, progress: bool = True) -> list[StepStats]:
         r = self.recipe
         end = min(r.steps, self.step + steps) if steps else r.steps
@@ -383,13 +394,7 @@ class Trainer:
             bar = tqdm(total=r.steps, initial=self.step, desc=f"training {r.name}", unit="step")
         while self.step < end:
             t0 = time.perf_counter()
-            samples, keys = self.batch(self.step)
-            loss, lm, bpr, nce, rec, tokens = self.forward_losses(samples, keys)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], r.max_grad_norm)
-            self.optimizer.step()
-            self.scheduler.step()
+            loss, lm, bpr, nce, rec, tokens = self.optimizer_step(self.step)
             self.step += 1
             st = StepStats(self.step, loss.item(), lm.item(), bpr.item(), nce.item(), rec,
                            self.scheduler.get_last_lr()[0], round(time.perf_counter() - t0, 3), tokens)
