@@ -127,8 +127,8 @@ def build_demo(app: AppState) -> gr.Blocks:
     cfg = app.config
 
     @on_gpu
-    def events(task: str, text: str, top_k: int):
-        yield from app.stream(task, text, top_k)
+    def events(task: str, text: str, top_k: int, copy_input: bool = True):
+        yield from app.stream(task, text, top_k, copy_input)
 
     @on_gpu
     def run_to_trace(task: str, text: str, top_k: int) -> Trace:
@@ -143,7 +143,8 @@ def build_demo(app: AppState) -> gr.Blocks:
         if step is None and trace.retrievals:
             step = len(trace.retrievals) - 1
         r = trace.retrievals[step] if step is not None and 0 <= step < len(trace.retrievals) else None
-        return (R.cost_html(trace), R.timeline_html(trace.tokens, trace.retrievals, running=running),
+        return (R.cost_html(trace), R.timeline_html(trace.tokens, trace.retrievals, running=running,
+                                                          overrides=trace.overrides),
                 gr.Radio(choices=R.step_choices(trace.retrievals), value=r.step if r else None),
                 R.step_html(r, trace.task, links))
 
@@ -160,7 +161,7 @@ def build_demo(app: AppState) -> gr.Blocks:
         return (*views(trace, None, links), R.result_html(trace, links), trace)
 
     # -- Run tab callbacks ------------------------------------------------------------------------
-    def run(task, text, top_k):
+    def run(task, text, top_k, copy_input=True):
         """Stream a run: status, cost, timeline, steps, detail, result, download, session trace."""
         loading = "Loading the model (first run only)..." if not app.model_loaded else "Running..."
         empty = Trace(task=task, mode="onegen", model={}, input=text or "", prompt_text="", prompt_ids=[])
@@ -172,7 +173,7 @@ def build_demo(app: AppState) -> gr.Blocks:
         # only batches the tokens that follow it (the first one is what a user waits for).
         fresh = True
         try:
-            for ev in events(task, text, top_k):
+            for ev in events(task, text, top_k, copy_input):
                 if isinstance(ev, DoneEvent):
                     trace = ev.trace
                     links = links_for(trace)
@@ -513,6 +514,11 @@ def build_demo(app: AppState) -> gr.Blocks:
                             task = gr.Radio(TASK_CHOICES, value=TASKS[0], label="Task", scale=3, elem_id="task")
                             top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Top-k candidates", scale=1,
                                               elem_id="top-k")
+                        copy_input = gr.Checkbox(value=True, label="Entity linking: output must copy the input",
+                                                 info="Masks tokens that would misspell or drop the text; untick "
+                                                      "to see what the model writes on its own. Steps where the "
+                                                      "mask overrode the model are underlined.",
+                                                 elem_id="copy-input")
                         example = gr.Dropdown(label="Examples (pick one to fill the input)", choices=[], value=None,
                                               interactive=True, elem_id="examples")
                         text = gr.Textbox(label="Input", lines=3, placeholder="Type a sentence or a question",
@@ -642,13 +648,15 @@ def build_demo(app: AppState) -> gr.Blocks:
 
         # -- events ---------------------------------------------------------------------------------
         run_outputs = [status, panel.cost, panel.timeline, panel.steps, panel.detail, panel.result, download, run_trace]
-        run_event = gr.on([run_btn.click, text.submit], run, inputs=[task, text, top_k], outputs=run_outputs,
+        run_event = gr.on([run_btn.click, text.submit], run, inputs=[task, text, top_k, copy_input], outputs=run_outputs,
                           concurrency_id="model", concurrency_limit=1, api_visibility="private")
         stop_btn.click(None, cancels=[run_event])
         panel.steps.input(show_step, [run_trace, panel.steps], panel.detail, api_visibility="private",
                           concurrency_limit=None)
         example.input(pick_example, example, text, api_visibility="private", queue=False)
         task.input(change_task, [task, text], [example, text], api_visibility="private", queue=False)
+        task.input(lambda t: gr.Checkbox(visible=t == "entity-linking"), task, copy_input,
+                   api_visibility="private", queue=False)
 
         upload.change(view_upload, upload, [v_status, viewer.cost, viewer.timeline, viewer.steps, viewer.detail,
                                              viewer.result, viewer_trace], api_visibility="private",

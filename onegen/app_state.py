@@ -298,9 +298,10 @@ class AppState:
             raise AppError(f"top_k must be between 1 and {MAX_TOP_K}.")
         return text, k
 
-    def stream(self, task: str, text: str, top_k: int = 5) -> Iterator[Event]:
+    def stream(self, task: str, text: str, top_k: int = 5, copy_input: bool = True) -> Iterator[Event]:
         """Engine events of one run. The lock is held per step, never across a yield, so a session
-        that disconnects mid-run cannot keep the model from others."""
+        that disconnects mid-run cannot keep the model from others. `copy_input` (entity linking):
+        constrain the output to the input plus mention tags."""
         if task not in TASKS:
             raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASKS)}.")
         text, k = self.check_input(text, top_k)
@@ -309,7 +310,7 @@ class AppState:
             raise AppError(f"The model {lm.name!r} cannot run {TASK_LABELS[task]}: its tokenizer lacks the "
                            f"protocol's tokens. It supports: {', '.join(lm.tasks) or 'no task'}.")
         retriever = self.retriever(task, lm)
-        events = Engine(lm).run(task, text, retriever=retriever, settings=RunSettings(top_k=k))
+        events = Engine(lm).run(task, text, retriever=retriever, settings=RunSettings(top_k=k, copy_input=bool(copy_input)))
         while True:
             with self.run_lock:
                 try:
@@ -320,9 +321,9 @@ class AppState:
                     raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
             yield ev
 
-    def run_trace(self, task: str, text: str, top_k: int = 5) -> Trace:
+    def run_trace(self, task: str, text: str, top_k: int = 5, copy_input: bool = True) -> Trace:
         trace = None
-        for ev in self.stream(task, text, top_k):
+        for ev in self.stream(task, text, top_k, copy_input):
             if isinstance(ev, DoneEvent):
                 trace = ev.trace
         if trace is None:

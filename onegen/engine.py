@@ -19,6 +19,7 @@ from typing import Iterator, Protocol, Sequence, Union
 
 import torch
 
+from .constrain import CopyConstraint, vocabulary_bytes
 from .documents import Document
 from .draft import NgramDrafter
 from .encode import encode_documents
@@ -26,7 +27,7 @@ from .index import VectorIndex
 from .loading import LoadedModel
 from .protocols import ResolvedProtocol, get_spec
 from .tokenization import Token, template_parts
-from .trace import Cost, Hit, Hop, LinkedEntity, Retrieval, TokenRecord, Trace
+from .trace import Cost, Hit, Hop, LinkedEntity, Override, Retrieval, TokenRecord, Trace
 
 MAX_INPUT_CHARS = 20_000
 
@@ -131,6 +132,9 @@ class RunSettings:
     # Prompt-lookup draft length (onegen/draft.py); greedy runs only, 0 forwards one token per call.
     # Drafts change the speed, not the output; their rejected tokens are counted as "draft_rejected".
     draft_tokens: int = 2
+    # Entity linking only: the output must be the input with mention tags (onegen/constrain.py).
+    # False lets the model write anything, as the authors' loop does.
+    copy_input: bool = True
 
 
 # -- the decode state -------------------------------------------------------------------------------
@@ -192,14 +196,18 @@ class DecodeState:
 
 
 def choose_token(logits: torch.Tensor, *, forced: int | None = None, banned: Sequence[int] = (),
-                 sampling: Sampling | None = None, generator: torch.Generator | None = None) -> int:
+                 allowed: Sequence[int] | None = None, sampling: Sampling | None = None,
+                 generator: torch.Generator | None = None) -> int:
     """Greedy or sampled choice with -inf masking: a forced token is the only finite logit, banned
-    tokens are -inf, so sampling can never pick around the protocol."""
+    tokens and (when `allowed` is given) every token outside it are -inf, so sampling can never
+    pick around the protocol."""
     logits = logits.clone()
     if forced is not None:
-        keep = logits[forced].clone()
+        allowed = [forced]
+    if allowed is not None:
+        keep = logits[list(allowed)].clone()
         logits.fill_(float("-inf"))
-        logits[forced] = keep
+        logits[list(allowed)] = keep
     for b in banned:
         if b != forced:
             logits[b] = float("-inf")
@@ -300,11 +308,17 @@ class _Run:
         self.state = DecodeState(self.lm, cost, draft_tokens=drafts)
         # Tokens that steer the loop (retrieval, forcing, end) are never drafted: each gets its own step.
         self.undraftable = frozenset({proto.query_id, proto.eos_id, *proto.forced_ids()})
+        self.copy: CopyConstraint | None = None
+        if self.spec.name == "entity-linking" and settings.copy_input:
+            self.copy = CopyConstraint(text, vocabulary_bytes(self.ptok.hf), link_id=proto.query_id,
+                                       continue_id=proto.forced_ids()[proto.query_id], eos_id=proto.eos_id)
+            self.copy_states = self.copy.start
         self.trace = Trace(task=self.spec.name, mode=engine.query_encoder.name, model=self._model_info(),
                            input=text, prompt_text=self.prompt_text, prompt_ids=list(self.prompt_ids),
                            cost=cost, index=retriever.describe(),
                            settings={"top_k": settings.top_k, "max_new_tokens": self.max_new,
                                      "max_retrievals": self.max_retrievals, "draft_tokens": drafts,
+                                     "copy_input": self.copy is not None,
                                      "decoding": "greedy" if settings.sampling is None else vars(settings.sampling)})
         self.generator = None
         if settings.sampling is not None:
@@ -329,8 +343,13 @@ class _Run:
         query_id = self.proto.query_id
         while True:
             banned = [query_id] if len(self.trace.retrievals) >= self.max_retrievals else []
-            tok = choose_token(logits, forced=forced, banned=banned, sampling=self.settings.sampling,
-                               generator=self.generator)
+            allowed = self._allowed(banned) if forced is None else None
+            if allowed == []:  # the tokenizer cannot spell the rest of the input
+                self.trace.stop_reason = "copy_dead_end"
+                break
+            tok = choose_token(logits, forced=forced, banned=banned, allowed=allowed,
+                               sampling=self.settings.sampling, generator=self.generator)
+            self._note_override(logits, tok, allowed, len(self.state))
             yield TokenEvent(self._record(tok, "forced" if forced is not None else "generated"))
             forced = None
             stop = self._stop_reason(tok)
@@ -392,14 +411,18 @@ class _Run:
         up to the last kept token and, when a draft token was refused, the logits already computed
         for that position (None: compute them from the last hidden state); (None, None) when a kept
         token ended the run."""
+        self._copy_advance(tok, banned)
         draft = self._draft(tok)
         start = len(self.state) + 1  # position of draft[0]
         hidden = self.state.feed([tok, *draft], "generated")
         kept, logits = 0, None
         while kept < len(draft):  # row i of `hidden` predicts draft[i]; each position's head runs once
             logits = self.state.logits(hidden[kept])
-            if choose_token(logits, banned=banned) != draft[kept]:
+            allowed = self._allowed(banned)
+            if allowed == [] or choose_token(logits, banned=banned, allowed=allowed) != draft[kept]:
                 break
+            self._note_override(logits, draft[kept], allowed, start + kept)
+            self._copy_advance(draft[kept], banned)
             logits = None
             kept += 1
         for i in range(kept):
@@ -411,6 +434,25 @@ class _Run:
                 return None, None
         self.state.drop_after(start + kept, "generated")
         return hidden[:kept + 1], logits
+
+    # -- copy constraint (entity linking) ------------------------------------------------------------
+    def _allowed(self, banned: Sequence[int]) -> list[int] | None:
+        if self.copy is None:
+            return None
+        return self.copy.allowed(self.copy_states, may_link=self.proto.query_id not in banned)
+
+    def _copy_advance(self, tok: int, banned: Sequence[int]) -> None:
+        if self.copy is not None:
+            self.copy_states = self.copy.after(self.copy_states, tok, may_link=self.proto.query_id not in banned)
+
+    def _note_override(self, logits: torch.Tensor, tok: int, allowed: list[int] | None, position: int) -> None:
+        """Greedy runs: remember where the constraint chose other than the model's own first choice."""
+        if allowed is None or self.settings.sampling is not None:
+            return
+        preferred = int(torch.argmax(logits))
+        if preferred != tok:
+            self.trace.overrides.append(Override(position=position, chosen=tok, preferred=preferred,
+                                                 preferred_text=self.ptok.decode([preferred])))
 
     def _draft(self, tok: int) -> list[int]:
         drafter = self.state.drafter

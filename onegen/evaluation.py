@@ -326,13 +326,15 @@ class ResultFile:
 
 
 # Settings that must match for a resumed file to be one consistent run.
-_RUN_KEYS = ("task", "mode", "model_fingerprint", "candidates", "index", "control", "top_k")
+_RUN_KEYS = ("task", "mode", "model_fingerprint", "candidates", "index", "control", "top_k", "copy_input")
 
 
 def _check_same_run(line: Mapping[str, Any], run: Mapping[str, Any], path: Path) -> None:
     if not isinstance(line.get("onegen"), dict) or "key" not in line["onegen"]:
         raise EvaluationError(f"{path} holds lines not written by `onegen evaluate`; write to another --out")
     prev = line["onegen"].get("run") or {}
+    if "copy_input" in run and "copy_input" not in prev:
+        prev = {**prev, "copy_input": False}  # entity-linking files from before the copy constraint
     for key in _RUN_KEYS:
         if key in prev and prev[key] != run.get(key):
             raise EvaluationError(f"{path} was written with {key}={prev[key]!r}, this run has {run.get(key)!r}; "
@@ -417,6 +419,8 @@ def evaluate(engine_or_model: Any, task: str, examples: Sequence[Any], *, index:
                 "model_fingerprint": lm.fingerprint, "candidates": mode,
                 "index": None if idx is None else (str(idx.path) if idx.path else "in-memory"),
                 "control": control, "seed": seed, "top_k": top_k}
+    if task == "entity-linking":
+        run_info["copy_input"] = settings.copy_input
 
     keys = example_keys(examples)
     done: dict[str, dict[str, Any]] = {}
@@ -470,6 +474,9 @@ def evaluate(engine_or_model: Any, task: str, examples: Sequence[Any], *, index:
     metrics = compute_metrics(task, records, title_counts_known=title_counts is not None,
                               result_lines=[r.line for r in records] if task == "entity-linking" else None)
     metrics.update(model=lm.name, candidates=mode, control=control, top_k=top_k)
+    if task == "entity-linking":
+        metrics["copy_input"] = settings.copy_input
+        metrics["copy_overrides"] = sum(len(r.trace.overrides) for r in records if r.trace is not None)
     return EvaluationReport(task=task, metrics=metrics, records=records,
                             out=result_file.path if result_file is not None else None)
 

@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 from .documents import Document
 from .protocols import SPECS
-from .trace import PHASES, Retrieval, TokenRecord, Trace
+from .render_text import copy_note
+from .trace import PHASES, Override, Retrieval, TokenRecord, Trace
 
 TASK_LABELS = {"entity-linking": "Entity linking", "multi-hop": "Multi-hop QA", "single-hop": "Single-hop QA"}
 PHASE_LABELS = {"prompt": "prompt", "generated": "generated", "inserted": "inserted",
@@ -88,9 +89,11 @@ def _inserted_block(tokens: list[TokenRecord], r: Retrieval | None) -> str:
             f'<span class="og-ins-text">{esc(text)}</span></details>')
 
 
-def timeline_html(tokens: Sequence[TokenRecord], retrievals: Sequence[Retrieval], *, running: bool = False) -> str:
+def timeline_html(tokens: Sequence[TokenRecord], retrievals: Sequence[Retrieval], *, running: bool = False,
+                  overrides: Sequence[Override] = ()) -> str:
     """The generated text as written, one numbered chip per retrieval at the position of its token,
-    inserted documents as collapsed blocks, forced and protocol tokens dimmed.
+    inserted documents as collapsed blocks, forced and protocol tokens dimmed, tokens the copy
+    constraint chose over the model's own first choice underlined (the choice in the tooltip).
 
     Every retrieval gets exactly one chip: at its token when the token was generated, otherwise
     (single-hop reads its query at the end of the prompt) in position order before later tokens.
@@ -98,6 +101,7 @@ def timeline_html(tokens: Sequence[TokenRecord], retrievals: Sequence[Retrieval]
     by_pos = {t.position for t in tokens if t.kind != "inserted"}
     pending = sorted((r for r in retrievals if r.position not in by_pos), key=lambda r: r.position)
     at_token = {r.position: r for r in retrievals if r.position in by_pos}
+    overridden = {o.position: o for o in overrides}
     out: list[str] = []
     last_ret: Retrieval | None = None
     i = 0
@@ -120,6 +124,10 @@ def timeline_html(tokens: Sequence[TokenRecord], retrievals: Sequence[Retrieval]
             out.append(f'<span class="og-forced" title="forced by the protocol">{esc(t.text)}</span>')
         elif t.text in _PROTOCOL_STRINGS:
             out.append(f'<span class="og-special">{esc(t.text)}</span>')
+        elif t.position in overridden:
+            wanted = overridden[t.position].preferred_text
+            out.append(f'<span class="og-override" title="copy constraint: the model wanted {esc(repr(wanted))}">'
+                       f'{esc(t.text)}</span>')
         else:
             out.append(esc(t.text))
         i += 1
@@ -215,6 +223,9 @@ def entities_html(trace: Trace, links: dict[str, str] | None = None) -> str:
         cursor = e.end
     out.append(esc(text[cursor:]))
     parts = [f'<div class="og-sub">Linked mentions ({len(ents)})</div><div class="og-ent-text">{"".join(out)}</div>']
+    note = copy_note(trace)
+    if note:
+        parts.append(f'<div class="og-muted">{esc(note)}</div>')
     if not ents:
         parts.append('<div class="og-muted">No mention was linked. The model&#39;s output is in the timeline.</div>')
     else:
@@ -380,6 +391,7 @@ APP_CSS = """
   background:#6366f1;color:#fff;font-size:.85em;white-space:nowrap}
 .og-chip-n{background:#fff;color:#4338ca;border-radius:8px;padding:0 5px}
 .og-forced,.og-special{opacity:.5}
+.og-override{text-decoration:underline wavy #f59e0b;text-underline-offset:3px}
 .og-ins{display:inline;opacity:.75}
 .og-ins summary{display:inline;cursor:pointer;padding:0 6px;border-radius:6px;border:1px dashed #6366f1;
   font-style:italic;list-style:none}

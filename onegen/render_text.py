@@ -16,6 +16,7 @@ STOP_REASONS = {
     "final_answer": "complete </FINAL-ANSWER>",
     "max_new_tokens": "token limit",
     "context_full": "context window full",
+    "copy_dead_end": "no token can spell the rest of the input (copy constraint)",
 }
 PHASE_LABELS = {"query_reencoding": "query re-encoding", "draft_rejected": "rejected drafts", "retrieval": "search", "documents": "candidate documents"}
 
@@ -68,6 +69,9 @@ def result_block(trace: Trace) -> str:
         if loose:
             lines.append(f"  {len(loose)} retrieval token(s) without a mention before them, not linked "
                          f"(positions {', '.join(str(r.position) for r in loose)})")
+        note = copy_note(trace)
+        if note:
+            lines.append(note)
     else:
         if res.answer:
             lines.append(f"Answer: {res.answer}")
@@ -91,6 +95,21 @@ def result_block(trace: Trace) -> str:
     if trace.error:
         lines.append(f"Error: {trace.error}")
     return "\n".join(lines) + "\n"
+
+
+def copy_note(trace: Trace) -> str:
+    """One line on the entity-linking copy constraint: off, on and never needed, or where it acted."""
+    if trace.task != "entity-linking" or "copy_input" not in trace.settings:
+        return ""
+    if not trace.settings["copy_input"]:
+        return "Free decoding: the model could rewrite the text (copy constraint off)."
+    if not trace.overrides:
+        return "Copy constraint on; the model copied the input on its own."
+    wanted = ", ".join(repr(o.preferred_text) for o in trace.overrides[:5])
+    more = f" and {len(trace.overrides) - 5} more" if len(trace.overrides) > 5 else ""
+    n = len(trace.overrides)
+    return (f"Copy constraint on: it overrode the model at {n} step{'s' if n != 1 else ''} "
+            f"(the model wanted {wanted}{more}).")
 
 
 def cost_line(trace: Trace) -> str:

@@ -42,6 +42,15 @@ class TokenRecord:
 
 
 @dataclass
+class Override:
+    """A step where copy-constrained decoding chose other than the model's own first choice."""
+    position: int
+    chosen: int
+    preferred: int
+    preferred_text: str
+
+
+@dataclass
 class Retrieval:
     step: int
     # Position (in the whole sequence) of the retrieval token whose hidden state is the query.
@@ -118,6 +127,8 @@ class Trace:
     settings: dict[str, Any] = field(default_factory=dict)
     index: dict[str, Any] | None = None
     error: str | None = None
+    # Copy-constrained entity linking: where the mask overrode the model (empty otherwise).
+    overrides: list[Override] = field(default_factory=list)
     schema: str = SCHEMA
 
     # -- JSON ---------------------------------------------------------------------------------
@@ -152,11 +163,12 @@ class Trace:
             retrievals = [
                 Retrieval(**{**x, "hits": [Hit(**h) for h in x["hits"]]}) for x in d.get("retrievals", [])
             ]
-            plain = {f.name for f in fields(cls)} - {"tokens", "retrievals", "result", "cost"}
+            plain = {f.name for f in fields(cls)} - {"tokens", "retrievals", "result", "cost", "overrides"}
             return cls(
                 **{k: d[k] for k in plain if k in d},
                 tokens=[TokenRecord(**t) for t in d.get("tokens", [])],
                 retrievals=retrievals, result=result, cost=cost,
+                overrides=[Override(**o) for o in d.get("overrides", [])],
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise TraceFormatError(f"malformed trace: {e}") from e

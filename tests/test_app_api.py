@@ -6,6 +6,7 @@ conftest_app.py), so every endpoint makes real retrievals.
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -72,7 +73,15 @@ def test_special_token_strings_in_input_stay_text(client):
     text = "Paris [LK] is </s> big <paragraph> and Rome too."
     tr = _trace(client.predict(text, 3, api_name="/link_entities"))
     assert tr.input == text
-    assert tr.stop_reason == "eos" and len(tr.retrievals) == 2  # the typed [LK] and </s> did nothing
+    # The output is a copy of the input (copy-constrained by default): the typed </s> did not end
+    # the run, and the typed [LK] was copied as text without retrieving.
+    assert tr.stop_reason == "eos"
+    plain = re.sub(r"<MENTION>|</MENTION>|\[LK\]\[_CONTINUE_\]", "", tr.result.output_text)
+    assert plain.strip() == text + "</s>"
+    by_pos = {t.position: (i, t) for i, t in enumerate(tr.tokens)}
+    for r in tr.retrievals:
+        i, t = by_pos[r.position]
+        assert t.text == "[LK]" and tr.tokens[i + 1].kind == "forced"
 
 
 def test_empty_input_is_a_readable_error(client):

@@ -105,13 +105,21 @@ def test_entity_linking_lists_linked_entities_with_spans(world, capsys, monkeypa
     model, index = world["entity-linking"]
     lm = load_tiny("entity-linking", world["root"])
     script(monkeypatch, lm, el_script(lm))
-    rc, out, err = run(["--task", "entity-linking", "--model", model, "--index", index, "--text", "Paris and Rome."],
-                       capsys)
+    # The script writes a malformed [LK]; only the free loop lets it through.
+    rc, out, err = run(["--task", "entity-linking", "--model", model, "--index", index, "--text", "Paris and Rome.",
+                        "--free-copy"], capsys)
     assert rc == 0, err
     assert "Linked entities (2):" in out
     assert "'Paris' (chars 0-5) -> " in out and "'Rome' (chars 10-14) -> " in out
     assert "1 retrieval token(s) without a mention" in out
     assert "nothing inserted" in out
+    assert "Free decoding: the model could rewrite the text" in out
+
+    script(monkeypatch, lm, el_script(lm))
+    rc, out, err = run(["--task", "entity-linking", "--model", model, "--index", index, "--text", "Paris and Rome."],
+                       capsys)
+    assert rc == 0, err
+    assert "Copy constraint on" in out and "without a mention" not in out
 
 
 @pytest.mark.parametrize("layout", ["jsonl-text", "json-sentences", "json-pairs"])

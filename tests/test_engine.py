@@ -22,6 +22,9 @@ from tiny import ENTITIES, PARAGRAPHS, PASSAGES
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+# The scripted entity-linking output includes a malformed [LK] on purpose, which copy-constrained
+# decoding (the default) would never let through: these tests run the free loop.
+FREE = RunSettings(copy_input=False)
 
 
 class Recorder:
@@ -73,7 +76,8 @@ def test_query_vector_equals_cache_free_forward(models, monkeypatch, task, docs,
     lm = models[task]
     script(monkeypatch, lm, make_script(lm))
     cap = Capture()
-    trace = Engine(lm, query_encoder=cap).run_trace(task, "Where was the director of Film A born?", candidates=docs)
+    trace = Engine(lm, query_encoder=cap).run_trace(task, "Where was the director of Film A born?", candidates=docs,
+                                                    settings=FREE)
     assert trace.retrievals and len(cap.contexts) == len(trace.retrievals)
     ids = full_ids(trace)
     assert [t.position for t in trace.tokens] == list(range(len(trace.prompt_ids), len(ids)))
@@ -99,7 +103,7 @@ def test_no_token_is_forwarded_twice(models, monkeypatch, task, docs, make_scrip
     rec = Recorder().install(monkeypatch)
     # One token per forward call (tests/test_draft.py: drafts forward more per call, keep the same ids).
     trace = Engine(lm).run_trace(task, "Where was the director of Film A born?", candidates=docs,
-                                 settings=RunSettings(draft_tokens=0))
+                                 settings=RunSettings(draft_tokens=0, copy_input=False))
     ft = trace.cost.forward_tokens
     chosen = [t for t in trace.tokens if t.kind != "inserted"]
     inserted = sum(r.inserted_tokens for r in trace.retrievals)
@@ -121,7 +125,7 @@ def test_no_token_is_forwarded_twice(models, monkeypatch, task, docs, make_scrip
 def test_continue_is_forced_after_every_lk(models, monkeypatch):
     lm = models["entity-linking"]
     script(monkeypatch, lm, el_script(lm))
-    trace = Engine(lm).run_trace("entity-linking", "Paris and Rome.", candidates=ENTITIES)
+    trace = Engine(lm).run_trace("entity-linking", "Paris and Rome.", candidates=ENTITIES, settings=FREE)
     lk, cont = tid(lm, LK), tid(lm, CONTINUE)
     after_lk = [b for a, b in zip(trace.tokens, trace.tokens[1:]) if a.id == lk]
     assert len(after_lk) == 3
@@ -181,7 +185,7 @@ def test_entity_linking_reports_the_retrieval_limit(models, monkeypatch):
     lm = models["entity-linking"]
     script(monkeypatch, lm, el_script(lm))
     trace = Engine(lm).run_trace("entity-linking", "Paris and Rome.", candidates=ENTITIES,
-                                 settings=RunSettings(max_retrievals=1))
+                                 settings=RunSettings(max_retrievals=1, copy_input=False))
     assert len(trace.retrievals) == 1
     assert trace.result.retrieval_limit_reached
 
@@ -264,7 +268,7 @@ def test_trace_json_round_trip(models, monkeypatch, task, docs, make_script):
     lm = models[task]
     script(monkeypatch, lm, make_script(lm))
     trace = Engine(lm).run_trace(task, "Paris and Rome, Ünïcode.", candidates=docs,
-                                 settings=RunSettings(top_k=2, sampling=Sampling(temperature=0.7, seed=3)))
+                                 settings=RunSettings(top_k=2, copy_input=False, sampling=Sampling(temperature=0.7, seed=3)))
     back = Trace.from_json(trace.to_json())
     assert back == trace
     assert Trace.from_json(trace.to_json(indent=2)) == trace
@@ -304,7 +308,7 @@ def test_entities_linked_by_position(models, monkeypatch):
     lm = models["entity-linking"]
     script(monkeypatch, lm, el_script(lm))
     text = "Paris and Rome."
-    trace = Engine(lm).run_trace("entity-linking", text, candidates=ENTITIES)
+    trace = Engine(lm).run_trace("entity-linking", text, candidates=ENTITIES, settings=FREE)
     assert [r.query_text for r in trace.retrievals] == ["Paris", "", "Rome"]
     ents = trace.result.entities
     # The malformed [LK] (no mention) links nothing and does not shift Rome onto its vector.
@@ -352,7 +356,7 @@ def test_sampled_run_still_forces_continue(models, monkeypatch):
     lm = models["entity-linking"]
     script(monkeypatch, lm, el_script(lm))
     trace = Engine(lm).run_trace("entity-linking", "Paris and Rome.", candidates=ENTITIES,
-                                 settings=RunSettings(sampling=Sampling(temperature=1.0, top_p=0.95, seed=1)))
+                                 settings=RunSettings(copy_input=False, sampling=Sampling(temperature=1.0, top_p=0.95, seed=1)))
     lk, cont = tid(lm, LK), tid(lm, CONTINUE)
     pairs = [(a.id, b.id, b.kind) for a, b in zip(trace.tokens, trace.tokens[1:]) if a.id == lk]
     assert pairs == [(lk, cont, "forced")] * 3

@@ -62,8 +62,10 @@ def multi_hop_ids(lm):
 
 
 def el_ids(lm):
+    """Paris and Rome marked and linked; the 0 after each [LK] stands at the step whose token the
+    protocol forces ([_CONTINUE_])."""
     t, lk = lm.ptok("entity-linking").encode_data, tid(lm, LK)
-    return t("<MENTION>Paris</MENTION>") + [lk] + t(" and <MENTION>Rome</MENTION>") + [lk] + t(".")
+    return t("<MENTION>Paris</MENTION>") + [lk, 0] + t(" and <MENTION>Rome</MENTION>") + [lk, 0] + t(".")
 
 
 def single_hop_ids(lm):
@@ -197,6 +199,27 @@ def test_entity_linking_lk_cut_off_by_the_token_limit(models, tmp_path, monkeypa
                       settings=RunSettings(max_new_tokens=first_lk + 1))
     line = report.records[0].line
     assert line["output"].endswith("[LK]") and line["output_qid"] == [""]
+
+
+def test_entity_linking_records_the_copy_constraint_and_refuses_to_mix(models, tmp_path, monkeypatch):
+    lm = models["entity-linking"]
+    index = build_index(lm, "entity-linking", ENTITIES)
+    t, lk = lm.ptok("entity-linking").encode_data, tid(lm, LK)
+    # A model that misspells Rome: the constraint overrides it, free decoding keeps the typo.
+    script(monkeypatch, lm, t("<MENTION>Paris</MENTION>") + [lk, 0] + t(" and <MENTION>Rone</MENTION>") + [lk, 0] + t("."))
+    data = load_dataset(el_data(tmp_path), "entity-linking")
+    out = tmp_path / "el-result.jsonl"
+    report = evaluate(Engine(lm), "entity-linking", data.examples[:1], index=index, out=out, progress=False)
+    assert report.metrics["copy_input"] is True and report.metrics["copy_overrides"] >= 1
+    assert read_lines(out)[0]["onegen"]["run"]["copy_input"] is True
+    with pytest.raises(EvaluationError, match="copy_input"):
+        evaluate(Engine(lm), "entity-linking", data.examples, index=index, out=out, progress=False,
+                 settings=RunSettings(copy_input=False))
+    script(monkeypatch, lm, t("<MENTION>Paris</MENTION>") + [lk, 0] + t(" and <MENTION>Rone</MENTION>") + [lk, 0] + t("."))
+    free = evaluate(Engine(lm), "entity-linking", data.examples[:1], index=index, progress=False,
+                    settings=RunSettings(copy_input=False))
+    assert free.metrics["copy_input"] is False and free.metrics["copy_overrides"] == 0
+    assert "Rone" in free.records[0].line["output"] and "Rone" not in report.records[0].line["output"]
 
 
 # -- single-hop -----------------------------------------------------------------------------------

@@ -41,6 +41,9 @@ def add_arguments(p) -> None:
     p.add_argument("--draft-tokens", type=draft_len, default=2, metavar="N",
                    help="prompt-lookup guesses checked per forward call (default 2; 0: one token per call); "
                         "the output is the same either way")
+    p.add_argument("--free-copy", action="store_true",
+                   help="entity linking: let the model rewrite the text freely (the authors' loop) instead of "
+                        "constraining its output to the input plus mention tags")
     p.add_argument("--retry-errors", action="store_true", help="redo examples whose line in --out holds an error")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed items of --data instead of stopping")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
@@ -79,7 +82,8 @@ def main(args) -> int:
         lm = load_model(args.model, task=args.task, device=args.device, dtype=args.dtype)
     except (ModelLoadError, MissingTokenError, OSError, ValueError) as e:
         return _fail(str(e))
-    settings = RunSettings(max_new_tokens=args.max_new_tokens, draft_tokens=args.draft_tokens)
+    settings = RunSettings(max_new_tokens=args.max_new_tokens, draft_tokens=args.draft_tokens,
+                           copy_input=not args.free_copy)
     if args.retriever and args.mode != "pipeline":
         return _fail("--retriever applies to --mode pipeline only")
     try:

@@ -1,0 +1,208 @@
+"""Copy-constrained decoding for entity linking: the output may only be the input text with mentions
+wrapped in `<MENTION>...</MENTION>[LK][_CONTINUE_]`.
+
+The entity-linking prompt asks the model to "output the original text with annotations", and the
+scorer matches mention surfaces exactly, so a model that misspells a name while copying ("Girginesh"
+for "Girgirnesh") loses a correct link twice: a missed mention and a spurious one. Constrained
+decoding (as in GENRE's prefix-constrained entity linking) masks every token that would leave that
+language; the model still decides where mentions start and end, and which entity each `[LK]`
+retrieves. The engine records each step where the mask overrode the model's own first choice.
+
+Work is on UTF-8 bytes, so byte-level BPE (GPT-2, SmolLM) and SentencePiece with byte fallback
+(Llama) are handled alike. A small automaton tracks where in the input the output is; the allowed
+tokens at a step are found by walking the automaton and the vocabulary's byte prefixes together,
+which touches only tokens that could fit (tens), not the whole vocabulary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Iterable
+
+OPEN = b"<MENTION>"
+CLOSE = b"</MENTION>"
+
+# Automaton modes: copying text, inside an open or close tag, or waiting for a protocol token.
+TEXT, IN_OPEN, IN_CLOSE, NEED_LINK, NEED_CONTINUE = range(5)
+
+
+@dataclass(frozen=True)
+class _State:
+    pos: int  # bytes of the input copied so far
+    mode: int = TEXT
+    tag: int = 0  # bytes of the current tag written (IN_OPEN / IN_CLOSE)
+    inside: bool = False  # between <MENTION> and </MENTION>
+    # A text byte was copied since the last tag: no empty mentions, no tag right after a link,
+    # so the output is finite and every mention has a surface.
+    moved: bool = True
+    lead: bool = True  # before any byte: one extra leading space is fine (SentencePiece writes it)
+
+
+class VocabularyBytes:
+    """Every ordinary token's bytes, and the set of all their prefixes (a trie in a set)."""
+
+    def __init__(self, tokenizer):
+        pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", None) or {})
+        byte_level = (sum(1 for p in pieces if p and p.startswith("\u0120"))
+                      > sum(1 for p in pieces if p and p.startswith("\u2581")))
+        decode = _byte_level_decoder() if byte_level else _sentencepiece_bytes
+        self.of_id: dict[int, bytes] = {}
+        self.exact: dict[bytes, list[int]] = {}
+        self.prefixes: set[bytes] = set()
+        for i, p in enumerate(pieces):
+            if p is None or i in special:
+                continue
+            b = decode(p)
+            if not b:
+                continue
+            self.of_id[i] = b
+            self.exact.setdefault(b, []).append(i)
+            for k in range(1, len(b) + 1):
+                self.prefixes.add(b[:k])
+
+
+@lru_cache(maxsize=1)
+def _byte_level_decoder():
+    # GPT-2's reversible byte <-> printable-character table.
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + list(range(ord("\xae"), ord("\xff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    table = {chr(c): b for b, c in zip(bs, cs)}
+
+    def decode(piece: str) -> bytes | None:
+        try:
+            return bytes(table[ch] for ch in piece)
+        except KeyError:
+            return None
+    return decode
+
+
+def _sentencepiece_bytes(piece: str) -> bytes | None:
+    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+        try:
+            return bytes([int(piece[3:5], 16)])
+        except ValueError:
+            return None
+    return piece.replace("\u2581", " ").encode("utf-8")
+
+
+_VOCAB_CACHE: dict[int, VocabularyBytes] = {}
+
+
+def vocabulary_bytes(tokenizer) -> VocabularyBytes:
+    """Built once per tokenizer object (about a second for a 49k vocabulary)."""
+    v = _VOCAB_CACHE.get(id(tokenizer))
+    if v is None:
+        v = _VOCAB_CACHE[id(tokenizer)] = VocabularyBytes(tokenizer)
+    return v
+
+
+States = frozenset  # of _State
+
+
+class CopyConstraint:
+    """Which tokens may follow, given what the run has written so far. States are immutable, so
+    the engine can check a draft's tokens without committing to them."""
+
+    def __init__(self, text: str, vocab: VocabularyBytes, *, link_id: int, continue_id: int, eos_id: int):
+        self.text = text.encode("utf-8")
+        self.vocab = vocab
+        self.link_id, self.continue_id, self.eos_id = link_id, continue_id, eos_id
+        self.start: States = frozenset({_State(0)})
+
+    # -- one byte / one token ---------------------------------------------------------------------
+    def _next_bytes(self, s: _State, may_open: bool) -> Iterable[int]:
+        if s.mode == IN_OPEN:
+            yield OPEN[s.tag]
+        elif s.mode == IN_CLOSE:
+            yield CLOSE[s.tag]
+        elif s.mode == TEXT:
+            if s.pos < len(self.text):
+                yield self.text[s.pos]
+            if s.moved and not s.inside and may_open and s.pos < len(self.text):  # a mention needs text
+                yield OPEN[0]
+            if s.moved and s.inside:
+                yield CLOSE[0]
+            if s.lead:
+                yield 0x20
+
+    def _byte(self, s: _State, b: int, may_open: bool) -> list[_State]:
+        out = []
+        if s.mode == IN_OPEN:
+            if OPEN[s.tag] == b:
+                done = s.tag + 1 == len(OPEN)
+                out.append(_State(s.pos, TEXT if done else IN_OPEN, 0 if done else s.tag + 1,
+                                  inside=done, moved=False, lead=False))
+        elif s.mode == IN_CLOSE:
+            if CLOSE[s.tag] == b:
+                done = s.tag + 1 == len(CLOSE)
+                out.append(_State(s.pos, NEED_LINK if done else IN_CLOSE, 0 if done else s.tag + 1,
+                                  inside=not done, moved=False, lead=False))
+        elif s.mode == TEXT:
+            if s.pos < len(self.text) and self.text[s.pos] == b:
+                out.append(_State(s.pos + 1, TEXT, 0, s.inside, moved=True, lead=False))
+            if s.moved and not s.inside and may_open and s.pos < len(self.text) and OPEN[0] == b:
+                out.append(_State(s.pos, IN_OPEN, 1, False, moved=False, lead=False))
+            if s.moved and s.inside and CLOSE[0] == b:
+                out.append(_State(s.pos, IN_CLOSE, 1, True, moved=False, lead=False))
+            if s.lead and b == 0x20:
+                out.append(_State(s.pos, TEXT, 0, s.inside, moved=s.moved, lead=False))
+        return out
+
+    def _bytes(self, states: States, b: int, may_open: bool) -> States:
+        return frozenset(n for s in states for n in self._byte(s, b, may_open))
+
+    def after(self, states: States, token_id: int, *, may_link: bool = True) -> States:
+        """States after one token; empty if the token was not allowed."""
+        if token_id == self.link_id:
+            return frozenset(_State(s.pos, NEED_CONTINUE, inside=False, moved=False, lead=False)
+                             for s in states if s.mode == NEED_LINK and may_link)
+        if token_id == self.continue_id:
+            return frozenset(_State(s.pos, TEXT, inside=False, moved=False, lead=False)
+                             for s in states if s.mode == NEED_CONTINUE)
+        if token_id == self.eos_id:
+            return frozenset(s for s in states if self._may_end(s))
+        b = self.vocab.of_id.get(token_id)
+        if not b:
+            return frozenset()
+        for byte in b:
+            states = self._bytes(states, byte, may_link)
+            if not states:
+                break
+        return states
+
+    def _may_end(self, s: _State) -> bool:
+        return s.mode == TEXT and s.pos == len(self.text) and not s.inside
+
+    # -- the allowed set -----------------------------------------------------------------------------
+    def allowed(self, states: States, *, may_link: bool = True) -> list[int]:
+        """Token ids that keep the output inside the language. `may_link=False` (the run's
+        retrieval limit is reached) forbids opening a mention, so no tag waits for a banned `[LK]`."""
+        out: set[int] = set()
+        for s in states:
+            if s.mode == NEED_LINK and may_link:
+                out.add(self.link_id)
+            elif s.mode == NEED_CONTINUE:
+                out.add(self.continue_id)
+            elif self._may_end(s):
+                out.add(self.eos_id)
+        # Walk byte strings the automaton accepts, as long as some token starts with them. Each
+        # prefix has one parent, so every string is visited once.
+        stack: list[tuple[bytes, States]] = [(b"", states)]
+        while stack:
+            prefix, sts = stack.pop()
+            for b in {b for s in sts for b in self._next_bytes(s, may_link)}:
+                p = prefix + bytes([b])
+                if p not in self.vocab.prefixes:
+                    continue
+                nxt = self._bytes(sts, b, may_link)
+                if nxt:
+                    out.update(self.vocab.exact.get(p, ()))
+                    stack.append((p, nxt))
+        return sorted(out)
