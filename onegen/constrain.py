@@ -15,6 +15,7 @@ which touches only tokens that could fit (tens), not the whole vocabulary.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable
@@ -92,15 +93,21 @@ def _sentencepiece_bytes(piece: str) -> bytes | None:
     return piece.replace("\u2581", " ").encode("utf-8")
 
 
-_VOCAB_CACHE: dict[int, VocabularyBytes] = {}
+# id(tokenizer) -> (weak reference, table): the reference tells a live tokenizer from a new one
+# that reuses a freed object's id.
+_VOCAB_CACHE: dict[int, tuple[weakref.ref, VocabularyBytes]] = {}
 
 
 def vocabulary_bytes(tokenizer) -> VocabularyBytes:
-    """Built once per tokenizer object (about a second for a 49k vocabulary)."""
-    v = _VOCAB_CACHE.get(id(tokenizer))
-    if v is None:
-        v = _VOCAB_CACHE[id(tokenizer)] = VocabularyBytes(tokenizer)
-    return v
+    """Built once per tokenizer object (about 0.3 s for a 49k vocabulary)."""
+    hit = _VOCAB_CACHE.get(id(tokenizer))
+    if hit is not None and hit[0]() is tokenizer:
+        return hit[1]
+    for key in [k for k, (ref, _) in _VOCAB_CACHE.items() if ref() is None]:
+        del _VOCAB_CACHE[key]
+    table = VocabularyBytes(tokenizer)
+    _VOCAB_CACHE[id(tokenizer)] = (weakref.ref(tokenizer), table)
+    return table
 
 
 States = frozenset  # of _State
