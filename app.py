@@ -724,6 +724,8 @@ candidates it scored, what was inserted back into the context, and the forward t
 
 ### Tasks
 - **Entity linking**: the model rewrites the input as `<MENTION>X</MENTION>[LK]`; every `[LK]` links one mention.
+  By default the output is constrained to be the input plus those tags (no misspelt copies); the
+  checkbox on the Run tab turns that off, and the timeline underlines where the constraint overrode the model.
 - **Multi-hop QA**: sub-questions end in `[Question Representation]`; the best paragraph is inserted and the model goes on.
 - **Single-hop QA (Self-RAG)**: the question's vector reranks passages; the best one is read, then the answer
   is written with reflection tokens.
