@@ -349,7 +349,7 @@ class _Run:
                 break
             tok = choose_token(logits, forced=forced, banned=banned, allowed=allowed,
                                sampling=self.settings.sampling, generator=self.generator)
-            self._note_override(logits, tok, allowed, len(self.state))
+            self._note_override(logits, tok, allowed, banned, len(self.state))
             yield TokenEvent(self._record(tok, "forced" if forced is not None else "generated"))
             forced = None
             stop = self._stop_reason(tok)
@@ -421,7 +421,7 @@ class _Run:
             allowed = self._allowed(banned)
             if allowed == [] or choose_token(logits, banned=banned, allowed=allowed) != draft[kept]:
                 break
-            self._note_override(logits, draft[kept], allowed, start + kept)
+            self._note_override(logits, draft[kept], allowed, banned, start + kept)
             self._copy_advance(draft[kept], banned)
             logits = None
             kept += 1
@@ -445,11 +445,13 @@ class _Run:
         if self.copy is not None:
             self.copy_states = self.copy.after(self.copy_states, tok, may_link=self.proto.query_id not in banned)
 
-    def _note_override(self, logits: torch.Tensor, tok: int, allowed: list[int] | None, position: int) -> None:
-        """Greedy runs: remember where the constraint chose other than the model's own first choice."""
+    def _note_override(self, logits: torch.Tensor, tok: int, allowed: list[int] | None, banned: Sequence[int],
+                       position: int) -> None:
+        """Greedy runs: remember where the constraint chose other than the model's own first choice
+        (among the tokens the protocol itself permits: a banned [LK] is not the constraint's doing)."""
         if allowed is None or self.settings.sampling is not None:
             return
-        preferred = int(torch.argmax(logits))
+        preferred = choose_token(logits, banned=banned)
         if preferred != tok:
             self.trace.overrides.append(Override(position=position, chosen=tok, preferred=preferred,
                                                  preferred_text=self.ptok.decode([preferred])))
