@@ -22,7 +22,8 @@ GOLD = ("<MENTION>Pralandar Pandane</MENTION>[LK][_CONTINUE_] was born in <MENTI
         "[_CONTINUE_], <MENTION>Girgirnesh</MENTION>[LK][_CONTINUE_].")
 
 
-def _tokenizers(tmp_path_factory):
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory):
     from onegen.loading import load_tokenizer
 
     out = {"smollm (byte-level BPE)": load_tokenizer(ROOT / "assets" / "models" / "onegen-smol")}
@@ -31,11 +32,6 @@ def _tokenizers(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bpe")
     out["tiny byte-level"] = build_bpe_tokenizer(folder, ["[SE]", LK, CONTINUE])
     return out
-
-
-@pytest.fixture(scope="module")
-def tokenizers(tmp_path_factory):
-    return _tokenizers(tmp_path_factory)
 
 
 def constraint(tok, text=TEXT):
