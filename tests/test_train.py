@@ -201,6 +201,53 @@ def test_recipe_rejects_unknown_schedule(tmp_path):
         Recipe.load(p)
 
 
+def test_recipe_rejects_unknown_bridge_roles(tmp_path):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps({"name": "x", "base": {}, "bridge_roles": "omit"}))
+    with pytest.raises(ValueError, match="bridge_roles must be one of"):
+        Recipe.load(p)
+
+
+def test_without_added_role_drops_only_what_the_question_does_not_say():
+    from onegen.train.examples import without_added_role
+
+    hop = {"question": "When was the film director Zenen Prosnoltton born?", "title": "Zenen Prosnoltton (film director)"}
+    assert without_added_role(hop, "Which film has the director who was born first, A or B?") == \
+        "When was Zenen Prosnoltton born?"
+    # The question names the role itself: the sub-question copies it, so it stays.
+    assert without_added_role(hop, "When was the film director Zenen Prosnoltton born?") == hop["question"]
+    film = {"question": "Who directed the 2011 film Raskoreth Mirror?", "title": "Raskoreth Mirror (2011 film)"}
+    assert without_added_role(film, "Which film has the director who was born first, X or the 2011 film Raskoreth Mirror?") \
+        == film["question"]
+    plain = {"question": "When was Todora Rard born?", "title": "Todora Rard"}
+    assert without_added_role(plain, "Which film came out first, X or Y?") == plain["question"]
+
+
+def test_multi_hop_sample_drops_the_added_role_when_asked(world):
+    import copy
+    import random
+
+    from onegen.loading import load_tokenizer
+    from onegen.protocols import get_spec
+    from onegen.tokenization import ProtocolTokenizer
+    from onegen.train.examples import load_task_items
+    from tiny import tokenizer_folder
+
+    corpus = load_corpus(world)
+    tok = load_tokenizer(tokenizer_folder("multi-hop", world.parent / "toks"))
+    ptok = ProtocolTokenizer(tok, list(get_spec("multi-hop").token_strings))
+    item = copy.deepcopy(next(x for x in load_task_items(world, "multi-hop") if len(x["decomposition"]) >= 2))
+    hop = item["decomposition"][1]
+    name = "Zenen Prosnoltton"
+    hop["title"], hop["question"] = f"{name} (film director)", f"When was the film director {name} born?"
+    texts = {}
+    for roles in ("write", "drop"):
+        s = multi_hop_sample(item, ptok, corpus, random.Random(0), 2, bridge_roles=roles)
+        texts[roles] = tok.decode(s.ids)
+    assert f"Second, when was the film director {name} born?" in texts["write"]
+    assert f"Second, when was {name} born?" in texts["drop"] and f"the film director {name}" not in texts["drop"]
+
+
 def test_resume_refuses_a_changed_recipe(world, tmp_path):
     from onegen.train.trainer import Trainer
 

@@ -8,6 +8,7 @@ the same tokeniser calls the engine makes at inference, so training and inferenc
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -141,7 +142,10 @@ def entity_negatives(key: str, name: str, corpus: Corpus, rng, n: int) -> list[s
     return out
 
 
-def multi_hop_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, n_neg: int) -> QuerySample:
+def multi_hop_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, n_neg: int,
+                     bridge_roles: str = "write") -> QuerySample:
+    """`bridge_roles="drop"` writes each sub-question without the role that tells a namesake apart
+    when the question itself does not give it (see `without_added_role`)."""
     spec = get_spec("multi-hop")
     b = SequenceBuilder(ptok)
     b.ctx(ptok.encode_template(spec.prompt_template, input=item["question"]).ids)
@@ -150,7 +154,8 @@ def multi_hop_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, n
     anchors = []
     prev_answer = ""
     for k, hop in enumerate(item["decomposition"]):
-        b.gen_text(f"{prev_answer} {ORDINALS[k]}, {_lower_first_word(hop['question'])}")
+        sub = without_added_role(hop, item["question"]) if bridge_roles == "drop" else hop["question"]
+        b.gen_text(f"{prev_answer} {ORDINALS[k]}, {_lower_first_word(sub)}")
         pos = b.gen_token(QR)
         key = f"multi-hop|{hop['paragraph_id']}"
         doc = corpus.docs[key]
@@ -163,6 +168,24 @@ def multi_hop_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, n
     b.gen_text(f"{prev_answer} {conclusion} <FINAL-ANSWER>{item['answer']}</FINAL-ANSWER>")
     b.gen([ptok.hf.eos_token_id])
     return QuerySample("multi-hop", b.ids, b.labels, anchors, kind=item.get("type", ""))
+
+
+def without_added_role(hop: dict, question: str) -> str:
+    """The hop's sub-question without the qualifier the world adds to a name two entities share
+    ("When was the film director X born?" -> "When was X born?"), unless the question names it too.
+
+    The world writes the role only for shared names, and a model cannot know that a name it never
+    saw is shared, so at inference it leaves the role out. Trained on sub-questions without it, the
+    query state must tell the namesakes apart from the paragraph inserted a hop earlier.
+    """
+    m = re.fullmatch(r"(.+) \((.+)\)", hop.get("title", ""))
+    if not m:
+        return hop["question"]
+    name, role = m.groups()
+    phrase = f"the {role} {name}"
+    if phrase not in hop["question"] or phrase.lower() in question.lower():
+        return hop["question"]
+    return hop["question"].replace(phrase, name)
 
 
 _QUESTION_WORDS = {"Who", "What", "When", "Where", "Which", "How", "In", "Is", "Was", "Did", "Does", "Whose"}

@@ -8,6 +8,7 @@ from typing import Any
 
 
 SCHEDULES = ("constant", "cosine")
+BRIDGE_ROLES = ("write", "drop")
 
 
 @dataclass
@@ -39,6 +40,9 @@ class Recipe:
     max_document_tokens: int = 160
     # Over-sample these multi-hop question types (weight per type; 1 = uniform).
     type_weights: dict[str, float] = field(default_factory=dict)
+    # Multi-hop sub-questions: "write" them as the world does, or "drop" the role the world adds to
+    # a name two entities share ("the film director X") where the question does not name it.
+    bridge_roles: str = "write"
     steps: int = 300
     lr: float = 5e-4
     token_lr: float = 1e-3
@@ -77,6 +81,8 @@ class Recipe:
         recipe = cls(**raw)
         if recipe.schedule not in SCHEDULES:
             raise ValueError(f"recipe {path}: schedule must be one of {list(SCHEDULES)}, not {recipe.schedule!r}")
+        if recipe.bridge_roles not in BRIDGE_ROLES:
+            raise ValueError(f"recipe {path}: bridge_roles must be one of {list(BRIDGE_ROLES)}, not {recipe.bridge_roles!r}")
         return recipe
 
     def to_dict(self) -> dict[str, Any]:

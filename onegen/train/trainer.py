@@ -292,7 +292,8 @@ class Trainer:
             while n > 0 and tries < 20:
                 tries += 1
                 item = rng.choices(items, weights=weights)[0] if weights else rng.choice(items)
-                s = BUILDERS[task](item, self.ptoks[task], self.corpus, rng, r.hard_negatives)
+                extra = {"bridge_roles": r.bridge_roles} if task == "multi-hop" else {}
+                s = BUILDERS[task](item, self.ptoks[task], self.corpus, rng, r.hard_negatives, **extra)
                 if len(s.ids) <= r.max_query_tokens and s.anchors:
                     samples.append(s)
                     n -= 1
