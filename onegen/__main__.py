@@ -1,4 +1,4 @@
-"""`python -m onegen <command>`: run, train, evaluate, compare, bench, world."""
+"""`python -m onegen <command>`: run, train, evaluate, compare, card, bench, world."""
 from __future__ import annotations
 
 import argparse
@@ -11,6 +11,7 @@ COMMANDS = {
     "train": "Train a small OneGen model from a recipe file.",
     "evaluate": "Run a dataset through the engine and print metrics.",
     "compare": "Compare two result files of `evaluate` example by example.",
+    "card": "Write a model folder's held-out metrics into its card, from the result files its weights wrote.",
     "bench": "Benchmarks (engine, single-pass, index, app); results go to docs/benchmarks.md.",
     "world": "Generate the synthetic encyclopedia used to train and evaluate embedded models.",
 }

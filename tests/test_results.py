@@ -194,3 +194,59 @@ def test_rendered_results_escape_file_text(runs, tmp_path):
     assert "-33.3" in html  # EM 66.7 -> 33.3 over the shared examples
     assert "same tokens in both (e.g. two decoding settings)</td><td>0<" in html
     assert [r[0] for r in RR.flip_rows(diff.flips)] == ["q3", "q1", "q2"]
+
+
+def test_model_card_reports_only_the_results_its_weights_wrote(models, runs, tmp_path):
+    from onegen.model_card import BEGIN, END, matching_results, metrics_section, write_card_metrics
+
+    lm = models["multi-hop"]
+    results = tmp_path / "results"
+    results.mkdir()
+    for name in ("a", "b"):
+        (results / f"heldout-{name}.jsonl").write_text(runs[name].out.read_text())
+    other = [json.loads(x) for x in runs["a"].out.read_text().splitlines()]
+    for line in other:
+        line["onegen"]["run"]["model_fingerprint"] = "0" * 32  # another model's run of the same file
+    (results / "retrained.jsonl").write_text("".join(json.dumps(x) + "\n" for x in other))
+    (results / "notes.jsonl").write_text('{"text": "not a result file"}\n')
+
+    sets = matching_results(results, lm.fingerprint)
+    assert [rs.path.name for rs in sets] == ["heldout-a.jsonl", "heldout-b.jsonl"]
+    section = metrics_section(sets, lm.fingerprint)
+    assert "| `heldout-a.jsonl` | multi-hop, each question's own context paragraphs | 3 | **EM 0.67**" in section
+    assert "| `heldout-b.jsonl` |" in section and "**EM 0.33**" in section and "retrained" not in section
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    card = folder / "README.md"
+    card.write_text("# tiny\n\n- Steps: 3\n\n## Limits\nIt knows nothing.\n")
+    write_card_metrics(folder, sets, lm.fingerprint)
+    first = card.read_text()
+    assert first.index(BEGIN) < first.index(END) < first.index("## Limits") and first.endswith("It knows nothing.\n")
+    write_card_metrics(folder, sets, lm.fingerprint)  # a rerun replaces the section, never stacks it
+    assert card.read_text() == first
+    write_card_metrics(folder, [], lm.fingerprint)
+    assert "No result file of these weights was found." in card.read_text() and "heldout-a" not in card.read_text()
+    with pytest.raises(FileNotFoundError, match="export the model first"):
+        write_card_metrics(tmp_path / "nowhere", sets, lm.fingerprint)
+
+
+def test_card_command(models, runs, tmp_path, capsys):
+    from pathlib import Path
+
+    from onegen.__main__ import main
+
+    folder = Path(models["multi-hop"].name)
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "a.jsonl").write_text(runs["a"].out.read_text())
+    assert main(["card", str(folder), "--results", str(results)]) == 2  # no card to write into
+    assert "not a local model folder with a card" in capsys.readouterr().err
+    (folder / "README.md").write_text("# tiny\n")
+    try:
+        assert main(["card", str(folder), "--results", str(results)]) == 0
+        assert "1 result file(s)" in capsys.readouterr().out
+        assert "| `a.jsonl` |" in (folder / "README.md").read_text()
+        assert main(["card", str(folder), "--results", str(tmp_path / "none")]) == 2
+    finally:
+        (folder / "README.md").unlink()

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..fsutil import write_text_atomic
+
 DEFAULT_PATH = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
 TITLE = ("# Benchmarks\n\n"
          "Each section is written by `python -m onegen bench NAME --write`; edit the benchmark, not the numbers.\n")
@@ -106,15 +108,7 @@ def write_section(name: str, body: str, *, command: str, machine: dict[str, Any]
     new = section(name, body, command=command, machine=machine, title=title)
     with _locked(path):
         old = path.read_text(encoding="utf-8") if path.exists() else ""
-        text = replace_section(old, name, new)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_text_atomic(path, replace_section(old, name, new))
     return path
 
 

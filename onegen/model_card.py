@@ -1,0 +1,102 @@
+"""The held-out metrics of an embedded model's card, recomputed from result files its weights wrote.
+
+A result file (`onegen evaluate --out`) records the fingerprint of the weights that produced it, so
+the card lists exactly the runs of this model, rescored with the current scoring code, and a
+retrained model's card never inherits its predecessor's figures. The section sits between two
+markers and is replaced in place; the rest of the card is left as the exporter wrote it.
+
+    sets = matching_results("assets/results", lm.fingerprint)
+    write_card_metrics("assets/models/onegen-smol", sets, lm.fingerprint)
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .fsutil import write_text_atomic
+from .results import ResultFileError, ResultSet, load_results
+
+BEGIN = "<!-- heldout-metrics -->"
+END = "<!-- /heldout-metrics -->"
+
+
+def matching_results(results_dir: str | Path, fingerprint: str) -> list[ResultSet]:
+    """Every readable result file in `results_dir` whose run names `fingerprint`, by file name."""
+    out = []
+    for path in sorted(Path(results_dir).glob("*.jsonl")):
+        try:
+            rs = load_results(path)
+        except ResultFileError:
+            continue  # not a result file: nothing of this model's to report
+        if rs.run.get("model_fingerprint") == fingerprint:
+            out.append(rs)
+    return out
+
+
+def setting(rs: ResultSet) -> str:
+    run = rs.run
+    if run.get("candidates") == "index":
+        where = f"index `{Path(str(run.get('index') or '?')).name}`"
+    elif run.get("candidates") == "context":
+        where = "each question's own context paragraphs"
+    else:
+        where = f"candidates: {run.get('candidates')}"
+    parts = [rs.task, where]
+    if run.get("control"):
+        parts.append(f"control: {run['control']}")
+    if rs.task == "entity-linking":
+        parts.append("copy-constrained" if run.get("copy_input") else "free decoding")
+    return ", ".join(parts)
+
+
+def figures(rs: ResultSet) -> str:
+    m: dict[str, Any] = rs.metrics
+    if rs.task == "entity-linking":
+        text = f"micro P {m['precision']:.3f}, R {m['recall']:.3f}, **F1 {m['f1']:.3f}**"
+        if m.get("ambiguous_accuracy") is not None:
+            text += f"; ambiguous names {m['ambiguous_accuracy']:.3f} ({m['ambiguous_mentions']} mentions)"
+        return text
+    text = f"**EM {m['em']:.2f}**, F1 {m['f1']:.2f}"
+    by_type = m.get("by_type") or {}
+    if len(by_type) > 1:
+        text += "; " + ", ".join(f"{t.replace('_', '-')} {v['em']:.2f}" for t, v in sorted(by_type.items()))
+    hops = m.get("retrieval") or {}
+    if hops:
+        names = sorted(hops, key=lambda h: int(h.split("_")[-1]))
+        text += "; recall@1 by hop " + " / ".join(f"{hops[h]['recall@1']:.2f}" for h in names)
+    return text
+
+
+def metrics_section(sets: list[ResultSet], fingerprint: str) -> str:
+    lines = [BEGIN, "## Held-out metrics", "",
+             f"Recomputed by `python -m onegen card` from the result files in `assets/results/` written by these weights "
+             f"(fingerprint `{fingerprint}`); the commands that made them are in docs/embedded-models.md.", ""]
+    if not sets:
+        lines.append("No result file of these weights was found.")
+    else:
+        lines += ["| result file | task, setting | examples | figures |", "|---|---|---|---|"]
+        lines += [f"| `{rs.path.name}` | {setting(rs)} | {len(rs.records)} | {figures(rs)} |" for rs in sets]
+    lines.append(END)
+    return "\n".join(lines) + "\n"
+
+
+def with_section(card: str, section: str) -> str:
+    """`card` with its metrics section replaced, or the section added before "## Limits"."""
+    if BEGIN in card and END in card:
+        head, rest = card.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        return head + section.rstrip("\n") + tail
+    marker = "## Limits"
+    if marker in card:
+        head, tail = card.split(marker, 1)
+        return head + section + "\n" + marker + tail
+    return card.rstrip("\n") + "\n\n" + section
+
+
+def write_card_metrics(model_dir: str | Path, sets: list[ResultSet], fingerprint: str) -> Path:
+    """Rewrite `model_dir/README.md` with the metrics section, atomically (a crash leaves the old card)."""
+    card = Path(model_dir) / "README.md"
+    if not card.exists():
+        raise FileNotFoundError(f"{card} does not exist; export the model first")
+    write_text_atomic(card, with_section(card.read_text(encoding="utf-8"), metrics_section(sets, fingerprint)))
+    return card
