@@ -41,6 +41,23 @@ def test_a_section_says_when_where_and_how():
     assert s.rstrip().endswith("<!-- /bench:engine -->")
 
 
+def test_steal_is_read_from_proc_stat_and_reported(tmp_path):
+    from onegen.bench.report import cpu_ticks, machine_line, steal_percent
+
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  600 0 100 200 0 0 0 100 50 0\ncpu0 300 0 50 100 0 0 0 50 25 0\n")
+    before = cpu_ticks(stat)
+    assert before == (100, 1000)  # guest time is inside user: not counted twice
+    stat.write_text("cpu  900 0 150 300 0 0 0 150 80 0\n")
+    assert steal_percent(before, cpu_ticks(stat)) == 10.0  # 50 of 500 new ticks
+    assert steal_percent(before, before) is None and steal_percent(None) is None
+    stat.write_text("intr 1 2 3\n")
+    assert cpu_ticks(stat) is None and cpu_ticks(tmp_path / "absent") is None
+    assert "12.5% of CPU time stolen by the hypervisor during the run" in machine_line({**MACHINE, "steal_percent": 12.5})
+    assert "stolen" not in machine_line(MACHINE)
+
+
 def test_write_section_updates_the_file_in_place(tmp_path):
     path = tmp_path / "docs" / "benchmarks.md"
     write_section("one", "first", command="c1", machine=MACHINE, path=path)

@@ -15,8 +15,9 @@ HELDOUT = Path(__file__).resolve().parents[2] / "assets" / "world" / "heldout"
 
 
 def _speed_row(r: dict, label: str, goal: str) -> str:
+    steal = f"; {r['steal_percent']}% steal" if r.get("steal_percent") is not None else ""
     return (f"| {label} | {r['median_s']} / {r['p90_s']} s (one token per call: {r['one_token_median_s']} s; "
-            f"{r['draft_speedup']}x, same {r['identical_outputs']}) | {goal} |")
+            f"{r['draft_speedup']}x, same {r['identical_outputs']}{steal}) | {goal} |")
 
 
 def add_arguments(p) -> None:
@@ -48,7 +49,9 @@ def time_runs(lm, task: str, n: int) -> dict:
     from ..engine import Engine, IndexRetriever, RunSettings
     from ..index import VectorIndex
     from ..registry import default_index
+    from .report import cpu_ticks, steal_percent
 
+    ticks = cpu_ticks()
     index = VectorIndex.load(default_index(lm.name, task), protocol=task, model_fingerprint=lm.fingerprint)
     engine = Engine(lm)
     retriever = IndexRetriever(index)
@@ -73,7 +76,8 @@ def time_runs(lm, task: str, n: int) -> dict:
             "draft_speedup": round(sum(seconds["one_token"]) / sum(seconds["drafts"]), 2),
             "identical_outputs": f"{same}/{n}",
             "median_forward_tokens": int(statistics.median(tokens)),
-            "median_rejected_draft_tokens": int(statistics.median(rejected))}
+            "median_rejected_draft_tokens": int(statistics.median(rejected)),
+            "steal_percent": steal_percent(ticks)}
 
 
 def joint_recall(lm, n: int) -> dict:
@@ -152,7 +156,9 @@ def main(args) -> int:
         ])
         body += ("\n\nSeconds are with prompt-lookup drafts (the default, `RunSettings.draft_tokens` 2); "
                  "in parentheses the same inputs decoded one token per forward call, interleaved with them, "
-                 "and the ratio of the two totals. \"same\" counts inputs whose tokens were identical.")
+                 "and the ratio of the two totals. \"same\" counts inputs whose tokens were identical; "
+                 "\"steal\" is the CPU time the hypervisor gave to other guests during that task's runs "
+                 "(/proc/stat), which slows both modes alike.")
         write_section("embedded", body, command=command_line(), machine=machine_info(args.device),
                       title="Embedded default on this CPU")
     return 0

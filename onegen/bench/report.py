@@ -28,8 +28,36 @@ TITLE = ("# Benchmarks\n\n"
          "Each section is written by `python -m onegen bench NAME --write`; edit the benchmark, not the numbers.\n")
 
 
+def cpu_ticks(stat: Path = Path("/proc/stat")) -> tuple[int, int] | None:
+    """(steal, total) clock ticks of all CPUs so far, from /proc/stat; None where there is none.
+    Steal is time the hypervisor gave this VM's CPUs to another guest: a shared host's slowdown
+    that the load average does not show."""
+    try:
+        fields = stat.read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if len(fields) < 9 or fields[0] != "cpu":
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is already inside user)
+    ticks = [int(x) for x in fields[1:9]]
+    return ticks[7], sum(ticks)
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None = None) -> float | None:
+    """Share of CPU time stolen between two `cpu_ticks()` readings (after: now), in percent."""
+    after = cpu_ticks() if after is None else after
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+
+
+# A benchmark imports this module as it starts: machine_info() reports the steal since then.
+PROCESS_START_TICKS = cpu_ticks()
+
+
 def machine_info(device: str = "cpu") -> dict[str, Any]:
-    """What the numbers depend on: CPU count and model, torch version and threads, the device."""
+    """What the numbers depend on: CPU count and model, torch version and threads, the device,
+    and how much other work there was (load average; CPU time stolen by the hypervisor)."""
     import torch
 
     info: dict[str, Any] = {"cpus": os.cpu_count(), "cpu": _cpu_name(), "python": platform.python_version(),
@@ -37,6 +65,9 @@ def machine_info(device: str = "cpu") -> dict[str, Any]:
                             "os": f"{platform.system()} {platform.release()}"}
     if hasattr(os, "getloadavg"):  # other work on the machine skews timings: say how much there was
         info["load_average_1m"] = round(os.getloadavg()[0], 2)
+    steal = steal_percent(PROCESS_START_TICKS)
+    if steal is not None:
+        info["steal_percent"] = steal
     if device.startswith("cuda") and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(torch.device(device))
     try:
@@ -68,6 +99,8 @@ def machine_line(info: dict[str, Any]) -> str:
     parts.append(f"Python {info.get('python')}, {info.get('os')}")
     if "load_average_1m" in info:
         parts.append(f"load average {info['load_average_1m']} at the end of the run")
+    if "steal_percent" in info:
+        parts.append(f"{info['steal_percent']}% of CPU time stolen by the hypervisor during the run")
     return ", ".join(parts)
 
 
