@@ -44,9 +44,9 @@ def test_multi_hop_examples_answered(engine_and_indexes):
         trace = engine.run_trace("multi-hop", ex["text"], retriever=retrievers["multi-hop"])
         assert 1 <= len(trace.retrievals) <= 5 and trace.cost.forward_tokens["query_reencoding"] == 0
         right += qa_scores(trace.result.answer, [ex["answer"]])["em"] == 1.0
-    # 8 of 12 when committed (the 290-step model gets 3 comparisons wrong after right retrievals;
+    # 11 of 12 when committed (the 350-step model names the other film in one bridge-comparison;
     # docs/embedded-models.md); slack of one for other CPUs' rounding.
-    assert right >= 7, f"{right} of {len(picked)} multi-hop examples answered"
+    assert right >= 10, f"{right} of {len(picked)} multi-hop examples answered"
 
 
 def test_single_hop_examples_answered(engine_and_indexes):
@@ -89,5 +89,5 @@ def test_entity_linking_examples_copy_the_input_and_link(engine_and_indexes):
         want = {(lab["span"][0], lab["entity_id"]) for lab in gold[ex["text"]]["labels"]}
         got = {(e.start, e.entity_id) for e in trace.result.entities}
         want_all, got_all, right = want_all + len(want), got_all + len(got), right + len(want & got)
-    # 35 of 37 when committed (the 290-step model); slack of one for other CPUs' rounding.
-    assert right >= 34, f"{right} of {want_all} gold links ({got_all} predicted) in {len(picked)} examples"
+    # 37 of 37 when committed (the 350-step model); slack of one for other CPUs' rounding.
+    assert right >= 36, f"{right} of {want_all} gold links ({got_all} predicted) in {len(picked)} examples"
