@@ -91,3 +91,23 @@ def test_entity_linking_examples_copy_the_input_and_link(engine_and_indexes):
         want_all, got_all, right = want_all + len(want), got_all + len(got), right + len(want & got)
     # 37 of 37 when committed (the 350-step model); slack of one for other CPUs' rounding.
     assert right >= 36, f"{right} of {want_all} gold links ({got_all} predicted) in {len(picked)} examples"
+
+
+def test_committed_model_is_what_its_recipe_makes_and_what_the_results_measured(engine_and_indexes):
+    """The shipped folder, its recipe, its card and the bundled result files describe one model:
+    a retrain shipped without its recipe, card or results would fail here."""
+    from onegen.train.recipe import Recipe
+    from onegen.train.trainer import recipe_changes
+
+    engine, _ = engine_and_indexes
+    folder = ROOT / "assets" / "models" / "onegen-smol"
+    committed = Recipe.load(ROOT / "assets" / "recipes" / "onegen-smol.json")
+    exported = json.loads((folder / "recipe.json").read_text())
+    assert recipe_changes(exported, committed.to_dict()) == []
+    assert json.loads((folder / "onegen_model.json").read_text())["trained_steps"] == committed.steps
+    fp = engine.lm.fingerprint
+    assert f"fingerprint `{fp}`" in (folder / "README.md").read_text()  # `python -m onegen card` was rerun
+    for path in sorted((ROOT / "assets" / "results").glob("*.jsonl")):
+        with path.open() as f:
+            run = json.loads(f.readline())["onegen"]["run"]
+        assert run["model_fingerprint"] == fp, f"{path.name} was measured on another model"
