@@ -229,7 +229,12 @@ def compute_metrics(task: str, records: Sequence[ExampleRecord], *, title_counts
         n_amb = sum(r.scores["ambiguous"] for r in records)
         m["ambiguous_mentions"] = n_amb
         m["ambiguous_accuracy"] = (sum(r.scores["ambiguous_correct"] for r in records) / n_amb) if n_amb else None
-        m["ambiguity_from"] = "labels and index titles" if title_counts_known else "labels"
+        if title_counts_known:
+            m["ambiguity_from"] = "labels and index titles"
+        elif any(r.scores.get("ambiguity_recorded") for r in records):
+            m["ambiguity_from"] = "labels and index titles, as the run recorded them"
+        else:
+            m["ambiguity_from"] = "labels"
     else:
         rows = [{k: r.scores[k] for k in ("em", "f1", "precision", "recall", "match")} for r in records]
         types = [str(getattr(r.example, "type", "") or (r.example.raw.get("type") or "")) for r in records]
@@ -543,10 +548,16 @@ def _record_from_line(task: str, key: str, ex: Any, line: dict[str, Any],
             raise EvaluationError(f"example {key!r} in the result file has an unreadable trace ({e}); "
                                   "write to another --out") from e
     error = line.get("error")
+    scores = score_example(task, ex, trace, title_counts)
+    recorded = (line.get("onegen") or {}).get("scores") or {}
+    if task == "entity-linking" and title_counts is None and recorded.get("ambiguous", 0) > scores["ambiguous"]:
+        # The run knew its index's titles (names two entities share); a reader without that index
+        # keeps the ambiguity counts the run recorded for this same trace.
+        scores.update(ambiguous=recorded["ambiguous"], ambiguous_correct=recorded.get("ambiguous_correct", 0),
+                      ambiguity_recorded=True)
     return ExampleRecord(key=key, example=ex, trace=trace, error=error,
                          seconds=float((line.get("onegen") or {}).get("seconds") or 0.0),
-                         scores=score_example(task, ex, trace, title_counts),
-                         categories=categorize(task, ex, trace, error), line=line, resumed=True)
+                         scores=scores, categories=categorize(task, ex, trace, error), line=line, resumed=True)
 
 
 def _bar(progress: bool, total: int, task: str):

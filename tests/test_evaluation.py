@@ -186,6 +186,12 @@ def test_entity_linking_lines_scores_and_ambiguity(models, tmp_path, monkeypatch
     assert m["ambiguous_accuracy"] == pytest.approx(right / 2)
     assert m["tp"] == right and m["fn"] == 2 - right
     assert m["fp"] == 2 - right + 1  # d2's "Rome" has no gold; its "Paris" hits the Unknown label
+    # Read back without the index (the error browser, the model card): the run's ambiguity counts hold.
+    from onegen.results import load_results
+
+    back = load_results(out).metrics
+    assert (back["ambiguous_mentions"], back["ambiguous_accuracy"]) == (2, m["ambiguous_accuracy"])
+    assert back["ambiguity_from"] == "labels and index titles, as the run recorded them"
 
 
 def test_entity_linking_lk_cut_off_by_the_token_limit(models, tmp_path, monkeypatch):
