@@ -67,9 +67,9 @@ def figures(rs: ResultSet) -> str:
     return text
 
 
-def metrics_section(sets: list[ResultSet], fingerprint: str) -> str:
+def metrics_section(sets: list[ResultSet], fingerprint: str, source: str = "assets/results") -> str:
     lines = [BEGIN, "## Held-out metrics", "",
-             f"Recomputed by `python -m onegen card` from the result files in `assets/results/` written by these weights "
+             f"Recomputed by `python -m onegen card` from the result files in `{source}/` written by these weights "
              f"(fingerprint `{fingerprint}`); the commands that made them are in docs/embedded-models.md.", ""]
     if not sets:
         lines.append("No result file of these weights was found.")
@@ -93,10 +93,11 @@ def with_section(card: str, section: str) -> str:
     return card.rstrip("\n") + "\n\n" + section
 
 
-def write_card_metrics(model_dir: str | Path, sets: list[ResultSet], fingerprint: str) -> Path:
+def write_card_metrics(model_dir: str | Path, sets: list[ResultSet], fingerprint: str,
+                       source: str = "assets/results") -> Path:
     """Rewrite `model_dir/README.md` with the metrics section, atomically (a crash leaves the old card)."""
     card = Path(model_dir) / "README.md"
     if not card.exists():
         raise FileNotFoundError(f"{card} does not exist; export the model first")
-    write_text_atomic(card, with_section(card.read_text(encoding="utf-8"), metrics_section(sets, fingerprint)))
+    write_text_atomic(card, with_section(card.read_text(encoding="utf-8"), metrics_section(sets, fingerprint, source)))
     return card

@@ -247,6 +247,7 @@ def test_card_command(models, runs, tmp_path, capsys):
         assert main(["card", str(folder), "--results", str(results)]) == 0
         assert "1 result file(s)" in capsys.readouterr().out
         assert "| `a.jsonl` |" in (folder / "README.md").read_text()
+        assert f"result files in `{results.name}/`" in (folder / "README.md").read_text()  # no path of this machine
         assert main(["card", str(folder), "--results", str(tmp_path / "none")]) == 2
     finally:
         (folder / "README.md").unlink()

@@ -28,7 +28,11 @@ def main(args) -> int:
         return 2
     fingerprint = load_model(str(folder), device="cpu").fingerprint
     sets = matching_results(results, fingerprint)
-    card = write_card_metrics(folder, sets, fingerprint)
+    try:  # the card names the folder as the repository does, never a path of this machine
+        source = results.resolve().relative_to(ASSETS.parent).as_posix()
+    except ValueError:
+        source = results.name
+    card = write_card_metrics(folder, sets, fingerprint, source)
     print(f"{card}: {len(sets)} result file(s) of fingerprint {fingerprint}: "
           + (", ".join(rs.path.name for rs in sets) or "none"))
     return 0
