@@ -23,6 +23,7 @@ from .constrain import CopyConstraint, vocabulary_bytes
 from .documents import Document
 from .draft import NgramDrafter
 from .encode import encode_documents
+from .fused_llama import FusedLlamaDecoder, fusable
 from .index import VectorIndex
 from .loading import LoadedModel
 from .protocols import ResolvedProtocol, get_spec
@@ -135,32 +136,67 @@ class RunSettings:
     # Entity linking only: the output must be the input with mention tags (onegen/constrain.py).
     # False lets the model write anything, as the authors' loop does.
     copy_input: bool = True
+    # Llama models on the CPU: the fused decode path (onegen/fused_llama.py), same hidden states as
+    # the transformers forward with fewer op calls. False always uses the transformers forward.
+    fused_decoder: bool = True
 
 
 # -- the decode state -------------------------------------------------------------------------------
+
+class TransformersDecoder:
+    """The model's own forward over a transformers DynamicCache: any architecture, any device."""
+
+    def __init__(self, lm: LoadedModel):
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        self.lm = lm
+        self.cache = DynamicCache(config=lm.model.config)
+        # Truncating slices each layer's keys and values, which is right for full-attention layers
+        # only; a model with sliding-window layers decodes one token a call.
+        self.truncatable = all(type(layer) is DynamicLayer for layer in self.cache.layers)
+
+    def forward(self, ids: Sequence[int]) -> torch.Tensor:
+        x = torch.tensor([list(ids)], dtype=torch.long, device=self.lm.device)
+        return self.lm.backbone(input_ids=x, past_key_values=self.cache, use_cache=True).last_hidden_state[0]
+
+    def truncate(self, length: int) -> None:
+        for layer in self.cache.layers:  # a view: no copy (Cache.crop's argument differs across versions)
+            layer.keys = layer.keys[..., :length, :]
+            layer.values = layer.values[..., :length, :]
+
+    def __len__(self) -> int:
+        return self.cache.get_seq_length()
+
+
+def make_decoder(lm: LoadedModel, fused: bool = True) -> FusedLlamaDecoder | TransformersDecoder:
+    """The fused Llama path where it applies (same hidden states, fewer op calls), else the model's
+    own forward."""
+    if fused and fusable(lm.model, lm.device) is None:
+        return FusedLlamaDecoder(lm.model)
+    return TransformersDecoder(lm)
+
 
 class DecodeState:
     """One sequence on one KV cache. `feed` forwards only new ids and returns their final-norm
     hidden states; nothing ever re-forwards the history."""
 
-    def __init__(self, lm: LoadedModel, cost: Cost, draft_tokens: int = 0):
-        from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
-
+    def __init__(self, lm: LoadedModel, cost: Cost, draft_tokens: int = 0, fused: bool = True):
         self.lm = lm
         self.cost = cost
-        self.cache = DynamicCache(config=lm.model.config)
+        self.decoder = make_decoder(lm, fused)
         self.ids: list[int] = []
         self._sync = lm.device.type == "cuda"
-        # Dropping a refused guess slices each layer's keys and values (`drop_after`), which is right
-        # for full-attention layers only; a model with sliding-window layers decodes one token a call.
-        plain = all(type(layer) is DynamicLayer for layer in self.cache.layers)
-        self.drafter = NgramDrafter(draft_len=draft_tokens) if draft_tokens > 0 and plain else None
+        truncatable = getattr(self.decoder, "truncatable", True)
+        self.drafter = NgramDrafter(draft_len=draft_tokens) if draft_tokens > 0 and truncatable else None
+
+    @property
+    def decoder_name(self) -> str:
+        return "fused-llama" if isinstance(self.decoder, FusedLlamaDecoder) else "transformers"
 
     def feed(self, ids: Sequence[int], phase: str) -> torch.Tensor:
         t0 = time.perf_counter()
-        x = torch.tensor([list(ids)], dtype=torch.long, device=self.lm.device)
-        out = self.lm.backbone(input_ids=x, past_key_values=self.cache, use_cache=True)
+        hidden = self.decoder.forward(ids)
         if self._sync:
             torch.cuda.synchronize()
         self.cost.forward_tokens[phase] = self.cost.forward_tokens.get(phase, 0) + len(ids)
@@ -168,7 +204,7 @@ class DecodeState:
         self.ids.extend(ids)
         if self.drafter is not None:
             self.drafter.extend(ids)
-        return out.last_hidden_state[0]
+        return hidden
 
     def drop_after(self, length: int, phase: str) -> None:
         """Forget the ids past `length` (a draft greedy decoding did not keep); their forward tokens
@@ -176,9 +212,7 @@ class DecodeState:
         dropped = len(self.ids) - length
         if dropped <= 0:
             return
-        for layer in self.cache.layers:  # a view: no copy (Cache.crop's argument differs across versions)
-            layer.keys = layer.keys[..., :length, :]
-            layer.values = layer.values[..., :length, :]
+        self.decoder.truncate(length)
         del self.ids[length:]
         if self.drafter is not None:
             self.drafter.truncate(length)
@@ -305,7 +339,7 @@ class _Run:
             raise InputError(f"the input is too long: its prompt has {len(self.prompt_ids):,} tokens and "
                              f"{self.lm.name} reads at most {ctx:,}")
         drafts = settings.draft_tokens if settings.sampling is None else 0
-        self.state = DecodeState(self.lm, cost, draft_tokens=drafts)
+        self.state = DecodeState(self.lm, cost, draft_tokens=drafts, fused=settings.fused_decoder)
         # Tokens that steer the loop (retrieval, forcing, end) are never drafted: each gets its own step.
         self.undraftable = frozenset({proto.query_id, proto.eos_id, *proto.forced_ids()})
         self.copy: CopyConstraint | None = None
@@ -318,7 +352,7 @@ class _Run:
                            cost=cost, index=retriever.describe(),
                            settings={"top_k": settings.top_k, "max_new_tokens": self.max_new,
                                      "max_retrievals": self.max_retrievals, "draft_tokens": drafts,
-                                     "copy_input": self.copy is not None,
+                                     "copy_input": self.copy is not None, "decoder": self.state.decoder_name,
                                      "decoding": "greedy" if settings.sampling is None else vars(settings.sampling)})
         self.generator = None
         if settings.sampling is not None:

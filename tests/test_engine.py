@@ -110,7 +110,7 @@ def test_no_token_is_forwarded_twice(models, monkeypatch, task, docs, make_scrip
     assert inserted == sum(1 for t in trace.tokens if t.kind == "inserted")
     # The last chosen token (EOS, the stop string's end, or the limit) is never fed.
     expected = len(trace.prompt_ids) + len(chosen) - 1 + inserted
-    cache_len = rec.state.cache.get_seq_length()
+    cache_len = len(rec.state.decoder)
     assert ft["prompt"] + ft["generated"] + ft["inserted"] == cache_len == len(rec.state) == expected
     assert ft["query_reencoding"] == 0
     assert rec.state.ids == full_ids(trace)[:-1]

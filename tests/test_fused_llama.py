@@ -1,0 +1,120 @@
+"""The fused Llama decode path: the transformers forward's hidden states bit for bit, the model's
+own forward untouched, and the engine's traces identical whichever path decodes."""
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
+from onegen.engine import Engine, RunSettings
+from onegen.fused_llama import FusedLlamaDecoder, fusable
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SMALL = dict(num_hidden_layers=3, hidden_size=64, num_attention_heads=4, intermediate_size=96, vocab_size=300,
+             max_position_embeddings=2048)
+
+
+def _llama(**over) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(**{**SMALL, **over})).eval()
+
+
+class Reference:
+    """The transformers forward over a DynamicCache, cut back the way the engine cuts drafts."""
+
+    def __init__(self, model):
+        self.model, self.cache = model, DynamicCache(config=model.config)
+
+    def forward(self, ids):
+        with torch.inference_mode():
+            x = torch.tensor([ids])
+            return self.model.model(input_ids=x, past_key_values=self.cache, use_cache=True).last_hidden_state[0]
+
+    def truncate(self, n):
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[..., :n, :], layer.values[..., :n, :]
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_hidden_states_equal_the_transformers_forward(kv_heads):
+    model = _llama(num_key_value_heads=kv_heads, rope_parameters={"rope_type": "default", "rope_theta": 5000.0})
+    ref, fused = Reference(model), FusedLlamaDecoder(model, capacity=16)
+    ids = torch.randint(0, 300, (700,), generator=torch.Generator().manual_seed(1)).tolist()
+    # A prompt, single tokens, drafts of several, refused drafts cut back, and growth past the capacity.
+    steps = [(ids[:40], None), (ids[40:41], None), (ids[41:44], 42), (ids[42:45], None), (ids[45:46], None),
+             (ids[46:300], 200), (ids[200:700], None)]
+    for chunk, cut in steps:
+        a, b = ref.forward(chunk), fused.forward(chunk)
+        assert torch.equal(a, b), (len(chunk), (a - b).abs().max())
+        if cut is not None:
+            ref.truncate(cut)
+            fused.truncate(cut)
+    assert len(fused) == 700 and fused.capacity >= 700
+
+
+def test_fusing_shares_the_weights_and_leaves_the_model_forward_alone():
+    model = _llama(num_key_value_heads=2)
+    x = torch.randint(0, 300, (1, 20))
+    with torch.inference_mode():
+        before = model(input_ids=x).logits
+    storage = sum(p.untyped_storage().nbytes() for p in model.parameters())
+    FusedLlamaDecoder(model)
+    FusedLlamaDecoder(model)  # a second decoder reuses the first one's fusion
+    with torch.inference_mode():
+        assert torch.equal(model(input_ids=x).logits, before)
+    attn = model.model.layers[0].self_attn
+    shared = {p.untyped_storage().data_ptr() for p in (attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight)}
+    assert len(shared) == 1
+    # Each parameter now sees its whole fused storage; counting every storage once, nothing was added.
+    unique = {p.untyped_storage().data_ptr(): p.untyped_storage().nbytes() for p in model.parameters()}
+    assert sum(unique.values()) == storage
+
+
+def test_models_outside_the_pattern_are_refused_with_a_reason():
+    assert fusable(_llama(), torch.device("cpu")) is None
+    assert "bias" in fusable(_llama(attention_bias=True), torch.device("cpu"))
+    assert "CPU" in fusable(_llama(), torch.device("meta"))
+    assert "changes with the sequence length" in fusable(
+        _llama(rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}), torch.device("cpu"))
+    mistral = MistralForCausalLM(MistralConfig(sliding_window=8, **{**SMALL, "num_key_value_heads": 2}))
+    assert "not a LlamaForCausalLM" in fusable(mistral, torch.device("cpu"))
+    odd = _llama()
+
+    class Quantized(torch.nn.Linear):
+        pass
+
+    old = odd.model.layers[1].mlp.up_proj
+    odd.model.layers[1].mlp.up_proj = Quantized(old.in_features, old.out_features, bias=False)
+    assert "plain float linear" in fusable(odd, torch.device("cpu"))
+    with pytest.raises(ValueError, match="bias"):
+        FusedLlamaDecoder(_llama(attention_bias=True))
+
+
+def test_past_the_context_limit_is_an_error_not_a_wrap():
+    dec = FusedLlamaDecoder(_llama(max_position_embeddings=64), capacity=16)
+    dec.forward(list(range(60)))
+    with pytest.raises(ValueError, match="exceed"):
+        dec.forward(list(range(10)))
+    assert len(dec) == 60
+
+
+@pytest.mark.parametrize("task", ["multi-hop", "entity-linking", "single-hop"])
+def test_engine_traces_are_the_same_on_either_path(models, task):
+    from tiny import ENTITIES, PARAGRAPHS, PASSAGES
+
+    lm = models[task]
+    assert fusable(lm.model, lm.device) is None  # the tiny checkpoints are Llamas: the default path is fused
+    docs = {"multi-hop": PARAGRAPHS, "entity-linking": ENTITIES, "single-hop": PASSAGES}[task]
+    text = {"multi-hop": "Where was the director of Film A born?", "entity-linking": "Ivo Brandel lives in Paris.",
+            "single-hop": "Where was Ivo Brandel born?"}[task]
+    engine = Engine(lm)
+    runs = {}
+    for fused in (True, False):
+        runs[fused] = engine.run_trace(task, text, candidates=docs,
+                                       settings=RunSettings(fused_decoder=fused, max_new_tokens=40))
+    a, b = runs[True], runs[False]
+    assert a.settings["decoder"] == "fused-llama" and b.settings["decoder"] == "transformers"
+    assert [(t.id, t.kind) for t in a.tokens] == [(t.id, t.kind) for t in b.tokens]
+    assert [[(h.id, h.score) for h in r.hits] for r in a.retrievals] == [[(h.id, h.score) for h in r.hits] for r in b.retrievals]
+    assert a.cost.forward_tokens == b.cost.forward_tokens
