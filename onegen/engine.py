@@ -23,7 +23,7 @@ from .constrain import CopyConstraint, vocabulary_bytes
 from .documents import Document
 from .draft import NgramDrafter
 from .encode import encode_documents
-from .fused_llama import FusedLlamaDecoder, fusable
+from .fused_llama import FusedLlamaDecoder, fusable, fused_weights
 from .index import VectorIndex
 from .loading import LoadedModel
 from .protocols import ResolvedProtocol, get_spec
@@ -268,6 +268,8 @@ class Engine:
     def __init__(self, lm: LoadedModel, query_encoder: QueryEncoder | None = None):
         self.lm = lm
         self.query_encoder = query_encoder or HiddenStateQuery()
+        if fusable(lm.model, lm.device) is None:
+            fused_weights(lm.model)  # once, here, rather than inside the first answer's timing
 
     # Public entry points ---------------------------------------------------------------------------
     def run(self, task: str, text: str, *, retriever: Retriever | None = None,

@@ -111,3 +111,23 @@ def test_committed_model_is_what_its_recipe_makes_and_what_the_results_measured(
         with path.open() as f:
             run = json.loads(f.readline())["onegen"]["run"]
         assert run["model_fingerprint"] == fp, f"{path.name} was measured on another model"
+
+
+def test_fused_decoder_equals_the_transformers_forward_on_the_committed_model(engine_and_indexes):
+    """The default decode path of the embedded model (onegen/fused_llama.py) gives the transformers
+    forward's hidden states bit for bit, and the benchmark's three modes write the same tokens."""
+    import torch
+
+    from onegen.bench.embedded import time_runs
+    from onegen.engine import TransformersDecoder
+    from onegen.fused_llama import FusedLlamaDecoder
+
+    engine, _ = engine_and_indexes
+    lm = engine.lm
+    _, ids = engine.prompt_ids("multi-hop", examples("multi-hop")[0]["text"])
+    fused, plain = FusedLlamaDecoder(lm.model), TransformersDecoder(lm)
+    with torch.inference_mode():
+        for chunk in (ids, ids[:1], ids[1:4], ids[4:40]):
+            assert torch.equal(fused.forward(chunk), plain.forward(chunk))
+    timing = time_runs(lm, "single-hop", 1)
+    assert timing["identical_outputs"] == "1/1" and timing["fused_speedup"] > 0 and timing["draft_speedup"] > 0

@@ -16,8 +16,9 @@ HELDOUT = Path(__file__).resolve().parents[2] / "assets" / "world" / "heldout"
 
 def _speed_row(r: dict, label: str, goal: str) -> str:
     steal = f"; {r['steal_percent']}% steal" if r.get("steal_percent") is not None else ""
-    return (f"| {label} | {r['median_s']} / {r['p90_s']} s (one token per call: {r['one_token_median_s']} s; "
-            f"{r['draft_speedup']}x, same {r['identical_outputs']}{steal}) | {goal} |")
+    return (f"| {label} | {r['median_s']} / {r['p90_s']} s (transformers forward: {r['transformers_median_s']} s, "
+            f"{r['fused_speedup']}x; one token per call: {r['one_token_median_s']} s, {r['draft_speedup']}x; "
+            f"same {r['identical_outputs']}{steal}) | {goal} |")
 
 
 def add_arguments(p) -> None:
@@ -43,9 +44,15 @@ def task_inputs(task: str, n: int) -> list[str]:
     return [x["question"] for x in json.loads((HELDOUT / name).read_text())[:n]]
 
 
+# What each timed mode changes against the default (fused decoder, prompt-lookup drafts).
+MODES = {"default": {}, "transformers": {"fused_decoder": False}, "one_token": {"draft_tokens": 0}}
+
+
 def time_runs(lm, task: str, n: int) -> dict:
-    """Seconds per run with prompt-lookup drafts (the default) and with one token per forward call,
-    interleaved per input so machine load hits both alike; the outputs must agree."""
+    """Seconds per run in the default mode and with one speed-up switched off at a time (the
+    transformers forward instead of the fused decoder; one token per forward call instead of
+    drafts), interleaved per input in a rotating order so machine load hits every mode alike; the
+    outputs must agree."""
     from ..engine import Engine, IndexRetriever, RunSettings
     from ..index import VectorIndex
     from ..registry import default_index
@@ -55,25 +62,26 @@ def time_runs(lm, task: str, n: int) -> dict:
     index = VectorIndex.load(default_index(lm.name, task), protocol=task, model_fingerprint=lm.fingerprint)
     engine = Engine(lm)
     retriever = IndexRetriever(index)
-    modes = {"drafts": RunSettings().draft_tokens, "one_token": 0}
-    seconds: dict[str, list[float]] = {m: [] for m in modes}
+    names = list(MODES)
+    seconds: dict[str, list[float]] = {m: [] for m in names}
     tokens, rejected, same = [], [], 0
     for i, text in enumerate(task_inputs(task, n)):
         outputs = {}
-        for m in (list(modes) if i % 2 == 0 else list(modes)[::-1]):
+        for m in names[i % len(names):] + names[:i % len(names)]:
             t0 = time.perf_counter()
-            trace = engine.run_trace(task, text, retriever=retriever, settings=RunSettings(draft_tokens=modes[m]))
+            trace = engine.run_trace(task, text, retriever=retriever, settings=RunSettings(**MODES[m]))
             seconds[m].append(time.perf_counter() - t0)
             outputs[m] = [t.id for t in trace.tokens]
-            if m == "drafts":
+            if m == "default":
                 tokens.append(trace.cost.total_forward_tokens)
                 rejected.append(trace.cost.forward_tokens["draft_rejected"])
-        same += outputs["drafts"] == outputs["one_token"]
+        same += all(o == outputs["default"] for o in outputs.values())
     med = {m: statistics.median(v) for m, v in seconds.items()}
-    return {"runs": n, "median_s": round(med["drafts"], 3),
-            "p90_s": round(sorted(seconds["drafts"])[int(0.9 * (n - 1))], 3),
-            "one_token_median_s": round(med["one_token"], 3),
-            "draft_speedup": round(sum(seconds["one_token"]) / sum(seconds["drafts"]), 2),
+    ratio = lambda m: round(sum(seconds[m]) / sum(seconds["default"]), 2)  # noqa: E731
+    return {"runs": n, "median_s": round(med["default"], 3),
+            "p90_s": round(sorted(seconds["default"])[int(0.9 * (n - 1))], 3),
+            "transformers_median_s": round(med["transformers"], 3), "fused_speedup": ratio("transformers"),
+            "one_token_median_s": round(med["one_token"], 3), "draft_speedup": ratio("one_token"),
             "identical_outputs": f"{same}/{n}",
             "median_forward_tokens": int(statistics.median(tokens)),
             "median_rejected_draft_tokens": int(statistics.median(rejected)),
@@ -154,11 +162,12 @@ def main(args) -> int:
             f"| recall@1, OneGen query vectors ({j['sub_questions']} sub-questions, teacher-forced) | {j['onegen_recall_at_1']} | |",
             f"| recall@1, separate MiniLM retriever, same sub-questions | {j['minilm_recall_at_1']} | |",
         ])
-        body += ("\n\nSeconds are with prompt-lookup drafts (the default, `RunSettings.draft_tokens` 2); "
-                 "in parentheses the same inputs decoded one token per forward call, interleaved with them, "
-                 "and the ratio of the two totals. \"same\" counts inputs whose tokens were identical; "
-                 "\"steal\" is the CPU time the hypervisor gave to other guests during that task's runs "
-                 "(/proc/stat), which slows both modes alike.")
+        body += ("\n\nSeconds are in the default mode: the fused Llama decoder (onegen/fused_llama.py) with "
+                 "prompt-lookup drafts (`RunSettings.draft_tokens` 2). In parentheses the same inputs, "
+                 "interleaved with them, with one of the two switched off (the transformers forward; one token "
+                 "per forward call) and the ratio of that mode's total to the default's. \"same\" counts inputs "
+                 "whose tokens were identical in all three modes; \"steal\" is the CPU time the hypervisor gave "
+                 "to other guests during that task's runs (/proc/stat), which slows every mode alike.")
         write_section("embedded", body, command=command_line(), machine=machine_info(args.device),
                       title="Embedded default on this CPU")
     return 0
