@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from .documents import Document
 from .protocols import SPECS
-from .render_text import copy_note
+from .render_text import DECODER_LABELS, copy_note
 from .trace import PHASES, Override, Retrieval, TokenRecord, Trace
 
 TASK_LABELS = {"entity-linking": "Entity linking", "multi-hop": "Multi-hop QA", "single-hop": "Single-hop QA"}
@@ -331,6 +331,10 @@ def cost_html(trace: Trace) -> str:
                              for k, v in c.seconds.items() if v or k == "total")
     extra = (f' &middot; {c.document_tokens:,} tokens spent encoding this run&#39;s candidate documents'
              if c.document_tokens else "")
+    decoder = DECODER_LABELS.get(trace.settings.get("decoder"))
+    if decoder:
+        extra += (f' &middot; <span class="og-muted" data-decoder="{esc(trace.settings["decoder"])}" title="which '
+                  f'forward computed this run; both give the same hidden states">{esc(decoder)}</span>')
     return (f'<div class="og-cost"><div class="og-cost-cells">{"".join(cells)}</div>'
             f'<div class="og-cost-secs">{secs or "no timings yet"}{extra}</div></div>')
 

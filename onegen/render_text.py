@@ -18,6 +18,8 @@ STOP_REASONS = {
     "context_full": "context window full",
     "copy_dead_end": "no token can spell the rest of the input (copy constraint)",
 }
+# Which forward computed the run (RunSettings.fused_decoder): same hidden states, other speed.
+DECODER_LABELS = {"fused-llama": "fused Llama decoder", "transformers": "transformers forward"}
 PHASE_LABELS = {"query_reencoding": "query re-encoding", "draft_rejected": "rejected drafts", "retrieval": "search", "documents": "candidate documents"}
 
 
@@ -121,8 +123,9 @@ def cost_line(trace: Trace) -> str:
                                                                              and p not in ("retrieval", "documents", "total")]
     seconds = ", ".join(f"{PHASE_LABELS.get(p, p)} {secs[p]:.3f}" for p in order)
     total = f" (total {secs['total']:.3f})" if "total" in secs else ""
+    decoder = DECODER_LABELS.get(trace.settings.get("decoder"))
     return (f"Cost: forward tokens {tokens} (total {trace.cost.total_forward_tokens}){docs} | "
-            f"seconds {seconds}{total}\n")
+            f"seconds {seconds}{total}{f' | {decoder}' if decoder else ''}\n")
 
 
 # -- streams -----------------------------------------------------------------------------------------

@@ -211,6 +211,14 @@ def test_cost_strip_counts_candidate_document_tokens():
     assert "1,234 tokens spent encoding" in R.cost_html(tr)
 
 
+def test_cost_strip_names_the_decoder_that_ran():
+    tr = mh_trace()
+    tr.settings["decoder"] = "transformers"
+    assert 'data-decoder="transformers"' in R.cost_html(tr) and "transformers forward" in R.cost_html(tr)
+    tr.settings.pop("decoder")
+    assert "data-decoder" not in R.cost_html(tr)  # traces saved before the setting existed
+
+
 # -- the Compare view ------------------------------------------------------------------------------
 
 def _compare_result(og_seconds=2.0, reencode_seconds=0.5, reencode_tokens=40, retrievals=2):

@@ -99,6 +99,7 @@ def test_text_output_streams_steps_result_and_cost(world, capsys, monkeypatch):
     assert "Stopped: complete </FINAL-ANSWER>." in out
     cost = [ln for ln in out.splitlines() if ln.startswith("Cost: ")]
     assert len(cost) == 1 and "forward tokens prompt " in cost[0] and "inserted " in cost[0] and "seconds " in cost[0]
+    assert cost[0].endswith("| fused Llama decoder")  # the tiny checkpoints are Llamas on the CPU
 
 
 def test_entity_linking_lists_linked_entities_with_spans(world, capsys, monkeypatch):
