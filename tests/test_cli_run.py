@@ -81,6 +81,19 @@ def test_json_prints_the_trace_only(world, capsys):
     assert trace.settings["top_k"] == 2 and trace.settings["max_new_tokens"] == 6
     assert trace.stop_reason == "max_new_tokens" and len(trace.tokens) == 6
     assert trace.index["path"] == str(world["multi-hop"][1]) and trace.index["documents"] == 3
+    assert trace.settings["decoder"] == "fused-llama"
+
+
+def test_transformers_forward_flag_writes_the_same_tokens(world, capsys):
+    args = mh_args(world, "--text", "Where was Ivo born?", "--max-new-tokens", "8", "--json")
+    traces = {}
+    for extra in ((), ("--transformers-forward",)):
+        rc, out, err = run([*args, *extra], capsys)
+        assert rc == 0, err
+        traces[extra] = Trace.from_json(out)
+    fused, plain = traces[()], traces[("--transformers-forward",)]
+    assert (fused.settings["decoder"], plain.settings["decoder"]) == ("fused-llama", "transformers")
+    assert [t.id for t in fused.tokens] == [t.id for t in plain.tokens]
 
 
 def test_text_output_streams_steps_result_and_cost(world, capsys, monkeypatch):

@@ -41,6 +41,9 @@ def add_arguments(p) -> None:
     p.add_argument("--draft-tokens", type=draft_len, default=2, metavar="N",
                    help="prompt-lookup guesses checked per forward call (default 2; 0: one token per call); "
                         "the output is the same either way")
+    p.add_argument("--transformers-forward", action="store_true",
+                   help="decode with the model's transformers forward instead of the fused Llama decoder "
+                        "(onegen/fused_llama.py; Llama models on the CPU only); the output is the same either way")
     p.add_argument("--free-copy", action="store_true",
                    help="entity linking: let the model rewrite the text freely (the authors' loop) instead of "
                         "constraining its output to the input plus mention tags")
@@ -83,7 +86,7 @@ def main(args) -> int:
     except (ModelLoadError, MissingTokenError, OSError, ValueError) as e:
         return _fail(str(e))
     settings = RunSettings(max_new_tokens=args.max_new_tokens, draft_tokens=args.draft_tokens,
-                           copy_input=not args.free_copy)
+                           copy_input=not args.free_copy, fused_decoder=not args.transformers_forward)
     if args.retriever and args.mode != "pipeline":
         return _fail("--retriever applies to --mode pipeline only")
     try:

@@ -64,6 +64,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draft-tokens", type=_draft_len, default=2, metavar="N",
                    help="prompt-lookup guesses checked per forward call when decoding greedily (default 2; "
                         "0: one token per call); the output is the same either way")
+    p.add_argument("--transformers-forward", action="store_true",
+                   help="decode with the model's transformers forward instead of the fused Llama decoder "
+                        "(onegen/fused_llama.py; Llama models on the CPU only); the output is the same either way")
     p.add_argument("--free-copy", action="store_true",
                    help="entity linking: let the model rewrite the text freely (the authors' loop) instead of "
                         "constraining its output to the input plus mention tags")
@@ -223,7 +226,7 @@ def _main(args: argparse.Namespace) -> int:
                                      dim=lm.hidden_size)
             retriever = IndexRetriever(index, label=str(index_path))
         settings = RunSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens, draft_tokens=args.draft_tokens,
-                               copy_input=not args.free_copy)
+                               copy_input=not args.free_copy, fused_decoder=not args.transformers_forward)
         events = Engine(lm).run(args.task, text, retriever=retriever, candidates=candidates, settings=settings)
         # The engine checks the input when the run starts: take the first event before printing.
         first = next(events)
