@@ -117,8 +117,9 @@ class FusedLlamaDecoder:
 
     def _alloc(self, capacity: int) -> None:
         shape = (1, self.n_kv, capacity, self.head_dim)
-        new_k = [torch.zeros(shape, dtype=self.dtype) for _ in self.layers]
-        new_v = [torch.zeros(shape, dtype=self.dtype) for _ in self.layers]
+        # Slots past `length` are never read (attention stops at the sequence end): no need to zero.
+        new_k = [torch.empty(shape, dtype=self.dtype) for _ in self.layers]
+        new_v = [torch.empty(shape, dtype=self.dtype) for _ in self.layers]
         if self.length:
             for old, new in ((self.keys, new_k), (self.values, new_v)):
                 for o, n in zip(old, new):
