@@ -248,6 +248,27 @@ def test_multi_hop_sample_drops_the_added_role_when_asked(world):
     assert f"Second, when was {name} born?" in texts["drop"] and f"the film director {name}" not in texts["drop"]
 
 
+def test_with_maker_role_names_the_occupation_the_previous_hop_fixes(world):
+    from onegen.train.examples import load_task_items, with_maker_role
+
+    corpus = load_corpus(world)
+    items = load_task_items(world, "multi-hop")
+    changed = 0
+    for item in items:
+        hops = item["decomposition"]
+        for prev, hop in zip(hops, hops[1:]):
+            new = with_maker_role(hop, prev, corpus)
+            prev_type = corpus.type_of[f"entity-linking|{prev['paragraph_id']}"]
+            if prev_type in ("film", "work") and prev["answer"] in hop["question"]:
+                subtype = corpus.subtype_of[hop["paragraph_id"]]
+                assert f"the {subtype} {prev['answer']}" in new
+                assert new.replace(f"the {subtype} ", "", 1) == hop["question"].replace(f"the {subtype} ", "", 1)
+                changed += new != hop["question"]
+            else:  # founders, spouses, cities: the relation does not fix an occupation
+                assert new == hop["question"]
+    assert changed > 0
+
+
 def test_resume_refuses_a_changed_recipe(world, tmp_path):
     from onegen.train.trainer import Trainer
 

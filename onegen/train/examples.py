@@ -44,6 +44,7 @@ class Corpus:
     by_name: dict[str, list[str]] = field(default_factory=dict)  # entity name -> EL keys
     by_type: dict[str, list[str]] = field(default_factory=dict)  # entity type -> EL keys
     type_of: dict[str, str] = field(default_factory=dict)  # EL key -> entity type
+    subtype_of: dict[str, str] = field(default_factory=dict)  # entity id -> subtype ("film director")
     paragraph_by_title: dict[str, str] = field(default_factory=dict)  # paragraph title -> multi-hop key
 
 
@@ -100,6 +101,7 @@ def load_corpus(world_dir: Path) -> Corpus:
         corpus.by_name.setdefault(e["name"], []).append(key)
         corpus.by_type.setdefault(e["type"], []).append(key)
         corpus.type_of[key] = e["type"]
+        corpus.subtype_of[e["id"]] = e.get("subtype", e["type"])
     for p in read_jsonl(world_dir / "paragraphs.jsonl"):
         doc = Document.from_sentences(p["id"], p["title"], p["sentences"])
         corpus.docs[f"multi-hop|{p['id']}"] = doc
@@ -145,7 +147,8 @@ def entity_negatives(key: str, name: str, corpus: Corpus, rng, n: int) -> list[s
 def multi_hop_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, n_neg: int,
                      bridge_roles: str = "write") -> QuerySample:
     """`bridge_roles="drop"` writes each sub-question without the role that tells a namesake apart
-    when the question itself does not give it (see `without_added_role`)."""
+    when the question itself does not give it (see `without_added_role`); "always" writes the role
+    of a maker the previous hop found (see `with_maker_role`)."""
     spec = get_spec("multi-hop")
     b = SequenceBuilder(ptok)
     b.ctx(ptok.encode_template(spec.prompt_template, input=item["question"]).ids)
@@ -154,7 +157,11 @@ def multi_hop_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, n
     anchors = []
     prev_answer = ""
     for k, hop in enumerate(item["decomposition"]):
-        sub = without_added_role(hop, item["question"]) if bridge_roles == "drop" else hop["question"]
+        sub = hop["question"]
+        if bridge_roles == "drop":
+            sub = without_added_role(hop, item["question"])
+        elif bridge_roles == "always" and k > 0:
+            sub = with_maker_role(hop, item["decomposition"][k - 1], corpus)
         b.gen_text(f"{prev_answer} {ORDINALS[k]}, {_lower_first_word(sub)}")
         pos = b.gen_token(QR)
         key = f"multi-hop|{hop['paragraph_id']}"
@@ -186,6 +193,26 @@ def without_added_role(hop: dict, question: str) -> str:
     if phrase not in hop["question"] or phrase.lower() in question.lower():
         return hop["question"]
     return hop["question"].replace(phrase, name)
+
+
+# Who makes a film or a work is always of one occupation, so a model can write it after that hop.
+MAKER_TYPES = ("film", "work")
+
+
+def with_maker_role(hop: dict, previous: dict, corpus: Corpus) -> str:
+    """The hop's sub-question with the role of the person it asks about ("When was X born?" ->
+    "When was the film director X born?") when the previous hop found X as the maker of a film or
+    a work. The world writes that role only for shared names, which a model cannot know of a name
+    it never saw; written every time, it is something the model can always write, and the query
+    state carries it to the namesake's paragraph title "X (film director)".
+    """
+    name = previous.get("answer", "")
+    prev_type = corpus.type_of.get(f"entity-linking|{previous.get('paragraph_id')}")
+    subtype = corpus.subtype_of.get(hop.get("paragraph_id", ""))
+    if prev_type not in MAKER_TYPES or not subtype or not name or name not in hop["question"]:
+        return hop["question"]
+    phrase = f"the {subtype} {name}"
+    return hop["question"] if phrase in hop["question"] else hop["question"].replace(name, phrase, 1)
 
 
 _QUESTION_WORDS = {"Who", "What", "When", "Where", "Which", "How", "In", "Is", "Was", "Did", "Does", "Whose"}

@@ -8,7 +8,7 @@ from typing import Any
 
 
 SCHEDULES = ("constant", "cosine")
-BRIDGE_ROLES = ("write", "drop")
+BRIDGE_ROLES = ("write", "drop", "always")
 
 
 @dataclass
@@ -40,8 +40,10 @@ class Recipe:
     max_document_tokens: int = 160
     # Over-sample these multi-hop question types (weight per type; 1 = uniform).
     type_weights: dict[str, float] = field(default_factory=dict)
-    # Multi-hop sub-questions: "write" them as the world does, or "drop" the role the world adds to
-    # a name two entities share ("the film director X") where the question does not name it.
+    # Multi-hop sub-questions: "write" them as the world does, "drop" the role the world adds to
+    # a name two entities share ("the film director X") where the question does not name it, or
+    # "always" name the role of a person the previous hop found as a film's director or a work's
+    # creator (the relation fixes it), shared name or not.
     bridge_roles: str = "write"
     steps: int = 300
     lr: float = 5e-4
