@@ -8,7 +8,7 @@ Progress and notes go to stderr; the last line of stdout is one metrics JSON obj
 """
 from __future__ import annotations
 
-from .run import _draft_len as draft_len
+from .run import add_decoding_arguments, decoding_settings
 
 import json
 import sys
@@ -38,15 +38,7 @@ def add_arguments(p) -> None:
     p.add_argument("--retriever", help="the pipeline's sentence encoder (default: the offline all-MiniLM-L6-v2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random control (default 0)")
     p.add_argument("--max-new-tokens", type=int, help="generation limit (default: the protocol's)")
-    p.add_argument("--draft-tokens", type=draft_len, default=2, metavar="N",
-                   help="prompt-lookup guesses checked per forward call (default 2; 0: one token per call); "
-                        "the output is the same either way")
-    p.add_argument("--transformers-forward", action="store_true",
-                   help="decode with the model's transformers forward instead of the fused Llama decoder "
-                        "(onegen/fused_llama.py; Llama models on the CPU only); the output is the same either way")
-    p.add_argument("--free-copy", action="store_true",
-                   help="entity linking: let the model rewrite the text freely (the authors' loop) instead of "
-                        "constraining its output to the input plus mention tags")
+    add_decoding_arguments(p)
     p.add_argument("--retry-errors", action="store_true", help="redo examples whose line in --out holds an error")
     p.add_argument("--skip-bad", action="store_true", help="skip malformed items of --data instead of stopping")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
@@ -85,8 +77,7 @@ def main(args) -> int:
         lm = load_model(args.model, task=args.task, device=args.device, dtype=args.dtype)
     except (ModelLoadError, MissingTokenError, OSError, ValueError) as e:
         return _fail(str(e))
-    settings = RunSettings(max_new_tokens=args.max_new_tokens, draft_tokens=args.draft_tokens,
-                           copy_input=not args.free_copy, fused_decoder=not args.transformers_forward)
+    settings = RunSettings(max_new_tokens=args.max_new_tokens, **decoding_settings(args))
     if args.retriever and args.mode != "pipeline":
         return _fail("--retriever applies to --mode pipeline only")
     try:

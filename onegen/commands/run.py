@@ -47,6 +47,25 @@ def _draft_len(text: str) -> int:
     return value
 
 
+def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
+    """How the engine decodes; shared by `run` and `evaluate` (see `decoding_settings`)."""
+    p.add_argument("--draft-tokens", type=_draft_len, default=2, metavar="N",
+                   help="prompt-lookup guesses checked per forward call when decoding greedily (default 2; "
+                        "0: one token per call); the output is the same either way")
+    p.add_argument("--transformers-forward", action="store_true",
+                   help="decode with the model's transformers forward instead of the fused Llama decoder "
+                        "(onegen/fused_llama.py; Llama models on the CPU only); the output is the same either way")
+    p.add_argument("--free-copy", action="store_true",
+                   help="entity linking: let the model rewrite the text freely (the authors' loop) instead of "
+                        "constraining its output to the input plus mention tags")
+
+
+def decoding_settings(args: argparse.Namespace) -> dict:
+    """RunSettings fields from the options of `add_decoding_arguments`."""
+    return {"draft_tokens": args.draft_tokens, "copy_input": not args.free_copy,
+            "fused_decoder": not args.transformers_forward}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, choices=TASKS)
     p.add_argument("--model", metavar="ID_OR_DIR",
@@ -61,15 +80,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--example", type=int, metavar="N", help="line N (0-based) of assets/examples/TASK.jsonl")
     p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="hits kept per retrieval (default 5)")
     p.add_argument("--max-new-tokens", type=_positive_int, metavar="N", help="generation limit (default: the protocol's)")
-    p.add_argument("--draft-tokens", type=_draft_len, default=2, metavar="N",
-                   help="prompt-lookup guesses checked per forward call when decoding greedily (default 2; "
-                        "0: one token per call); the output is the same either way")
-    p.add_argument("--transformers-forward", action="store_true",
-                   help="decode with the model's transformers forward instead of the fused Llama decoder "
-                        "(onegen/fused_llama.py; Llama models on the CPU only); the output is the same either way")
-    p.add_argument("--free-copy", action="store_true",
-                   help="entity linking: let the model rewrite the text freely (the authors' loop) instead of "
-                        "constraining its output to the input plus mention tags")
+    add_decoding_arguments(p)
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--json", action="store_true", help="print only the Trace JSON (schema onegen-trace/1)")
 
@@ -225,8 +236,7 @@ def _main(args: argparse.Namespace) -> int:
             index = VectorIndex.load(index_path, protocol=args.task, model_fingerprint=lm.fingerprint,
                                      dim=lm.hidden_size)
             retriever = IndexRetriever(index, label=str(index_path))
-        settings = RunSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens, draft_tokens=args.draft_tokens,
-                               copy_input=not args.free_copy, fused_decoder=not args.transformers_forward)
+        settings = RunSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens, **decoding_settings(args))
         events = Engine(lm).run(args.task, text, retriever=retriever, candidates=candidates, settings=settings)
         # The engine checks the input when the run starts: take the first event before printing.
         first = next(events)

@@ -204,7 +204,7 @@ def with_maker_role(hop: dict, previous: dict, corpus: Corpus) -> str:
     "When was the film director X born?") when the previous hop found X as the maker of a film or
     a work. The world writes that role only for shared names, which a model cannot know of a name
     it never saw; written every time, it is something the model can always write, and the query
-    state carries it to the namesake's paragraph title "X (film director)".
+    state holds it for the paragraph titled "X (film director)" where the name is shared.
     """
     name = previous.get("answer", "")
     prev_type = corpus.type_of.get(f"entity-linking|{previous.get('paragraph_id')}")
