@@ -344,8 +344,8 @@ def test_bench_train_smoke(world, tmp_path, capsys):
     path = tmp_path / "recipe.json"
     path.write_text(json.dumps(micro_recipe(tmp_path, steps=3).to_dict()))
     doc = tmp_path / "bench.md"
-    assert main(["bench", "train", "--recipe", str(path), "--world", str(world), "--steps", "2", "--threads", "1",
-                 "--json", "--write", str(doc)]) == 0
+    args = ["bench", "train", "--recipe", str(path), "--world", str(world), "--steps", "2", "--threads", "1", "--json"]
+    assert main(args + ["--write", str(doc)]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[0])
     assert result["max_loss_difference"] < 1e-4
     for g in ("fill", "min-padding"):
@@ -353,3 +353,58 @@ def test_bench_train_smoke(world, tmp_path, capsys):
     assert result["min-padding"]["padded_slots"] <= result["fill"]["padded_slots"] + 64 * 4
     assert not (tmp_path / "run").exists()  # the recipe's own run folder is left alone
     assert "<!-- bench:train -->" in doc.read_text()
+    assert "compiled" not in result  # only with --compiled
+    if _have_cpp_compiler():
+        assert main(args + ["--compiled", "--warmup", "1", "--write", str(doc)]) == 0
+        result = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+        assert result["max_loss_difference"] < 1e-4  # compiled layers included
+        assert len(result["compiled"]["seconds"]) == 2 and len(result["compiled"]["warmup_seconds"]) == 1
+        assert result["compile_speedup"] > 0 and set(result["recipe_minutes"]) == {"min-padding", "compiled"}
+        assert "Compiled decoder layers" in doc.read_text()
+
+
+def _have_cpp_compiler() -> bool:
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.mark.skipif(not _have_cpp_compiler(), reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_layers_match_eager_and_keep_names(world, tmp_path):
+    from onegen.train.trainer import Trainer
+
+    torch.set_num_threads(1)
+    eager = Trainer(micro_recipe(tmp_path / "e", steps=3), world, log=lambda *a: None)
+    comp = Trainer(micro_recipe(tmp_path / "c", steps=3, compile=True), world, log=lambda *a: None)
+    assert all(layer._compiled_call_impl is not None for layer in comp.model.get_decoder().layers)
+    # Same initial weights, same batches: the first step's losses agree to rounding (later steps
+    # drift apart by rounding only).
+    first = [eager.train(progress=False)[0], comp.train(progress=False)[0]]  # forward, backward, checkpoint
+    for k in ("loss", "lm", "bpr", "infonce"):
+        assert getattr(first[0], k) == pytest.approx(getattr(first[1], k), abs=1e-5), k
+    e, c = eager.model.state_dict(), comp.model.state_dict()
+    assert list(e) == list(c)  # compiling in place renames nothing: checkpoints and exports are the same
+    assert max(float((e[k] - c[k]).abs().max()) for k in e) < 1e-3  # rounding apart, the same training
+    # Compiling is a speed setting: a run may resume with it switched off.
+    Trainer(micro_recipe(tmp_path / "c", steps=3), world, log=lambda *a: None)
+
+
+def test_compile_without_a_cpp_compiler_is_a_clear_error(world, tmp_path, monkeypatch, capsys):
+    import torch._inductor.cpp_builder as cpp_builder
+
+    from onegen.__main__ import main
+
+    def missing():
+        raise RuntimeError("no g++")
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", missing)
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(micro_recipe(tmp_path, steps=1, compile=True).to_dict()))
+    assert main(["train", "--recipe", str(path), "--world", str(world), "--threads", "1", "--no-export"]) == 2
+    err = capsys.readouterr().err
+    assert "no C++ compiler works here" in err and "--no-compile" in err and "Traceback" not in err
+    assert not (tmp_path / "run" / "log.jsonl").exists()

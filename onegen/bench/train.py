@@ -1,7 +1,11 @@
-"""Training step time of a recipe: min-padding micro-batches against greedily filled ones.
+"""Training step time of a recipe: min-padding micro-batches against greedily filled ones, and
+(with --compiled) eager decoder layers against compiled ones.
 
-Both groupings run the same steps' batches, alternating which goes first, each a whole optimiser
-step (`Trainer.optimizer_step`: forward, backward, AdamW); before any step the two must give the same losses.
+Every variant runs the same steps' batches in turn, rotating which goes first, each a whole
+optimiser step (`Trainer.optimizer_step`: forward, backward, AdamW); before any step all variants
+must give the same losses on the same weights. The compiled variant is a second trainer built from
+the same recipe (same initial weights), warmed up on steps that are not timed: its first steps
+compile the graphs, which the report gives apart.
 """
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-HELP = "training: seconds per step of a recipe with min-padding vs greedily filled micro-batches"
+HELP = "training: seconds per step of a recipe: micro-batch groupings, eager vs compiled layers"
 GROUPINGS = ("fill", "min-padding")
+COMPILED = "compiled"  # min-padding grouping, decoder layers compiled
 BUDGET_MINUTES = 90
 
 
@@ -22,6 +27,9 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=6, help="steps timed per grouping")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the recipe's)")
     p.add_argument("--world", help="world folder to train on (default: generated from the recipe's world seed)")
+    p.add_argument("--compiled", action="store_true",
+                   help="also time min-padding steps with torch.compile'd decoder layers (needs a C++ compiler)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed compiled steps before timing (they compile)")
 
 
 def padded_slots(trainer, step: int, grouping: str) -> tuple[int, int, int]:
@@ -55,45 +63,75 @@ def main(args) -> int:
     recipe = Recipe.load(args.recipe)
     n = 2 if args.quick else args.steps
     with tempfile.TemporaryDirectory() as tmp:  # never touch the recipe's own checkpoints
-        recipe = replace(recipe, run_dir=str(Path(tmp) / "run"), threads=args.threads or recipe.threads)
+        recipe = replace(recipe, run_dir=str(Path(tmp) / "run"), threads=args.threads or recipe.threads, compile=False)
         world = Path(args.world) if args.world else ensure_world(recipe.world)
         trainer = Trainer(recipe, world, log=lambda *a: None)
-        with torch.no_grad():  # same weights, same batch: the grouping must not change the losses
-            losses = {}
-            for g in GROUPINGS:
-                trainer.grouping = g
-                losses[g] = [float(x) for x in trainer.forward_losses(*trainer.batch(0))[:4]]
-        loss_gap = max(abs(a - b) for a, b in zip(*losses.values()))
-        seconds: dict[str, list[float]] = {g: [] for g in GROUPINGS}
+        variants = list(GROUPINGS)
+        compiled = None
+        if args.compiled:
+            compiled = Trainer(replace(recipe, run_dir=str(Path(tmp) / "compiled"), compile=True), world,
+                               log=lambda *a: None)
+            variants.append(COMPILED)
+
+        def use(v: str):
+            if v == COMPILED:
+                return compiled
+            trainer.grouping = v
+            return trainer
+
+        with torch.no_grad():  # same weights, same batch: no variant may change the losses
+            losses = {v: [float(x) for x in use(v).forward_losses(*trainer.batch(0))[:4]] for v in variants}
+        loss_gap = max(abs(a - b) for v in variants[1:] for a, b in zip(losses[variants[0]], losses[v]))
+        warmup_s: list[float] = []
+        if compiled is not None:
+            warmup_s = [one_step(compiled, s) for s in range(args.warmup)]
+        seconds: dict[str, list[float]] = {v: [] for v in variants}
         for step in range(n):
-            for g in (GROUPINGS if step % 2 == 0 else GROUPINGS[::-1]):
-                trainer.grouping = g
-                seconds[g].append(one_step(trainer, step))
+            k = step % len(variants)
+            for v in variants[k:] + variants[:k]:  # rotate which variant runs first
+                seconds[v].append(one_step(use(v), step))
         shape = {g: [padded_slots(trainer, s, g) for s in range(n)] for g in GROUPINGS}
+    shape[COMPILED] = shape["min-padding"]
     result = {"recipe": args.recipe, "steps": n, "threads": torch.get_num_threads(), "max_loss_difference": loss_gap}
-    for g in GROUPINGS:
-        real, slots, groups = (statistics.mean(x[i] for x in shape[g]) for i in range(3))
-        med = statistics.median(seconds[g])
-        result[g] = {"median_step_s": round(med, 2), "seconds": [round(s, 2) for s in seconds[g]],
+    for v in variants:
+        real, slots, groups = (statistics.mean(x[i] for x in shape[v]) for i in range(3))
+        med = statistics.median(seconds[v])
+        result[v] = {"median_step_s": round(med, 2), "seconds": [round(s, 2) for s in seconds[v]],
                      "tokens": round(real), "padded_slots": round(slots), "padding_share": round(1 - real / slots, 3),
                      "micro_batches": round(groups, 1), "steps_in_budget": int(BUDGET_MINUTES * 60 // med)}
     result["speedup"] = round(result["fill"]["median_step_s"] / result["min-padding"]["median_step_s"], 2)
+    if compiled is not None:
+        med = result[COMPILED]["median_step_s"]
+        result["compile_speedup"] = round(result["min-padding"]["median_step_s"] / med, 2)
+        result[COMPILED]["warmup_seconds"] = [round(s, 1) for s in warmup_s]
+        # What compiling cost: the warm-up steps beyond what they would have taken compiled.
+        result[COMPILED]["compile_s"] = round(max(0.0, sum(warmup_s) - med * len(warmup_s)), 1)
+        result["recipe_minutes"] = {
+            v: round((recipe.steps * result[v]["median_step_s"] + (result[v].get("compile_s", 0))) / 60, 1)
+            for v in ("min-padding", COMPILED)}
     print(json.dumps(result, indent=None if args.json else 2))
     if args.write:
-        rows = [f"| {g} | {result[g]['median_step_s']} s | {result[g]['tokens']} | {result[g]['padded_slots']} "
-                f"({result[g]['padding_share']:.0%} padding) | {result[g]['micro_batches']} | {result[g]['steps_in_budget']} |"
-                for g in GROUPINGS]
-        body = "\n".join([
-            f"Recipe `{args.recipe}` ({recipe.name}); {n} steps per grouping, alternating which runs first; "
+        rows = [f"| {v} | {result[v]['median_step_s']} s | {result[v]['tokens']} | {result[v]['padded_slots']} "
+                f"({result[v]['padding_share']:.0%} padding) | {result[v]['micro_batches']} | {result[v]['steps_in_budget']} |"
+                for v in variants]
+        lines = [
+            f"Recipe `{args.recipe}` ({recipe.name}); {n} steps per variant, rotating which runs first; "
             "each a whole optimiser step.",
             "",
-            f"| micro-batches | median step | tokens | padded slots | micro-batches per step | steps in {BUDGET_MINUTES} min |",
+            f"| variant | median step | tokens | padded slots | micro-batches per step | steps in {BUDGET_MINUTES} min |",
             "|---|---|---|---|---|---|",
             *rows,
             "",
-            f"min-padding is {result['speedup']}x faster per step; the largest loss difference between the two "
-            f"groupings on the same weights and batch was {loss_gap:.1e}.",
-        ])
-        write_section("train", body, command=command_line(), machine=machine_info("cpu"),
+            f"min-padding is {result['speedup']}x faster per step than fill; the largest loss difference between "
+            f"the variants on the same weights and batch was {loss_gap:.1e}.",
+        ]
+        if compiled is not None:
+            c = result[COMPILED]
+            lines += ["", f"Compiled decoder layers (`\"compile\": true`) are {result['compile_speedup']}x faster per step "
+                      f"than eager ones; compiling took about {c['compile_s']} s (the {args.warmup} untimed warm-up steps "
+                      f"took {', '.join(f'{s} s' for s in c['warmup_seconds'])}). At these medians the recipe's "
+                      f"{recipe.steps} steps take {result['recipe_minutes']['min-padding']} min eager and "
+                      f"{result['recipe_minutes'][COMPILED]} min compiled, loading not counted."]
+        write_section("train", "\n".join(lines), command=command_line(), machine=machine_info("cpu"),
                       title="Training step time on this CPU", path=args.write)
     return 0

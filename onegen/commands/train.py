@@ -1,6 +1,7 @@
 """`python -m onegen train --recipe FILE`: train a small OneGen model and export it."""
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ def add_arguments(p) -> None:
     p.add_argument("--export-only", action="store_true",
                    help="export the latest checkpoint as it is (to inspect a run before it ends)")
     p.add_argument("--threads", type=int, help="CPU threads (default: recipe or all cores)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="compile the decoder layers with torch.compile (default: the recipe's `compile`)")
 
 
 def ensure_world(world: dict, root: Path = Path("runs/worlds")) -> Path:
@@ -42,6 +45,8 @@ def main(args) -> int:
         return 2
     if args.threads:
         recipe.threads = args.threads
+    if args.compile is not None:
+        recipe.compile = args.compile
     if recipe.world.get("split") == "heldout":
         print("error: a recipe must not train on the held-out world", file=sys.stderr)
         return 2

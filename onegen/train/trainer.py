@@ -101,7 +101,7 @@ def all_token_strings(tasks: list[str]) -> dict[str, str]:
 
 
 # Recipe keys a run may change when it resumes: where things go, and how fast it runs.
-RESUMABLE_KEYS = {"out", "run_dir", "threads", "checkpoint_every"}
+RESUMABLE_KEYS = {"out", "run_dir", "threads", "compile", "checkpoint_every"}
 
 
 def recipe_changes(saved: dict, current: dict) -> list[str]:
@@ -149,6 +149,28 @@ def document_keys(samples: list[QuerySample], corpus: Corpus, max_documents: int
     return keys
 
 
+def compile_layers(model) -> None:
+    """Compile every decoder layer in place (state-dict names unchanged). Layers of one kind share
+    their graphs, so compiling costs a few graphs (with and without LoRA, with and without autograd,
+    dynamic in batch and length), not one per layer."""
+    import torch._dynamo
+
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()  # raises when none is found; inductor needs one for CPU kernels
+    except Exception as e:  # noqa: BLE001 - any failure here means compiled layers cannot run
+        raise ValueError(f"the recipe compiles its layers, but no C++ compiler works here ({e}); "
+                         "install g++, or train with --no-compile (weights then differ by rounding)") from None
+    layers = model.get_decoder().layers
+    # Dynamo guards on each layer instance; without room for every layer it falls back to eager.
+    limit = 4 * len(layers)
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
+    torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 8 * limit)
+    for layer in layers:
+        layer.compile(dynamic=True)
+
+
 class Trainer:
     def __init__(self, recipe: Recipe, world_dir: Path, *, log=print):
         self.recipe = recipe
@@ -160,6 +182,8 @@ class Trainer:
             torch.set_num_threads(recipe.threads)
         torch.manual_seed(recipe.seed)
         self.model, self.tokenizer, self.new_ids = self._build_model()
+        if recipe.compile:
+            compile_layers(self.model)
         strings = all_token_strings(recipe.tasks)
         self.ptoks = {t: ProtocolTokenizer(self.tokenizer, list(get_spec(t).token_strings)) for t in recipe.tasks}
         self.shim = _Shim(self.ptoks)
