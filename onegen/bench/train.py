@@ -91,7 +91,8 @@ def main(args) -> int:
             for v in variants[k:] + variants[:k]:  # rotate which variant runs first
                 seconds[v].append(one_step(use(v), step))
         shape = {g: [padded_slots(trainer, s, g) for s in range(n)] for g in GROUPINGS}
-    shape[COMPILED] = shape["min-padding"]
+    if compiled is not None:
+        shape[COMPILED] = shape["min-padding"]  # same batches, same grouping
     result = {"recipe": args.recipe, "steps": n, "threads": torch.get_num_threads(), "max_loss_difference": loss_gap}
     for v in variants:
         real, slots, groups = (statistics.mean(x[i] for x in shape[v]) for i in range(3))
