@@ -149,21 +149,30 @@ def document_keys(samples: list[QuerySample], corpus: Corpus, max_documents: int
     return keys
 
 
+def cpp_compiler_problem() -> str | None:
+    """Why inductor cannot build CPU kernels here (no working C++ compiler), or None if it can."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()  # raises when none is found
+    except Exception as e:  # noqa: BLE001 - any failure here means compiled layers cannot run
+        return str(e) or type(e).__name__
+    return None
+
+
 def compile_layers(model) -> None:
     """Compile every decoder layer in place (state-dict names unchanged). Layers of one kind share
     their graphs, so compiling costs a few graphs (with and without LoRA, with and without autograd,
     dynamic in batch and length), not one per layer."""
     import torch._dynamo
 
-    try:
-        from torch._inductor.cpp_builder import get_cpp_compiler
-
-        get_cpp_compiler()  # raises when none is found; inductor needs one for CPU kernels
-    except Exception as e:  # noqa: BLE001 - any failure here means compiled layers cannot run
-        raise ValueError(f"the recipe compiles its layers, but no C++ compiler works here ({e}); "
-                         "install g++, or train with --no-compile (weights then differ by rounding)") from None
+    problem = cpp_compiler_problem()
+    if problem is not None:
+        raise ValueError(f"the recipe compiles its layers, but no C++ compiler works here ({problem}); "
+                         "install g++, or train with --no-compile (weights then differ by rounding)")
     layers = model.get_decoder().layers
-    # Dynamo guards on each layer instance; without room for every layer it falls back to eager.
+    # Each of those variants is a recompile of the one layer code; a training step needs more of
+    # them than dynamo's default limit (8), past which the remaining layers silently run eager.
     limit = 4 * len(layers)
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, limit)
     torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 8 * limit)
