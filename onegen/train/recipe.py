@@ -62,8 +62,9 @@ class Recipe:
     seed: int = 0
     threads: int | None = None
     # Compile each decoder layer with torch.compile (inductor; needs a C++ compiler on CPU). It
-    # fuses the layers' element-wise work, which is a large share of a CPU step; the weights it
-    # learns differ from an eager run's only by float rounding.
+    # fuses the layers' element-wise work, which is a large share of a CPU step. Its arithmetic
+    # differs from eager only by float rounding, but over a whole run that rounding makes another
+    # model, which must be measured again (docs/embedded-models.md).
     compile: bool = False
     checkpoint_every: int = 20
     out: str = "assets/models/onegen-smol"
