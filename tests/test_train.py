@@ -404,3 +404,29 @@ def test_compile_without_a_cpp_compiler_is_a_clear_error(world, tmp_path, monkey
     err = capsys.readouterr().err
     assert "no C++ compiler works here" in err and "--no-compile" in err and "Traceback" not in err
     assert not (tmp_path / "run" / "log.jsonl").exists()
+
+
+def test_question_weights_over_sample_one_template(world, tmp_path):
+    from onegen.train.trainer import Trainer, sampling_weights
+
+    items = [{"type": "comparison", "question": "Who was born first, A or B?"},
+             {"type": "comparison", "question": "Which city has more inhabitants, C or D?"},
+             {"type": "compositional", "question": "Where was E born?"}]
+    assert sampling_weights(items, {}, {}) is None
+    assert sampling_weights(items, {"comparison": 2.0}, {"Which city has more": 3.0}) == [2.0, 6.0, 1.0]
+    with pytest.raises(ValueError, match="no training question starts with"):
+        sampling_weights(items, {}, {"Which city has fewer": 2.0})
+
+    # In the trainer: a heavily weighted prefix dominates the multi-hop anchors of a run's batches.
+    first = json.loads((world / "multihop.json").read_text())[0]["question"]
+    prefix = first.split(",")[0]
+    t = Trainer(micro_recipe(tmp_path, question_weights={prefix: 1000.0}), world, log=lambda *a: None)
+    share = sum(w for x, w in zip(t.items["multi-hop"], t.multi_hop_weights) if x["question"].startswith(prefix))
+    assert share / sum(t.multi_hop_weights) > 0.95
+
+
+def test_recipe_rejects_non_positive_weights(tmp_path):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps({"name": "x", "base": {}, "question_weights": {"Who": 0}}))
+    with pytest.raises(ValueError, match="question_weights must be positive numbers"):
+        Recipe.load(p)

@@ -40,6 +40,9 @@ class Recipe:
     max_document_tokens: int = 160
     # Over-sample these multi-hop question types (weight per type; 1 = uniform).
     type_weights: dict[str, float] = field(default_factory=dict)
+    # Over-sample multi-hop questions that begin with a key, e.g. one template of a type the
+    # others outnumber ("... born later" among three "... born first"); multiplies the type weight.
+    question_weights: dict[str, float] = field(default_factory=dict)
     # Multi-hop sub-questions: "write" them as the world does, "drop" the role the world adds to
     # a name two entities share ("the film director X") where the question does not name it, or
     # "always" name the role of a person the previous hop found as a film's director or a work's
@@ -90,6 +93,11 @@ class Recipe:
             raise ValueError(f"recipe {path}: schedule must be one of {list(SCHEDULES)}, not {recipe.schedule!r}")
         if recipe.bridge_roles not in BRIDGE_ROLES:
             raise ValueError(f"recipe {path}: bridge_roles must be one of {list(BRIDGE_ROLES)}, not {recipe.bridge_roles!r}")
+        for key in ("type_weights", "question_weights"):
+            bad = {k: v for k, v in getattr(recipe, key).items()
+                   if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}
+            if bad:
+                raise ValueError(f"recipe {path}: {key} must be positive numbers, not {bad}")
         return recipe
 
     def to_dict(self) -> dict[str, Any]:

@@ -149,6 +149,25 @@ def document_keys(samples: list[QuerySample], corpus: Corpus, max_documents: int
     return keys
 
 
+def sampling_weights(items: list[dict], type_weights: dict[str, float],
+                     question_weights: dict[str, float]) -> list[float] | None:
+    """Weight of each multi-hop item: its type's weight times that of each question prefix it
+    starts with; None (uniform) when neither is set. A prefix no item starts with is a typo."""
+    if not type_weights and not question_weights:
+        return None
+    unused = [p for p in question_weights if not any(x.get("question", "").startswith(p) for x in items)]
+    if unused:
+        raise ValueError(f"question_weights: no training question starts with {unused}")
+    weights = []
+    for x in items:
+        w = type_weights.get(x.get("type", ""), 1.0)
+        for prefix, factor in question_weights.items():
+            if x.get("question", "").startswith(prefix):
+                w *= factor
+        weights.append(w)
+    return weights
+
+
 def cpp_compiler_problem() -> str | None:
     """Why inductor cannot build CPU kernels here (no working C++ compiler), or None if it can."""
     try:
@@ -198,6 +217,8 @@ class Trainer:
         self.shim = _Shim(self.ptoks)
         self.corpus: Corpus = load_corpus(self.world_dir)
         self.items = {t: load_task_items(self.world_dir, t) for t in recipe.tasks}
+        self.multi_hop_weights = sampling_weights(self.items.get("multi-hop", []), recipe.type_weights,
+                                                  recipe.question_weights)
         self.token_strings = strings
         self.optimizer, self.scheduler = self._optimizer()
         self.grouping = "min-padding"  # micro-batching only; "fill" is the old way, kept to benchmark
@@ -317,9 +338,7 @@ class Trainer:
         samples: list[QuerySample] = []
         for task in r.tasks:
             items = self.items[task]
-            weights = None
-            if task == "multi-hop" and r.type_weights:
-                weights = [r.type_weights.get(x.get("type", ""), 1.0) for x in items]
+            weights = self.multi_hop_weights if task == "multi-hop" else None
             n = r.per_step.get(task, 0)
             tries = 0
             while n > 0 and tries < 20:
