@@ -430,3 +430,12 @@ def test_recipe_rejects_non_positive_weights(tmp_path):
     p.write_text(json.dumps({"name": "x", "base": {}, "question_weights": {"Who": 0}}))
     with pytest.raises(ValueError, match="question_weights must be positive numbers"):
         Recipe.load(p)
+
+
+def test_a_recipe_saved_before_a_key_existed_reads_as_its_default(tmp_path):
+    from onegen.train.trainer import recipe_changes
+
+    current = micro_recipe(tmp_path).to_dict()
+    old = {k: v for k, v in current.items() if k not in ("question_weights", "lora")}
+    assert recipe_changes(old, current) == ["lora"]  # micro recipes have no LoRA; the default has
+    assert recipe_changes(old, {**current, "question_weights": {"Who": 2.0}}) == ["lora", "question_weights"]

@@ -11,7 +11,7 @@ import math
 import os
 import random
 import time
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 from itertools import zip_longest
 from pathlib import Path
 
@@ -109,7 +109,11 @@ def recipe_changes(saved: dict, current: dict) -> list[str]:
     grow under a constant schedule (a run stopped at N equals an N-step recipe), not under cosine."""
     free = RESUMABLE_KEYS | ({"steps"} if current.get("schedule", "constant") == "constant" else set())
     # A key a checkpoint lacks (it predates the key) had the recipe's default then.
-    saved = {**{f.name: f.default for f in fields(Recipe) if f.default is not MISSING}, **saved}
+    # Defaults as to_dict() writes them (a factory's value, a dataclass as a dict).
+    defaults = {f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+                for f in fields(Recipe) if f.default is not MISSING or f.default_factory is not MISSING}
+    defaults = {k: asdict(v) if is_dataclass(v) else v for k, v in defaults.items()}
+    saved = {**defaults, **saved}
     return sorted(k for k in set(saved) | set(current) if k not in free and saved.get(k) != current.get(k))
 
 
