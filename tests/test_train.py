@@ -417,7 +417,7 @@ def test_question_weights_over_sample_one_template(world, tmp_path):
     with pytest.raises(ValueError, match="no training question starts with"):
         sampling_weights(items, {}, {"Which city has fewer": 2.0})
 
-    # In the trainer: a heavily weighted prefix dominates the multi-hop anchors of a run's batches.
+    # In the trainer: a heavily weighted prefix takes nearly all of the multi-hop sampling weight.
     first = json.loads((world / "multihop.json").read_text())[0]["question"]
     prefix = first.split(",")[0]
     t = Trainer(micro_recipe(tmp_path, question_weights={prefix: 1000.0}), world, log=lambda *a: None)

@@ -159,16 +159,17 @@ def sampling_weights(items: list[dict], type_weights: dict[str, float],
     starts with; None (uniform) when neither is set. A prefix no item starts with is a typo."""
     if not type_weights and not question_weights:
         return None
-    unused = [p for p in question_weights if not any(x.get("question", "").startswith(p) for x in items)]
-    if unused:
-        raise ValueError(f"question_weights: no training question starts with {unused}")
-    weights = []
+    weights, used = [], set()
     for x in items:
         w = type_weights.get(x.get("type", ""), 1.0)
         for prefix, factor in question_weights.items():
             if x.get("question", "").startswith(prefix):
                 w *= factor
+                used.add(prefix)
         weights.append(w)
+    unused = [p for p in question_weights if p not in used]
+    if unused:
+        raise ValueError(f"question_weights: no training question starts with {unused}")
     return weights
 
 
