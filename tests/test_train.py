@@ -208,6 +208,49 @@ def test_recipe_rejects_unknown_bridge_roles(tmp_path):
         Recipe.load(p)
 
 
+def test_recipe_rejects_unknown_comparison_order(tmp_path):
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps({"name": "x", "base": {}, "comparison_order": "winner"}))
+    with pytest.raises(ValueError, match="comparison_order must be one of"):
+        Recipe.load(p)
+
+
+def test_question_order_conclusion_states_the_values_as_the_question_names_them(world):
+    import random
+
+    from onegen.loading import load_tokenizer
+    from onegen.protocols import get_spec
+    from onegen.tokenization import ProtocolTokenizer
+    from onegen.train.examples import load_task_items, question_order_conclusion
+    from tiny import tokenizer_folder
+
+    items = load_task_items(world, "multi-hop")
+    words = set()
+    for item in items:
+        new = question_order_conclusion(item)
+        if item["type"] not in ("comparison", "bridge_comparison"):
+            assert new is None
+            continue
+        hops = item["decomposition"]
+        first, second = (hops[0], hops[1]) if len(hops) == 2 else (hops[1], hops[3])
+        a, b = (int(h["answer"].replace(",", "")) for h in (first, second))
+        word = {True: "more than" if "more than" in item["conclusion"] else "later than",
+                False: "less than" if "more than" in item["conclusion"] else "earlier than"}[a > b]
+        assert new == f"{first['answer']} is {word} {second['answer']}, so the answer is"
+        words.add(word)
+        assert first["answer"] in item["conclusion"] and second["answer"] in item["conclusion"]
+    assert {"earlier than", "later than"} <= words  # both directions occur, whatever the template asks
+
+    corpus = load_corpus(world)
+    tok = load_tokenizer(tokenizer_folder("multi-hop", world.parent / "toks"))
+    ptok = ProtocolTokenizer(tok, list(get_spec("multi-hop").token_strings))
+    item = next(x for x in items if x["type"] == "comparison" and question_order_conclusion(x) != x["conclusion"])
+    for order, conclusion in (("answer", item["conclusion"]), ("question", question_order_conclusion(item))):
+        s = multi_hop_sample(item, ptok, corpus, random.Random(0), 2, comparison_order=order)
+        generated = tok.decode([t for t, lab in zip(s.ids, s.labels) if lab != IGNORE])
+        assert f"{conclusion} <FINAL-ANSWER>{item['answer']}</FINAL-ANSWER>" in generated
+
+
 def test_without_added_role_drops_only_what_the_question_does_not_say():
     from onegen.train.examples import without_added_role
 
@@ -439,3 +482,20 @@ def test_a_recipe_saved_before_a_key_existed_reads_as_its_default(tmp_path):
     old = {k: v for k, v in current.items() if k not in ("question_weights", "lora")}
     assert recipe_changes(old, current) == ["lora"]  # micro recipes have no LoRA; the default has
     assert recipe_changes(old, {**current, "question_weights": {"Who": 2.0}}) == ["lora", "question_weights"]
+
+
+def test_balance_answers_weighs_each_templates_answer_positions_equally():
+    from onegen.train.trainer import answer_position_weights, sampling_weights
+
+    def item(question: str, first_wins: bool, qtype: str = "comparison") -> dict:
+        return {"type": qtype, "question": question, "answer_id": "A" if first_wins else "B",
+                "decomposition": [{"paragraph_id": "A"}, {"paragraph_id": "B"}]}
+
+    items = ([item("Who was born first, X or Y?", True)] * 3 + [item("Who was born first, X or Y?", False)]
+             + [item("Which city has more inhabitants, X or Y?", True)] * 2  # one side only: kept as is
+             + [item("Who is the mother of X?", True, "inference")])
+    w = answer_position_weights(items)
+    assert w == [4 / 6] * 3 + [2.0] + [1.0, 1.0] + [1.0]
+    assert sum(w[:3]) == pytest.approx(w[3]) and sum(w[:4]) == pytest.approx(4)  # template total kept
+    assert sampling_weights(items, {}, {}) is None
+    assert sampling_weights(items, {"comparison": 2.0}, {}, balance_answers=True) == [2 * x for x in w[:6]] + [1.0]

@@ -145,10 +145,11 @@ def entity_negatives(key: str, name: str, corpus: Corpus, rng, n: int) -> list[s
 
 
 def multi_hop_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, n_neg: int,
-                     bridge_roles: str = "write") -> QuerySample:
+                     bridge_roles: str = "write", comparison_order: str = "answer") -> QuerySample:
     """`bridge_roles="drop"` writes each sub-question without the role that tells a namesake apart
     when the question itself does not give it (see `without_added_role`); "always" writes the role
-    of a maker the previous hop found (see `with_maker_role`)."""
+    of a maker the previous hop found (see `with_maker_role`). `comparison_order="question"`
+    rewrites a comparison's conclusion (see `question_order_conclusion`)."""
     spec = get_spec("multi-hop")
     b = SequenceBuilder(ptok)
     b.ctx(ptok.encode_template(spec.prompt_template, input=item["question"]).ids)
@@ -170,11 +171,38 @@ def multi_hop_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, n
         anchors.append(Anchor(pos, (key, int(hop.get("sentence_index", 0))), rng.sample(distractors, min(n_neg, len(distractors)))))
         prev_answer = hop["answer_sentence"]
     conclusion = (item.get("conclusion") or "So the answer is").strip()
+    if comparison_order == "question":
+        conclusion = question_order_conclusion(item) or conclusion
     if conclusion.endswith(item["answer"]):  # the answer belongs inside the tags only
         conclusion = conclusion[: -len(item["answer"])].rstrip()
     b.gen_text(f"{prev_answer} {conclusion} <FINAL-ANSWER>{item['answer']}</FINAL-ANSWER>")
     b.gen([ptok.hf.eos_token_id])
     return QuerySample("multi-hop", b.ids, b.labels, anchors, kind=item.get("type", ""))
+
+
+def question_order_conclusion(item: dict) -> str | None:
+    """A comparison's conclusion with the values in question order: "{first} is W {second}, so the
+    answer is", W being "earlier than"/"later than" for years, "more than"/"less than" for counts.
+
+    The world's own conclusion names the answer's value first, so its first number is already the
+    decision, and "born later" is the one template whose word is "later than". Here the first
+    number is a copy and the word a comparison of two numbers the model has just written, balanced
+    over every template. None for an item that is not a two-value comparison.
+    """
+    m = re.fullmatch(r"[\d,]+ is (earlier than|later than|more than) [\d,]+, so the answer is",
+                     (item.get("conclusion") or "").strip())
+    hops = item.get("decomposition") or []
+    if not m or len(hops) not in (2, 4):
+        return None
+    first, second = (hops[0], hops[1]) if len(hops) == 2 else (hops[1], hops[3])
+    try:
+        a, b = (int(h["answer"].replace(",", "")) for h in (first, second))
+    except ValueError:
+        return None
+    word = m.group(1)
+    larger = "more than" if word == "more than" else "later than"
+    smaller = "less than" if word == "more than" else "earlier than"
+    return f"{first['answer']} is {larger if a > b else smaller} {second['answer']}, so the answer is"
 
 
 def without_added_role(hop: dict, question: str) -> str:

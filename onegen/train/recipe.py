@@ -9,6 +9,7 @@ from typing import Any
 
 SCHEDULES = ("constant", "cosine")
 BRIDGE_ROLES = ("write", "drop", "always")
+COMPARISON_ORDERS = ("answer", "question")
 
 
 @dataclass
@@ -43,11 +44,19 @@ class Recipe:
     # Over-sample multi-hop questions that begin with a key, e.g. one template of a type the
     # others outnumber ("... born later" among three "... born first"); multiplies the type weight.
     question_weights: dict[str, float] = field(default_factory=dict)
+    # Weight comparisons so that within each template the answer names the first option as often
+    # as the second (the world balances that per type only; see `answer_position_weights`).
+    balance_answers: bool = False
     # Multi-hop sub-questions: "write" them as the world does, "drop" the role the world adds to
     # a name two entities share ("the film director X") where the question does not name it, or
     # "always" name the role of a person the previous hop found as a film's director or a work's
     # creator (the relation fixes it), shared name or not.
     bridge_roles: str = "write"
+    # The sentence before a comparison's answer: "answer" states the answer's value first, as the
+    # world writes it ("1957 is earlier than 1977"); "question" states the values in the order the
+    # question names them and lets the word say which is earlier or larger ("1977 is later than
+    # 1957"), so choosing that word depends only on the two numbers, never on the template.
+    comparison_order: str = "answer"
     steps: int = 300
     lr: float = 5e-4
     token_lr: float = 1e-3
@@ -93,6 +102,9 @@ class Recipe:
             raise ValueError(f"recipe {path}: schedule must be one of {list(SCHEDULES)}, not {recipe.schedule!r}")
         if recipe.bridge_roles not in BRIDGE_ROLES:
             raise ValueError(f"recipe {path}: bridge_roles must be one of {list(BRIDGE_ROLES)}, not {recipe.bridge_roles!r}")
+        if recipe.comparison_order not in COMPARISON_ORDERS:
+            raise ValueError(f"recipe {path}: comparison_order must be one of {list(COMPARISON_ORDERS)}, "
+                             f"not {recipe.comparison_order!r}")
         for key in ("type_weights", "question_weights"):
             bad = {k: v for k, v in getattr(recipe, key).items()
                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}

@@ -11,6 +11,7 @@ import math
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import MISSING, asdict, dataclass, fields, is_dataclass
 from itertools import zip_longest
 from pathlib import Path
@@ -154,14 +155,16 @@ def document_keys(samples: list[QuerySample], corpus: Corpus, max_documents: int
 
 
 def sampling_weights(items: list[dict], type_weights: dict[str, float],
-                     question_weights: dict[str, float]) -> list[float] | None:
+                     question_weights: dict[str, float], balance_answers: bool = False) -> list[float] | None:
     """Weight of each multi-hop item: its type's weight times that of each question prefix it
-    starts with; None (uniform) when neither is set. A prefix no item starts with is a typo."""
-    if not type_weights and not question_weights:
+    starts with, times its answer-position weight when `balance_answers`; None (uniform) when
+    nothing is set. A prefix no item starts with is a typo."""
+    if not type_weights and not question_weights and not balance_answers:
         return None
+    position = answer_position_weights(items) if balance_answers else [1.0] * len(items)
     weights, used = [], set()
-    for x in items:
-        w = type_weights.get(x.get("type", ""), 1.0)
+    for x, p in zip(items, position):
+        w = type_weights.get(x.get("type", ""), 1.0) * p
         for prefix, factor in question_weights.items():
             if x.get("question", "").startswith(prefix):
                 w *= factor
@@ -170,6 +173,33 @@ def sampling_weights(items: list[dict], type_weights: dict[str, float],
     unused = [p for p in question_weights if p not in used]
     if unused:
         raise ValueError(f"question_weights: no training question starts with {unused}")
+    return weights
+
+
+def answer_position_weights(items: list[dict]) -> list[float]:
+    """Per item, the weight that makes a comparison template's answers name its first option as
+    often as its second (the template is the question up to its first comma); 1 for the rest.
+
+    The world balances answer positions per question type, not per template, which leaves some
+    templates 2:1 one way in the training world (and 10:1 the other way in the held-out one): a
+    model that learns the prior answers by position instead of by comparing. A template's total
+    weight is kept; one whose answers all sit on one side cannot be balanced and keeps weight 1.
+    """
+    def key(x: dict) -> tuple[str, bool] | None:
+        hops = x.get("decomposition") or []
+        if x.get("type") not in ("comparison", "bridge_comparison") or not hops:
+            return None
+        return x.get("question", "").split(",")[0], x.get("answer_id") == hops[0].get("paragraph_id")
+
+    keys = [key(x) for x in items]
+    counts = Counter(k for k in keys if k)
+    weights = []
+    for k in keys:
+        if k is None or not counts[(k[0], not k[1])]:
+            weights.append(1.0)
+        else:
+            total = counts[(k[0], True)] + counts[(k[0], False)]
+            weights.append(total / (2 * counts[k]))
     return weights
 
 
@@ -223,7 +253,7 @@ class Trainer:
         self.corpus: Corpus = load_corpus(self.world_dir)
         self.items = {t: load_task_items(self.world_dir, t) for t in recipe.tasks}
         self.multi_hop_weights = sampling_weights(self.items.get("multi-hop", []), recipe.type_weights,
-                                                  recipe.question_weights)
+                                                  recipe.question_weights, recipe.balance_answers)
         self.token_strings = strings
         self.optimizer, self.scheduler = self._optimizer()
         self.grouping = "min-padding"  # micro-batching only; "fill" is the old way, kept to benchmark
@@ -349,7 +379,8 @@ class Trainer:
             while n > 0 and tries < 20:
                 tries += 1
                 item = rng.choices(items, weights=weights)[0] if weights else rng.choice(items)
-                extra = {"bridge_roles": r.bridge_roles} if task == "multi-hop" else {}
+                extra = ({"bridge_roles": r.bridge_roles, "comparison_order": r.comparison_order}
+                         if task == "multi-hop" else {})
                 s = BUILDERS[task](item, self.ptoks[task], self.corpus, rng, r.hard_negatives, **extra)
                 if len(s.ids) <= r.max_query_tokens and s.anchors:
                     samples.append(s)
