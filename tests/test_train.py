@@ -239,13 +239,19 @@ def test_question_order_conclusion_states_the_values_as_the_question_names_them(
         assert new == f"{first['answer']} is {word} {second['answer']}, so the answer is"
         words.add(word)
         assert first["answer"] in item["conclusion"] and second["answer"] in item["conclusion"]
+        # naming the winner: the answer's own value, the option the world's answer_id points at
+        winner = first if item["answer_id"] == hops[0]["paragraph_id"] else second
+        named = question_order_conclusion(item, name_winner=True)
+        assert named.startswith(new.removesuffix(", so the answer is") + ", so the ")
+        assert named.endswith(f" one is {winner['answer']} and the answer is")
     assert {"earlier than", "later than"} <= words  # both directions occur, whatever the template asks
 
     corpus = load_corpus(world)
     tok = load_tokenizer(tokenizer_folder("multi-hop", world.parent / "toks"))
     ptok = ProtocolTokenizer(tok, list(get_spec("multi-hop").token_strings))
     item = next(x for x in items if x["type"] == "comparison" and question_order_conclusion(x) != x["conclusion"])
-    for order, conclusion in (("answer", item["conclusion"]), ("question", question_order_conclusion(item))):
+    for order, conclusion in (("answer", item["conclusion"]), ("question", question_order_conclusion(item)),
+                              ("question-winner", question_order_conclusion(item, name_winner=True))):
         s = multi_hop_sample(item, ptok, corpus, random.Random(0), 2, comparison_order=order)
         generated = tok.decode([t for t, lab in zip(s.ids, s.labels) if lab != IGNORE])
         assert f"{conclusion} <FINAL-ANSWER>{item['answer']}</FINAL-ANSWER>" in generated

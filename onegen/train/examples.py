@@ -149,7 +149,7 @@ def multi_hop_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, n
     """`bridge_roles="drop"` writes each sub-question without the role that tells a namesake apart
     when the question itself does not give it (see `without_added_role`); "always" writes the role
     of a maker the previous hop found (see `with_maker_role`). `comparison_order="question"`
-    rewrites a comparison's conclusion (see `question_order_conclusion`)."""
+    or "question-winner" rewrites a comparison's conclusion (see `question_order_conclusion`)."""
     spec = get_spec("multi-hop")
     b = SequenceBuilder(ptok)
     b.ctx(ptok.encode_template(spec.prompt_template, input=item["question"]).ids)
@@ -171,8 +171,8 @@ def multi_hop_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, n
         anchors.append(Anchor(pos, (key, int(hop.get("sentence_index", 0))), rng.sample(distractors, min(n_neg, len(distractors)))))
         prev_answer = hop["answer_sentence"]
     conclusion = (item.get("conclusion") or "So the answer is").strip()
-    if comparison_order == "question":
-        conclusion = question_order_conclusion(item) or conclusion
+    if comparison_order in ("question", "question-winner"):
+        conclusion = question_order_conclusion(item, comparison_order == "question-winner") or conclusion
     if conclusion.endswith(item["answer"]):  # the answer belongs inside the tags only
         conclusion = conclusion[: -len(item["answer"])].rstrip()
     b.gen_text(f"{prev_answer} {conclusion} <FINAL-ANSWER>{item['answer']}</FINAL-ANSWER>")
@@ -180,9 +180,11 @@ def multi_hop_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, n
     return QuerySample("multi-hop", b.ids, b.labels, anchors, kind=item.get("type", ""))
 
 
-def question_order_conclusion(item: dict) -> str | None:
+def question_order_conclusion(item: dict, name_winner: bool = False) -> str | None:
     """A comparison's conclusion with the values in question order: "{first} is W {second}, so the
     answer is", W being "earlier than"/"later than" for years, "more than"/"less than" for counts.
+    With `name_winner` the value the question asks for follows, so that the answer is the option
+    whose value was just written: "..., so the later one is {value} and the answer is".
 
     The world's own conclusion names the answer's value first, so its first number is already the
     decision, and "born later" is the one template whose word is "later than". Here the first
@@ -199,10 +201,16 @@ def question_order_conclusion(item: dict) -> str | None:
         a, b = (int(h["answer"].replace(",", "")) for h in (first, second))
     except ValueError:
         return None
-    word = m.group(1)
-    larger = "more than" if word == "more than" else "later than"
-    smaller = "less than" if word == "more than" else "earlier than"
-    return f"{first['answer']} is {larger if a > b else smaller} {second['answer']}, so the answer is"
+    asked = m.group(1)
+    larger = "more than" if asked == "more than" else "later than"
+    smaller = "less than" if asked == "more than" else "earlier than"
+    said = f"{first['answer']} is {larger if a > b else smaller} {second['answer']}"
+    if not name_winner:
+        return f"{said}, so the answer is"
+    wants_larger = asked != "earlier than"
+    winner = first if (a > b) == wants_larger else second
+    kind = {"earlier than": "earlier", "later than": "later", "more than": "larger"}[asked]
+    return f"{said}, so the {kind} one is {winner['answer']} and the answer is"
 
 
 def without_added_role(hop: dict, question: str) -> str:

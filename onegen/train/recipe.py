@@ -9,7 +9,7 @@ from typing import Any
 
 SCHEDULES = ("constant", "cosine")
 BRIDGE_ROLES = ("write", "drop", "always")
-COMPARISON_ORDERS = ("answer", "question")
+COMPARISON_ORDERS = ("answer", "question", "question-winner")
 
 
 @dataclass
@@ -55,7 +55,9 @@ class Recipe:
     # The sentence before a comparison's answer: "answer" states the answer's value first, as the
     # world writes it ("1957 is earlier than 1977"); "question" states the values in the order the
     # question names them and lets the word say which is earlier or larger ("1977 is later than
-    # 1957"), so choosing that word depends only on the two numbers, never on the template.
+    # 1957"), so choosing that word depends only on the two numbers, never on the template;
+    # "question-winner" then names the value asked for ("..., so the earlier one is 1957 and the
+    # answer is"), so the answer is the option whose value was just written.
     comparison_order: str = "answer"
     steps: int = 300
     lr: float = 5e-4
