@@ -128,6 +128,29 @@ def test_cli_multi_hop_lines_and_metrics(models, root, tmp_path, monkeypatch, ca
     assert lines[0]["onegen"]["categories"] == []
 
 
+def test_cli_shards_concatenated_score_as_the_whole_selection(models, root, tmp_path, monkeypatch, capsys):
+    lm = models["multi-hop"]
+    script(monkeypatch, lm, multi_hop_ids(lm))
+    data = write(tmp_path / "dev.json", [hotpot_item(k, "Corvale" if k in "ace" else "Velor") for k in "abcde"])
+    common = ["evaluate", "--task", "multi-hop", "--data", str(data), "--model",
+              str(build_tiny_model("multi-hop", root)), "--device", "cpu", "--top-k", "2", "--quiet"]
+    parts = []
+    for k in range(2):
+        parts.append(tmp_path / f"part{k}.jsonl")
+        assert cli(common + ["--shard", f"{k}/2", "--out", str(parts[-1])]) == 0
+    capsys.readouterr()
+    assert [line["_id"] for line in read_lines(parts[0])] == ["a", "c", "e"]
+    assert [line["_id"] for line in read_lines(parts[1])] == ["b", "d"]
+    merged = tmp_path / "all.jsonl"
+    merged.write_text(parts[0].read_text() + parts[1].read_text())
+    assert cli(common + ["--out", str(merged)]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["examples"] == 5 and metrics["resumed"] == 5 and metrics["em"] == pytest.approx(3 / 5)
+    for bad in ("2/2", "1", "a/b", "-1/2"):
+        assert cli(common + [f"--shard={bad}"]) == 2
+        assert "--shard" in capsys.readouterr().err
+
+
 def test_cli_refuses_bad_arguments(root, tmp_path, capsys):
     data = write(tmp_path / "dev.json", [hotpot_item("a", "Corvale")])
     model = str(build_tiny_model("multi-hop", root))

@@ -28,6 +28,11 @@ def add_arguments(p) -> None:
     p.add_argument("--limit", type=int, help="only the first N examples (after --stride)")
     p.add_argument("--stride", type=int, default=1,
                    help="take every K-th example: a smaller sample that keeps a file's mix of types")
+    p.add_argument("--shard", metavar="K/N",
+                   help="only examples K, K+N, K+2N, ... of the selection (0 <= K < N). On a CPU, N processes "
+                        "of one thread each (OMP_NUM_THREADS=1), each with its own --out, decode faster together "
+                        "than one with N threads; concatenate their --out files and rerun on the whole file "
+                        "without --shard to score the selection (every line is resumed)")
     p.add_argument("--out", help="result jsonl (resumed when it exists)")
     p.add_argument("--top-k", type=int, default=5, help="hits kept per retrieval (default 5)")
     p.add_argument("--control", choices=("random-paragraph",),
@@ -61,6 +66,10 @@ def main(args) -> int:
         return _fail("--stride must be at least 1")
     if args.top_k < 1:
         return _fail("--top-k must be at least 1")
+    try:
+        shard, shards = parse_shard(args.shard)
+    except ValueError as e:
+        return _fail(str(e))
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         return _fail("--max-new-tokens must be at least 1")
     if args.task == "entity-linking" and args.candidates == "context":
@@ -85,7 +94,7 @@ def main(args) -> int:
     except (BaselineError, OSError, ValueError) as e:
         return _fail(str(e))
     try:
-        report = evaluate(engine, args.task, list(data.examples)[::args.stride], index=args.index,
+        report = evaluate(engine, args.task, list(data.examples)[::args.stride][shard::shards], index=args.index,
                           candidates=args.candidates or ("index" if args.task == "entity-linking" else "context"),
                           out=args.out, limit=args.limit, top_k=args.top_k, control=args.control,
                           progress=not args.quiet, seed=args.seed, settings=settings, retry_errors=args.retry_errors)
@@ -99,6 +108,19 @@ def main(args) -> int:
     sys.stdout.flush()
     print(json.dumps(metrics, ensure_ascii=False))
     return 0
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """"K/N" -> (K, N); None -> (0, 1), the whole selection."""
+    if text is None:
+        return 0, 1
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard takes K/N, e.g. 0/2, not {text!r}") from None
+    if not 0 <= k < n:
+        raise ValueError(f"--shard {text}: K must be at least 0 and less than N")
+    return k, n
 
 
 def _summary(m: dict) -> str:
