@@ -25,7 +25,7 @@ def add_arguments(p) -> None:
                    help="QA documents: each item's own paragraphs/ctxs (default) or a global index; "
                         "entity linking always uses an index")
     p.add_argument("--aliases", help="2WikiMultihopQA id_aliases.json: extra gold answers")
-    p.add_argument("--limit", type=int, help="only the first N examples (after --stride)")
+    p.add_argument("--limit", type=int, help="only the first N examples (after --stride and --shard)")
     p.add_argument("--stride", type=int, default=1,
                    help="take every K-th example: a smaller sample that keeps a file's mix of types")
     p.add_argument("--shard", metavar="K/N",
