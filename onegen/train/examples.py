@@ -188,8 +188,8 @@ def question_order_conclusion(item: dict, name_winner: bool = False) -> str | No
 
     The world's own conclusion names the answer's value first, so its first number is already the
     decision, and "born later" is the one template whose word is "later than". Here the first
-    number is a copy and the word a comparison of two numbers the model has just written, balanced
-    over every template. None for an item that is not a two-value comparison.
+    number is a copy and the word a comparison of two values the model has written in its last two
+    sentences, balanced over every template. None for an item that is not a two-value comparison.
     """
     m = re.fullmatch(r"[\d,]+ is (earlier than|later than|more than) [\d,]+, so the answer is",
                      (item.get("conclusion") or "").strip())
