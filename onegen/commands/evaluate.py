@@ -30,8 +30,8 @@ def add_arguments(p) -> None:
                    help="take every K-th example: a smaller sample that keeps a file's mix of types")
     p.add_argument("--shard", metavar="K/N",
                    help="only examples K, K+N, K+2N, ... of the selection (0 <= K < N). On a CPU, N processes "
-                        "of one thread each (OMP_NUM_THREADS=1), each with its own --out, decode faster together "
-                        "than one with N threads; concatenate their --out files and rerun on the whole file "
+                        "of one thread each (OMP_NUM_THREADS=1), each with its own --out, can decode faster together "
+                        "than one with N threads (docs/embedded-models.md); concatenate their --out files and rerun on the whole file "
                         "without --shard to score the selection (every line is resumed)")
     p.add_argument("--out", help="result jsonl (resumed when it exists)")
     p.add_argument("--top-k", type=int, default=5, help="hits kept per retrieval (default 5)")

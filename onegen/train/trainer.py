@@ -180,9 +180,9 @@ def answer_position_weights(items: list[dict]) -> list[float]:
     """Per item, the weight that makes a comparison template's answers name its first option as
     often as its second (the template is the question up to its first comma); 1 for the rest.
 
-    The world balances answer positions per question type, not per template, which leaves some
-    templates 2:1 one way in the training world (and 10:1 the other way in the held-out one): a
-    model that learns the prior answers by position instead of by comparing. A template's total
+    The world balances answer positions per question type, not per template, which leaves the
+    bridge-comparison templates about 2:1 one way in the training world (and 5-12:1 the other way
+    in the held-out one): a prior a model could learn instead of comparing. A template's total
     weight is kept; one whose answers all sit on one side cannot be balanced and keeps weight 1.
     """
     def key(x: dict) -> tuple[str, bool] | None:
