@@ -12,7 +12,6 @@ decoding refuses are dropped from the cache and counted as draft_rejected.
 """
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import Iterator, Protocol, Sequence, Union
@@ -27,8 +26,9 @@ from .fused_llama import FusedLlamaDecoder, fusable, fused_weights
 from .index import VectorIndex
 from .loading import LoadedModel
 from .protocols import ResolvedProtocol, get_spec
+from .tasks import get_task
 from .tokenization import Token, template_parts
-from .trace import Cost, Hit, Hop, LinkedEntity, Override, Retrieval, TokenRecord, Trace
+from .trace import Cost, Hit, Override, Retrieval, TokenRecord, Trace
 
 MAX_INPUT_CHARS = 20_000
 
@@ -258,11 +258,6 @@ def choose_token(logits: torch.Tensor, *, forced: int | None = None, banned: Seq
 
 # -- the engine -------------------------------------------------------------------------------------
 
-_TAGS = re.compile(r"<MENTION>|</MENTION>|\[LK\]|\[_CONTINUE_\]")
-_MENTION_END = re.compile(r"<MENTION>((?:(?!<MENTION>).)*?)</MENTION>\s*$", re.S)
-_FINAL = re.compile(r"<FINAL-ANSWER>(.*?)</FINAL-ANSWER>", re.S)
-_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
-
 
 class Engine:
     def __init__(self, lm: LoadedModel, query_encoder: QueryEncoder | None = None):
@@ -331,6 +326,7 @@ class _Run:
     def __init__(self, engine: Engine, proto: ResolvedProtocol, text: str, retriever: Retriever,
                  settings: RunSettings, cost: Cost):
         self.engine, self.lm, self.proto, self.spec = engine, engine.lm, proto, proto.spec
+        self.task = get_task(self.spec.name)
         self.ptok = engine.lm.ptok(self.spec.name)
         self.text, self.retriever, self.settings, self.cost = text, retriever, settings, cost
         self.max_new = settings.max_new_tokens or self.spec.max_new_tokens
@@ -345,7 +341,7 @@ class _Run:
         # Tokens that steer the loop (retrieval, forcing, end) are never drafted: each gets its own step.
         self.undraftable = frozenset({proto.query_id, proto.eos_id, *proto.forced_ids()})
         self.copy: CopyConstraint | None = None
-        if self.spec.name == "entity-linking" and settings.copy_input:
+        if self.task.copies_input and settings.copy_input:
             self.copy = CopyConstraint(text, vocabulary_bytes(self.ptok.hf), link_id=proto.query_id,
                                        continue_id=proto.forced_ids()[proto.query_id], eos_id=proto.eos_id)
             self.copy_states = self.copy.start
@@ -525,7 +521,7 @@ class _Run:
         t0 = time.perf_counter()
         query_ids = self.state.ids[self.segment_start:position + 1]
         if query_text is None:
-            query_text = self._query_text(self.ptok.decode(query_ids[:-1]))
+            query_text = self.task.query_text(self.ptok.decode(query_ids[:-1]))
         qv = self.engine.query_encoder(QueryContext(self.spec.name, hidden, query_text, query_ids))
         if qv.forward_tokens:
             self.cost.forward_tokens["query_reencoding"] += qv.forward_tokens
@@ -538,14 +534,6 @@ class _Run:
         self.cost.seconds["retrieval"] = self.cost.seconds.get("retrieval", 0.0) + r.seconds
         self.trace.retrievals.append(r)
         yield RetrievalEvent(r)
-
-    def _query_text(self, segment: str) -> str:
-        if self.spec.name == "entity-linking":
-            m = _MENTION_END.search(segment)
-            return m.group(1).strip() if m else ""
-        # Multi-hop: the sub-question is the last sentence before the retrieval token.
-        pieces = [p for p in _SENTENCE_BREAK.split(segment.strip()) if p]
-        return pieces[-1] if pieces else segment.strip()
 
     def _insert(self, r: Retrieval) -> torch.Tensor | None:
         """Prefill the chosen document onto the cache: only its new ids are forwarded."""
@@ -575,56 +563,5 @@ class _Run:
         tr.result.output_text = output
         # Only a limit that binds counts: single-hop retrieves exactly once by design.
         tr.result.retrieval_limit_reached = self.spec.query_from == "generated" and len(tr.retrievals) >= self.max_retrievals
-        if self.spec.name == "entity-linking":
-            tr.result.entities = link_mentions(self.text, tr)
-        elif self.spec.name == "multi-hop":
-            answers = _FINAL.findall(output)
-            tr.result.final_answer_found = bool(answers)
-            tr.result.answer = answers[-1].strip() if answers else None
-            tr.result.hops = multi_hop_chain(tr)
-        else:
-            reflection = set(self.spec.added_tokens)
-            gen = [t for t in tr.tokens if t.kind != "inserted"]
-            tr.result.reflection_tokens = [t.text for t in gen if t.text in reflection]
-            answer = "".join(t.text for t in gen if t.text not in reflection and t.id != self.proto.eos_id)
-            tr.result.answer = answer.strip()
-            tr.result.final_answer_found = bool(tr.result.answer)
+        self.task.fill_result(tr, self.text, self.proto.eos_id)
         return tr
-
-
-# -- result extraction (pure functions of a trace) -------------------------------------------------
-
-def link_mentions(input_text: str, trace: Trace) -> list[LinkedEntity]:
-    """Each `[LK]` links the mention written just before it, by position in the output, so one
-    malformed mention never shifts the others. Spans are found in the input left to right."""
-    out: list[LinkedEntity] = []
-    cursor = 0
-    for i, r in enumerate(trace.retrievals):
-        hit = r.chosen_hit
-        if not r.query_text or hit is None:
-            continue
-        start = input_text.find(r.query_text, cursor)
-        if start < 0:
-            start = input_text.find(r.query_text)
-        end = start + len(r.query_text) if start >= 0 else None
-        if start >= 0:
-            cursor = end
-        out.append(LinkedEntity(mention=r.query_text, start=start if start >= 0 else None, end=end,
-                                entity_id=hit.id, title=hit.title, score=hit.score, retrieval=i))
-    return out
-
-
-def multi_hop_chain(trace: Trace) -> list[Hop]:
-    """Sub-question, retrieved paragraph and sub-answer for every hop. The sub-answer is the first
-    sentence written after the inserted paragraph."""
-    hops: list[Hop] = []
-    tokens = trace.tokens
-    for i, r in enumerate(trace.retrievals):
-        after = [t for t in tokens if t.position >= r.position + 1 + r.inserted_tokens and t.kind != "inserted"]
-        nxt = trace.retrievals[i + 1].position if i + 1 < len(trace.retrievals) else None
-        text = "".join(t.text for t in after if nxt is None or t.position < nxt)
-        text = text.split("<FINAL-ANSWER>")[0]
-        first = _SENTENCE_BREAK.split(text.strip(), maxsplit=1)[0] if text.strip() else ""
-        hit = r.chosen_hit
-        hops.append(Hop(question=r.query_text, retrieval=i, title=hit.title if hit else None, answer=first))
-    return hops
