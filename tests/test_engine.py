@@ -1,8 +1,8 @@
 """The single-pass engine on tiny random checkpoints.
 
-Random weights never choose retrieval tokens, so `scripted.script` replaces `DecodeState.logits`
-with one-hot logits that follow a list of ids; every forward pass (prompt, generated tokens,
-inserted documents) stays real, which is what these tests measure.
+Random weights never choose retrieval tokens, so the engine's token chooser follows a list of ids
+(`scripted.chooser`, `scripted.script`); every forward pass (prompt, generated tokens, inserted
+documents) stays real, which is what these tests measure.
 """
 from __future__ import annotations
 
@@ -122,15 +122,17 @@ def test_no_token_is_forwarded_twice(models, monkeypatch, task, docs, make_scrip
 
 # -- protocol rules ----------------------------------------------------------------------------------
 
-def test_continue_is_forced_after_every_lk(models, monkeypatch):
+def test_continue_is_forced_only_after_a_closed_mention(models, monkeypatch):
+    """The released rule is "</MENTION>[LK]" -> "[_CONTINUE_]": a bare [LK] is still a query but
+    forces nothing (after it the script writes [_CONTINUE_] itself; after the others it proposes EOS)."""
     lm = models["entity-linking"]
     script(monkeypatch, lm, el_script(lm))
     trace = Engine(lm).run_trace("entity-linking", "Paris and Rome.", candidates=ENTITIES, settings=FREE)
     lk, cont = tid(lm, LK), tid(lm, CONTINUE)
     after_lk = [b for a, b in zip(trace.tokens, trace.tokens[1:]) if a.id == lk]
-    assert len(after_lk) == 3
-    assert all(t.id == cont and t.kind == "forced" for t in after_lk)
-    assert [t for t in trace.tokens if t.kind == "forced"] == after_lk
+    assert len(after_lk) == 3 and len(trace.retrievals) == 3
+    assert [(t.id, t.kind) for t in after_lk] == [(cont, "forced"), (cont, "generated"), (cont, "forced")]
+    assert [t for t in trace.tokens if t.kind == "forced"] == [after_lk[0], after_lk[2]]
     assert trace.stop_reason == "eos"
     assert trace.result.output_text.endswith(".</s>")
 
@@ -162,14 +164,21 @@ def test_multi_hop_inserts_the_chosen_paragraph(models, monkeypatch):
 
 
 def test_at_most_max_retrievals(models, monkeypatch):
+    """After the last allowed retrieval the segment runs to its stop, as in the released evaluator:
+    here the next [Question Representation], which ends the run unsearched and unfed."""
     lm = models["multi-hop"]
     script(monkeypatch, lm, multi_hop_script(lm))
-    settings = RunSettings(max_retrievals=1)
+    rec = Recorder().install(monkeypatch)
+    settings = RunSettings(max_retrievals=1, draft_tokens=0)
     trace = Engine(lm).run_trace("multi-hop", "Where was the director of Film A born?", candidates=PARAGRAPHS,
                                  settings=settings)
     qr = tid(lm, QR)
     assert len(trace.retrievals) == 1
-    assert [t.id for t in trace.tokens].count(qr) == 1  # the second one was banned
+    assert [t.id for t in trace.tokens].count(qr) == 2
+    assert trace.tokens[-1].id == qr and trace.tokens[-1].kind == "generated"
+    assert trace.stop_reason == "retrieval_limit"
+    assert trace.result.output_text.endswith("Second, where was Ivo Brandel born?[Question Representation]")
+    assert rec.state.ids == full_ids(trace)[:-1]  # the unsearched token was never fed
     assert trace.result.retrieval_limit_reached
     assert trace.settings["max_retrievals"] == 1
 
@@ -359,5 +368,5 @@ def test_sampled_run_still_forces_continue(models, monkeypatch):
                                  settings=RunSettings(copy_input=False, sampling=Sampling(temperature=1.0, top_p=0.95, seed=1)))
     lk, cont = tid(lm, LK), tid(lm, CONTINUE)
     pairs = [(a.id, b.id, b.kind) for a, b in zip(trace.tokens, trace.tokens[1:]) if a.id == lk]
-    assert pairs == [(lk, cont, "forced")] * 3
+    assert pairs == [(lk, cont, "forced"), (lk, cont, "generated"), (lk, cont, "forced")]  # a bare [LK] forces nothing
     assert trace.settings["decoding"] == dataclasses.asdict(Sampling(temperature=1.0, top_p=0.95, seed=1))
