@@ -132,6 +132,8 @@ class RunSettings:
     # (multi-hop), as the released evaluator's one `generate` call per segment; tasks that insert
     # nothing while decoding have one segment. None: the task's default.
     max_new_tokens: int | None = None
+    # Multi-hop: after this many retrievals the next segment runs to its stop (EOS, </FINAL-ANSWER>, or
+    # the retrieval token, then not searched). Entity linking: [LK] is banned from then on.
     max_retrievals: int | None = None
     sampling: Sampling | None = None  # None: greedy
     # Prompt-lookup draft length (onegen/draft.py); greedy runs only, 0 forwards one token per call.
@@ -313,6 +315,7 @@ class ForcingRule:
 
 
 def forcing_rules(proto: ResolvedProtocol, ptok: ProtocolTokenizer) -> list[ForcingRule]:
+    """The protocol's forced tokens, each with the ids that must end the generated ids before it."""
     return [ForcingRule(tuple(ptok.encode_template(FORCED_ONLY_AFTER.get(token, "") + token).ids), proto.ids[forced])
             for token, forced in proto.spec.forced_after.items()]
 
