@@ -28,7 +28,7 @@ from .index import VectorIndex
 from .loading import LoadedModel
 from .protocols import LK, ResolvedProtocol, get_spec
 from .tasks import get_task
-from .tokenization import ProtocolTokenizer, Token, template_parts
+from .tokenization import Token, template_parts
 from .trace import Cost, Hit, Override, Phase, Retrieval, StopReason, TokenKind, TokenRecord, Trace
 
 MAX_INPUT_CHARS = 20_000
@@ -300,23 +300,27 @@ class ScriptedChooser:
                             generator=generator)
 
 
-# The released entity-linking rule is exactly "</MENTION>[LK]" -> "[_CONTINUE_]": the token is forced
-# only when the generated ids end with the ids of that string, and a bare [LK] forces nothing.
-# TaskSpec.forced_after names the last token of such a trigger; this is the text right before it.
+# The released entity-linking rule is exactly "</MENTION>[LK]" -> "[_CONTINUE_]": [_CONTINUE_] is
+# forced only after a [LK] written right after "</MENTION>"; a bare [LK] forces nothing.
+# TaskSpec.forced_after names the token ([LK]); this is the text that must come right before it.
+# The released code compares token ids; comparing text gives the same answer whenever the tag is
+# written in its usual tokens, and also when the copy constraint made the model spell it otherwise
+# (the constraint allows only [_CONTINUE_] after such an [LK], so the two agree).
 FORCED_ONLY_AFTER: dict[str, str] = {LK: "</MENTION>"}
 
 
 @dataclass(frozen=True)
 class ForcingRule:
-    """When the generated ids end with `trigger`, the protocol sets the next token to `forced`."""
+    """After `token`, written right after the text `after_text`, the protocol sets the next token
+    to `forced`."""
 
-    trigger: tuple[int, ...]
+    token: int
+    after_text: str
     forced: int
 
 
-def forcing_rules(proto: ResolvedProtocol, ptok: ProtocolTokenizer) -> list[ForcingRule]:
-    """The protocol's forced tokens, each with the ids that must end the generated ids before it."""
-    return [ForcingRule(tuple(ptok.encode_template(FORCED_ONLY_AFTER.get(token, "") + token).ids), proto.ids[forced])
+def forcing_rules(proto: ResolvedProtocol) -> list[ForcingRule]:
+    return [ForcingRule(proto.ids[token], FORCED_ONLY_AFTER.get(token, ""), proto.ids[forced])
             for token, forced in proto.spec.forced_after.items()]
 
 
@@ -432,9 +436,9 @@ class _Run:
                              f"{self.lm.name} reads at most {ctx:,}")
         drafts = settings.draft_tokens if settings.sampling is None else 0
         self.state = DecodeState(self.lm, cost, draft_tokens=drafts, fused=settings.fused_decoder)
-        self.forcing = forcing_rules(proto, self.ptok)
+        self.forcing = forcing_rules(proto)
         # Tokens that steer the loop (retrieval, forcing, end) are never drafted: each gets its own step.
-        self.undraftable = frozenset({proto.query_id, proto.eos_id, *(r.trigger[-1] for r in self.forcing)})
+        self.undraftable = frozenset({proto.query_id, proto.eos_id, *(r.token for r in self.forcing)})
         self.copy: CopyConstraint | None = None
         if self.task.copies_input and settings.copy_input:
             self.copy = CopyConstraint(text, vocabulary_bytes(self.ptok.hf), link_id=proto.query_id,
@@ -549,10 +553,14 @@ class _Run:
         return []
 
     def _forced_next(self) -> int | None:
-        """The token the protocol sets next, if the generated ids end with a forcing trigger; the next
-        query's text starts after it."""
+        """The token the protocol sets next, if the last generated token and the text before it
+        match a forcing rule; the next query's text starts after it."""
         for rule in self.forcing:
-            if tuple(self.generated[-len(rule.trigger):]) == rule.trigger:
+            if self.generated[-1] != rule.token:
+                continue
+            # Every token spells at least one byte, so this many tokens hold the text if it is there.
+            before = self.generated[-1 - len(rule.after_text.encode()):-1] if rule.after_text else []
+            if self.ptok.decode(before).endswith(rule.after_text):
                 self.query_start = len(self.state) + 1
                 return rule.forced
         return None
