@@ -16,7 +16,7 @@ import onegen.engine as engine_mod
 from onegen.engine import (DecodeState, Engine, HiddenStateQuery, InputError, QueryContext, QueryVector,
                            RunSettings, Sampling, choose_token)
 from onegen.protocols import CONTINUE, LK, PARA_CLOSE, PARA_OPEN, QR
-from onegen.trace import SCHEMA, StopReason, Trace, TraceFormatError
+from onegen.trace import SCHEMA, StopReason, TokenKind, Trace, TraceFormatError
 from scripted import chooser, el_script, multi_hop_script, script, text_ids, tid
 from tiny import ENTITIES, PARAGRAPHS, PASSAGES
 
@@ -279,6 +279,7 @@ def test_trace_json_round_trip(models, monkeypatch, task, docs, make_script):
     script(monkeypatch, lm, make_script(lm))
     trace = Engine(lm).run_trace(task, "Paris and Rome, Ünïcode.", candidates=docs,
                                  settings=RunSettings(top_k=2, copy_input=False, sampling=Sampling(temperature=0.7, seed=3)))
+    assert trace.stop_reason in get_args(StopReason) and {t.kind for t in trace.tokens} <= set(get_args(TokenKind))
     back = Trace.from_json(trace.to_json())
     assert back == trace
     assert Trace.from_json(trace.to_json(indent=2)) == trace
