@@ -4,7 +4,8 @@ The query vector of a retrieval is the final-norm hidden state of the step whose
 retrieval token; it falls out of the generation forward pass, so nothing is encoded twice. Every
 kept token is forwarded exactly once and counted by phase (prompt, generated, inserted); greedy runs
 may forward a guessed token or two with each chosen one (onegen/draft.py), and guesses greedy
-decoding refuses are dropped from the cache and counted as draft_rejected.
+decoding refuses are dropped from the cache and counted as draft_rejected. Every token is picked by
+a `TokenChooser`: the model's own choice by default, a script in tests and benchmarks.
 
     engine = Engine(load_model())
     for event in engine.run("multi-hop", "Where was the director of ... born?", retriever=...):
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterator, Protocol, Sequence, Union
+from typing import ClassVar, Iterator, Protocol, Sequence, Union
 
 import torch
 
@@ -25,10 +26,10 @@ from .encode import encode_documents
 from .fused_llama import FusedLlamaDecoder, fusable, fused_weights
 from .index import VectorIndex
 from .loading import LoadedModel
-from .protocols import ResolvedProtocol, get_spec
+from .protocols import LK, ResolvedProtocol, get_spec
 from .tasks import get_task
 from .tokenization import Token, template_parts
-from .trace import Cost, Hit, Override, Retrieval, TokenRecord, Trace
+from .trace import Cost, Hit, Override, Phase, Retrieval, StopReason, TokenKind, TokenRecord, Trace
 
 MAX_INPUT_CHARS = 20_000
 
@@ -127,7 +128,12 @@ class Sampling:
 @dataclass
 class RunSettings:
     top_k: int = 5
+    # Tokens chosen per generation segment: the first, and each one after an inserted document
+    # (multi-hop), as the released evaluator's one `generate` call per segment; tasks that insert
+    # nothing while decoding have one segment. None: the task's default.
     max_new_tokens: int | None = None
+    # Multi-hop: after this many retrievals the next segment runs to its stop (EOS, </FINAL-ANSWER>, or
+    # the retrieval token, then not searched). Entity linking: [LK] is banned from then on.
     max_retrievals: int | None = None
     sampling: Sampling | None = None  # None: greedy
     # Prompt-lookup draft length (onegen/draft.py); greedy runs only, 0 forwards one token per call.
@@ -194,7 +200,7 @@ class DecodeState:
     def decoder_name(self) -> str:
         return "fused-llama" if isinstance(self.decoder, FusedLlamaDecoder) else "transformers"
 
-    def feed(self, ids: Sequence[int], phase: str) -> torch.Tensor:
+    def feed(self, ids: Sequence[int], phase: Phase) -> torch.Tensor:
         t0 = time.perf_counter()
         hidden = self.decoder.forward(ids)
         if self._sync:
@@ -206,7 +212,7 @@ class DecodeState:
             self.drafter.extend(ids)
         return hidden
 
-    def drop_after(self, length: int, phase: str) -> None:
+    def drop_after(self, length: int, phase: Phase) -> None:
         """Forget the ids past `length` (a draft greedy decoding did not keep); their forward tokens
         move from `phase` to "draft_rejected"."""
         dropped = len(self.ids) - length
@@ -222,19 +228,22 @@ class DecodeState:
     def logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
         return self.lm.lm_head(hidden_last).float()
 
-    def _add_seconds(self, phase: str, s: float) -> None:
+    def _add_seconds(self, phase: Phase, s: float) -> None:
         self.cost.seconds[phase] = self.cost.seconds.get(phase, 0.0) + s
 
     def __len__(self) -> int:
         return len(self.ids)
 
 
-def choose_token(logits: torch.Tensor, *, forced: int | None = None, banned: Sequence[int] = (),
+# -- token choice -----------------------------------------------------------------------------------
+
+def choose_token(logits: torch.Tensor, *, step: int = 0, forced: int | None = None, banned: Sequence[int] = (),
                  allowed: Sequence[int] | None = None, sampling: Sampling | None = None,
                  generator: torch.Generator | None = None) -> int:
-    """Greedy or sampled choice with -inf masking: a forced token is the only finite logit, banned
-    tokens and (when `allowed` is given) every token outside it are -inf, so sampling can never
-    pick around the protocol."""
+    """The model's own choice (the default TokenChooser): greedy or sampled with -inf masking. A
+    forced token is the only finite logit, banned tokens and (when `allowed` is given) every token
+    outside it are -inf, so sampling can never pick around the protocol. `step` is unused: the
+    model's choice depends on its logits alone."""
     logits = logits.clone()
     if forced is not None:
         allowed = [forced]
@@ -256,20 +265,86 @@ def choose_token(logits: torch.Tensor, *, forced: int | None = None, banned: Seq
     return int(torch.multinomial(probs / probs.sum(), 1, generator=generator))
 
 
+class TokenChooser(Protocol):
+    """Picks every token of a run: the model's own choice (`choose_token`), or a script in tests and
+    benchmarks.
+
+    `step` is the choice's 0-based index among the run's chosen tokens (forced ones included,
+    inserted ones not); `logits` are the model's at that position, computed once per position. The
+    protocol arrives as arguments and a chooser must honour it: return `forced` when given, never a
+    `banned` id, only an id of `allowed` when given. With `sampling` None the answer must depend on
+    the arguments alone: the engine asks again for the same step to check a draft's guesses and to
+    find the copy constraint's overrides.
+    """
+
+    def __call__(self, logits: torch.Tensor, *, step: int, forced: int | None = None, banned: Sequence[int] = (),
+                 allowed: Sequence[int] | None = None, sampling: Sampling | None = None,
+                 generator: torch.Generator | None = None) -> int: ...
+
+
+class ScriptedChooser:
+    """Chooses `ids[step]` (EOS once they run out) as if the model's logits were one-hot on it. The
+    protocol still applies through `choose_token`: a forced token wins, banned and disallowed ids are
+    masked, sampling samples the one-hot logits. Random test and benchmark models never write
+    retrieval tokens; with this only the choice is scripted and every forward pass stays real."""
+
+    def __init__(self, ids: Sequence[int], eos_id: int):
+        self.ids, self.eos_id = list(ids), eos_id
+
+    def __call__(self, logits: torch.Tensor, *, step: int, forced: int | None = None, banned: Sequence[int] = (),
+                 allowed: Sequence[int] | None = None, sampling: Sampling | None = None,
+                 generator: torch.Generator | None = None) -> int:
+        one_hot = torch.zeros_like(logits)
+        one_hot[self.ids[step] if step < len(self.ids) else self.eos_id] = 100.0
+        return choose_token(one_hot, forced=forced, banned=banned, allowed=allowed, sampling=sampling,
+                            generator=generator)
+
+
+# The released entity-linking rule is exactly "</MENTION>[LK]" -> "[_CONTINUE_]": [_CONTINUE_] is
+# forced only after a [LK] written right after "</MENTION>"; a bare [LK] forces nothing.
+# TaskSpec.forced_after names the token ([LK]); this is the text that must come right before it.
+# The released code compares token ids; comparing text gives the same answer whenever the tag is
+# written in its usual tokens, and also when the copy constraint made the model spell it otherwise
+# (the constraint allows only [_CONTINUE_] after such an [LK], so the two agree).
+FORCED_ONLY_AFTER: dict[str, str] = {LK: "</MENTION>"}
+
+
+@dataclass(frozen=True)
+class ForcingRule:
+    """After `token`, written right after the text `after_text`, the protocol sets the next token
+    to `forced`."""
+
+    token: int
+    after_text: str
+    forced: int
+
+
+def forcing_rules(proto: ResolvedProtocol) -> list[ForcingRule]:
+    return [ForcingRule(proto.ids[token], FORCED_ONLY_AFTER.get(token, ""), proto.ids[forced])
+            for token, forced in proto.spec.forced_after.items()]
+
+
 # -- the engine -------------------------------------------------------------------------------------
 
 
 class Engine:
-    def __init__(self, lm: LoadedModel, query_encoder: QueryEncoder | None = None):
+    # Every token choice goes through a TokenChooser. It belongs to the engine, like the query
+    # encoder, rather than to RunSettings: settings are plain data recorded in each trace, a chooser
+    # is code. A run of an engine made without one uses `default_chooser`, read when the run starts,
+    # so tests of paths that make their own engines (the CLI, the evaluation) script them by setting it.
+    default_chooser: ClassVar[TokenChooser] = staticmethod(choose_token)
+
+    def __init__(self, lm: LoadedModel, query_encoder: QueryEncoder | None = None,
+                 chooser: TokenChooser | None = None):
         self.lm = lm
         self.query_encoder = query_encoder or HiddenStateQuery()
+        self.chooser: TokenChooser | None = chooser
         if fusable(lm.model, lm.device) is None:
             fused_weights(lm.model)  # once, here, rather than inside the first answer's timing
 
     # Public entry points ---------------------------------------------------------------------------
     def run(self, task: str, text: str, *, retriever: Retriever | None = None,
-            candidates: Sequence[Document] | None = None, settings: RunSettings | None = None,
-            instruction: str | None = None) -> Iterator[Event]:
+            candidates: Sequence[Document] | None = None, settings: RunSettings | None = None) -> Iterator[Event]:
         """Stream a run: TokenEvents and RetrievalEvents as they happen, then DoneEvent(trace).
 
         Give either a `retriever` (a saved index) or `candidates` (documents encoded for this run
@@ -283,11 +358,7 @@ class Engine:
             if not candidates:
                 raise InputError("no documents to retrieve from: give an index or candidate documents")
             retriever = self.candidate_retriever(task, candidates, cost)
-        run = _Run(self, proto, text, retriever, settings, cost)
-        if proto.spec.query_from == "prompt":
-            yield from run.prompt_side_retrieval()
-        else:
-            yield from run.decode_side_retrieval()
+        yield from _Run(self, proto, text, retriever, settings, cost).events()
 
     def run_trace(self, task: str, text: str, **kwargs) -> Trace:
         """Run to completion and return the trace."""
@@ -320,6 +391,25 @@ class Engine:
         return text
 
 
+@dataclass
+class Fed:
+    """What feeding a chosen token, with the draft guesses kept after it, gave."""
+
+    hidden: torch.Tensor  # final-norm hidden states, the chosen token's first, the last kept guess's last
+    # Logits at the first refused guess's position, already computed (its head runs once); None:
+    # compute them from hidden[-1].
+    next_logits: torch.Tensor | None
+    stop: StopReason | None = None  # a kept guess ended the run (recorded, not fed)
+
+
+@dataclass
+class Retrieved:
+    """Where decoding resumes after a retrieval."""
+
+    hidden: torch.Tensor  # the inserted document's hidden states, or the query token's when nothing is inserted
+    stop: StopReason | None = None  # "no_hits" or "context_full": the document could not be inserted
+
+
 class _Run:
     """State of one run; split from Engine so the loop reads top to bottom."""
 
@@ -328,9 +418,17 @@ class _Run:
         self.engine, self.lm, self.proto, self.spec = engine, engine.lm, proto, proto.spec
         self.task = get_task(self.spec.name)
         self.ptok = engine.lm.ptok(self.spec.name)
+        self.chooser: TokenChooser = engine.chooser or engine.default_chooser
         self.text, self.retriever, self.settings, self.cost = text, retriever, settings, cost
         self.max_new = settings.max_new_tokens or self.spec.max_new_tokens
         self.max_retrievals = settings.max_retrievals if settings.max_retrievals is not None else self.spec.max_retrievals
+        # Retrieval tokens written while decoding are queries (entity linking, multi-hop); single-hop
+        # reads its one query at the end of the prompt.
+        self.queries_while_decoding = self.spec.query_from == "generated"
+        # Multi-hop: each retrieval inserts a document and starts a new generation segment, as in the
+        # released evaluator, where each segment is one `generate` call. The token limit applies to
+        # each segment, and after the last allowed retrieval the next segment runs to its stop.
+        self.segmented = self.queries_while_decoding and self.spec.insertion is not None
         self.prompt_text, self.prompt_ids = engine.prompt_ids(self.spec.name, text)
         ctx = self.lm.context_length
         if len(self.prompt_ids) >= ctx:
@@ -338,8 +436,9 @@ class _Run:
                              f"{self.lm.name} reads at most {ctx:,}")
         drafts = settings.draft_tokens if settings.sampling is None else 0
         self.state = DecodeState(self.lm, cost, draft_tokens=drafts, fused=settings.fused_decoder)
+        self.forcing = forcing_rules(proto)
         # Tokens that steer the loop (retrieval, forcing, end) are never drafted: each gets its own step.
-        self.undraftable = frozenset({proto.query_id, proto.eos_id, *proto.forced_ids()})
+        self.undraftable = frozenset({proto.query_id, proto.eos_id, *(r.token for r in self.forcing)})
         self.copy: CopyConstraint | None = None
         if self.task.copies_input and settings.copy_input:
             self.copy = CopyConstraint(text, vocabulary_bytes(self.ptok.hf), link_id=proto.query_id,
@@ -349,100 +448,77 @@ class _Run:
                            input=text, prompt_text=self.prompt_text, prompt_ids=list(self.prompt_ids),
                            cost=cost, index=retriever.describe(),
                            settings={"top_k": settings.top_k, "max_new_tokens": self.max_new,
+                                     "max_new_tokens_per": "segment" if self.segmented else "run",
                                      "max_retrievals": self.max_retrievals, "draft_tokens": drafts,
                                      "copy_input": self.copy is not None, "decoder": self.state.decoder_name,
                                      "decoding": "greedy" if settings.sampling is None else vars(settings.sampling)})
         self.generator = None
         if settings.sampling is not None:
             self.generator = torch.Generator().manual_seed(settings.sampling.seed)
-        self.generated: list[int] = []  # generated ids (forced included, inserted excluded)
-        self.segment_start = 0  # index into self.state.ids where the current query text starts
+        self.generated: list[int] = []  # chosen ids (forced included, inserted excluded)
+        self.segment_start = 0  # index into self.generated where the current generation segment starts
+        # Index into self.state.ids where the next query's text starts: after the prompt, or at 0 when
+        # the prompt itself is the query (single-hop).
+        self.query_start = len(self.prompt_ids) if self.queries_while_decoding else 0
         self.t_start = time.perf_counter()
 
     def _model_info(self) -> dict:
         return {"name": self.lm.name, "fingerprint": self.lm.fingerprint, "device": str(self.lm.device),
                 "dtype": str(self.lm.dtype).replace("torch.", "")}
 
-    # -- the two loops ------------------------------------------------------------------------------
+    # -- the loop -----------------------------------------------------------------------------------
     @torch.inference_mode()
-    def decode_side_retrieval(self) -> Iterator[Event]:
-        """Entity linking and multi-hop: retrieval tokens are generated; each one's step is a query."""
+    def events(self) -> Iterator[Event]:
+        """Prefill, then choose a token, record it, stop or feed it; a retrieval token's step is a
+        query, and its document (if the task inserts one) is prefilled before the next choice."""
         hidden = self.state.feed(self.prompt_ids, "prompt")
-        self.segment_start = len(self.state)
+        if not self.queries_while_decoding:  # single-hop: the prompt ends in the query token
+            after = yield from self._retrieve(hidden[-1], position=len(self.state) - 1, query_text=self.text)
+            if after.stop:
+                yield DoneEvent(self._finish(after.stop))
+                return
+            hidden = after.hidden
         logits = self.state.logits(hidden[-1])
-        forced_map = self.proto.forced_ids()
         forced: int | None = None
-        query_id = self.proto.query_id
+        stop: StopReason | None = None
         while True:
-            banned = [query_id] if len(self.trace.retrievals) >= self.max_retrievals else []
+            banned = self._banned()
             allowed = self._allowed(banned) if forced is None else None
             if allowed == []:  # the tokenizer cannot spell the rest of the input
-                self.trace.stop_reason = "copy_dead_end"
+                stop = "copy_dead_end"
                 break
-            tok = choose_token(logits, forced=forced, banned=banned, allowed=allowed,
-                               sampling=self.settings.sampling, generator=self.generator)
-            self._note_override(logits, tok, allowed, banned, len(self.state))
+            tok = self._choose(logits, forced=forced, banned=banned, allowed=allowed)
+            self._note_override(logits, tok, allowed, banned, position=len(self.state))
             yield TokenEvent(self._record(tok, "forced" if forced is not None else "generated"))
-            forced = None
             stop = self._stop_reason(tok)
             if stop:
-                self.trace.stop_reason = stop
                 break
-            hidden, next_logits = yield from self._advance(tok, banned)
-            if hidden is None:  # a kept draft token ended the run
+            fed = yield from self._advance(tok, banned)
+            if fed.stop:
+                stop = fed.stop
                 break
-            tok = self.state.ids[-1]
-            if tok == query_id:
-                yield from self._retrieve(hidden[-1], position=len(self.state) - 1)
-                if self.spec.insertion is not None:
-                    hidden = self._insert(self.trace.retrievals[-1])
-                    if hidden is None:
-                        self.trace.stop_reason = "context_full"
-                        break
-                    for t in self.trace.tokens[-self.trace.retrievals[-1].inserted_tokens:]:
-                        yield TokenEvent(t)
-                    self.segment_start = len(self.state)
-            forced = forced_map.get(tok)
-            if forced is not None:
-                self.segment_start = len(self.state) + 1
-            logits = next_logits if next_logits is not None else self.state.logits(hidden[-1])
-        yield DoneEvent(self._finish())
-
-    @torch.inference_mode()
-    def prompt_side_retrieval(self) -> Iterator[Event]:
-        """Single-hop (Self-RAG): the prompt ends in the query token; rerank, insert the best
-        passage on the same cache, then generate."""
-        hidden = self.state.feed(self.prompt_ids, "prompt")
-        self.segment_start = 0
-        yield from self._retrieve(hidden[-1], position=len(self.prompt_ids) - 1, query_text=self.text)
-        hidden = self._insert(self.trace.retrievals[-1])
-        if hidden is None:
-            self.trace.stop_reason = "context_full"
-            yield DoneEvent(self._finish())
-            return
-        for t in self.trace.tokens[-self.trace.retrievals[-1].inserted_tokens:]:
-            yield TokenEvent(t)
-        logits = self.state.logits(hidden[-1])
-        while True:
-            tok = choose_token(logits, sampling=self.settings.sampling, generator=self.generator)
-            yield TokenEvent(self._record(tok, "generated"))
-            stop = self._stop_reason(tok)
-            if stop:
-                self.trace.stop_reason = stop
-                break
-            hidden, next_logits = yield from self._advance(tok, ())
-            if hidden is None:
-                break
-            logits = next_logits if next_logits is not None else self.state.logits(hidden[-1])
-        yield DoneEvent(self._finish())
+            hidden, logits = fed.hidden, fed.next_logits
+            if self._is_query(self.state.ids[-1]):
+                after = yield from self._retrieve(hidden[-1], position=len(self.state) - 1)
+                if after.stop:
+                    stop = after.stop
+                    break
+                hidden, logits = after.hidden, None
+            if logits is None:
+                logits = self.state.logits(hidden[-1])
+            forced = self._forced_next()
+        yield DoneEvent(self._finish(stop))
 
     # -- steps --------------------------------------------------------------------------------------
+    def _choose(self, logits: torch.Tensor, *, ahead: int = 0, forced: int | None = None,
+                banned: Sequence[int] = (), allowed: list[int] | None = None) -> int:
+        """The chooser's pick for the position `ahead` tokens after the last recorded one."""
+        return self.chooser(logits, step=len(self.generated) + ahead, forced=forced, banned=banned, allowed=allowed,
+                            sampling=self.settings.sampling, generator=self.generator)
+
     def _advance(self, tok: int, banned: Sequence[int]) -> Iterator[Event]:
-        """Forward the chosen token, with a prompt-lookup draft after it when one applies, and yield
-        the draft tokens that greedy decoding would have chosen anyway. Returns the hidden states
-        up to the last kept token and, when a draft token was refused, the logits already computed
-        for that position (None: compute them from the last hidden state); (None, None) when a kept
-        token ended the run."""
+        """Feed the chosen token, with a prompt-lookup draft after it when one applies, and record
+        the guesses greedy decoding would have chosen anyway (returns a `Fed`)."""
         self._copy_advance(tok, banned)
         draft = self._draft(tok)
         start = len(self.state) + 1  # position of draft[0]
@@ -451,9 +527,9 @@ class _Run:
         while kept < len(draft):  # row i of `hidden` predicts draft[i]; each position's head runs once
             logits = self.state.logits(hidden[kept])
             allowed = self._allowed(banned)
-            if allowed == [] or choose_token(logits, banned=banned, allowed=allowed) != draft[kept]:
+            if allowed == [] or self._choose(logits, ahead=kept, banned=banned, allowed=allowed) != draft[kept]:
                 break
-            self._note_override(logits, draft[kept], allowed, banned, start + kept)
+            self._note_override(logits, draft[kept], allowed, banned, position=start + kept, ahead=kept)
             self._copy_advance(draft[kept], banned)
             logits = None
             kept += 1
@@ -461,11 +537,33 @@ class _Run:
             yield TokenEvent(self._record(draft[i], "generated", position=start + i))
             stop = self._stop_reason(draft[i])
             if stop:  # one-token decoding would not have forwarded this token or any after it
-                self.trace.stop_reason = stop
                 self.state.drop_after(start + i, "generated")
-                return None, None
+                return Fed(hidden[:i + 1], None, stop)
         self.state.drop_after(start + kept, "generated")
-        return hidden[:kept + 1], logits
+        return Fed(hidden[:kept + 1], logits)
+
+    def _is_query(self, tok: int) -> bool:
+        return tok == self.proto.query_id and self.queries_while_decoding
+
+    def _banned(self) -> list[int]:
+        """Entity linking bans [LK] once the retrieval limit is reached, so the rest of the input is
+        still written; a segmented run instead stops at its next retrieval token (`_stop_reason`)."""
+        if self.queries_while_decoding and not self.segmented and len(self.trace.retrievals) >= self.max_retrievals:
+            return [self.proto.query_id]
+        return []
+
+    def _forced_next(self) -> int | None:
+        """The token the protocol sets next, if the last generated token and the text before it
+        match a forcing rule; the next query's text starts after it."""
+        for rule in self.forcing:
+            if self.generated[-1] != rule.token:
+                continue
+            # Every token spells at least one byte, so this many tokens hold the text if it is there.
+            before = self.generated[-1 - len(rule.after_text.encode()):-1] if rule.after_text else []
+            if self.ptok.decode(before).endswith(rule.after_text):
+                self.query_start = len(self.state) + 1
+                return rule.forced
+        return None
 
     # -- copy constraint (entity linking) ------------------------------------------------------------
     def _allowed(self, banned: Sequence[int]) -> list[int] | None:
@@ -478,12 +576,12 @@ class _Run:
             self.copy_states = self.copy.after(self.copy_states, tok, may_link=self.proto.query_id not in banned)
 
     def _note_override(self, logits: torch.Tensor, tok: int, allowed: list[int] | None, banned: Sequence[int],
-                       position: int) -> None:
-        """Greedy runs: remember where the constraint chose other than the model's own first choice
+                       position: int, ahead: int = 0) -> None:
+        """Greedy runs: remember where the constraint chose other than the chooser's own first choice
         (among the tokens the protocol itself permits: a banned [LK] is not the constraint's doing)."""
         if allowed is None or self.settings.sampling is not None:
             return
-        preferred = choose_token(logits, banned=banned)
+        preferred = self._choose(logits, ahead=ahead, banned=banned)
         if preferred != tok:
             self.trace.overrides.append(Override(position=position, chosen=tok, preferred=preferred,
                                                  preferred_text=self.ptok.decode([preferred])))
@@ -495,31 +593,39 @@ class _Run:
         # Far from the context limit only, so "context_full" stops where one-token decoding stops.
         if len(self.state) + drafter.draft_len + 3 >= self.lm.context_length:
             return []
-        return drafter.propose(tok, stop=self.undraftable, limit=self.max_new - len(self.generated))
+        return drafter.propose(tok, stop=self.undraftable, limit=self.max_new - self._segment_tokens())
 
-    def _record(self, tok: int, kind: str, position: int | None = None) -> TokenRecord:
+    def _record(self, tok: int, kind: TokenKind, position: int | None = None) -> TokenRecord:
         self.generated.append(tok)
         rec = TokenRecord(id=tok, text=self.ptok.token_text(self.generated, len(self.generated) - 1), kind=kind,
                           position=len(self.state) if position is None else position)
         self.trace.tokens.append(rec)
         return rec
 
-    def _stop_reason(self, tok: int) -> str | None:
+    def _segment_tokens(self) -> int:
+        """Tokens chosen since the prompt or the last insertion."""
+        return len(self.generated) - self.segment_start
+
+    def _stop_reason(self, tok: int) -> StopReason | None:
         if tok == self.proto.eos_id:
             return "eos"
         if self.spec.stop_strings:
             tail = self.ptok.decode(self.generated[-12:])
             if any(tail.endswith(s) for s in self.spec.stop_strings):
                 return "final_answer"
-        if len(self.generated) >= self.max_new:
+        if self.segmented and self._is_query(tok) and len(self.trace.retrievals) >= self.max_retrievals:
+            return "retrieval_limit"
+        if self._segment_tokens() >= self.max_new:
             return "max_new_tokens"
         if len(self.state) + 1 >= self.lm.context_length:
             return "context_full"
         return None
 
     def _retrieve(self, hidden: torch.Tensor, position: int, query_text: str | None = None) -> Iterator[Event]:
+        """Search with the hidden state at `position` (the retrieval token's step) and insert the chosen
+        document when the task inserts one (returns a `Retrieved`)."""
         t0 = time.perf_counter()
-        query_ids = self.state.ids[self.segment_start:position + 1]
+        query_ids = self.state.ids[self.query_start:position + 1]
         if query_text is None:
             query_text = self.task.query_text(self.ptok.decode(query_ids[:-1]))
         qv = self.engine.query_encoder(QueryContext(self.spec.name, hidden, query_text, query_ids))
@@ -534,13 +640,25 @@ class _Run:
         self.cost.seconds["retrieval"] = self.cost.seconds.get("retrieval", 0.0) + r.seconds
         self.trace.retrievals.append(r)
         yield RetrievalEvent(r)
+        self.query_start = len(self.state)
+        if self.spec.insertion is None:
+            return Retrieved(hidden.unsqueeze(0))
+        if r.chosen_hit is None:
+            return Retrieved(hidden.unsqueeze(0), "no_hits")
+        inserted = self._insert(r)
+        if inserted is None:
+            return Retrieved(hidden.unsqueeze(0), "context_full")
+        for t in self.trace.tokens[-r.inserted_tokens:]:
+            yield TokenEvent(t)
+        self.query_start = len(self.state)
+        self.segment_start = len(self.generated)
+        return Retrieved(inserted)
 
     def _insert(self, r: Retrieval) -> torch.Tensor | None:
-        """Prefill the chosen document onto the cache: only its new ids are forwarded."""
-        hit = r.chosen_hit
-        if hit is None or self.spec.insertion is None:
-            return None
+        """Prefill the chosen document onto the cache (only its new ids are forwarded); None when it
+        would not fit the context."""
         open_t, body, close_t = self.spec.insertion
+        hit = r.chosen_hit
         parts = [Token(open_t), *template_parts(body, title=hit.title, text=hit.text), Token(close_t)]
         ids = self.ptok.encode(parts).ids
         room = self.lm.context_length - len(self.state) - 1
@@ -556,12 +674,12 @@ class _Run:
         return hidden
 
     # -- results ------------------------------------------------------------------------------------
-    def _finish(self) -> Trace:
+    def _finish(self, stop: StopReason) -> Trace:
         tr = self.trace
+        tr.stop_reason = stop
         tr.cost.seconds["total"] = time.perf_counter() - self.t_start
-        output = tr.generated_text
-        tr.result.output_text = output
+        tr.result.output_text = tr.generated_text
         # Only a limit that binds counts: single-hop retrieves exactly once by design.
-        tr.result.retrieval_limit_reached = self.spec.query_from == "generated" and len(tr.retrievals) >= self.max_retrievals
+        tr.result.retrieval_limit_reached = self.queries_while_decoding and len(tr.retrievals) >= self.max_retrievals
         self.task.fill_result(tr, self.text, self.proto.eos_id)
         return tr

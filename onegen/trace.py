@@ -7,14 +7,29 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal, get_args
 
 SCHEMA = "onegen-trace/1"
 
 # Forward-token phases of the generation pass. `query_reencoding` is 0 for OneGen by construction:
 # the query vector is read off the generation pass. Two-pass baselines fill it.
 # "draft_rejected": tokens of prompt-lookup drafts that greedy decoding did not keep (forwarded, then dropped).
-PHASES = ("prompt", "generated", "inserted", "query_reencoding", "draft_rejected")
+Phase = Literal["prompt", "generated", "inserted", "query_reencoding", "draft_rejected"]
+PHASES: tuple[Phase, ...] = get_args(Phase)
+
+# Why a run ended (docs/trace.md, `stop_reason`).
+StopReason = Literal[
+    "eos",              # the model wrote EOS
+    "final_answer",     # a complete stop string (multi-hop: </FINAL-ANSWER>)
+    "max_new_tokens",   # the token limit (of the run, or of the segment: settings.max_new_tokens_per)
+    "context_full",     # the next token or an inserted document would not fit the model's context
+    "copy_dead_end",    # copy-constrained entity linking: no token can spell the rest of the input
+    "no_hits",          # a retrieval found no document to insert
+    "retrieval_limit",  # the retrieval token again after the last allowed retrieval (not searched)
+]
+# How a token after the prompt came to be: chosen by the model, set by the protocol, or part of a
+# retrieved document prefilled onto the cache.
+TokenKind = Literal["generated", "forced", "inserted"]
 
 
 class TraceFormatError(ValueError):
@@ -36,8 +51,7 @@ class Hit:
 class TokenRecord:
     id: int
     text: str
-    # generated: chosen by the model; forced: set by the protocol; inserted: a retrieved document.
-    kind: str
+    kind: TokenKind
     position: int
 
 
@@ -123,7 +137,7 @@ class Trace:
     retrievals: list[Retrieval] = field(default_factory=list)
     result: Result = field(default_factory=Result)
     cost: Cost = field(default_factory=Cost)
-    stop_reason: str = ""
+    stop_reason: StopReason | Literal[""] = ""  # "" until the run ends
     settings: dict[str, Any] = field(default_factory=dict)
     index: dict[str, Any] | None = None
     error: str | None = None

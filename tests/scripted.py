@@ -1,51 +1,34 @@
 """Scripted token choices for engine tests on tiny random models.
 
-Random weights never choose retrieval tokens, so `script(monkeypatch, lm, ids)` replaces
-`DecodeState.logits` with one-hot logits that follow `ids` (one entry per token choice, then EOS).
-Every forward pass stays real; only the choice of the next token is scripted.
+Random weights never choose retrieval tokens, so the engine's token chooser follows a list of ids
+instead (`onegen.engine.ScriptedChooser`: one entry per token choice, forced steps included, then
+EOS). Every forward pass stays real; only the choice of the next token is scripted.
+
+    Engine(lm, chooser=chooser(lm, ids))   # one engine
+    script(monkeypatch, lm, ids)           # every engine made during the test, e.g. by the CLI
 """
 from __future__ import annotations
 
-import torch
-
-from onegen.engine import DecodeState
-from onegen.protocols import LK, QR
+from onegen.engine import Engine, ScriptedChooser
+from onegen.protocols import CONTINUE, LK, QR
 
 
-class Script:
-    """Logits that pick `ids` in order, then EOS."""
-
-    def __init__(self, lm, ids: list[int], value: float = 100.0):
-        self.ids, self.value, self.n = list(ids), value, 0
-        self.vocab = lm.lm_head.out_features
-        self.eos = lm.tokenizer.eos_token_id
-
-    def __call__(self, state: DecodeState, hidden_last: torch.Tensor) -> torch.Tensor:
-        tok = self.ids[self.n] if self.n < len(self.ids) else self.eos
-        self.n += 1
-        out = torch.zeros(self.vocab)
-        out[tok] = self.value
-        return out
+def chooser(lm, ids: list[int]) -> ScriptedChooser:
+    """Choices that follow `ids`, then EOS; each run starts at the beginning."""
+    return ScriptedChooser(ids, lm.tokenizer.eos_token_id)
 
 
-def script(monkeypatch, lm, ids: list[int]) -> Script:
-    s = Script(lm, ids)
-    monkeypatch.setattr(DecodeState, "logits", lambda state, h: s(state, h))
+def script(monkeypatch, lm, ids: list[int]) -> ScriptedChooser:
+    """Make `ids` (then EOS) the choices of every engine built without a chooser of its own until
+    the test ends, including engines the CLI, the evaluation or the app make; each run starts at
+    the script's beginning."""
+    s = chooser(lm, ids)
+    monkeypatch.setattr(Engine, "default_chooser", s)
     return s
 
 
-def script_every_run(monkeypatch, lm, ids: list[int]) -> None:
-    """Each run (each new DecodeState) writes `ids`, then EOS: for runners that make many runs."""
-    vocab, eos = lm.lm_head.out_features, lm.tokenizer.eos_token_id
-
-    def logits(state, hidden_last):
-        n = getattr(state, "_script_step", 0)
-        state._script_step = n + 1
-        out = torch.zeros(vocab)
-        out[ids[n] if n < len(ids) else eos] = 100.0
-        return out
-
-    monkeypatch.setattr(DecodeState, "logits", logits)
+# Choices depend on the step within a run, so every run starts over: the same as `script`.
+script_every_run = script
 
 
 def text_ids(lm, task: str, text: str) -> list[int]:
@@ -73,9 +56,10 @@ def multi_hop_answering(lm, answer: str) -> list[int]:
 
 
 def el_script(lm) -> list[int]:
-    """Paris [LK], a malformed [LK] without a mention, Rome [LK]. After every [LK] the script
-    proposes EOS; the protocol must force [_CONTINUE_] instead."""
-    lk, eos = tid(lm, LK), lm.tokenizer.eos_token_id
+    """Paris [LK], a malformed [LK] without a mention, Rome [LK]. After each `</MENTION>[LK]` the
+    script proposes EOS; the protocol must force [_CONTINUE_] instead. After the bare [LK] nothing
+    is forced (the released rule), so the script writes [_CONTINUE_] itself."""
+    lk, cont, eos = tid(lm, LK), tid(lm, CONTINUE), lm.tokenizer.eos_token_id
     t = lambda s: text_ids(lm, "entity-linking", s)  # noqa: E731
-    return (t("<MENTION>Paris</MENTION>") + [lk, eos] + t(" and") + [lk, eos] + t(" <MENTION>Rome</MENTION>")
+    return (t("<MENTION>Paris</MENTION>") + [lk, eos] + t(" and") + [lk, cont] + t(" <MENTION>Rome</MENTION>")
             + [lk, eos] + t(".") + [eos])

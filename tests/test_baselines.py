@@ -1,8 +1,8 @@
 """Baselines (two-pass, pipeline) through the engine loop: exact forward-token accounting, the same
 documents as OneGen where the query vectors agree by construction, and the Compare view's data.
 
-Random tiny models never choose retrieval tokens, so `DecodeState.logits` is replaced by one-hot
-logits that follow a script; every forward pass stays real.
+Random tiny models never choose retrieval tokens, so the engine's token chooser follows a script
+(tests/scripted.py); every forward pass stays real.
 """
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from onegen.baselines import (DEFAULT_RETRIEVER, BaselineError, PipelineEngine, 
                               build_pipeline_index, compare, load_sentence_encoder, make_engine, retriever_for,
                               sentence_encoder_from_folder)
 from onegen.encode import build_index
-from onegen.engine import (DecodeState, Engine, HiddenStateQuery, IndexRetriever, QueryContext, QueryVector,
+from onegen.engine import (Engine, HiddenStateQuery, IndexRetriever, QueryContext, QueryVector,
                            RunSettings)
 from onegen.protocols import LK, QR
+from scripted import script
 from tiny import ENTITIES, PARAGRAPHS, PASSAGES
 
 QUESTION = "Where was the director of Film A born?"
@@ -43,25 +44,9 @@ def tid(lm, token):
 
 @pytest.fixture
 def scripted(monkeypatch):
-    """scripted(lm, ids): every later run (each new DecodeState starts over) chooses `ids` in
-    order, then EOS."""
-
-    def install(lm, script):
-        vocab, eos = lm.lm_head.out_features, lm.tokenizer.eos_token_id
-        seen = {"state": None, "n": 0}
-
-        def logits(decode_state, _hidden):
-            if decode_state is not seen["state"]:
-                seen["state"], seen["n"] = decode_state, 0
-            n = seen["n"]
-            seen["n"] += 1
-            out = torch.zeros(vocab)
-            out[script[n] if n < len(script) else eos] = 100.0
-            return out
-
-        monkeypatch.setattr(DecodeState, "logits", logits)
-
-    return install
+    """scripted(lm, ids): every later run (of any engine the test makes) chooses `ids` in order,
+    then EOS (tests/scripted.py)."""
+    return lambda lm, ids: script(monkeypatch, lm, ids)
 
 
 def multi_hop_script(lm):

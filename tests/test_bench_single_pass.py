@@ -92,13 +92,20 @@ def test_forward_tokens_are_exact(report):
 
 
 def test_scripted_choice_runs_the_real_head():
-    head = torch.nn.Linear(8, 20, bias=False)
+    """The benchmark's model keeps its real head, which the engine runs at every step; the script
+    (the engine's token chooser) only picks the token."""
+    from onegen.documents import Document
+    from onegen.engine import Engine, RunSettings, ScriptedChooser
+
+    lm = sp.build_model(sp.model_sizes()["tiny"], "cpu", 512)
     calls = []
-    head.register_forward_hook(lambda *a: calls.append(1))
-    choice = sp.ScriptedChoice(head, eos_id=2)
-    choice.load([5, 7])
-    picks = [int(torch.argmax(choice(torch.randn(8)))) for _ in range(3)]
-    assert picks == [5, 7, 2] and len(calls) == 3
+    lm.lm_head.register_forward_hook(lambda *a: calls.append(1))
+    script = lm.ptok("multi-hop").encode_data(" The answer is Corvale")
+    engine = Engine(lm, chooser=ScriptedChooser(script, lm.tokenizer.eos_token_id))
+    trace = engine.run_trace("multi-hop", "Where?", candidates=[Document("d", "Corvale", "Corvale is a city.")],
+                             settings=RunSettings(draft_tokens=0))
+    assert [t.id for t in trace.tokens] == script + [lm.tokenizer.eos_token_id]
+    assert len(calls) == len(trace.tokens)
 
 
 def test_write_updates_only_its_section_and_draws_the_plot(written):

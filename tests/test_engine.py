@@ -1,12 +1,13 @@
 """The single-pass engine on tiny random checkpoints.
 
-Random weights never choose retrieval tokens, so `scripted.script` replaces `DecodeState.logits`
-with one-hot logits that follow a list of ids; every forward pass (prompt, generated tokens,
-inserted documents) stays real, which is what these tests measure.
+Random weights never choose retrieval tokens, so the engine's token chooser follows a list of ids
+(`scripted.chooser`, `scripted.script`); every forward pass (prompt, generated tokens, inserted
+documents) stays real, which is what these tests measure.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import get_args
 
 import pytest
 import torch
@@ -15,8 +16,8 @@ import onegen.engine as engine_mod
 from onegen.engine import (DecodeState, Engine, HiddenStateQuery, InputError, QueryContext, QueryVector,
                            RunSettings, Sampling, choose_token)
 from onegen.protocols import CONTINUE, LK, PARA_CLOSE, PARA_OPEN, QR
-from onegen.trace import SCHEMA, Trace, TraceFormatError
-from scripted import el_script, multi_hop_script, script, text_ids, tid
+from onegen.trace import SCHEMA, StopReason, TokenKind, Trace, TraceFormatError
+from scripted import chooser, el_script, multi_hop_script, script, text_ids, tid
 from tiny import ENTITIES, PARAGRAPHS, PASSAGES
 
 
@@ -122,15 +123,17 @@ def test_no_token_is_forwarded_twice(models, monkeypatch, task, docs, make_scrip
 
 # -- protocol rules ----------------------------------------------------------------------------------
 
-def test_continue_is_forced_after_every_lk(models, monkeypatch):
+def test_continue_is_forced_only_after_a_closed_mention(models, monkeypatch):
+    """The released rule is "</MENTION>[LK]" -> "[_CONTINUE_]": a bare [LK] is still a query but
+    forces nothing (after it the script writes [_CONTINUE_] itself; after the others it proposes EOS)."""
     lm = models["entity-linking"]
     script(monkeypatch, lm, el_script(lm))
     trace = Engine(lm).run_trace("entity-linking", "Paris and Rome.", candidates=ENTITIES, settings=FREE)
     lk, cont = tid(lm, LK), tid(lm, CONTINUE)
     after_lk = [b for a, b in zip(trace.tokens, trace.tokens[1:]) if a.id == lk]
-    assert len(after_lk) == 3
-    assert all(t.id == cont and t.kind == "forced" for t in after_lk)
-    assert [t for t in trace.tokens if t.kind == "forced"] == after_lk
+    assert len(after_lk) == 3 and len(trace.retrievals) == 3
+    assert [(t.id, t.kind) for t in after_lk] == [(cont, "forced"), (cont, "generated"), (cont, "forced")]
+    assert [t for t in trace.tokens if t.kind == "forced"] == [after_lk[0], after_lk[2]]
     assert trace.stop_reason == "eos"
     assert trace.result.output_text.endswith(".</s>")
 
@@ -162,14 +165,21 @@ def test_multi_hop_inserts_the_chosen_paragraph(models, monkeypatch):
 
 
 def test_at_most_max_retrievals(models, monkeypatch):
+    """After the last allowed retrieval the segment runs to its stop, as in the released evaluator:
+    here the next [Question Representation], which ends the run unsearched and unfed."""
     lm = models["multi-hop"]
     script(monkeypatch, lm, multi_hop_script(lm))
-    settings = RunSettings(max_retrievals=1)
+    rec = Recorder().install(monkeypatch)
+    settings = RunSettings(max_retrievals=1, draft_tokens=0)
     trace = Engine(lm).run_trace("multi-hop", "Where was the director of Film A born?", candidates=PARAGRAPHS,
                                  settings=settings)
     qr = tid(lm, QR)
     assert len(trace.retrievals) == 1
-    assert [t.id for t in trace.tokens].count(qr) == 1  # the second one was banned
+    assert [t.id for t in trace.tokens].count(qr) == 2
+    assert trace.tokens[-1].id == qr and trace.tokens[-1].kind == "generated"
+    assert trace.stop_reason == "retrieval_limit"
+    assert trace.result.output_text.endswith("Second, where was Ivo Brandel born?[Question Representation]")
+    assert rec.state.ids == full_ids(trace)[:-1]  # the unsearched token was never fed
     assert trace.result.retrieval_limit_reached
     assert trace.settings["max_retrievals"] == 1
 
@@ -269,6 +279,7 @@ def test_trace_json_round_trip(models, monkeypatch, task, docs, make_script):
     script(monkeypatch, lm, make_script(lm))
     trace = Engine(lm).run_trace(task, "Paris and Rome, Ünïcode.", candidates=docs,
                                  settings=RunSettings(top_k=2, copy_input=False, sampling=Sampling(temperature=0.7, seed=3)))
+    assert trace.stop_reason in get_args(StopReason) and {t.kind for t in trace.tokens} <= set(get_args(TokenKind))
     back = Trace.from_json(trace.to_json())
     assert back == trace
     assert Trace.from_json(trace.to_json(indent=2)) == trace
@@ -359,5 +370,178 @@ def test_sampled_run_still_forces_continue(models, monkeypatch):
                                  settings=RunSettings(copy_input=False, sampling=Sampling(temperature=1.0, top_p=0.95, seed=1)))
     lk, cont = tid(lm, LK), tid(lm, CONTINUE)
     pairs = [(a.id, b.id, b.kind) for a, b in zip(trace.tokens, trace.tokens[1:]) if a.id == lk]
-    assert pairs == [(lk, cont, "forced")] * 3
+    assert pairs == [(lk, cont, "forced"), (lk, cont, "generated"), (lk, cont, "forced")]  # a bare [LK] forces nothing
     assert trace.settings["decoding"] == dataclasses.asdict(Sampling(temperature=1.0, top_p=0.95, seed=1))
+
+
+# -- the token chooser -------------------------------------------------------------------------------
+
+class RecordingChooser:
+    """Wraps a chooser and keeps every question the engine asked it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.asked: list[dict] = []
+
+    def __call__(self, logits, *, step, forced=None, banned=(), allowed=None, sampling=None, generator=None):
+        tok = self.inner(logits, step=step, forced=forced, banned=banned, allowed=allowed, sampling=sampling,
+                         generator=generator)
+        self.asked.append({"step": step, "forced": forced, "banned": list(banned), "allowed": allowed, "tok": tok})
+        return tok
+
+
+def test_every_choice_goes_through_the_chooser(models):
+    lm = models["entity-linking"]
+    rec = RecordingChooser(chooser(lm, el_script(lm)))
+    trace = Engine(lm, chooser=rec).run_trace("entity-linking", "Paris and Rome.", candidates=ENTITIES,
+                                              settings=RunSettings(copy_input=False, draft_tokens=0))
+    chosen = [t for t in trace.tokens if t.kind != "inserted"]
+    # One question per chosen token, in order, and the answer is the token recorded.
+    assert [a["step"] for a in rec.asked] == list(range(len(chosen)))
+    assert [a["tok"] for a in rec.asked] == [t.id for t in chosen]
+    # The protocol reaches the chooser as arguments: the forced [_CONTINUE_] after each </MENTION>[LK].
+    assert [a["step"] for a in rec.asked if a["forced"] is not None] == \
+        [i for i, t in enumerate(chosen) if t.kind == "forced"]
+    assert all(a["forced"] == tid(lm, CONTINUE) for a in rec.asked if a["forced"] is not None)
+
+
+def test_drafts_are_checked_against_the_chooser(models):
+    """A chooser that is a function of its arguments gives the same run with drafts as without."""
+    lm = models["multi-hop"]
+    ids = multi_hop_script(lm, final_tail=" Film A was directed by Ivo Brandel, born in Corvale.")
+    runs = {d: Engine(lm, chooser=chooser(lm, ids)).run_trace("multi-hop", "Where was the director of Film A born?",
+                                                              candidates=PARAGRAPHS, settings=RunSettings(draft_tokens=d))
+            for d in (0, 3)}
+    assert [(t.id, t.kind) for t in runs[3].tokens] == [(t.id, t.kind) for t in runs[0].tokens]
+    assert runs[3].cost.forward_tokens["generated"] == runs[0].cost.forward_tokens["generated"]
+    assert runs[3].cost.forward_tokens["draft_rejected"] > 0  # guesses were made, and some refused
+
+
+def test_an_engines_chooser_wins_over_the_default(models, monkeypatch):
+    lm = models["multi-hop"]
+    script(monkeypatch, lm, multi_hop_script(lm))  # the default for engines without a chooser
+    eos = lm.tokenizer.eos_token_id
+    own = Engine(lm, chooser=chooser(lm, text_ids(lm, "multi-hop", "No.") + [eos]))
+    assert own.run_trace("multi-hop", "Is it?", candidates=PARAGRAPHS).result.output_text == "No.</s>"
+    assert Engine(lm).run_trace("multi-hop", "Is it?", candidates=PARAGRAPHS).stop_reason == "final_answer"
+
+
+# -- protocol fidelity: the released loop's limits -----------------------------------------------------
+
+class NoHits:
+    """A retriever that finds nothing (an empty index)."""
+
+    def search(self, vector, k):
+        return []
+
+    def describe(self):
+        return {"path": "empty", "documents": 0, "vectors": 0, "protocol": "", "model_fingerprint": ""}
+
+
+@pytest.mark.parametrize("task,make_script", [
+    ("multi-hop", multi_hop_script),
+    ("single-hop", lambda lm: text_ids(lm, "single-hop", "[Relevant] Corvale.")),
+])
+def test_a_retrieval_without_hits_ends_the_run(models, task, make_script):
+    lm = models[task]
+    trace = Engine(lm, chooser=chooser(lm, make_script(lm))).run_trace(task, "Where?", retriever=NoHits())
+    assert trace.stop_reason == "no_hits" and trace.stop_reason in get_args(StopReason)
+    assert len(trace.retrievals) == 1
+    r = trace.retrievals[0]
+    assert r.hits == [] and r.chosen is None and r.inserted_tokens == 0
+    assert not any(t.kind == "inserted" for t in trace.tokens)
+    assert Trace.from_json(trace.to_json()) == trace
+
+
+def test_entity_linking_without_hits_writes_on(models):
+    """Entity linking inserts nothing, so a retrieval without hits only links nothing."""
+    lm = models["entity-linking"]
+    trace = Engine(lm, chooser=chooser(lm, el_script(lm))).run_trace("entity-linking", "Paris and Rome.",
+                                                                       retriever=NoHits(), settings=FREE)
+    assert trace.stop_reason == "eos" and len(trace.retrievals) == 3
+    assert trace.result.entities == []
+
+
+def _segments(lm) -> list[list[int]]:
+    """multi_hop_script's generation segments: each ends at a retrieval token or at the final answer."""
+    qr = tid(lm, QR)
+    ids = multi_hop_script(lm, final_tail="")
+    cuts = [i + 1 for i, t in enumerate(ids) if t == qr]
+    return [ids[a:b] for a, b in zip([0, *cuts], [*cuts, len(ids)])]
+
+
+def test_the_token_limit_applies_to_each_segment(models):
+    """Multi-hop: the released evaluator runs one `generate` per segment (the first, and each after
+    an insertion), each with its own max_new_tokens; the context bound stays."""
+    lm = models["multi-hop"]
+    seg = [len(s) for s in _segments(lm)]
+    assert len(seg) == 3 and sum(seg) > max(seg)
+    run = lambda limit: Engine(lm, chooser=chooser(lm, multi_hop_script(lm))).run_trace(  # noqa: E731
+        "multi-hop", "Where was the director of Film A born?", candidates=PARAGRAPHS,
+        settings=RunSettings(max_new_tokens=limit))
+    whole = run(max(seg))  # the run writes more than the limit, no segment does
+    assert whole.stop_reason == "final_answer" and len(whole.retrievals) == 2
+    assert whole.settings["max_new_tokens"] == max(seg) and whole.settings["max_new_tokens_per"] == "segment"
+    assert max(seg[:2]) < seg[2] - 1
+    short = run(seg[2] - 1)  # the first two segments fit, the last is cut one token short
+    assert short.stop_reason == "max_new_tokens" and len(short.retrievals) == 2
+    last = short.retrievals[-1]
+    after = short.tokens[last.position + 1 + last.inserted_tokens - len(short.prompt_ids):]
+    assert len(after) == seg[2] - 1 and all(t.kind == "generated" for t in after)
+
+
+def test_entity_linking_has_one_segment(models):
+    lm = models["entity-linking"]
+    trace = Engine(lm, chooser=chooser(lm, el_script(lm))).run_trace(
+        "entity-linking", "Paris and Rome.", candidates=ENTITIES, settings=RunSettings(copy_input=False, max_new_tokens=12))
+    assert trace.stop_reason == "max_new_tokens" and len(trace.tokens) == 12
+    assert trace.settings["max_new_tokens_per"] == "run"
+
+
+def test_the_segment_after_the_last_retrieval_runs_to_its_stop(models):
+    """At the retrieval limit nothing is banned: the next segment ends at EOS, at </FINAL-ANSWER>, or
+    at the retrieval token, which is then not searched (stop reason "retrieval_limit")."""
+    lm = models["multi-hop"]
+    question = "Where was the director of Film A born?"
+    done = Engine(lm, chooser=chooser(lm, multi_hop_script(lm))).run_trace(
+        "multi-hop", question, candidates=PARAGRAPHS, settings=RunSettings(max_retrievals=2))
+    assert done.stop_reason == "final_answer" and len(done.retrievals) == 2 and done.result.retrieval_limit_reached
+    runs = {d: Engine(lm, chooser=chooser(lm, multi_hop_script(lm))).run_trace(
+        "multi-hop", question, candidates=PARAGRAPHS, settings=RunSettings(max_retrievals=1, draft_tokens=d))
+        for d in (0, 2)}
+    for trace in runs.values():
+        assert trace.stop_reason == "retrieval_limit" and len(trace.retrievals) == 1
+        assert trace.tokens[-1].id == tid(lm, QR)
+    assert [t.id for t in runs[2].tokens] == [t.id for t in runs[0].tokens]
+
+
+def test_entity_linking_at_the_retrieval_limit_bans_lk(models):
+    """Entity linking has no retrieval limit in the released loop (one `generate` per text); this
+    engine's limit bans [LK] once reached, so the rest of the text is still written and, with the
+    copy constraint, no mention opens that could not be linked."""
+    lm = models["entity-linking"]
+    for copy_input in (False, True):
+        trace = Engine(lm, chooser=chooser(lm, el_script(lm))).run_trace(
+            "entity-linking", "Paris and Rome.", candidates=ENTITIES,
+            settings=RunSettings(max_retrievals=1, copy_input=copy_input))
+        assert len(trace.retrievals) == 1 and trace.result.retrieval_limit_reached
+        assert [t.id for t in trace.tokens].count(tid(lm, LK)) == 1
+        assert trace.stop_reason == "eos"
+        if copy_input:
+            assert trace.result.output_text.count("<MENTION>") == 1
+
+
+def test_copy_constrained_lk_is_always_followed_by_continue(models):
+    """With the copy constraint [LK] may only follow </MENTION>, and only [_CONTINUE_] may follow it:
+    the constraint and the forcing rule agree, also where the constraint made the model spell the
+    tag in other tokens than its usual ones (the script desynchronises after the bare [LK])."""
+    lm = models["entity-linking"]
+    trace = Engine(lm, chooser=chooser(lm, el_script(lm))).run_trace("entity-linking", "Paris and Rome.",
+                                                                       candidates=ENTITIES)
+    lk, cont = tid(lm, LK), tid(lm, CONTINUE)
+    close = text_ids(lm, "entity-linking", "</MENTION>")
+    ids = [t.id for t in trace.tokens]
+    at = [i for i, t in enumerate(ids) if t == lk]
+    assert len(at) > 1 and all(ids[i + 1] == cont and trace.tokens[i + 1].kind == "forced" for i in at)
+    assert all("".join(t.text for t in trace.tokens[:i]).endswith("</MENTION>") for i in at)
+    assert any(ids[i - len(close):i] != close for i in at)  # a tag spelled in other tokens was among them

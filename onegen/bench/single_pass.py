@@ -3,7 +3,8 @@
 OneGen, the two-pass baseline (same model, query re-encoded) and the pipeline baseline (a separate
 MiniLM retriever) run the same engine loop on the same random Llama-style models, on controlled
 inputs. A random model never emits retrieval tokens, so only the *token choice* is scripted: the
-model's real head still runs at every step, then its logits are replaced by the script's next id.
+model's real head still runs at every step, then the engine's token chooser takes the script's next
+id (`onegen.engine.ScriptedChooser`).
 Every forward pass (prompt, generated tokens, inserted documents, re-encoding) is real.
 
 Two scenarios:
@@ -25,7 +26,6 @@ work, so it is the headline (`--clock wall` on a quiet machine).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import statistics
@@ -105,62 +105,17 @@ DOC_TITLES = ["Aldmoor", "Brenna", "Corvale", "Dunmere", "Elsford", "Fenwick", "
               "Ivesby", "Jorvale", "Kelmar", "Lunford"]
 
 
-class ScriptedChoice:
-    """Stands in for the LM head: runs the real head (its cost stays in the measurement), then
-    returns one-hot logits for the script's next id; EOS once the script is used up."""
-
-    def __init__(self, head, eos_id: int):
-        self.head, self.eos_id = head, eos_id
-        self.ids: list[int] = []
-        self.n = 0
-
-    def load(self, ids: Sequence[int]) -> None:
-        self.ids, self.n = list(ids), 0
-
-    def __call__(self, hidden):
-        import torch
-
-        logits = self.head(hidden)
-        tok = self.ids[self.n] if self.n < len(self.ids) else self.eos_id
-        self.n += 1
-        out = torch.zeros_like(logits)
-        out[..., tok] = 1.0
-        return out
-
-
-@functools.lru_cache(maxsize=None)
-def _scripted_model_class():
-    """Defined on first use: onegen.loading imports torch, which `--help` should not wait for."""
-    from ..loading import LoadedModel
-
-    @dataclass
-    class ScriptedModel(LoadedModel):
-        """A LoadedModel whose token choice follows a script; backbone and head stay real."""
-
-        chooser: Any = None
-
-        @property
-        def lm_head(self):
-            return self.chooser
-
-    return ScriptedModel
-
-
 def build_model(size, device: str, context: int):
-    """The shared random model of `size`, its token choice scripted. Its tokenizer has the
-    single-hop protocol's tokens, a superset of multi-hop's, so one model serves both scenarios."""
-    from dataclasses import fields
-
-    from ..loading import LoadedModel, default_dtype, pick_device
+    """The shared random model of `size`. Its tokenizer has the single-hop protocol's tokens, a
+    superset of multi-hop's, so one model serves both scenarios. Runs script its token choices
+    (`run_once`); its head still runs at every step."""
+    from ..loading import default_dtype, pick_device
     from .models import random_model
 
     dev = pick_device(device)
     lm = random_model(size, "single-hop", device=str(dev), dtype=default_dtype(dev), context=context)
-    cls = _scripted_model_class()
-    scripted = cls(**{f.name: getattr(lm, f.name) for f in fields(LoadedModel)})
-    scripted.info = {"hidden": size.hidden, "layers": size.layers, "vocab": len(lm.tokenizer)}
-    scripted.chooser = ScriptedChoice(lm.model.get_output_embeddings(), lm.tokenizer.eos_token_id)
-    return scripted
+    lm.info = {"hidden": size.hidden, "layers": size.layers, "vocab": len(lm.tokenizer)}
+    return lm
 
 
 @dataclass
@@ -294,9 +249,10 @@ class CpuTimedQuery:
 
 def run_once(engine, lm, inputs: Inputs, mode: str, *, script: list[int], text: str, retrievals: int,
              max_new: int) -> RunResult:
-    from ..engine import RunSettings
+    from ..engine import RunSettings, ScriptedChooser
 
-    lm.chooser.load(script)
+    # The engine runs the model's real head at every step, then the script picks the token.
+    engine.chooser = ScriptedChooser(script, lm.tokenizer.eos_token_id)
     engine.query_encoder.cpu = 0.0
     # One token per forward call: the sweep measures what the protocols cost, not prompt-lookup luck.
     settings = RunSettings(top_k=5, max_new_tokens=max_new, max_retrievals=retrievals, draft_tokens=0)
