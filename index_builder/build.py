@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from onegen.documents import Document, split_sentences
+from onegen.errors import OneGenError
 from onegen.fsutil import atomic_write, remove_dead_temporaries, sha256_file, staged_dir
 from onegen.index import ANN, DOCUMENTS, MANIFEST, VECTORS, DocumentStore, IndexManifest, VectorIndex, read_manifest
 from onegen.protocols import TASKS, get_spec
@@ -44,7 +45,7 @@ BUILD_SCHEMA = "onegen-index-build/1"
 STATE = "state.json"
 
 
-class BuildError(RuntimeError):
+class BuildError(OneGenError, RuntimeError):
     """A build that cannot start or continue; the message says what to do."""
 
 

@@ -1,9 +1,17 @@
-"""`python -m onegen <command>`: run, train, evaluate, compare, card, bench, world."""
+"""`python -m onegen <command>`: run, train, evaluate, compare, card, bench, world.
+
+A `OneGenError` from any command becomes one `error: ...` line on stderr and exit status 2, here
+and nowhere else; any other exception is a bug and keeps its traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from .errors import OneGenError
+
+EXIT_ERROR = 2
 
 # command name -> module in onegen.commands exposing add_arguments(parser) and main(args) -> int
 COMMANDS = {
@@ -18,6 +26,16 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        return _dispatch(argv)
+    except OneGenError as e:
+        # One line: some messages (hub lookups) span several.
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _dispatch(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m onegen", description="OneGen Explorer command line")
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}

@@ -20,6 +20,7 @@ from . import registry
 from .constrain import vocabulary_bytes
 from .documents import Document
 from .engine import DoneEvent, Engine, Event, IndexRetriever, InputError, RunSettings
+from .errors import OneGenError
 from .evaluation import EvaluationReport
 from .fsutil import sha256_file
 from .hub import IndexFetchError, is_hub_ref, resolve_index_path
@@ -47,7 +48,7 @@ FALLBACK_EXAMPLES = {
 }
 
 
-class AppError(Exception):
+class AppError(OneGenError):
     """A failure with a message written for the person using the page."""
 
 

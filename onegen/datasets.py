@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar
 
+from .errors import OneGenError
+
 TASKS = ("entity-linking", "multi-hop", "single-hop")
 _WRAPPER_KEYS = ("data", "examples", "items", "instances", "questions")
 
@@ -34,7 +36,7 @@ _WRAPPER_KEYS = ("data", "examples", "items", "instances", "questions")
 # Errors and the loaded container
 # ---------------------------------------------------------------------------
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(OneGenError, ValueError):
     """A file or one of its items does not have the expected shape.
 
     `where` is "line N" (jsonl, 1-based), "item N" (JSON list, 0-based) or None for a

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .documents import Document
+from .errors import OneGenError
 from .fsutil import sha256_file, staged_dir
 
 INDEX_SCHEMA = "onegen-index/1"
@@ -34,7 +35,7 @@ ANN = "ann.faiss"
 INDEX_KINDS = ("flat", "hnsw", "ivfpq", "sq8")
 
 
-class IndexLoadError(ValueError):
+class IndexLoadError(OneGenError, ValueError):
     """An index folder that cannot be used: missing, corrupted, or built for another model."""
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from .errors import OneGenError
 from .fsutil import staged_dir
 from .protocols import ResolvedProtocol, get_spec, resolve, supported_tasks
 from .tokenization import ProtocolTokenizer
@@ -23,7 +24,7 @@ from .tokenization import ProtocolTokenizer
 EMBEDDED_MANIFEST = "onegen_model.json"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(OneGenError, RuntimeError):
     pass
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .errors import OneGenError
+
 TaskName = Literal["entity-linking", "multi-hop", "single-hop"]
 TASKS: tuple[str, ...] = ("entity-linking", "multi-hop", "single-hop")
 
@@ -152,7 +154,7 @@ def get_spec(task: str) -> TaskSpec:
         raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}") from None
 
 
-class MissingTokenError(ValueError):
+class MissingTokenError(OneGenError, ValueError):
     """The checkpoint's tokenizer lacks a token the protocol needs."""
 
 

@@ -9,6 +9,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .errors import OneGenError
+
 SCHEMA = "onegen-trace/1"
 
 # Forward-token phases of the generation pass. `query_reencoding` is 0 for OneGen by construction:
@@ -17,7 +19,7 @@ SCHEMA = "onegen-trace/1"
 PHASES = ("prompt", "generated", "inserted", "query_reencoding", "draft_rejected")
 
 
-class TraceFormatError(ValueError):
+class TraceFormatError(OneGenError, ValueError):
     pass
 
 
