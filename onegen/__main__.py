@@ -23,11 +23,15 @@ COMMANDS = {
     "bench": "Benchmarks (engine, single-pass, index, app); results go to docs/benchmarks.md.",
     "world": "Generate the synthetic encyclopedia used to train and evaluate embedded models.",
 }
+# Commands whose modules parse their own command line: main(argv: list[str]) -> int.
+OWN_PARSER = {"bench", "world"}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
+        if argv and argv[0] in OWN_PARSER:
+            return int(importlib.import_module(f"onegen.commands.{argv[0]}").main(argv[1:]) or 0)
         return _dispatch(argv)
     except OneGenError as e:
         # One line: some messages (hub lookups) span several.
@@ -41,6 +45,8 @@ def _dispatch(argv: list[str]) -> int:
     modules = {}
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if name in OWN_PARSER:  # listed here, parsed by its own module (see main)
+            continue
         try:
             mod = importlib.import_module(f"onegen.commands.{name}")
         except ModuleNotFoundError as e:

@@ -37,7 +37,7 @@ MAX_DATASET_EXAMPLES = 500  # examples per run of the error browser; the CLI has
 EXAMPLES_DIR = registry.ASSETS / "examples"
 RESULTS_DIR = registry.ASSETS / "results"  # finished result files of the held-out world
 DATASETS_DIR = registry.ASSETS / "world" / "heldout"
-SWEEP_REPORT = registry.ASSETS.parent / "docs" / "single-pass.json"  # written by bench single-pass --write
+SWEEP_REPORT = registry.ASSETS / "bench" / "single-pass.json"  # written by bench single-pass --write
 BASELINES = ("two-pass", "pipeline")
 
 # Shown when assets/examples/<task>.jsonl is missing, so the page still has something to run.

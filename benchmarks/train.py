@@ -34,8 +34,8 @@ def add_arguments(p) -> None:
 
 def padded_slots(trainer, step: int, grouping: str) -> tuple[int, int, int]:
     """(real tokens, padded slots, micro-batches) of `step`'s batch under `grouping`."""
-    from ..encode import document_prompt
-    from ..train.trainer import MICRO_BATCH_TOKENS, micro_batches
+    from onegen.encode import document_prompt
+    from onegen.train.trainer import MICRO_BATCH_TOKENS, micro_batches
 
     samples, keys = trainer.batch(step)
     r = trainer.recipe
@@ -55,9 +55,9 @@ def one_step(trainer, step: int) -> float:
 def main(args) -> int:
     import torch
 
-    from ..commands.train import ensure_world
-    from ..train.recipe import Recipe
-    from ..train.trainer import Trainer
+    from onegen.commands.train import ensure_world
+    from onegen.train.recipe import Recipe
+    from onegen.train.trainer import Trainer
     from .report import command_line, machine_info, write_section
 
     recipe = Recipe.load(args.recipe)

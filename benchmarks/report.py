@@ -21,9 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..fsutil import atomic_write
+from onegen.fsutil import atomic_write
 
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 TITLE = ("# Benchmarks\n\n"
          "Each section is written by `python -m onegen bench NAME --write`; edit the benchmark, not the numbers.\n")
 
