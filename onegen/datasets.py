@@ -1,7 +1,7 @@
 """Loaders for the evaluation files the OneGen authors use, and writers for result lines
 their scoring scripts read.
 
-Formats (docs/onegen-protocol.md, "Evaluation formats and metrics"):
+Formats (as in the OneGen authors' evaluation files, github.com/zjunlp/OneGen):
 - entity linking: jsonl items `{"id", "title", "text", "labels": [{"id", "span",
   "entity_id", "name", "parent", "children", "optional", "type"}]}` (e.g. KORE50);
 - multi-hop QA: the HotpotQA / 2WikiMultihopQA distractor JSON, with `context` either

@@ -2,7 +2,7 @@
 
 A `TaskSpec` is declarative: it names tokens by their strings, never by id. `resolve(spec, tokenizer)`
 reads the ids from the loaded tokenizer and refuses a checkpoint that lacks a required token.
-The strings are the ones the released weights were trained on (see docs/protocol.md); changing a
+The strings are the ones the released weights were trained on (github.com/zjunlp/OneGen); changing a
 single space changes the token ids and silently degrades the model.
 """
 from __future__ import annotations
