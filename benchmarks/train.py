@@ -16,6 +16,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from onegen.assets import assets_dir
+
 HELP = "training: seconds per step of a recipe: micro-batch groupings, eager vs compiled layers"
 GROUPINGS = ("fill", "min-padding")
 COMPILED = "compiled"  # min-padding grouping, decoder layers compiled
@@ -23,7 +25,8 @@ BUDGET_MINUTES = 90
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--recipe", default="assets/recipes/onegen-smol.json", help="recipe JSON")
+    p.add_argument("--recipe", default=str(assets_dir() / "recipes" / "onegen-smol.json"),
+                   help="recipe JSON (default: assets/recipes/onegen-smol.json)")
     p.add_argument("--steps", type=int, default=6, help="steps timed per grouping")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the recipe's)")
     p.add_argument("--world", help="world folder to train on (default: generated from the recipe's world seed)")
