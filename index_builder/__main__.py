@@ -24,9 +24,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from onegen.errors import OneGenError
 from onegen.protocols import TASKS
 
-from .ann import GB, AnnSettings, MemoryBudgetError, fmt_bytes
+from .ann import GB, AnnSettings, fmt_bytes
 from .build import BuildError, BuildSpec, Parallel, merge, run_build
 from .sources import SOURCES
 
@@ -343,10 +344,6 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    from onegen.hub import IndexFetchError
-    from onegen.index import IndexLoadError
-    from onegen.loading import ModelLoadError
-
     args = parser().parse_args(argv)
     if not any(isinstance(h, _StderrHandler) for h in log.handlers):
         log.addHandler(_StderrHandler())
@@ -355,8 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"merge": cmd_merge, "push": cmd_push, "pull": cmd_pull}
     try:
         return commands.get(args.command, cmd_build)(args)
-    except (BuildError, MemoryBudgetError, IndexFetchError, IndexLoadError, ModelLoadError, FileNotFoundError,
-            ValueError) as e:
+    # The one place errors become messages: every OneGen error, and the builtins that sources and
+    # file readers raise for a missing or malformed input.
+    except (OneGenError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -19,12 +19,13 @@ from typing import Any, Callable, Iterable
 import numpy as np
 import torch
 
+from onegen.errors import OneGenError
 from onegen.index import INDEX_KINDS, AnnIndex, VectorIndex, normalize
 
 GB = 1 << 30
 
 
-class MemoryBudgetError(RuntimeError):
+class MemoryBudgetError(OneGenError, RuntimeError):
     """The index (plus model and documents) would not fit in the memory budget."""
 
 

@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from onegen.documents import Document, split_sentences
-from onegen.fsutil import publish, sha256_file
+from onegen.errors import OneGenError
+from onegen.fsutil import atomic_write, remove_dead_temporaries, sha256_file, staged_dir
 from onegen.index import ANN, DOCUMENTS, MANIFEST, VECTORS, DocumentStore, IndexManifest, VectorIndex, read_manifest
 from onegen.protocols import TASKS, get_spec
 
@@ -44,7 +45,7 @@ BUILD_SCHEMA = "onegen-index-build/1"
 STATE = "state.json"
 
 
-class BuildError(RuntimeError):
+class BuildError(OneGenError, RuntimeError):
     """A build that cannot start or continue; the message says what to do."""
 
 
@@ -82,24 +83,6 @@ def documents_table(docs: list[Document], metadata: dict[str, Any] | None = None
     return table
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = _tmp_name(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    write_atomic(path, lambda p: p.write_text(json.dumps(obj, indent=2, ensure_ascii=False)))
-
-
 def write_arrow(path: Path, table) -> None:
     import pyarrow as pa
 
@@ -107,7 +90,7 @@ def write_arrow(path: Path, table) -> None:
         with pa.OSFile(str(p), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
 
-    write_atomic(path, write)
+    atomic_write(path, write)
 
 
 # -- the build folder -----------------------------------------------------------------------------
@@ -178,7 +161,7 @@ class BuildFolder:
 
     def write_state(self, state: BuildState) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.path / STATE, asdict(state))
+        atomic_write(self.path / STATE, json.dumps(asdict(state), indent=2, ensure_ascii=False))
 
     def open(self, spec: BuildSpec, **defaults: Any) -> BuildState:
         """The build state for `spec`: continued when the folder holds the same build, created when
@@ -247,32 +230,13 @@ class BuildFolder:
     def write_vectors(self, i: int, vectors: torch.Tensor, owners: torch.Tensor, meta: dict[str, Any]) -> None:
         from safetensors.torch import save_file
 
-        write_atomic(self.shard_vectors(i), lambda p: save_file(
+        atomic_write(self.shard_vectors(i), lambda p: save_file(
             {"vectors": vectors.float().contiguous(), "owners": owners.long().contiguous()}, str(p),
             metadata={k: json.dumps(v) for k, v in meta.items()}))
 
     def clean_stale_temporaries(self) -> None:
         """Remove temporaries of processes that died (a killed build leaves its half-written file)."""
-        clean_stale(self.path, ".*.tmp-*")
-
-
-def clean_stale(folder: Path, pattern: str) -> None:
-    if not folder.exists():
-        return
-    for f in folder.glob(pattern):
-        pid = f.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(f, ignore_errors=True) if f.is_dir() else f.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        remove_dead_temporaries(self.path)
 
 
 # -- phase 1: split -------------------------------------------------------------------------------
@@ -496,12 +460,7 @@ def merge(build: str | os.PathLike, out: str | os.PathLike | None = None, *, kin
     spec = state.spec
     metas = [folder.vectors_info(i) for i in range(state.shards)]
     n, dim = sum(m["vectors"] for m in metas), spec.dim
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(out.parent, f".{out.name}.tmp-*")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staged_dir(out) as tmp:
         data_offset = _write_vectors(folder, state, tmp / VECTORS, n, dim)
         _write_documents(folder, state, tmp / DOCUMENTS)
         files = [VECTORS, DOCUMENTS]
@@ -538,10 +497,6 @@ def merge(build: str | os.PathLike, out: str | os.PathLike | None = None, *, kin
             log.info("%s recall@10 against exact search: %.3f (%d queries)", s.kind, r.recall_at_10, r.sample)
         manifest.build["merge_seconds"] = round(time.perf_counter() - t0, 3)
         (tmp / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2, ensure_ascii=False))
-        publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote %s: %s index, %d documents, %d vectors of %d dimensions", out, s.kind, state.documents, n, dim)
     if not keep_build:
         shutil.rmtree(folder.path, ignore_errors=True)

@@ -15,9 +15,9 @@ from pathlib import Path
 from onegen.hub import INDEX_FILES, HubRef, IndexFetchError, download_index, parse_hub_ref
 from onegen.index import ANN, MANIFEST, IndexLoadError, read_manifest
 
-from onegen.fsutil import publish, sha256_file
+from onegen.fsutil import sha256_file, staged_dir
 
-from .build import check_output_folder, clean_stale
+from .build import check_output_folder
 
 
 def index_files(folder: Path, *, verify: bool = False) -> list[str]:
@@ -75,18 +75,11 @@ def pull(repo: str, out: str | os.PathLike, *, revision: str | None = None) -> P
         hub = HubRef(hub.repo_id, revision)
     out = Path(out)
     check_output_folder(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(out.parent, f".{out.name}.pull-*")
-    tmp = out.with_name(f".{out.name}.pull-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with staged_dir(out) as tmp:
         download_index(hub, local_dir=tmp)
         shutil.rmtree(tmp / ".cache", ignore_errors=True)  # huggingface_hub's download bookkeeping
         try:
             index_files(tmp, verify=True)
         except IndexLoadError as e:
             raise IndexFetchError(f"{hub}: the downloaded index is damaged: {e}") from e
-        publish(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

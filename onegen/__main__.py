@@ -1,9 +1,17 @@
-"""`python -m onegen <command>`: run, train, evaluate, compare, card, bench, world."""
+"""`python -m onegen <command>`: run, train, evaluate, compare, card, bench, world.
+
+A `OneGenError` from any command becomes one `error: ...` line on stderr and exit status 2, here
+and nowhere else; any other exception is a bug and keeps its traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from .errors import OneGenError
+
+EXIT_ERROR = 2
 
 # command name -> module in onegen.commands exposing add_arguments(parser) and main(args) -> int
 COMMANDS = {
@@ -15,14 +23,30 @@ COMMANDS = {
     "bench": "Benchmarks (engine, single-pass, index, app); results go to docs/benchmarks.md.",
     "world": "Generate the synthetic encyclopedia used to train and evaluate embedded models.",
 }
+# Commands whose modules parse their own command line: main(argv: list[str]) -> int.
+OWN_PARSER = {"bench", "world"}
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv and argv[0] in OWN_PARSER:
+            return int(importlib.import_module(f"onegen.commands.{argv[0]}").main(argv[1:]) or 0)
+        return _dispatch(argv)
+    except OneGenError as e:
+        # One line: some messages (hub lookups) span several.
+        print("error: " + " ".join(str(e).split()), file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _dispatch(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m onegen", description="OneGen Explorer command line")
     sub = parser.add_subparsers(dest="command", required=True)
     modules = {}
     for name, help_text in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if name in OWN_PARSER:  # listed here, parsed by its own module (see main)
+            continue
         try:
             mod = importlib.import_module(f"onegen.commands.{name}")
         except ModuleNotFoundError as e:

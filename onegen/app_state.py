@@ -20,6 +20,7 @@ from . import registry
 from .constrain import vocabulary_bytes
 from .documents import Document
 from .engine import DoneEvent, Engine, Event, IndexRetriever, InputError, RunSettings
+from .errors import OneGenError
 from .evaluation import EvaluationReport
 from .fsutil import sha256_file
 from .hub import IndexFetchError, is_hub_ref, resolve_index_path
@@ -36,7 +37,7 @@ MAX_DATASET_EXAMPLES = 500  # examples per run of the error browser; the CLI has
 EXAMPLES_DIR = registry.ASSETS / "examples"
 RESULTS_DIR = registry.ASSETS / "results"  # finished result files of the held-out world
 DATASETS_DIR = registry.ASSETS / "world" / "heldout"
-SWEEP_REPORT = registry.ASSETS.parent / "docs" / "single-pass.json"  # written by bench single-pass --write
+SWEEP_REPORT = registry.ASSETS / "bench" / "single-pass.json"  # written by bench single-pass --write
 BASELINES = ("two-pass", "pipeline")
 
 # Shown when assets/examples/<task>.jsonl is missing, so the page still has something to run.
@@ -47,7 +48,7 @@ FALLBACK_EXAMPLES = {
 }
 
 
-class AppError(Exception):
+class AppError(OneGenError):
     """A failure with a message written for the person using the page."""
 
 

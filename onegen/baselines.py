@@ -27,6 +27,7 @@ import torch
 
 from .documents import Document
 from .engine import Engine, IndexRetriever, QueryContext, QueryVector, Retriever, RunSettings
+from .errors import OneGenError
 from .index import IndexManifest, VectorIndex
 from .loading import LoadedModel
 from .trace import PHASES, Cost, Trace
@@ -38,7 +39,7 @@ DEFAULT_RETRIEVER = "sentence-transformers/all-MiniLM-L6-v2"
 MAX_PIPELINE_DOCUMENTS = 200_000
 
 
-class BaselineError(ValueError):
+class BaselineError(OneGenError, ValueError):
     """A baseline that cannot run as asked; the message is for users."""
 
 

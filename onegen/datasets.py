@@ -1,7 +1,7 @@
 """Loaders for the evaluation files the OneGen authors use, and writers for result lines
 their scoring scripts read.
 
-Formats (docs/onegen-protocol.md, "Evaluation formats and metrics"):
+Formats (as in the OneGen authors' evaluation files, github.com/zjunlp/OneGen):
 - entity linking: jsonl items `{"id", "title", "text", "labels": [{"id", "span",
   "entity_id", "name", "parent", "children", "optional", "type"}]}` (e.g. KORE50);
 - multi-hop QA: the HotpotQA / 2WikiMultihopQA distractor JSON, with `context` either
@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar
 
+from .errors import OneGenError
+
 TASKS = ("entity-linking", "multi-hop", "single-hop")
 _WRAPPER_KEYS = ("data", "examples", "items", "instances", "questions")
 
@@ -34,7 +36,7 @@ _WRAPPER_KEYS = ("data", "examples", "items", "instances", "questions")
 # Errors and the loaded container
 # ---------------------------------------------------------------------------
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(OneGenError, ValueError):
     """A file or one of its items does not have the expected shape.
 
     `where` is "line N" (jsonl, 1-based), "item N" (JSON list, 0-based) or None for a

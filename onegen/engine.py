@@ -23,6 +23,7 @@ from .constrain import CopyConstraint, vocabulary_bytes
 from .documents import Document
 from .draft import NgramDrafter
 from .encode import encode_documents
+from .errors import OneGenError
 from .fused_llama import FusedLlamaDecoder, fusable, fused_weights
 from .index import VectorIndex
 from .loading import LoadedModel
@@ -34,7 +35,7 @@ from .trace import Cost, Hit, Override, Phase, Retrieval, StopReason, TokenKind,
 MAX_INPUT_CHARS = 20_000
 
 
-class InputError(ValueError):
+class InputError(OneGenError, ValueError):
     """Bad user input: empty, too long for the model, or otherwise unusable. The message is for users."""
 
 

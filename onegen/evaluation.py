@@ -41,6 +41,8 @@ from .datasets import ELExample, MultiHopExample, SingleHopExample, el_result_li
 from .documents import Document
 from .error_analysis import (ErrorCategory, align_mentions, answer_match, categorize, category_counts,
                              context_document_id, hop_correct, single_hop_retrieval_correct)
+from .errors import OneGenError
+from .fsutil import atomic_write
 from .metrics import UNKNOWN_ENTITY, ELDocument, el_scores, el_scores_from_result_lines, qa_scores, qa_summary
 from .trace import Hit, Trace, TraceFormatError
 
@@ -49,7 +51,7 @@ CANDIDATE_MODES = ("context", "index")
 CONTROLS = ("random-paragraph",)
 
 
-class EvaluationError(ValueError):
+class EvaluationError(OneGenError, ValueError):
     """Unusable evaluation settings or result file; the message says what to do."""
 
 
@@ -310,11 +312,7 @@ class ResultFile:
         return lines
 
     def rewrite(self, lines: Iterable[Mapping[str, Any]]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(json.dumps(line, ensure_ascii=False) + "\n")
-        tmp.replace(self.path)
+        atomic_write(self.path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
 
     def __enter__(self) -> "ResultFile":
         self.path.parent.mkdir(parents=True, exist_ok=True)

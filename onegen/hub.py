@@ -13,12 +13,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import OneGenError
+
 HF_PREFIX = "hf://"
 INDEX_FILES = ("manifest.json", "vectors.safetensors", "documents.arrow", "ann.faiss")
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-class IndexFetchError(RuntimeError):
+class IndexFetchError(OneGenError, RuntimeError):
     """An index on the hub that cannot be had: offline, missing, private, or not an index."""
 
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +26,8 @@ import numpy as np
 import torch
 
 from .documents import Document
-from .fsutil import publish, sha256_file
+from .errors import OneGenError
+from .fsutil import sha256_file, staged_dir
 
 INDEX_SCHEMA = "onegen-index/1"
 MANIFEST, VECTORS, DOCUMENTS = "manifest.json", "vectors.safetensors", "documents.arrow"
@@ -36,7 +35,7 @@ ANN = "ann.faiss"
 INDEX_KINDS = ("flat", "hnsw", "ivfpq", "sq8")
 
 
-class IndexLoadError(ValueError):
+class IndexLoadError(OneGenError, ValueError):
     """An index folder that cannot be used: missing, corrupted, or built for another model."""
 
 
@@ -292,10 +291,7 @@ class VectorIndex:
         from safetensors.torch import save_file
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it private; an index is read by whoever serves it
-        try:
+        with staged_dir(path) as tmp:
             save_file({"vectors": self.vectors.to(dtype).contiguous(), "owners": self.owners.contiguous()},
                       str(tmp / VECTORS))
             self.documents.write(tmp / DOCUMENTS)
@@ -314,10 +310,6 @@ class VectorIndex:
             m.files = {name: {"size": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
                        for name in names}
             (tmp / MANIFEST).write_text(json.dumps(asdict(m), indent=2, ensure_ascii=False))
-            publish(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         self.path = path
         return path
 

@@ -16,13 +16,15 @@ from typing import Any
 
 import torch
 
+from .errors import OneGenError
+from .fsutil import staged_dir
 from .protocols import ResolvedProtocol, get_spec, resolve, supported_tasks
 from .tokenization import ProtocolTokenizer
 
 EMBEDDED_MANIFEST = "onegen_model.json"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(OneGenError, RuntimeError):
     pass
 
 
@@ -272,12 +274,7 @@ def ensure_base(spec: dict[str, Any]) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
     tok = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=spec["gguf"])
-    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
-    model.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    if target.exists():  # another process finished first
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
+    with staged_dir(target, replace=False) as tmp:  # another process may finish first: keep its copy
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
     return target

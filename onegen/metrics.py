@@ -1,7 +1,7 @@
 """Evaluation metrics, scored the way the OneGen authors score their result files.
 
 Pure functions over strings and ids; no model, no I/O. The rules follow the authors'
-scorers as summarised in docs/onegen-protocol.md ("Evaluation formats and metrics"):
+scorers (github.com/zjunlp/OneGen), in short:
 
 - QA: the HotpotQA answer metrics (normalised exact match and token F1 with the
   yes/no/noanswer special case); 2WikiMultihopQA takes the max over the answer and its

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .fsutil import write_text_atomic
+from .fsutil import atomic_write
 from .results import ResultFileError, ResultSet, load_results
 
 BEGIN = "<!-- heldout-metrics -->"
@@ -99,5 +99,5 @@ def write_card_metrics(model_dir: str | Path, sets: list[ResultSet], fingerprint
     card = Path(model_dir) / "README.md"
     if not card.exists():
         raise FileNotFoundError(f"{card} does not exist; export the model first")
-    write_text_atomic(card, with_section(card.read_text(encoding="utf-8"), metrics_section(sets, fingerprint, source)))
+    atomic_write(card, with_section(card.read_text(encoding="utf-8"), metrics_section(sets, fingerprint, source)))
     return card

@@ -2,13 +2,15 @@
 
 A `TaskSpec` is declarative: it names tokens by their strings, never by id. `resolve(spec, tokenizer)`
 reads the ids from the loaded tokenizer and refuses a checkpoint that lacks a required token.
-The strings are the ones the released weights were trained on (see docs/protocol.md); changing a
+The strings are the ones the released weights were trained on (github.com/zjunlp/OneGen); changing a
 single space changes the token ids and silently degrades the model.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+from .errors import OneGenError
 
 TaskName = Literal["entity-linking", "multi-hop", "single-hop"]
 TASKS: tuple[str, ...] = ("entity-linking", "multi-hop", "single-hop")
@@ -152,7 +154,7 @@ def get_spec(task: str) -> TaskSpec:
         raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}") from None
 
 
-class MissingTokenError(ValueError):
+class MissingTokenError(OneGenError, ValueError):
     """The checkpoint's tokenizer lacks a token the protocol needs."""
 
 

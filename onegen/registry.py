@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from .assets import assets_dir
+
+ASSETS = assets_dir()
 
 
 @dataclass(frozen=True)

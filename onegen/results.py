@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .datasets import parse_example, write_jsonl
+from .errors import OneGenError
 from .evaluation import ExampleRecord, _record_from_line, compute_metrics, example_input
 from .protocols import TASKS
 
@@ -29,7 +30,7 @@ OUTCOMES = ("all", "right", "wrong", "error")
 HEADLINE = {"entity-linking": ("f1", "micro F1"), "multi-hop": ("em", "EM"), "single-hop": ("match", "match")}
 
 
-class ResultFileError(ValueError):
+class ResultFileError(OneGenError, ValueError):
     """A file that is not a readable `onegen evaluate` result file; the message says why."""
 
 

@@ -9,6 +9,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
+from .errors import OneGenError
+
 SCHEMA = "onegen-trace/1"
 
 # Forward-token phases of the generation pass. `query_reencoding` is 0 for OneGen by construction:
@@ -32,7 +34,7 @@ StopReason = Literal[
 TokenKind = Literal["generated", "forced", "inserted"]
 
 
-class TraceFormatError(ValueError):
+class TraceFormatError(OneGenError, ValueError):
     pass
 
 

@@ -1,12 +1,5 @@
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-
-import pytest  # noqa: E402
+"""Shared fixtures. pytest.ini puts the checkout and tests/ (helper modules: tiny, scripted) on the path."""
+import pytest
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,10 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from onegen.documents import Document  # noqa: E402
 from onegen.protocols import LK, QR, SPECS  # noqa: E402

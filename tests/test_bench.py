@@ -6,8 +6,8 @@ import json
 import pytest
 
 from onegen.__main__ import main as cli
-from onegen.bench import BENCHMARKS
-from onegen.bench.report import TITLE, replace_section, section, write_section
+from benchmarks import BENCHMARKS
+from benchmarks.report import TITLE, replace_section, section, write_section
 
 MACHINE = {"cpus": 2, "cpu": "Test CPU", "python": "3.11", "torch": "2.x", "threads": 1, "device": "cpu",
            "os": "Linux"}
@@ -42,7 +42,7 @@ def test_a_section_says_when_where_and_how():
 
 
 def test_steal_is_read_from_proc_stat_and_reported(tmp_path):
-    from onegen.bench.report import cpu_ticks, machine_line, steal_percent
+    from benchmarks.report import cpu_ticks, machine_line, steal_percent
 
     stat = tmp_path / "stat"
     # user nice system idle iowait irq softirq steal guest guest_nice
@@ -78,7 +78,7 @@ def test_every_registered_benchmark_has_the_interface():
 
 
 def test_model_sizes_match_their_names():
-    from onegen.bench.models import SIZES
+    from benchmarks.models import SIZES
 
     def params(s):  # tied embeddings, Llama blocks (attention, MLP, two norms) and the final norm
         block = 4 * s.hidden * s.hidden + 3 * s.hidden * s.intermediate + 2 * s.hidden

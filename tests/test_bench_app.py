@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from onegen.bench import BENCHMARKS
-from onegen.bench import app as bench_app
-from onegen.bench.app import AppBenchResult, RunSample, StartSample, goals, markdown, overhead_pct, summarize
+from benchmarks import BENCHMARKS
+from benchmarks import app as bench_app
+from benchmarks.app import AppBenchResult, RunSample, StartSample, goals, markdown, overhead_pct, summarize
 
 
 def fabricated(browser: bool = True) -> AppBenchResult:
@@ -90,7 +90,7 @@ def test_notes_stay_out_of_the_reproduce_command():
 
 
 def test_registered_and_examples_are_the_pages_defaults():
-    assert BENCHMARKS["app"] == "onegen.bench.app"
+    assert BENCHMARKS["app"] == "benchmarks.app"
     for task in bench_app.TASKS:
         first = bench_app.EXAMPLES.joinpath(f"{task}.jsonl").read_text().splitlines()[0]
         assert bench_app.example_text(task) == json.loads(first)["text"]

@@ -9,12 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from onegen.bench import single_pass as sp
+from benchmarks import single_pass as sp
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    """The options as `python -m onegen bench single-pass` parses them (the dispatcher's common ones too)."""
-    from onegen.commands.bench import add_common_arguments
+    """The options as `python -m onegen bench single-pass` parses them (`benchmarks.main`'s common ones too)."""
+    from benchmarks import add_common_arguments
 
     p = argparse.ArgumentParser()
     add_common_arguments(p)
@@ -29,9 +29,10 @@ def written(tmp_path_factory):
     folder = tmp_path_factory.mktemp("bench")
     doc = folder / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n<!-- bench:engine -->\n## Engine\nkept\n<!-- /bench:engine -->\n")
-    out = folder / "single-pass.json"
-    assert sp.main(parse(["--tiny", "--output", str(out), "--write", str(doc)])) == 0
-    return {"report": json.loads(out.read_text()), "doc": doc, "png": folder / "single-pass.png"}
+    out, sweep = folder / "report.json", folder / "sweep" / "single-pass.json"
+    assert sp.main(parse(["--tiny", "--output", str(out), "--write", str(doc), "--sweep", str(sweep)])) == 0
+    return {"report": json.loads(out.read_text()), "doc": doc, "png": folder / "single-pass.png",
+            "sweep": json.loads(sweep.read_text())}
 
 
 @pytest.fixture(scope="module")
@@ -108,13 +109,16 @@ def test_scripted_choice_runs_the_real_head():
     assert len(calls) == len(trace.tokens)
 
 
-def test_write_updates_only_its_section_and_draws_the_plot(written):
+def test_write_updates_only_its_section_draws_the_plot_and_saves_the_sweep(written):
     text = written["doc"].read_text()
     assert "<!-- bench:engine -->\n## Engine\nkept\n<!-- /bench:engine -->" in text  # the neighbour is intact
     assert text.count("<!-- bench:single-pass -->") == 1 and "<!-- /bench:single-pass -->" in text
     assert "![speedup of OneGen over the baselines](single-pass.png)" in text
     with Image.open(written["png"]) as img:
         assert img.format == "PNG"
+    # The app's Compare tab reads the report from --sweep (default assets/bench/single-pass.json).
+    assert written["sweep"]["schema"] == sp.SCHEMA and written["sweep"]["date"]
+    assert sp.SWEEP.relative_to(sp.assets_dir()).as_posix() == "bench/single-pass.json"
 
 
 def test_table_and_plot(report, tmp_path):

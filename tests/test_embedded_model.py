@@ -118,7 +118,7 @@ def test_fused_decoder_equals_the_transformers_forward_on_the_committed_model(en
     forward's hidden states bit for bit, and the benchmark's three modes write the same tokens."""
     import torch
 
-    from onegen.bench.embedded import time_runs
+    from benchmarks.embedded import time_runs
     from onegen.engine import TransformersDecoder
     from onegen.fused_llama import FusedLlamaDecoder
 

@@ -181,7 +181,7 @@ def test_pull_round_trip_through_the_cli(hub, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["documents.arrow", "manifest.json", "vectors.safetensors"]
     a, b = VectorIndex.load(folder), VectorIndex.load(out)
     assert a.documents.ids() == b.documents.ids() and torch.equal(a.vectors, b.vectors)
-    assert not list(tmp_path.glob(".pulled.pull-*"))
+    assert not list(tmp_path.glob(".pulled.*"))
 
 
 def test_pull_of_a_damaged_repo_leaves_nothing(hub, tmp_path):
@@ -191,7 +191,7 @@ def test_pull_of_a_damaged_repo_leaves_nothing(hub, tmp_path):
     (repo / "vectors.safetensors").write_bytes(bytes(data))
     with pytest.raises(IndexFetchError, match="damaged.*checksum"):
         pull("owner/bad", tmp_path / "out")
-    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.pull-*"))
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
 
 
 def test_pull_refuses_to_replace_a_folder_that_is_not_an_index(hub, tmp_path):

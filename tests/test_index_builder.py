@@ -211,7 +211,7 @@ def test_split_interrupted_midway_resumes_without_rereading_done_shards(models, 
 
 
 def test_interrupted_merge_leaves_no_index_and_no_temporary(models, tmp_path, monkeypatch):
-    import index_builder.build as build_mod
+    import onegen.fsutil as fsutil
 
     lm = load_tiny("single-hop", models["single-hop"].parent)
     spec = BuildSpec("single-hop", lm.name, lm.fingerprint, lm.hidden_size, {"name": "test"}, shard_size=3)
@@ -221,7 +221,7 @@ def test_interrupted_merge_leaves_no_index_and_no_temporary(models, tmp_path, mo
         assert (tmp / "vectors.safetensors").exists()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(build_mod, "publish", dying_publish)
+    monkeypatch.setattr(fsutil, "publish", dying_publish)
     with pytest.raises(KeyboardInterrupt):
         run_build(spec, out, documents=lambda: world_docs("single-hop", 5), lm=lm, progress=False, kind="sq8")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx.build"]

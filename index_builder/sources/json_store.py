@@ -1,38 +1,24 @@
 """Small JSON files written atomically, and a keyed on-disk cache built from them.
 
-Every write goes to a temporary file in the target directory, is flushed to disk, then
-renamed over the target with `os.replace`, which is atomic on POSIX and Windows: a crash or
-Ctrl-C leaves either the old file or the new one, never half a file. That is what lets an
-interrupted crawl resume from its cache and state file.
+Every write goes through `onegen.fsutil.atomic_write` (a temporary file beside the target,
+flushed to disk, then renamed over it): a crash or Ctrl-C leaves either the old file or the new
+one, never half a file. That is what lets an interrupted crawl resume from its cache and state file.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from onegen.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, ensure_ascii=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, json.dumps(obj, ensure_ascii=False))
 
 
 def read_json(path: Path) -> Any | None:
@@ -66,4 +52,4 @@ class JsonCache:
         return read_json(self.path(*parts))
 
     def put(self, obj: Any, *parts: str) -> None:
-        write_json_atomic(self.path(*parts), obj)
+        write_json(self.path(*parts), obj)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from onegen.documents import Document, join_sentences
+from onegen.errors import OneGenError
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ _TRAILING_ENTITY_TOKENS = re.compile(r"(?:\s*" + re.escape(ENTITY_TOKEN) + r")+\
 _MULTIHOP_FRAGMENT = re.compile(r"wiki title: (?P<title>[^\n]*)\ncontent: (?P<content>.*)", re.S)
 
 
-class JsonlFormatError(ValueError):
+class JsonlFormatError(OneGenError, ValueError):
     """A line that is not a usable record; the message names the file and line number."""
 
 

@@ -25,6 +25,8 @@ from typing import Any
 
 import wikipediaapi
 
+from onegen.errors import OneGenError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_USER_AGENT = (
@@ -34,7 +36,7 @@ DEFAULT_USER_AGENT = (
 WIKIPEDIA_API_URL = "https://{lang}.wikipedia.org/w/api.php"
 
 
-class WikipediaFetchError(RuntimeError):
+class WikipediaFetchError(OneGenError, RuntimeError):
     """A request failed for good: retries exhausted, a 4xx answer, or an API error body."""
 
 

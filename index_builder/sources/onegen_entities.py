@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from onegen.documents import Document
+from onegen.errors import OneGenError
 
 from .jsonl import parse_db_record
 
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class UnsafePickleError(OneGenError, pickle.UnpicklingError):
     """The pickle names a global outside the allow-list; nothing from it was called."""
 
 

@@ -30,7 +30,7 @@ from urllib.parse import quote
 from onegen.documents import Document
 
 from .common import paragraph_documents, split_paragraphs
-from .json_store import JsonCache, cache_key, read_json, write_json_atomic
+from .json_store import JsonCache, cache_key, read_json, write_json
 from .mediawiki import DEFAULT_USER_AGENT, WIKIPEDIA_API_URL, MediaWikiClient, RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -405,7 +405,7 @@ class WikipediaCrawl:
         return state
 
     def save_state(self, state: CrawlState) -> None:
-        write_json_atomic(Path(self.state_path), state.to_json())
+        write_json(Path(self.state_path), state.to_json())
 
     def __iter__(self) -> Iterator[Document]:
         run = _Run(self.options)

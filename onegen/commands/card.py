@@ -29,7 +29,7 @@ def main(args) -> int:
     fingerprint = load_model(str(folder), device="cpu").fingerprint
     sets = matching_results(results, fingerprint)
     try:  # the card names the folder as the repository does, never a path of this machine
-        source = results.resolve().relative_to(ASSETS.parent).as_posix()
+        source = "assets/" + results.resolve().relative_to(ASSETS).as_posix()
     except ValueError:
         source = results.name
     card = write_card_metrics(folder, sets, fingerprint, source)

@@ -4,7 +4,6 @@ produced the very same tokens (two decoding settings, two index builds, two mode
 from __future__ import annotations
 
 import json
-import sys
 
 from ..render_text import clip
 
@@ -18,13 +17,9 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    from ..results import ResultFileError, compare_results, load_results
+    from ..results import compare_results, load_results
 
-    try:
-        c = compare_results(load_results(args.a), load_results(args.b))
-    except ResultFileError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    c = compare_results(load_results(args.a), load_results(args.b))
     if args.json:
         print(json.dumps({
             "task": c.a.task, "a": str(c.a.path), "b": str(c.b.path), "shared": len(c.shared),

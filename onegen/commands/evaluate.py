@@ -52,13 +52,11 @@ def add_arguments(p) -> None:
 
 
 def main(args) -> int:
-    from ..datasets import DatasetFormatError, load_dataset
-    from ..baselines import BaselineError, make_engine
+    from ..baselines import make_engine
+    from ..datasets import load_dataset
     from ..engine import RunSettings
-    from ..evaluation import EvaluationError, evaluate
-    from ..index import IndexLoadError
-    from ..loading import ModelLoadError, load_model
-    from ..protocols import MissingTokenError
+    from ..evaluation import evaluate
+    from ..loading import load_model
 
     if args.limit is not None and args.limit < 1:
         return _fail("--limit must be at least 1")
@@ -78,28 +76,25 @@ def main(args) -> int:
         return _fail("--aliases applies to multi-hop files only")
     try:
         data = load_dataset(args.data, args.task, skip_bad=args.skip_bad, aliases_path=args.aliases)
-    except (OSError, DatasetFormatError, ValueError) as e:
+    except (OSError, ValueError) as e:  # DatasetFormatError, and files that are missing or not JSON
         return _fail(str(e))
     for _, message in data.errors:
         print(f"skipped: {message}", file=sys.stderr)
     try:
         lm = load_model(args.model, task=args.task, device=args.device, dtype=args.dtype)
-    except (ModelLoadError, MissingTokenError, OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # a model folder that is missing or broken, an unknown device or dtype
         return _fail(str(e))
     settings = RunSettings(max_new_tokens=args.max_new_tokens, **decoding_settings(args))
     if args.retriever and args.mode != "pipeline":
         return _fail("--retriever applies to --mode pipeline only")
     try:
         engine = make_engine(lm, args.mode, args.retriever)
-    except (BaselineError, OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # BaselineError, and a retriever that will not load
         return _fail(str(e))
-    try:
-        report = evaluate(engine, args.task, list(data.examples)[::args.stride][shard::shards], index=args.index,
-                          candidates=args.candidates or ("index" if args.task == "entity-linking" else "context"),
-                          out=args.out, limit=args.limit, top_k=args.top_k, control=args.control,
-                          progress=not args.quiet, seed=args.seed, settings=settings, retry_errors=args.retry_errors)
-    except (EvaluationError, IndexLoadError, BaselineError) as e:
-        return _fail(str(e))
+    report = evaluate(engine, args.task, list(data.examples)[::args.stride][shard::shards], index=args.index,
+                      candidates=args.candidates or ("index" if args.task == "entity-linking" else "context"),
+                      out=args.out, limit=args.limit, top_k=args.top_k, control=args.control,
+                      progress=not args.quiet, seed=args.seed, settings=settings, retry_errors=args.retry_errors)
     metrics = {"data": str(args.data), **report.metrics}
     if report.out is not None:
         metrics["out"] = str(report.out)

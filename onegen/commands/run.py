@@ -18,12 +18,11 @@ import sys
 from pathlib import Path
 
 from ..documents import Document, split_sentences
+from ..errors import OneGenError
 from ..protocols import TASKS
 
-EXIT_ERROR = 2
 
-
-class CommandError(ValueError):
+class CommandError(OneGenError, ValueError):
     """A problem with the command's arguments or files; the message is for users."""
 
 
@@ -198,17 +197,9 @@ def _rel(path: Path) -> str:
 def main(args: argparse.Namespace) -> int:
     try:
         return _main(args)
-    except CommandError as e:
-        return _fail(str(e))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-
-
-def _fail(message: str) -> int:
-    # One line: some library errors (hub lookups) span several.
-    print("error: " + " ".join(message.split()), file=sys.stderr)
-    return EXIT_ERROR
 
 
 def _main(args: argparse.Namespace) -> int:
@@ -222,40 +213,36 @@ def _main(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..engine import Engine, IndexRetriever, InputError, RunSettings
-    from ..index import IndexLoadError, VectorIndex
-    from ..loading import ModelLoadError, load_model
-    from ..protocols import MissingTokenError
+    from ..engine import Engine, IndexRetriever, RunSettings
+    from ..index import VectorIndex
+    from ..loading import load_model
     from ..render_text import render_events, run_header
 
-    try:
-        device = _device(args.device, torch)
-        lm = load_model(model_ref, task=args.task, device=device)
-        retriever = None
-        if index_path is not None:
-            index = VectorIndex.load(index_path, protocol=args.task, model_fingerprint=lm.fingerprint,
-                                     dim=lm.hidden_size)
-            retriever = IndexRetriever(index, label=str(index_path))
-        settings = RunSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens, **decoding_settings(args))
-        events = Engine(lm).run(args.task, text, retriever=retriever, candidates=candidates, settings=settings)
-        # The engine checks the input when the run starts: take the first event before printing.
-        first = next(events)
-        if args.json:
-            trace = None
-            for ev in itertools.chain([first], events):
-                trace = getattr(ev, "trace", trace)
-            print(trace.to_json())
-            return 0
-        desc = retriever.describe() if retriever else {"path": f"{args.candidates} (candidates)",
-                                                       "documents": len(candidates), "vectors": "per-run"}
-        out = sys.stdout
-        out.write(run_header(args.task, lm.name, desc, text) + "\n")
-        for chunk in render_events(itertools.chain([first], events)):
-            out.write(chunk)
-            out.flush()
+    device = _device(args.device, torch)
+    lm = load_model(model_ref, task=args.task, device=device)
+    retriever = None
+    if index_path is not None:
+        index = VectorIndex.load(index_path, protocol=args.task, model_fingerprint=lm.fingerprint,
+                                 dim=lm.hidden_size)
+        retriever = IndexRetriever(index, label=str(index_path))
+    settings = RunSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens, **decoding_settings(args))
+    events = Engine(lm).run(args.task, text, retriever=retriever, candidates=candidates, settings=settings)
+    # The engine checks the input when the run starts: take the first event before printing.
+    first = next(events)
+    if args.json:
+        trace = None
+        for ev in itertools.chain([first], events):
+            trace = getattr(ev, "trace", trace)
+        print(trace.to_json())
         return 0
-    except (InputError, MissingTokenError, IndexLoadError, ModelLoadError) as e:
-        return _fail(str(e))
+    desc = retriever.describe() if retriever else {"path": f"{args.candidates} (candidates)",
+                                                   "documents": len(candidates), "vectors": "per-run"}
+    out = sys.stdout
+    out.write(run_header(args.task, lm.name, desc, text) + "\n")
+    for chunk in render_events(itertools.chain([first], events)):
+        out.write(chunk)
+        out.flush()
+    return 0
 
 
 def _device(name: str | None, torch) -> str | None:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .run import CommandError
+
 
 def add_arguments(p) -> None:
     p.add_argument("--recipe", required=True, help="recipe JSON (see assets/recipes/)")
@@ -40,22 +42,19 @@ def main(args) -> int:
 
     try:
         recipe = Recipe.load(args.recipe)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:  # a recipe that does not parse: a message, not a traceback
+        raise CommandError(str(e)) from None
     if args.threads:
         recipe.threads = args.threads
     if args.compile is not None:
         recipe.compile = args.compile
     if recipe.world.get("split") == "heldout":
-        print("error: a recipe must not train on the held-out world", file=sys.stderr)
-        return 2
+        raise CommandError("a recipe must not train on the held-out world")
     world_dir = Path(args.world) if args.world else ensure_world(recipe.world)
     try:
         trainer = Trainer(recipe, world_dir)
     except ValueError as e:  # e.g. a checkpoint of another recipe in run_dir
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise CommandError(str(e)) from None
     if args.export_only:
         out = export_embedded(trainer, args.out or recipe.out)
         print(f"exported {out} at step {trainer.step}")

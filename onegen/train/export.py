@@ -3,24 +3,19 @@ tokenizer, `onegen_model.json`, and a model card. Loaded by onegen.loading like 
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..fsutil import publish
+from ..fsutil import staged_dir
 from ..loading import EMBEDDED_MANIFEST
 
 
 def export_embedded(trainer, out: str | Path, card_extra: str = "") -> Path:
     r = trainer.recipe
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the model is read by whoever serves the app
-    try:
+    with staged_dir(out) as tmp:
         model = trainer.model
         emb = model.get_input_embeddings().weight.detach()
         rows = {"ids": trainer.new_ids.clone(), "input": emb[trainer.new_ids].float().contiguous()}
@@ -45,10 +40,6 @@ def export_embedded(trainer, out: str | Path, card_extra: str = "") -> Path:
         (tmp / EMBEDDED_MANIFEST).write_text(json.dumps(manifest, indent=2))
         (tmp / "recipe.json").write_text(json.dumps(r.to_dict(), indent=2))
         (tmp / "README.md").write_text(model_card(r, trainer.step, card_extra))
-        publish(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from collections import Counter
@@ -19,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..encode import document_prompt
+from ..fsutil import atomic_write
 from ..loading import ensure_base, load_tokenizer
 from ..protocols import get_spec
 from ..tokenization import ProtocolTokenizer
@@ -334,10 +334,9 @@ class Trainer:
         return state
 
     def save_checkpoint(self) -> None:
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        torch.save({"step": self.step, "params": self._trainable_state(), "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(), "recipe": self.recipe.to_dict()}, tmp)
-        os.replace(tmp, self.checkpoint_path)
+        state = {"step": self.step, "params": self._trainable_state(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "recipe": self.recipe.to_dict()}
+        atomic_write(self.checkpoint_path, lambda tmp: torch.save(state, tmp))
 
     def _resume(self) -> None:
         if not self.checkpoint_path.exists():

@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+from onegen.assets import assets_dir
+
 HELP = "embedded default: load time, seconds per answer per task, OneGen vectors vs MiniLM recall@1"
-HELDOUT = Path(__file__).resolve().parents[2] / "assets" / "world" / "heldout"
+HELDOUT = assets_dir() / "world" / "heldout"
 
 
 def _speed_row(r: dict, label: str, goal: str) -> str:
@@ -32,7 +34,7 @@ def load_seconds(model: str | None) -> float:
     code = ("import time; t=time.perf_counter(); from onegen.loading import load_model; "
             f"load_model({model!r}); print(time.perf_counter()-t)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[2])
+                         cwd=Path(__file__).resolve().parents[1])
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -53,9 +55,9 @@ def time_runs(lm, task: str, n: int) -> dict:
     transformers forward instead of the fused decoder; one token per forward call instead of
     drafts), interleaved per input in a rotating order so machine load hits every mode alike; the
     outputs must agree."""
-    from ..engine import Engine, IndexRetriever, RunSettings
-    from ..index import VectorIndex
-    from ..registry import default_index
+    from onegen.engine import Engine, IndexRetriever, RunSettings
+    from onegen.index import VectorIndex
+    from onegen.registry import default_index
     from .report import cpu_ticks, steal_percent
 
     ticks = cpu_ticks()
@@ -96,9 +98,9 @@ def joint_recall(lm, n: int) -> dict:
 
     import torch
 
-    from ..index import VectorIndex
-    from ..registry import default_index
-    from ..train.examples import load_corpus, multi_hop_sample
+    from onegen.index import VectorIndex
+    from onegen.registry import default_index
+    from onegen.train.examples import load_corpus, multi_hop_sample
 
     index = VectorIndex.load(default_index(lm.name, "multi-hop"), protocol="multi-hop", model_fingerprint=lm.fingerprint)
     corpus = load_corpus(HELDOUT)
@@ -123,7 +125,7 @@ def joint_recall(lm, n: int) -> dict:
 def minilm_recall(questions: list[str], gold: list[str], index) -> float:
     import torch
 
-    from ..baselines import document_text, load_sentence_encoder
+    from onegen.baselines import document_text, load_sentence_encoder
 
     enc = load_sentence_encoder(None, device="cpu")
     docs = [index.documents[i] for i in range(len(index.documents))]
@@ -134,7 +136,7 @@ def minilm_recall(questions: list[str], gold: list[str], index) -> float:
 
 
 def main(args) -> int:
-    from ..loading import load_model
+    from onegen.loading import load_model
     from .report import command_line, machine_info, write_section
 
     result: dict = {"load_seconds": round(load_seconds(args.model), 2)}

@@ -21,9 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..fsutil import write_text_atomic
+from onegen.fsutil import atomic_write
 
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+DEFAULT_PATH = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 TITLE = ("# Benchmarks\n\n"
          "Each section is written by `python -m onegen bench NAME --write`; edit the benchmark, not the numbers.\n")
 
@@ -141,7 +141,7 @@ def write_section(name: str, body: str, *, command: str, machine: dict[str, Any]
     new = section(name, body, command=command, machine=machine, title=title)
     with _locked(path):
         old = path.read_text(encoding="utf-8") if path.exists() else ""
-        write_text_atomic(path, replace_section(old, name, new))
+        atomic_write(path, replace_section(old, name, new))
     return path
 
 

@@ -16,6 +16,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from onegen.assets import assets_dir
+
 HELP = "training: seconds per step of a recipe: micro-batch groupings, eager vs compiled layers"
 GROUPINGS = ("fill", "min-padding")
 COMPILED = "compiled"  # min-padding grouping, decoder layers compiled
@@ -23,7 +25,8 @@ BUDGET_MINUTES = 90
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--recipe", default="assets/recipes/onegen-smol.json", help="recipe JSON")
+    p.add_argument("--recipe", default=str(assets_dir() / "recipes" / "onegen-smol.json"),
+                   help="recipe JSON (default: assets/recipes/onegen-smol.json)")
     p.add_argument("--steps", type=int, default=6, help="steps timed per grouping")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the recipe's)")
     p.add_argument("--world", help="world folder to train on (default: generated from the recipe's world seed)")
@@ -34,8 +37,8 @@ def add_arguments(p) -> None:
 
 def padded_slots(trainer, step: int, grouping: str) -> tuple[int, int, int]:
     """(real tokens, padded slots, micro-batches) of `step`'s batch under `grouping`."""
-    from ..encode import document_prompt
-    from ..train.trainer import MICRO_BATCH_TOKENS, micro_batches
+    from onegen.encode import document_prompt
+    from onegen.train.trainer import MICRO_BATCH_TOKENS, micro_batches
 
     samples, keys = trainer.batch(step)
     r = trainer.recipe
@@ -55,9 +58,9 @@ def one_step(trainer, step: int) -> float:
 def main(args) -> int:
     import torch
 
-    from ..commands.train import ensure_world
-    from ..train.recipe import Recipe
-    from ..train.trainer import Trainer
+    from onegen.commands.train import ensure_world
+    from onegen.train.recipe import Recipe
+    from onegen.train.trainer import Trainer
     from .report import command_line, machine_info, write_section
 
     recipe = Recipe.load(args.recipe)

@@ -104,7 +104,7 @@ def _generate_run(lm, ids, n: int):
 def bench_size(size_name: str, *, new_tokens: int, repeats: int, device: str, profile: bool = False) -> SizeResult:
     import torch
 
-    from ..engine import Engine, RunSettings
+    from onegen.engine import Engine, RunSettings
     from .models import SIZES, parameter_count, random_model
 
     lm = random_model(SIZES[size_name], TASK, device=device)

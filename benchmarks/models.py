@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..loading import LoadedModel
-from ..protocols import get_spec
+from onegen.loading import LoadedModel
+from onegen.protocols import get_spec
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,8 @@ measures the others as much as the run; with one torch thread the CPU time is th
 work, so it is the headline (`--clock wall` on a quiet machine).
 
     python -m onegen bench single-pass --quick
-    python -m onegen bench single-pass --write          # docs/benchmarks.md + docs/single-pass.png
+    python -m onegen bench single-pass --write          # docs/benchmarks.md, docs/single-pass.png and
+                                                        # assets/bench/single-pass.json (the app's sweep)
 """
 from __future__ import annotations
 
@@ -35,9 +36,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from onegen.assets import assets_dir
+from onegen.errors import OneGenError
+from onegen.fsutil import atomic_write
+
 SCHEMA = "onegen-bench-single-pass/1"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PLOT = ROOT / "docs" / "single-pass.png"
+# Data the product reads lives in assets: the Compare tab draws this report with a live run on it.
+SWEEP = assets_dir() / "bench" / "single-pass.json"
 SECTION = "single-pass"
 TITLE = "Single pass vs two-pass and pipeline retrieval"
 SCENARIOS = ("generated", "read")
@@ -45,7 +52,7 @@ BASELINES = ("two-pass", "pipeline")
 TARGET = {"query_tokens": 1024, "retrievals": 4, "speedup": 1.5}  # the claim's headline cell
 
 
-class BenchError(RuntimeError):
+class BenchError(OneGenError, RuntimeError):
     """A benchmark run that did not follow its script (context full, missed retrieval...)."""
 
 
@@ -109,7 +116,7 @@ def build_model(size, device: str, context: int):
     """The shared random model of `size`. Its tokenizer has the single-hop protocol's tokens, a
     superset of multi-hop's, so one model serves both scenarios. Runs script its token choices
     (`run_once`); its head still runs at every step."""
-    from ..loading import default_dtype, pick_device
+    from onegen.loading import default_dtype, pick_device
     from .models import random_model
 
     dev = pick_device(device)
@@ -131,8 +138,8 @@ class Inputs:
 
 
 def _inserted_length(lm, task: str, doc) -> int:
-    from ..protocols import get_spec
-    from ..tokenization import Token, template_parts
+    from onegen.protocols import get_spec
+    from onegen.tokenization import Token, template_parts
 
     open_t, body, close_t = get_spec(task).insertion
     return len(lm.ptok(task).encode([Token(open_t), *template_parts(body, title=doc.title, text=doc.text),
@@ -142,7 +149,7 @@ def _inserted_length(lm, task: str, doc) -> int:
 def make_documents(lm, task: str, target_tokens: int) -> tuple[list, int]:
     """Candidates of one fixed inserted length near `target_tokens`, so every mode inserts the same
     number of tokens whichever candidate it retrieves."""
-    from ..documents import Document
+    from onegen.documents import Document
 
     docs = []
     for i, title in enumerate(DOC_TITLES):
@@ -168,9 +175,9 @@ def make_documents(lm, task: str, target_tokens: int) -> tuple[list, int]:
 
 
 def make_inputs(lm, task: str, cfg: SweepConfig, encoder) -> Inputs:
-    from ..baselines import PipelineRetriever, build_pipeline_index
-    from ..encode import build_index
-    from ..engine import IndexRetriever
+    from onegen.baselines import PipelineRetriever, build_pipeline_index
+    from onegen.encode import build_index
+    from onegen.engine import IndexRetriever
 
     docs, doc_tokens = make_documents(lm, task, cfg.doc_tokens)
     ptok = lm.ptok(task)
@@ -249,7 +256,7 @@ class CpuTimedQuery:
 
 def run_once(engine, lm, inputs: Inputs, mode: str, *, script: list[int], text: str, retrievals: int,
              max_new: int) -> RunResult:
-    from ..engine import RunSettings, ScriptedChooser
+    from onegen.engine import RunSettings, ScriptedChooser
 
     # The engine runs the model's real head at every step, then the script picks the token.
     engine.chooser = ScriptedChooser(script, lm.tokenizer.eos_token_id)
@@ -348,7 +355,7 @@ def run_sweep(cfg: SweepConfig, log: Callable[[str], None] = lambda s: None) -> 
     """Run every cell of `cfg` and return the report (see SCHEMA)."""
     import torch
 
-    from ..baselines import PipelineEngine, load_sentence_encoder, make_engine
+    from onegen.baselines import PipelineEngine, load_sentence_encoder, make_engine
 
     started = time.perf_counter()
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -512,7 +519,7 @@ def markdown(report: dict[str, Any], image: str | None = PLOT.name) -> str:
     lines = [
         "OneGen, two-pass (same model, query re-encoded) and pipeline (separate retriever) on the same "
         "random Llama-style models; the token choice is scripted, every forward pass is real (see "
-        "`onegen/bench/single_pass.py`).",
+        "`benchmarks/single_pass.py`).",
         "",
         (f"Load average {m['load_average_start']} at the start and {m['load_average_end']} at the end on "
          f"{m['cpus']} CPUs" + (": other work shared the cores, so wall times are inflated and noisy; the "
@@ -768,6 +775,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", metavar="FILE", help="also save the JSON report to FILE")
     p.add_argument("--plot", metavar="PNG",
                    help=f"where --write draws the plot (default: {PLOT.name} beside the benchmarks file)")
+    p.add_argument("--sweep", metavar="FILE", default=str(SWEEP),
+                   help="where --write saves the report the app's Compare tab draws (default: assets/bench/single-pass.json)")
     p.add_argument("--models", metavar="LIST", help="comma-separated model sizes, e.g. 5M (default: 5M,33M; --quick 5M)")
     p.add_argument("--repeats", type=int, metavar="N", help="repeats per cell (default 3; --quick 2)")
     p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default 1: steadier timings)")
@@ -817,13 +826,13 @@ def main(args: argparse.Namespace) -> int:
         doc = Path(args.write if isinstance(args.write, str) else bench_report.DEFAULT_PATH)
         # The plot sits beside the benchmarks file so the section's relative link holds.
         png = plot(result, Path(args.plot) if args.plot else doc.parent / PLOT.name)
-        # The report itself, beside the plot: the app's Compare view draws it with a live run on it.
         result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        png.with_suffix(".json").write_text(json.dumps(result, indent=1))
+        sweep = Path(args.sweep)
+        atomic_write(sweep, json.dumps(result, indent=1))
         where = bench_report.write_section(SECTION, markdown(result, image=os.path.relpath(png, doc.parent)),
                                            command=bench_report.command_line(), machine=result["machine"],
                                            title=TITLE, path=doc)
-        log(f"wrote the {SECTION} section of {where} and {png}")
+        log(f"wrote the {SECTION} section of {where}, {png} and {sweep}")
     if args.json:
         print(json.dumps(result))
     elif not args.write:

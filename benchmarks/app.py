@@ -24,10 +24,12 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from onegen.assets import assets_dir
+
 HELP = "app: process start to ready, first streamed token after Run, UI overhead over the engine's time"
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "assets" / "examples"
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: the app server starts from it
+EXAMPLES = assets_dir() / "examples"
 TASKS = ("entity-linking", "multi-hop", "single-hop")
 LABELS = {"entity-linking": "Entity linking", "multi-hop": "Multi-hop QA", "single-hop": "Single-hop QA"}
 ENDPOINTS = {"entity-linking": "/link_entities", "multi-hop": "/answer_multi_hop", "single-hop": "/answer_single_hop"}
@@ -387,14 +389,14 @@ class Direct:
     Its runs interleave with the others, so drifting load on the machine hits every path alike."""
 
     def __init__(self, device: str, tasks: list[str]):
-        from ..app_state import AppConfig, AppState
+        from onegen.app_state import AppConfig, AppState
 
         self.app = AppState(AppConfig(device=device))
         for task in tasks:
             self.app.run_trace(task, example_text(task), TOP_K)  # warm-up: model and index load
 
     def run(self, task: str) -> RunSample:
-        from ..engine import DoneEvent, TokenEvent
+        from onegen.engine import DoneEvent, TokenEvent
 
         t0 = time.perf_counter()
         first = trace = None
@@ -409,7 +411,7 @@ class Direct:
 
 def run(tasks: list[str], repeats: int, starts: int, device: str, use_browser: bool = True,
         direct: bool = True, log=print) -> AppBenchResult:
-    from ..app_state import AppConfig
+    from onegen.app_state import AppConfig
 
     opened = open_browser() if use_browser else None
     result = AppBenchResult(model=AppConfig().model_name(), tasks=tasks, repeats=repeats, browser=opened is not None)

@@ -15,9 +15,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onegen.assets import assets_dir
+
 HELP = "index builder: encoding documents/s; search latency, recall@10, memory for flat/HNSW/IVF-PQ/SQ8"
-ROOT = Path(__file__).resolve().parents[2]
-HELDOUT = ROOT / "assets" / "world" / "heldout"
+ROOT = Path(__file__).resolve().parents[1]
+HELDOUT = assets_dir() / "world" / "heldout"
 KINDS = ("flat", "hnsw", "ivfpq", "sq8")
 
 # (vectors, dimensions, kinds, why the row differs from "all kinds at 4096-d")
@@ -77,8 +79,8 @@ def encoding_model(name: str | None, device: str):
     compute) with the protocol tokens added; otherwise a small random model. Returns (lm, note)."""
     import torch
 
-    from ..loading import LoadedModel, load_model, load_tokenizer
-    from ..registry import lookup
+    from onegen.loading import LoadedModel, load_model, load_tokenizer
+    from onegen.registry import lookup
 
     entry = lookup(name)
     if name is not None or (entry is not None and Path(entry.source).exists()):
@@ -87,9 +89,9 @@ def encoding_model(name: str | None, device: str):
     try:
         from transformers import AutoModelForCausalLM
 
-        from ..loading import ensure_base
+        from onegen.loading import ensure_base
 
-        recipe = json.loads((ROOT / "assets" / "recipes" / "onegen-smol.json").read_text())
+        recipe = json.loads((assets_dir() / "recipes" / "onegen-smol.json").read_text())
         base = ensure_base(recipe["base"])
         tokenizer = load_tokenizer(base)
         note = (f"embedded model not installed: its base {recipe['base']['name']} with the protocol tokens "
@@ -106,7 +108,7 @@ def encoding_model(name: str | None, device: str):
         model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512,
                                              num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2))
         note = f"embedded model and its base unavailable ({type(e).__name__}): a tiny random Llama (256-d, 4 layers)"
-    from ..protocols import TASKS, get_spec
+    from onegen.protocols import TASKS, get_spec
 
     new = [t for task in TASKS for t in get_spec(task).token_strings if t not in tokenizer.get_vocab()]
     if new:
@@ -122,7 +124,7 @@ def bench_encoding(lm, note: str, n: int, batch_size: int) -> list[EncodingResul
     from index_builder.build import prepare_document
     from index_builder.sources.world import WorldSource
 
-    from ..encode import encode_documents
+    from onegen.encode import encode_documents
 
     out = []
     for task in ("entity-linking", "multi-hop"):
@@ -187,7 +189,7 @@ def bench_search(n: int, dim: int, kinds: tuple[str, ...], n_queries: int, n_lat
                  note: str = "", data: str = "random") -> list[SearchResult]:
     from index_builder.ann import AnnSettings, ann_bytes, attach_ann, measure_recall
 
-    from ..index import VectorIndex
+    from onegen.index import VectorIndex
 
     vectors, queries = dataset(n, dim, n_queries, data)
     docs = placeholder_documents(n)
@@ -220,7 +222,7 @@ def placeholder_documents(n: int):
     """`n` documents with ids only, as an Arrow-backed store (search does not read documents)."""
     import pyarrow as pa
 
-    from ..index import DocumentStore
+    from onegen.index import DocumentStore
 
     ids = pa.array([f"d{i}" for i in range(n)], pa.string())
     empty = pa.array([""] * n, pa.string())
