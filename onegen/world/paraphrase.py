@@ -9,17 +9,18 @@ text is built, so they are right by construction.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import random
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from onegen.world.build import generate_world
 from onegen.world.linking import MAX_MENTIONS, Piece, org_pieces, ref_pieces, render
 from onegen.world.model import ELItem, Entity, Mention, MultiHopItem, SingleHopItem, World
 from onegen.world.names import stable_int
-from onegen.world.phrasing import (TEXT_OPENERS, Family, draw_styles, families, gender_words, phrase_question,
+from onegen.world.phrasing import (TEXT_OPENERS, draw_styles, families, gender_words, phrase_question,
                                    segments, slots_of, spouse_word, with_typo)
 from onegen.world.relations import WorldIndex
 from onegen.world.singlehop import WORK_WORDS
@@ -309,4 +310,70 @@ def paraphrase_linking(world: World, index: WorldIndex, n: int, part: str, rng: 
         if made is not None:
             seen.add(made.item.text)
             out.append(made)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Varied training items
+# ---------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=2)
+def _world_of_folder(folder: str, stats_text: str) -> World:
+    """The world a folder was exported from, generated again from its stats.json."""
+    stats = json.loads(stats_text)
+    files = stats["files"]
+    return generate_world(stats["seed"], stats["entities"], stats["split"], n_el=files["entity_linking.jsonl"],
+                          n_multihop=files["multihop.json"], n_singlehop=files["singlehop.json"])
+
+
+def world_of_folder(world_dir: str | Path) -> World:
+    stats = Path(world_dir) / "stats.json"
+    if not stats.exists():
+        raise ValueError(f"{world_dir} has no stats.json; varied phrasings need a folder written by onegen.world")
+    return _world_of_folder(str(Path(world_dir).resolve()), stats.read_text(encoding="utf-8"))
+
+
+def _keeps_template(task: str, item_id: str) -> tuple[bool, random.Random]:
+    rng = random.Random(stable_int("varied", task, item_id))
+    return rng.random() < TEMPLATE_SHARE, rng
+
+
+def varied_training_items(world_dir: str | Path, task: str, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The training items of a world folder with their questions (or texts) in the training part
+    of the surface forms, the share TEMPLATE_SHARE left as the world wrote them. The choice is
+    fixed per item id, so a run sees the same data each time. Only the user's question or text
+    changes; decompositions, answers and ids stay."""
+    world = world_of_folder(world_dir)
+    if world.split != "train":
+        raise ValueError(f"{world_dir} holds a {world.split} world; varied phrasings are for training")
+    if task == "entity-linking":
+        made = {x.id: x for x in world.entity_linking}
+        key = "text"
+    else:
+        made = {x.id: x for x in (world.multihop if task == "multi-hop" else world.singlehop)}
+        key = "question"
+    id_key = "_id" if task == "multi-hop" else "id"
+    if any(made.get(x[id_key]) is None or getattr(made[x[id_key]], key) != x[key] for x in items):
+        raise ValueError(f"{world_dir} was not written by this version of onegen.world (its {task} items differ "
+                         "from a fresh generation); generate the world again to train with varied phrasings")
+    out = []
+    if task == "entity-linking":
+        writer = LinkingWriter(world, WorldIndex.build(world), "train", random.Random(stable_int("varied-el", world.seed)))
+        for x in items:
+            keep, _ = _keeps_template(task, x["id"])
+            first = made[x["id"]].mentions[0].entity_id
+            phrased = None if keep else writer.text_about(world.entity(first), x["id"])
+            out.append(phrased.item.to_dict() if phrased else x)
+        return out
+    forms = families(task)
+    for x in items:
+        keep, rng = _keeps_template(task, x[id_key])
+        source = made[x[id_key]]
+        usable = [f for f in forms[source.template].forms("train") if set(slots_of(f)) <= set(source.slots)]
+        if keep or not usable:
+            out.append(x)
+            continue
+        form = rng.choice(usable)
+        styles = draw_styles(rng)
+        out.append({**x, "question": phrase_question(form, source.slots, styles, "train", rng)})
     return out
