@@ -365,15 +365,21 @@ def varied_training_items(world_dir: str | Path, task: str, items: list[dict[str
             phrased = None if keep else writer.text_about(world.entity(first), x["id"])
             out.append(phrased.item.to_dict() if phrased else x)
         return out
-    forms = families(task)
     for x in items:
-        keep, rng = _keeps_template(task, x[id_key])
-        source = made[x[id_key]]
-        usable = [f for f in forms[source.template].forms("train") if set(slots_of(f)) <= set(source.slots)]
-        if keep or not usable:
-            out.append(x)
-            continue
-        form = rng.choice(usable)
-        styles = draw_styles(rng)
-        out.append({**x, "question": phrase_question(form, source.slots, styles, "train", rng)})
+        phrased = vary_question(made[x[id_key]], task)
+        out.append({**x, "question": phrased.item.question} if phrased else x)
     return out
+
+
+def vary_question(item: MultiHopItem | SingleHopItem, task: str) -> Phrased | None:
+    """The item with its question in a training form and styles, or None where it keeps the
+    template wording (the share TEMPLATE_SHARE, fixed per item id)."""
+    keep, rng = _keeps_template(task, item.id)
+    usable = [f for f in families(task)[item.template].forms("train") if set(slots_of(f)) <= set(item.slots)]
+    if keep or not usable:
+        return None
+    form = rng.choice(usable)
+    styles = draw_styles(rng)
+    new = copy.copy(item)
+    new.question = phrase_question(form, item.slots, styles, "train", rng)
+    return Phrased(new, item.template, form, styles)

@@ -440,9 +440,10 @@ def segments(form: str) -> Iterator[tuple[bool, str]]:
         yield False, form[pos:]
 
 
-def fixed_pattern(form: str) -> re.Pattern[str]:
+def fixed_pattern(form: str, openers: bool = True) -> re.Pattern[str]:
     """What a form's fixed words look like in any text built from it: entity slots match any
-    text, closed slots their values; case, a missing end mark and an opener are allowed."""
+    text, closed slots their values; case, a missing end mark and (with `openers`) any opener
+    ending in ": ", ", ", "! " or "? " are allowed."""
     body = ""
     for is_slot, text in segments(form.rstrip("?.")):
         if not is_slot:
@@ -451,7 +452,8 @@ def fixed_pattern(form: str) -> re.Pattern[str]:
             body += "(?:" + "|".join(map(re.escape, CLOSED_SLOTS[text])) + ")"
         else:
             body += ".+"
-    return re.compile(rf"^(?:.*?[:,!?] )?{body}[?.]?$", re.IGNORECASE | re.DOTALL)
+    prefix = r"(?:.*?[:,!?] )?" if openers else ""
+    return re.compile(rf"^{prefix}{body}[?.]?$", re.IGNORECASE | re.DOTALL)
 
 
 # ---------------------------------------------------------------------------
