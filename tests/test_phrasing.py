@@ -143,7 +143,7 @@ def test_linking_spans_are_exact_and_every_form_is_used(heldout_world, sets):
 def test_held_out_phrasings_never_reach_training(varied):
     for task, families in (("multi-hop", QUESTION_FAMILIES), ("single-hop", QUESTION_FAMILIES),
                            ("entity-linking", LINKING_FORMS)):
-        texts = [_user_text(x) for x in varied[task][1]]
+        texts = [_user_text(x) for items in varied[task] for x in items]  # templated and varied
         for fam in families.values():
             for form in fam.heldout:
                 pattern = fixed_pattern(form)

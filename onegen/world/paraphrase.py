@@ -176,7 +176,7 @@ class _Binder:
         if cast is None:
             return None
         film, actors = cast
-        return {"x": self.ref(film, "film"), "a": self.ref(actors[0], "actor"),
+        return {"x": self.ref(film, "film"), "X": [film], "a": self.ref(actors[0], "actor"),
                 "year": str(film.facts["release_year"])}
 
     def starring_pair(self, x: Entity) -> Slots | None:
