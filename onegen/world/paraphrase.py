@@ -64,16 +64,6 @@ class FormDeck:
 # Questions
 # ---------------------------------------------------------------------------
 
-def rephrase_question(question: str, family: str, slots: dict[str, str], deck: FormDeck,
-                      rng: random.Random) -> tuple[str, str, list[str]] | None:
-    """(new question, form, styles) for a templated question; None when no form fits its slots."""
-    form = deck.draw(family, set(slots))
-    if form is None:
-        return None
-    styles = draw_styles(rng)
-    return phrase_question(form, slots, styles, deck.part, rng), form, styles
-
-
 def paraphrase_questions(items: list[MultiHopItem] | list[SingleHopItem], task: str, part: str,
                          rng: random.Random, id_suffix: str = "-p") -> list[Phrased]:
     """Every item again with its question in a form of `part`; ids get `id_suffix`, so that a
@@ -81,12 +71,12 @@ def paraphrase_questions(items: list[MultiHopItem] | list[SingleHopItem], task: 
     deck = FormDeck(task, part, rng)
     out = []
     for item in items:
-        made = rephrase_question(item.question, item.template, item.slots, deck, rng)
-        if made is None:
+        form = deck.draw(item.template, set(item.slots))
+        if form is None:
             raise LookupError(f"no {part} form of {item.template!r} fits the slots {sorted(item.slots)}")
-        question, form, styles = made
+        styles = draw_styles(rng)
         new = copy.copy(item)
-        new.question, new.id = question, item.id + id_suffix
+        new.question, new.id = phrase_question(form, item.slots, styles, part, rng), item.id + id_suffix
         out.append(Phrased(new, item.template, form, styles))
     return out
 

@@ -524,12 +524,6 @@ def phrase_question(form: str, slots: dict[str, str], styles: list[str], part: s
     return question
 
 
-def check_form(form: str, allowed: set[str]) -> None:
-    unknown = set(slots_of(form)) - allowed
-    if unknown:
-        raise ValueError(f"form {form!r} uses slots {sorted(unknown)} its family does not fill")
-
-
 def gender_words(gender: str | None) -> dict[str, str]:
     """The pronoun slots for a person of `gender`."""
     male = gender == "male"
