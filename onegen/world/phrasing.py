@@ -62,7 +62,8 @@ MULTIHOP_FORMS: dict[str, Family] = {
          "director of {film} birthplace"),
         ("Which city was the guy who directed {film} born in?",
          "The filmmaker behind {film} was born where?",
-         "I watched {film} yesterday. In what city was its director born?")),
+         "I watched {film} yesterday. In what city was its director born?",
+         "{film} director's birthplace?")),
     "birth_country": Family(
         "In which country was {person} born?",
         ("Which country was {person} born in?",
@@ -71,7 +72,8 @@ MULTIHOP_FORMS: dict[str, Family] = {
          "country of birth of {person}"),
         ("{person} was born in what country?",
          "Tell me the country where {person} was born.",
-         "Which nation is {person}'s birthplace in?")),
+         "Which nation is {person}'s birthplace in?",
+         "{person}: country of birth?")),
     "founder_birth_year": Family(
         "When was the founder of {org} born?",
         ("In which year was the founder of {org} born?",
@@ -90,7 +92,8 @@ MULTIHOP_FORMS: dict[str, Family] = {
          "birthplace of the {role} of {work}"),
         ("Which city was the person who {made} {work} born in?",
          "The {role} of {work}: where were they born?",
-         "Somebody {made} {work}. That somebody was born in which city?")),
+         "Somebody {made} {work}. That somebody was born in which city?",
+         "{work}: where was its {role} born?")),
     "headquarters_country": Family(
         "In which country is the headquarters of {org}?",
         ("Which country is {org} headquartered in?",
@@ -99,7 +102,8 @@ MULTIHOP_FORMS: dict[str, Family] = {
          "country of the headquarters of {org}"),
         ("{org} has its head office in what country?",
          "The headquarters of {org} are in which nation?",
-         "Which country would I travel to to visit the headquarters of {org}?")),
+         "Which country would I travel to to visit the headquarters of {org}?",
+         "{org}: country of its headquarters?")),
     # inference
     "father_in_law": Family(
         "Who is the father-in-law of {person}?",
@@ -110,7 +114,8 @@ MULTIHOP_FORMS: dict[str, Family] = {
          "father-in-law of {person}"),
         ("Who is {person}'s {spouse}'s father?",
          "Who's the dad of the one {person} wed?",
-         "{person} has a {spouse}; who fathered that {spouse}?")),
+         "{person} has a {spouse}; who fathered that {spouse}?",
+         "{person}: father-in-law?")),
     "paternal_grandfather": Family(
         "Who is the paternal grandfather of {person}?",
         ("Who is {person}'s paternal grandfather?",
@@ -120,7 +125,8 @@ MULTIHOP_FORMS: dict[str, Family] = {
          "paternal grandfather of {person}"),
         ("Who is {person}'s dad's dad?",
          "Who was the father of the man who fathered {person}?",
-         "Name the grandpa of {person} on the paternal side.")),
+         "Name the grandpa of {person} on the paternal side.",
+         "{person}: paternal grandfather?")),
     "mother": Family(
         "Who is the mother of {person}?",
         ("Who is {person}'s mother?",
@@ -130,7 +136,8 @@ MULTIHOP_FORMS: dict[str, Family] = {
          "mother of {person}"),
         ("Who did {person}'s father marry?",
          "Who is {person}'s mom?",
-         "{person}'s dad had a wife. Who was she?")),
+         "{person}'s dad had a wife. Who was she?",
+         "{person}: mother?")),
     # comparison
     "released_first": Family(
         "Which film came out first, {a} or {b}?",
@@ -141,7 +148,8 @@ MULTIHOP_FORMS: dict[str, Family] = {
          "which came out first {a} or {b}"),
         ("{a} or {b}: which was released first?",
          "Between {a} and {b}, which film came out earlier?",
-         "Which one premiered before the other, {a} or {b}?")),
+         "Which one premiered before the other, {a} or {b}?",
+         "first released: {a} or {b}?")),
     "born_first": Family(
         "Who was born first, {a} or {b}?",
         ("Who is older, {a} or {b}?",
@@ -151,7 +159,8 @@ MULTIHOP_FORMS: dict[str, Family] = {
          "who was born earlier {a} or {b}"),
         ("{a} or {b}: who is the older one?",
          "Between {a} and {b}, who was born first?",
-         "Who came into the world first, {a} or {b}?")),
+         "Who came into the world first, {a} or {b}?",
+         "born first: {a} or {b}?")),
     "more_inhabitants": Family(
         "Which city has more inhabitants, {a} or {b}?",
         ("Which city is more populous, {a} or {b}?",
@@ -161,7 +170,8 @@ MULTIHOP_FORMS: dict[str, Family] = {
          "which city is bigger by population {a} or {b}"),
         ("{a} or {b}: which has more residents?",
          "Between {a} and {b}, which city has more people living in it?",
-         "Which of the two cities, {a} and {b}, is home to more people?")),
+         "Which of the two cities, {a} and {b}, is home to more people?",
+         "more inhabitants: {a} or {b}?")),
     "founded_first": Family(
         "Which organisation was founded first, {a} or {b}?",
         ("Which organisation is older, {a} or {b}?",
@@ -171,7 +181,8 @@ MULTIHOP_FORMS: dict[str, Family] = {
          "which was founded first {a} or {b}"),
         ("{a} or {b}: which was set up first?",
          "Between {a} and {b}, which organization came first?",
-         "Which of the two, {a} and {b}, was started earlier?")),
+         "Which of the two, {a} and {b}, was started earlier?",
+         "founded first: {a} or {b}?")),
     # bridge comparison
     "director_born_first": Family(
         "Which film has the director who was born first, {a} or {b}?",
@@ -181,7 +192,8 @@ MULTIHOP_FORMS: dict[str, Family] = {
          "{a} vs {b}: which director was born first?"),
         ("{a} or {b}: which one's director was born first?",
          "Between {a} and {b}, which film had the older director?",
-         "Which film's director came into the world first, {a} or {b}?")),
+         "Which film's director came into the world first, {a} or {b}?",
+         "older director: {a} or {b}?")),
     "director_born_later": Family(
         "Which film has the director who was born later, {a} or {b}?",
         ("Whose director was born later, {a} or {b}?",
@@ -190,7 +202,8 @@ MULTIHOP_FORMS: dict[str, Family] = {
          "{a} vs {b}: which director was born later?"),
         ("{a} or {b}: which one's director was born later?",
          "Between {a} and {b}, which film had the younger director?",
-         "Which film's director was born more recently, {a} or {b}?")),
+         "Which film's director was born more recently, {a} or {b}?",
+         "younger director: {a} or {b}?")),
     "author_born_first": Family(
         "Which novel has the author who was born first, {a} or {b}?",
         ("Whose author was born earlier, {a} or {b}?",
@@ -199,7 +212,8 @@ MULTIHOP_FORMS: dict[str, Family] = {
          "{a} vs {b}: which author was born first?"),
         ("{a} or {b}: which one's author was born first?",
          "Between {a} and {b}, which novel had the older author?",
-         "Which book's writer came into the world first, {a} or {b}?")),
+         "Which book's writer came into the world first, {a} or {b}?",
+         "older author: {a} or {b}?")),
     "founder_born_first": Family(
         "Which organisation has the founder who was born first, {a} or {b}?",
         ("Whose founder was born earlier, {a} or {b}?",
@@ -208,7 +222,8 @@ MULTIHOP_FORMS: dict[str, Family] = {
          "{a} vs {b}: which founder was born first?"),
         ("{a} or {b}: which one's founder was born first?",
          "Between {a} and {b}, which organization had the older founder?",
-         "Which was set up by the person born first, {a} or {b}?")),
+         "Which was set up by the person born first, {a} or {b}?",
+         "older founder: {a} or {b}?")),
 }
 
 # ---------------------------------------------------------------------------
@@ -220,70 +235,83 @@ SINGLEHOP_FORMS: dict[str, Family] = {
         "In which year was {film} released?",
         ("When was {film} released?", "What year did {film} come out?", "release year of {film}",
          "{film} was released when?"),
-        ("{film} came out in what year?", "Which year saw the release of {film}?", "When did {film} hit cinemas?")),
+        ("{film} came out in what year?", "Which year saw the release of {film}?", "When did {film} hit cinemas?",
+         "{film}: year of release?")),
     "film_director": Family(
         "Who directed {film}?",
         ("Who was the director of {film}?", "Who is {film}'s director?", "director of {film}", "Who made {film}?"),
-        ("{film} was directed by whom?", "Name the director of {film}.", "Who was behind the camera for {film}?")),
+        ("{film} was directed by whom?", "Name the director of {film}.", "Who was behind the camera for {film}?",
+         "{film}: directed by?")),
     "birth_city": Family(
         "In which city was {person} born?",
         ("Where was {person} born?", "What city was {person} born in?", "birthplace of {person}",
          "{person} was born where?"),
         ("{person} was born in which city?", "Which town did {person} come from originally?",
-         "What is {person}'s city of birth?")),
+         "What is {person}'s city of birth?",
+         "{person}: place of birth?")),
     "birth_year": Family(
         "In which year was {person} born?",
         ("When was {person} born?", "What year was {person} born?", "birth year of {person}",
          "{person} was born when?"),
         ("{person} was born in what year?", "In what year did {person} come into the world?",
-         "What's the year of {person}'s birth?")),
+         "What's the year of {person}'s birth?",
+         "{person}: year of birth?")),
     "spouse": Family(
         "Who was {person} married to?",
         ("Who did {person} marry?", "Who is {person}'s spouse?", "Who was {person}'s {spouse}?", "spouse of {person}"),
-        ("{person} was married to whom?", "Name {person}'s {spouse}.", "Who did {person} wed?")),
+        ("{person} was married to whom?", "Name {person}'s {spouse}.", "Who did {person} wed?",
+         "{person}: spouse?")),
     "father": Family(
         "Who is the father of {person}?",
         ("Who is {person}'s father?", "Who was {person}'s dad?", "father of {person}", "Whose {child} is {person}?"),
-        ("{person} is the {child} of which man?", "Who fathered {person}?", "Name {person}'s father.")),
+        ("{person} is the {child} of which man?", "Who fathered {person}?", "Name {person}'s father.",
+         "{person}: father's name?")),
     "club": Family(
         "Which club did {person} play for?",
         ("What team did {person} play for?", "{person} played for which club?", "club of {person}",
          "Who did {person} play football for?"),
         ("{person} was a player at what club?", "Which football team had {person} as a player?",
-         "Name the club {person} played for.")),
+         "Name the club {person} played for.",
+         "{person}: club?")),
     "city_country": Family(
         "In which country is {city}?",
         ("Which country is {city} in?", "{city} is located in which country?", "country of {city}",
          "{city} lies in which country?"),
         ("{city} is in what country?", "What country does {city} belong to?",
-         "Tell me which country {city} is part of.")),
+         "Tell me which country {city} is part of.",
+         "{city}: which country?")),
     "population": Family(
         "What is the population of {city}?",
         ("How many people live in {city}?", "What's the population of {city}?", "population of {city}",
          "How many inhabitants does {city} have?"),
         ("{city} has how many residents?", "How big is the population of {city}?",
-         "Roughly how many people call {city} home?")),
+         "Roughly how many people call {city} home?",
+         "{city}: population?")),
     "capital": Family(
         "What is the capital of {country}?",
         ("Which city is the capital of {country}?", "What is {country}'s capital?", "capital of {country}",
          "{country} has which city as its capital?"),
         ("{country}'s capital city is what?", "Which city serves as the capital of {country}?",
-         "Name the capital city of {country}.")),
+         "Name the capital city of {country}.",
+         "{country}: capital?")),
     "founder": Family(
         "Who founded {org}?",
         ("Who established {org}?", "Who was the founder of {org}?", "{org} was founded by whom?", "founder of {org}"),
-        ("Who set up {org}?", "{org} was started by whom?", "Name the person who founded {org}.")),
+        ("Who set up {org}?", "{org} was started by whom?", "Name the person who founded {org}.",
+         "{org}: founded by?")),
     "founding_year": Family(
         "In which year was {org} founded?",
         ("When was {org} established?", "What year was {org} founded?", "founding year of {org}",
          "{org} was founded when?"),
-        ("{org} was set up in what year?", "When did {org} get started?", "In what year did {org} open its doors?")),
+        ("{org} was set up in what year?", "When did {org} get started?", "In what year did {org} open its doors?",
+         "{org}: year founded?")),
     "headquarters": Family(
         "In which city is {org} headquartered?",
         ("Where is {org} headquartered?", "Which city is {org} based in?", "headquarters of {org}",
          "{org} has its headquarters in which city?"),
         ("{org} has its head office in which city?", "Where are {org}'s headquarters?",
-         "In what city does {org} keep its main office?")),
+         "In what city does {org} keep its main office?",
+         "{org}: headquarters city?")),
     "creator": Family(
         "Who {made} {work}?",
         ("Who is the {role} of {work}?", "{work} was {made_pp} by whom?", "{role} of {work}",
@@ -294,7 +322,8 @@ SINGLEHOP_FORMS: dict[str, Family] = {
         ("When was {work} {finished}?", "What year was {work} {finished}?", "{finishing} year of {work}",
          "{work} was {finished} when?"),
         ("{work} was {finished} in what year?", "Which year saw {work} {finished}?",
-         "What's the year {work} was {finished}?")),
+         "What's the year {work} was {finished}?",
+         "{work}: year {finished}?")),
 }
 
 # ---------------------------------------------------------------------------
