@@ -42,6 +42,7 @@ class Corpus:
     """Documents per task, keyed "task|id"."""
     docs: dict[str, Document] = field(default_factory=dict)
     by_name: dict[str, list[str]] = field(default_factory=dict)  # entity name -> EL keys
+    by_lower_name: dict[str, list[str]] = field(default_factory=dict)  # lower-cased name -> EL keys
     by_type: dict[str, list[str]] = field(default_factory=dict)  # entity type -> EL keys
     type_of: dict[str, str] = field(default_factory=dict)  # EL key -> entity type
     subtype_of: dict[str, str] = field(default_factory=dict)  # entity id -> subtype ("film director")
@@ -99,6 +100,7 @@ def load_corpus(world_dir: Path) -> Corpus:
         key = f"entity-linking|{e['id']}"
         corpus.docs[key] = Document(id=e["id"], title=e["name"], text=descriptions[e["id"]])
         corpus.by_name.setdefault(e["name"], []).append(key)
+        corpus.by_lower_name.setdefault(e["name"].lower(), []).append(key)
         corpus.by_type.setdefault(e["type"], []).append(key)
         corpus.type_of[key] = e["type"]
         corpus.subtype_of[e["id"]] = e.get("subtype", e["type"])
@@ -133,8 +135,9 @@ def entity_linking_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, r
 
 
 def entity_negatives(key: str, name: str, corpus: Corpus, rng, n: int) -> list[str]:
-    """Entities sharing the mention's name first (the ambiguity linking must resolve), then same type."""
-    same_name = [k for k in corpus.by_name.get(name, []) if k != key]
+    """Entities sharing the mention's name first (the ambiguity linking must resolve), then same type.
+    A mention written in other case ("ivo brandel") finds its namesakes by the lower-cased name."""
+    same_name = [k for k in corpus.by_name.get(name) or corpus.by_lower_name.get(name.lower(), []) if k != key]
     etype_keys = corpus.by_type.get(corpus.type_of.get(key, ""), [])
     out = same_name[:n]
     while len(out) < n and etype_keys:
@@ -284,8 +287,22 @@ def single_hop_sample(item: dict, ptok: ProtocolTokenizer, corpus: Corpus, rng, 
 BUILDERS = {"entity-linking": entity_linking_sample, "multi-hop": multi_hop_sample, "single-hop": single_hop_sample}
 
 
-def load_task_items(world_dir: Path, task: str) -> list[dict]:
+PHRASINGS = ("template", "varied")
+
+
+def load_task_items(world_dir: Path, task: str, phrasings: str = "template") -> list[dict]:
+    """A world folder's training items of `task`. `phrasings="varied"` rewords most questions and
+    texts in the training part of the world's surface forms (onegen/world/phrasing.py); the
+    held-out part never reaches training. Decompositions and answers stay as they are."""
+    if phrasings not in PHRASINGS:
+        raise ValueError(f"phrasings must be one of {list(PHRASINGS)}, not {phrasings!r}")
     if task == "entity-linking":
-        return [x for x in read_jsonl(world_dir / "entity_linking.jsonl") if x["labels"]]
-    name = {"multi-hop": "multihop.json", "single-hop": "singlehop.json"}[task]
-    return json.loads((world_dir / name).read_text())
+        items = [x for x in read_jsonl(world_dir / "entity_linking.jsonl") if x["labels"]]
+    else:
+        name = {"multi-hop": "multihop.json", "single-hop": "singlehop.json"}[task]
+        items = json.loads((world_dir / name).read_text())
+    if phrasings == "varied":
+        from ..world.paraphrase import varied_training_items
+
+        return varied_training_items(world_dir, task, items)
+    return items

@@ -10,6 +10,7 @@ from typing import Any
 SCHEDULES = ("constant", "cosine")
 BRIDGE_ROLES = ("write", "drop", "always")
 COMPARISON_ORDERS = ("answer", "question", "question-winner")
+PHRASINGS = ("template", "varied")  # the same as onegen.train.examples.PHRASINGS
 
 
 @dataclass
@@ -59,6 +60,12 @@ class Recipe:
     # "question-winner" then names the value asked for ("..., so the earlier one is 1957 and the
     # answer is"), so the answer is the option whose value was just written.
     comparison_order: str = "answer"
+    # The user's side of the training items: "template" asks every question and writes every
+    # entity-linking text as the world generator does; "varied" rewords most of them in the
+    # training part of the world's surface forms (other clause orders, synonyms, terse and
+    # two-sentence questions, casing, typos, asides), keeping the held-out part for evaluation.
+    # The model's decompositions and answers are the same either way.
+    phrasings: str = "template"
     steps: int = 300
     lr: float = 5e-4
     token_lr: float = 1e-3
@@ -107,6 +114,8 @@ class Recipe:
         if recipe.comparison_order not in COMPARISON_ORDERS:
             raise ValueError(f"recipe {path}: comparison_order must be one of {list(COMPARISON_ORDERS)}, "
                              f"not {recipe.comparison_order!r}")
+        if recipe.phrasings not in PHRASINGS:
+            raise ValueError(f"recipe {path}: phrasings must be one of {list(PHRASINGS)}, not {recipe.phrasings!r}")
         for key in ("type_weights", "question_weights"):
             bad = {k: v for k, v in getattr(recipe, key).items()
                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}

@@ -6,7 +6,10 @@ multi-hop and single-hop task sets in the formats the OneGen authors evaluate on
     world = generate_world(seed=7, n_entities=600, split="heldout")
     export_world(world, "out/heldout")
 
-Command line: `python -m onegen.world --help`.
+Command line: `python -m onegen.world --help`. Surface forms for asking and writing about a
+world in many words, split into a training and a held-out part, are in `phrasing.py`;
+`python -m onegen.world paraphrased --out DIR` writes the held-out world's evaluation sets in
+held-out wordings and an out-of-world set (`heldout_sets.py`).
 """
 from onegen.world.build import default_task_counts, generate_world
 from onegen.world.examples import curate_examples

@@ -1,4 +1,6 @@
-"""Command line: `python -m onegen.world --seed 7 --split heldout --entities 600 --out DIR`."""
+"""Command line: `python -m onegen.world --seed 7 --split heldout --entities 600 --out DIR` writes a
+world; `python -m onegen.world paraphrased --out DIR` writes the evaluation sets in held-out
+wordings and the out-of-world set beside the held-out world (see heldout_sets.py)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +9,7 @@ import sys
 from onegen.world.build import generate_world
 from onegen.world.examples import curate_examples
 from onegen.world.export import export_world
+from onegen.world.heldout_sets import HELDOUT_WORLD, TRAIN_WORLD, write_heldout_sets
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +27,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def build_paraphrased_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m onegen.world paraphrased",
+        description="Write the held-out world's tasks in held-out wordings, and questions and sentences "
+                    "about the training world's entities to ask against the held-out index.")
+    p.add_argument("--seed", type=int, default=HELDOUT_WORLD["seed"], help="held-out world seed (default: %(default)s)")
+    p.add_argument("--entities", type=int, default=HELDOUT_WORLD["entities"],
+                   help="held-out world entities (default: %(default)s)")
+    p.add_argument("--el", type=int, default=HELDOUT_WORLD["el"],
+                   help="held-out world EL texts, and paraphrased ones to write (default: %(default)s)")
+    p.add_argument("--multihop", type=int, default=HELDOUT_WORLD["multihop"],
+                   help="held-out world multi-hop questions (default: %(default)s)")
+    p.add_argument("--singlehop", type=int, default=HELDOUT_WORLD["singlehop"],
+                   help="held-out world single-hop questions (default: %(default)s)")
+    p.add_argument("--train-seed", type=int, default=TRAIN_WORLD["seed"],
+                   help="training world the out-of-world set asks about (default: %(default)s, the shipped recipe's)")
+    p.add_argument("--train-entities", type=int, default=TRAIN_WORLD["entities"],
+                   help="its entities (default: %(default)s)")
+    p.add_argument("--out", required=True, help="the held-out world's folder")
+    return p
+
+
+def main_paraphrased(argv: list[str]) -> int:
+    args = build_paraphrased_parser().parse_args(argv)
+    heldout = {"seed": args.seed, "entities": args.entities, "el": args.el, "multihop": args.multihop,
+               "singlehop": args.singlehop}
+    try:
+        paths = write_heldout_sets(args.out, heldout, {"seed": args.train_seed, "entities": args.train_entities})
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for path in paths:
+        print(f"  wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["paraphrased"]:
+        return main_paraphrased(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         world = generate_world(args.seed, args.entities, args.split, n_el=args.el,

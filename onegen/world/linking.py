@@ -15,7 +15,7 @@ Sentence = list[Piece]
 MAX_MENTIONS = 4
 
 
-def _ref(world: World, e: Entity, implied: tuple[str, ...] | None) -> list[Piece]:
+def ref_pieces(world: World, e: Entity, implied: tuple[str, ...] | None) -> list[Piece]:
     """The entity with just enough words around it to rule out its namesakes."""
     if not namesake_fits(world, e, implied):
         return [e]
@@ -32,7 +32,7 @@ def _ref(world: World, e: Entity, implied: tuple[str, ...] | None) -> list[Piece
     return [f"the {e.subtype} ", e]
 
 
-def _org(org: Entity) -> list[Piece]:
+def org_pieces(org: Entity) -> list[Piece]:
     return ["the ", org] if org.name.startswith("University ") else [org]
 
 
@@ -66,7 +66,7 @@ class _Templates:
     # persons ------------------------------------------------------------------
     def occupation(self, p: Entity) -> Sentence | None:
         w, rng, f, occ = self.w, self.rng, p.facts, p.subtype
-        me = _ref(w, p, (occ,))
+        me = ref_pieces(w, p, (occ,))
         if occ in ("painter", "writer", "musician"):
             kind = {"painter": "painting", "writer": "novel", "musician": "album"}[occ]
             works = self.made(p, kind)
@@ -84,37 +84,37 @@ class _Templates:
         if occ == "actor":
             films = self.ix.referrers.get(p.id, [])
             films = [x for x in films if p.id in x.facts.get("starring", [])]
-            return [*me, " played the lead in ", *_ref(w, rng.choice(films), ("film",)), "."] if films else None
+            return [*me, " played the lead in ", *ref_pieces(w, rng.choice(films), ("film",)), "."] if films else None
         if occ == "footballer" and "plays_for" in f:
             return [*me, " scored twice for ", self.e(f["plays_for"]), "."]
         if occ == "scientist" and "works_at" in f:
-            return [*me, " taught at ", *_org(self.e(f["works_at"])), "."]
+            return [*me, " taught at ", *org_pieces(self.e(f["works_at"])), "."]
         if occ == "politician":
-            return [*me, " served as mayor of ", *_ref(w, self.e(f["mayor_of"]), ("city",)), "."]
+            return [*me, " served as mayor of ", *ref_pieces(w, self.e(f["mayor_of"]), ("city",)), "."]
         return self.founder(p)
 
     def born(self, p: Entity) -> Sentence:
         city = self.e(p.facts["born_in"])
-        return [*_ref(self.w, p, ("person",)), " was born in ", *_ref(self.w, city, ("city",)), "."]
+        return [*ref_pieces(self.w, p, ("person",)), " was born in ", *ref_pieces(self.w, city, ("city",)), "."]
 
     def married(self, p: Entity) -> Sentence | None:
         if "spouse" not in p.facts:
             return None
-        return [*_ref(self.w, p, ("person",)), " married ", *_ref(self.w, self.e(p.facts["spouse"]), ("person",)), "."]
+        return [*ref_pieces(self.w, p, ("person",)), " married ", *ref_pieces(self.w, self.e(p.facts["spouse"]), ("person",)), "."]
 
     def child(self, p: Entity) -> Sentence | None:
         if "father" not in p.facts:
             return None
         relation = "son" if p.gender == "male" else "daughter"
-        return [*_ref(self.w, p, ("person",)), f" is the {relation} of ",
-                *_ref(self.w, self.e(p.facts["father"]), ("person",)), "."]
+        return [*ref_pieces(self.w, p, ("person",)), f" is the {relation} of ",
+                *ref_pieces(self.w, self.e(p.facts["father"]), ("person",)), "."]
 
     def founder(self, p: Entity) -> Sentence | None:
         orgs = [x for x in self.ix.made_by.get(p.id, []) if x.type == "organisation"]
         if not orgs:
             return None
         org = self.rng.choice(orgs)
-        return [*_ref(self.w, p, ("person",)), " founded ", *_org(org), " in ", _year(org), "."]
+        return [*ref_pieces(self.w, p, ("person",)), " founded ", *org_pieces(org), " in ", _year(org), "."]
 
     # places -------------------------------------------------------------------
     def capital(self, c: Entity) -> Sentence | None:
@@ -130,23 +130,23 @@ class _Templates:
                  if o.subtype == "football club" and o.facts["headquartered_in"] == c.id]
         if not clubs:
             return None
-        return [self.rng.choice(clubs), " plays its home games in ", *_ref(self.w, c, ("city",)), "."]
+        return [self.rng.choice(clubs), " plays its home games in ", *ref_pieces(self.w, c, ("city",)), "."]
 
     def population(self, c: Entity) -> Sentence:
-        return [f"About {c.facts['population']:,} people live in ", *_ref(self.w, c, ("city",)), "."]
+        return [f"About {c.facts['population']:,} people live in ", *ref_pieces(self.w, c, ("city",)), "."]
 
     def birthplace(self, c: Entity) -> Sentence | None:
         people = [p for p in self.ix.referrers.get(c.id, []) if p.facts.get("born_in") == c.id]
         return self.born(self.rng.choice(people)) if people else None
 
     def country_capital(self, c: Entity) -> Sentence:
-        return [c, " has its capital in ", *_ref(self.w, self.e(c.facts["capital"]), ("city",)), "."]
+        return [c, " has its capital in ", *ref_pieces(self.w, self.e(c.facts["capital"]), ("city",)), "."]
 
     def citizen(self, c: Entity) -> Sentence | None:
         people = [p for p in self.ix.referrers.get(c.id, []) if p.facts.get("nationality") == c.id]
         if not people:
             return None
-        return [*_ref(self.w, self.rng.choice(people), ("person",)), " is a citizen of ", c, "."]
+        return [*ref_pieces(self.w, self.rng.choice(people), ("person",)), " is a citizen of ", c, "."]
 
     # films, organisations, works ------------------------------------------------
     def stars(self, film: Entity) -> Sentence | None:
@@ -154,46 +154,46 @@ class _Templates:
         if not cast:
             return None
         actor = self.e(self.rng.choice(cast))
-        return [*_ref(self.w, film, ("film",)), " stars ", *_ref(self.w, actor, ("actor",)), "."]
+        return [*ref_pieces(self.w, film, ("film",)), " stars ", *ref_pieces(self.w, actor, ("actor",)), "."]
 
     def directed_film(self, film: Entity) -> Sentence:
         return self._directed(film)
 
     def film_director(self, film: Entity) -> Sentence:
         return ["The film ", film, " was directed by ",
-                *_ref(self.w, self.e(film.facts["directed_by"]), ("film director",)), "."]
+                *ref_pieces(self.w, self.e(film.facts["directed_by"]), ("film director",)), "."]
 
     def _directed(self, film: Entity) -> Sentence:
         director = self.e(film.facts["directed_by"])
-        return [*_ref(self.w, director, ("film director",)), " directed the ", _year(film), " film ", film, "."]
+        return [*ref_pieces(self.w, director, ("film director",)), " directed the ", _year(film), " film ", film, "."]
 
     def adaptation(self, film: Entity) -> Sentence | None:
         if "based_on" not in film.facts:
             return None
         novel = self.e(film.facts["based_on"])
         writer = self.e(novel.facts["created_by"])
-        return [*_ref(self.w, film, ("film",)), " is based on the novel ", novel, " by ",
-                *_ref(self.w, writer, ("writer",)), "."]
+        return [*ref_pieces(self.w, film, ("film",)), " is based on the novel ", novel, " by ",
+                *ref_pieces(self.w, writer, ("writer",)), "."]
 
     def founded(self, org: Entity) -> Sentence:
         city = self.e(org.facts["headquartered_in"])
         founder = self.e(org.facts["founded_by"])
-        return [*_org(org), ", based in ", *_ref(self.w, city, ("city",)), ", was founded by ",
-                *_ref(self.w, founder, ("person",)), "."]
+        return [*org_pieces(org), ", based in ", *ref_pieces(self.w, city, ("city",)), ", was founded by ",
+                *ref_pieces(self.w, founder, ("person",)), "."]
 
     def club_player(self, org: Entity) -> Sentence | None:
         players = [p for p in self.ix.referrers.get(org.id, []) if p.facts.get("plays_for") == org.id]
         if not players:
             return None
-        return [*_ref(self.w, self.rng.choice(players), ("footballer",)), " scored twice for ", org, "."]
+        return [*ref_pieces(self.w, self.rng.choice(players), ("footballer",)), " scored twice for ", org, "."]
 
     def made_by(self, work: Entity) -> Sentence:
         creator = self.e(work.facts["created_by"])
         if work.subtype == "novel":
-            return ["The novel ", work, " was written by ", *_ref(self.w, creator, ("writer",)), "."]
+            return ["The novel ", work, " was written by ", *ref_pieces(self.w, creator, ("writer",)), "."]
         if work.subtype == "painting":
-            return [work, " was painted by ", *_ref(self.w, creator, ("painter",)), " in ", _year(work), "."]
-        return ["The album ", work, " by ", *_ref(self.w, creator, ("musician",)), " came out in ", _year(work), "."]
+            return [work, " was painted by ", *ref_pieces(self.w, creator, ("painter",)), " in ", _year(work), "."]
+        return ["The album ", work, " by ", *ref_pieces(self.w, creator, ("musician",)), " came out in ", _year(work), "."]
 
 
 def render(sentences: list[Sentence]) -> tuple[str, list[Mention]]:

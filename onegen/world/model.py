@@ -99,6 +99,7 @@ class MultiHopItem:
     decomposition: list[SubQuestion]
     conclusion: str
     template: str = ""  # which question template produced it (not exported)
+    slots: dict[str, str] = field(default_factory=dict)  # what fills the template (not exported; phrasing.py)
 
     @property
     def supporting_facts(self) -> list[tuple[str, int]]:
@@ -122,6 +123,7 @@ class SingleHopItem:
     gold_id: str
     ctxs: list[dict[str, str]]
     template: str = ""  # not exported
+    slots: dict[str, str] = field(default_factory=dict)  # what fills the template (not exported; phrasing.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "question": self.question, "answers": self.answers,

@@ -8,10 +8,11 @@ paragraph of a sub-question is that entity's paragraph.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from onegen.world.model import MULTIHOP_TYPES, Entity, MultiHopItem, SubQuestion, World
+from onegen.world.phrasing import gender_words, spouse_word
 from onegen.world.relations import WorldIndex, hard_distractors
 from onegen.world.text import org_phrase, question_ref
 
@@ -19,6 +20,7 @@ CONTEXT_SIZE = 10
 WORK_QUESTION = {"novel": "Who wrote {}?", "painting": "Who painted {}?", "album": "Who recorded {}?"}
 WORK_VERB = {"novel": "written", "painting": "painted", "album": "recorded"}
 WORK_ROLE = {"novel": "author", "painting": "painter", "album": "performer"}
+WORK_MADE = {"novel": "wrote", "painting": "painted", "album": "recorded"}
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Draft:
     answer_id: str | None
     conclusion: str = "So the answer is"
     answer_position: int | None = None  # comparisons: 0 if the answer is the first option
+    slots: dict[str, str] = field(default_factory=dict)  # fill the template's family in phrasing.py
 
 
 def _subject(e: Entity) -> str:
@@ -124,7 +127,8 @@ class _Templates:
         s2, city = self.born_in(director, self.ref(director))
         return Draft(f"Where was the director of {self.ref(film, typed=True)} born?", [s1, s2],
                      [film, director], [(film.name, "director", director.name),
-                                        (director.name, "place of birth", city.name)], city.name, city.id)
+                                        (director.name, "place of birth", city.name)], city.name, city.id,
+                     slots={"film": self.ref(film, typed=True)})
 
     def birth_country(self) -> Draft:
         p = self.rng.choice(self.ix.by_type["person"])
@@ -133,7 +137,7 @@ class _Templates:
         s2, country = self.country_of(city)
         return Draft(f"In which country was {asked} born?", [s1, s2], [p, city],
                      [(p.name, "place of birth", city.name), (city.name, "country", country.name)],
-                     country.name, country.id)
+                     country.name, country.id, slots={"person": asked, **gender_words(p.gender)})
 
     def founder_birth_year(self) -> Draft:
         org = self.rng.choice(self.ix.by_type["organisation"])
@@ -141,7 +145,7 @@ class _Templates:
         s2 = self.birth_year(founder, self.ref(founder))
         return Draft(f"When was the founder of {self.ref(org)} born?", [s1, s2], [org, founder],
                      [(org.name, "founded by", founder.name),
-                      (founder.name, "date of birth", s2.answer)], s2.answer, None)
+                      (founder.name, "date of birth", s2.answer)], s2.answer, None, slots={"org": self.ref(org)})
 
     def creator_birthplace(self) -> Draft:
         work = self.rng.choice(self.ix.by_type["work"])
@@ -149,7 +153,8 @@ class _Templates:
         s2, city = self.born_in(creator, self.ref(creator))
         return Draft(f"Where was the {role} of {self.ref(work, typed=True)} born?", [s1, s2], [work, creator],
                      [(work.name, role, creator.name), (creator.name, "place of birth", city.name)],
-                     city.name, city.id)
+                     city.name, city.id, slots={"role": role, "work": self.ref(work, typed=True),
+                                                "made": WORK_MADE[work.subtype]})
 
     def headquarters_country(self) -> Draft:
         org = self.rng.choice(self.ix.by_type["organisation"])
@@ -159,16 +164,19 @@ class _Templates:
         s2, country = self.country_of(city)
         return Draft(f"In which country is the headquarters of {self.ref(org)}?", [s1, s2], [org, city],
                      [(org.name, "headquarters location", city.name), (city.name, "country", country.name)],
-                     country.name, country.id)
+                     country.name, country.id, slots={"org": self.ref(org)})
 
     # inference ---------------------------------------------------------------------
     def _chain(self, question: str, first: str, second: str, label: str) -> Draft:
         p = self.rng.choice(self.ix.by_type["person"])
         s1, middle = self.relative(p, first)
         s2, answer = self.relative(middle, second)
+        slots = {"person": self.ref(p), **gender_words(p.gender)}
+        if "spouse" in p.facts:
+            slots["spouse"] = spouse_word(self.e(p.facts["spouse"]).gender)
         return Draft(question.format(self.ref(p)), [s1, s2], [p, middle],
                      [(p.name, first, middle.name), (middle.name, second, answer.name),
-                      (p.name, label, answer.name)], answer.name, answer.id)
+                      (p.name, label, answer.name)], answer.name, answer.id, slots=slots)
 
     def father_in_law(self) -> Draft:
         return self._chain("Who is the father-in-law of {}?", "spouse", "father", "father-in-law")
@@ -199,7 +207,8 @@ class _Templates:
         conclusion = f"{fmt(winner.facts[relation])} is {word} {fmt(loser.facts[relation])}, so the answer is"
         return Draft(question.format(refs[first.id], refs[second.id]), steps, [first, second],
                      [(e.name, label, fmt(e.facts[relation])) for e in (first, second)],
-                     winner.name, winner.id, conclusion, int(first.id != winner.id))
+                     winner.name, winner.id, conclusion, int(first.id != winner.id),
+                     slots={"a": refs[first.id], "b": refs[second.id]})
 
     def released_first(self) -> Draft:
         return self._compare(self.ix.by_type["film"], "release_year", "Which film came out first, {} or {}?",
@@ -244,7 +253,7 @@ class _Templates:
         return Draft(question.format(self.ref(first), self.ref(second)), steps,
                      [first, hops[first.id][1], second, hops[second.id][1]], evidences,
                      winner.name, winner.id, f"{win_year} is {word} {lose_year}, so the answer is",
-                     int(first.id != winner.id))
+                     int(first.id != winner.id), slots={"a": self.ref(first), "b": self.ref(second)})
 
     def director_born_first(self) -> Draft:
         return self._bridge(self.ix.by_type["film"], "Which film has the director who was born first, {} or {}?", True)
@@ -288,6 +297,6 @@ def make_multihop(world: World, index: WorldIndex, n: int, rng: random.Random, i
                 id=f"{id_prefix}-mh-{len(items) + 1:05d}", type=qtype, question=draft.question,
                 context=[(p.title, list(p.sentences)) for p in paragraphs], evidences=draft.evidences,
                 answer=draft.answer, answer_id=draft.answer_id, decomposition=draft.steps,
-                conclusion=draft.conclusion, template=maker.__name__))
+                conclusion=draft.conclusion, template=maker.__name__, slots=draft.slots))
             made += 1
     return items
