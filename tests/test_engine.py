@@ -19,6 +19,7 @@ from onegen.protocols import CONTINUE, LK, PARA_CLOSE, PARA_OPEN, QR
 from onegen.trace import SCHEMA, StopReason, TokenKind, Trace, TraceFormatError
 from scripted import chooser, el_script, multi_hop_script, script, text_ids, tid
 from tiny import ENTITIES, PARAGRAPHS, PASSAGES
+from onegen.documents import Document
 
 
 
@@ -545,3 +546,20 @@ def test_copy_constrained_lk_is_always_followed_by_continue(models):
     assert len(at) > 1 and all(ids[i + 1] == cont and trace.tokens[i + 1].kind == "forced" for i in at)
     assert all("".join(t.text for t in trace.tokens[:i]).endswith("</MENTION>") for i in at)
     assert any(ids[i - len(close):i] != close for i in at)  # a tag spelled in other tokens was among them
+
+
+def test_characters_split_across_tokens_reach_the_output_whole(models, monkeypatch):
+    """Byte-fallback tokens of one character: the output, the answer, the hop's sub-answer and the
+    inserted paragraph read as text, never U+FFFD."""
+    lm = models["multi-hop"]
+    qr = tid(lm, QR)
+    t = lambda s: text_ids(lm, "multi-hop", s)  # noqa: E731
+    script(monkeypatch, lm, t("First, where was Jürgen 🎉 born?") + [qr]
+           + t(" Москва 東京. <FINAL-ANSWER>Москва 🎉</FINAL-ANSWER>"))
+    docs = [Document.from_sentences("p-x", "Der Himmel über Berlin", ["Jürgen was born in Москва 東京."])]
+    trace = Engine(lm).run_trace("multi-hop", "Where was Jürgen born?", candidates=docs)
+    assert "\ufffd" not in trace.generated_text
+    assert trace.result.answer == "Москва 🎉"
+    assert trace.retrievals[0].query_text == "First, where was Jürgen 🎉 born?"
+    assert trace.result.hops[0].answer == "Москва 東京."
+    assert "über" in "".join(tok.text for tok in trace.tokens if tok.kind == "inserted")
