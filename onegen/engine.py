@@ -27,7 +27,7 @@ from .errors import OneGenError
 from .fused_llama import FusedLlamaDecoder, fusable, fused_weights
 from .index import VectorIndex
 from .loading import LoadedModel
-from .protocols import LK, ResolvedProtocol, get_spec
+from .protocols import LK, SPECS, ResolvedProtocol, get_spec
 from .tasks import get_task
 from .tokenization import Token, template_parts
 from .trace import Cost, Hit, Override, Phase, Retrieval, StopReason, TokenKind, TokenRecord, Trace
@@ -440,6 +440,12 @@ class _Run:
         self.forcing = forcing_rules(proto)
         # Tokens that steer the loop (retrieval, forcing, end) are never drafted: each gets its own step.
         self.undraftable = frozenset({proto.query_id, proto.eos_id, *(r.token for r in self.forcing)})
+        # A multi-task checkpoint knows every protocol's tokens; another task's (a reflection token
+        # in a multi-hop answer, [LK] in a Self-RAG one) is never what this protocol means.
+        vocab = self.ptok.hf.get_vocab()
+        own = set(self.spec.token_strings)
+        self.foreign = sorted({vocab[t] for spec in SPECS.values() for t in spec.token_strings
+                               if t not in own and t in vocab})
         self.copy: CopyConstraint | None = None
         if self.task.copies_input and settings.copy_input:
             self.copy = CopyConstraint(text, vocabulary_bytes(self.ptok.hf), link_id=proto.query_id,
@@ -547,11 +553,12 @@ class _Run:
         return tok == self.proto.query_id and self.queries_while_decoding
 
     def _banned(self) -> list[int]:
-        """Entity linking bans [LK] once the retrieval limit is reached, so the rest of the input is
-        still written; a segmented run instead stops at its next retrieval token (`_stop_reason`)."""
+        """Other protocols' tokens always; entity linking also bans [LK] once the retrieval limit
+        is reached, so the rest of the input is still written (a segmented run instead stops at
+        its next retrieval token, `_stop_reason`)."""
         if self.queries_while_decoding and not self.segmented and len(self.trace.retrievals) >= self.max_retrievals:
-            return [self.proto.query_id]
-        return []
+            return [*self.foreign, self.proto.query_id]
+        return self.foreign
 
     def _forced_next(self) -> int | None:
         """The token the protocol sets next, if the last generated token and the text before it

@@ -563,3 +563,29 @@ def test_characters_split_across_tokens_reach_the_output_whole(models, monkeypat
     assert trace.retrievals[0].query_text == "First, where was Jürgen 🎉 born?"
     assert trace.result.hops[0].answer == "Москва 東京."
     assert "über" in "".join(tok.text for tok in trace.tokens if tok.kind == "inserted")
+
+
+def test_other_protocols_tokens_are_masked(tmp_path, monkeypatch):
+    """A multi-task checkpoint knows every protocol's tokens: a multi-hop run never writes a
+    Self-RAG reflection token or [LK], a single-hop answer never an entity-linking token."""
+    from onegen.protocols import SPECS
+    from tiny import build_bpe_tokenizer, build_tiny_model, _loaded
+
+    every = sorted({t for spec in SPECS.values() for t in spec.token_strings})
+    tok_dir = tmp_path / "tok-all"
+    tok_dir.mkdir()
+    build_bpe_tokenizer(tok_dir, every)
+    lm = _loaded(str(build_tiny_model("multi-task", tmp_path, tokenizer_dir=tok_dir)))
+    t = lambda s: text_ids(lm, "multi-hop", s)  # noqa: E731
+    foreign = [tid(lm, "[Relevant]"), tid(lm, LK), tid(lm, "[Utility:5]")]
+    script(monkeypatch, lm, t("First, who") + foreign + t(" directed Film A?") + [tid(lm, QR)]
+           + t(" Ivo. <FINAL-ANSWER>Corvale</FINAL-ANSWER>"))
+    trace = Engine(lm).run_trace("multi-hop", "Where was the director of Film A born?", candidates=PARAGRAPHS)
+    written = {tok.id for tok in trace.tokens if tok.kind != "inserted"}
+    assert not written & set(foreign)
+    assert len(trace.retrievals) == 1  # its own retrieval token still works
+    script(monkeypatch, lm, [tid(lm, "[Relevant]"), tid(lm, LK), tid(lm, "[SE]")] + t(" Corvale."))
+    trace = Engine(lm).run_trace("single-hop", "Where was Ivo born?", candidates=PASSAGES)
+    written = [tok.id for tok in trace.tokens if tok.kind != "inserted"]
+    assert written[0] == tid(lm, "[Relevant]")  # its own reflection tokens stay
+    assert tid(lm, LK) not in written and tid(lm, "[SE]") not in written
