@@ -146,6 +146,10 @@ class RunSettings:
     # Llama models on the CPU: the fused decode path (onegen/fused_llama.py), same hidden states as
     # the transformers forward with fewer op calls. False always uses the transformers forward.
     fused_decoder: bool = True
+    # End a run whose last `repetition_window` written tokens repeat one n-gram of at most 8 tokens
+    # ("kickickick..." until the token limit): stop reason "repetition". 0 turns the guard off.
+    # Copy-constrained entity linking is exempt: its output is bounded by its input.
+    repetition_window: int = 32
 
 
 # -- the decode state -------------------------------------------------------------------------------
@@ -237,6 +241,14 @@ class DecodeState:
 
 
 # -- token choice -----------------------------------------------------------------------------------
+
+def repeats(ids: Sequence[int], window: int, max_period: int = 8) -> bool:
+    """Are the last `window` ids one n-gram (n <= max_period) over and over?"""
+    if window <= 0 or len(ids) < window:
+        return False
+    tail = ids[-window:]
+    return any(all(tail[i] == tail[i - p] for i in range(p, window)) for p in range(1, min(max_period, window // 2) + 1))
+
 
 def choose_token(logits: torch.Tensor, *, step: int = 0, forced: int | None = None, banned: Sequence[int] = (),
                  allowed: Sequence[int] | None = None, sampling: Sampling | None = None,
@@ -458,6 +470,7 @@ class _Run:
                                      "max_new_tokens_per": "segment" if self.segmented else "run",
                                      "max_retrievals": self.max_retrievals, "draft_tokens": drafts,
                                      "copy_input": self.copy is not None, "decoder": self.state.decoder_name,
+                                     "repetition_window": 0 if self.copy is not None else settings.repetition_window,
                                      "decoding": "greedy" if settings.sampling is None else vars(settings.sampling)})
         self.generator = None
         if settings.sampling is not None:
@@ -623,6 +636,8 @@ class _Run:
                 return "final_answer"
         if self.segmented and self._is_query(tok) and len(self.trace.retrievals) >= self.max_retrievals:
             return "retrieval_limit"
+        if self.copy is None and repeats(self.generated, self.settings.repetition_window):
+            return "repetition"
         if self._segment_tokens() >= self.max_new:
             return "max_new_tokens"
         if len(self.state) + 1 >= self.lm.context_length:

@@ -589,3 +589,30 @@ def test_other_protocols_tokens_are_masked(tmp_path, monkeypatch):
     written = [tok.id for tok in trace.tokens if tok.kind != "inserted"]
     assert written[0] == tid(lm, "[Relevant]")  # its own reflection tokens stay
     assert tid(lm, LK) not in written and tid(lm, "[SE]") not in written
+
+
+def test_repeats_finds_a_short_loop_only():
+    from onegen.engine import repeats
+
+    assert repeats([5, 1, 2, 3] * 10, 32)  # a 4-gram, over and over
+    assert repeats([9] * 40, 32)
+    assert not repeats(list(range(40)), 32)
+    assert not repeats([1, 2, 3] * 10, 32)  # too short to judge (30 tokens)
+    assert not repeats([1, 2, 3, 4, 5, 6, 7, 8, 9] * 5, 32)  # period 9 > 8
+    assert not repeats([9] * 40, 0)  # off
+
+
+def test_a_runaway_loop_ends_with_its_own_stop_reason(models, monkeypatch):
+    """A single-hop answer that repeats itself until the token limit ("Krinciltickickick...")
+    ends once the loop is plain, not 200 tokens later under a success."""
+    lm = models["single-hop"]
+    loop = text_ids(lm, "single-hop", "kick")
+    script(monkeypatch, lm, text_ids(lm, "single-hop", "[Relevant] Krincil") + loop * 200)
+    trace = Engine(lm).run_trace("single-hop", "Where was Ivo born?", candidates=PASSAGES)
+    assert trace.stop_reason == "repetition"
+    generated = [t for t in trace.tokens if t.kind == "generated"]
+    assert len(generated) < 60
+    assert trace.settings["repetition_window"] == 32
+    off = Engine(lm).run_trace("single-hop", "Where was Ivo born?", candidates=PASSAGES,
+                               settings=RunSettings(repetition_window=0))
+    assert off.stop_reason == "max_new_tokens"
