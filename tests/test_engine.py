@@ -616,3 +616,16 @@ def test_a_runaway_loop_ends_with_its_own_stop_reason(models, monkeypatch):
     off = Engine(lm).run_trace("single-hop", "Where was Ivo born?", candidates=PASSAGES,
                                settings=RunSettings(repetition_window=0))
     assert off.stop_reason == "max_new_tokens"
+
+
+@pytest.mark.parametrize("written,question", [
+    ("Ivo Brandel. Second, where was John C. Reilly born?", "Second, where was John C. Reilly born?"),
+    ("Corvale. Second, who founded the U.S. Steel works?", "Second, who founded the U.S. Steel works?"),
+    ("First, where did Dr. Ivo Brandel study?", "First, where did Dr. Ivo Brandel study?"),
+    ("He was born in St. Louis. Second, when?", "Second, when?"),
+    ("It has 3.5 million people. Third, which is larger?", "Third, which is larger?"),
+])
+def test_sub_question_is_not_cut_at_initials_or_abbreviations(written, question):
+    from onegen.tasks import get_task
+
+    assert get_task("multi-hop").query_text(written) == question
