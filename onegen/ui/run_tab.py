@@ -3,18 +3,39 @@ the trace as a download."""
 from __future__ import annotations
 
 import time
+from typing import Iterator
 
 import gradio as gr
 
 from .. import render_html as R
 from ..app_state import MAX_TOP_K, AppState
-from ..engine import DoneEvent, TokenEvent
+from ..engine import DoneEvent, Event, TokenEvent
 from ..tasks import TASK_NAMES, get_task
 from ..trace import Trace
 from .shared import (PRIVATE, TASK_CHOICES, TracePanel, error_message, example_inputs, loading_message, on_gpu,
                      wire_examples, write_trace)
 
 STREAM_EVERY_S = 0.15  # at most ~7 page updates a second while tokens stream
+
+
+def worth_showing(events: Iterator[Event], live: Trace) -> Iterator[Event]:
+    """The events of a run after which the page updates; every token and retrieval is added to the
+    `live` trace. Retrievals show at once, and so does the first generated token after the start or
+    a retrieval (the one a user waits for); the throttle only batches the tokens that follow it."""
+    last = 0.0
+    fresh = True
+    for ev in events:
+        if isinstance(ev, TokenEvent):
+            live.tokens.append(ev.token)
+            first = fresh and ev.token.kind == "generated"
+            fresh = fresh and not first
+            if not first and time.monotonic() - last < STREAM_EVERY_S:
+                continue
+        elif not isinstance(ev, DoneEvent):  # a RetrievalEvent
+            live.retrievals.append(ev.retrieval)
+            fresh = True
+        last = time.monotonic()
+        yield ev
 
 
 def build(app: AppState, demo: gr.Blocks) -> None:
@@ -51,25 +72,11 @@ def build(app: AppState, demo: gr.Blocks) -> None:
         live = Trace(task=task, mode="onegen", model={}, input=text or "", prompt_text="", prompt_ids=[])
         yield {status: R.message_html(loading_message(app, "Running...")), **panel.live(live), panel.result: "",
                download: gr.DownloadButton(visible=False)}
-        last = 0.0
-        # The first generated token after the start or a retrieval is shown at once; the throttle
-        # only batches the tokens that follow it (the first one is what a user waits for).
-        fresh = True
         try:
-            for ev in events(task, text, top_k, copy_input):
+            for ev in worth_showing(events(task, text, top_k, copy_input), live):
                 if isinstance(ev, DoneEvent):
                     yield finished(ev.trace)
                     return
-                if isinstance(ev, TokenEvent):
-                    live.tokens.append(ev.token)
-                    first = fresh and ev.token.kind == "generated"
-                    fresh = fresh and not first
-                    if not first and time.monotonic() - last < STREAM_EVERY_S:
-                        continue
-                else:  # RetrievalEvent: always shown at once
-                    live.retrievals.append(ev.retrieval)
-                    fresh = True
-                last = time.monotonic()
                 yield {status: R.message_html("Running..."), **panel.live(live)}
         except Exception as e:  # noqa: BLE001 - every failure becomes a message, never a traceback
             msg = error_message(e)
