@@ -69,11 +69,13 @@ class DatasetRun:
     def progress(self) -> Iterator[Progress]:
         """Progress as examples finish, until the run ends. Closing the iterator early (a page
         that went away) stops the run after its current example."""
+        ended = False
         try:
             while (item := self._updates.get()) is not None:
                 yield item
+            ended = True
         finally:
-            if self._worker.is_alive():
+            if not ended:
                 self.stop()
 
     def outcome(self) -> EvaluatedFile | None:

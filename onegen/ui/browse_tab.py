@@ -7,7 +7,7 @@ import gradio as gr
 from .. import render_html as R
 from ..app_state import MAX_TOP_K, AppError, AppState
 from ..tasks import TASK_NAMES, get_task
-from .shared import PRIVATE, TASK_CHOICES
+from .shared import PRIVATE, TASK_CHOICES, error_message
 
 
 def build(app: AppState, demo: gr.Blocks, tabs: gr.Tabs) -> None:
@@ -25,7 +25,7 @@ def build(app: AppState, demo: gr.Blocks, tabs: gr.Tabs) -> None:
         try:
             idx = app.index(task_name)
         except AppError as e:
-            return {status: R.message_html(str(e), "error"), matches: gr.Radio(choices=[], value=None), document: ""}
+            return {status: R.message_html(error_message(e), "error"), matches: gr.Radio(choices=[], value=None), document: ""}
         text = (text or "").strip()
         rows = idx.find_titles(text, limit=20) if text else list(range(min(20, len(idx))))
         choices = [(f"{idx.documents[i].title}  [{idx.documents[i].id}]", i) for i in rows]
@@ -44,8 +44,10 @@ def build(app: AppState, demo: gr.Blocks, tabs: gr.Tabs) -> None:
             row = int(row)
             doc = idx.documents[row]
             near = app.neighbours(task_name, row, int(n))
-        except (AppError, ValueError, IndexError) as e:
-            return R.message_html(str(e) or "That document is not in the index.", "error")
+        except AppError as e:
+            return R.message_html(error_message(e), "error")
+        except (ValueError, IndexError):  # a stale or forged selection
+            return R.message_html("That document is not in the index.", "error")
         return R.document_html(doc, near, links=app.links(task_name, [d.id for d, _ in near]))
 
     gr.on([search_btn.click, query.submit, task.input], search_titles, [task, query], [status, matches, document],
@@ -62,7 +64,7 @@ def build(app: AppState, demo: gr.Blocks, tabs: gr.Tabs) -> None:
         try:
             found = app.document(task_name, doc_id)
         except AppError as e:
-            return {**shown, document: R.message_html(str(e), "error")}
+            return {**shown, document: R.message_html(error_message(e), "error")}
         if found is None:
             label = get_task(task_name).label
             return {**shown, document: R.message_html(f"No document with id {doc_id!r} in the {label} index.", "warn")}

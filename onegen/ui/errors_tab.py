@@ -155,7 +155,7 @@ class ResultInspector:
         try:
             return {**self.show_results(open_results(self.app, choice, uploaded)), cleared: None}
         except AppError as e:
-            return {self.status: R.message_html(str(e), "error"), cleared: None}
+            return {self.status: R.message_html(error_message(e), "error"), cleared: None}
 
     def run_dataset(self, choice, uploaded, task_name, candidates_from, n, k):
         """Follow a dataset run; Stop (or leaving) ends it after the current example, and the same
@@ -164,7 +164,7 @@ class ResultInspector:
         try:
             path = Path(uploaded) if uploaded else pick_listed(self.app.bundled_datasets(), choice)
         except AppError as e:
-            yield {status: R.message_html(str(e), "error")}
+            yield {status: R.message_html(error_message(e), "error")}
             return
         yield {status: R.message_html(loading_message(self.app, "Starting..."))}
         request = DatasetRequest(path, None if task_name == "auto" else task_name, candidates_from, int(n), int(k))
@@ -231,7 +231,7 @@ def build_comparison(app: AppState, results: gr.State) -> None:
             b = open_results(app, choice, uploaded)
             cmp = compare_results(opened, b)
         except (AppError, ResultFileError) as e:
-            return {summary: R.message_html(str(e), "error"), **nothing}
+            return {summary: R.message_html(error_message(e), "error"), **nothing}
         rows = RR.flip_rows(cmp.flips) or [[""] * len(RR.FLIP_HEADERS)]
         return {summary: RR.comparison_html(cmp),
                 flips: gr.Dataframe(value=rows, headers=RR.FLIP_HEADERS, column_widths=RR.FLIP_WIDTHS),
