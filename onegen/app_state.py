@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -39,6 +41,7 @@ log = logging.getLogger("onegen.app")
 MAX_INPUT_CHARS = 2_000  # a demo page, not a batch job; the engine's own limit is higher
 MAX_TOP_K = 20
 MAX_DATASET_EXAMPLES = 500  # examples per run of the error browser; the CLI has no limit
+RUNS_PER_VISITOR = 1  # runs one browser tab or API client may have going at once
 EXAMPLES_DIR = registry.ASSETS / "examples"
 RESULTS_DIR = registry.ASSETS / "results"  # finished result files of the held-out world
 DATASETS_DIR = registry.ASSETS / "world" / "heldout"
@@ -55,6 +58,52 @@ FALLBACK_EXAMPLES = {
 
 class AppError(OneGenError):
     """A failure with a message written for the person using the page."""
+
+
+class RunGuard:
+    """The runs going on per visitor (a browser tab or an API client, by gradio's session hash):
+    at most `limit` at once, refused with a readable AppError beyond that, and a stop flag per run
+    that the page's Stop button sets and the run checks between tokens.
+
+        with guard.start(key) as stop:   # AppError when `key` has `limit` runs going
+            for ev in events:
+                if stop.is_set(): ...
+    """
+
+    def __init__(self, limit: int = RUNS_PER_VISITOR):
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._runs: dict[str, list[threading.Event]] = {}
+
+    @contextmanager
+    def start(self, key: str | None) -> Iterator[threading.Event]:
+        flag = threading.Event()
+        key = key or ""
+        with self._lock:
+            going = self._runs.setdefault(key, [])
+            if len(going) >= self.limit:
+                raise AppError(f"You already have {len(going)} run{'s' if len(going) != 1 else ''} going; wait "
+                               "for it to finish or press Stop, then try again.")
+            going.append(flag)
+        try:
+            yield flag
+        finally:
+            with self._lock:
+                going.remove(flag)
+                if not going:
+                    self._runs.pop(key, None)
+
+    def stop(self, key: str | None) -> bool:
+        """Ask every run of `key` to stop; False when it has none going."""
+        with self._lock:
+            flags = list(self._runs.get(key or "", []))
+        for flag in flags:
+            flag.set()
+        return bool(flags)
+
+    def going(self, key: str | None) -> int:
+        with self._lock:
+            return len(self._runs.get(key or "", []))
 
 
 # (model, task) -> the token chooser of that task's runs; tests script a tiny random model with one.
@@ -108,8 +157,9 @@ class AppState:
         self._id_rows: dict[str, dict[str, int]] = {}
         self._index_locks = {t: threading.Lock() for t in TASK_NAMES}
         self._sweep: tuple[float, dict | None] | None = None  # (file mtime, report): read once per change
-        # Forward passes run one step at a time across sessions (the queue also limits runs to one).
+        # Forward passes run one step at a time across visitors (the queue also limits runs to one).
         self.run_lock = threading.Lock()
+        self.runs = RunGuard()
 
     # -- the model ----------------------------------------------------------------------------------
     @property
@@ -360,6 +410,20 @@ class AppState:
                     raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
             yield ev
 
+    def stopped_trace(self, live: Trace, seconds: float) -> Trace:
+        """A run stopped before its end, as far as it got: its tokens and retrievals, its prompt and
+        forward tokens counted from them (the engine reports its own cost only when a run ends)."""
+        written = sum(t.kind != "inserted" for t in live.tokens)
+        live.cost.forward_tokens.update(generated=written, inserted=len(live.tokens) - written)
+        live.cost.seconds["total"] = seconds
+        if self.model_loaded and live.task in self._model.tasks and live.input.strip():
+            live.prompt_text, live.prompt_ids = self.engine(live.task, self._model).prompt_ids(live.task, live.input)
+            live.cost.forward_tokens["prompt"] = len(live.prompt_ids)
+        n = len(live.retrievals)
+        live.error = (f"Stopped from the page after {written} tokens and {n} retrieval{'s' if n != 1 else ''}, "
+                      "before the run ended: there is no final result.")
+        return live
+
     def run_trace(self, task: str, text: str, top_k: int = 5, copy_input: bool = True) -> Trace:
         trace = None
         for ev in self.stream(task, text, top_k, copy_input):
@@ -370,9 +434,12 @@ class AppState:
         return trace
 
     # -- the Compare view ---------------------------------------------------------------------------
-    def compare(self, task: str, text: str, top_k: int, baseline: str) -> Comparison:
+    def compare(self, task: str, text: str, top_k: int, baseline: str,
+                on_token: Callable[[int], None] | None = None) -> Comparison:
         """One input through OneGen and a baseline on the same model and index
-        (`onegen.baselines.compare`): both traces and their costs side by side."""
+        (`onegen.baselines.compare`): both traces and their costs side by side. `on_token(step)`
+        is called before each token choice of each mode (step 0 starts a mode); what it raises
+        ends the comparison."""
         from .baselines import BaselineError, compare
 
         if task not in TASK_NAMES:
@@ -390,7 +457,7 @@ class AppState:
                 # One token per forward call, like the sweep this run is plotted on.
                 return compare(lm, task, text, modes=("onegen", baseline), index=index,
                                settings=RunSettings(top_k=k, draft_tokens=0),
-                               chooser=self.chooser(lm, task))
+                               chooser=_reporting(self.chooser(lm, task), on_token))
         except InputError as e:
             raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
         except (BaselineError, OSError) as e:
@@ -434,6 +501,18 @@ class AppState:
             except (AppError, IndexLoadError) as e:
                 lines.append(("warn", str(e)))
         return lines
+
+
+def _reporting(chooser: TokenChooser | None, on_token: Callable[[int], None] | None) -> TokenChooser | None:
+    """`chooser` (None: the engine's default) calling `on_token(step)` before each choice."""
+    if on_token is None:
+        return chooser
+
+    def choose(logits, *, step: int, **kw) -> int:
+        on_token(step)
+        return (chooser or Engine.default_chooser)(logits, step=step, **kw)
+
+    return choose
 
 
 def _jsonish_files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:

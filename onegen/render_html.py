@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from .documents import Document
 from .protocols import SPECS
-from .render_text import DECODER_LABELS, copy_note
+from .render_text import DECODER_LABELS, copy_note, stop_words
 from .trace import PHASES, Override, Retrieval, TokenRecord, Trace
 
 TASK_LABELS = {"entity-linking": "Entity linking", "multi-hop": "Multi-hop QA", "single-hop": "Single-hop QA"}
@@ -268,7 +268,7 @@ def hops_html(trace: Trace) -> str:
     else:
         why = " (the retrieval limit was reached)" if res.retrieval_limit_reached else ""
         final = (f'<div class="og-card og-final og-muted"><div class="og-card-n">Final answer</div>'
-                 f'No &lt;FINAL-ANSWER&gt; was written{why}; run stopped: {esc(trace.stop_reason or "?")}.</div>')
+                 f'No &lt;FINAL-ANSWER&gt; was written{why}; run stopped: {esc(stop_words(trace)[0])}.</div>')
     return f'<div class="og-chain">{"<div class=og-arrow>&rarr;</div>".join(cards)}{final}</div>'
 
 
@@ -291,9 +291,11 @@ def single_hop_html(trace: Trace, links: dict[str, str] | None = None) -> str:
 
 
 def result_html(trace: Trace, links: dict[str, str] | None = None) -> str:
+    words, kind = stop_words(trace)
     head = (f'<div class="og-result-head">{esc(TASK_LABELS.get(trace.task, trace.task))} &middot; '
             f'{len(trace.retrievals)} retrieval{"s" if len(trace.retrievals) != 1 else ""} &middot; '
-            f'stopped: {esc(trace.stop_reason or "running")}</div>')
+            f'<span class="og-stop-{kind}" data-stop="{esc(trace.stop_reason)}">'
+            f'{"finished" if kind == "ok" else "stopped"}: {esc(words)}</span></div>')
     if trace.error:
         head += message_html(trace.error, "error")
     if trace.task == "entity-linking":
@@ -304,7 +306,8 @@ def result_html(trace: Trace, links: dict[str, str] | None = None) -> str:
         body = single_hop_html(trace, links)
     else:
         body = message_html(f"unknown task {trace.task!r}", "warn")
-    return f'<div class="og-result">{head}{body}</div>'
+    # The answer card is green only for a run that ended as the protocol intends.
+    return f'<div class="og-result{"" if kind == "ok" else " og-unfinished"}">{head}{body}</div>'
 
 
 # -- cost strip ------------------------------------------------------------------------------------
@@ -388,6 +391,7 @@ APP_CSS = """
 .og-ok{background:rgba(34,197,94,.12);border:1px solid rgba(34,197,94,.5)}
 .og-warn{background:rgba(234,179,8,.14);border:1px solid rgba(234,179,8,.6)}
 .og-error{background:rgba(239,68,68,.12);border:1px solid rgba(239,68,68,.6)}
+.og-timeline,.og-result{overflow-wrap:anywhere;word-break:break-word}
 .og-timeline{white-space:pre-wrap;font-family:var(--font-mono);font-size:.9em;line-height:1.9;
   padding:10px;border:1px solid var(--border-color-primary);border-radius:8px;max-height:420px;overflow:auto}
 .og-empty{color:var(--body-text-color-subdued);font-style:italic}
@@ -432,6 +436,8 @@ a.og-card-link:hover,a.og-ext:hover{text-decoration:underline}
 .og-card{border:1px solid var(--border-color-primary);border-radius:10px;padding:8px 12px}
 .og-card-n{font-size:.8em;text-transform:uppercase;letter-spacing:.05em;color:#6366f1;font-weight:700}
 .og-final{border-color:#16a34a;background:rgba(34,197,94,.08)}
+.og-unfinished .og-final{border-color:#ca8a04;background:rgba(234,179,8,.1)}
+.og-stop-warn{color:#a16207}
 .og-arrow{text-align:center;color:var(--body-text-color-subdued)}
 .og-refl{display:inline-block;margin:0 4px 2px 0;padding:0 6px;border-radius:6px;background:rgba(234,179,8,.25);
   font-family:var(--font-mono);font-size:.85em}

@@ -11,13 +11,32 @@ from typing import Any, Iterable, Iterator
 from .trace import PHASES, Retrieval, TokenRecord, Trace
 
 PREVIEW_CHARS = 160
+# Why a run ended, in words for someone new to it ({..} from the trace's settings); the one map of
+# stop reasons for the terminal and the page.
 STOP_REASONS = {
-    "eos": "end of sequence",
+    "eos": "the model ended its answer",
     "final_answer": "complete </FINAL-ANSWER>",
-    "max_new_tokens": "token limit",
-    "context_full": "context window full",
+    "max_new_tokens": "hit the {max_new_tokens}-token limit",
+    "context_full": "the model's context window is full",
     "copy_dead_end": "no token can spell the rest of the input (copy constraint)",
+    "no_hits": "a retrieval found no document to read",
+    "retrieval_limit": "it asked for more than the {max_retrievals} retrievals allowed",
+    "repetition": "the answer started repeating itself",
 }
+# The ends the protocol intends; every other stop is shown as a warning, never as success.
+INTENDED_STOPS = frozenset({"eos", "final_answer"})
+
+
+def stop_words(trace: Trace) -> tuple[str, str]:
+    """(why the run ended in words, "ok" when it ended as intended else "warn")."""
+    reason = trace.stop_reason or ""
+    words = STOP_REASONS.get(reason, reason or "it did not finish")
+    settings = trace.settings if isinstance(trace.settings, dict) else {}
+    words = words.format(max_new_tokens=settings.get("max_new_tokens", "?"),
+                         max_retrievals=settings.get("max_retrievals", "?"))
+    return words, "ok" if reason in INTENDED_STOPS else "warn"
+
+
 # Which forward computed the run (RunSettings.fused_decoder): same hidden states, other speed.
 DECODER_LABELS = {"fused-llama": "fused Llama decoder", "transformers": "transformers forward"}
 PHASE_LABELS = {"query_reencoding": "query re-encoding", "draft_rejected": "rejected drafts", "retrieval": "search", "documents": "candidate documents"}
@@ -90,10 +109,7 @@ def result_block(trace: Trace) -> str:
             lines.append(f"Passage: {trace.retrievals[0].chosen_hit.title}")
     if res.retrieval_limit_reached:
         lines.append(f"Retrieval limit reached ({trace.settings.get('max_retrievals', '?')}).")
-    stop = STOP_REASONS.get(trace.stop_reason, trace.stop_reason or "?")
-    if trace.stop_reason == "max_new_tokens":
-        stop += f" ({trace.settings.get('max_new_tokens', '?')} new tokens)"
-    lines.append(f"Stopped: {stop}.")
+    lines.append(f"Stopped: {stop_words(trace)[0]}.")
     if trace.error:
         lines.append(f"Error: {trace.error}")
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,11 +84,11 @@ def _load(folder: Path):
     return _loaded(str(folder))
 
 
-def _script_ids(lm, task: str) -> list[int]:
+def _script_ids(lm, task: str, pieces: list | None = None) -> list[int]:
     ptok = lm.ptok(task)
     vocab = lm.tokenizer.get_vocab()
     ids: list[int] = []
-    for piece in SCRIPTS[task]:
+    for piece in SCRIPTS[task] if pieces is None else pieces:
         if piece is None:  # the step whose token the protocol forces ([_CONTINUE_]); any id will do
             ids.append(lm.tokenizer.eos_token_id)
         elif piece in vocab and piece.startswith("["):
@@ -102,6 +103,29 @@ def scripted_choices(lm, task: str):
     from onegen.engine import ScriptedChooser
 
     return ScriptedChooser(_script_ids(lm, task), lm.tokenizer.eos_token_id)
+
+
+class ChangeableScript:
+    """A chooser factory whose script a test sets before it clicks Run: `pieces[task]` (as in
+    SCRIPTS; SCRIPTS[task] when unset) and a pause before each token, so a run can be slow enough
+    to stop from the page."""
+
+    def __init__(self):
+        self.pieces: dict[str, list] = {}
+        self.pause_s = 0.0
+
+    def __call__(self, lm, task: str):
+        from onegen.engine import ScriptedChooser
+
+        chooser = ScriptedChooser(_script_ids(lm, task, self.pieces.get(task)), lm.tokenizer.eos_token_id)
+        pause = self.pause_s
+
+        def choose(logits, **kw):
+            if pause:
+                time.sleep(pause)
+            return chooser(logits, **kw)
+
+        return choose
 
 
 def free_port() -> int:

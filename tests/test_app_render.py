@@ -273,3 +273,27 @@ def test_sweep_plot_places_the_run_and_escapes_labels():
     svg = RC.sweep_svg(report, "two-pass", RC.run_point(_compare_result(), "two-pass"), point_label="<i>run</i>")
     assert svg.count("<path ") == 2 and "<polygon" in svg
     assert "<i>" not in svg and "&lt;i&gt;run&lt;/i&gt;: 1.25x, R=2, L=20" in svg and "&lt;b&gt;m" in svg
+
+
+@pytest.mark.parametrize("reason, words, kind", [
+    ("eos", "the model ended its answer", "ok"),
+    ("final_answer", "complete </FINAL-ANSWER>", "ok"),
+    ("max_new_tokens", "hit the 256-token limit", "warn"),
+    ("context_full", "context window is full", "warn"),
+    ("repetition", "the answer started repeating itself", "warn"),
+    ("no_hits", "found no document", "warn"),
+    ("retrieval_limit", "more than the 5 retrievals allowed", "warn"),
+    ("copy_dead_end", "copy constraint", "warn"),
+])
+def test_stop_reasons_in_words_and_only_intended_ends_are_green(reason, words, kind):
+    from onegen.render_text import stop_words
+
+    trace = sh_trace()
+    trace.stop_reason = reason
+    trace.settings = {"max_new_tokens": 256, "max_retrievals": 5}
+    said, said_kind = stop_words(trace)
+    assert words in said and said_kind == kind and "_" not in said.replace("</FINAL-ANSWER>", "")
+    html = R.result_html(trace)
+    assert ("og-unfinished" in html) == (kind == "warn")
+    assert R.esc(words) in html and reason not in html.replace(f'data-stop="{reason}"', "")
+

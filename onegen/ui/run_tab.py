@@ -12,8 +12,9 @@ from ..app_state import MAX_TOP_K, AppState
 from ..engine import DoneEvent, Event, TokenEvent
 from ..tasks import TASK_NAMES, get_task
 from ..trace import Trace
+from ..render_text import stop_words
 from .shared import (PRIVATE, TASK_CHOICES, TracePanel, error_message, example_inputs, loading_message, on_gpu,
-                     wire_examples, write_trace)
+                     visitor, wire_examples, write_trace)
 
 STREAM_EVERY_S = 0.15  # at most ~7 page updates a second while tokens stream
 
@@ -67,17 +68,27 @@ def build(app: AppState, demo: gr.Blocks) -> None:
     def events(task: str, text: str, top_k: int, copy_input: bool):
         yield from app.stream(task, text, top_k, copy_input)
 
-    def run(task, text, top_k, copy_input=True):
-        """Stream a run: the timeline grows as tokens come; the result and download come at the end."""
+    def run(task, text, top_k, copy_input=True, request: gr.Request = None):
+        """Stream a run: the timeline grows as tokens come; the result and download come at the end.
+        Stop ends it between tokens and keeps what it made."""
         live = Trace(task=task, mode="onegen", model={}, input=text or "", prompt_text="", prompt_ids=[])
-        yield {status: R.message_html(loading_message(app, "Running...")), **panel.live(live), panel.result: "",
-               download: gr.DownloadButton(visible=False)}
+        started = time.monotonic()
         try:
-            for ev in worth_showing(events(task, text, top_k, copy_input), live):
-                if isinstance(ev, DoneEvent):
-                    yield finished(ev.trace)
-                    return
-                yield {status: R.message_html("Running..."), **panel.live(live)}
+            with app.runs.start(visitor(request)) as stop:
+                yield {status: R.message_html(loading_message(app, "Running...")), **panel.live(live),
+                       panel.result: "", download: gr.DownloadButton(visible=False)}
+                stream = events(task, text, top_k, copy_input)
+                try:
+                    for ev in worth_showing(stream, live):
+                        if isinstance(ev, DoneEvent):
+                            yield finished(ev.trace)
+                            return
+                        if stop.is_set():
+                            yield stopped(app.stopped_trace(live, time.monotonic() - started))
+                            return
+                        yield {status: R.message_html("Running..."), **panel.live(live)}
+                finally:
+                    stream.close()  # a stopped run frees the model at once
         except Exception as e:  # noqa: BLE001 - every failure becomes a message, never a traceback
             msg = error_message(e)
             gr.Warning(msg)
@@ -85,16 +96,31 @@ def build(app: AppState, demo: gr.Blocks) -> None:
                    panel.trace: None, download: gr.DownloadButton(visible=False)}
 
     def finished(trace: Trace) -> dict:
+        words, kind = stop_words(trace)
         n = len(trace.retrievals)
-        done = (f"Done: {len(trace.tokens)} tokens, {n} retrieval{'s' if n != 1 else ''}, "
-                f"{trace.cost.seconds.get('total', 0):.1f} s.")
-        return {status: R.message_html(done, "ok"), **panel.show(trace),
+        counts = (f"{len(trace.tokens)} tokens, {n} retrieval{'s' if n != 1 else ''}, "
+                  f"{trace.cost.seconds.get('total', 0):.1f} s.")
+        done = f"Done: {counts}" if kind == "ok" else f"Stopped early: {words}. {counts}"
+        return {status: R.message_html(done, kind), **panel.show(trace),
                 download: gr.DownloadButton(value=write_trace(trace), visible=True)}
 
-    run_event = gr.on([run_btn.click, text.submit], run, inputs=[task, text, top_k, copy_input],
-                      outputs=[status, *panel.outputs, download], concurrency_id="model", concurrency_limit=1,
-                      **PRIVATE)
-    stop_btn.click(None, cancels=[run_event])
+    def stopped(trace: Trace) -> dict:
+        written = sum(t.kind != "inserted" for t in trace.tokens)
+        n = len(trace.retrievals)
+        note = (f"Stopped after {written} tokens, {n} retrieval{'s' if n != 1 else ''} "
+                f"({trace.cost.seconds['total']:.1f} s). The partial trace is below.")
+        return {status: R.message_html(note, "warn"), **panel.views(trace, panel.links(trace)),
+                panel.result: R.message_html(trace.error, "warn"), panel.trace: trace,
+                download: gr.DownloadButton(value=write_trace(trace), visible=True)}
+
+    gr.on([run_btn.click, text.submit], run, inputs=[task, text, top_k, copy_input],
+          outputs=[status, *panel.outputs, download], concurrency_id="model", concurrency_limit=1, **PRIVATE)
+    # Not `cancels=`: a cancelled stream leaves the page as it was ("Running..."); the run itself
+    # sees the flag between tokens, stops the engine and shows what it made.
+    def stop_run(request: gr.Request):
+        app.runs.stop(visitor(request))
+
+    stop_btn.click(stop_run, None, None, queue=False, **PRIVATE)
     wire_examples(app, task, example, text)
     task.input(lambda t: gr.Checkbox(visible=get_task(t).copies_input), task, copy_input, queue=False, **PRIVATE)
 

@@ -32,6 +32,11 @@ def error_message(e: Exception) -> str:
     return f"Something went wrong ({type(e).__name__}). The model and indexes stay loaded; try again."
 
 
+def visitor(request: gr.Request | None) -> str:
+    """Whose run this is: the browser tab's (or API client's) session hash."""
+    return (getattr(request, "session_hash", None) or "") if request is not None else ""
+
+
 def loading_message(app: AppState, running: str) -> str:
     return "Loading the model (first run only)..." if not app.model_loaded else running
 

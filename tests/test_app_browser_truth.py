@@ -1,0 +1,104 @@
+"""The page tells the truth in every state, in a real browser: a stopped run says so and keeps its
+partial trace, a runaway answer is not shown as success, long unbroken text stays inside its box,
+characters split across tokens show whole. The app runs in this process with a tiny random model
+whose writing each test scripts (conftest_app.ChangeableScript); every forward pass is real.
+"""
+from __future__ import annotations
+
+import random
+import string
+
+import pytest
+
+pytest.importorskip("gradio")
+sync_api = pytest.importorskip("playwright.sync_api")
+
+from conftest_app import ChangeableScript, build_world, config_for, serve  # noqa: E402
+from onegen.protocols import QR  # noqa: E402
+# Shared fixtures: `page` opens this module's `server` in a fresh browser context.
+from test_app_browser import browser, page, run_task, shot  # noqa: E402,F401
+
+pytestmark = pytest.mark.browser
+expect = sync_api.expect
+
+SCRIPT = ChangeableScript()
+WORDS = "north river stone bridge garden window valley harbour silver meadow".split()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    world = build_world(tmp_path_factory.mktemp("app-truth"))
+    with serve(config_for(world), chooser_for=SCRIPT) as (url, _):
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def fresh_script():
+    SCRIPT.pieces.clear()
+    SCRIPT.pause_s = 0.0
+    yield
+    SCRIPT.pieces.clear()
+    SCRIPT.pause_s = 0.0
+
+
+def pick_task(pg, label: str) -> None:
+    pg.locator("#task label", has_text=label).click()
+
+
+def fits(pg, selector: str) -> bool:
+    """True when the element shows its content without a horizontal scrollbar."""
+    return pg.evaluate("(sel) => { const el = document.querySelector(sel); "
+                       "return el.scrollWidth <= el.clientWidth + 1; }", selector)
+
+
+def test_stop_keeps_the_partial_trace(page):
+    rng = random.Random(0)
+    SCRIPT.pieces["multi-hop"] = ["First, who directed Film A?", QR,
+                                  " " + " ".join(rng.choice(WORDS) for _ in range(300))]
+    SCRIPT.pause_s = 0.03
+    pick_task(page, "Multi-hop QA")
+    page.locator("#run-btn").click()
+    expect(page.locator("#run-timeline .og-chip")).to_have_count(1)  # the retrieval was made
+    page.locator("#stop-btn").click()
+    status = page.locator("#run-status .og-warn")
+    expect(status).to_contain_text("Stopped after")
+    expect(status).to_contain_text("1 retrieval")
+    assert page.locator("#run-status").inner_text().count("Running") == 0
+    expect(page.locator("#run-timeline .og-cursor")).to_have_count(0)  # no blinking cursor left
+    expect(page.locator("#run-timeline .og-chip")).to_have_count(1)
+    expect(page.locator("#run-steps label")).to_have_count(1)
+    assert int(page.locator("#run-cost [data-phase=total] b").inner_text().replace(",", "")) > 0
+    expect(page.locator("#run-result")).to_contain_text("before the run ended")
+    expect(page.locator("#download")).to_be_visible()
+    page.locator("#run-steps label").first.click()
+    expect(page.locator("#run-detail .og-step-head")).to_contain_text("Step 1")
+    shot(page, "run-stopped")
+    # The model is free again: the next run goes through to its end.
+    SCRIPT.pieces.clear()
+    SCRIPT.pause_s = 0.0
+    page.locator("#run-btn").click()
+    expect(page.locator("#run-status .og-ok")).to_contain_text("Done")
+
+
+def test_runaway_answer_is_a_warning_and_long_text_wraps(page):
+    rng = random.Random(1)
+    unbroken = "".join(rng.choice(string.ascii_lowercase) for _ in range(250))
+    SCRIPT.pieces["single-hop"] = ["[Relevant]", unbroken + unbroken]  # past the 200-token limit
+    pick_task(page, "Single-hop QA")
+    page.locator("#run-btn").click()
+    status = page.locator("#run-status .og-warn")
+    expect(status).to_contain_text("hit the 200-token limit")
+    assert "Done" not in status.inner_text()
+    expect(page.locator("#run-status .og-ok")).to_have_count(0)
+    expect(page.locator("#run-result .og-unfinished")).to_have_count(1)  # the answer card is not green
+    expect(page.locator("#run-result [data-stop=max_new_tokens]")).to_contain_text("stopped: hit the 200-token limit")
+    for box in ("#run-timeline .og-timeline", "#run-result .og-result", "#run-result .og-final"):
+        assert fits(page, box), box
+    shot(page, "run-runaway")
+
+
+def test_a_run_that_ends_as_intended_is_green(page):
+    run_task(page, "single-hop")
+    expect(page.locator("#run-status .og-ok")).to_contain_text("Done")
+    expect(page.locator("#run-result .og-unfinished")).to_have_count(0)
+    expect(page.locator("#run-result [data-stop=eos]")).to_contain_text("finished")
