@@ -1,6 +1,6 @@
 """Long jobs of the app, owned here rather than by a page callback: a dataset run of the error
-browser works in its own thread; the page follows its progress and can stop it. Nothing here
-imports gradio.
+browser and a comparison of the Compare tab work in their own thread; the page follows their
+progress and can stop them. Nothing here imports gradio.
 
     job = DatasetRun(app, DatasetRequest(data, None, "index", limit=10, top_k=5), out_dir).start()
     for p in job.progress():   # until the run ends
@@ -14,9 +14,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from .app_state import AppState, EvaluatedFile
+
+if TYPE_CHECKING:
+    from .baselines import Comparison
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,95 @@ class DatasetRun:
             self._evaluated = self.app.evaluate_file(r.data, r.task, candidates=r.candidates, limit=r.limit,
                                                      top_k=r.top_k, out_dir=self.out_dir,
                                                      on_progress=self._on_progress)
+        except Stopped:
+            pass
+        except Exception as e:  # noqa: BLE001 - handed to the page as a message; the app stays up
+            self._error = e
+        finally:
+            self._updates.put(None)
+
+
+@dataclass(frozen=True)
+class CompareProgress:
+    """Where a comparison is: the mode running now and its tokens so far, and the modes that
+    ended, each with its tokens and seconds."""
+
+    mode: str
+    tokens: int
+    finished: tuple[tuple[str, int, float], ...]
+
+
+class CompareRun:
+    """One input through OneGen, then a baseline (AppState.compare), in a worker thread. Its
+    progress comes per token; a mode has ended when the next one chooses its first token. `stop`
+    (or setting the `stop_flag` given) ends it before the next token; `outcome()` is then None.
+
+        job = CompareRun(app.compare, ("multi-hop", text, 5, "two-pass")).start()
+        for p in job.progress(): ...
+        comparison = job.outcome()
+    """
+
+    def __init__(self, compare: Callable[..., Comparison], args: tuple, stop_flag: threading.Event | None = None):
+        self._compare, self._args = compare, args
+        self.modes = ("onegen", args[-1])
+        self._stop = stop_flag or threading.Event()
+        self._updates: queue.Queue[CompareProgress | None] = queue.Queue()
+        self._mode, self._tokens, self._mode_started = 0, 0, 0.0
+        self._finished: tuple[tuple[str, int, float], ...] = ()
+        self._result: Comparison | None = None
+        self._error: Exception | None = None
+        self._worker = threading.Thread(target=self._work, name="onegen-compare", daemon=True)
+
+    def start(self) -> CompareRun:
+        self._mode_started = time.monotonic()
+        self._worker.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def progress(self) -> Iterator[CompareProgress]:
+        """The latest progress whenever there is news, until the run ends; leaving early stops it."""
+        ended = False
+        try:
+            while (item := self._updates.get()) is not None:
+                while not self._updates.empty():  # a slow page sees only the newest
+                    newer = self._updates.get()
+                    if newer is None:
+                        yield item
+                        ended = True
+                        return
+                    item = newer
+                yield item
+            ended = True
+        finally:
+            if not ended:
+                self.stop()
+
+    def outcome(self) -> Comparison | None:
+        """After `progress()` ends: the comparison, None when stopped; raises the run's error."""
+        self._worker.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
+
+    def _on_token(self, step: int) -> None:
+        if self._stop.is_set():
+            raise Stopped()
+        if step == 0 and self._tokens:  # the next mode's first choice: the last one has ended
+            now = time.monotonic()
+            self._finished += ((self.modes[self._mode], self._tokens, now - self._mode_started),)
+            self._mode, self._tokens, self._mode_started = min(self._mode + 1, len(self.modes) - 1), 0, now
+        self._tokens = step + 1
+        self._updates.put(CompareProgress(self.modes[self._mode], self._tokens, self._finished))
+
+    def _work(self) -> None:
+        try:
+            self._result = self._compare(*self._args, on_token=self._on_token)
         except Stopped:
             pass
         except Exception as e:  # noqa: BLE001 - handed to the page as a message; the app stays up

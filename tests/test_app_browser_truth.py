@@ -102,3 +102,23 @@ def test_a_run_that_ends_as_intended_is_green(page):
     expect(page.locator("#run-status .og-ok")).to_contain_text("Done")
     expect(page.locator("#run-result .og-unfinished")).to_have_count(0)
     expect(page.locator("#run-result [data-stop=eos]")).to_contain_text("finished")
+
+
+def test_compare_shows_each_mode_as_it_goes_and_can_stop(page):
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#cmp-task label", has_text="Multi-hop QA").click()
+    SCRIPT.pause_s = 0.04
+    page.locator("#cmp-run").click()
+    status = page.locator("#cmp-status")
+    expect(status).to_contain_text("OneGen: ")
+    expect(status).to_contain_text("tokens so far")
+    expect(status).to_contain_text("OneGen done: ")  # the first mode ended while the baseline runs
+    expect(status.locator(".og-ok")).to_contain_text("Measured, one run each")
+    # A long, slow comparison stops at once and says so.
+    rng = random.Random(2)
+    SCRIPT.pieces["multi-hop"] = ["First, who directed Film A?", QR,
+                                  " " + " ".join(rng.choice(WORDS) for _ in range(300))]
+    page.locator("#cmp-run").click()
+    expect(status).to_contain_text("tokens so far")
+    page.locator("#cmp-stop").click()
+    expect(status.locator(".og-warn")).to_contain_text("Stopped before both runs ended")

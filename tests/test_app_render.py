@@ -297,3 +297,27 @@ def test_stop_reasons_in_words_and_only_intended_ends_are_green(reason, words, k
     assert ("og-unfinished" in html) == (kind == "warn")
     assert R.esc(words) in html and reason not in html.replace(f'data-stop="{reason}"', "")
 
+
+def test_compare_headline_states_the_measurements_and_never_contradicts_them():
+    pytest.importorskip("gradio")
+    from onegen.ui.compare_tab import headline
+
+    result = _compare_result()  # OneGen 2.0 s, two-pass 2.5 s; 40 tokens re-encoded
+    text = headline(result, "two-pass")
+    assert "OneGen 2.00 s and 210 forward tokens" in text and "2.50 s and 250 forward tokens" in text
+    assert "total time was the shorter" in text and "40 forward tokens" in text and "1.25x" in text
+    assert "2 retrieval queries" in text
+    result.seconds["two-pass"]["total"] = 1.5  # machine noise: the baseline's measured total is lower
+    text = headline(result, "two-pass")
+    assert "total time was the longer" in text and "saved time" not in text and "faster" not in text
+
+
+def test_compare_progress_names_each_mode_as_it_ends():
+    pytest.importorskip("gradio")
+    from onegen.jobs import CompareProgress
+    from onegen.ui.compare_tab import progress_line
+
+    assert progress_line(CompareProgress("onegen", 12, ())) == "OneGen: 12 tokens so far..."
+    line = progress_line(CompareProgress("two-pass", 3, (("onegen", 40, 1.25),)))
+    assert line.startswith("OneGen done: 40 tokens in 1.2 s. two-pass") and "3 tokens so far" in line
+
