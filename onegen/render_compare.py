@@ -7,6 +7,7 @@ users or files is escaped (`render_html.esc`), numbers are formatted here.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -112,7 +113,20 @@ def sweep_series(report: Mapping[str, Any], baseline: str) -> dict[tuple[str, in
         if s is None:
             continue
         out.setdefault((str(c["model"]), int(c["retrievals"])), []).append((int(c["query_tokens"]), float(s)))
-    return {k: sorted(v) for k, v in sorted(out.items())}
+    # By model size, not by name: "33M" sorts before "5M" as a string.
+    models = report.get("models") if isinstance(report.get("models"), dict) else {}
+    return {k: sorted(v) for k, v in sorted(out.items(), key=lambda kv: (model_size(kv[0][0], models), kv[0]))}
+
+
+def model_size(name: str, models: Mapping[str, Any] | None = None) -> float:
+    """Parameters of a sweep model: the report's count, else read off its name ("5M", "1.3B")."""
+    info = (models or {}).get(name)
+    if isinstance(info, Mapping) and isinstance(info.get("parameters"), (int, float)):
+        return float(info["parameters"])
+    m = re.search(r"(\d+(?:\.\d+)?)\s*([KMBT])\b", name, re.IGNORECASE)
+    if not m:
+        return math.inf
+    return float(m.group(1)) * {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}[m.group(2).upper()]
 
 
 def sweep_svg(report: Mapping[str, Any] | None, baseline: str, point: RunPoint | None = None,
@@ -158,7 +172,7 @@ def sweep_svg(report: Mapping[str, Any] | None, baseline: str, point: RunPoint |
     legend_y = mt + 4
     for (model, r), pts in series.items():
         color = _R_COLORS.get(r, "#666")
-        dash = "" if model == models[-1] else ' stroke-dasharray="6 4"'
+        dash = "" if model == models[-1] else ' stroke-dasharray="6 4"'  # all but the largest
         path = " ".join(f"{'M' if i == 0 else 'L'}{px(x, y)[0]:.1f},{px(x, y)[1]:.1f}" for i, (x, y) in enumerate(pts))
         parts.append(f'<path d="{path}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
         parts += [f'<circle cx="{px(x, y)[0]:.1f}" cy="{px(x, y)[1]:.1f}" r="2.5" fill="{color}"/>' for x, y in pts]
@@ -181,9 +195,11 @@ def sweep_svg(report: Mapping[str, Any] | None, baseline: str, point: RunPoint |
     clock = "CPU" if (report or {}).get("config", {}).get("clock", "cpu") == "cpu" else "wall"
     models_txt = ", ".join(f"{esc(k)}: {esc(v.get('name', k))}" for k, v in (report or {}).get("models", {}).items())
     when = esc((report or {}).get("date", ""))
+    smaller = ", ".join(esc(m) for m in models[:-1])
+    dashed = f"; dashed lines are the smaller model{'s' if len(models) > 2 else ''} ({smaller})" if smaller else ""
     return (f'<div class="og-sweep-box">{"".join(parts)}<div class="og-muted">Lines: the sweep of '
             f"<code>python -m onegen bench single-pass</code> ({clock} time, medians; models {models_txt}"
-            f"{'; ' + when if when else ''}); dashed lines are the smaller model. The star is the run above "
+            f"{'; ' + when if when else ''}){dashed}. The star is the run above "
             "(the loaded model; speedup estimated from its re-encoding time), placed at its query length per "
             "retrieval.</div></div>")
 

@@ -321,3 +321,19 @@ def test_compare_progress_names_each_mode_as_it_ends():
     line = progress_line(CompareProgress("two-pass", 3, (("onegen", 40, 1.25),)))
     assert line.startswith("OneGen done: 40 tokens in 1.2 s. two-pass") and "3 tokens so far" in line
 
+
+def test_sweep_legend_dashes_the_smaller_model_by_size_not_by_name():
+    from onegen import render_compare as RC
+
+    report = {"config": {"clock": "cpu"}, "models": {"5M": {"name": "random-llama-5M", "parameters": 5_261_568},
+                                                     "33M": {"name": "random-llama-33M", "parameters": 33_694_208}},
+              "cells": [{"scenario": "generated", "model": m, "query_tokens": L, "retrievals": 1,
+                         "speedup": {"two-pass": 1 + L / 1000}} for m in ("33M", "5M") for L in (16, 256)]}
+    assert [m for m, _ in RC.sweep_series(report, "two-pass")] == ["5M", "33M"]
+    svg = RC.sweep_svg(report, "two-pass")
+    legend = re.findall(r'<line [^>]*?(stroke-dasharray="6 4")?/><text [^>]*>([^<]*) model, R=1</text>', svg)
+    dashed = {model: bool(dash) for dash, model in legend}
+    assert dashed == {"5M": True, "33M": False}
+    assert "dashed lines are the smaller model (5M)" in svg
+    # Without parameter counts the size is read off the name.
+    assert RC.model_size("33M") > RC.model_size("5M") and RC.model_size("1.3B") == 1.3e9
