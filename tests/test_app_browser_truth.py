@@ -26,8 +26,12 @@ WORDS = "north river stone bridge garden window valley harbour silver meadow".sp
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    world = build_world(tmp_path_factory.mktemp("app-truth"))
+def world(tmp_path_factory):
+    return build_world(tmp_path_factory.mktemp("app-truth"))
+
+
+@pytest.fixture(scope="module")
+def server(world):
     with serve(config_for(world), chooser_for=SCRIPT) as (url, _):
         yield url
 
@@ -122,3 +126,22 @@ def test_compare_shows_each_mode_as_it_goes_and_can_stop(page):
     expect(status).to_contain_text("tokens so far")
     page.locator("#cmp-stop").click()
     expect(status.locator(".og-warn")).to_contain_text("Stopped before both runs ended")
+
+
+def test_characters_split_across_tokens_show_whole(page, world):
+    from transformers import AutoTokenizer
+
+    words = ["\U0001F600", "\u6771\u4eac", "\u0645\u0631\u062d\u0628\u0627"]  # emoji, Tokyo, marhaba
+    tok = AutoTokenizer.from_pretrained(str(world.model))
+    for w in words:  # each is written in several byte tokens, some holding part of one character
+        pieces = [tok.convert_tokens_to_string([t]) for t in tok.tokenize(w)]
+        assert any("\ufffd" in piece for piece in pieces), w
+    SCRIPT.pieces["single-hop"] = ["[Relevant]", "Say " + " and ".join(words) + "."]
+    pick_task(page, "Single-hop QA")
+    page.locator("#run-btn").click()
+    expect(page.locator("#run-status .og-ok")).to_contain_text("Done")
+    shown = page.locator("#run-timeline .og-timeline").inner_text()
+    assert "\ufffd" not in shown
+    for w in words:
+        assert w in shown, w
+    expect(page.locator("#run-result .og-final")).to_contain_text(words[0])
