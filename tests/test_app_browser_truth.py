@@ -17,17 +17,31 @@ from conftest_app import ChangeableScript, build_world, config_for, serve  # noq
 from onegen.protocols import QR  # noqa: E402
 # Shared fixtures: `page` opens this module's `server` in a fresh browser context.
 from test_app_browser import browser, page, run_task, shot  # noqa: E402,F401
+from test_app_browser_inspect import pick  # noqa: E402
 
 pytestmark = pytest.mark.browser
 expect = sync_api.expect
 
 SCRIPT = ChangeableScript()
+FAMILY = 69
 WORDS = "north river stone bridge garden window valley harbour silver meadow".split()
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return build_world(tmp_path_factory.mktemp("app-truth"))
+    """The app tests' world, its entity index grown by 69 "Brandel" family members (more than
+    the index browser lists at once)."""
+    from conftest_app import ENTITIES, _load
+    from onegen.documents import Document
+    from onegen.encode import build_index
+
+    world = build_world(tmp_path_factory.mktemp("app-truth"))
+    family = [Document(f"F{i}", f"Brandel family member {i}", f"Member {i} of the Brandel family.")
+              for i in range(FAMILY)]
+    folder = world.indexes["entity-linking"].parent / "index-entity-linking-family"
+    build_index(_load(world.model), "entity-linking", ENTITIES + family).save(folder)
+    world.indexes["entity-linking"] = folder
+    return world
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +159,44 @@ def test_characters_split_across_tokens_show_whole(page, world):
     for w in words:
         assert w in shown, w
     expect(page.locator("#run-result .og-final")).to_contain_text(words[0])
+
+
+def test_counts_inputs_and_refusals_tell_the_truth(page, tmp_path):
+    # The index browser says how many match, not how many it lists.
+    page.get_by_role("tab", name="Index browser").click()
+    page.locator("#browse-task label", has_text="Entity linking").click()
+    page.locator("#browse-query textarea, #browse-query input").first.fill("brandel family")
+    page.locator("#browse-btn").click()
+    expect(page.locator("#browse-status")).to_contain_text(f"20 of {FAMILY} documents matching")
+    expect(page.locator("#browse-matches label")).to_have_count(20)
+    # The trace viewer shows the run's original input.
+    page.get_by_role("tab", name="Run", exact=True).click()
+    run_task(page, "multi-hop")
+    with page.expect_download() as info:
+        page.locator("#download").click()
+    saved = tmp_path / "trace.json"
+    info.value.save_as(saved)
+    page.get_by_role("tab", name="Trace viewer").click()
+    page.set_input_files("#trace-upload input[type=file]", str(saved))
+    expect(page.locator("#viewer-input")).to_contain_text("Where was the director of Film A born?")
+    # A refused trace says why in words, without Python's exception text.
+    for name, data in (("binary.json", b"\xff\xfe\x00junk"), ("broken.json", b'{"schema": ')):
+        page.locator("#trace-upload button[aria-label=Clear]").click()
+        (tmp_path / name).write_bytes(data)
+        page.set_input_files("#trace-upload input[type=file]", str(tmp_path / name))
+        error = page.locator("#viewer-status .og-error")
+        expect(error).to_contain_text("not a readable OneGen trace")
+        assert "codec" not in error.inner_text() and "Expecting" not in error.inner_text()
+        expect(page.locator("#viewer-input")).to_have_text("")
+    # After a refused upload the error browser shows nothing of the file opened before.
+    page.get_by_role("tab", name="Error browser").click()
+    pick(page, "#errors-bundled", "heldout-single-hop.jsonl")
+    expect(page.locator("#errors-status .og-ok")).to_contain_text("heldout-single-hop.jsonl")
+    bad = tmp_path / "binary.jsonl"
+    bad.write_bytes(b"\xff\xfe\x00junk\n")
+    page.locator("#errors-upload input[type=file]").set_input_files(str(bad))
+    status = page.locator("#errors-status .og-error")
+    expect(status).to_contain_text("not UTF-8 text")
+    assert "heldout-single-hop" not in page.locator("#errors-status").inner_text()
+    assert "codec" not in status.inner_text()
+    expect(page.locator("#errors-metrics")).to_have_text("")

@@ -9,6 +9,8 @@ from ..app_state import MAX_TOP_K, AppError, AppState
 from ..tasks import TASK_NAMES, get_task
 from .shared import PRIVATE, TASK_CHOICES, error_message
 
+MAX_MATCHES = 20  # titles listed per search
+
 
 def build(app: AppState, demo: gr.Blocks, tabs: gr.Tabs) -> None:
     with gr.Row():
@@ -27,13 +29,17 @@ def build(app: AppState, demo: gr.Blocks, tabs: gr.Tabs) -> None:
         except AppError as e:
             return {status: R.message_html(error_message(e), "error"), matches: gr.Radio(choices=[], value=None), document: ""}
         text = (text or "").strip()
-        rows = idx.find_titles(text, limit=20) if text else list(range(min(20, len(idx))))
+        found = idx.find_titles(text, limit=len(idx)) if text else list(range(len(idx)))
+        rows = found[:MAX_MATCHES]
         choices = [(f"{idx.documents[i].title}  [{idx.documents[i].id}]", i) for i in rows]
         if text and not rows:
             msg = R.message_html(f"No title contains {text!r}.", "warn")
+        elif text:
+            shown = f"{len(rows)} of {len(found):,}" if len(found) > len(rows) else f"{len(found):,}"
+            msg = R.message_html(f"{shown} document{'s' if len(found) != 1 else ''} matching {text!r} "
+                                 f"(the index has {len(idx):,}).")
         else:
-            what = f"matching {text!r}" if text else "(the first ones)"
-            msg = R.message_html(f"{len(rows)} document{'s' if len(rows) != 1 else ''} {what} of {len(idx):,}.")
+            msg = R.message_html(f"The first {len(rows)} of {len(idx):,} documents; type a title to find others.")
         return {status: msg, matches: gr.Radio(choices=choices, value=None), document: ""}
 
     def show_document(task_name, row, n):

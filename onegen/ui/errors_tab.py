@@ -28,10 +28,23 @@ def pick_listed(names: dict[str, Path], choice) -> Path:
 
 def open_results(app: AppState, choice, upload) -> ResultSet:
     path = Path(upload) if upload else pick_listed(app.bundled_results(), choice)
+    if not is_utf8(path):  # said plainly here rather than as the decoder's own text
+        raise AppError(f"{path.name} is not a result file: it is not UTF-8 text.")
     try:
         return load_results(path)
     except ResultFileError as e:
         raise AppError(str(e)) from e
+
+
+def is_utf8(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.read().decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    except OSError:  # load_results says so
+        return True
+    return True
 
 
 def selected_row(evt: gr.SelectData, keys) -> int | None:
@@ -154,8 +167,17 @@ class ResultInspector:
     def open_file(self, choice, uploaded, cleared) -> dict:
         try:
             return {**self.show_results(open_results(self.app, choice, uploaded)), cleared: None}
-        except AppError as e:
-            return {self.status: R.message_html(error_message(e), "error"), cleared: None}
+        except Exception as e:  # noqa: BLE001 - a message, never a traceback
+            return {**self.nothing_open(R.message_html(error_message(e), "error")), cleared: None}
+
+    def nothing_open(self, message: str) -> dict:
+        """No result set: a refused file leaves nothing of the one opened before on the page."""
+        return {self.status: message, self.metrics: "", self.outcome: gr.Radio(value="all"),
+                self.category: gr.Dropdown(choices=[], value=None), self.contains: "",
+                self.table: gr.Dataframe(value=[[""] * len(RR.ROW_HEADERS)], headers=RR.ROW_HEADERS,
+                                         column_widths=RR.ROW_WIDTHS),
+                self.keys: [], self.note: "", self.export: gr.DownloadButton(visible=False), self.example: "",
+                **self.panel.empty(), self.results: None}
 
     def run_dataset(self, choice, uploaded, task_name, candidates_from, n, k):
         """Follow a dataset run; Stop (or leaving) ends it after the current example, and the same
