@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,6 +307,34 @@ class AppState:
         except (OSError, json.JSONDecodeError) as e:
             log.info("no examples from %s: %s", path, e)
         return out or FALLBACK_EXAMPLES.get(task, [])
+
+    def example(self, task: str, text: str | None) -> dict | None:
+        """The example of `task` whose text this is (None: text a user typed)."""
+        return next((ex for ex in self.examples(task) if ex["text"] == text), None) if text else None
+
+    @staticmethod
+    def example_verdict(example: dict, trace: Trace) -> bool | None:
+        """Whether a run got its example right: the answer by normalised exact match, or the linked
+        entities against the gold links; None when the example has neither."""
+        from .metrics import exact_match
+
+        if isinstance(example.get("answer"), str):
+            return bool(exact_match(trace.result.answer or "", example["answer"]))
+        gold = {link.get("entity") for link in example.get("links") or [] if isinstance(link, dict)}
+        if gold:
+            return {e.entity_id for e in trace.result.entities or []} == gold
+        return None
+
+    def candidates_named(self, task: str, name: str, limit: int = 6) -> list[Document]:
+        """The documents titled `name` or "`name` (...)": the candidates an ambiguous name could
+        mean; none when the index cannot be had."""
+        try:
+            idx = self.index(task)
+        except AppError:
+            return []
+        docs = [idx.documents[i] for i in idx.find_titles(name, limit=len(idx))]
+        wanted = name.strip().lower()
+        return [d for d in docs if d.title.lower() == wanted or d.title.lower().startswith(wanted + " (")][:limit]
 
     # -- bundled files for the error browser ---------------------------------------------------------
     # The page picks these by name; a name not listed here is refused, so no other server path opens.

@@ -451,4 +451,6 @@ a.og-card-link:hover,a.og-ext:hover{text-decoration:underline}
 .og-explain p{margin:0 0 8px}
 .og-sents{margin:4px 0 0 18px}
 .og-progress{margin-top:6px}
+.og-expected{margin:4px 0;font-size:.92em}.og-candidates{margin:2px 0 4px 18px}
+.og-right{color:#15803d;font-weight:600}.og-wrong{color:#b91c1c;font-weight:600}
 """

@@ -5,6 +5,7 @@ whose writing each test scripts (conftest_app.ChangeableScript); every forward p
 """
 from __future__ import annotations
 
+import json
 import random
 import string
 
@@ -13,7 +14,7 @@ import pytest
 pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from conftest_app import ChangeableScript, build_world, config_for, serve  # noqa: E402
+from conftest_app import EXAMPLES, ChangeableScript, build_world, config_for, serve  # noqa: E402
 from onegen.protocols import QR  # noqa: E402
 # Shared fixtures: `page` opens this module's `server` in a fresh browser context.
 from test_app_browser import browser, page, run_task, shot  # noqa: E402,F401
@@ -24,6 +25,16 @@ expect = sync_api.expect
 
 SCRIPT = ChangeableScript()
 FAMILY = 69
+# The bundled examples' labels, on the app tests' example texts (the first of each is the default).
+LABELLED_EXAMPLES = {
+    "entity-linking": [{"text": EXAMPLES["entity-linking"], "ambiguous": "Paris",
+                        "links": [{"mention": "Paris", "entity": "Q90", "title": "Paris"},
+                                  {"mention": "Rome", "entity": "Q220", "title": "Rome"}]},
+                       {"text": "Ivo Brandel went to Rome.", "known_failure": "one mention spans the sentence",
+                        "links": [{"mention": "Ivo Brandel", "entity": "Q1", "title": "Ivo Brandel"}]}],
+    "multi-hop": [{"text": EXAMPLES["multi-hop"], "answer": "corvale"}],  # normalised: case does not count
+    "single-hop": [{"text": EXAMPLES["single-hop"], "answer": "120000"}],  # the script writes a sentence
+}
 WORDS = "north river stone bridge garden window valley harbour silver meadow".split()
 
 
@@ -37,10 +48,12 @@ def world(tmp_path_factory):
 
     world = build_world(tmp_path_factory.mktemp("app-truth"))
     family = [Document(f"F{i}", f"Brandel family member {i}", f"Member {i} of the Brandel family.")
-              for i in range(FAMILY)]
+              for i in range(FAMILY)] + [Document("Q16555", "Paris (Texas)", "Paris is a city in Texas.")]
     folder = world.indexes["entity-linking"].parent / "index-entity-linking-family"
     build_index(_load(world.model), "entity-linking", ENTITIES + family).save(folder)
     world.indexes["entity-linking"] = folder
+    for task, rows in LABELLED_EXAMPLES.items():
+        (world.examples / f"{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return world
 
 
@@ -200,3 +213,31 @@ def test_counts_inputs_and_refusals_tell_the_truth(page, tmp_path):
     assert "heldout-single-hop" not in page.locator("#errors-status").inner_text()
     assert "codec" not in status.inner_text()
     expect(page.locator("#errors-metrics")).to_have_text("")
+
+
+def test_examples_show_what_they_should_give_and_a_tick_or_cross(page):
+    expected = page.locator("#run-expected")
+    # The ambiguous name's candidates, with their descriptions from the entity index, and the gold links.
+    expect(expected).to_contain_text("can mean 2 entities")
+    expect(expected).to_contain_text("Paris is a city in Texas.")
+    expect(expected).to_contain_text("capital of France")
+    expect(expected).to_contain_text("Rome")
+    page.locator("#run-btn").click()
+    expect(expected.locator("[data-verdict]")).to_have_count(1)  # right or wrong: the random model decides
+    # A known failure says so in the menu and beside the example.
+    page.locator("#examples input").click()
+    option = page.get_by_role("option", name="Ivo Brandel went to Rome.  [known failure]")
+    option.click()
+    expect(expected.locator(".og-warn")).to_contain_text("Known failure: one mention spans the sentence")
+    # QA: the expected answer, then a tick (normalised exact match) or a cross.
+    pick_task(page, "Multi-hop QA")
+    expect(expected).to_contain_text("Expected answer")
+    page.locator("#run-btn").click()
+    expect(expected.locator("[data-verdict=right]")).to_contain_text("matches the expected result")
+    pick_task(page, "Single-hop QA")
+    expect(expected).to_contain_text("120000")
+    page.locator("#run-btn").click()
+    expect(expected.locator("[data-verdict=wrong]")).to_contain_text("does not match")
+    # Text a user typed is no example: nothing expected.
+    page.locator("#input textarea").fill("How many people live in Velor?")
+    expect(expected.locator(".og-expected")).to_have_count(0)

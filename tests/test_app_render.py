@@ -337,3 +337,21 @@ def test_sweep_legend_dashes_the_smaller_model_by_size_not_by_name():
     assert "dashed lines are the smaller model (5M)" in svg
     # Without parameter counts the size is read off the name.
     assert RC.model_size("33M") > RC.model_size("5M") and RC.model_size("1.3B") == 1.3e9
+
+
+def test_bundled_examples_carry_their_expected_results():
+    from onegen.app_state import AppState
+    from onegen.trace import LinkedEntity, Result
+
+    app = AppState()
+    for task in ("multi-hop", "single-hop"):
+        assert all(isinstance(ex.get("answer"), str) for ex in app.examples(task))
+    linking = app.examples("entity-linking")
+    assert all(ex.get("links") for ex in linking)
+    hehen = app.example("entity-linking", "Hehen stars Todora Kasard.")
+    assert "one mention spanning the whole sentence" in hehen["known_failure"]
+    trace = sh_trace()
+    trace.result = Result(answer="The 2012.")
+    assert app.example_verdict({"answer": "2012"}, trace) is True  # normalised: articles and punctuation go
+    trace.result = Result(entities=[LinkedEntity("Hehen", 0, 5, "H0465", "Hehen", 0.9, 0)])
+    assert app.example_verdict(hehen, trace) is False  # Todora Kasard is missing

@@ -54,6 +54,7 @@ def build(app: AppState, demo: gr.Blocks) -> None:
             text = gr.Textbox(label="Input", lines=3, placeholder="Type a sentence or a question",
                               info=f"Up to {app.config.max_input_chars:,} characters; Shift+Enter runs.",
                               elem_id="input")
+            expected = gr.HTML(elem_id="run-expected")
             with gr.Row():
                 run_btn = gr.Button("Run", variant="primary", scale=3, elem_id="run-btn")
                 stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="stop-btn")
@@ -96,6 +97,12 @@ def build(app: AppState, demo: gr.Blocks) -> None:
                    panel.trace: None, download: gr.DownloadButton(visible=False)}
 
     def finished(trace: Trace) -> dict:
+        example = app.example(trace.task, trace.input)
+        checked = {expected: expectation_html(app, trace.task, example, app.example_verdict(example, trace))} \
+            if example else {}
+        return {**checked, **finished_views(trace)}
+
+    def finished_views(trace: Trace) -> dict:
         words, kind = stop_words(trace)
         n = len(trace.retrievals)
         counts = (f"{len(trace.tokens)} tokens, {n} retrieval{'s' if n != 1 else ''}, "
@@ -114,7 +121,7 @@ def build(app: AppState, demo: gr.Blocks) -> None:
                 download: gr.DownloadButton(value=write_trace(trace), visible=True)}
 
     gr.on([run_btn.click, text.submit], run, inputs=[task, text, top_k, copy_input],
-          outputs=[status, *panel.outputs, download], concurrency_id="model", concurrency_limit=1, **PRIVATE)
+          outputs=[status, *panel.outputs, download, expected], concurrency_id="model", concurrency_limit=1, **PRIVATE)
     # Not `cancels=`: a cancelled stream leaves the page as it was ("Running..."); the run itself
     # sees the flag between tokens, stops the engine and shows what it made.
     def stop_run(request: gr.Request):
@@ -122,6 +129,9 @@ def build(app: AppState, demo: gr.Blocks) -> None:
 
     stop_btn.click(stop_run, None, None, queue=False, **PRIVATE)
     wire_examples(app, task, example, text)
+    # An example shows what it should give; the tick or cross comes after its run.
+    gr.on([text.change, task.change], lambda t, x: expectation_html(app, t, app.example(t, x)), [task, text],
+          expected, queue=False, **PRIVATE)
     task.input(lambda t: gr.Checkbox(visible=get_task(t).copies_input), task, copy_input, queue=False, **PRIVATE)
 
     def on_load():
@@ -130,3 +140,34 @@ def build(app: AppState, demo: gr.Blocks) -> None:
         return {**example_inputs(app, TASK_NAMES[0], example, text), status: problems}
 
     demo.load(on_load, None, [example, text, status], **PRIVATE)
+
+
+def expectation_html(app: AppState, task: str, example: dict | None, verdict: bool | None = None) -> str:
+    """What a bundled example should give (answer or gold links), why it is interesting (the
+    candidates an ambiguous name could mean), a known failure's reason, and after a run a tick or
+    a cross."""
+    if not example:
+        return ""
+    parts = []
+    if isinstance(example.get("answer"), str):
+        parts.append(f'<div class="og-kv"><span>Expected answer</span><b>{R.esc(example["answer"])}</b></div>')
+    links = [link for link in example.get("links") or [] if isinstance(link, dict)]
+    if links:
+        shown = ", ".join(f'{R.esc(link.get("mention", ""))} &rarr; <b>{R.esc(link.get("title", ""))}</b>'
+                          for link in dict((link.get("mention"), link) for link in links).values())
+        parts.append(f'<div class="og-kv"><span>Gold links</span>{shown}</div>')
+    if example.get("ambiguous"):
+        docs = app.candidates_named(task, example["ambiguous"])
+        if len(docs) > 1:
+            items = "".join(f"<li><b>{R.esc(d.title)}</b>: {R.esc(d.text[:160])}</li>" for d in docs)
+            parts.append(f'<div class="og-sub">&ldquo;{R.esc(example["ambiguous"])}&rdquo; can mean '
+                         f'{len(docs)} entities: the model must tell them apart from the sentence</div>'
+                         f'<ul class="og-candidates">{items}</ul>')
+    if example.get("known_failure"):
+        parts.append(R.message_html(f"Known failure: {example['known_failure']}.", "warn"))
+    if verdict is not None:
+        mark = ('<span class="og-verdict og-right">&#10004; matches the expected result</span>' if verdict
+                else '<span class="og-verdict og-wrong">&#10008; does not match the expected result</span>')
+        parts.append(f'<div class="og-kv" data-verdict="{"right" if verdict else "wrong"}"><span>This run</span>'
+                     f"{mark}</div>")
+    return f'<div class="og-expected">{"".join(parts)}</div>' if parts else ""

@@ -82,6 +82,8 @@ def example_choices(examples: list[dict]) -> list[tuple[str, str]]:
         label = text if len(text) <= 90 else text[:87] + "..."
         if ex.get("note"):
             label += f"  ({ex['note']})"
+        if ex.get("known_failure"):
+            label += "  [known failure]"
         out.append((label, text))
     return out
 
