@@ -98,3 +98,19 @@ def test_error_message_shows_onegen_errors_and_hides_the_rest(caplog):
         msg = error_message(KeyError("secret/path"))
     assert msg.startswith("Something went wrong (KeyError)") and "secret" not in msg
     assert "unexpected error" in caplog.text
+
+
+def test_preload_warms_up_every_task_unseen(world):
+    from onegen.app_state import AppState
+    from onegen.tasks import TASK_NAMES
+
+    warmed = []
+
+    def counting(lm, task):
+        warmed.append(task)
+        return scripted_choices(lm, task)
+
+    app = AppState(config_for(world), chooser_for=counting)
+    app.preload()
+    assert app.model_loaded and sorted(warmed) == sorted(TASK_NAMES)  # one throw-away run per task
+    assert app.runs.going("") == 0 and not app.run_lock.locked()

@@ -71,7 +71,7 @@ def test_markdown_has_the_goal_table_and_every_path():
     assert ("| click on Run -> first streamed token on screen (worst task median) | <= 1 s | 1.50 s (single-hop) "
             "| **FAIL** |") in md
     assert "| process start -> server ready (HTTP 200 on /) | <= 20 s | 10.00 s | **pass** |" in md
-    assert "| 2 | 11.00 s | - | 19.00 s | 21.00 s | 2.00 s |" in md  # the second fresh start
+    assert "| 2 | 11.00 s | - | 19.00 s | 21.00 s | 2.00 s | 0.67x |" in md  # the second fresh start: 2 s / warm 3 s
     rows = [line for line in md.splitlines() if line.startswith("| entity-linking |")]
     assert len(rows) == 3 and "+6.7 %" in rows[0]  # browser, api, direct; vs in process 3.2 / 3.0
     assert "- Load average 2.00 at the start, on 2 CPUs." in md
