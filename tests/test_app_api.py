@@ -42,6 +42,8 @@ def _trace(result) -> Trace:
 def test_named_endpoints_are_listed(client):
     names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert {"/link_entities", "/answer_multi_hop", "/answer_single_hop"} <= names
+    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/link_entities"]["parameters"]
+    assert [p["parameter_name"] for p in params] == ["text", "top_k"]  # the request is the server's, not a parameter
 
 
 def test_link_entities(client):

@@ -114,3 +114,22 @@ def test_preload_warms_up_every_task_unseen(world):
     app.preload()
     assert app.model_loaded and sorted(warmed) == sorted(TASK_NAMES)  # one throw-away run per task
     assert app.runs.going("") == 0 and not app.run_lock.locked()
+
+
+def test_one_run_per_visitor_and_a_bounded_queue(world):
+    from onegen.app_state import AppError, AppState, RunGuard
+    from onegen.ui import MAX_QUEUED, build_demo
+
+    guard = RunGuard()
+    with guard.start("tab-a") as stop:
+        with pytest.raises(AppError, match="You already have 1 run going; wait for it to finish or press Stop"):
+            with guard.start("tab-a"):
+                pass
+        with guard.start("tab-b"):  # another visitor is not held up
+            assert guard.going("tab-b") == 1
+        assert guard.stop("tab-a") and stop.is_set()
+    assert guard.going("tab-a") == 0 and not guard.stop("tab-a")
+    with guard.start("tab-a"):  # free again once the run ended
+        pass
+    demo = build_demo(AppState(config_for(world)))
+    assert demo._queue.max_size == MAX_QUEUED

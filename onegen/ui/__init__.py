@@ -19,6 +19,7 @@ from .shared import on_zero_gpu  # noqa: E402
 
 __all__ = ["build_demo", "launch", "on_zero_gpu"]
 
+MAX_QUEUED = 16  # requests waiting at once, all visitors together
 MAX_UPLOAD = "100mb"  # dataset and result files; a trace is refused past viewer_tab.MAX_TRACE_UPLOAD
 
 # A click on a timeline chip selects that step in the step list next to it (same event as a click there).
@@ -54,7 +55,10 @@ def build_demo(app: AppState) -> gr.Blocks:
             with gr.Tab("About", id="about"):
                 about_tab.build(app, demo)
         api.build(app)
-    demo.queue(default_concurrency_limit=1)
+    # Bounded: past MAX_QUEUED waiting requests gradio refuses new ones ("the queue is full")
+    # rather than letting the wait grow without end; each visitor also has one run at a time
+    # (AppState.runs), refused with a message.
+    demo.queue(default_concurrency_limit=1, max_size=MAX_QUEUED)
     return demo
 
 
