@@ -48,10 +48,10 @@ class DatasetRun:
     """One dataset evaluation in a worker thread. `stop()` (or leaving `progress()` early) ends it
     after the current example; the same request again resumes from the result file in `out_dir`."""
 
-    def __init__(self, app: AppState, request: DatasetRequest, out_dir: Path):
+    def __init__(self, app: AppState, request: DatasetRequest, out_dir: Path, stop_flag: threading.Event | None = None):
         self.app, self.request, self.out_dir = app, request, Path(out_dir)
         self._updates: queue.Queue[Progress | None] = queue.Queue()
-        self._stop = threading.Event()
+        self._stop = stop_flag or threading.Event()  # set from outside (the page's Stop) or by stop()
         self._started = 0.0
         self._evaluated: EvaluatedFile | None = None
         self._error: Exception | None = None

@@ -241,3 +241,15 @@ def test_examples_show_what_they_should_give_and_a_tick_or_cross(page):
     # Text a user typed is no example: nothing expected.
     page.locator("#input textarea").fill("How many people live in Velor?")
     expect(expected.locator(".og-expected")).to_have_count(0)
+
+
+def test_stopping_a_dataset_run_says_where_it_stopped(page):
+    SCRIPT.pause_s = 0.1
+    page.get_by_role("tab", name="Error browser").click()
+    pick(page, "#errors-data", "singlehop.json")
+    page.locator("#errors-run").click()
+    status = page.locator("#errors-status")
+    expect(status).to_contain_text("of 10 examples")
+    page.locator("#errors-stop").click()
+    expect(status.locator(".og-warn")).to_contain_text("Stopped after")
+    expect(status.locator(".og-warn")).to_contain_text("run the same request again to resume")

@@ -13,7 +13,7 @@ from ..app_state import MAX_DATASET_EXAMPLES, MAX_TOP_K, AppError, AppState, Eva
 from ..jobs import DatasetRequest, DatasetRun
 from ..results import (OUTCOMES, ResultFileError, ResultSet, category_choices, compare_results, export_lines,
                        load_results, select)
-from .shared import PRIVATE, TASK_CHOICES, TracePanel, download_path, error_message, loading_message
+from .shared import PRIVATE, TASK_CHOICES, TracePanel, download_path, error_message, loading_message, visitor
 
 _RESULT_DIR = Path(tempfile.mkdtemp(prefix="onegen-results-"))  # this tab's dataset runs (resumable)
 _EXPORT_DIR = Path(tempfile.mkdtemp(prefix="onegen-exports-"))
@@ -96,7 +96,7 @@ class ResultInspector:
                     self.top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Top-k")
                 with gr.Row():
                     self.run_btn = gr.Button("Run dataset", variant="primary", scale=3, elem_id="errors-run")
-                    self.stop_btn = gr.Button("Stop", variant="stop", scale=1)
+                    self.stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="errors-stop")
 
     def layout_examples(self) -> None:
         self.status = gr.HTML(elem_id="errors-status")
@@ -130,10 +130,12 @@ class ResultInspector:
                            [*self.shown, self.bundled], concurrency_limit=4, **PRIVATE)
         self.data.input(lambda _: None, self.data, self.data_upload, queue=False, **PRIVATE)
         self.data_upload.upload(lambda _: None, self.data_upload, self.data, queue=False, **PRIVATE)
-        run_event = self.run_btn.click(self.run_dataset, [self.data, self.data_upload, self.task, self.candidates,
-                                                          self.limit, self.top_k],
-                                       self.shown, concurrency_id="model", concurrency_limit=1, **PRIVATE)
-        self.stop_btn.click(None, cancels=[run_event])
+        self.run_btn.click(self.run_dataset, [self.data, self.data_upload, self.task, self.candidates, self.limit,
+                                              self.top_k], self.shown, concurrency_id="model", concurrency_limit=1,
+                           **PRIVATE)
+        # Not `cancels=`: a cancelled stream leaves the page on its progress bar; the job sees the
+        # flag after the current example and the page says where it stopped.
+        self.stop_btn.click(self.stop_run, None, None, queue=False, **PRIVATE)
         gr.on([self.outcome.input, self.category.input, self.contains.submit], self.filter_rows,
               [self.results, self.outcome, self.category, self.contains],
               [self.table, self.keys, self.note, self.export], concurrency_limit=None, **PRIVATE)
@@ -179,28 +181,34 @@ class ResultInspector:
                 self.keys: [], self.note: "", self.export: gr.DownloadButton(visible=False), self.example: "",
                 **self.panel.empty(), self.results: None}
 
-    def run_dataset(self, choice, uploaded, task_name, candidates_from, n, k):
+    def run_dataset(self, choice, uploaded, task_name, candidates_from, n, k, request: gr.Request = None):
         """Follow a dataset run; Stop (or leaving) ends it after the current example, and the same
         request again resumes from the result file."""
         status = self.status
+        done = 0
         try:
             path = Path(uploaded) if uploaded else pick_listed(self.app.bundled_datasets(), choice)
-        except AppError as e:
-            yield {status: R.message_html(error_message(e), "error")}
-            return
-        yield {status: R.message_html(loading_message(self.app, "Starting..."))}
-        request = DatasetRequest(path, None if task_name == "auto" else task_name, candidates_from, int(n), int(k))
-        job = DatasetRun(self.app, request, _RESULT_DIR).start()
-        for p in job.progress():
-            eta = f", about {p.seconds_left:.0f} s left" if p.seconds_left is not None else ""
-            yield {status: R.progress_html(p.done, p.total, f"{p.done} of {p.total} examples{eta}")}
-        try:
-            evaluated = job.outcome()
+            with self.app.runs.start(visitor(request)) as stop:
+                yield {status: R.message_html(loading_message(self.app, "Starting..."))}
+                asked = DatasetRequest(path, None if task_name == "auto" else task_name, candidates_from, int(n),
+                                       int(k))
+                job = DatasetRun(self.app, asked, _RESULT_DIR, stop).start()
+                for p in job.progress():
+                    done = p.done
+                    eta = f", about {p.seconds_left:.0f} s left" if p.seconds_left is not None else ""
+                    yield {status: R.progress_html(p.done, p.total, f"{p.done} of {p.total} examples{eta}")}
+                evaluated = job.outcome()
         except Exception as e:  # noqa: BLE001 - a message, never a traceback
             yield {status: R.message_html(error_message(e), "error")}
             return
-        if evaluated is not None:
-            yield self.show_results(evaluated.results, ran_message(evaluated, path.name if not uploaded else None))
+        if evaluated is None:
+            yield {status: R.message_html(f"Stopped after {done} example{'s' if done != 1 else ''}; run the same "
+                                          "request again to resume from there.", "warn")}
+            return
+        yield self.show_results(evaluated.results, ran_message(evaluated, path.name if not uploaded else None))
+
+    def stop_run(self, request: gr.Request):
+        self.app.runs.stop(visitor(request))
 
     def filter_rows(self, opened: ResultSet | None, outcome, category, contains):
         if opened is None:
