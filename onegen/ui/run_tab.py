@@ -65,63 +65,9 @@ def build(app: AppState, demo: gr.Blocks) -> None:
             with gr.Accordion("How single-pass retrieval works", open=True):
                 gr.HTML(R.EXPLAINER_HTML)
 
-    @on_gpu
-    def events(task: str, text: str, top_k: int, copy_input: bool):
-        yield from app.stream(task, text, top_k, copy_input)
-
-    def run(task, text, top_k, copy_input=True, request: gr.Request = None):
-        """Stream a run: the timeline grows as tokens come; the result and download come at the end.
-        Stop ends it between tokens and keeps what it made."""
-        live = Trace(task=task, mode="onegen", model={}, input=text or "", prompt_text="", prompt_ids=[])
-        started = time.monotonic()
-        try:
-            with app.runs.start(visitor(request)) as stop:
-                yield {status: R.message_html(loading_message(app, "Running...")), **panel.live(live),
-                       panel.result: "", download: gr.DownloadButton(visible=False)}
-                stream = events(task, text, top_k, copy_input)
-                try:
-                    for ev in worth_showing(stream, live):
-                        if isinstance(ev, DoneEvent):
-                            yield finished(ev.trace)
-                            return
-                        if stop.is_set():
-                            yield stopped(app.stopped_trace(live, time.monotonic() - started))
-                            return
-                        yield {status: R.message_html("Running..."), **panel.live(live)}
-                finally:
-                    stream.close()  # a stopped run frees the model at once
-        except Exception as e:  # noqa: BLE001 - every failure becomes a message, never a traceback
-            msg = error_message(e)
-            gr.Warning(msg)
-            yield {status: R.message_html(msg, "error"), **panel.views(live, {}), panel.result: "",
-                   panel.trace: None, download: gr.DownloadButton(visible=False)}
-
-    def finished(trace: Trace) -> dict:
-        example = app.example(trace.task, trace.input)
-        checked = {expected: expectation_html(app, trace.task, example, app.example_verdict(example, trace))} \
-            if example else {}
-        return {**checked, **finished_views(trace)}
-
-    def finished_views(trace: Trace) -> dict:
-        words, kind = stop_words(trace)
-        n = len(trace.retrievals)
-        counts = (f"{len(trace.tokens)} tokens, {n} retrieval{'s' if n != 1 else ''}, "
-                  f"{trace.cost.seconds.get('total', 0):.1f} s.")
-        done = f"Done: {counts}" if kind == "ok" else f"Stopped early: {words}. {counts}"
-        return {status: R.message_html(done, kind), **panel.show(trace),
-                download: gr.DownloadButton(value=write_trace(trace), visible=True)}
-
-    def stopped(trace: Trace) -> dict:
-        written = sum(t.kind != "inserted" for t in trace.tokens)
-        n = len(trace.retrievals)
-        note = (f"Stopped after {written} tokens, {n} retrieval{'s' if n != 1 else ''} "
-                f"({trace.cost.seconds['total']:.1f} s). The partial trace is below.")
-        return {status: R.message_html(note, "warn"), **panel.views(trace, panel.links(trace)),
-                panel.result: R.message_html(trace.error, "warn"), panel.trace: trace,
-                download: gr.DownloadButton(value=write_trace(trace), visible=True)}
-
-    gr.on([run_btn.click, text.submit], run, inputs=[task, text, top_k, copy_input],
-          outputs=[status, *panel.outputs, download, expected], concurrency_id="model", concurrency_limit=1, **PRIVATE)
+    runs = RunView(app, status, panel, download, expected)
+    gr.on([run_btn.click, text.submit], runs.run, inputs=[task, text, top_k, copy_input], outputs=runs.outputs,
+          concurrency_id="model", concurrency_limit=1, **PRIVATE)
     # Not `cancels=`: a cancelled stream leaves the page as it was ("Running..."); the run itself
     # sees the flag between tokens, stops the engine and shows what it made.
     def stop_run(request: gr.Request):
@@ -140,6 +86,71 @@ def build(app: AppState, demo: gr.Blocks) -> None:
         return {**example_inputs(app, TASK_NAMES[0], example, text), status: problems}
 
     demo.load(on_load, None, [example, text, status], **PRIVATE)
+
+
+class RunView:
+    """One run on the page: streamed into the trace panel, ended by its stop reason or by Stop,
+    with its status line, its download and, for a bundled example, the tick or cross."""
+
+    def __init__(self, app: AppState, status: gr.HTML, panel: TracePanel, download: gr.DownloadButton,
+                 expected: gr.HTML):
+        self.app, self.status, self.panel, self.download, self.expected = app, status, panel, download, expected
+        self.events = on_gpu(self.app.stream)
+
+    @property
+    def outputs(self) -> list:
+        return [self.status, *self.panel.outputs, self.download, self.expected]
+
+    def run(self, task, text, top_k, copy_input=True, request: gr.Request = None):
+        """Stream a run: the timeline grows as tokens come; the result and download come at the end.
+        Stop ends it between tokens and keeps what it made."""
+        app, status, panel, download = self.app, self.status, self.panel, self.download
+        live = Trace(task=task, mode="onegen", model={}, input=text or "", prompt_text="", prompt_ids=[])
+        started = time.monotonic()
+        try:
+            with app.runs.start(visitor(request)) as stop:
+                yield {status: R.message_html(loading_message(app, "Running...")), **panel.live(live),
+                       panel.result: "", download: gr.DownloadButton(visible=False)}
+                stream = self.events(task, text, top_k, copy_input)
+                try:
+                    for ev in worth_showing(stream, live):
+                        if isinstance(ev, DoneEvent):
+                            yield self.finished(ev.trace)
+                            return
+                        if stop.is_set():
+                            yield self.stopped(app.stopped_trace(live, time.monotonic() - started))
+                            return
+                        yield {status: R.message_html("Running..."), **panel.live(live)}
+                finally:
+                    stream.close()  # a stopped run frees the model at once
+        except Exception as e:  # noqa: BLE001 - every failure becomes a message, never a traceback
+            msg = error_message(e)
+            gr.Warning(msg)
+            yield {status: R.message_html(msg, "error"), **panel.views(live, {}), panel.result: "",
+                   panel.trace: None, download: gr.DownloadButton(visible=False)}
+
+    def finished(self, trace: Trace) -> dict:
+        words, kind = stop_words(trace)
+        n = len(trace.retrievals)
+        counts = (f"{len(trace.tokens)} tokens, {n} retrieval{'s' if n != 1 else ''}, "
+                  f"{trace.cost.seconds.get('total', 0):.1f} s.")
+        done = f"Done: {counts}" if kind == "ok" else f"Stopped early: {words}. {counts}"
+        out = {self.status: R.message_html(done, kind), **self.panel.show(trace),
+               self.download: gr.DownloadButton(value=write_trace(trace), visible=True)}
+        example = self.app.example(trace.task, trace.input)
+        if example:
+            out[self.expected] = expectation_html(self.app, trace.task, example,
+                                                  self.app.example_verdict(example, trace))
+        return out
+
+    def stopped(self, trace: Trace) -> dict:
+        written = sum(t.kind != "inserted" for t in trace.tokens)
+        n = len(trace.retrievals)
+        note = (f"Stopped after {written} tokens, {n} retrieval{'s' if n != 1 else ''} "
+                f"({trace.cost.seconds['total']:.1f} s). The partial trace is below.")
+        return {self.status: R.message_html(note, "warn"), **self.panel.views(trace, self.panel.links(trace)),
+                self.panel.result: R.message_html(trace.error, "warn"), self.panel.trace: trace,
+                self.download: gr.DownloadButton(value=write_trace(trace), visible=True)}
 
 
 def expectation_html(app: AppState, task: str, example: dict | None, verdict: bool | None = None) -> str:
