@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from .evaluation import ExampleRecord
 from .render_html import TASK_LABELS, esc
+from .render_text import stop_reason_words
 from .results import Comparison, Flip, ResultSet, category_choices, headline, outcome_of, summarize
 
 ROW_HEADERS = ["key", "outcome", "input", "prediction", "gold", "why"]
@@ -113,7 +114,7 @@ def _detail(c) -> str:
         bits.append(f"the query does not name the previous hop's answer {d['bridge']!r}: "
                     "the model misread the previous paragraph")
     if "stop_reason" in d:
-        bits.append(f"stopped by {d['stop_reason']}")
+        bits.append(f"stopped: {stop_reason_words(str(d['stop_reason']))}")
     if "message" in d:
         bits.append(str(d["message"]))
     return "; ".join(bits)

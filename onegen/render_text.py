@@ -30,11 +30,19 @@ INTENDED_STOPS = frozenset({"eos", "final_answer"})
 def stop_words(trace: Trace) -> tuple[str, str]:
     """(why the run ended in words, "ok" when it ended as intended else "warn")."""
     reason = trace.stop_reason or ""
-    words = STOP_REASONS.get(reason, reason or "it did not finish")
     settings = trace.settings if isinstance(trace.settings, dict) else {}
-    words = words.format(max_new_tokens=settings.get("max_new_tokens", "?"),
-                         max_retrievals=settings.get("max_retrievals", "?"))
-    return words, "ok" if reason in INTENDED_STOPS else "warn"
+    return stop_reason_words(reason, settings), "ok" if reason in INTENDED_STOPS else "warn"
+
+
+def stop_reason_words(reason: str, settings: dict[str, Any] | None = None) -> str:
+    """A stop reason in words; the limits come from the run's settings when given."""
+    words = STOP_REASONS.get(reason, reason or "it did not finish")
+    limits = {k: (settings or {}).get(k) for k in ("max_new_tokens", "max_retrievals")}
+    if "{max_new_tokens}" in words and limits["max_new_tokens"] is None:
+        return "hit the token limit"
+    if "{max_retrievals}" in words and limits["max_retrievals"] is None:
+        return "it asked for more retrievals than allowed"
+    return words.format(**limits)
 
 
 # Which forward computed the run (RunSettings.fused_decoder): same hidden states, other speed.

@@ -355,3 +355,11 @@ def test_bundled_examples_carry_their_expected_results():
     assert app.example_verdict({"answer": "2012"}, trace) is True  # normalised: articles and punctuation go
     trace.result = Result(entities=[LinkedEntity("Hehen", 0, 5, "H0465", "Hehen", 0.9, 0)])
     assert app.example_verdict(hehen, trace) is False  # Todora Kasard is missing
+
+
+def test_stop_reasons_without_the_run_settings_still_read_as_words():
+    from onegen.render_text import stop_reason_words
+
+    assert stop_reason_words("max_new_tokens") == "hit the token limit"
+    assert stop_reason_words("retrieval_limit", {"max_new_tokens": 9}) == "it asked for more retrievals than allowed"
+    assert stop_reason_words("repetition") == "the answer started repeating itself"
