@@ -13,6 +13,8 @@ from .run import add_decoding_arguments, decoding_settings
 import json
 import sys
 
+from ..modes import BASELINE_NAMES, MODE_NAMES, MODES, get_mode
+
 TASKS = ("entity-linking", "multi-hop", "single-hop")
 
 
@@ -37,10 +39,12 @@ def add_arguments(p) -> None:
     p.add_argument("--top-k", type=int, default=5, help="hits kept per retrieval (default 5)")
     p.add_argument("--control", choices=("random-paragraph",),
                    help="replace every retrieval by random documents from the same pool")
-    p.add_argument("--mode", choices=("onegen", "two-pass", "pipeline"), default="onegen",
-                   help="onegen (default), or a baseline: two-pass (the same model re-encodes each query) or "
-                        "pipeline (a separate sentence encoder retrieves); compare the result files in the app")
-    p.add_argument("--retriever", help="the pipeline's sentence encoder (default: the offline all-MiniLM-L6-v2)")
+    p.add_argument("--mode", choices=MODE_NAMES, default=MODE_NAMES[0],
+                   help=f"{MODE_NAMES[0]} (default), or a baseline: "
+                        + " or ".join(MODES[b].label for b in BASELINE_NAMES)
+                        + "; compare the result files in the app")
+    p.add_argument("--retriever", help="the sentence encoder of a mode with a separate retriever "
+                                       "(default: the offline all-MiniLM-L6-v2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random control (default 0)")
     p.add_argument("--max-new-tokens", type=int, help="generation limit (default: the protocol's)")
     add_decoding_arguments(p)
@@ -85,8 +89,9 @@ def main(args) -> int:
     except (OSError, ValueError) as e:  # a model folder that is missing or broken, an unknown device or dtype
         return _fail(str(e))
     settings = RunSettings(max_new_tokens=args.max_new_tokens, **decoding_settings(args))
-    if args.retriever and args.mode != "pipeline":
-        return _fail("--retriever applies to --mode pipeline only")
+    if args.retriever and not get_mode(args.mode).document_encoder.separate:
+        separate = ", ".join(m.name for m in MODES.values() if m.document_encoder.separate)
+        return _fail(f"--retriever applies to modes with a separate retriever ({separate}) only")
     try:
         engine = make_engine(lm, args.mode, args.retriever)
     except (OSError, ValueError) as e:  # BaselineError, and a retriever that will not load
