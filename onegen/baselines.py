@@ -31,7 +31,7 @@ from .documents import Document
 from .engine import Engine, IndexRetriever, QueryContext, QueryEncoder, QueryVector, Retriever, RunSettings
 from .index import IndexManifest, VectorIndex
 from .loading import LoadedModel
-from .modes import DEFAULT_RETRIEVER, MODE_NAMES, ModeError, get_mode
+from .modes import DEFAULT_MODE, DEFAULT_RETRIEVER, MODE_NAMES, ModeError, get_mode
 from .trace import PHASES, Cost, Trace
 
 MODES: tuple[str, ...] = MODE_NAMES  # the names compare() accepts
@@ -242,7 +242,7 @@ class PipelineEngine(Engine):
 
 # -- factory ----------------------------------------------------------------------------------------
 
-def make_engine(lm: LoadedModel, mode: str = "onegen", retriever_model: str | None = None) -> Engine:
+def make_engine(lm: LoadedModel, mode: str = DEFAULT_MODE, retriever_model: str | None = None) -> Engine:
     """An engine for one mode (`onegen.modes.get_mode(mode).make_engine`); the trace's `mode` is the
     mode's name."""
     return get_mode(mode).make_engine(lm, retriever_model)

@@ -118,7 +118,9 @@ MODES: dict[str, Mode] = {m.name: m for m in (
          pipeline_query, SENTENCE_ENCODER),
 )}
 MODE_NAMES: tuple[str, ...] = tuple(MODES)
-# OneGen comes first; the modes after it are the baselines it is measured against.
+# OneGen comes first: the default mode, and the reference that the modes after it (the baselines)
+# are measured against.
+DEFAULT_MODE: str = MODE_NAMES[0]
 BASELINE_NAMES: tuple[str, ...] = MODE_NAMES[1:]
 MODE_LABELS: dict[str, str] = {m.name: m.label for m in MODES.values()}
 

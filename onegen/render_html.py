@@ -12,13 +12,12 @@ from urllib.parse import quote
 
 from .documents import Document
 from .protocols import SPECS
-from .render_text import DECODER_LABELS, copy_note
+from .render_text import DECODER_LABELS, PHASE_LABELS, copy_note, stop_label, task_label
+from .tasks import TASKS
 from .trace import PHASES, Override, Retrieval, TokenRecord, Trace
 
-TASK_LABELS = {"entity-linking": "Entity linking", "multi-hop": "Multi-hop QA", "single-hop": "Single-hop QA"}
-PHASE_LABELS = {"prompt": "prompt", "generated": "generated", "inserted": "inserted",
-                "query_reencoding": "query re-encoding", "draft_rejected": "rejected drafts", "retrieval": "search", "documents": "candidate documents",
-                "total": "total"}
+# Task name -> label, for menus and messages (each Task's own `label`).
+TASK_LABELS = {name: task.label for name, task in TASKS.items()}
 # Token strings of every protocol: shown dimmed in the timeline (styling only; retrieval markers
 # come from positions, never from text, so a user typing "[LK]" gets no marker).
 _PROTOCOL_STRINGS = frozenset(t for s in SPECS.values() for t in s.token_strings) | {"</s>", "<s>"}
@@ -194,16 +193,25 @@ def step_html(r: Retrieval | None, task: str, links: dict[str, str] | None = Non
     if r.inserted_tokens:
         parts.append(f'<div class="og-sub">Inserted into the context: {r.inserted_tokens} tokens</div>'
                      f'<pre class="og-pre">{esc(r.inserted_text)}</pre>')
-    elif task == "entity-linking":
+    elif (spec := _spec_of(task)) is not None and spec.insertion is None:
+        # A protocol that never inserts documents: the retrieval is the vector and its hits.
+        forced = spec.forced_after.get(r.token)
+        then = (f'the protocol forces <code>{esc(forced)}</code> and ' if forced else "")
         parts.append('<div class="og-sub">Inserted into the context: nothing</div><div class="og-muted">'
-                     'Entity linking only reads the mention vector; the protocol forces <code>[_CONTINUE_]</code> '
-                     'and the model goes on rewriting the text.</div>')
+                     f'{esc(task_label(task))} only reads the query vector; {then}the model goes on '
+                     f'{"rewriting the text" if TASKS[task].copies_input else "writing"}.</div>')
     else:
         parts.append('<div class="og-sub">Inserted into the context: nothing yet</div>')
     return f'<div class="og-step">{"".join(parts)}</div>'
 
 
-# -- results per task ------------------------------------------------------------------------------
+def _spec_of(task: str):
+    """The protocol of a known task, else None (a trace from a newer version)."""
+    known = TASKS.get(task)
+    return known.spec if known is not None else None
+
+
+# -- results: by what the trace's result holds -----------------------------------------------------
 
 def entities_html(trace: Trace, links: dict[str, str] | None = None) -> str:
     """The input with linked mentions highlighted (title and score), then a table of mentions with
@@ -268,7 +276,7 @@ def hops_html(trace: Trace) -> str:
     else:
         why = " (the retrieval limit was reached)" if res.retrieval_limit_reached else ""
         final = (f'<div class="og-card og-final og-muted"><div class="og-card-n">Final answer</div>'
-                 f'No &lt;FINAL-ANSWER&gt; was written{why}; run stopped: {esc(trace.stop_reason or "?")}.</div>')
+                 f'No &lt;FINAL-ANSWER&gt; was written{why}; run stopped: {esc(stop_label(trace))}.</div>')
     return f'<div class="og-chain">{"<div class=og-arrow>&rarr;</div>".join(cards)}{final}</div>'
 
 
@@ -291,19 +299,23 @@ def single_hop_html(trace: Trace, links: dict[str, str] | None = None) -> str:
 
 
 def result_html(trace: Trace, links: dict[str, str] | None = None) -> str:
-    head = (f'<div class="og-result-head">{esc(TASK_LABELS.get(trace.task, trace.task))} &middot; '
+    """The run's heading, then its result as the result's fields call for: linked entities, a
+    reasoning chain (hops), or a Self-RAG answer (reflection tokens)."""
+    stopped = stop_label(trace) if trace.stop_reason else "running"
+    head = (f'<div class="og-result-head">{esc(task_label(trace.task))} &middot; '
             f'{len(trace.retrievals)} retrieval{"s" if len(trace.retrievals) != 1 else ""} &middot; '
-            f'stopped: {esc(trace.stop_reason or "running")}</div>')
+            f'stopped: <span data-stop="{esc(trace.stop_reason)}">{esc(stopped)}</span></div>')
     if trace.error:
         head += message_html(trace.error, "error")
-    if trace.task == "entity-linking":
+    res = trace.result
+    if res.entities is not None:
         body = entities_html(trace, links)
-    elif trace.task == "multi-hop":
+    elif res.hops is not None:
         body = hops_html(trace)
-    elif trace.task == "single-hop":
+    elif res.reflection_tokens is not None or res.answer is not None:
         body = single_hop_html(trace, links)
     else:
-        body = message_html(f"unknown task {trace.task!r}", "warn")
+        body = message_html("No result: the run ended before its result was read.", "warn")
     return f'<div class="og-result">{head}{body}</div>'
 
 

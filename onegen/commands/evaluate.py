@@ -13,7 +13,7 @@ from .run import add_decoding_arguments, decoding_settings
 import json
 import sys
 
-from ..modes import BASELINE_NAMES, MODE_NAMES, MODES, get_mode
+from ..modes import BASELINE_NAMES, DEFAULT_MODE, MODE_NAMES, MODES, get_mode
 
 TASKS = ("entity-linking", "multi-hop", "single-hop")
 
@@ -39,8 +39,8 @@ def add_arguments(p) -> None:
     p.add_argument("--top-k", type=int, default=5, help="hits kept per retrieval (default 5)")
     p.add_argument("--control", choices=("random-paragraph",),
                    help="replace every retrieval by random documents from the same pool")
-    p.add_argument("--mode", choices=MODE_NAMES, default=MODE_NAMES[0],
-                   help=f"{MODE_NAMES[0]} (default), or a baseline: "
+    p.add_argument("--mode", choices=MODE_NAMES, default=DEFAULT_MODE,
+                   help=f"{DEFAULT_MODE} (default), or a baseline: "
                         + " or ".join(MODES[b].label for b in BASELINE_NAMES)
                         + "; compare the result files in the app")
     p.add_argument("--retriever", help="the sentence encoder of a mode with a separate retriever "
