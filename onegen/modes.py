@@ -64,6 +64,11 @@ class Mode:
     query_encoder: QueryEncoderFactory
     document_encoder: DocumentEncoder
 
+    @property
+    def short_label(self) -> str:
+        """The label without its explanation in brackets ("two-pass"), for table columns."""
+        return self.label.split(" (", 1)[0]
+
     def make_engine(self, lm: LoadedModel, retriever_model: str | None = None) -> Engine:
         """An engine whose retrievals go this mode's way. `retriever_model` names another separate
         encoder than the default; modes whose documents the generator encodes ignore it (a comparison
