@@ -173,6 +173,7 @@ def bars_html(hits, chosen: int | None = None, links: dict[str, str] | None = No
 def step_html(r: Retrieval | None, task: str, links: dict[str, str] | None = None) -> str:
     if r is None:
         return '<div class="og-step og-empty">Select a retrieval step to see its query and candidates.</div>'
+    known = TASKS.get(task)  # None for a task this version does not know
     free = r.query_source == "hidden-state"
     source = ("the hidden state of the generation pass (no extra forward tokens)" if free
               else f"{r.query_source} (a separate encoding pass)")
@@ -193,22 +194,16 @@ def step_html(r: Retrieval | None, task: str, links: dict[str, str] | None = Non
     if r.inserted_tokens:
         parts.append(f'<div class="og-sub">Inserted into the context: {r.inserted_tokens} tokens</div>'
                      f'<pre class="og-pre">{esc(r.inserted_text)}</pre>')
-    elif (spec := _spec_of(task)) is not None and spec.insertion is None:
-        # A protocol that never inserts documents: the retrieval is the vector and its hits.
-        forced = spec.forced_after.get(r.token)
-        then = (f'the protocol forces <code>{esc(forced)}</code> and ' if forced else "")
+    elif known is not None and known.spec.insertion is None:
+        # Its protocol never inserts documents: the retrieval is the vector and its hits.
+        forced = known.spec.forced_after.get(r.token)
+        then = f'the protocol forces <code>{esc(forced)}</code> and ' if forced else ""
+        goes_on = "rewriting the text" if known.copies_input else "writing"
         parts.append('<div class="og-sub">Inserted into the context: nothing</div><div class="og-muted">'
-                     f'{esc(task_label(task))} only reads the query vector; {then}the model goes on '
-                     f'{"rewriting the text" if TASKS[task].copies_input else "writing"}.</div>')
+                     f'{esc(known.label)} only reads the query vector; {then}the model goes on {goes_on}.</div>')
     else:
         parts.append('<div class="og-sub">Inserted into the context: nothing yet</div>')
     return f'<div class="og-step">{"".join(parts)}</div>'
-
-
-def _spec_of(task: str):
-    """The protocol of a known task, else None (a trace from a newer version)."""
-    known = TASKS.get(task)
-    return known.spec if known is not None else None
 
 
 # -- results: by what the trace's result holds -----------------------------------------------------
@@ -315,7 +310,7 @@ def result_html(trace: Trace, links: dict[str, str] | None = None) -> str:
     elif res.reflection_tokens is not None or res.answer is not None:
         body = single_hop_html(trace, links)
     else:
-        body = message_html("No result: the run ended before its result was read.", "warn")
+        body = message_html("No result: the run did not finish.", "warn")
     return f'<div class="og-result">{head}{body}</div>'
 
 

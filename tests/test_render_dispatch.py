@@ -12,7 +12,7 @@ from onegen import render_html as R
 from onegen.render_compare import axis_ticks
 from onegen.render_text import PHASE_LABELS, STOP_REASONS, copy_note, result_block
 from onegen.tasks import TASK_NAMES, get_task
-from onegen.trace import PHASES, Hop, LinkedEntity, Result, StopReason, Trace
+from onegen.trace import PHASES, Hop, LinkedEntity, Result, Retrieval, StopReason, Trace
 
 RENDERERS = sorted((Path(__file__).resolve().parents[1] / "onegen").glob("render_*.py"))
 
@@ -59,7 +59,7 @@ def test_the_view_follows_the_result_not_the_name():
     refl = _trace("future-task", Result(answer="120000", reflection_tokens=["[Relevant]"]))
     assert "Reflection tokens" in R.result_html(refl) and "Reflection tokens: [Relevant]" in result_block(refl)
     nothing = _trace("multi-hop", Result(), stop_reason="context_full")
-    assert "No result" in R.result_html(nothing)
+    assert "No result: the run did not finish" in R.result_html(nothing)
     assert "Answer: none" in result_block(nothing)
 
 
@@ -90,3 +90,14 @@ def test_axis_ticks_are_round_and_inside(lo, hi):
     assert lo - 1e-9 <= ticks[0] and ticks[-1] <= hi + 1e-9
     steps = {round(b - a, 6) for a, b in zip(ticks, ticks[1:])}
     assert len(steps) == 1
+
+
+def test_a_step_that_inserts_nothing_is_explained_by_the_protocol():
+    lk = Retrieval(step=0, position=3, token="[LK]", query_text="Paris", query_source="hidden-state", hits=[],
+                   chosen=None)
+    assert ("Entity linking only reads the query vector; the protocol forces <code>[_CONTINUE_]</code> and the "
+            "model goes on rewriting the text.") in R.step_html(lk, "entity-linking")
+    qr = Retrieval(step=0, position=3, token="[Question Representation]", query_text="Who?",
+                   query_source="hidden-state", hits=[], chosen=None)
+    for task in ("multi-hop", "future-task"):  # documents arrive after the search
+        assert "Inserted into the context: nothing yet" in R.step_html(qr, task)
