@@ -14,20 +14,25 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from . import registry
 from .constrain import vocabulary_bytes
 from .documents import Document
-from .engine import DoneEvent, Engine, Event, IndexRetriever, InputError, RunSettings
+from .engine import DoneEvent, Engine, Event, IndexRetriever, InputError, RunSettings, TokenChooser
 from .errors import OneGenError
-from .evaluation import EvaluationReport
 from .fsutil import sha256_file
 from .hub import IndexFetchError, is_hub_ref, resolve_index_path
 from .index import IndexLoadError, VectorIndex, read_manifest
-from .protocols import TASKS, MissingTokenError
-from .render_html import TASK_LABELS, browse_href
+from .loading import LoadedModel
+from .protocols import MissingTokenError
+from .render_html import browse_href
+from .results import ResultSet
+from .tasks import TASK_NAMES, get_task
 from .trace import Trace
+
+if TYPE_CHECKING:
+    from .baselines import Comparison
 
 log = logging.getLogger("onegen.app")
 
@@ -50,6 +55,22 @@ FALLBACK_EXAMPLES = {
 
 class AppError(OneGenError):
     """A failure with a message written for the person using the page."""
+
+
+# (model, task) -> the token chooser of that task's runs; tests script a tiny random model with one.
+ChooserFactory = Callable[[LoadedModel, str], TokenChooser]
+
+
+@dataclass(frozen=True)
+class EvaluatedFile:
+    """A finished dataset run: its results, and how many of them an earlier run's file gave back."""
+
+    results: ResultSet
+    resumed: int
+
+    @property
+    def examples(self) -> int:
+        return len(self.results.records)
 
 
 def env_name(task: str) -> str:
@@ -78,13 +99,14 @@ class AppConfig:
 
 
 class AppState:
-    def __init__(self, config: AppConfig | None = None):
+    def __init__(self, config: AppConfig | None = None, chooser_for: ChooserFactory | None = None):
         self.config = config or AppConfig()
+        self.chooser_for = chooser_for  # None: the engine's own choice (the model's greedy pick)
         self._model = None
         self._model_lock = threading.Lock()
         self._indexes: dict[str, VectorIndex] = {}
         self._id_rows: dict[str, dict[str, int]] = {}
-        self._index_locks = {t: threading.Lock() for t in TASKS}
+        self._index_locks = {t: threading.Lock() for t in TASK_NAMES}
         self._sweep: tuple[float, dict | None] | None = None  # (file mtime, report): read once per change
         # Forward passes run one step at a time across sessions (the queue also limits runs to one).
         self.run_lock = threading.Lock()
@@ -137,22 +159,23 @@ class AppState:
         except AppError as e:
             log.warning("preload: %s", e)
             return
-        for task in TASKS:
+        for task in TASK_NAMES:
             if task not in lm.tasks:
                 continue
             try:
                 self.retriever(task, lm)
             except AppError as e:
                 log.warning("preload: %s", e)
-        if "entity-linking" in lm.tasks:  # the copy constraint's byte table (about 0.3 s for 49k tokens)
-            vocabulary_bytes(lm.ptok("entity-linking").hf)
+        for task in TASK_NAMES:  # the copy constraint's byte table (about 0.3 s for 49k tokens)
+            if get_task(task).copies_input and task in lm.tasks:
+                vocabulary_bytes(lm.ptok(task).hf)
         log.info("preload: model and indexes ready")
 
     # -- indexes ------------------------------------------------------------------------------------
     def index(self, task: str) -> VectorIndex:
         """The task's index, loaded once. The protocol is checked here; the model match in `retriever`."""
-        if task not in TASKS:
-            raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASKS)}.")
+        if task not in TASK_NAMES:
+            raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASK_NAMES)}.")
         if task in self._indexes:
             return self._indexes[task]
         with self._index_locks[task]:
@@ -161,7 +184,7 @@ class AppState:
                 try:
                     idx = VectorIndex.load(path, protocol=task)
                 except IndexLoadError as e:
-                    raise AppError(f"The {TASK_LABELS[task]} index cannot be used: {e}") from e
+                    raise AppError(f"The {get_task(task).label} index cannot be used: {e}") from e
                 self._id_rows[task] = {doc_id: i for i, doc_id in enumerate(idx.documents.ids())}
                 self._indexes[task] = idx
         return self._indexes[task]
@@ -170,25 +193,25 @@ class AppState:
         where = self.config.index_path(task)
         hint = f"start the app with --index-{task} FOLDER or set {env_name(task)}"
         if not where:
-            raise AppError(f"No index is configured for {TASK_LABELS[task]}: {hint}.")
+            raise AppError(f"No index is configured for {get_task(task).label}: {hint}.")
         if is_hub_ref(where):
             try:  # downloaded once into the hub cache; offline, an earlier copy is used
                 return resolve_index_path(where)
             except (IndexFetchError, ValueError) as e:
-                raise AppError(f"The {TASK_LABELS[task]} index {where} cannot be had: {e}") from e
+                raise AppError(f"The {get_task(task).label} index {where} cannot be had: {e}") from e
         path = Path(where)
         if not path.is_dir():
-            raise AppError(f"The {TASK_LABELS[task]} index folder {where} does not exist yet: {hint}.")
+            raise AppError(f"The {get_task(task).label} index folder {where} does not exist yet: {hint}.")
         return path
 
     def retriever(self, task: str, lm) -> IndexRetriever:
         idx = self.index(task)
         m = idx.manifest
         if m.model_fingerprint and m.model_fingerprint != lm.fingerprint:
-            raise AppError(f"The {TASK_LABELS[task]} index was built with model {m.model!r}, not the loaded model "
+            raise AppError(f"The {get_task(task).label} index was built with model {m.model!r}, not the loaded model "
                            f"{lm.name!r}; its vectors would not match the queries. Rebuild it with this model.")
         if idx.dim != lm.hidden_size:
-            raise AppError(f"The {TASK_LABELS[task]} index has {idx.dim}-d vectors; the model makes "
+            raise AppError(f"The {get_task(task).label} index has {idx.dim}-d vectors; the model makes "
                            f"{lm.hidden_size}-d vectors.")
         return IndexRetriever(idx, label=str(idx.path))
 
@@ -245,15 +268,16 @@ class AppState:
         return _jsonish_files(Path(self.config.datasets_dir), (".json", ".jsonl"))
 
     def evaluate_file(self, data: Path, task: str | None, *, candidates: str, limit: int, top_k: int,
-                      out_dir: Path, on_progress=None) -> tuple[EvaluationReport, Path]:
+                      out_dir: Path, on_progress=None) -> EvaluatedFile:
         """Run the first `limit` examples of a dataset file through the loaded model and its index.
         The result file's name depends on the data and the settings, so the same request again
-        resumes (finished examples are skipped). Returns the report and the result file."""
+        resumes (finished examples are skipped). The app's one call of `evaluate`, and the one
+        place that reads its report."""
         from .datasets import DatasetFormatError, load_dataset
         from .evaluation import EvaluationError, evaluate
 
-        if task is not None and task not in TASKS:
-            raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASKS)}.")
+        if task is not None and task not in TASK_NAMES:
+            raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASK_NAMES)}.")
         if not 1 <= int(limit) <= MAX_DATASET_EXAMPLES:
             raise AppError(f"Run between 1 and {MAX_DATASET_EXAMPLES} examples here; "
                            "score whole datasets with `python -m onegen evaluate`.")
@@ -265,12 +289,13 @@ class AppState:
         if not len(data_set):
             raise AppError("The dataset has no readable example." +
                            (f" First problem: {data_set.errors[0][1]}" if data_set.errors else ""))
-        mode = "index" if task == "entity-linking" else candidates
+        # A task that rewrites its input has no per-example context to retrieve from: only its index.
+        mode = "index" if get_task(task).copies_input else candidates
         if mode not in ("index", "context"):
             raise AppError("Candidates are either the task's index or each question's own context.")
         lm = self.model()
         if task not in lm.tasks:
-            raise AppError(f"The model {lm.name!r} cannot run {TASK_LABELS[task]}.")
+            raise AppError(f"The model {lm.name!r} cannot run {get_task(task).label}.")
         index = None
         if mode == "index":
             self.retriever(task, lm)  # refuses an index of another model with a readable message
@@ -281,11 +306,13 @@ class AppState:
         out = Path(out_dir) / f"{task}-{digest.hexdigest()[:16]}.jsonl"
         try:
             with self.run_lock:
-                report = evaluate(lm, task, list(data_set.examples)[: int(limit)], index=index, candidates=mode,
-                                  out=out, top_k=int(top_k), progress=False, on_progress=on_progress)
+                report = evaluate(self.engine(task, lm), task, list(data_set.examples)[: int(limit)], index=index,
+                                  candidates=mode, out=out, top_k=int(top_k), progress=False, on_progress=on_progress)
         except EvaluationError as e:
             raise AppError(f"The evaluation stopped: {e}") from e
-        return report, out
+        results = ResultSet(path=out, task=report.task, run=report.records[0].line["onegen"]["run"],
+                            records=report.records, metrics=report.metrics)
+        return EvaluatedFile(results=results, resumed=int(report.metrics.get("resumed", 0)))
 
     # -- runs ---------------------------------------------------------------------------------------
     def check_input(self, text, top_k) -> tuple[str, int]:
@@ -302,19 +329,27 @@ class AppState:
             raise AppError(f"top_k must be between 1 and {MAX_TOP_K}.")
         return text, k
 
+    def chooser(self, lm: LoadedModel, task: str) -> TokenChooser | None:
+        """The token chooser of `task`'s runs; None: the engine's default."""
+        return self.chooser_for(lm, task) if self.chooser_for else None
+
+    def engine(self, task: str, lm: LoadedModel) -> Engine:
+        return Engine(lm, chooser=self.chooser(lm, task))
+
     def stream(self, task: str, text: str, top_k: int = 5, copy_input: bool = True) -> Iterator[Event]:
         """Engine events of one run. The lock is held per step, never across a yield, so a session
         that disconnects mid-run cannot keep the model from others. `copy_input` (entity linking):
         constrain the output to the input plus mention tags."""
-        if task not in TASKS:
-            raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASKS)}.")
+        if task not in TASK_NAMES:
+            raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASK_NAMES)}.")
         text, k = self.check_input(text, top_k)
         lm = self.model()
         if task not in lm.tasks:
-            raise AppError(f"The model {lm.name!r} cannot run {TASK_LABELS[task]}: its tokenizer lacks the "
+            raise AppError(f"The model {lm.name!r} cannot run {get_task(task).label}: its tokenizer lacks the "
                            f"protocol's tokens. It supports: {', '.join(lm.tasks) or 'no task'}.")
         retriever = self.retriever(task, lm)
-        events = Engine(lm).run(task, text, retriever=retriever, settings=RunSettings(top_k=k, copy_input=bool(copy_input)))
+        settings = RunSettings(top_k=k, copy_input=bool(copy_input))
+        events = self.engine(task, lm).run(task, text, retriever=retriever, settings=settings)
         while True:
             with self.run_lock:
                 try:
@@ -335,26 +370,27 @@ class AppState:
         return trace
 
     # -- the Compare view ---------------------------------------------------------------------------
-    def compare(self, task: str, text: str, top_k: int, baseline: str) -> dict:
+    def compare(self, task: str, text: str, top_k: int, baseline: str) -> Comparison:
         """One input through OneGen and a baseline on the same model and index
         (`onegen.baselines.compare`): both traces and their costs side by side."""
         from .baselines import BaselineError, compare
 
-        if task not in TASKS:
-            raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASKS)}.")
+        if task not in TASK_NAMES:
+            raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASK_NAMES)}.")
         if baseline not in BASELINES:
             raise AppError(f"Unknown baseline {baseline!r}; choose one of: {', '.join(BASELINES)}.")
         text, k = self.check_input(text, top_k)
         lm = self.model()
         if task not in lm.tasks:
-            raise AppError(f"The model {lm.name!r} cannot run {TASK_LABELS[task]}.")
+            raise AppError(f"The model {lm.name!r} cannot run {get_task(task).label}.")
         self.retriever(task, lm)  # refuses an index of another model
         index = self.index(task)
         try:
             with self.run_lock:
                 # One token per forward call, like the sweep this run is plotted on.
                 return compare(lm, task, text, modes=("onegen", baseline), index=index,
-                               settings=RunSettings(top_k=k, draft_tokens=0))
+                               settings=RunSettings(top_k=k, draft_tokens=0),
+                               chooser=self.chooser(lm, task))
         except InputError as e:
             raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
         except (BaselineError, OSError) as e:
@@ -385,15 +421,15 @@ class AppState:
             lines.append(("ok", f"Model {self._model.name} loaded on {self._model.device}."))
         else:
             lines.append(("info", f"Model {name} loads on the first run."))
-        for task in TASKS:
+        for task in TASK_NAMES:
             where = self.config.index_path(task)
             if where and is_hub_ref(where) and task not in self._indexes:  # no download just to describe it
-                lines.append(("info", f"{TASK_LABELS[task]} index: {where} (downloaded on first use)."))
+                lines.append(("info", f"{get_task(task).label} index: {where} (downloaded on first use)."))
                 continue
             try:
                 folder = self._index_folder(task)
                 m = read_manifest(folder)
-                lines.append(("info", f"{TASK_LABELS[task]} index: {folder} ({m.documents:,} documents, "
+                lines.append(("info", f"{get_task(task).label} index: {folder} ({m.documents:,} documents, "
                                       f"model {m.model or '?'})."))
             except (AppError, IndexLoadError) as e:
                 lines.append(("warn", str(e)))

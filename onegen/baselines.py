@@ -22,13 +22,15 @@ import functools
 import json
 import time
 import weakref
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from .documents import Document
-from .engine import Engine, IndexRetriever, QueryContext, QueryEncoder, QueryVector, Retriever, RunSettings
+from .engine import (Engine, IndexRetriever, QueryContext, QueryEncoder, QueryVector, Retriever, RunSettings,
+                     TokenChooser)
 from .index import IndexManifest, VectorIndex
 from .loading import LoadedModel
 from .modes import DEFAULT_MODE, DEFAULT_RETRIEVER, MODE_NAMES, ModeError, get_mode
@@ -276,16 +278,40 @@ def retriever_for(engine: Engine, task: str, *, index: VectorIndex | None = None
 
 # -- side-by-side comparison (the app's Compare view) -----------------------------------------------
 
+@dataclass(frozen=True)
+class ModeDifference:
+    """One mode's cost minus the base mode's, so a baseline's extra cost is positive."""
+
+    forward_tokens: dict[str, int]  # phase (and "total") -> tokens
+    seconds: dict[str, float]  # phase -> seconds
+    speedup: float | None  # this mode's total seconds / the base mode's (None: the base took no time)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One input run in several modes, costs lined up against the first mode (`base`)."""
+
+    task: str
+    input: str
+    modes: list[str]
+    base: str
+    traces: dict[str, Trace]
+    forward_tokens: dict[str, dict[str, int]]  # mode -> phase (and "total") -> tokens
+    seconds: dict[str, dict[str, float]]  # mode -> phase -> seconds
+    differences: dict[str, ModeDifference]  # every mode but the base
+    same_documents: dict[str, list[bool]]  # every mode but the base -> same top document as the base, per retrieval
+
+    def summary(self) -> dict[str, Any]:
+        """Everything but the traces, as JSON-ready data."""
+        return {k: v for k, v in asdict(self).items() if k != "traces"}
+
+
 def compare(lm: LoadedModel, task: str, text: str, *, modes: Sequence[str] = ("onegen", "two-pass"),
             index: VectorIndex | None = None, candidates: Sequence[Document] | None = None,
-            retriever_model: str | None = None, settings: RunSettings | None = None) -> dict[str, Any]:
+            retriever_model: str | None = None, settings: RunSettings | None = None,
+            chooser: TokenChooser | None = None) -> Comparison:
     """Run one input in several modes and line their costs up against the first mode.
-
-    Returns {"task", "input", "modes", "traces": {mode: Trace}, "forward_tokens": {mode: {phase: n,
-    "total": n}}, "seconds": {mode: {phase: s}}, "differences": {mode: {"forward_tokens": {...},
-    "seconds": {...}, "speedup": base total s / mode total s}}, "same_documents": {mode: [bool per
-    retrieval]}}. Differences are mode minus base, so a baseline's extra cost is positive.
-    """
+    `chooser`: every mode's token chooser (None: the engine's default)."""
     modes = list(dict.fromkeys(modes))
     if not modes:
         raise BaselineError("compare needs at least one mode")
@@ -295,6 +321,7 @@ def compare(lm: LoadedModel, task: str, text: str, *, modes: Sequence[str] = ("o
     traces: dict[str, Trace] = {}
     for m in modes:
         engine = make_engine(lm, m, retriever_model)
+        engine.chooser = chooser
         cost = Cost()
         retriever = retriever_for(engine, task, index=index, candidates=candidates, cost=cost)
         trace = engine.run_trace(task, text, retriever=retriever, settings=settings)
@@ -310,15 +337,14 @@ def compare(lm: LoadedModel, task: str, text: str, *, modes: Sequence[str] = ("o
     differences = {}
     for m in modes[1:]:
         phases = sorted(set(seconds[m]) | set(seconds[base]))
-        differences[m] = {
-            "forward_tokens": {p: tokens[m][p] - tokens[base][p] for p in tokens[m]},
-            "seconds": {p: round(seconds[m].get(p, 0.0) - seconds[base].get(p, 0.0), 6) for p in phases},
-            "speedup": _ratio(seconds[m].get("total", 0.0), seconds[base].get("total", 0.0)),
-        }
+        differences[m] = ModeDifference(
+            forward_tokens={p: tokens[m][p] - tokens[base][p] for p in tokens[m]},
+            seconds={p: round(seconds[m].get(p, 0.0) - seconds[base].get(p, 0.0), 6) for p in phases},
+            speedup=_ratio(seconds[m].get("total", 0.0), seconds[base].get("total", 0.0)))
     same = {m: [_top_id(a) == _top_id(b) for a, b in zip(traces[base].retrievals, traces[m].retrievals)]
             for m in modes[1:]}
-    return {"task": task, "input": text, "modes": modes, "base": base, "traces": traces,
-            "forward_tokens": tokens, "seconds": seconds, "differences": differences, "same_documents": same}
+    return Comparison(task=task, input=text, modes=modes, base=base, traces=traces, forward_tokens=tokens,
+                      seconds=seconds, differences=differences, same_documents=same)
 
 
 def _top_id(r) -> str | None:

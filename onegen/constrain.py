@@ -15,6 +15,7 @@ which touches only tokens that could fit (tens), not the whole vocabulary.
 """
 from __future__ import annotations
 
+import unicodedata
 import weakref
 from dataclasses import dataclass
 from functools import lru_cache
@@ -37,6 +38,26 @@ class _State:
     # so the output is finite and every mention has a surface.
     moved: bool = True
     lead: bool = True  # before any byte: one extra leading space is fine (SentencePiece writes it)
+    # A visible byte was copied inside the open mention: a mention is never only whitespace or
+    # zero-width characters (a trailing U+FEFF must not become a linked "mention").
+    content: bool = False
+
+
+def blank(ch: str) -> bool:
+    """Whitespace, format and control characters (U+FEFF, U+200B, soft hyphen, ...): nothing a
+    reader sees, so nothing a mention may consist of, and nothing the output must copy at its end."""
+    return ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cn", "Zl", "Zp")
+
+
+def _byte_flags(text: str) -> tuple[list[bool], list[bool]]:
+    """Per UTF-8 byte of `text`: is its character visible; are all bytes from here on blank."""
+    visible: list[bool] = []
+    for ch in text:
+        visible.extend([not blank(ch)] * len(ch.encode("utf-8")))
+    blank_tail = [False] * len(visible) + [True]
+    for i in range(len(visible) - 1, -1, -1):
+        blank_tail[i] = blank_tail[i + 1] and not visible[i]
+    return visible, blank_tail
 
 
 class VocabularyBytes:
@@ -119,6 +140,7 @@ class CopyConstraint:
 
     def __init__(self, text: str, vocab: VocabularyBytes, *, link_id: int, continue_id: int, eos_id: int):
         self.text = text.encode("utf-8")
+        self.visible, self.blank_tail = _byte_flags(text)
         self.vocab = vocab
         self.link_id, self.continue_id, self.eos_id = link_id, continue_id, eos_id
         self.start: States = frozenset({_State(0)})
@@ -134,7 +156,7 @@ class CopyConstraint:
                 yield self.text[s.pos]
             if s.moved and not s.inside and may_open and s.pos < len(self.text):  # a mention needs text
                 yield OPEN[0]
-            if s.moved and s.inside:
+            if s.moved and s.inside and s.content:
                 yield CLOSE[0]
             if s.lead:
                 yield 0x20
@@ -153,13 +175,14 @@ class CopyConstraint:
                                   inside=not done, moved=False, lead=False))
         elif s.mode == TEXT:
             if s.pos < len(self.text) and self.text[s.pos] == b:
-                out.append(_State(s.pos + 1, TEXT, 0, s.inside, moved=True, lead=False))
+                out.append(_State(s.pos + 1, TEXT, 0, s.inside, moved=True, lead=False,
+                                  content=s.inside and (s.content or self.visible[s.pos])))
             if s.moved and not s.inside and may_open and s.pos < len(self.text) and OPEN[0] == b:
                 out.append(_State(s.pos, IN_OPEN, 1, False, moved=False, lead=False))
-            if s.moved and s.inside and CLOSE[0] == b:
+            if s.moved and s.inside and s.content and CLOSE[0] == b:
                 out.append(_State(s.pos, IN_CLOSE, 1, True, moved=False, lead=False))
             if s.lead and b == 0x20:
-                out.append(_State(s.pos, TEXT, 0, s.inside, moved=s.moved, lead=False))
+                out.append(_State(s.pos, TEXT, 0, s.inside, moved=s.moved, lead=False, content=s.content))
         return out
 
     def _bytes(self, states: States, b: int, may_open: bool) -> States:
@@ -185,7 +208,9 @@ class CopyConstraint:
         return states
 
     def _may_end(self, s: _State) -> bool:
-        return s.mode == TEXT and s.pos == len(self.text) and not s.inside
+        # Trailing blanks (a final newline, a U+FEFF) need not be copied: a model that stops
+        # before them has copied everything a reader sees.
+        return s.mode == TEXT and self.blank_tail[s.pos] and not s.inside
 
     # -- the allowed set -----------------------------------------------------------------------------
     def allowed(self, states: States, *, may_link: bool = True) -> list[int]:

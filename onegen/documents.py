@@ -54,3 +54,26 @@ def split_sentences(text: str) -> list[str]:
     """A small rule-based sentence splitter (no model, no download); good enough for
     encyclopedic prose. Empty pieces are dropped."""
     return [s.strip() for s in _SENT_END.split(text.strip()) if s.strip()]
+
+
+_BREAK = re.compile(r"(?<=[.!?])\s+")
+# A period after these ends a word, not a sentence: an initial ("John C. Reilly"), a title, or a
+# dotted abbreviation ("U.S.", "e.g."). Words that often end a sentence too ("No.", "Inc.") are not
+# listed: splitting after them costs less than swallowing the next sentence.
+_ABBREVIATION = re.compile(
+    r"(?:(?<![\w.])[A-Z]|(?<![\w.])(?:[A-Za-z]\.)+[A-Za-z]|\b(?:Mr|Mrs|Ms|Dr|Prof|St|Sr|Jr|Mt|Ft|Gen|Col|Capt|Lt|"
+    r"Sgt|Rev|Hon|Gov|Sen|Rep|Pres|Adm|Cpl|vs|approx))\.$")
+
+
+def split_written_sentences(text: str) -> list[str]:
+    """Sentences of text a model wrote (sub-questions, sub-answers): split after `.`, `!` or `?`
+    and whitespace, except after an initial or a common abbreviation, so "Where was John C. Reilly
+    born?" stays one sentence. Empty pieces are dropped."""
+    pieces, start = [], 0
+    for m in _BREAK.finditer(text):
+        if text[m.start() - 1] == "." and _ABBREVIATION.search(text[start:m.start()]):
+            continue
+        pieces.append(text[start:m.start()])
+        start = m.end()
+    pieces.append(text[start:])
+    return [p.strip() for p in pieces if p.strip()]

@@ -27,7 +27,7 @@ from .errors import OneGenError
 from .fused_llama import FusedLlamaDecoder, fusable, fused_weights
 from .index import VectorIndex
 from .loading import LoadedModel
-from .protocols import LK, ResolvedProtocol, get_spec
+from .protocols import LK, SPECS, ResolvedProtocol, get_spec
 from .tasks import get_task
 from .tokenization import Token, template_parts
 from .trace import Cost, Hit, Override, Phase, Retrieval, StopReason, TokenKind, TokenRecord, Trace
@@ -146,6 +146,10 @@ class RunSettings:
     # Llama models on the CPU: the fused decode path (onegen/fused_llama.py), same hidden states as
     # the transformers forward with fewer op calls. False always uses the transformers forward.
     fused_decoder: bool = True
+    # End a run whose last `repetition_window` written tokens repeat one n-gram of at most 8 tokens
+    # ("kickickick..." until the token limit): stop reason "repetition". 0 turns the guard off.
+    # Copy-constrained entity linking is exempt: its output is bounded by its input.
+    repetition_window: int = 32
 
 
 # -- the decode state -------------------------------------------------------------------------------
@@ -237,6 +241,14 @@ class DecodeState:
 
 
 # -- token choice -----------------------------------------------------------------------------------
+
+def repeats(ids: Sequence[int], window: int, max_period: int = 8) -> bool:
+    """Are the last `window` ids one n-gram (n <= max_period) over and over?"""
+    if window <= 0 or len(ids) < window:
+        return False
+    tail = ids[-window:]
+    return any(all(tail[i] == tail[i - p] for i in range(p, window)) for p in range(1, min(max_period, window // 2) + 1))
+
 
 def choose_token(logits: torch.Tensor, *, step: int = 0, forced: int | None = None, banned: Sequence[int] = (),
                  allowed: Sequence[int] | None = None, sampling: Sampling | None = None,
@@ -440,6 +452,12 @@ class _Run:
         self.forcing = forcing_rules(proto)
         # Tokens that steer the loop (retrieval, forcing, end) are never drafted: each gets its own step.
         self.undraftable = frozenset({proto.query_id, proto.eos_id, *(r.token for r in self.forcing)})
+        # A multi-task checkpoint knows every protocol's tokens; another task's (a reflection token
+        # in a multi-hop answer, [LK] in a Self-RAG one) is never what this protocol means.
+        vocab = self.ptok.hf.get_vocab()
+        own = set(self.spec.token_strings)
+        self.foreign = sorted({vocab[t] for spec in SPECS.values() for t in spec.token_strings
+                               if t not in own and t in vocab})
         self.copy: CopyConstraint | None = None
         if self.task.copies_input and settings.copy_input:
             self.copy = CopyConstraint(text, vocabulary_bytes(self.ptok.hf), link_id=proto.query_id,
@@ -452,6 +470,7 @@ class _Run:
                                      "max_new_tokens_per": "segment" if self.segmented else "run",
                                      "max_retrievals": self.max_retrievals, "draft_tokens": drafts,
                                      "copy_input": self.copy is not None, "decoder": self.state.decoder_name,
+                                     "repetition_window": 0 if self.copy is not None else settings.repetition_window,
                                      "decoding": "greedy" if settings.sampling is None else vars(settings.sampling)})
         self.generator = None
         if settings.sampling is not None:
@@ -547,11 +566,12 @@ class _Run:
         return tok == self.proto.query_id and self.queries_while_decoding
 
     def _banned(self) -> list[int]:
-        """Entity linking bans [LK] once the retrieval limit is reached, so the rest of the input is
-        still written; a segmented run instead stops at its next retrieval token (`_stop_reason`)."""
+        """Other protocols' tokens always; entity linking also bans [LK] once the retrieval limit
+        is reached, so the rest of the input is still written (a segmented run instead stops at
+        its next retrieval token, `_stop_reason`)."""
         if self.queries_while_decoding and not self.segmented and len(self.trace.retrievals) >= self.max_retrievals:
-            return [self.proto.query_id]
-        return []
+            return [*self.foreign, self.proto.query_id]
+        return self.foreign
 
     def _forced_next(self) -> int | None:
         """The token the protocol sets next, if the last generated token and the text before it
@@ -616,6 +636,8 @@ class _Run:
                 return "final_answer"
         if self.segmented and self._is_query(tok) and len(self.trace.retrievals) >= self.max_retrievals:
             return "retrieval_limit"
+        if self.copy is None and repeats(self.generated, self.settings.repetition_window):
+            return "repetition"
         if self._segment_tokens() >= self.max_new:
             return "max_new_tokens"
         if len(self.state) + 1 >= self.lm.context_length:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .modes import MODE_LABELS
 from .render_html import esc
 from .render_text import PHASE_LABELS
-from .trace import PHASES, Trace
+from .trace import PHASES
+
+if TYPE_CHECKING:  # the renderers read a comparison; they need not load the baselines' models
+    from .baselines import Comparison
 
 _R_COLORS = {1: "#1f77b4", 2: "#ff7f0e", 4: "#2ca02c", 8: "#d62728"}
 
@@ -35,29 +38,28 @@ class RunPoint:
     token_ratio: float | None  # baseline forward tokens / OneGen forward tokens
 
 
-def run_point(result: Mapping[str, Any], baseline: str) -> RunPoint:
+def run_point(result: Comparison, baseline: str) -> RunPoint:
     """The point of a `compare()` result: the query length is what the baseline re-encoded per
     retrieval (two-pass: the generator's own tokens; pipeline: its retriever's tokens). The
     comparison's base mode (OneGen) is the reference."""
-    traces: dict[str, Trace] = result["traces"]
-    base = result["base"]
+    traces, base = result.traces, result.base
     n = len(traces[base].retrievals)
     reencoded = traces[baseline].cost.forward_tokens.get("query_reencoding", 0)
-    tokens = result["forward_tokens"]
+    tokens = result.forward_tokens
     ratio = (tokens[baseline]["total"] / tokens[base]["total"]) if tokens[base]["total"] else None
-    og_seconds = result["seconds"][base].get("total", 0.0)
-    reencoding = result["seconds"][baseline].get("query_reencoding", 0.0)
+    og_seconds = result.seconds[base].get("total", 0.0)
+    reencoding = result.seconds[baseline].get("query_reencoding", 0.0)
     estimate = (og_seconds + reencoding) / og_seconds if og_seconds > 0 else None
+    difference = result.differences.get(baseline)
     return RunPoint(query_tokens=(reencoded / n) if n else 0.0, retrievals=n,
-                    speedup=result["differences"].get(baseline, {}).get("speedup"), reencoding_speedup=estimate,
+                    speedup=difference.speedup if difference else None, reencoding_speedup=estimate,
                     token_ratio=ratio)
 
 
-def costs_html(result: Mapping[str, Any]) -> str:
+def costs_html(result: Comparison) -> str:
     """Forward tokens and seconds per phase for each mode, the baseline's extra, and the speedup."""
-    base = result["base"]
-    modes = result["modes"]
-    tokens, seconds = result["forward_tokens"], result["seconds"]
+    base, modes = result.base, result.modes
+    tokens, seconds = result.forward_tokens, result.seconds
     head = "".join(f"<th>{esc(MODE_LABELS.get(m, m))}</th>" for m in modes)
     extra_head = "".join(f"<th>{esc(m)} &minus; {esc(base)}</th>" for m in modes[1:])
     rows = []
@@ -75,11 +77,11 @@ def costs_html(result: Mapping[str, Any]) -> str:
         srows.append(f"<tr{cls}><td>{esc(PHASE_LABELS.get(p, p))}</td>{vals}{diffs}</tr>")
     verdicts = []
     for m in modes[1:]:
-        d = result["differences"][m]
-        same = result["same_documents"].get(m) or []
+        d = result.differences[m]
+        same = result.same_documents.get(m) or []
         agree = (f"same top document at {sum(same)} of {len(same)} retrievals" if same else "no retrievals")
         point = run_point(result, m)
-        extra = d["forward_tokens"].get("total", 0)
+        extra = d.forward_tokens.get("total", 0)
         est = f"{point.reencoding_speedup:.2f}x" if point.reencoding_speedup else "n/a"
         total = f"{point.speedup:.2f}x" if point.speedup else "n/a"
         verdicts.append(f"<li><b>{esc(m)}</b>: {_signed(extra)} forward tokens "

@@ -16,12 +16,12 @@ from __future__ import annotations
 import re
 from typing import ClassVar
 
+from .documents import split_written_sentences
 from .protocols import ENTITY_LINKING, MULTI_HOP, SINGLE_HOP, TaskName, TaskSpec
 from .trace import Hop, LinkedEntity, Trace
 
 _MENTION_END = re.compile(r"<MENTION>((?:(?!<MENTION>).)*?)</MENTION>\s*$", re.S)
 _FINAL = re.compile(r"<FINAL-ANSWER>(.*?)</FINAL-ANSWER>", re.S)
-SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+")
 
 
 class Task:
@@ -60,7 +60,7 @@ class MultiHop(Task):
 
     def query_text(self, segment: str) -> str:
         # The sub-question is the last sentence before the retrieval token.
-        pieces = [p for p in SENTENCE_BREAK.split(segment.strip()) if p]
+        pieces = split_written_sentences(segment)
         return pieces[-1] if pieces else segment.strip()
 
     def fill_result(self, trace: Trace, input_text: str, eos_id: int) -> None:
@@ -125,7 +125,8 @@ def multi_hop_chain(trace: Trace) -> list[Hop]:
         nxt = trace.retrievals[i + 1].position if i + 1 < len(trace.retrievals) else None
         text = "".join(t.text for t in after if nxt is None or t.position < nxt)
         text = text.split("<FINAL-ANSWER>")[0]
-        first = SENTENCE_BREAK.split(text.strip(), maxsplit=1)[0] if text.strip() else ""
+        pieces = split_written_sentences(text)
+        first = pieces[0] if pieces else ""
         hit = r.chosen_hit
         hops.append(Hop(question=r.query_text, retrieval=i, title=hit.title if hit else None, answer=first))
     return hops

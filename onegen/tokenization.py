@@ -117,11 +117,34 @@ class ProtocolTokenizer:
 
     def token_text(self, ids: Sequence[int], i: int, window: int = 6) -> str:
         """Text that token `i` adds to the decoded string, decoded in context so SentencePiece's
-        leading spaces and multi-byte characters come out right."""
+        leading spaces come out right. A character whose bytes span several tokens belongs to the
+        token that completes it (the ones before it add ""), so joining the texts of all tokens
+        gives the decoded string, never U+FFFD for a split character (as incremental detokenizers
+        such as vLLM's do it, but stateless)."""
         start = max(0, i - window)
-        before = self.decode(ids[start:i])
+        # Begin at a character boundary: while the window's text starts with U+FFFD, its first
+        # tokens are the last bytes of a character begun earlier (bounded: a run of byte tokens).
+        for _ in range(16):
+            if start == 0 or not self.decode(ids[start:i + 1]).startswith("\ufffd"):
+                break
+            start -= 1
         full = self.decode(ids[start:i + 1])
-        return full[len(before):] if full.startswith(before) else self.decode(ids[i:i + 1])
+        if _incomplete(full):
+            return ""  # a later token completes this character
+        # The text before token i, up to the last token that ended a whole character. Some decoders
+        # turn a whole run of byte tokens into U+FFFD while its last character is incomplete.
+        for end in range(i, start - 1, -1):
+            before = self.decode(ids[start:end])
+            if not _incomplete(before):
+                break
+        if full.startswith(before):
+            return full[len(before):]
+        return self.decode(ids[i:i + 1])
+
+
+def _incomplete(text: str) -> bool:
+    """Does `text` end in the bytes of a character that a later token completes?"""
+    return text.endswith("\ufffd")
 
 
 def template_parts(template: str, **values: str) -> list[Part]:

@@ -27,6 +27,7 @@ StopReason = Literal[
     "context_full",     # the next token or an inserted document would not fit the model's context
     "copy_dead_end",    # copy-constrained entity linking: no token can spell the rest of the input
     "no_hits",          # a retrieval found no document to insert
+    "repetition",       # the last written tokens repeat one short n-gram (RunSettings.repetition_window)
     "retrieval_limit",  # the retrieval token again after the last allowed retrieval (not searched)
 ]
 # How a token after the prompt came to be: chosen by the model, set by the protocol, or part of a

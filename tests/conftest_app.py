@@ -1,10 +1,10 @@
 """Fixtures for the app tests: one tiny random model that speaks all three protocols, a tiny index
 per task (with a hostile title in two of them), example files, and an in-process server.
 
-Random weights almost never write retrieval tokens, so `scripted_logits` replaces
-`DecodeState.logits` with one-hot logits that follow a fixed text per task (recognised from the
-prompt). Every forward pass stays real; only the choice of the next token is scripted. It patches
-this process, so the server must run in this process (`serve` starts it in a background thread).
+Random weights almost never write retrieval tokens, so `serve(config, chooser_for=scripted_choices)`
+gives the app a token chooser per task that follows a fixed text (SCRIPTS[task]) for every engine it
+builds: runs, dataset runs and comparisons. Every forward pass stays real; only the choice of the
+next token is scripted. The server runs in this process (`serve` starts it in a background thread).
 """
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
 
 from onegen.documents import Document  # noqa: E402
 from onegen.protocols import LK, QR, SPECS  # noqa: E402
@@ -46,7 +44,6 @@ SCRIPTS = {
                   " Corvale. <FINAL-ANSWER>Corvale</FINAL-ANSWER>"],
     "single-hop": ["[Relevant]", "Corvale has 120000 inhabitants.", "[Fully supported]", "[Utility:5]"],
 }
-_PROMPT_START = {"entity-linking": "[INST]", "multi-hop": "You are good at multi-step", "single-hop": "### Instruction"}
 
 
 @dataclass
@@ -100,27 +97,11 @@ def _script_ids(lm, task: str) -> list[int]:
     return ids
 
 
-@contextlib.contextmanager
-def scripted_logits(monkeypatch):
-    """Make every run follow SCRIPTS[task], then EOS. Patches DecodeState.logits in this process."""
-    from onegen.engine import DecodeState
+def scripted_choices(lm, task: str):
+    """The app's chooser factory in tests: every run of `task` follows SCRIPTS[task], then EOS."""
+    from onegen.engine import ScriptedChooser
 
-    def logits(state, hidden_last):
-        lm = state.lm
-        if not hasattr(state, "_script"):
-            head = lm.tokenizer.decode(state.ids[:12])
-            task = next((t for t, s in _PROMPT_START.items() if head.startswith(s)), None)
-            state._script = _script_ids(lm, task) if task else []
-            state._script_n = 0
-        n = state._script_n
-        state._script_n += 1
-        tok = state._script[n] if n < len(state._script) else lm.tokenizer.eos_token_id
-        out = torch.zeros(lm.lm_head.out_features)
-        out[tok] = 100.0
-        return out
-
-    monkeypatch.setattr(DecodeState, "logits", logits)
-    yield
+    return ScriptedChooser(_script_ids(lm, task), lm.tokenizer.eos_token_id)
 
 
 def free_port() -> int:
@@ -130,12 +111,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(config):
-    """Build the app for `config` and serve it on a free localhost port in a background thread."""
+def serve(config, chooser_for=None):
+    """Build the app for `config` (its runs' tokens chosen by `chooser_for`, e.g. `scripted_choices`)
+    and serve it on a free localhost port in a background thread."""
     import app as app_module
     from onegen.app_state import AppState
 
-    demo = app_module.build_demo(AppState(config))
+    demo = app_module.build_demo(AppState(config, chooser_for=chooser_for))
     port = free_port()
     app_module.launch(demo, "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
     try:

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("gradio")
 gradio_client = pytest.importorskip("gradio_client")
 
-from conftest_app import EXAMPLES, build_world, config_for, scripted_logits, serve  # noqa: E402
+from conftest_app import EXAMPLES, build_world, config_for, scripted_choices, serve  # noqa: E402
 from onegen.trace import SCHEMA, Trace  # noqa: E402
 
 
@@ -24,10 +24,8 @@ def world(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(world):
-    mp = pytest.MonkeyPatch()
-    with scripted_logits(mp), serve(config_for(world)) as (url, _):
+    with serve(config_for(world), chooser_for=scripted_choices) as (url, _):
         yield url
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from conftest_app import EXAMPLES, HOSTILE, build_world, config_for, scripted_logits, serve  # noqa: E402
+from conftest_app import EXAMPLES, HOSTILE, build_world, config_for, scripted_choices, serve  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -44,10 +44,8 @@ def _ensure_chromium() -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     world = build_world(tmp_path_factory.mktemp("app-browser"))
-    mp = pytest.MonkeyPatch()
-    with scripted_logits(mp), serve(config_for(world)) as (url, _):
+    with serve(config_for(world), chooser_for=scripted_choices) as (url, _):
         yield url
-    mp.undo()
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
 
-from conftest_app import HOSTILE, build_world, config_for, scripted_logits, serve  # noqa: E402
+from conftest_app import HOSTILE, build_world, config_for, scripted_choices, serve  # noqa: E402
 from scripted import multi_hop_answering, script_every_run  # noqa: E402
 # Shared fixtures: `page` opens this module's `server` in a fresh browser context.
 from test_app_browser import browser, page, shot  # noqa: E402,F401
@@ -56,9 +56,8 @@ def server(tmp_path_factory):
         evaluate(lm, "multi-hop", examples, candidates="context", out=results / f"{name}.jsonl", progress=False)
     mp.undo()
     config = config_for(world, results_dir=results, datasets_dir=datasets, sweep_report=sweep)
-    with scripted_logits(mp), serve(config) as (url, _):
+    with serve(config, chooser_for=scripted_choices) as (url, _):
         yield url
-    mp.undo()
 
 
 def pick(pg, dropdown: str, option: str) -> None:

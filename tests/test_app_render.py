@@ -222,6 +222,7 @@ def test_cost_strip_names_the_decoder_that_ran():
 # -- the Compare view ------------------------------------------------------------------------------
 
 def _compare_result(og_seconds=2.0, reencode_seconds=0.5, reencode_tokens=40, retrievals=2):
+    from onegen.baselines import Comparison, ModeDifference
     from onegen.trace import Cost, Retrieval, Trace
 
     def trace(mode, reencoded, secs):
@@ -234,16 +235,17 @@ def _compare_result(og_seconds=2.0, reencode_seconds=0.5, reencode_tokens=40, re
         return t
 
     og, two = trace("onegen", 0, og_seconds), trace("two-pass", reencode_tokens, og_seconds + reencode_seconds)
-    return {"task": "multi-hop", "modes": ["onegen", "two-pass"], "base": "onegen",
-            "traces": {"onegen": og, "two-pass": two},
-            "forward_tokens": {"onegen": {"prompt": 100, "generated": 50, "inserted": 60, "query_reencoding": 0,
-                                          "total": 210},
-                               "two-pass": {"prompt": 100, "generated": 50, "inserted": 60,
-                                            "query_reencoding": reencode_tokens, "total": 210 + reencode_tokens}},
-            "seconds": {"onegen": dict(og.cost.seconds), "two-pass": dict(two.cost.seconds)},
-            "differences": {"two-pass": {"forward_tokens": {"total": reencode_tokens},
-                                         "seconds": {}, "speedup": (og_seconds + reencode_seconds) / og_seconds}},
-            "same_documents": {"two-pass": [True, False]}}
+    return Comparison(
+        task="multi-hop", input="q", modes=["onegen", "two-pass"], base="onegen",
+        traces={"onegen": og, "two-pass": two},
+        forward_tokens={"onegen": {"prompt": 100, "generated": 50, "inserted": 60, "query_reencoding": 0,
+                                   "total": 210},
+                        "two-pass": {"prompt": 100, "generated": 50, "inserted": 60,
+                                     "query_reencoding": reencode_tokens, "total": 210 + reencode_tokens}},
+        seconds={"onegen": dict(og.cost.seconds), "two-pass": dict(two.cost.seconds)},
+        differences={"two-pass": ModeDifference(forward_tokens={"total": reencode_tokens}, seconds={},
+                                                speedup=(og_seconds + reencode_seconds) / og_seconds)},
+        same_documents={"two-pass": [True, False]})
 
 
 def test_run_point_and_costs_of_a_comparison():

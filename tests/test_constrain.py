@@ -175,3 +175,63 @@ def test_old_traces_without_overrides_still_load(models, monkeypatch):
     d["settings"].pop("copy_input")
     back = Trace.from_dict(d)
     assert back.overrides == [] and copy_note(back) == ""
+
+
+@pytest.mark.parametrize("name", ["smollm (byte-level BPE)", "llama-2", "tiny byte-level"])
+def test_a_mention_of_only_blanks_can_never_close(tokenizers, name):
+    """`<MENTION> </MENTION>` or a mention of a zero-width character is no mention."""
+    if name not in tokenizers:
+        pytest.skip("../shared fixtures absent")
+    tok = tokenizers[name]
+    for text, blank_prefix in [("Paris  is big.", "Paris"), ("Paris\u200b\ufeff is big.", "Paris")]:
+        c = constraint(tok, text)
+        st = c.start
+        for i in encode(tok, blank_prefix + "<MENTION>"):
+            st = c.after(st, i)
+        assert st
+        rest = text[len(blank_prefix):]
+        blanks = rest[:len(rest) - len(rest.lstrip(" \u200b\ufeff"))]
+        for ch in blanks:  # copy the blanks inside the open mention, byte by byte
+            for b in ch.encode("utf-8"):
+                st = c._bytes(st, b, True)
+            assert st
+        assert not any(b == ord("<") for s in st for b in c._next_bytes(s, True) if s.inside), text
+
+
+@pytest.mark.parametrize("name", ["smollm (byte-level BPE)", "llama-2", "tiny byte-level"])
+def test_trailing_invisible_characters_need_not_be_copied(tokenizers, name):
+    """A KORE50-style sentence ending in U+FEFF: the run may end before it, and it never becomes a
+    mention."""
+    if name not in tokenizers:
+        pytest.skip("../shared fixtures absent")
+    tok = tokenizers[name]
+    c = constraint(tok, "Paris is big.\ufeff\n")
+    st = c.start
+    for i in encode(tok, "<MENTION>Paris</MENTION>"):
+        st = c.after(st, i)
+    st = c.after(st, tok.convert_tokens_to_ids(LK))
+    st = c.after(st, tok.convert_tokens_to_ids(CONTINUE))
+    for i in encode(tok, " is big."):
+        assert i in c.allowed(st)
+        st = c.after(st, i)
+    assert tok.eos_token_id in c.allowed(st)
+    opened = st
+    for i in encode(tok, "<MENTION>"):
+        opened = c.after(opened, i)
+    # Inside a mention opened before the U+FEFF, nothing visible is left: it can never close.
+    for b in "\ufeff\n".encode("utf-8"):
+        opened = c._bytes(opened, b, True)
+    assert opened and not any(s.content for s in opened)
+
+
+def test_engine_ends_before_a_trailing_bom_without_linking_it(models, monkeypatch):
+    """Through the engine: a model that wants to end right after the visible text may."""
+    lm = models["entity-linking"]
+    t = lambda s: text_ids(lm, "entity-linking", s)  # noqa: E731
+    script(monkeypatch, lm, t("<MENTION>Paris</MENTION>") + [tid(lm, LK), tid(lm, CONTINUE)] + t(" is big.")
+           + [lm.tokenizer.eos_token_id])
+    trace = Engine(lm).run_trace("entity-linking", "Paris is big.\ufeff", candidates=ENTITIES)
+    assert trace.stop_reason == "eos"
+    assert not trace.overrides  # the constraint let the model end where it wanted to
+    assert "\ufeff" not in trace.result.output_text
+    assert [e.mention for e in trace.result.entities] == ["Paris"]

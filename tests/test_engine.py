@@ -19,6 +19,7 @@ from onegen.protocols import CONTINUE, LK, PARA_CLOSE, PARA_OPEN, QR
 from onegen.trace import SCHEMA, StopReason, TokenKind, Trace, TraceFormatError
 from scripted import chooser, el_script, multi_hop_script, script, text_ids, tid
 from tiny import ENTITIES, PARAGRAPHS, PASSAGES
+from onegen.documents import Document
 
 
 
@@ -545,3 +546,86 @@ def test_copy_constrained_lk_is_always_followed_by_continue(models):
     assert len(at) > 1 and all(ids[i + 1] == cont and trace.tokens[i + 1].kind == "forced" for i in at)
     assert all("".join(t.text for t in trace.tokens[:i]).endswith("</MENTION>") for i in at)
     assert any(ids[i - len(close):i] != close for i in at)  # a tag spelled in other tokens was among them
+
+
+def test_characters_split_across_tokens_reach_the_output_whole(models, monkeypatch):
+    """Byte-fallback tokens of one character: the output, the answer, the hop's sub-answer and the
+    inserted paragraph read as text, never U+FFFD."""
+    lm = models["multi-hop"]
+    qr = tid(lm, QR)
+    t = lambda s: text_ids(lm, "multi-hop", s)  # noqa: E731
+    script(monkeypatch, lm, t("First, where was Jürgen 🎉 born?") + [qr]
+           + t(" Москва 東京. <FINAL-ANSWER>Москва 🎉</FINAL-ANSWER>"))
+    docs = [Document.from_sentences("p-x", "Der Himmel über Berlin", ["Jürgen was born in Москва 東京."])]
+    trace = Engine(lm).run_trace("multi-hop", "Where was Jürgen born?", candidates=docs)
+    assert "\ufffd" not in trace.generated_text
+    assert trace.result.answer == "Москва 🎉"
+    assert trace.retrievals[0].query_text == "First, where was Jürgen 🎉 born?"
+    assert trace.result.hops[0].answer == "Москва 東京."
+    assert "über" in "".join(tok.text for tok in trace.tokens if tok.kind == "inserted")
+
+
+def test_other_protocols_tokens_are_masked(tmp_path, monkeypatch):
+    """A multi-task checkpoint knows every protocol's tokens: a multi-hop run never writes a
+    Self-RAG reflection token or [LK], a single-hop answer never an entity-linking token."""
+    from onegen.protocols import SPECS
+    from tiny import build_bpe_tokenizer, build_tiny_model, _loaded
+
+    every = sorted({t for spec in SPECS.values() for t in spec.token_strings})
+    tok_dir = tmp_path / "tok-all"
+    tok_dir.mkdir()
+    build_bpe_tokenizer(tok_dir, every)
+    lm = _loaded(str(build_tiny_model("multi-task", tmp_path, tokenizer_dir=tok_dir)))
+    t = lambda s: text_ids(lm, "multi-hop", s)  # noqa: E731
+    foreign = [tid(lm, "[Relevant]"), tid(lm, LK), tid(lm, "[Utility:5]")]
+    script(monkeypatch, lm, t("First, who") + foreign + t(" directed Film A?") + [tid(lm, QR)]
+           + t(" Ivo. <FINAL-ANSWER>Corvale</FINAL-ANSWER>"))
+    trace = Engine(lm).run_trace("multi-hop", "Where was the director of Film A born?", candidates=PARAGRAPHS)
+    written = {tok.id for tok in trace.tokens if tok.kind != "inserted"}
+    assert not written & set(foreign)
+    assert len(trace.retrievals) == 1  # its own retrieval token still works
+    script(monkeypatch, lm, [tid(lm, "[Relevant]"), tid(lm, LK), tid(lm, "[SE]")] + t(" Corvale."))
+    trace = Engine(lm).run_trace("single-hop", "Where was Ivo born?", candidates=PASSAGES)
+    written = [tok.id for tok in trace.tokens if tok.kind != "inserted"]
+    assert written[0] == tid(lm, "[Relevant]")  # its own reflection tokens stay
+    assert tid(lm, LK) not in written and tid(lm, "[SE]") not in written
+
+
+def test_repeats_finds_a_short_loop_only():
+    from onegen.engine import repeats
+
+    assert repeats([5, 1, 2, 3] * 10, 32)  # a 4-gram, over and over
+    assert repeats([9] * 40, 32)
+    assert not repeats(list(range(40)), 32)
+    assert not repeats([1, 2, 3] * 10, 32)  # too short to judge (30 tokens)
+    assert not repeats([1, 2, 3, 4, 5, 6, 7, 8, 9] * 5, 32)  # period 9 > 8
+    assert not repeats([9] * 40, 0)  # off
+
+
+def test_a_runaway_loop_ends_with_its_own_stop_reason(models, monkeypatch):
+    """A single-hop answer that repeats itself until the token limit ("Krinciltickickick...")
+    ends once the loop is plain, not 200 tokens later under a success."""
+    lm = models["single-hop"]
+    loop = text_ids(lm, "single-hop", "kick")
+    script(monkeypatch, lm, text_ids(lm, "single-hop", "[Relevant] Krincil") + loop * 200)
+    trace = Engine(lm).run_trace("single-hop", "Where was Ivo born?", candidates=PASSAGES)
+    assert trace.stop_reason == "repetition"
+    generated = [t for t in trace.tokens if t.kind == "generated"]
+    assert len(generated) < 60
+    assert trace.settings["repetition_window"] == 32
+    off = Engine(lm).run_trace("single-hop", "Where was Ivo born?", candidates=PASSAGES,
+                               settings=RunSettings(repetition_window=0))
+    assert off.stop_reason == "max_new_tokens"
+
+
+@pytest.mark.parametrize("written,question", [
+    ("Ivo Brandel. Second, where was John C. Reilly born?", "Second, where was John C. Reilly born?"),
+    ("Corvale. Second, who founded the U.S. Steel works?", "Second, who founded the U.S. Steel works?"),
+    ("First, where did Dr. Ivo Brandel study?", "First, where did Dr. Ivo Brandel study?"),
+    ("He was born in St. Louis. Second, when?", "Second, when?"),
+    ("It has 3.5 million people. Third, which is larger?", "Third, which is larger?"),
+])
+def test_sub_question_is_not_cut_at_initials_or_abbreviations(written, question):
+    from onegen.tasks import get_task
+
+    assert get_task("multi-hop").query_text(written) == question

@@ -251,7 +251,7 @@ class Trainer:
         self.ptoks = {t: ProtocolTokenizer(self.tokenizer, list(get_spec(t).token_strings)) for t in recipe.tasks}
         self.shim = _Shim(self.ptoks)
         self.corpus: Corpus = load_corpus(self.world_dir)
-        self.items = {t: load_task_items(self.world_dir, t) for t in recipe.tasks}
+        self.items = {t: load_task_items(self.world_dir, t, recipe.phrasings) for t in recipe.tasks}
         self.multi_hop_weights = sampling_weights(self.items.get("multi-hop", []), recipe.type_weights,
                                                   recipe.question_weights, recipe.balance_answers)
         self.token_strings = strings

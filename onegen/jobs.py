@@ -1,0 +1,105 @@
+"""Long jobs of the app, owned here rather than by a page callback: a dataset run of the error
+browser works in its own thread; the page follows its progress and can stop it. Nothing here
+imports gradio.
+
+    job = DatasetRun(app, DatasetRequest(data, None, "index", limit=10, top_k=5), out_dir).start()
+    for p in job.progress():   # until the run ends
+        print(p.done, p.total, p.seconds_left)
+    evaluated = job.outcome()  # the results; raises the run's error; None when stopped
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .app_state import AppState, EvaluatedFile
+
+
+@dataclass(frozen=True)
+class DatasetRequest:
+    """What to run: the first `limit` examples of `data`. `task` None: detected from the file."""
+
+    data: Path
+    task: str | None
+    candidates: str  # "index" or "context"
+    limit: int
+    top_k: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    total: int
+    seconds_left: float | None  # None before the first example and after the last
+
+
+class Stopped(Exception):
+    """Raised in an evaluation's progress callback to end it after the current example."""
+
+
+class DatasetRun:
+    """One dataset evaluation in a worker thread. `stop()` (or leaving `progress()` early) ends it
+    after the current example; the same request again resumes from the result file in `out_dir`."""
+
+    def __init__(self, app: AppState, request: DatasetRequest, out_dir: Path):
+        self.app, self.request, self.out_dir = app, request, Path(out_dir)
+        self._updates: queue.Queue[Progress | None] = queue.Queue()
+        self._stop = threading.Event()
+        self._started = 0.0
+        self._evaluated: EvaluatedFile | None = None
+        self._error: Exception | None = None
+        self._worker = threading.Thread(target=self._work, name="onegen-evaluate", daemon=True)
+
+    def start(self) -> DatasetRun:
+        self._started = time.monotonic()
+        self._worker.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    def progress(self) -> Iterator[Progress]:
+        """Progress as examples finish, until the run ends. Closing the iterator early (a page
+        that went away) stops the run after its current example."""
+        ended = False
+        try:
+            while (item := self._updates.get()) is not None:
+                yield item
+            ended = True
+        finally:
+            if not ended:
+                self.stop()
+
+    def outcome(self) -> EvaluatedFile | None:
+        """After `progress()` ends: the evaluated file, None when stopped; raises the run's error."""
+        self._worker.join()
+        if self._error is not None:
+            raise self._error
+        return self._evaluated
+
+    def _on_progress(self, done: int, total: int) -> None:
+        left = (time.monotonic() - self._started) / done * (total - done) if done and done < total else None
+        self._updates.put(Progress(done, total, left))
+        if self._stop.is_set():
+            raise Stopped()
+
+    def _work(self) -> None:
+        r = self.request
+        try:
+            self._evaluated = self.app.evaluate_file(r.data, r.task, candidates=r.candidates, limit=r.limit,
+                                                     top_k=r.top_k, out_dir=self.out_dir,
+                                                     on_progress=self._on_progress)
+        except Stopped:
+            pass
+        except Exception as e:  # noqa: BLE001 - handed to the page as a message; the app stays up
+            self._error = e
+        finally:
+            self._updates.put(None)

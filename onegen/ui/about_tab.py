@@ -1,0 +1,50 @@
+"""The About tab: what OneGen is, what each tab does, the API, and the configuration in use."""
+from __future__ import annotations
+
+import gradio as gr
+
+from .. import render_html as R
+from ..app_state import MAX_INPUT_CHARS, AppState
+
+ABOUT_MD = f"""
+### What this is
+OneGen (Findings of EMNLP 2024) fine-tunes a causal language model so that a few special tokens double
+as retrieval queries: the hidden state of the step that reads a retrieval token is the query vector.
+This app runs such a model and shows each run as it happens: the text, every retrieval token, the
+candidates it scored, what was inserted back into the context, and the forward tokens each phase cost.
+
+### Tasks
+- **Entity linking**: the model rewrites the input as `<MENTION>X</MENTION>[LK]`; every `[LK]` links one mention.
+  By default the output is constrained to be the input plus those tags (no misspelt copies); the
+  checkbox on the Run tab turns that off, and the timeline underlines where the constraint overrode the model.
+- **Multi-hop QA**: sub-questions end in `[Question Representation]`; the best paragraph is inserted and the model goes on.
+- **Single-hop QA (Self-RAG)**: the question's vector reranks passages; the best one is read, then the answer
+  is written with reflection tokens.
+
+### Tabs
+- **Run**: one input, streamed; select any retrieval step to see its query, candidates and insertion.
+- **Trace viewer**: open a trace saved with *Download trace JSON* (or by `python -m onegen run --json`).
+- **Index browser**: find a document by title and see its nearest neighbours.
+- **Compare**: the same input through OneGen and a baseline that encodes each query in a second pass;
+  costs per phase, and the run placed on the single-pass sweep.
+- **Error browser**: score a dataset or open a result file of `python -m onegen evaluate`, filter its
+  examples by outcome and error category, open one in the step view, compare two result files.
+
+### API
+`/link_entities`, `/answer_multi_hop`, `/answer_single_hop`: each takes `(text, top_k=5)` and returns
+the run's Trace JSON (schema `onegen-trace/1`), e.g.
+`Client(url).predict("...", 5, api_name="/link_entities")`.
+
+### Configuration
+`python app.py --model NAME_OR_FOLDER --index-entity-linking DIR --index-multi-hop DIR --index-single-hop DIR`
+(or `--index TASK=DIR`; an index may also be `hf://owner/name` on the Hugging Face hub), `--host`, `--port`, `--share`; environment: `ONEGEN_MODEL`,
+`ONEGEN_INDEX_ENTITY_LINKING`, `ONEGEN_INDEX_MULTI_HOP`, `ONEGEN_INDEX_SINGLE_HOP`.
+Inputs are limited to {MAX_INPUT_CHARS:,} characters by default.
+"""
+
+
+def build(app: AppState, demo: gr.Blocks) -> None:
+    gr.Markdown(ABOUT_MD)
+    overview = gr.HTML(elem_id="overview")
+    demo.load(lambda: "".join(R.message_html(m, k) for k, m in app.overview()), None, overview,
+              api_visibility="private")

@@ -1,0 +1,100 @@
+"""The error browser's dataset runs as a job of the service layer (onegen/jobs.py): progress,
+stop after the current example, resume, errors; and the app's one error-to-message function.
+A tiny random model whose token choices are scripted through the app's chooser (conftest_app.py)."""
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from conftest_app import build_world, config_for, scripted_choices  # noqa: E402
+from tiny import hotpot_item  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ITEMS = [hotpot_item(f"q{i}", "Corvale") for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return build_world(tmp_path_factory.mktemp("app-jobs"))
+
+
+@pytest.fixture()
+def app(world):
+    from onegen.app_state import AppState
+
+    return AppState(config_for(world), chooser_for=scripted_choices)
+
+
+@pytest.fixture()
+def request_for(tmp_path):
+    from onegen.jobs import DatasetRequest
+
+    data = tmp_path / "tiny-multihop.json"
+    data.write_text(json.dumps(ITEMS))
+    return lambda **kw: DatasetRequest(**{"data": data, "task": None, "candidates": "context", "limit": 4,
+                                          "top_k": 2, **kw})
+
+
+def test_a_run_reports_progress_then_resumes(app, request_for, tmp_path):
+    from onegen.jobs import DatasetRun
+
+    job = DatasetRun(app, request_for(), tmp_path / "out").start()
+    seen = [(p.done, p.total) for p in job.progress()]
+    assert seen == [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+    evaluated = job.outcome()
+    assert evaluated.examples == 4 and evaluated.resumed == 0 and evaluated.results.task == "multi-hop"
+    assert not job.stopped
+    again = DatasetRun(app, request_for(), tmp_path / "out").start()
+    assert [p.done for p in again.progress()] == [4]
+    assert again.outcome().resumed == 4
+
+
+def test_stop_ends_the_run_after_the_current_example(app, request_for, tmp_path):
+    from onegen.jobs import DatasetRun
+
+    job = DatasetRun(app, request_for(), tmp_path / "out").start()
+    done = []
+    for p in job.progress():
+        done.append(p.done)
+        job.stop()
+    assert job.stopped and job.outcome() is None and done[-1] < 4
+    resumed = DatasetRun(app, request_for(), tmp_path / "out").start()
+    assert [p.done for p in resumed.progress()][0] == done[-1]  # the finished examples stay in the file
+    assert resumed.outcome().examples == 4
+
+
+def test_leaving_the_progress_stops_the_run(app, request_for, tmp_path):
+    from onegen.jobs import DatasetRun
+
+    job = DatasetRun(app, request_for(), tmp_path / "out").start()
+    progress = job.progress()
+    next(progress)
+    progress.close()  # what a cancelled page does to its generator
+    assert job.stopped and job.outcome() is None
+
+
+def test_a_failed_run_raises_its_readable_error(app, request_for, tmp_path):
+    from onegen.app_state import AppError
+    from onegen.jobs import DatasetRun
+
+    job = DatasetRun(app, request_for(limit=10_000), tmp_path / "out").start()
+    assert list(job.progress()) == []
+    with pytest.raises(AppError, match="Run between 1 and"):
+        job.outcome()
+
+
+def test_error_message_shows_onegen_errors_and_hides_the_rest(caplog):
+    pytest.importorskip("gradio")
+    from onegen.app_state import AppError
+    from onegen.ui.shared import error_message
+    from onegen.trace import TraceFormatError
+
+    assert error_message(AppError("The input is empty.")) == "The input is empty."
+    assert error_message(TraceFormatError("bad schema")) == "bad schema"  # any OneGenError, not only AppError
+    with caplog.at_level(logging.ERROR, logger="onegen.app"):
+        msg = error_message(KeyError("secret/path"))
+    assert msg.startswith("Something went wrong (KeyError)") and "secret" not in msg
+    assert "unexpected error" in caplog.text
