@@ -26,6 +26,7 @@ from .fsutil import sha256_file
 from .hub import IndexFetchError, is_hub_ref, resolve_index_path
 from .index import IndexLoadError, VectorIndex, read_manifest
 from .protocols import TASKS, MissingTokenError
+from .tasks import get_task
 from .render_html import TASK_LABELS, browse_href
 from .trace import Trace
 
@@ -250,7 +251,7 @@ class AppState:
         The result file's name depends on the data and the settings, so the same request again
         resumes (finished examples are skipped). Returns the report and the result file."""
         from .datasets import DatasetFormatError, load_dataset
-        from .evaluation import EvaluationError, evaluate
+        from .evaluation import EvaluationError, EvaluationSettings, evaluate
 
         if task is not None and task not in TASKS:
             raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASKS)}.")
@@ -265,7 +266,8 @@ class AppState:
         if not len(data_set):
             raise AppError("The dataset has no readable example." +
                            (f" First problem: {data_set.errors[0][1]}" if data_set.errors else ""))
-        mode = "index" if task == "entity-linking" else candidates
+        modes = get_task(task).candidate_modes
+        mode = candidates if len(modes) > 1 else modes[0]  # a task with one candidates mode always uses it
         if mode not in ("index", "context"):
             raise AppError("Candidates are either the task's index or each question's own context.")
         lm = self.model()
@@ -281,8 +283,9 @@ class AppState:
         out = Path(out_dir) / f"{task}-{digest.hexdigest()[:16]}.jsonl"
         try:
             with self.run_lock:
-                report = evaluate(lm, task, list(data_set.examples)[: int(limit)], index=index, candidates=mode,
-                                  out=out, top_k=int(top_k), progress=False, on_progress=on_progress)
+                report = evaluate(lm, task, list(data_set.examples)[: int(limit)],
+                                  EvaluationSettings(candidates=mode, top_k=int(top_k)), index=index,
+                                  out=out, progress=False, on_progress=on_progress)
         except EvaluationError as e:
             raise AppError(f"The evaluation stopped: {e}") from e
         return report, out
