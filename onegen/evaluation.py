@@ -34,7 +34,6 @@ import contextlib
 import dataclasses
 import json
 import random
-import statistics
 import sys
 import time
 from collections import Counter
@@ -46,8 +45,8 @@ from .documents import Document
 from .error_analysis import ErrorCategory, categorize
 from .errors import OneGenError
 from .fsutil import atomic_write
-from .metrics import ELMetrics, EvaluatedWith, QAMetrics, TaskMetrics
-from .tasks import TASK_NAMES, Example, Task, TaskError, get_task
+from .metrics import ELMetrics, EvaluatedWith, QAMetrics
+from .tasks import TASK_NAMES, Example, Task, get_task
 from .trace import Hit, Trace, TraceFormatError
 
 if TYPE_CHECKING:
@@ -158,34 +157,9 @@ def example_keys(examples: Sequence[Any]) -> list[str]:
     return keys
 
 
-def example_input(task: str, example: Example) -> str:
-    return get_task(task).example_input(example)
-
-
-def context_documents(task: str, example: Example) -> list[Document]:
-    """The item's own candidates (multi-hop context paragraphs, single-hop `ctxs` passages)."""
-    try:
-        return get_task(task).context_documents(example)
-    except TaskError as e:
-        raise EvaluationError(str(e)) from None
-
-
 def title_counts_of(index: VectorIndex) -> dict[str, int]:
     """How many documents of an index carry each (case-folded) title."""
     return dict(Counter(t.strip().casefold() for t in index.documents.titles()))
-
-
-def score_example(task: str, example: Example, trace: Trace | None,
-                  title_counts: Mapping[str, int] | None = None) -> dict[str, Any]:
-    """Per-example scores (what goes under "onegen" -> "scores")."""
-    return get_task(task).score_example(example, trace, title_counts)
-
-
-def compute_metrics(task: str, records: Sequence[ExampleRecord], *, title_counts_known: bool = False,
-                    result_lines: Sequence[Mapping[str, Any]] | None = None) -> ELMetrics | QAMetrics:
-    """The metrics over `records` (scores must be filled). `result_lines` lets a task also score
-    the lines the way the authors' scorer does (entity linking)."""
-    return get_task(task).aggregate(records, title_counts_known=title_counts_known, result_lines=result_lines)
 
 
 # -- the result file ---------------------------------------------------------------------------
