@@ -46,7 +46,7 @@ from .error_analysis import ErrorCategory, categorize
 from .errors import OneGenError
 from .fsutil import atomic_write
 from .metrics import ELMetrics, EvaluatedWith, QAMetrics
-from .tasks import TASK_NAMES, Example, Task, get_task
+from .tasks import TASK_NAMES, CandidatesMode, Example, Task, get_task
 from .trace import Hit, Trace, TraceFormatError
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ class EvaluationSettings:
     `control` "random-paragraph" replaces every retrieval by random documents of the same pool,
     seeded by `seed`; `run` holds the decoding settings (its top_k is replaced by `top_k`)."""
 
-    candidates: str | None = None
+    candidates: CandidatesMode | None = None
     control: str | None = None
     top_k: int = 5
     seed: int = 0
@@ -370,10 +370,11 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
         records.append(new[key] if key in new else _record_from_line(task, key, ex, done[key], title_counts))
     metrics = the_task.aggregate(records, title_counts_known=title_counts is not None,
                                  result_lines=[r.line for r in records])
-    metrics.run = EvaluatedWith(model=lm.name, candidates=mode, control=settings.control, top_k=settings.top_k)
-    if the_task.copies_input:
-        metrics.run.copy_input = run_settings.copy_input
-        metrics.run.copy_overrides = sum(len(r.trace.overrides) for r in records if r.trace is not None)
+    copies = the_task.copies_input
+    metrics.run = EvaluatedWith(
+        model=lm.name, candidates=mode, control=settings.control, top_k=settings.top_k,
+        copy_input=run_settings.copy_input if copies else None,
+        copy_overrides=sum(len(r.trace.overrides) for r in records if r.trace is not None) if copies else None)
     return EvaluationReport(task=task, metrics=metrics, records=records,
                             out=result_file.path if result_file is not None else None)
 
