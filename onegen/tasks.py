@@ -14,7 +14,8 @@ The scoring rules themselves live in onegen/metrics.py, the error categories in
 onegen/error_analysis.py and the file parsers in onegen/datasets.py; a task picks which apply.
 
 Adding a task: a `TaskSpec` in protocols.py, its example class and parser in datasets.py, its
-error categories in error_analysis.py, and a `Task` subclass here.
+error categories in error_analysis.py, and a `Task` subclass here (plus a metrics class in
+metrics.py when its figures are neither entity linking's nor QA's).
 """
 from __future__ import annotations
 
