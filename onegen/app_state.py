@@ -274,7 +274,7 @@ class AppState:
         resumes (finished examples are skipped). The app's one call of `evaluate`, and the one
         place that reads its report."""
         from .datasets import DatasetFormatError, load_dataset
-        from .evaluation import EvaluationError, evaluate
+        from .evaluation import EvaluationError, EvaluationSettings, evaluate
 
         if task is not None and task not in TASK_NAMES:
             raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASK_NAMES)}.")
@@ -289,8 +289,8 @@ class AppState:
         if not len(data_set):
             raise AppError("The dataset has no readable example." +
                            (f" First problem: {data_set.errors[0][1]}" if data_set.errors else ""))
-        # A task that rewrites its input has no per-example context to retrieve from: only its index.
-        mode = "index" if get_task(task).copies_input else candidates
+        modes = get_task(task).candidate_modes
+        mode = candidates if len(modes) > 1 else modes[0]  # a task with one candidates mode always uses it
         if mode not in ("index", "context"):
             raise AppError("Candidates are either the task's index or each question's own context.")
         lm = self.model()
@@ -306,8 +306,9 @@ class AppState:
         out = Path(out_dir) / f"{task}-{digest.hexdigest()[:16]}.jsonl"
         try:
             with self.run_lock:
-                report = evaluate(self.engine(task, lm), task, list(data_set.examples)[: int(limit)], index=index,
-                                  candidates=mode, out=out, top_k=int(top_k), progress=False, on_progress=on_progress)
+                report = evaluate(self.engine(task, lm), task, list(data_set.examples)[: int(limit)],
+                                  EvaluationSettings(candidates=mode, top_k=int(top_k)), index=index,
+                                  out=out, progress=False, on_progress=on_progress)
         except EvaluationError as e:
             raise AppError(f"The evaluation stopped: {e}") from e
         results = ResultSet(path=out, task=report.task, run=report.records[0].line["onegen"]["run"],
