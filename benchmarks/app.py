@@ -25,13 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from onegen.assets import assets_dir
+from onegen.tasks import TASK_NAMES, TASKS
 
 HELP = "app: process start to ready, first streamed token after Run, UI overhead over the engine's time"
 
 ROOT = Path(__file__).resolve().parents[1]  # the checkout: the app server starts from it
 EXAMPLES = assets_dir() / "examples"
-TASKS = ("entity-linking", "multi-hop", "single-hop")
-LABELS = {"entity-linking": "Entity linking", "multi-hop": "Multi-hop QA", "single-hop": "Single-hop QA"}
+LABELS = {name: task.label for name, task in TASKS.items()}
 ENDPOINTS = {"entity-linking": "/link_entities", "multi-hop": "/answer_multi_hop", "single-hop": "/answer_single_hop"}
 TOP_K = 5  # the page's default
 
@@ -346,7 +346,7 @@ def browser_run(browser, url: str, task: str) -> dict:
         pg.set_default_timeout(RUN_TIMEOUT_MS)
         pg.goto(url)
         pg.wait_for_function("document.querySelector('#input textarea')?.value.length > 0")
-        if task != TASKS[0]:
+        if task != TASK_NAMES[0]:
             pg.locator("#task label", has_text=LABELS[task]).click()
         want = example_text(task)
         pg.wait_for_function("want => document.querySelector('#input textarea').value === want", arg=want)
@@ -473,7 +473,7 @@ def run(tasks: list[str], repeats: int, starts: int, device: str, use_browser: b
 # -- command --------------------------------------------------------------------------------------
 
 def add_arguments(p) -> None:
-    p.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks (default: all three)")
+    p.add_argument("--tasks", default=",".join(TASK_NAMES), help="comma-separated tasks (default: all three)")
     p.add_argument("--repeats", type=int, default=3, help="warm runs per task and path")
     p.add_argument("--starts", type=int, default=2, help="fresh app processes timed from spawn to first result")
     p.add_argument("--no-browser", action="store_true", help="skip Chromium: API endpoints only")
@@ -498,9 +498,9 @@ def main(args) -> int:
     from .report import command_line, machine_info, write_section
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in TASKS]
+    unknown = [t for t in tasks if t not in TASK_NAMES]
     if unknown or not tasks:
-        print(f"unknown task(s) {unknown}; choose from {', '.join(TASKS)}", file=sys.stderr)
+        print(f"unknown task(s) {unknown}; choose from {', '.join(TASK_NAMES)}", file=sys.stderr)
         return 2
     repeats, starts = args.repeats, args.starts
     if args.quick:  # one fresh start, one run of the quickest task

@@ -39,6 +39,8 @@ from typing import Any, Callable, Sequence
 from onegen.assets import assets_dir
 from onegen.errors import OneGenError
 from onegen.fsutil import atomic_write
+from onegen.modes import BASELINE_NAMES, DEFAULT_MODE, MODE_NAMES, get_mode
+from onegen.render_compare import axis_ticks
 
 SCHEMA = "onegen-bench-single-pass/1"
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +50,6 @@ SWEEP = assets_dir() / "bench" / "single-pass.json"
 SECTION = "single-pass"
 TITLE = "Single pass vs two-pass and pipeline retrieval"
 SCENARIOS = ("generated", "read")
-BASELINES = ("two-pass", "pipeline")
 TARGET = {"query_tokens": 1024, "retrievals": 4, "speedup": 1.5}  # the claim's headline cell
 
 
@@ -72,7 +73,7 @@ class SweepConfig:
     retrievals: tuple[int, ...]  # retrievals per answer R, generated scenario
     read_lengths: tuple[int, ...]  # query tokens L, read scenario (R = 1)
     repeats: int = 3
-    modes: tuple[str, ...] = ("onegen", "two-pass", "pipeline")
+    modes: tuple[str, ...] = MODE_NAMES
     # Cap on generated query tokens per run (L x R) per model: decoding is one forward call per
     # token, so long cells cost minutes each; cells above the cap are listed as skipped.
     max_generated: dict[str, int] = field(default_factory=dict)
@@ -174,7 +175,9 @@ def make_documents(lm, task: str, target_tokens: int) -> tuple[list, int]:
     return same, common
 
 
-def make_inputs(lm, task: str, cfg: SweepConfig, encoder) -> Inputs:
+def make_inputs(lm, task: str, engines: dict[str, Any], cfg: SweepConfig) -> Inputs:
+    """The task's candidates and each mode's retriever over them: the generator's index, or the
+    separate encoder's own vectors of the same documents."""
     from onegen.baselines import PipelineRetriever, build_pipeline_index
     from onegen.encode import build_index
     from onegen.engine import IndexRetriever
@@ -182,9 +185,13 @@ def make_inputs(lm, task: str, cfg: SweepConfig, encoder) -> Inputs:
     docs, doc_tokens = make_documents(lm, task, cfg.doc_tokens)
     ptok = lm.ptok(task)
     index = build_index(lm, task, docs)
-    retrievers: dict[str, Any] = {"onegen": IndexRetriever(index, "bench"), "two-pass": IndexRetriever(index, "bench")}
-    if "pipeline" in cfg.modes:
-        retrievers["pipeline"] = PipelineRetriever(build_pipeline_index(encoder, docs), encoder.name, "bench")
+    retrievers: dict[str, Any] = {}
+    for mode, engine in engines.items():
+        if get_mode(mode).document_encoder.separate:
+            retrievers[mode] = PipelineRetriever(build_pipeline_index(engine.encoder, docs), engine.encoder.name,
+                                                 "bench")
+        else:
+            retrievers[mode] = IndexRetriever(index, "bench")
     answer = ptok.encode_data(" The answer is the city of Corvale")[: cfg.answer_tokens]
     return Inputs(task, docs, doc_tokens, ptok.encode_data(QUERY_PHRASE), answer, retrievers)
 
@@ -320,10 +327,10 @@ def measure_cell(engines: dict, lm, inputs: Inputs, cfg: SweepConfig, *, model: 
             "cpu_seconds": {"median": round(_median([r.cpu for r in rs]), 5), "runs": [round(r.cpu, 5) for r in rs],
                             "query_reencoding": round(_median([r.reencode_cpu for r in rs]), 5)},
         }
-    if "onegen" in runs:
-        for b in BASELINES:
+    if DEFAULT_MODE in runs:
+        for b in BASELINE_NAMES:
             if b in runs:
-                pairs = list(zip(runs[b], runs["onegen"]))
+                pairs = list(zip(runs[b], runs[DEFAULT_MODE]))
                 wall = round(_median([x.wall / o.wall for x, o in pairs]), 4)
                 cpu = round(_median([x.cpu / max(o.cpu, 1e-9) for x, o in pairs]), 4)
                 cell.setdefault("speedup_wall", {})[b] = wall
@@ -355,7 +362,7 @@ def run_sweep(cfg: SweepConfig, log: Callable[[str], None] = lambda s: None) -> 
     """Run every cell of `cfg` and return the report (see SCHEMA)."""
     import torch
 
-    from onegen.baselines import PipelineEngine, load_sentence_encoder, make_engine
+    from onegen.loading import pick_device
 
     started = time.perf_counter()
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -364,7 +371,10 @@ def run_sweep(cfg: SweepConfig, log: Callable[[str], None] = lambda s: None) -> 
         torch.set_num_threads(cfg.threads)
     try:
         sizes = model_sizes()
-        encoder = load_sentence_encoder(cfg.retriever_model, cfg.device) if "pipeline" in cfg.modes else None
+        modes = [get_mode(m) for m in cfg.modes]
+        # The separate retriever, loaded once: the engines of the modes that search with it share it.
+        separate = next((m.document_encoder for m in modes if m.document_encoder.separate), None)
+        encoder = separate.load(cfg.retriever_model, str(pick_device(cfg.device))) if separate else None
         report: dict[str, Any] = {"schema": SCHEMA, "config": _config_dict(cfg), "models": {}, "cells": [],
                                   "skipped": []}
         if encoder is not None:
@@ -378,11 +388,11 @@ def run_sweep(cfg: SweepConfig, log: Callable[[str], None] = lambda s: None) -> 
                                      "heads": size.heads, "intermediate": size.intermediate,
                                      "context": cfg.context, "device": str(lm.device),
                                      "dtype": str(lm.dtype).replace("torch.", "")}
-            engines = {m: make_engine(lm, m) if m != "pipeline" else PipelineEngine(lm, encoder) for m in cfg.modes}
+            engines = {m.name: m.make_engine(lm, cfg.retriever_model) for m in modes}
             for engine in engines.values():
                 engine.query_encoder = CpuTimedQuery(engine.query_encoder)
-            inputs = {"generated": make_inputs(lm, "multi-hop", cfg, encoder),
-                      "read": make_inputs(lm, "single-hop", cfg, encoder)}
+            inputs = {"generated": make_inputs(lm, "multi-hop", engines, cfg),
+                      "read": make_inputs(lm, "single-hop", engines, cfg)}
             cells, skipped = _planned_cells(cfg, key)
             report["skipped"] += skipped
             # One untimed run per scenario: first calls allocate and warm caches.
@@ -434,7 +444,8 @@ def per_token_costs(report: dict[str, Any]) -> dict[str, dict[str, float]]:
         for c in report["cells"]:
             if c["model"] != model or c["scenario"] != "generated":
                 continue
-            one, two = c["modes"].get("onegen"), c["modes"].get("two-pass")
+            # Re-encoding by the generator itself: the two-pass baseline.
+            one, two = c["modes"].get(DEFAULT_MODE), c["modes"].get("two-pass")
             if one:
                 decode.append(one["cpu_seconds"]["median"] / one["forward_tokens"]["generated"])
             if two and two["forward_tokens"]["query_reencoding"]:
@@ -459,7 +470,7 @@ def checks(report: dict[str, Any]) -> dict[str, Any]:
               for m in METRICS}
     only_docs = []
     for c in cells:
-        o = c["modes"].get("onegen")
+        o = c["modes"].get(DEFAULT_MODE)
         if o is None:
             continue
         ft = o["forward_tokens"]
@@ -479,7 +490,7 @@ def checks(report: dict[str, Any]) -> dict[str, Any]:
             if len(group) < 2:
                 continue
             for metric in METRICS:
-                for b in BASELINES:
+                for b in BASELINE_NAMES:
                     s = [c.get(metric, {}).get(b) for c in group]
                     if None in s:
                         continue
@@ -558,12 +569,19 @@ def markdown(report: dict[str, Any], image: str | None = PLOT.name) -> str:
         cells = [c for c in report["cells"] if c["scenario"] == scenario]
         if not cells:
             continue
-        lines += ["", f"#### {title}", "",
-                  "| model | L | R | doc | forward tokens: OneGen / two-pass / pipeline's retriever | "
-                  "+ per retrieval: OneGen / two-pass | CPU s: OneGen / two-pass / pipeline | "
-                  "wall s: OneGen / two-pass / pipeline | vs two-pass: CPU, wall, re-enc. | "
-                  "vs pipeline: CPU, wall, re-enc. |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        # A mode with a separate retriever shows its retriever's tokens; the generator's are OneGen's.
+        modes = [get_mode(m) for m in MODE_NAMES]
+        token_keys = [(m.name, "query_reencoding" if m.document_encoder.separate else "total") for m in modes]
+        same_model = [m.name for m in modes if not m.document_encoder.separate]
+        names = " / ".join(m.short_label for m in modes)
+        header = ["model", "L", "R", "doc",
+                  "forward tokens: " + " / ".join(m.short_label + ("'s retriever" if m.document_encoder.separate
+                                                                   else "") for m in modes),
+                  "+ per retrieval: " + " / ".join(get_mode(m).short_label for m in same_model),
+                  f"CPU s: {names}", f"wall s: {names}",
+                  *(f"vs {b}: CPU, wall, re-enc." for b in BASELINE_NAMES)]
+        lines += ["", f"#### {title}", "", "| " + " | ".join(header) + " |",
+                  "|---|" + "---:|" * (len(header) - 1)]
         for c in cells:
             md = c["modes"]
 
@@ -580,13 +598,11 @@ def markdown(report: dict[str, Any], image: str | None = PLOT.name) -> str:
             lines.append("| " + " | ".join([
                 c["model"], str(c.get("query_tokens_read", c["query_tokens"])), str(c["retrievals"]),
                 str(c["doc_tokens"]),
-                " / ".join(_fmt(get(mode, "forward_tokens", key)) for mode, key in
-                           (("onegen", "total"), ("two-pass", "total"), ("pipeline", "query_reencoding"))),
-                f"{_fmt(get('onegen', 'extra_tokens_per_retrieval'))} / "
-                f"{_fmt(get('two-pass', 'extra_tokens_per_retrieval'))}",
-                " / ".join(_fmt(get(mode, "cpu_seconds", "median"), 3) for mode in ("onegen", "two-pass", "pipeline")),
-                " / ".join(_fmt(get(mode, "seconds", "median"), 3) for mode in ("onegen", "two-pass", "pipeline")),
-                speeds("two-pass"), speeds("pipeline")]) + " |")
+                " / ".join(_fmt(get(mode, "forward_tokens", key)) for mode, key in token_keys),
+                " / ".join(_fmt(get(mode, "extra_tokens_per_retrieval")) for mode in same_model),
+                " / ".join(_fmt(get(mode, "cpu_seconds", "median"), 3) for mode in MODE_NAMES),
+                " / ".join(_fmt(get(mode, "seconds", "median"), 3) for mode in MODE_NAMES),
+                *(speeds(b) for b in BASELINE_NAMES)]) + " |")
     if report["skipped"]:
         by_model: dict[str, list[str]] = {}
         for sk in report["skipped"]:
@@ -664,7 +680,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     from PIL import Image, ImageDraw, ImageFont
 
     models = list(report["models"])
-    baselines = [b for b in BASELINES if any(b in c["speedup"] for c in report["cells"])]
+    baselines = [b for b in BASELINE_NAMES if any(b in c["speedup"] for c in report["cells"])]
     if not models or not baselines:
         raise BenchError("nothing to plot")
     pw, ph, ml, mr, mt, mb = 460, 300, 62, 16, 34, 44
@@ -692,7 +708,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 
             d.rectangle([x0, y0, x0 + w, y0 + h], outline=(120, 120, 120))
             d.text((x0, y0 - 18), f"{model} model: OneGen vs {base}", fill="black", font=font)
-            for tick in _ticks(lo, hi):
+            for tick in axis_ticks(lo, hi):
                 _, ty = px(lengths[0], tick)
                 d.line([x0 - 4, ty, x0, ty], fill=(120, 120, 120))
                 d.text((x0 - 44, ty - 7), f"{tick:.2f}x", fill=(60, 60, 60), font=small)
@@ -744,17 +760,6 @@ def _line(d, a, b, color, dashed: bool) -> None:
         t0, t1 = i / n, min(1.0, (i + 1) / n)
         d.line([(xa + (xb - xa) * t0, ya + (yb - ya) * t0), (xa + (xb - xa) * t1, ya + (yb - ya) * t1)],
                fill=color, width=2)
-
-
-def _ticks(lo: float, hi: float) -> list[float]:
-    span = hi - lo
-    step = next(s for s in (0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0) if span / s <= 8)
-    t = (int(lo / step) + 1) * step
-    out = []
-    while t < hi:
-        out.append(round(t, 4))
-        t += step
-    return out
 
 
 def _font(ImageFont, size: int):

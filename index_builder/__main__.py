@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from onegen.errors import OneGenError
-from onegen.protocols import TASKS
+from onegen.tasks import TASK_NAMES, TASKS, get_task
 
 from .ann import GB, AnnSettings, fmt_bytes
 from .build import BuildError, BuildSpec, Parallel, merge, run_build
@@ -43,7 +43,7 @@ EL_RELEASE = "zjunlp/OneGen-EntityLinking-Llama2-7B"
 def _build_options() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("build")
-    g.add_argument("--task", choices=TASKS, help="protocol the documents are encoded for")
+    g.add_argument("--task", choices=TASK_NAMES, help="protocol the documents are encoded for")
     g.add_argument("--model", help="model id, folder or registry name (default: the embedded model)")
     g.add_argument("--out", required=True, type=Path, help="index folder to write")
     g.add_argument("--kind", choices=KINDS, default="flat",
@@ -156,12 +156,17 @@ def budget_bytes(gb: float | None) -> int | None:
 
 # -- sources --------------------------------------------------------------------------------------
 
+def _needs_paragraphs(task: str | None) -> bool:
+    """Tasks whose index holds paragraphs (one vector per sentence) read a page per paragraph."""
+    return task is not None and get_task(task).index_kind == "paragraphs"
+
+
 def source_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """The source's keyword arguments, JSON-able (they identify the build for resuming)."""
     name, task = args.command, args.task
     if name == "wikipedia":
         kw: dict[str, Any] = {"language": args.lang, "text": "full" if args.full_text else "summary",
-                              "mode": "paragraphs" if args.paragraphs or task == "multi-hop" else "pages",
+                              "mode": "paragraphs" if args.paragraphs or _needs_paragraphs(task) else "pages",
                               "cache_dir": str(Path(args.cache_dir).resolve())}
         if args.titles:
             if not args.titles.is_file():
@@ -181,7 +186,7 @@ def source_arguments(args: argparse.Namespace) -> dict[str, Any]:
         return {"path": str(args.path.resolve()), "skip_bad": args.skip_bad}
     if name == "parquet":
         return {"paths": [str(Path(p).expanduser().absolute()) for p in args.paths],
-                "mode": "paragraphs" if args.paragraphs or task == "multi-hop" else "pages"}
+                "mode": "paragraphs" if args.paragraphs or _needs_paragraphs(task) else "pages"}
     if name == "onegen-entities":
         return {"pkl_path": str(args.pkl.resolve()), "db_jsonl_path": str(args.db.resolve()) if args.db else None}
     if name == "world":
@@ -231,14 +236,16 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     precomputed = args.command == "onegen-entities"
     if precomputed:
-        if args.task not in (None, "entity-linking"):
-            raise BuildError("onegen-entities holds entity vectors: its task is entity-linking")
-        args.task = "entity-linking"
+        # The released entity vectors serve the task whose index holds entities.
+        entity_task = next(t.name for t in TASKS.values() if t.index_kind == "entities")
+        if args.task not in (None, entity_task):
+            raise BuildError(f"onegen-entities holds entity vectors: its task is {entity_task}")
+        args.task = entity_task
         if not args.model and not args.fingerprint:
             raise BuildError("onegen-entities: give --fingerprint FP, or --model ID_OR_DIR to compute it "
                              "(loads the model once): an index must name the model its vectors come from")
     elif args.task is None:
-        raise BuildError("give --task (" + " | ".join(TASKS) + ")")
+        raise BuildError("give --task (" + " | ".join(TASK_NAMES) + ")")
     par, device = parallel_setup(args)
     if args.threads:
         set_threads(args.threads)
@@ -261,7 +268,7 @@ def cmd_build(args: argparse.Namespace) -> int:
             raise BuildError(f"the vectors are {dim}-d; {lm.name} makes {lm.hidden_size}-d vectors")
         if lm is not None and args.fingerprint and args.fingerprint != lm.fingerprint:
             raise BuildError(f"--fingerprint {args.fingerprint} does not match the model's {lm.fingerprint}")
-        spec = BuildSpec(task="entity-linking", model=lm.name if lm else (args.model or EL_RELEASE),
+        spec = BuildSpec(task=entity_task, model=lm.name if lm else (args.model or EL_RELEASE),
                          model_fingerprint=lm.fingerprint if lm else args.fingerprint, dim=dim,
                          source={"name": args.command, "args": source_kw}, shard_size=args.shard_size,
                          limit=args.limit, model_dtype=str(vectors.dtype).replace("torch.", ""), precomputed=True)

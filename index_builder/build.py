@@ -266,7 +266,8 @@ def split(folder: BuildFolder, state: BuildState, documents: Iterable[Document],
 
     def flush() -> None:
         nonlocal shard, batch
-        vectors_upper = sum(len(d.sentences or [1]) for d in batch) if spec.task == "multi-hop" else len(batch)
+        per_sentence = get_spec(spec.task).vectors_per_sentence
+        vectors_upper = sum(len(d.sentences or [1]) for d in batch) if per_sentence else len(batch)
         text_bytes = sum(len(d.text.encode()) + len(d.title.encode()) + len(d.id.encode()) for d in batch)
         write_arrow(folder.shard_docs(shard), documents_table(batch, {
             "documents": len(batch), "first_document": shard * spec.shard_size,

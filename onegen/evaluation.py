@@ -1,7 +1,8 @@
 """Evaluation runner: every example of a dataset through the engine, one result line each, scored.
 
-    report = evaluate(engine, "multi-hop", load_dataset("hotpot_dev.json").examples, out="result.jsonl")
-    report.metrics["em"], report.records[0].categories
+    settings = EvaluationSettings(candidates="index", top_k=5)
+    report = evaluate(engine, "multi-hop", load_dataset("hotpot_dev.json").examples, settings, out="result.jsonl")
+    report.metrics.em, report.records[0].categories
 
 Result lines are what the authors' scoring scripts read (EL: the test item plus "output" and
 "output_qid"; QA: the item plus "input" and "output"), with our Trace under "trace" and our
@@ -10,9 +11,10 @@ flushed one by one, a rerun skips examples already in it, and a last line cut of
 discarded and redone. An exception in one example is kept in its line ("error") and never stops
 the run.
 
-Candidates: multi-hop uses each question's own context paragraphs ("context", the paper's
-setting) or a global index ("index"); single-hop each item's `ctxs` or an index; entity linking
-always searches an entity index.
+Candidates: each task names the modes it allows and its default (`Task.candidate_modes`):
+multi-hop uses each question's own context paragraphs ("context", the paper's setting) or a
+global index ("index"); single-hop each item's `ctxs` or an index; entity linking always
+searches an entity index.
 
 Controls: "random-paragraph" replaces every retrieval by random documents from the same pool
 (seeded per example), so the gap to the real run shows what retrieval contributes.
@@ -22,6 +24,9 @@ Ambiguous mentions (EL): a gold label is ambiguous when the dataset marks it (a 
 when 2+ index documents carry its name (the label's "name", else its surface) as their title,
 compared case-insensitively. `ambiguous_accuracy` is the fraction of those (non-"Unknown") gold
 mentions whose aligned predicted entity is the gold one; a missed mention counts as wrong.
+
+Per-task behaviour (input text, own candidates, scores, result-line format, error categories,
+figures) comes from the task object (onegen/tasks.py).
 """
 from __future__ import annotations
 
@@ -29,24 +34,26 @@ import contextlib
 import dataclasses
 import json
 import random
-import statistics
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from .datasets import ELExample, MultiHopExample, SingleHopExample, el_result_line, qa_result_line
 from .documents import Document
-from .error_analysis import (ErrorCategory, align_mentions, answer_match, categorize, category_counts,
-                             context_document_id, hop_correct, single_hop_retrieval_correct)
+from .error_analysis import ErrorCategory, categorize
 from .errors import OneGenError
 from .fsutil import atomic_write
-from .metrics import UNKNOWN_ENTITY, ELDocument, el_scores, el_scores_from_result_lines, qa_scores, qa_summary
+from .metrics import ELMetrics, EvaluatedWith, QAMetrics
+from .tasks import TASK_NAMES, CandidatesMode, Example, Task, get_task
 from .trace import Hit, Trace, TraceFormatError
 
-TASKS = ("entity-linking", "multi-hop", "single-hop")
+if TYPE_CHECKING:
+    from .engine import Engine, RunSettings
+    from .index import DocumentStore, VectorIndex
+    from .loading import LoadedModel
+
 CANDIDATE_MODES = ("context", "index")
 CONTROLS = ("random-paragraph",)
 
@@ -62,7 +69,8 @@ class RandomRetriever:
     `documents` (a list of Documents, or an index / its document store). Seeded, so a rerun
     inserts the same paragraphs."""
 
-    def __init__(self, documents: Any, seed: int | str = 0, label: str = "random"):
+    def __init__(self, documents: VectorIndex | DocumentStore | Sequence[Document], seed: int | str = 0,
+                 label: str = "random"):
         store = getattr(documents, "documents", documents)  # a VectorIndex -> its DocumentStore
         if len(store) == 0:
             raise EvaluationError("the random-paragraph control needs at least one document")
@@ -91,7 +99,7 @@ class ExampleRecord:
     """One example's outcome. `line` is exactly what was (or had been) written to the result file."""
 
     key: str
-    example: Any
+    example: Example
     trace: Trace | None
     error: str | None
     seconds: float
@@ -104,9 +112,37 @@ class ExampleRecord:
 @dataclass
 class EvaluationReport:
     task: str
-    metrics: dict[str, Any]
+    metrics: ELMetrics | QAMetrics
     records: list[ExampleRecord]
     out: Path | None = None
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """How a dataset is run. `candidates` None means the task's default (`Task.candidate_modes`);
+    `control` "random-paragraph" replaces every retrieval by random documents of the same pool,
+    seeded by `seed`; `run` holds the decoding settings (its top_k is replaced by `top_k`)."""
+
+    candidates: CandidatesMode | None = None
+    control: str | None = None
+    top_k: int = 5
+    seed: int = 0
+    run: RunSettings | None = None
+
+    def candidates_for(self, task: Task) -> str:
+        """The candidates mode for `task`; raises EvaluationError on one it does not allow."""
+        mode = self.candidates or task.default_candidates
+        if mode not in CANDIDATE_MODES:
+            raise EvaluationError(f"unknown candidates {mode!r}; expected one of {', '.join(CANDIDATE_MODES)}")
+        if mode not in task.candidate_modes:
+            raise EvaluationError(f"{task.label} takes candidates {' or '.join(task.candidate_modes)}, not {mode!r}")
+        return mode
+
+    def check(self) -> None:
+        if self.control is not None and self.control not in CONTROLS:
+            raise EvaluationError(f"unknown control {self.control!r}; expected one of {', '.join(CONTROLS)}")
+        if self.top_k < 1:
+            raise EvaluationError(f"top_k must be at least 1, got {self.top_k}")
 
 
 # -- example plumbing --------------------------------------------------------------------------
@@ -121,148 +157,9 @@ def example_keys(examples: Sequence[Any]) -> list[str]:
     return keys
 
 
-def example_input(task: str, example: Any) -> str:
-    return example.text if task == "entity-linking" else example.question
-
-
-def context_documents(task: str, example: Any) -> list[Document]:
-    """The item's own candidates: multi-hop context paragraphs (one vector per sentence), or
-    single-hop `ctxs` passages."""
-    if task == "multi-hop":
-        return [Document.from_sentences(context_document_id(example.id, i), p.title, p.sentences, context_index=i)
-                for i, p in enumerate(example.context)]
-    if task == "single-hop":
-        return [Document(p.id, p.title, p.text) for p in example.ctxs]
-    raise EvaluationError("entity linking has no per-item candidates; it searches an entity index")
-
-
-def output_qid(trace: Trace, lk_id: int) -> list[str]:
-    """One uid per generated `[LK]`, in output order: the chosen entity of the retrieval made at
-    that token, or "" for an `[LK]` cut off by the token limit (it never got a vector)."""
-    by_position = {r.position: r for r in trace.retrievals}
-    out = []
-    for t in trace.tokens:
-        if t.id == lk_id and t.kind != "inserted":
-            r = by_position.get(t.position)
-            hit = r.chosen_hit if r is not None else None
-            out.append(hit.id if hit is not None else "")
-    return out
-
-
-# -- scoring -----------------------------------------------------------------------------------
-
-def el_prediction_pairs(trace: Trace | None) -> list[tuple[str, str]]:
-    """(mention, entity id) of our engine's position-paired links."""
-    return [] if trace is None else [(e.mention, e.entity_id) for e in trace.result.entities or []]
-
-
-def ambiguous_labels(example: ELExample, title_counts: Mapping[str, int] | None) -> list[bool]:
-    """Per label: is its name ambiguous (see the module docstring for the rule)?"""
-    raws = example.raw.get("labels") or []
-    flags = []
-    for i, label in enumerate(example.labels):
-        raw = raws[i] if i < len(raws) and isinstance(raws[i], dict) else {}
-        note = raw.get("note")
-        marked = bool(raw.get("ambiguous")) or (isinstance(note, str) and "ambig" in note.lower())
-        if not marked and title_counts is not None:
-            name = (label.name or label.surface).strip().casefold()
-            marked = title_counts.get(name, 0) >= 2
-        flags.append(marked)
-    return flags
-
-
-def title_counts_of(index: Any) -> dict[str, int]:
+def title_counts_of(index: VectorIndex) -> dict[str, int]:
     """How many documents of an index carry each (case-folded) title."""
     return dict(Counter(t.strip().casefold() for t in index.documents.titles()))
-
-
-def score_example(task: str, example: Any, trace: Trace | None,
-                  title_counts: Mapping[str, int] | None = None) -> dict[str, Any]:
-    """Per-example scores (what goes under "onegen" -> "scores")."""
-    if task == "entity-linking":
-        s = el_scores([ELDocument(example.gold_pairs(), el_prediction_pairs(trace))])
-        scores: dict[str, Any] = {"precision": s.precision, "recall": s.recall, "f1": s.f1,
-                                  "tp": s.tp, "fp": s.fp, "fn": s.fn}
-        flags = ambiguous_labels(example, title_counts)
-        aligned = align_mentions(example, (trace.result.entities or []) if trace is not None else [])
-        amb = [(label, pred) for label, pred, f in zip(example.labels, aligned.gold, flags)
-               if f and label.entity_id != UNKNOWN_ENTITY]
-        scores["ambiguous"] = len(amb)
-        scores["ambiguous_correct"] = sum(1 for label, pred in amb if pred is not None and pred.entity_id == label.entity_id)
-        return scores
-    answer = _answer(task, trace)
-    answers = example.answers
-    scores = {**qa_scores(answer, answers), "match": answer_match(answer, answers), "answer": answer}
-    if trace is None:
-        scores["retrieval"] = []
-    elif task == "multi-hop":
-        scores["retrieval"] = [hop_correct(example, trace, k) for k in range(len(trace.retrievals))]
-    else:
-        scores["retrieval"] = [single_hop_retrieval_correct(example, trace)[0]] if trace.retrievals else []
-    return scores
-
-
-def _answer(task: str, trace: Trace | None) -> str | None:
-    if trace is None:
-        return None
-    if task == "multi-hop":
-        return trace.result.answer if trace.result.final_answer_found else None
-    return trace.result.answer or None
-
-
-def compute_metrics(task: str, records: Sequence[ExampleRecord], *, title_counts_known: bool = False,
-                    result_lines: Sequence[Mapping[str, Any]] | None = None) -> dict[str, Any]:
-    """The metrics object over `records` (scores must be filled)."""
-    traces = [r.trace for r in records if r.trace is not None]
-    seconds = [r.seconds for r in records]
-    m: dict[str, Any] = {
-        "task": task, "examples": len(records), "errors": sum(1 for r in records if r.error is not None),
-        "resumed": sum(1 for r in records if r.resumed),
-    }
-    if task == "entity-linking":
-        s = el_scores(ELDocument(r.example.gold_pairs(), el_prediction_pairs(r.trace)) for r in records)
-        m.update(precision=s.precision, recall=s.recall, f1=s.f1, tp=s.tp, fp=s.fp, fn=s.fn,
-                 gold_mentions=s.n_gold, predicted_mentions=s.n_pred)
-        if result_lines is not None:
-            # The authors' scorer on the same file: pairs mentions and uids by order, so a
-            # malformed [LK] shifts later links; the gap to the numbers above shows its cost.
-            a = el_scores_from_result_lines(result_lines)
-            m["authors_scorer"] = {"precision": a.precision, "recall": a.recall, "f1": a.f1}
-        n_amb = sum(r.scores["ambiguous"] for r in records)
-        m["ambiguous_mentions"] = n_amb
-        m["ambiguous_accuracy"] = (sum(r.scores["ambiguous_correct"] for r in records) / n_amb) if n_amb else None
-        if title_counts_known:
-            m["ambiguity_from"] = "labels and index titles"
-        elif any(r.scores.get("ambiguity_recorded") for r in records):
-            m["ambiguity_from"] = "labels and index titles, as the run recorded them"
-        else:
-            m["ambiguity_from"] = "labels"
-    else:
-        rows = [{k: r.scores[k] for k in ("em", "f1", "precision", "recall", "match")} for r in records]
-        types = [str(getattr(r.example, "type", "") or (r.example.raw.get("type") or "")) for r in records]
-        summary = qa_summary(rows, types if any(types) else None)
-        summary.pop("n", None)
-        if "by_group" in summary:
-            summary["by_type"] = summary.pop("by_group")
-        m.update(summary)
-        m["retrieval"] = _hop_recall(records)
-        m["no_final_answer"] = sum(1 for r in records if r.trace is not None and _answer(task, r.trace) is None)
-    m["retrieval_limit_hits"] = sum(1 for t in traces if t.result.retrieval_limit_reached)
-    m["stop_reasons"] = dict(sorted(Counter(t.stop_reason for t in traces).items()))
-    m["error_categories"] = category_counts(records)
-    m["seconds_per_example_median"] = statistics.median(seconds) if seconds else None
-    m["seconds_total"] = sum(seconds)
-    return m
-
-
-def _hop_recall(records: Sequence[ExampleRecord]) -> dict[str, dict[str, float | int]]:
-    """recall@1 per hop over the examples that made that retrieval and whose gold is known."""
-    per_hop: dict[int, list[bool]] = {}
-    for r in records:
-        for k, ok in enumerate(r.scores.get("retrieval") or []):
-            if ok is not None:
-                per_hop.setdefault(k, []).append(bool(ok))
-    return {f"hop_{k + 1}": {"recall@1": sum(v) / len(v), "n": len(v)} for k, v in sorted(per_hop.items())}
 
 
 # -- the result file ---------------------------------------------------------------------------
@@ -346,7 +243,7 @@ def _check_same_run(line: Mapping[str, Any], run: Mapping[str, Any], path: Path)
 
 # -- the runner --------------------------------------------------------------------------------
 
-def _engine_of(engine_or_model: Any, task: str):
+def _engine_of(engine_or_model: Engine | LoadedModel | str | Path | None, task: str) -> Engine:
     from .engine import Engine
     from .loading import LoadedModel, load_model
 
@@ -359,7 +256,7 @@ def _engine_of(engine_or_model: Any, task: str):
     raise TypeError(f"expected an Engine, a LoadedModel or a model name, got {type(engine_or_model).__name__}")
 
 
-def _load_index(index: Any, engine, task: str):
+def _load_index(index: VectorIndex | str | Path | None, engine: Engine, task: str) -> VectorIndex:
     from . import registry
     from .index import VectorIndex
 
@@ -381,49 +278,45 @@ def _load_index(index: Any, engine, task: str):
     return VectorIndex.load(index, protocol=task, model_fingerprint=engine.lm.fingerprint, dim=engine.lm.hidden_size)
 
 
-def evaluate(engine_or_model: Any, task: str, examples: Sequence[Any], *, index: Any = None,
-             candidates: str = "context", out: str | Path | None = None, limit: int | None = None,
-             top_k: int = 5, control: str | None = None, progress: bool = True, seed: int = 0,
-             settings: Any = None, retry_errors: bool = False,
+def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: str, examples: Sequence[Example],
+             settings: EvaluationSettings | None = None, *, index: VectorIndex | str | Path | None = None,
+             out: str | Path | None = None, progress: bool = True, retry_errors: bool = False,
              on_progress: Callable[[int, int], None] | None = None) -> EvaluationReport:
     """Run `examples` (from `onegen.datasets.load_dataset`) through the engine and score them.
 
     `engine_or_model`: an Engine, a LoadedModel, or a model name/folder (None: the default).
+    `settings`: candidates, control, top_k, seed and decoding settings (None: the defaults).
     `index`: a VectorIndex or an index folder (None: the registry's default for the model), used
-    for entity linking and for `candidates="index"`. `out`: result jsonl, resumed when it exists.
-    `settings`: a RunSettings (its top_k is replaced by `top_k`). `retry_errors`: redo examples
-    whose line holds an error instead of keeping them. `on_progress(done, total)` is called
-    before the first example and after each one (done counts examples already in `out`).
+    when the candidates mode is "index". `out`: result jsonl, resumed when it exists.
+    `retry_errors`: redo examples whose line holds an error instead of keeping them.
+    `on_progress(done, total)` is called before the first example and after each one (done
+    counts examples already in `out`).
     """
     from .engine import RunSettings
 
-    if task not in TASKS:
-        raise EvaluationError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
-    if candidates not in CANDIDATE_MODES:
-        raise EvaluationError(f"unknown candidates {candidates!r}; expected one of {', '.join(CANDIDATE_MODES)}")
-    if control is not None and control not in CONTROLS:
-        raise EvaluationError(f"unknown control {control!r}; expected one of {', '.join(CONTROLS)}")
-    if top_k < 1:
-        raise EvaluationError(f"top_k must be at least 1, got {top_k}")
-    expected = {"entity-linking": ELExample, "multi-hop": MultiHopExample, "single-hop": SingleHopExample}[task]
-    examples = list(examples)[:limit] if limit is not None else list(examples)
+    if task not in TASK_NAMES:
+        raise EvaluationError(f"unknown task {task!r}; expected one of {', '.join(TASK_NAMES)}")
+    the_task = get_task(task)
+    settings = settings or EvaluationSettings()
+    settings.check()
+    mode = settings.candidates_for(the_task)
+    examples = list(examples)
     for ex in examples[:1]:
-        if not isinstance(ex, expected):
-            raise EvaluationError(f"{task} needs {expected.__name__} items, got {type(ex).__name__}")
-    mode = "index" if task == "entity-linking" else candidates
+        if not isinstance(ex, the_task.example_class):
+            raise EvaluationError(f"{task} needs {the_task.example_class.__name__} items, got {type(ex).__name__}")
 
     engine = _engine_of(engine_or_model, task)
     lm = engine.lm
-    settings = dataclasses.replace(settings or RunSettings(), top_k=top_k)
+    run_settings = dataclasses.replace(settings.run or RunSettings(), top_k=settings.top_k)
     idx = _load_index(index, engine, task) if mode == "index" else None
-    title_counts = title_counts_of(idx) if task == "entity-linking" else None
-    lk_id = lm.protocol(task).query_id if task == "entity-linking" else None
+    title_counts = title_counts_of(idx) if the_task.reads_index_titles and idx is not None else None
+    query_id = lm.protocol(task).query_id
     run_info = {"task": task, "mode": engine.query_encoder.name, "model": lm.name,
                 "model_fingerprint": lm.fingerprint, "candidates": mode,
                 "index": None if idx is None else (str(idx.path) if idx.path else "in-memory"),
-                "control": control, "seed": seed, "top_k": top_k}
-    if task == "entity-linking":
-        run_info["copy_input"] = settings.copy_input
+                "control": settings.control, "seed": settings.seed, "top_k": settings.top_k}
+    if the_task.copies_input:
+        run_info["copy_input"] = run_settings.copy_input
 
     keys = example_keys(examples)
     done: dict[str, dict[str, Any]] = {}
@@ -460,8 +353,9 @@ def evaluate(engine_or_model: Any, task: str, examples: Sequence[Any], *, index:
         writer = stack.enter_context(result_file) if result_file is not None else None
         bar = stack.enter_context(_bar(progress, len(todo), task))
         for key, ex in todo:
-            rec = _run_one(engine, task, key, ex, mode=mode, index=idx, control=control, seed=seed,
-                           settings=settings, title_counts=title_counts, lk_id=lk_id, run_info=run_info)
+            rec = _run_one(engine, the_task, key, ex, mode=mode, index=idx, settings=settings,
+                           run_settings=run_settings, title_counts=title_counts, query_id=query_id,
+                           run_info=run_info)
             new[key] = rec
             if writer is not None:
                 writer.append(rec.line)
@@ -474,44 +368,46 @@ def evaluate(engine_or_model: Any, task: str, examples: Sequence[Any], *, index:
     records = []
     for key, ex in zip(keys, examples):
         records.append(new[key] if key in new else _record_from_line(task, key, ex, done[key], title_counts))
-    metrics = compute_metrics(task, records, title_counts_known=title_counts is not None,
-                              result_lines=[r.line for r in records] if task == "entity-linking" else None)
-    metrics.update(model=lm.name, candidates=mode, control=control, top_k=top_k)
-    if task == "entity-linking":
-        metrics["copy_input"] = settings.copy_input
-        metrics["copy_overrides"] = sum(len(r.trace.overrides) for r in records if r.trace is not None)
+    metrics = the_task.aggregate(records, title_counts_known=title_counts is not None,
+                                 result_lines=[r.line for r in records])
+    copies = the_task.copies_input
+    metrics.run = EvaluatedWith(
+        model=lm.name, candidates=mode, control=settings.control, top_k=settings.top_k,
+        copy_input=run_settings.copy_input if copies else None,
+        copy_overrides=sum(len(r.trace.overrides) for r in records if r.trace is not None) if copies else None)
     return EvaluationReport(task=task, metrics=metrics, records=records,
                             out=result_file.path if result_file is not None else None)
 
 
-def _run_one(engine, task: str, key: str, ex: Any, *, mode: str, index: Any, control: str | None, seed: int,
-             settings: Any, title_counts: Mapping[str, int] | None, lk_id: int | None,
-             run_info: dict[str, Any]) -> ExampleRecord:
+def _run_one(engine: Engine, task: Task, key: str, ex: Example, *, mode: str, index: VectorIndex | None,
+             settings: EvaluationSettings, run_settings: RunSettings, title_counts: Mapping[str, int] | None,
+             query_id: int, run_info: dict[str, Any]) -> ExampleRecord:
     from .baselines import retriever_for
 
-    text = example_input(task, ex)
+    text = task.example_input(ex)
     t0 = time.perf_counter()
     trace: Trace | None = None
     error: str | None = None
+    random_seed = f"{settings.seed}:{key}"
     try:
         retriever, cands = None, None
         if mode == "index":
             # The pipeline searches its own retriever's vectors of the same documents.
-            retriever = (RandomRetriever(index, seed=f"{seed}:{key}", label=f"random from {run_info['index']}")
-                         if control else retriever_for(engine, task, index=index))
+            retriever = (RandomRetriever(index, seed=random_seed, label=f"random from {run_info['index']}")
+                         if settings.control else retriever_for(engine, task.name, index=index))
         else:
-            docs = context_documents(task, ex)
-            if control and docs:
-                retriever = RandomRetriever(docs, seed=f"{seed}:{key}", label="random from candidates")
+            docs = task.context_documents(ex)
+            if settings.control and docs:
+                retriever = RandomRetriever(docs, seed=random_seed, label="random from candidates")
             else:
                 cands = docs
-        trace = engine.run_trace(task, text, retriever=retriever, candidates=cands, settings=settings)
+        trace = engine.run_trace(task.name, text, retriever=retriever, candidates=cands, settings=run_settings)
     except Exception as e:  # one bad example must not stop a long run; it is kept in its line
         error = f"{type(e).__name__}: {e}"
     seconds = time.perf_counter() - t0
-    scores = score_example(task, ex, trace, title_counts)
-    categories = categorize(task, ex, trace, error)
-    line = _result_line(task, ex, trace, lk_id)
+    scores = task.score_example(ex, trace, title_counts)
+    categories = categorize(task.name, ex, trace, error)
+    line = task.result_line(ex, trace, query_id)
     line["onegen"] = {"key": key, "run": run_info, "seconds": round(seconds, 4), "scores": scores,
                       "categories": [c.to_dict() for c in categories]}
     if error is not None:
@@ -520,21 +416,7 @@ def _run_one(engine, task: str, key: str, ex: Any, *, mode: str, index: Any, con
                          categories=categories, line=line)
 
 
-def _result_line(task: str, ex: Any, trace: Trace | None, lk_id: int | None) -> dict[str, Any]:
-    from .protocols import get_spec
-
-    trace_dict = trace.to_dict() if trace is not None else None
-    if task == "entity-linking":
-        if trace is None:
-            return el_result_line(ex.raw, "", [])
-        return el_result_line(ex.raw, trace.result.output_text, output_qid(trace, lk_id), trace_dict)
-    if trace is None:
-        prompt = get_spec(task).prompt_template.replace("{input}", example_input(task, ex))
-        return qa_result_line(ex.raw, prompt, prompt)
-    return qa_result_line(ex.raw, trace.prompt_text, trace.prompt_text + trace.result.output_text, trace_dict)
-
-
-def _record_from_line(task: str, key: str, ex: Any, line: dict[str, Any],
+def _record_from_line(task: str, key: str, ex: Example, line: dict[str, Any],
                       title_counts: Mapping[str, int] | None) -> ExampleRecord:
     """Rebuild a finished example's record from its line; scores are recomputed from the trace,
     so they follow the current scoring code."""
@@ -546,13 +428,9 @@ def _record_from_line(task: str, key: str, ex: Any, line: dict[str, Any],
             raise EvaluationError(f"example {key!r} in the result file has an unreadable trace ({e}); "
                                   "write to another --out") from e
     error = line.get("error")
-    scores = score_example(task, ex, trace, title_counts)
-    recorded = (line.get("onegen") or {}).get("scores") or {}
-    if task == "entity-linking" and title_counts is None and recorded.get("ambiguous", 0) > scores["ambiguous"]:
-        # The run knew its index's titles (names two entities share); a reader without that index
-        # keeps the ambiguity counts the run recorded for this same trace.
-        scores.update(ambiguous=recorded["ambiguous"], ambiguous_correct=recorded.get("ambiguous_correct", 0),
-                      ambiguity_recorded=True)
+    the_task = get_task(task)
+    scores = the_task.score_example(ex, trace, title_counts)
+    the_task.keep_recorded_scores(scores, (line.get("onegen") or {}).get("scores") or {}, title_counts)
     return ExampleRecord(key=key, example=ex, trace=trace, error=error,
                          seconds=float((line.get("onegen") or {}).get("seconds") or 0.0),
                          scores=scores, categories=categorize(task, ex, trace, error), line=line, resumed=True)

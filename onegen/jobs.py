@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from .app_state import AppState, EvaluatedFile
+from .modes import DEFAULT_MODE
 
 if TYPE_CHECKING:
     from .baselines import Comparison
@@ -130,7 +131,7 @@ class CompareRun:
 
     def __init__(self, compare: Callable[..., Comparison], args: tuple, stop_flag: threading.Event | None = None):
         self._compare, self._args = compare, args
-        self.modes = ("onegen", args[-1])
+        self.modes = (DEFAULT_MODE, args[-1])
         self._stop = stop_flag or threading.Event()
         self._updates: queue.Queue[CompareProgress | None] = queue.Queue()
         self._mode, self._tokens, self._mode_started = 0, 0, 0.0

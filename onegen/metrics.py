@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 # ---------------------------------------------------------------------------
@@ -306,3 +306,121 @@ def qa_summary(rows: Sequence[Mapping[str, float]], groups: Sequence[str] | None
     if groups is not None:
         summary["by_group"] = scores_by_group(rows, groups)
     return summary
+
+
+# ---------------------------------------------------------------------------
+# A run's metrics object (the JSON `onegen evaluate` prints)
+# ---------------------------------------------------------------------------
+
+@dataclass(kw_only=True)
+class EvaluatedWith:
+    """The settings a run was evaluated with, reported after its figures."""
+
+    model: str
+    candidates: str
+    control: str | None
+    top_k: int
+    copy_input: bool | None = None  # tasks that copy their input only
+    copy_overrides: int | None = None  # tokens the copy constraint replaced, over all examples
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"model": self.model, "candidates": self.candidates, "control": self.control,
+                               "top_k": self.top_k}
+        if self.copy_input is not None:
+            out.update(copy_input=self.copy_input, copy_overrides=self.copy_overrides)
+        return out
+
+
+@dataclass(kw_only=True)
+class TaskMetrics(Mapping[str, Any]):
+    """What every task reports about a run; subclasses add the task's own figures.
+
+    `to_dict()` is the JSON object (keys in the order `onegen evaluate` has always printed them).
+    Reading it as a Mapping (`metrics["f1"]`) is a read-only view of that dict, kept for readers
+    written against the former plain dict."""
+
+    task: str
+    examples: int
+    errors: int
+    resumed: int
+    retrieval_limit_hits: int = 0
+    stop_reasons: dict[str, int] = field(default_factory=dict)
+    error_categories: dict[str, int] = field(default_factory=dict)
+    seconds_per_example_median: float | None = None
+    seconds_total: float = 0.0
+    run: EvaluatedWith | None = None  # None when scored from records alone (a result file read back)
+
+    def task_figures(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"task": self.task, "examples": self.examples, "errors": self.errors,
+                               "resumed": self.resumed}
+        out.update(self.task_figures())
+        out.update(retrieval_limit_hits=self.retrieval_limit_hits, stop_reasons=dict(self.stop_reasons),
+                   error_categories=dict(self.error_categories),
+                   seconds_per_example_median=self.seconds_per_example_median, seconds_total=self.seconds_total)
+        if self.run is not None:
+            out.update(self.run.to_dict())
+        return out
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self):
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+
+@dataclass(kw_only=True)
+class ELMetrics(TaskMetrics):
+    """Entity linking: strong-match micro scores, the authors' scorer on the same lines, and
+    accuracy on mentions whose name is ambiguous."""
+
+    precision: float
+    recall: float
+    f1: float
+    tp: int
+    fp: int
+    fn: int
+    gold_mentions: int
+    predicted_mentions: int
+    authors_scorer: dict[str, float] | None = None  # precision, recall, f1; None without result lines
+    ambiguous_mentions: int = 0
+    ambiguous_accuracy: float | None = None  # None when no gold mention is ambiguous
+    ambiguity_from: str = "labels"
+
+    def task_figures(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"precision": self.precision, "recall": self.recall, "f1": self.f1, "tp": self.tp,
+                               "fp": self.fp, "fn": self.fn, "gold_mentions": self.gold_mentions,
+                               "predicted_mentions": self.predicted_mentions}
+        if self.authors_scorer is not None:
+            out["authors_scorer"] = dict(self.authors_scorer)
+        out.update(ambiguous_mentions=self.ambiguous_mentions, ambiguous_accuracy=self.ambiguous_accuracy,
+                   ambiguity_from=self.ambiguity_from)
+        return out
+
+
+@dataclass(kw_only=True)
+class QAMetrics(TaskMetrics):
+    """Question answering: mean answer scores (None when no example was scored), per question
+    type when the file has types, recall@1 per hop, and runs that never gave an answer."""
+
+    em: float | None = None
+    f1: float | None = None
+    match: float | None = None
+    precision: float | None = None
+    recall: float | None = None
+    by_type: dict[str, dict[str, float | int]] | None = None
+    retrieval: dict[str, dict[str, float | int]] = field(default_factory=dict)
+    no_final_answer: int = 0
+
+    def task_figures(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: getattr(self, k) for k in ("em", "f1", "match", "precision", "recall")
+                               if getattr(self, k) is not None}
+        if self.by_type is not None:
+            out["by_type"] = self.by_type
+        out.update(retrieval=self.retrieval, no_final_answer=self.no_final_answer)
+        return out

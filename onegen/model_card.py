@@ -11,10 +11,11 @@ markers and is replaced in place; the rest of the card is left as the exporter w
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from .fsutil import atomic_write
+from .metrics import ELMetrics, QAMetrics
 from .results import ResultFileError, ResultSet, load_results
+from .tasks import get_task
 
 BEGIN = "<!-- heldout-metrics -->"
 END = "<!-- /heldout-metrics -->"
@@ -44,23 +45,29 @@ def setting(rs: ResultSet) -> str:
     parts = [rs.task, where]
     if run.get("control"):
         parts.append(f"control: {run['control']}")
-    if rs.task == "entity-linking":
+    if get_task(rs.task).copies_input:
         parts.append("copy-constrained" if run.get("copy_input") else "free decoding")
     return ", ".join(parts)
 
 
 def figures(rs: ResultSet) -> str:
-    m: dict[str, Any] = rs.metrics
-    if rs.task == "entity-linking":
-        text = f"micro P {m['precision']:.3f}, R {m['recall']:.3f}, **F1 {m['f1']:.3f}**"
-        if m.get("ambiguous_accuracy") is not None:
-            text += f"; ambiguous names {m['ambiguous_accuracy']:.3f} ({m['ambiguous_mentions']} mentions)"
-        return text
-    text = f"**EM {m['em']:.2f}**, F1 {m['f1']:.2f}"
-    by_type = m.get("by_type") or {}
+    m = rs.metrics
+    return el_figures(m) if isinstance(m, ELMetrics) else qa_figures(m)
+
+
+def el_figures(m: ELMetrics) -> str:
+    text = f"micro P {m.precision:.3f}, R {m.recall:.3f}, **F1 {m.f1:.3f}**"
+    if m.ambiguous_accuracy is not None:
+        text += f"; ambiguous names {m.ambiguous_accuracy:.3f} ({m.ambiguous_mentions} mentions)"
+    return text
+
+
+def qa_figures(m: QAMetrics) -> str:
+    text = f"**EM {m.em:.2f}**, F1 {m.f1:.2f}"
+    by_type = m.by_type or {}
     if len(by_type) > 1:
         text += "; " + ", ".join(f"{t.replace('_', '-')} {v['em']:.2f}" for t, v in sorted(by_type.items()))
-    hops = m.get("retrieval") or {}
+    hops = m.retrieval or {}
     if hops:
         names = sorted(hops, key=lambda h: int(h.split("_")[-1]))
         text += "; recall@1 by hop " + " / ".join(f"{hops[h]['recall@1']:.2f}" for h in names)

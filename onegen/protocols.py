@@ -58,8 +58,6 @@ class TaskSpec:
     vectors_per_sentence: bool = False
     # Where the query vector is read: "generated" (during decoding) or "prompt" (end of prompt).
     query_from: Literal["generated", "prompt"] = "generated"
-    # Template of the text inserted for the chosen document in single-hop (prompt-side retrieval).
-    answer_prefix: str = ""
 
     @property
     def token_strings(self) -> tuple[str, ...]:

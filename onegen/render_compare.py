@@ -11,14 +11,14 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .render_html import PHASE_LABELS, esc
+from .modes import MODE_LABELS
+from .render_html import esc
+from .render_text import PHASE_LABELS
 from .trace import PHASES
 
 if TYPE_CHECKING:  # the renderers read a comparison; they need not load the baselines' models
     from .baselines import Comparison
 
-MODE_LABELS = {"onegen": "OneGen", "two-pass": "two-pass (same model re-encodes)",
-               "pipeline": "pipeline (separate retriever)"}
 _R_COLORS = {1: "#1f77b4", 2: "#ff7f0e", 4: "#2ca02c", 8: "#d62728"}
 
 
@@ -41,13 +41,14 @@ class RunPoint:
 
 def run_point(result: Comparison, baseline: str) -> RunPoint:
     """The point of a `compare()` result: the query length is what the baseline re-encoded per
-    retrieval (two-pass: the generator's own tokens; pipeline: its retriever's tokens)."""
-    traces = result.traces
-    n = len(traces["onegen"].retrievals)
+    retrieval (two-pass: the generator's own tokens; pipeline: its retriever's tokens). The
+    comparison's base mode (OneGen) is the reference."""
+    traces, base = result.traces, result.base
+    n = len(traces[base].retrievals)
     reencoded = traces[baseline].cost.forward_tokens.get("query_reencoding", 0)
     tokens = result.forward_tokens
-    ratio = (tokens[baseline]["total"] / tokens["onegen"]["total"]) if tokens["onegen"]["total"] else None
-    og_seconds = result.seconds["onegen"].get("total", 0.0)
+    ratio = (tokens[baseline]["total"] / tokens[base]["total"]) if tokens[base]["total"] else None
+    og_seconds = result.seconds[base].get("total", 0.0)
     reencoding = result.seconds[baseline].get("query_reencoding", 0.0)
     estimate = (og_seconds + reencoding) / og_seconds if og_seconds > 0 else None
     difference = result.differences.get(baseline)
@@ -136,7 +137,8 @@ def sweep_svg(report: Mapping[str, Any] | None, baseline: str, point: RunPoint |
     series = sweep_series(report or {}, baseline)
     if not series:
         return ('<div class="og-msg og-info">No single-pass sweep for this baseline yet: run '
-                '<code>python -m onegen bench single-pass --write</code> (it writes docs/single-pass.json).</div>')
+                '<code>python -m onegen bench single-pass --write</code> (it writes assets/bench/single-pass.json).'
+                '</div>')
     W, H, ml, mr, mt, mb = 760, 380, 64, 190, 34, 48
     w, h = W - ml - mr, H - mt - mb
     xs = [x for pts in series.values() for x, _ in pts]
@@ -155,7 +157,7 @@ def sweep_svg(report: Mapping[str, Any] | None, baseline: str, point: RunPoint |
     parts = [f'<svg class="og-sweep" viewBox="0 0 {W} {H}" width="100%" role="img" '
              f'aria-label="OneGen speedup over {esc(baseline)} against query length">',
              f'<rect x="{ml}" y="{mt}" width="{w}" height="{h}" fill="none" stroke="#999"/>']
-    for t in _ticks(lo, hi):
+    for t in axis_ticks(lo, hi):
         _, y = px(2 ** lx0, t)
         parts.append(f'<line x1="{ml - 4}" y1="{y:.1f}" x2="{ml + w}" y2="{y:.1f}" stroke="#ddd"/>'
                      f'<text x="{ml - 8}" y="{y + 4:.1f}" text-anchor="end" font-size="11">{t:g}x</text>')
@@ -204,15 +206,18 @@ def sweep_svg(report: Mapping[str, Any] | None, baseline: str, point: RunPoint |
             "retrieval.</div></div>")
 
 
-def _ticks(lo: float, hi: float) -> list[float]:
+def axis_ticks(lo: float, hi: float, most: int = 8) -> list[float]:
+    """Round values from `lo` to `hi` (both included) to label an axis: multiples of the finest
+    step of 1, 2, 2.5 or 5 times a power of ten that gives at most `most` of them."""
     span = hi - lo
-    step = next((s for s in (0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0) if span / s <= 8), 10.0)
-    t = math.ceil(lo / step) * step
-    out = []
-    while t <= hi:
-        out.append(round(t, 4))
-        t += step
-    return out
+    if span <= 0:
+        return [round(float(lo), 6)]
+    power = 10.0 ** math.floor(math.log10(span / most))
+    step = next(m * power for m in (1, 2, 2.5, 5, 10) if span / (m * power) <= most)
+    # The small tolerances keep a bound that is itself a multiple (1.0, 1.5) among the ticks.
+    first = math.ceil(lo / step - 1e-9)
+    last = math.floor(hi / step + 1e-9)
+    return [round(k * step, 6) for k in range(first, last + 1)]
 
 
 def _star(cx: float, cy: float, r: float) -> str:

@@ -12,13 +12,12 @@ from urllib.parse import quote
 
 from .documents import Document
 from .protocols import SPECS
-from .render_text import DECODER_LABELS, copy_note, stop_words
+from .render_text import DECODER_LABELS, PHASE_LABELS, copy_note, stop_words, task_label
+from .tasks import TASKS
 from .trace import PHASES, Override, Retrieval, TokenRecord, Trace
 
-TASK_LABELS = {"entity-linking": "Entity linking", "multi-hop": "Multi-hop QA", "single-hop": "Single-hop QA"}
-PHASE_LABELS = {"prompt": "prompt", "generated": "generated", "inserted": "inserted",
-                "query_reencoding": "query re-encoding", "draft_rejected": "rejected drafts", "retrieval": "search", "documents": "candidate documents",
-                "total": "total"}
+# Task name -> label, for menus and messages (each Task's own `label`).
+TASK_LABELS = {name: task.label for name, task in TASKS.items()}
 # Token strings of every protocol: shown dimmed in the timeline (styling only; retrieval markers
 # come from positions, never from text, so a user typing "[LK]" gets no marker).
 _PROTOCOL_STRINGS = frozenset(t for s in SPECS.values() for t in s.token_strings) | {"</s>", "<s>"}
@@ -174,6 +173,7 @@ def bars_html(hits, chosen: int | None = None, links: dict[str, str] | None = No
 def step_html(r: Retrieval | None, task: str, links: dict[str, str] | None = None) -> str:
     if r is None:
         return '<div class="og-step og-empty">Select a retrieval step to see its query and candidates.</div>'
+    known = TASKS.get(task)  # None for a task this version does not know
     free = r.query_source == "hidden-state"
     source = ("the hidden state of the generation pass (no extra forward tokens)" if free
               else f"{r.query_source} (a separate encoding pass)")
@@ -194,16 +194,19 @@ def step_html(r: Retrieval | None, task: str, links: dict[str, str] | None = Non
     if r.inserted_tokens:
         parts.append(f'<div class="og-sub">Inserted into the context: {r.inserted_tokens} tokens</div>'
                      f'<pre class="og-pre">{esc(r.inserted_text)}</pre>')
-    elif task == "entity-linking":
+    elif known is not None and known.spec.insertion is None:
+        # Its protocol never inserts documents: the retrieval is the vector and its hits.
+        forced = known.spec.forced_after.get(r.token)
+        then = f'the protocol forces <code>{esc(forced)}</code> and ' if forced else ""
+        goes_on = "rewriting the text" if known.copies_input else "writing"
         parts.append('<div class="og-sub">Inserted into the context: nothing</div><div class="og-muted">'
-                     'Entity linking only reads the mention vector; the protocol forces <code>[_CONTINUE_]</code> '
-                     'and the model goes on rewriting the text.</div>')
+                     f'{esc(known.label)} only reads the query vector; {then}the model goes on {goes_on}.</div>')
     else:
         parts.append('<div class="og-sub">Inserted into the context: nothing yet</div>')
     return f'<div class="og-step">{"".join(parts)}</div>'
 
 
-# -- results per task ------------------------------------------------------------------------------
+# -- results: by what the trace's result holds -----------------------------------------------------
 
 def entities_html(trace: Trace, links: dict[str, str] | None = None) -> str:
     """The input with linked mentions highlighted (title and score), then a table of mentions with
@@ -291,21 +294,24 @@ def single_hop_html(trace: Trace, links: dict[str, str] | None = None) -> str:
 
 
 def result_html(trace: Trace, links: dict[str, str] | None = None) -> str:
+    """The run's heading, then its result as the result's fields call for: linked entities, a
+    reasoning chain (hops), or a Self-RAG answer (reflection tokens)."""
     words, kind = stop_words(trace)
-    head = (f'<div class="og-result-head">{esc(TASK_LABELS.get(trace.task, trace.task))} &middot; '
+    head = (f'<div class="og-result-head">{esc(task_label(trace.task))} &middot; '
             f'{len(trace.retrievals)} retrieval{"s" if len(trace.retrievals) != 1 else ""} &middot; '
             f'<span class="og-stop-{kind}" data-stop="{esc(trace.stop_reason)}">'
             f'{"finished" if kind == "ok" else "stopped"}: {esc(words)}</span></div>')
     if trace.error:
         head += message_html(trace.error, "error")
-    if trace.task == "entity-linking":
+    res = trace.result
+    if res.entities is not None:
         body = entities_html(trace, links)
-    elif trace.task == "multi-hop":
+    elif res.hops is not None:
         body = hops_html(trace)
-    elif trace.task == "single-hop":
+    elif res.reflection_tokens is not None or res.answer is not None:
         body = single_hop_html(trace, links)
     else:
-        body = message_html(f"unknown task {trace.task!r}", "warn")
+        body = message_html("No result: the run did not finish.", "warn")
     # The answer card is green only for a run that ended as the protocol intends.
     return f'<div class="og-result{"" if kind == "ok" else " og-unfinished"}">{head}{body}</div>'
 

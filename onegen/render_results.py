@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .evaluation import ExampleRecord
-from .render_html import TASK_LABELS, esc
-from .render_text import stop_reason_words
+from .modes import DEFAULT_MODE
+from .render_html import esc
+from .render_text import stop_reason_words, task_label
 from .results import Comparison, Flip, ResultSet, category_choices, headline, outcome_of, summarize
 
 ROW_HEADERS = ["key", "outcome", "input", "prediction", "gold", "why"]
@@ -29,7 +30,8 @@ def _kv(name: str, value: str) -> str:
 
 def _run_line(results: ResultSet) -> str:
     r = results.run
-    parts = [f"mode {r.get('mode') or 'onegen'}", f"model {r.get('model', '?')}",
+    # Files from before the baselines name no mode: they are OneGen runs.
+    parts = [f"mode {r.get('mode') or DEFAULT_MODE}", f"model {r.get('model', '?')}",
              f"candidates {r.get('candidates', '?')}", f"top-k {r.get('top_k', '?')}"]
     if r.get("index") and r.get("candidates") == "index":
         parts.append(f"index {r['index']}")
@@ -45,7 +47,7 @@ def metrics_html(results: ResultSet) -> str:
     n = m["examples"]
     right = sum(1 for r in results.records if outcome_of(r) == "right")
     rows = []
-    if results.task == "entity-linking":
+    if "gold_mentions" in m:  # scored mention by mention (entity linking), else answer by answer
         rows += [("precision", _pct(m["precision"])), ("recall", _pct(m["recall"])), ("micro F1", _pct(m["f1"])),
                  ("mentions", f"{m['gold_mentions']:,} gold, {m['predicted_mentions']:,} predicted")]
         if "authors_scorer" in m:
@@ -70,7 +72,7 @@ def metrics_html(results: ResultSet) -> str:
         skipped = (f'<div class="og-msg og-warn">{len(results.skipped)} line(s) could not be read and are left out:'
                    f"<ul>{shown}{more}</ul></div>")
     return (f'<div class="og-metrics"><div class="og-headline"><b>{_pct(value)}</b> {esc(name)} '
-            f'<span class="og-muted">{esc(TASK_LABELS[results.task])}, {n} example{"s" if n != 1 else ""}, '
+            f'<span class="og-muted">{esc(task_label(results.task))}, {n} example{"s" if n != 1 else ""}, '
             f"{right} right</span></div>"
             f'<div class="og-muted">{esc(results.path.name)}: {_run_line(results)}</div>{skipped}'
             f'<div class="og-metric-grid"><table class="og-table"><tbody>{table}</tbody></table>'

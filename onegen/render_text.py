@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
+from .tasks import TASKS
 from .trace import PHASES, Retrieval, TokenRecord, Trace
 
 PREVIEW_CHARS = 160
@@ -47,13 +48,23 @@ def stop_reason_words(reason: str, settings: dict[str, Any] | None = None) -> st
 
 # Which forward computed the run (RunSettings.fused_decoder): same hidden states, other speed.
 DECODER_LABELS = {"fused-llama": "fused Llama decoder", "transformers": "transformers forward"}
-PHASE_LABELS = {"query_reencoding": "query re-encoding", "draft_rejected": "rejected drafts", "retrieval": "search", "documents": "candidate documents"}
+# Forward-token phases (trace.PHASES) and timed parts of a run, in words; every view uses these.
+PHASE_LABELS = {"prompt": "prompt", "generated": "generated", "inserted": "inserted",
+                "query_reencoding": "query re-encoding", "draft_rejected": "rejected drafts", "retrieval": "search",
+                "documents": "candidate documents", "total": "total"}
 
 
 def clip(text: str, limit: int = PREVIEW_CHARS) -> str:
     """One line: newlines shown as `\\n`, long text cut at the end with `...`."""
     flat = text.replace("\r", "").replace("\n", "\\n")
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def task_label(task: str) -> str:
+    """The task's short name for people; the raw name for a task this version does not know."""
+    known = TASKS.get(task)
+    return known.label if known is not None else task
+
 
 
 def run_header(task: str, model: str, index: dict[str, Any] | None, text: str) -> str:
@@ -86,9 +97,11 @@ def insertion_line(tokens: int, text: str) -> str:
 
 
 def result_block(trace: Trace) -> str:
+    """What the run produced, by what its result holds: linked entities, or an answer with its
+    reasoning chain (hops) or its Self-RAG reflection tokens and passage."""
     res, lines = trace.result, []
-    if trace.task == "entity-linking":
-        ents = res.entities or []
+    if res.entities is not None:
+        ents = res.entities
         lines.append(f"Linked entities ({len(ents)}):")
         for e in ents:
             span = f"chars {e.start}-{e.end}" if e.start is not None else "not found in the input"
@@ -104,17 +117,18 @@ def result_block(trace: Trace) -> str:
     else:
         if res.answer:
             lines.append(f"Answer: {res.answer}")
-        elif trace.task == "multi-hop":
+        elif res.hops is not None:  # the chain ends with a marked final answer
             lines.append("Answer: none (no <FINAL-ANSWER>...</FINAL-ANSWER> in the output)")
         else:
             lines.append("Answer: none")
         for i, hop in enumerate(res.hops or []):
             lines.append(f"  hop {i + 1}: {clip(hop.question, 80)!r} -> {hop.title or '(no document)'} -> "
                          f"{clip(hop.answer, 80)!r}")
-        if res.reflection_tokens:
-            lines.append("Reflection tokens: " + " ".join(res.reflection_tokens))
-        if trace.task == "single-hop" and trace.retrievals and trace.retrievals[0].chosen_hit:
-            lines.append(f"Passage: {trace.retrievals[0].chosen_hit.title}")
+        if res.reflection_tokens is not None:  # Self-RAG: one passage, read for the whole answer
+            if res.reflection_tokens:
+                lines.append("Reflection tokens: " + " ".join(res.reflection_tokens))
+            if trace.retrievals and trace.retrievals[0].chosen_hit:
+                lines.append(f"Passage: {trace.retrievals[0].chosen_hit.title}")
     if res.retrieval_limit_reached:
         lines.append(f"Retrieval limit reached ({trace.settings.get('max_retrievals', '?')}).")
     lines.append(f"Stopped: {stop_words(trace)[0]}.")
@@ -124,8 +138,10 @@ def result_block(trace: Trace) -> str:
 
 
 def copy_note(trace: Trace) -> str:
-    """One line on the entity-linking copy constraint: off, on and never needed, or where it acted."""
-    if trace.task != "entity-linking" or "copy_input" not in trace.settings:
+    """One line on the copy constraint of a task that rewrites its input (entity linking): off, on
+    and never needed, or where it acted."""
+    task = TASKS.get(trace.task)
+    if task is None or not task.copies_input or "copy_input" not in trace.settings:
         return ""
     if not trace.settings["copy_input"]:
         return "Free decoding: the model could rewrite the text (copy constraint off)."

@@ -21,13 +21,13 @@ from typing import Any, Iterable
 
 from .datasets import parse_example, write_jsonl
 from .errors import OneGenError
-from .evaluation import ExampleRecord, _record_from_line, compute_metrics, example_input
-from .protocols import TASKS
+from .evaluation import ExampleRecord, _record_from_line
+from .metrics import ELMetrics, QAMetrics
+from .modes import DEFAULT_MODE
+from .tasks import TASK_NAMES, get_task
 
 MAX_RESULT_BYTES = 200 * 1024 * 1024  # a result file is read whole; past this use the CLI
 OUTCOMES = ("all", "right", "wrong", "error")
-# The figure each task is judged by, as `onegen evaluate` reports it.
-HEADLINE = {"entity-linking": ("f1", "micro F1"), "multi-hop": ("em", "EM"), "single-hop": ("match", "match")}
 
 
 class ResultFileError(OneGenError, ValueError):
@@ -40,13 +40,13 @@ class ResultSet:
     task: str
     run: dict[str, Any]  # the run settings of the first line (mode, model, candidates, index, ...)
     records: list[ExampleRecord]
-    metrics: dict[str, Any]
+    metrics: ELMetrics | QAMetrics
     skipped: list[str] = field(default_factory=list)  # lines that could not be read, with why
 
     @property
     def label(self) -> str:
         r = self.run
-        what = r.get("mode") or "onegen"
+        what = r.get("mode") or DEFAULT_MODE
         if r.get("control"):
             what += f", control {r['control']}"
         return f"{self.path.name} ({what}, {r.get('model', '?')}, {r.get('candidates', '?')} candidates)"
@@ -102,7 +102,7 @@ def load_results(path: str | Path, *, task: str | None = None) -> ResultSet:
                               "Pick a result .jsonl, or run a dataset file instead.")
     run = dict(lines[0][1]["onegen"].get("run") or {})
     file_task = task or run.get("task")
-    if file_task not in TASKS:
+    if file_task not in TASK_NAMES:
         raise ResultFileError(f"{path.name}: its lines do not name a task (got {file_task!r})")
     records: list[ExampleRecord] = []
     seen: set[str] = set()
@@ -129,8 +129,9 @@ def load_results(path: str | Path, *, task: str | None = None) -> ResultSet:
 
 
 def headline(results: ResultSet) -> tuple[str, float | None]:
-    key, name = HEADLINE[results.task]
-    value = results.metrics.get(key)
+    """(name, value) of the figure the file's task is judged by, as `onegen evaluate` reports it."""
+    key, name = get_task(results.task).headline
+    value = results.metrics.to_dict().get(key)
     return name, (float(value) if value is not None else None)
 
 
@@ -148,13 +149,14 @@ def select(results: ResultSet, *, outcome: str = "all", category: str | None = N
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
     needle = (contains or "").strip().lower()
+    task = get_task(results.task)
     out = []
     for r in results.records:
         if outcome != "all" and outcome_of(r) != outcome:
             continue
         if category and category not in category_names(r):
             continue
-        if needle and needle not in r.key.lower() and needle not in example_input(results.task, r.example).lower():
+        if needle and needle not in r.key.lower() and needle not in task.example_input(r.example).lower():
             continue
         out.append(r)
     return out
@@ -174,18 +176,13 @@ class RowSummary:
 
 def summarize(task: str, record: ExampleRecord) -> RowSummary:
     ex = record.example
-    if task == "entity-linking":
-        entities = (record.trace.result.entities or []) if record.trace is not None else []
-        prediction = "; ".join(f"{e.mention} -> {e.title or e.entity_id}" for e in entities)
-        gold = "; ".join(f"{lab.surface.strip()} -> {lab.name or lab.entity_id}" for lab in ex.labels)
-    else:
-        prediction = record.scores.get("answer") or ""
-        gold = " | ".join(ex.answers)
+    the_task = get_task(task)
+    prediction, gold = the_task.prediction_text(record), the_task.gold_text(ex)
     cats = Counter(c.name for c in record.categories)
     text = ", ".join(name if n == 1 else f"{name} x{n}" for name, n in cats.items())
     if record.error:
         text = record.error
-    return RowSummary(record.key, example_input(task, ex), prediction, gold, outcome_of(record), text)
+    return RowSummary(record.key, the_task.example_input(ex), prediction, gold, outcome_of(record), text)
 
 
 # -- two result files ------------------------------------------------------------------------------
@@ -247,9 +244,9 @@ def compare_results(a: ResultSet, b: ResultSet) -> Comparison:
         else:
             flip = _flip(a.task, ra[key], rb[key], oa, ob)
             (fixed if flip.fixed else broken).append(flip)
-    sub_a = _metrics(a.task, [ra[k] for k in shared])
-    sub_b = _metrics(b.task, [rb[k] for k in shared])
-    metrics = {key: (sub_a.get(key), sub_b.get(key)) for key in _compared_metrics(a.task)}
+    sub_a = _metrics(a.task, [ra[k] for k in shared]).to_dict()
+    sub_b = _metrics(b.task, [rb[k] for k in shared]).to_dict()
+    metrics = {key: (sub_a.get(key), sub_b.get(key)) for key in get_task(a.task).compared_metrics}
     same = sum(1 for k in shared if ra[k].trace and rb[k].trace and _ids(ra[k].trace) == _ids(rb[k].trace))
     return Comparison(a=a, b=b, shared=shared, only_a=[k for k in ra if k not in rb],
                       only_b=[k for k in rb if k not in ra], fixed=fixed, broken=broken,
@@ -260,21 +257,14 @@ def _ids(trace) -> list[int]:
     return [t.id for t in trace.tokens]
 
 
-def _metrics(task: str, records: list[ExampleRecord]) -> dict[str, Any]:
+def _metrics(task: str, records: list[ExampleRecord]) -> ELMetrics | QAMetrics:
     """`onegen evaluate`'s metrics over `records` (EL also runs the authors' scorer on the lines)."""
-    return compute_metrics(task, records,
-                           result_lines=[r.line for r in records] if task == "entity-linking" else None)
-
-
-def _compared_metrics(task: str) -> tuple[str, ...]:
-    if task == "entity-linking":
-        return ("precision", "recall", "f1", "ambiguous_accuracy")
-    return ("em", "f1", "match")
+    return get_task(task).aggregate(records, result_lines=[r.line for r in records])
 
 
 def _flip(task: str, ra: ExampleRecord, rb: ExampleRecord, oa: str, ob: str) -> Flip:
     ca, cb = set(category_names(ra)), set(category_names(rb))
-    return Flip(key=ra.key, input=example_input(task, ra.example), a=oa, b=ob,
+    return Flip(key=ra.key, input=get_task(task).example_input(ra.example), a=oa, b=ob,
                 lost=tuple(sorted(ca - cb)), gained=tuple(sorted(cb - ca)), retrieval=_first_divergence(ra, rb))
 
 

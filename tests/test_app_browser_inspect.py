@@ -36,7 +36,7 @@ SWEEP = {"schema": "test", "config": {"clock": "cpu"}, "models": {"5M": {"name":
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from onegen.datasets import load_dataset
-    from onegen.evaluation import evaluate
+    from onegen.evaluation import EvaluationSettings, evaluate
     from tiny import _loaded
 
     root = tmp_path_factory.mktemp("app-inspect")
@@ -53,7 +53,8 @@ def server(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     for name, answer in (("a-corvale", "Corvale"), ("b-velor", "Velor")):
         script_every_run(mp, lm, multi_hop_answering(lm, answer))
-        evaluate(lm, "multi-hop", examples, candidates="context", out=results / f"{name}.jsonl", progress=False)
+        evaluate(lm, "multi-hop", examples, EvaluationSettings(candidates="context"),
+                 out=results / f"{name}.jsonl", progress=False)
     mp.undo()
     config = config_for(world, results_dir=results, datasets_dir=datasets, sweep_report=sweep)
     with serve(config, chooser_for=scripted_choices) as (url, _):

@@ -18,7 +18,7 @@ from onegen.documents import Document
 from onegen.encode import build_index
 from onegen.engine import DecodeState, Engine, RunSettings
 from onegen.error_analysis import ENGINE_ERROR, context_document_id
-from onegen.evaluation import EvaluationError, RandomRetriever, evaluate
+from onegen.evaluation import EvaluationError, EvaluationSettings, RandomRetriever, evaluate
 from onegen.metrics import el_scores_from_result_lines
 from onegen.protocols import LK, QR
 from tiny import HOTPOT_CONTEXT as CONTEXT, build_tiny_model, hotpot_item, load_tiny
@@ -224,8 +224,8 @@ def test_entity_linking_lk_cut_off_by_the_token_limit(models, tmp_path, monkeypa
     script(monkeypatch, lm, ids)
     data = load_dataset(el_data(tmp_path), "entity-linking")
     first_lk = ids.index(tid(lm, LK))
-    report = evaluate(Engine(lm), "entity-linking", data.examples[:1], index=index, progress=False,
-                      settings=RunSettings(max_new_tokens=first_lk + 1))
+    report = evaluate(Engine(lm), "entity-linking", data.examples[:1],
+                      EvaluationSettings(run=RunSettings(max_new_tokens=first_lk + 1)), index=index, progress=False)
     line = report.records[0].line
     assert line["output"].endswith("[LK]") and line["output_qid"] == [""]
 
@@ -242,11 +242,11 @@ def test_entity_linking_records_the_copy_constraint_and_refuses_to_mix(models, t
     assert report.metrics["copy_input"] is True and report.metrics["copy_overrides"] >= 1
     assert read_lines(out)[0]["onegen"]["run"]["copy_input"] is True
     with pytest.raises(EvaluationError, match="copy_input"):
-        evaluate(Engine(lm), "entity-linking", data.examples, index=index, out=out, progress=False,
-                 settings=RunSettings(copy_input=False))
+        evaluate(Engine(lm), "entity-linking", data.examples,
+                 EvaluationSettings(run=RunSettings(copy_input=False)), index=index, out=out, progress=False)
     script(monkeypatch, lm, t("<MENTION>Paris</MENTION>") + [lk, 0] + t(" and <MENTION>Rone</MENTION>") + [lk, 0] + t("."))
-    free = evaluate(Engine(lm), "entity-linking", data.examples[:1], index=index, progress=False,
-                    settings=RunSettings(copy_input=False))
+    free = evaluate(Engine(lm), "entity-linking", data.examples[:1],
+                    EvaluationSettings(run=RunSettings(copy_input=False)), index=index, progress=False)
     assert free.metrics["copy_input"] is False and free.metrics["copy_overrides"] == 0
     assert "Rone" in free.records[0].line["output"] and "Rone" not in report.records[0].line["output"]
 
@@ -273,8 +273,8 @@ def test_single_hop_with_ctxs_and_with_an_index(models, tmp_path, monkeypatch):
     index = build_index(lm, "single-hop", [Document("g1", "Corvale", "Corvale is a city."),
                                            Document("g2", "Velor", "Velor is a country.")])
     index.save(tmp_path / "passages")
-    by_index = evaluate(Engine(lm), "single-hop", data.examples, index=str(tmp_path / "passages"),
-                        candidates="index", progress=False)
+    by_index = evaluate(Engine(lm), "single-hop", data.examples, EvaluationSettings(candidates="index"),
+                        index=str(tmp_path / "passages"), progress=False)
     assert all(r.trace.retrievals[0].hits[0].id in ("g1", "g2") for r in by_index.records)
     assert by_index.metrics["candidates"] == "index"
 
@@ -329,7 +329,8 @@ def test_resume_refuses_damage_and_mixed_runs(models, tmp_path, monkeypatch):
     out = tmp_path / "result.jsonl"
     evaluate(Engine(lm), "multi-hop", examples[:2], out=out, progress=False)
     with pytest.raises(EvaluationError, match="control"):
-        evaluate(Engine(lm), "multi-hop", examples, out=out, control="random-paragraph", progress=False)
+        evaluate(Engine(lm), "multi-hop", examples, EvaluationSettings(control="random-paragraph"), out=out,
+                 progress=False)
     lines = out.read_text().splitlines(keepends=True)
     out.write_text(lines[0][:20] + "\n" + lines[1])
     with pytest.raises(EvaluationError, match="line 1 is not a complete JSON object"):
@@ -387,7 +388,8 @@ def test_random_paragraph_control_inserts_random_candidates(models, tmp_path, mo
     lm = models["multi-hop"]
     script(monkeypatch, lm, multi_hop_ids(lm))
     examples = three_questions(tmp_path)
-    runs = [evaluate(Engine(lm), "multi-hop", examples, control="random-paragraph", seed=s, progress=False)
+    runs = [evaluate(Engine(lm), "multi-hop", examples, EvaluationSettings(control="random-paragraph", seed=s),
+                     progress=False)
             for s in (3, 3, 4)]
     chosen = [[[r.chosen_hit.id for r in rec.trace.retrievals] for rec in run.records] for run in runs]
     assert chosen[0] == chosen[1] and chosen[0] != chosen[2]

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from onegen.datasets import load_dataset
-from onegen.evaluation import evaluate
+from onegen.evaluation import EvaluationSettings, evaluate
 from onegen.results import (ResultFileError, category_choices, compare_results, export_lines, headline,
                             load_results, outcome_of, select, summarize)
 from scripted import multi_hop_answering, script_every_run
@@ -32,8 +32,8 @@ def runs(models, tmp_path_factory):
     try:
         for name, answer in (("a", "Corvale"), ("b", "Velor")):
             script_every_run(mp, lm, multi_hop_answering(lm, answer))
-            out[name] = evaluate(lm, "multi-hop", examples, candidates="context", out=root / f"{name}.jsonl",
-                                 top_k=2, progress=False)
+            out[name] = evaluate(lm, "multi-hop", examples, EvaluationSettings(candidates="context", top_k=2),
+                                 out=root / f"{name}.jsonl", progress=False)
     finally:
         mp.undo()
     return out
@@ -156,17 +156,17 @@ def test_progress_callback_and_the_mode_in_the_run(models, runs, tmp_path, monke
     lm = models["multi-hop"]
     examples = [r.example for r in load_results(runs["a"].out).records]
     calls = []
-    evaluate(lm, "multi-hop", examples, candidates="context", out=runs["a"].out, top_k=2, progress=False,
-             on_progress=lambda done, total: calls.append((done, total)))
+    evaluate(lm, "multi-hop", examples, EvaluationSettings(candidates="context", top_k=2), out=runs["a"].out,
+             progress=False, on_progress=lambda done, total: calls.append((done, total)))
     assert calls == [(3, 3)]  # all resumed: one call, nothing run
     with pytest.raises(EvaluationError, match="mode"):  # a baseline never resumes a OneGen file
-        evaluate(make_engine(lm, "two-pass"), "multi-hop", examples, candidates="context", out=runs["a"].out,
-                 top_k=2, progress=False)
+        evaluate(make_engine(lm, "two-pass"), "multi-hop", examples,
+                 EvaluationSettings(candidates="context", top_k=2), out=runs["a"].out, progress=False)
     script_every_run(monkeypatch, lm, multi_hop_answering(lm, "Corvale"))
     calls.clear()
-    report = evaluate(make_engine(lm, "two-pass"), "multi-hop", examples[:2], candidates="context",
-                      out=tmp_path / "two.jsonl", top_k=2, progress=False,
-                      on_progress=lambda done, total: calls.append((done, total)))
+    report = evaluate(make_engine(lm, "two-pass"), "multi-hop", examples[:2],
+                      EvaluationSettings(candidates="context", top_k=2), out=tmp_path / "two.jsonl",
+                      progress=False, on_progress=lambda done, total: calls.append((done, total)))
     assert calls == [(0, 2), (1, 2), (2, 2)]
     two = load_results(report.out)
     assert two.run["mode"] == "two-pass" and all(r.trace.mode == "two-pass" for r in two.records)

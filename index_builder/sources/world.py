@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from onegen.documents import Document
+from onegen.tasks import TASK_NAMES, get_task
 
 from .jsonl import parse_db_record
-
-WORLD_TASKS = ("entity-linking", "multi-hop", "single-hop")
 
 
 @dataclass
@@ -62,11 +61,11 @@ class WorldSource:
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
-        if self.task not in WORLD_TASKS:
-            raise ValueError(f"task must be one of {WORLD_TASKS}, got {self.task!r}")
+        if self.task not in TASK_NAMES:
+            raise ValueError(f"task must be one of {TASK_NAMES}, got {self.task!r}")
         if not self.path.is_dir():
             raise FileNotFoundError(f"world folder not found: {self.path}")
-        need = ("entities.jsonl", "db.jsonl") if self.task == "entity-linking" else ("paragraphs.jsonl",)
+        need = ("entities.jsonl", "db.jsonl") if self._entities_wanted else ("paragraphs.jsonl",)
         missing = [n for n in need if not (self.path / n).is_file()]
         if missing:
             raise FileNotFoundError(f"{self.path} is not a world folder: {', '.join(missing)} missing "
@@ -74,7 +73,11 @@ class WorldSource:
 
     def __iter__(self) -> Iterator[Document]:
         self.stats = WorldStats()
-        yield from (self._entities() if self.task == "entity-linking" else self._paragraphs())
+        yield from (self._entities() if self._entities_wanted else self._paragraphs())
+
+    @property
+    def _entities_wanted(self) -> bool:
+        return get_task(self.task).index_kind == "entities"
 
     def _entities(self) -> Iterator[Document]:
         root = Path(self.path)
@@ -96,11 +99,11 @@ class WorldSource:
     def _paragraphs(self) -> Iterator[Document]:
         for p in _rows(Path(self.path) / "paragraphs.jsonl"):
             self.stats.documents += 1
-            if self.task == "multi-hop":
+            if get_task(self.task).spec.vectors_per_sentence:
                 yield Document.from_sentences(str(p["id"]), p["title"], list(p["sentences"]))
             else:
                 yield Document(id=str(p["id"]), title=p["title"], text=p["text"])
 
     def __length_hint__(self) -> int:
-        name = "entities.jsonl" if self.task == "entity-linking" else "paragraphs.jsonl"
+        name = "entities.jsonl" if self._entities_wanted else "paragraphs.jsonl"
         return _count_lines(Path(self.path) / name)

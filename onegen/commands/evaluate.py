@@ -8,16 +8,17 @@ Progress and notes go to stderr; the last line of stdout is one metrics JSON obj
 """
 from __future__ import annotations
 
-from .run import add_decoding_arguments, decoding_settings
-
 import json
 import sys
 
-TASKS = ("entity-linking", "multi-hop", "single-hop")
+from ..modes import BASELINE_NAMES, DEFAULT_MODE, MODE_NAMES, MODES, get_mode
+from ..metrics import ELMetrics, QAMetrics
+from ..tasks import TASK_NAMES, get_task
+from .run import add_decoding_arguments, decoding_settings
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--task", required=True, choices=TASK_NAMES)
     p.add_argument("--data", required=True, help="test file: EL jsonl, HotpotQA/2Wiki JSON, or Self-RAG/PopQA items")
     p.add_argument("--model", help="registry name, hub id or folder (default: the embedded model or $ONEGEN_MODEL)")
     p.add_argument("--index", help="index folder (default: the model's registry index for the task)")
@@ -37,10 +38,12 @@ def add_arguments(p) -> None:
     p.add_argument("--top-k", type=int, default=5, help="hits kept per retrieval (default 5)")
     p.add_argument("--control", choices=("random-paragraph",),
                    help="replace every retrieval by random documents from the same pool")
-    p.add_argument("--mode", choices=("onegen", "two-pass", "pipeline"), default="onegen",
-                   help="onegen (default), or a baseline: two-pass (the same model re-encodes each query) or "
-                        "pipeline (a separate sentence encoder retrieves); compare the result files in the app")
-    p.add_argument("--retriever", help="the pipeline's sentence encoder (default: the offline all-MiniLM-L6-v2)")
+    p.add_argument("--mode", choices=MODE_NAMES, default=DEFAULT_MODE,
+                   help=f"{DEFAULT_MODE} (default), or a baseline: "
+                        + " or ".join(MODES[b].label for b in BASELINE_NAMES)
+                        + "; compare the result files in the app")
+    p.add_argument("--retriever", help="the sentence encoder of a mode with a separate retriever "
+                                       "(default: the offline all-MiniLM-L6-v2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random control (default 0)")
     p.add_argument("--max-new-tokens", type=int, help="generation limit (default: the protocol's)")
     add_decoding_arguments(p)
@@ -55,7 +58,7 @@ def main(args) -> int:
     from ..baselines import make_engine
     from ..datasets import load_dataset
     from ..engine import RunSettings
-    from ..evaluation import evaluate
+    from ..evaluation import EvaluationSettings, evaluate
     from ..loading import load_model
 
     if args.limit is not None and args.limit < 1:
@@ -70,10 +73,13 @@ def main(args) -> int:
         return _fail(str(e))
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         return _fail("--max-new-tokens must be at least 1")
-    if args.task == "entity-linking" and args.candidates == "context":
-        return _fail("entity linking searches an entity index; --candidates context does not apply")
-    if args.aliases and args.task != "multi-hop":
-        return _fail("--aliases applies to multi-hop files only")
+    task = get_task(args.task)
+    if args.candidates is not None and args.candidates not in task.candidate_modes:
+        return _fail(f"{task.label} takes --candidates {' or '.join(task.candidate_modes)}; "
+                     f"--candidates {args.candidates} does not apply")
+    if args.aliases and not task.takes_aliases:
+        return _fail(f"--aliases applies to {' and '.join(t for t in TASK_NAMES if get_task(t).takes_aliases)} "
+                     "files only")
     try:
         data = load_dataset(args.data, args.task, skip_bad=args.skip_bad, aliases_path=args.aliases)
     except (OSError, ValueError) as e:  # DatasetFormatError, and files that are missing or not JSON
@@ -85,21 +91,23 @@ def main(args) -> int:
     except (OSError, ValueError) as e:  # a model folder that is missing or broken, an unknown device or dtype
         return _fail(str(e))
     settings = RunSettings(max_new_tokens=args.max_new_tokens, **decoding_settings(args))
-    if args.retriever and args.mode != "pipeline":
-        return _fail("--retriever applies to --mode pipeline only")
+    if args.retriever and not get_mode(args.mode).document_encoder.separate:
+        separate = ", ".join(m.name for m in MODES.values() if m.document_encoder.separate)
+        return _fail(f"--retriever applies to modes with a separate retriever ({separate}) only")
     try:
         engine = make_engine(lm, args.mode, args.retriever)
     except (OSError, ValueError) as e:  # BaselineError, and a retriever that will not load
         return _fail(str(e))
-    report = evaluate(engine, args.task, list(data.examples)[::args.stride][shard::shards], index=args.index,
-                      candidates=args.candidates or ("index" if args.task == "entity-linking" else "context"),
-                      out=args.out, limit=args.limit, top_k=args.top_k, control=args.control,
-                      progress=not args.quiet, seed=args.seed, settings=settings, retry_errors=args.retry_errors)
-    metrics = {"data": str(args.data), **report.metrics}
+    examples = list(data.examples)[::args.stride][shard::shards][:args.limit]
+    evaluation = EvaluationSettings(candidates=args.candidates or task.default_candidates, control=args.control,
+                                    top_k=args.top_k, seed=args.seed, run=settings)
+    report = evaluate(engine, args.task, examples, evaluation, index=args.index, out=args.out,
+                      progress=not args.quiet, retry_errors=args.retry_errors)
+    metrics = {"data": str(args.data), **report.metrics.to_dict()}
     if report.out is not None:
         metrics["out"] = str(report.out)
         print(f"result lines: {report.out}", file=sys.stderr)
-    print(_summary(metrics), file=sys.stderr)
+    print(_summary(report.metrics), file=sys.stderr)
     sys.stdout.flush()
     print(json.dumps(metrics, ensure_ascii=False))
     return 0
@@ -118,11 +126,11 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return k, n
 
 
-def _summary(m: dict) -> str:
-    head = f"{m['task']}: {m['examples']} examples, {m['errors']} errors"
-    if m["task"] == "entity-linking":
-        return f"{head}; P {m['precision']:.3f} R {m['recall']:.3f} F1 {m['f1']:.3f}"
-    return f"{head}; EM {m.get('em', 0.0):.3f} F1 {m.get('f1', 0.0):.3f}"
+def _summary(m: ELMetrics | QAMetrics) -> str:
+    head = f"{m.task}: {m.examples} examples, {m.errors} errors"
+    if isinstance(m, ELMetrics):
+        return f"{head}; P {m.precision:.3f} R {m.recall:.3f} F1 {m.f1:.3f}"
+    return f"{head}; EM {m.em or 0.0:.3f} F1 {m.f1 or 0.0:.3f}"
 
 
 def _fail(message: str) -> int:

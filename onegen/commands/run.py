@@ -20,6 +20,7 @@ from pathlib import Path
 from ..documents import Document, split_sentences
 from ..errors import OneGenError
 from ..protocols import TASKS
+from ..tasks import get_task
 
 
 class CommandError(OneGenError, ValueError):
@@ -144,7 +145,8 @@ def _candidate(item, i: int, path: Path, task: str) -> Document:
     text = item.get("text")
     if not isinstance(text, str) or not text.strip():
         raise CommandError(f"{path} document {i}: needs a non-empty \"text\" or \"sentences\"")
-    split = split_sentences(text) if task == "multi-hop" else None
+    # Tasks whose documents carry one vector per sentence need the sentences.
+    split = split_sentences(text) if get_task(task).spec.vectors_per_sentence else None
     return Document(id=doc_id, title=item.get("title", ""), text=text, sentences=split or None)
 
 

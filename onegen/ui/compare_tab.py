@@ -6,9 +6,10 @@ import gradio as gr
 
 from .. import render_compare as RC
 from .. import render_html as R
-from ..app_state import BASELINES, MAX_TOP_K, AppState
+from ..app_state import MAX_TOP_K, AppState
 from ..baselines import Comparison
 from ..jobs import CompareProgress, CompareRun
+from ..modes import BASELINE_NAMES, DEFAULT_MODE, MODE_LABELS, get_mode
 from ..tasks import TASK_NAMES
 from .shared import (PRIVATE, TASK_CHOICES, TracePanel, error_message, example_inputs, loading_message, on_gpu,
                      visitor, wire_examples)
@@ -20,7 +21,7 @@ def build(app: AppState, demo: gr.Blocks) -> None:
                 "per forward call (no prompt-lookup drafts), as the sweep did.")
     with gr.Row():
         task = gr.Radio(TASK_CHOICES, value=TASK_NAMES[0], label="Task", scale=3, elem_id="cmp-task")
-        baseline = gr.Radio([(RC.MODE_LABELS[b], b) for b in BASELINES], value=BASELINES[0], label="Baseline",
+        baseline = gr.Radio([(MODE_LABELS[b], b) for b in BASELINE_NAMES], value=BASELINE_NAMES[0], label="Baseline",
                             scale=3, elem_id="cmp-baseline")
         top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Top-k", scale=1)
     example = gr.Dropdown(label="Examples", choices=[], value=None, interactive=True)
@@ -47,7 +48,7 @@ def build(app: AppState, demo: gr.Blocks) -> None:
     def run_compare(task_name, text_in, k, baseline_name, request: gr.Request = None):
         """Both runs in a worker; a status line per mode as they go; the costs at the end."""
         cleared = {costs: "", **onegen_panel.empty(), **baseline_panel.empty()}
-        running = f"Running OneGen, then {RC.MODE_LABELS.get(baseline_name, baseline_name)}..."
+        running = f"Running {MODE_LABELS[DEFAULT_MODE]}, then {MODE_LABELS.get(baseline_name, baseline_name)}..."
         try:
             with app.runs.start(visitor(request)) as stop:
                 yield {status: R.message_html(starting_message(app, running, baseline_name)), **cleared}
@@ -63,7 +64,7 @@ def build(app: AppState, demo: gr.Blocks) -> None:
             return
         point = RC.run_point(result, baseline_name)
         yield {status: R.message_html(headline(result, baseline_name), "ok"), costs: RC.costs_html(result),
-               **onegen_panel.show(result.traces["onegen"]), **baseline_panel.show(result.traces[baseline_name]),
+               **onegen_panel.show(result.traces[result.base]), **baseline_panel.show(result.traces[baseline_name]),
                sweep: RC.sweep_svg(app.sweep_report(), baseline_name, point, "this run")}
 
     gr.on([run_btn.click, text.submit], run_compare, [task, text, top_k, baseline],
@@ -77,28 +78,28 @@ def build(app: AppState, demo: gr.Blocks) -> None:
     wire_examples(app, task, example, text)
     baseline.input(lambda b: RC.sweep_svg(app.sweep_report(), b), baseline, sweep, queue=False, **PRIVATE)
     demo.load(lambda: {**example_inputs(app, TASK_NAMES[0], example, text),
-                       sweep: RC.sweep_svg(app.sweep_report(), BASELINES[0])}, None, [example, text, sweep], **PRIVATE)
+                       sweep: RC.sweep_svg(app.sweep_report(), BASELINE_NAMES[0])}, None, [example, text, sweep], **PRIVATE)
 
 
 def starting_message(app: AppState, running: str, baseline: str) -> str:
     message = loading_message(app, running)
-    if baseline == "pipeline":
-        message += " The first pipeline run also encodes the index with its retriever."
+    if get_mode(baseline).document_encoder.separate:
+        message += f" The first {MODE_LABELS[baseline]} run also encodes the index with its retriever."
     return message
 
 
 def progress_line(p: CompareProgress) -> str:
-    ended = "; ".join(f"{RC.MODE_LABELS.get(m, m)} done: {n} tokens in {secs:.1f} s" for m, n, secs in p.finished)
-    now = f"{RC.MODE_LABELS.get(p.mode, p.mode)}: {p.tokens} tokens so far..."
+    ended = "; ".join(f"{MODE_LABELS.get(m, m)} done: {n} tokens in {secs:.1f} s" for m, n, secs in p.finished)
+    now = f"{MODE_LABELS.get(p.mode, p.mode)}: {p.tokens} tokens so far..."
     return f"{ended}. {now}" if ended else now
 
 
 def headline(result: Comparison, baseline: str) -> str:
     """What was measured and how, never a verdict the measured numbers contradict."""
     point = RC.run_point(result, baseline)
-    label = RC.MODE_LABELS.get(baseline, baseline)
-    og_s, base_s = result.seconds["onegen"].get("total", 0.0), result.seconds[baseline].get("total", 0.0)
-    og_t, base_t = result.forward_tokens["onegen"]["total"], result.forward_tokens[baseline]["total"]
+    label = MODE_LABELS.get(baseline, baseline)
+    og_s, base_s = result.seconds[result.base].get("total", 0.0), result.seconds[baseline].get("total", 0.0)
+    og_t, base_t = result.forward_tokens[result.base]["total"], result.forward_tokens[baseline]["total"]
     saved = result.forward_tokens[baseline].get("query_reencoding", 0)
     n = point.retrievals
     measured = (f"Measured, one run each: OneGen {og_s:.2f} s and {og_t:,} forward tokens; {label} {base_s:.2f} s "

@@ -10,6 +10,7 @@ import gradio as gr
 from .. import render_html as R
 from ..app_state import MAX_TOP_K, AppState
 from ..engine import DoneEvent, Event, TokenEvent
+from ..modes import DEFAULT_MODE
 from ..tasks import TASK_NAMES, get_task
 from ..trace import Trace
 from ..render_text import stop_words
@@ -105,7 +106,7 @@ class RunView:
         """Stream a run: the timeline grows as tokens come; the result and download come at the end.
         Stop ends it between tokens and keeps what it made."""
         app, status, panel, download = self.app, self.status, self.panel, self.download
-        live = Trace(task=task, mode="onegen", model={}, input=text or "", prompt_text="", prompt_ids=[])
+        live = Trace(task=task, mode=DEFAULT_MODE, model={}, input=text or "", prompt_text="", prompt_ids=[])
         started = time.monotonic()
         try:
             with app.runs.start(visitor(request)) as stop:
