@@ -14,13 +14,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Generic, Iterator, TypeVar
 
 from .app_state import AppState, EvaluatedFile
 from .modes import DEFAULT_MODE
 
 if TYPE_CHECKING:
     from .baselines import Comparison
+
+R = TypeVar("R")
+P = TypeVar("P")
 
 
 @dataclass(frozen=True)
@@ -42,23 +45,25 @@ class Progress:
 
 
 class Stopped(Exception):
-    """Raised in an evaluation's progress callback to end it after the current example."""
+    """Raised in a job's progress callback to end it at the next check."""
 
 
-class DatasetRun:
-    """One dataset evaluation in a worker thread. `stop()` (or leaving `progress()` early) ends it
-    after the current example; the same request again resumes from the result file in `out_dir`."""
+class _Job(Generic[R, P]):
+    """A worker thread with a progress queue, a stop flag and one outcome. A subclass computes the
+    outcome in `_run()` and reports progress with `_report()`; `None` on the queue ends the progress."""
 
-    def __init__(self, app: AppState, request: DatasetRequest, out_dir: Path, stop_flag: threading.Event | None = None):
-        self.app, self.request, self.out_dir = app, request, Path(out_dir)
-        self._updates: queue.Queue[Progress | None] = queue.Queue()
+    name = "onegen-job"
+    newest_only = False  # True: a slow page skips to the newest progress
+
+    def __init__(self, stop_flag: threading.Event | None = None):
+        self._updates: queue.Queue[P | None] = queue.Queue()
         self._stop = stop_flag or threading.Event()  # set from outside (the page's Stop) or by stop()
         self._started = 0.0
-        self._evaluated: EvaluatedFile | None = None
+        self._result: R | None = None
         self._error: Exception | None = None
-        self._worker = threading.Thread(target=self._work, name="onegen-evaluate", daemon=True)
+        self._worker = threading.Thread(target=self._work, name=self.name, daemon=True)
 
-    def start(self) -> DatasetRun:
+    def start(self):
         self._started = time.monotonic()
         self._worker.start()
         return self
@@ -70,94 +75,12 @@ class DatasetRun:
     def stopped(self) -> bool:
         return self._stop.is_set()
 
-    def progress(self) -> Iterator[Progress]:
-        """Progress as examples finish, until the run ends. Closing the iterator early (a page
-        that went away) stops the run after its current example."""
+    def progress(self) -> Iterator[P]:
+        """Progress until the job ends. Closing the iterator early (a page that went away) stops it."""
         ended = False
         try:
             while (item := self._updates.get()) is not None:
-                yield item
-            ended = True
-        finally:
-            if not ended:
-                self.stop()
-
-    def outcome(self) -> EvaluatedFile | None:
-        """After `progress()` ends: the evaluated file, None when stopped; raises the run's error."""
-        self._worker.join()
-        if self._error is not None:
-            raise self._error
-        return self._evaluated
-
-    def _on_progress(self, done: int, total: int) -> None:
-        left = (time.monotonic() - self._started) / done * (total - done) if done and done < total else None
-        self._updates.put(Progress(done, total, left))
-        if self._stop.is_set():
-            raise Stopped()
-
-    def _work(self) -> None:
-        r = self.request
-        try:
-            self._evaluated = self.app.evaluate_file(r.data, r.task, candidates=r.candidates, limit=r.limit,
-                                                     top_k=r.top_k, out_dir=self.out_dir,
-                                                     on_progress=self._on_progress)
-        except Stopped:
-            pass
-        except Exception as e:  # noqa: BLE001 - handed to the page as a message; the app stays up
-            self._error = e
-        finally:
-            self._updates.put(None)
-
-
-@dataclass(frozen=True)
-class CompareProgress:
-    """Where a comparison is: the mode running now and its tokens so far, and the modes that
-    ended, each with its tokens and seconds."""
-
-    mode: str
-    tokens: int
-    finished: tuple[tuple[str, int, float], ...]
-
-
-class CompareRun:
-    """One input through OneGen, then a baseline (AppState.compare), in a worker thread. Its
-    progress comes per token; a mode has ended when the next one chooses its first token. `stop`
-    (or setting the `stop_flag` given) ends it before the next token; `outcome()` is then None.
-
-        job = CompareRun(app.compare, ("multi-hop", text, 5, "two-pass")).start()
-        for p in job.progress(): ...
-        comparison = job.outcome()
-    """
-
-    def __init__(self, compare: Callable[..., Comparison], args: tuple, stop_flag: threading.Event | None = None):
-        self._compare, self._args = compare, args
-        self.modes = (DEFAULT_MODE, args[-1])
-        self._stop = stop_flag or threading.Event()
-        self._updates: queue.Queue[CompareProgress | None] = queue.Queue()
-        self._mode, self._tokens, self._mode_started = 0, 0, 0.0
-        self._finished: tuple[tuple[str, int, float], ...] = ()
-        self._result: Comparison | None = None
-        self._error: Exception | None = None
-        self._worker = threading.Thread(target=self._work, name="onegen-compare", daemon=True)
-
-    def start(self) -> CompareRun:
-        self._mode_started = time.monotonic()
-        self._worker.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
-    def progress(self) -> Iterator[CompareProgress]:
-        """The latest progress whenever there is news, until the run ends; leaving early stops it."""
-        ended = False
-        try:
-            while (item := self._updates.get()) is not None:
-                while not self._updates.empty():  # a slow page sees only the newest
+                while self.newest_only and not self._updates.empty():
                     newer = self._updates.get()
                     if newer is None:
                         yield item
@@ -170,29 +93,91 @@ class CompareRun:
             if not ended:
                 self.stop()
 
-    def outcome(self) -> Comparison | None:
-        """After `progress()` ends: the comparison, None when stopped; raises the run's error."""
+    def outcome(self) -> R | None:
+        """After `progress()` ends: the job's result, None when stopped; raises the job's error."""
         self._worker.join()
         if self._error is not None:
             raise self._error
         return self._result
 
-    def _on_token(self, step: int) -> None:
-        if self._stop.is_set():
-            raise Stopped()
-        if step == 0 and self._tokens:  # the next mode's first choice: the last one has ended
-            now = time.monotonic()
-            self._finished += ((self.modes[self._mode], self._tokens, now - self._mode_started),)
-            self._mode, self._tokens, self._mode_started = min(self._mode + 1, len(self.modes) - 1), 0, now
-        self._tokens = step + 1
-        self._updates.put(CompareProgress(self.modes[self._mode], self._tokens, self._finished))
+    def _report(self, item: P) -> None:
+        self._updates.put(item)
+
+    def _run(self) -> R:
+        raise NotImplementedError
 
     def _work(self) -> None:
         try:
-            self._result = self._compare(*self._args, on_token=self._on_token)
+            self._result = self._run()
         except Stopped:
             pass
         except Exception as e:  # noqa: BLE001 - handed to the page as a message; the app stays up
             self._error = e
         finally:
             self._updates.put(None)
+
+
+class DatasetRun(_Job[EvaluatedFile, Progress]):
+    """One dataset evaluation in a worker thread. `stop()` (or leaving `progress()` early) ends it
+    after the current example; the same request again resumes from the result file in `out_dir`."""
+
+    name = "onegen-evaluate"
+
+    def __init__(self, app: AppState, request: DatasetRequest, out_dir: Path, stop_flag: threading.Event | None = None):
+        super().__init__(stop_flag)
+        self.app, self.request, self.out_dir = app, request, Path(out_dir)
+
+    def _on_progress(self, done: int, total: int) -> None:
+        left = (time.monotonic() - self._started) / done * (total - done) if done and done < total else None
+        self._report(Progress(done, total, left))
+        if self._stop.is_set():
+            raise Stopped()
+
+    def _run(self) -> EvaluatedFile:
+        r = self.request
+        return self.app.evaluate_file(r.data, r.task, candidates=r.candidates, limit=r.limit, top_k=r.top_k,
+                                      out_dir=self.out_dir, on_progress=self._on_progress)
+
+
+@dataclass(frozen=True)
+class CompareProgress:
+    """Where a comparison is: the mode running now and its tokens so far, and the modes that
+    ended, each with its tokens and seconds."""
+
+    mode: str
+    tokens: int
+    finished: tuple[tuple[str, int, float], ...]
+
+
+class CompareRun(_Job["Comparison", CompareProgress]):
+    """One input through OneGen, then a baseline (AppState.compare), in a worker thread. Its
+    progress comes per token; a mode has ended when the next one chooses its first token. `stop`
+    (or setting the `stop_flag` given) ends it before the next token; `outcome()` is then None.
+
+        job = CompareRun(app.compare, ("multi-hop", text, 5, "two-pass")).start()
+        for p in job.progress(): ...
+        comparison = job.outcome()
+    """
+
+    name = "onegen-compare"
+    newest_only = True
+
+    def __init__(self, compare: Callable[..., Comparison], args: tuple, stop_flag: threading.Event | None = None):
+        super().__init__(stop_flag)
+        self._compare, self._args = compare, args
+        self.modes = (DEFAULT_MODE, args[-1])
+        self._mode, self._tokens = 0, 0
+        self._finished: tuple[tuple[str, int, float], ...] = ()
+
+    def _on_token(self, step: int) -> None:
+        if self._stop.is_set():
+            raise Stopped()
+        if step == 0 and self._tokens:  # the next mode's first choice: the last one has ended
+            now = time.monotonic()
+            self._finished += ((self.modes[self._mode], self._tokens, now - self._started),)
+            self._mode, self._tokens, self._started = min(self._mode + 1, len(self.modes) - 1), 0, now
+        self._tokens = step + 1
+        self._report(CompareProgress(self.modes[self._mode], self._tokens, self._finished))
+
+    def _run(self) -> Comparison:
+        return self._compare(*self._args, on_token=self._on_token)
