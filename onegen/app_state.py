@@ -45,6 +45,7 @@ MAX_DATASET_EXAMPLES = 500  # examples per run of the error browser; the CLI has
 WARM_UP_TOKENS = 16  # per task, in the preload's throw-away runs
 RUNS_PER_VISITOR = 1  # runs one browser tab or API client may have going at once
 EXAMPLES_DIR = registry.ASSETS / "examples"
+KNOWN_FAILURES_FILE = "known-failures.json"  # beside the examples: id -> why the shipped model fails it
 RESULTS_DIR = registry.ASSETS / "results"  # finished result files of the held-out world
 DATASETS_DIR = registry.ASSETS / "world" / "heldout"
 SWEEP_REPORT = registry.ASSETS / "bench" / "single-pass.json"  # written by bench single-pass --write
@@ -332,7 +333,20 @@ class AppState:
                         out.append(row)
         except (OSError, json.JSONDecodeError) as e:
             log.info("no examples from %s: %s", path, e)
+        failures = self._known_failures()
+        out = [{**row, "known_failure": failures[row["id"]]} if row.get("id") in failures else row for row in out]
         return out or FALLBACK_EXAMPLES.get(task, [])
+
+    def _known_failures(self) -> dict[str, str]:
+        """Example id -> why the shipped model gets it wrong (a note about the model, kept apart from
+        the examples the world generator writes)."""
+        path = Path(self.config.examples_dir) / KNOWN_FAILURES_FILE
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            log.info("no known failures from %s: %s", path, e)
+            return {}
+        return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
     def example(self, task: str, text: str | None) -> dict | None:
         """The example of `task` whose text this is (None: text a user typed)."""

@@ -24,8 +24,8 @@ def _coarse(e: Entity) -> str:
     return "person" if e.type == "person" and " " in e.name else _kind(e)
 
 
-def _ambiguity(world: World, item: ELItem) -> tuple[str, str, str] | None:
-    """(coarse kind, fine kind, note) of the first ambiguous mention, if any."""
+def _ambiguity(world: World, item: ELItem) -> tuple[str, str, str, str] | None:
+    """(coarse kind, fine kind, note, name) of the first ambiguous mention, if any."""
     for m in item.mentions:
         e = world.entity(m.entity_id)
         others = world.namesakes(e)
@@ -34,8 +34,18 @@ def _ambiguity(world: World, item: ELItem) -> tuple[str, str, str] | None:
             fine = " vs ".join(sorted([_kind(e), *(_kind(o) for o in others)]))
             note = (f"ambiguous name {e.name!r}: {e.short_description} (here) vs "
                     f"{'; '.join(o.short_description for o in others)}")
-            return coarse, fine, note
+            return coarse, fine, note, e.name
     return None
+
+
+def _el_example(world: World, item: ELItem, note: str, ambiguous: str | None = None) -> dict[str, Any]:
+    """An example with its gold links (what a right run links), and the ambiguous name it shows."""
+    links = [{"mention": m.surface, "entity": m.entity_id, "title": world.entity(m.entity_id).title}
+             for m in item.mentions]
+    row: dict[str, Any] = {"text": item.text, "id": item.id, "note": note, "links": links}
+    if ambiguous:
+        row["ambiguous"] = ambiguous
+    return row
 
 
 def pick_entity_linking(world: World) -> list[dict[str, Any]]:
@@ -45,26 +55,26 @@ def pick_entity_linking(world: World) -> list[dict[str, Any]]:
     for wanted in _KIND_ORDER:  # one of each coarse kind first
         for item, amb in tagged:
             if amb and amb[0] == wanted and item.id not in picked:
-                picked[item.id] = {"text": item.text, "id": item.id, "note": amb[2]}
+                picked[item.id] = _el_example(world, item, amb[2], amb[3])
                 fine_seen.add(amb[1])
                 break
     for item, amb in tagged:  # then other occupation pairs
         if len(picked) >= _MAX_AMBIGUOUS_EL:
             break
         if amb and amb[1] not in fine_seen and item.id not in picked:
-            picked[item.id] = {"text": item.text, "id": item.id, "note": amb[2]}
+            picked[item.id] = _el_example(world, item, amb[2], amb[3])
             fine_seen.add(amb[1])
     type_sets: set[tuple[str, ...]] = set()
     for item, amb in tagged:  # then texts linking several kinds of entity
         types = tuple(sorted({m.type for m in item.mentions}))
         if len(picked) < EXAMPLES_PER_TASK and not amb and len(types) >= 2 and types not in type_sets:
-            picked[item.id] = {"text": item.text, "id": item.id,
-                               "note": f"{len(item.mentions)} mentions: {', '.join(types)}"}
+            picked[item.id] = _el_example(world, item, f"{len(item.mentions)} mentions: {', '.join(types)}")
             type_sets.add(types)
     for item, _ in tagged:
         if len(picked) >= EXAMPLES_PER_TASK:
             break
-        picked.setdefault(item.id, {"text": item.text, "id": item.id, "note": f"{len(item.mentions)} mentions"})
+        if item.id not in picked:
+            picked[item.id] = _el_example(world, item, f"{len(item.mentions)} mentions")
     return list(picked.values())[:EXAMPLES_PER_TASK]
 
 

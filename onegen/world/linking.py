@@ -7,7 +7,7 @@ import random
 from typing import Callable, Union
 
 from onegen.world.model import Entity, ELItem, Mention, World
-from onegen.world.relations import WorldIndex
+from onegen.world.relations import WorldIndex, WorldReader
 from onegen.world.text import namesake_fits
 
 Piece = Union[str, Entity]
@@ -40,15 +40,9 @@ def _year(e: Entity) -> str:
     return str(next(v for k, v in e.facts.items() if k.endswith("_year") and k != "birth_year"))
 
 
-class _Templates:
+class _Templates(WorldReader):
     """Sentence templates keyed by what the seed entity is; each returns None when the
     seed lacks the facts it needs."""
-
-    def __init__(self, world: World, index: WorldIndex, rng: random.Random):
-        self.w, self.ix, self.rng = world, index, rng
-
-    def e(self, entity_id: str) -> Entity:
-        return self.w.entity(entity_id)
 
     def made(self, p: Entity, subtype: str) -> list[Entity]:
         return [x for x in self.ix.made_by.get(p.id, []) if x.subtype == subtype]

@@ -13,7 +13,7 @@ from typing import Callable
 
 from onegen.world.model import MULTIHOP_TYPES, Entity, MultiHopItem, SubQuestion, World
 from onegen.world.phrasing import gender_words, spouse_word
-from onegen.world.relations import WorldIndex, hard_distractors
+from onegen.world.relations import WorldIndex, WorldReader, hard_distractors
 from onegen.world.text import org_phrase, question_ref
 
 CONTEXT_SIZE = 10
@@ -53,13 +53,10 @@ def step(entity: Entity, relation: str, question: str, answer: object, sentence:
                        sentence_index=entity.fact_sentence[relation])
 
 
-class _Templates:
+class _Templates(WorldReader):
     def __init__(self, world: World, index: WorldIndex, rng: random.Random):
-        self.w, self.ix, self.rng = world, index, rng
+        super().__init__(world, index, rng)
         self.balance = {"comparison": [0, 0], "bridge_comparison": [0, 0]}  # answers first / second
-
-    def e(self, entity_id: str) -> Entity:
-        return self.w.entity(entity_id)
 
     def pick(self, subtypes: tuple[str, ...]) -> Entity:
         pool = [x for s in subtypes for x in self.ix.by_subtype.get(s, [])]

@@ -22,7 +22,7 @@ from onegen.world.model import ELItem, Entity, Mention, MultiHopItem, SingleHopI
 from onegen.world.names import stable_int
 from onegen.world.phrasing import (TEXT_OPENERS, draw_styles, families, gender_words, phrase_question,
                                    segments, slots_of, spouse_word, with_typo)
-from onegen.world.relations import WorldIndex
+from onegen.world.relations import WorldIndex, WorldReader
 from onegen.world.singlehop import WORK_WORDS
 from onegen.world.text import article
 
@@ -88,15 +88,9 @@ def paraphrase_questions(items: list[MultiHopItem] | list[SingleHopItem], task: 
 Slots = dict[str, "list[Piece] | str"]
 
 
-class _Binder:
+class _Binder(WorldReader):
     """What fills each entity-linking family for a seed entity; each returns None when the seed
     lacks the facts the family needs."""
-
-    def __init__(self, world: World, index: WorldIndex, rng: random.Random):
-        self.w, self.ix, self.rng = world, index, rng
-
-    def e(self, entity_id: str) -> Entity:
-        return self.w.entity(entity_id)
 
     def ref(self, e: Entity, *implied: str) -> list[Piece]:
         return ref_pieces(self.w, e, implied)

@@ -13,6 +13,17 @@ from onegen.world.model import ENTITY_RELATIONS, Entity, World
 from onegen.world.names import name_words
 
 
+
+class WorldReader:
+    """What every text generator reads: the world, its relation index and the seeded draws."""
+
+    def __init__(self, world: World, index: WorldIndex, rng: random.Random):
+        self.w, self.ix, self.rng = world, index, rng
+
+    def e(self, entity_id: str) -> Entity:
+        return self.w.entity(entity_id)
+
+
 @dataclass
 class WorldIndex:
     world: World

@@ -9,7 +9,7 @@ from typing import Callable
 from onegen.documents import join_sentences
 from onegen.world.model import Entity, SingleHopItem, World
 from onegen.world.phrasing import gender_words, spouse_word
-from onegen.world.relations import WorldIndex, hard_distractors
+from onegen.world.relations import WorldIndex, WorldReader, hard_distractors
 from onegen.world.text import question_ref
 
 CANDIDATES = 10
@@ -35,10 +35,7 @@ class Question:
     slots: dict[str, str] = field(default_factory=dict)  # fill the template's family in phrasing.py
 
 
-class _Templates:
-    def __init__(self, world: World, index: WorldIndex, rng: random.Random):
-        self.w, self.ix, self.rng = world, index, rng
-
+class _Templates(WorldReader):
     def name(self, entity_id: str) -> str:
         return self.w.entity(entity_id).name
 
