@@ -7,7 +7,6 @@ import hashlib
 import json
 import random
 import re
-import shlex
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from onegen.world.paraphrase import TEMPLATE_SHARE, LinkingWriter, vary_question
 from onegen.world.phrasing import (CLOSED_SLOTS, LINKING_FORMS, MULTIHOP_FORMS, QUESTION_OPENERS, SINGLEHOP_FORMS,
                                    STYLES, TEXT_OPENERS, fixed_pattern, slots_of)
 from onegen.world.relations import WorldIndex
+from test_world import recorded_command
 
 ROOT = Path(__file__).resolve().parents[1]
 HELDOUT_DIR = ROOT / "assets" / "world" / "heldout"
@@ -243,14 +243,8 @@ def test_recipe_rejects_an_unknown_phrasing(tmp_path):
 
 # -- committed files ---------------------------------------------------------------------
 
-def _recorded_command() -> list[str]:
-    readme = (HELDOUT_DIR / "PARAPHRASED.md").read_text(encoding="utf-8")
-    line = next(ln.strip() for ln in readme.splitlines() if ln.strip().startswith("python -m onegen.world paraphrased"))
-    return shlex.split(line)[3:]
-
-
 def test_committed_paraphrased_files_equal_a_fresh_regeneration(tmp_path):
-    args = _recorded_command()
+    args = recorded_command("PARAPHRASED.md", "python -m onegen.world paraphrased")
     assert args[0] == "paraphrased" and Path(args[args.index("--out") + 1]) == Path("assets/world/heldout")
     args[args.index("--out") + 1] = str(tmp_path)
     assert main(args) == 0

@@ -293,14 +293,15 @@ def test_datasets_loaders_read_the_files(world, tmp_path):
 
 # -- committed files, examples, errors --------------------------------------------------------
 
-def _recorded_command() -> list[str]:
-    readme = (HELDOUT_DIR / "README.md").read_text(encoding="utf-8")
-    line = next(ln.strip() for ln in readme.splitlines() if ln.strip().startswith("python -m onegen.world"))
+def recorded_command(readme_name: str = "README.md", command: str = "python -m onegen.world") -> list[str]:
+    """The arguments of the command a held-out folder's readme says wrote it."""
+    readme = (HELDOUT_DIR / readme_name).read_text(encoding="utf-8")
+    line = next(ln.strip() for ln in readme.splitlines() if ln.strip().startswith(command))
     return shlex.split(line)[3:]
 
 
 def test_committed_heldout_world_equals_a_fresh_regeneration(tmp_path):
-    args = _recorded_command()
+    args = recorded_command()
     parsed = build_parser().parse_args(args)
     assert Path(parsed.out) == Path("assets/world/heldout") and Path(parsed.examples) == Path("assets/examples")
     swapped = args[:]
