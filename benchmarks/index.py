@@ -108,9 +108,9 @@ def encoding_model(name: str | None, device: str):
         model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=256, intermediate_size=512,
                                              num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2))
         note = f"embedded model and its base unavailable ({type(e).__name__}): a tiny random Llama (256-d, 4 layers)"
-    from onegen.protocols import TASKS, get_spec
+    from onegen.protocols import SPECS
 
-    new = [t for task in TASKS for t in get_spec(task).token_strings if t not in tokenizer.get_vocab()]
+    new = [t for spec in SPECS.values() for t in spec.token_strings if t not in tokenizer.get_vocab()]
     if new:
         tokenizer.add_special_tokens({"additional_special_tokens": list(dict.fromkeys(new))},
                                      replace_extra_special_tokens=False)

@@ -34,7 +34,7 @@ from onegen.documents import Document, split_sentences
 from onegen.errors import OneGenError
 from onegen.fsutil import atomic_write, remove_dead_temporaries, sha256_file, staged_dir
 from onegen.index import ANN, DOCUMENTS, MANIFEST, VECTORS, DocumentStore, IndexManifest, VectorIndex, read_manifest
-from onegen.protocols import TASKS, get_spec
+from onegen.protocols import SPECS, get_spec
 
 from .ann import (AnnSettings, MemoryEstimate, available_memory, build_ann, check_memory, estimate_memory,
                   measure_recall)
@@ -110,8 +110,8 @@ class BuildSpec:
     precomputed: bool = False
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise BuildError(f"unknown task {self.task!r}; choose one of {', '.join(TASKS)}")
+        if self.task not in SPECS:
+            raise BuildError(f"unknown task {self.task!r}; choose one of {', '.join(SPECS)}")
         if self.shard_size < 1:
             raise BuildError("--shard-size must be at least 1")
         if self.limit is not None and self.limit < 1:

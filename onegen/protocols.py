@@ -13,7 +13,6 @@ from typing import Literal
 from .errors import OneGenError
 
 TaskName = Literal["entity-linking", "multi-hop", "single-hop"]
-TASKS: tuple[str, ...] = ("entity-linking", "multi-hop", "single-hop")
 
 QR = "[Question Representation]"
 DFR = "[Document Fragment Representation]"
@@ -149,7 +148,7 @@ def get_spec(task: str) -> TaskSpec:
     try:
         return SPECS[task]
     except KeyError:
-        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}") from None
+        raise ValueError(f"unknown task {task!r}; choose one of: {', '.join(SPECS)}") from None
 
 
 class MissingTokenError(OneGenError, ValueError):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..documents import Document, split_sentences
 from ..errors import OneGenError
-from ..protocols import TASKS
+from ..tasks import TASK_NAMES
 from ..tasks import get_task
 
 
@@ -67,7 +67,7 @@ def decoding_settings(args: argparse.Namespace) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--task", required=True, choices=TASK_NAMES)
     p.add_argument("--model", metavar="ID_OR_DIR",
                    help="registry name, hub id or model folder (default: $ONEGEN_MODEL or the embedded model)")
     docs = p.add_mutually_exclusive_group()
