@@ -10,7 +10,7 @@ import pytest
 
 from onegen import render_html as R
 from onegen.render_compare import axis_ticks
-from onegen.render_text import PHASE_LABELS, STOP_REASONS, copy_note, result_block
+from onegen.render_text import PHASE_LABELS, STOP_REASONS, copy_note, result_block, stop_words
 from onegen.tasks import TASK_NAMES, get_task
 from onegen.trace import PHASES, Hop, LinkedEntity, Result, Retrieval, StopReason, Trace
 
@@ -76,9 +76,9 @@ def test_every_stop_reason_and_phase_has_words():
     assert set(get_args(StopReason)) <= set(STOP_REASONS)
     assert set(PHASES) | {"total"} <= set(PHASE_LABELS)
     for reason in ("no_hits", "retrieval_limit"):
-        words = STOP_REASONS[reason]
-        assert "_" not in words and len(words.split()) >= 5  # a sentence, not the code
         trace = _trace("multi-hop", Result(hops=[]), stop_reason=reason)
+        words, kind = stop_words(trace)
+        assert kind == "warn" and "_" not in words and len(words.split()) >= 5  # a sentence, not the code
         assert f"Stopped: {words}." in result_block(trace)
         assert words in R.result_html(trace) and f'data-stop="{reason}"' in R.result_html(trace)
 
