@@ -139,7 +139,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 def _summary(m: ELMetrics | QAMetrics) -> str:
     head = f"{m.task}: {m.examples} examples, {m.errors} errors"
     if m.skipped:
-        head += f", {m.skipped} items skipped"
+        head += f", {m.skipped} item{'s' if m.skipped != 1 else ''} skipped"
     if isinstance(m, ELMetrics):
         return f"{head}; P {m.precision:.3f} R {m.recall:.3f} F1 {m.f1:.3f}"
     return f"{head}; EM {m.em or 0.0:.3f} F1 {m.f1 or 0.0:.3f}"
