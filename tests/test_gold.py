@@ -230,3 +230,14 @@ def test_skipped_items_count_in_the_metrics_line_and_the_run_record(root, tmp_pa
     assert export_gold(out, tmp_path / "gold.json") == 0
     gold = json.loads((tmp_path / "gold.json").read_text())
     assert [g["question"] for g in gold] == ["Q0?", "Q2?"]
+
+
+def test_compare_lists_examples_in_data_order_whatever_the_line_order(tmp_path, capsys):
+    own = RESULTS / "heldout-multi-hop-own-context.jsonl"
+    shuffled = tmp_path / "shuffled.jsonl"
+    lines = own.read_text(encoding="utf-8").splitlines(keepends=True)
+    shuffled.write_text("".join(lines[1::2] + lines[::2]), encoding="utf-8")
+    assert cli(["compare", str(shuffled), str(RESULTS / "heldout-multi-hop-random-paragraphs.jsonl"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["broken"] and out["broken"] == sorted(out["broken"])  # the world's ids follow its order
+    assert [r.key for r in load_results(shuffled).records] == [json.loads(line)["onegen"]["key"] for line in lines]
