@@ -276,13 +276,20 @@ class ResultFile:
 
 
 def in_data_order(lines: Sequence[dict[str, Any]], rank: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
-    """`lines` in the order of their dataset items: by `rank[key]` when given, else by the
-    position each line records. Lines with neither keep their order after the others (a stable
-    sort, so a file already in order is returned as it is)."""
+    """`lines` in the order of their dataset items: by `rank[key]` when given (lines of other
+    keys keep their order after the others), else by the position each line records, when every
+    line records one (a file partly written before lines recorded positions keeps its order). A
+    stable sort: a file already in order is returned as it is."""
+    def place_of(line: dict[str, Any]) -> Any:
+        block = line.get("onegen") if isinstance(line.get("onegen"), dict) else {}
+        return rank.get(str(block.get("key"))) if rank is not None else block.get("position")
+
+    if rank is None and not all(isinstance(place_of(line), int) for line in lines):
+        return list(lines)
+
     def order(indexed: tuple[int, dict[str, Any]]) -> tuple[int, int, int]:
         i, line = indexed
-        block = line.get("onegen") if isinstance(line.get("onegen"), dict) else {}
-        place = rank.get(str(block.get("key"))) if rank is not None else block.get("position")
+        place = place_of(line)
         return (0, place, i) if isinstance(place, int) else (1, 0, i)
 
     return [line for _, line in sorted(enumerate(lines), key=order)]

@@ -241,3 +241,18 @@ def test_compare_lists_examples_in_data_order_whatever_the_line_order(tmp_path, 
     out = json.loads(capsys.readouterr().out)
     assert out["broken"] and out["broken"] == sorted(out["broken"])  # the world's ids follow its order
     assert [r.key for r in load_results(shuffled).records] == [json.loads(line)["onegen"]["key"] for line in lines]
+
+
+def test_data_order_by_recorded_positions_only_when_every_line_has_one():
+    from onegen.evaluation import in_data_order
+
+    def line(key, position=None):
+        block = {"key": key} if position is None else {"key": key, "position": position}
+        return {"onegen": block}
+
+    shard_order = [line("a", 0), line("c", 2), line("b", 1)]
+    assert [x["onegen"]["key"] for x in in_data_order(shard_order)] == ["a", "b", "c"]
+    partly_old = [line("a"), line("c", 2), line("b", 1)]  # written before lines recorded positions
+    assert in_data_order(partly_old) == partly_old
+    by_key = in_data_order(partly_old, {"b": 0, "a": 1})
+    assert [x["onegen"]["key"] for x in by_key] == ["b", "a", "c"]  # an unknown key keeps its place after
