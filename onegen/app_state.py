@@ -118,6 +118,8 @@ class EvaluatedFile:
 
     results: ResultSet
     resumed: int
+    skipped: int = 0  # items of the dataset that could not be read
+    warnings: tuple[str, ...] = ()  # what the dataset loader noted (ids derived from positions)
 
     @property
     def examples(self) -> int:
@@ -391,7 +393,7 @@ class AppState:
         resumes (finished examples are skipped). The app's one call of `evaluate`, and the one
         place that reads its report."""
         from .datasets import DatasetFormatError, load_dataset
-        from .evaluation import EvaluationError, EvaluationSettings, evaluate
+        from .evaluation import DataSource, EvaluationError, EvaluationSettings, evaluate
 
         if task is not None and task not in TASK_NAMES:
             raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASK_NAMES)}.")
@@ -421,16 +423,18 @@ class AppState:
         digest.update(sha256_file(data).encode())
         digest.update(json.dumps([task, mode, int(limit), int(top_k), lm.fingerprint]).encode())
         out = Path(out_dir) / f"{task}-{digest.hexdigest()[:16]}.jsonl"
+        examples, source = DataSource.select(data_set, limit=int(limit))
         try:
             with self.run_lock:
-                report = evaluate(self.engine(task, lm), task, list(data_set.examples)[: int(limit)],
+                report = evaluate(self.engine(task, lm), task, examples,
                                   EvaluationSettings(candidates=mode, top_k=int(top_k)), index=index,
-                                  out=out, progress=False, on_progress=on_progress)
+                                  out=out, progress=False, on_progress=on_progress, source=source)
         except EvaluationError as e:
             raise AppError(f"The evaluation stopped: {e}") from e
         results = ResultSet(path=out, task=report.task, run=report.records[0].line["onegen"]["run"],
                             records=report.records, metrics=report.metrics)
-        return EvaluatedFile(results=results, resumed=int(report.metrics.get("resumed", 0)))
+        return EvaluatedFile(results=results, resumed=int(report.metrics.get("resumed", 0)),
+                             skipped=len(data_set.errors), warnings=tuple(data_set.warnings))
 
     # -- runs ---------------------------------------------------------------------------------------
     def check_input(self, text, top_k) -> tuple[str, int]:

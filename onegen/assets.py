@@ -28,3 +28,21 @@ def locate(checkout: Path) -> Path:
     if spec is not None and spec.submodule_search_locations:
         return Path(next(iter(spec.submodule_search_locations)))
     return checkout  # neither: callers name the missing file beneath it
+
+
+def portable_path(path: str | Path) -> str:
+    """How a result file records a file it read: "assets/..." for a bundled file (the same on
+    every install: `resolve_recorded` finds it again), else the absolute path."""
+    resolved = Path(path).resolve()
+    try:
+        return "assets/" + resolved.relative_to(assets_dir().resolve()).as_posix()
+    except ValueError:
+        return str(resolved)
+
+
+def resolve_recorded(text: str) -> Path:
+    """The file a recorded path names: "assets/..." under this install's assets, else as written
+    (relative paths from the working directory)."""
+    if text.startswith("assets/"):
+        return assets_dir() / text[len("assets/"):]
+    return Path(text)

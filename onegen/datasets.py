@@ -16,7 +16,8 @@ Every loader accepts a JSON list, a JSON object wrapping the list (under "data",
 "examples", "items", "instances" or "questions"), or jsonl. A malformed file raises
 `DatasetFormatError` naming the file, the line (jsonl, 1-based) or item (JSON list,
 0-based) and the field; with `skip_bad=True` the good items are returned and the bad
-ones listed in `LoadedDataset.errors`.
+ones listed in `LoadedDataset.errors`. A QA item without an id takes its 0-based position in
+the file as its id (stable while the file is unchanged), and `LoadedDataset.warnings` says so.
 """
 from __future__ import annotations
 
@@ -73,12 +74,17 @@ T = TypeVar("T")
 class LoadedDataset(Generic[T]):
     """The examples of one file, usable as a sequence. `errors` lists
     (item index, message) for items skipped with `skip_bad=True`; the index counts the
-    file's items from 0 in file order (blank jsonl lines not counted)."""
+    file's items from 0 in file order (blank jsonl lines not counted). `positions` holds
+    that index for each example (what a result line records to find its item again);
+    `warnings` what was read but deserves a word (ids derived from positions), as sentences
+    about the file that do not name it."""
 
     path: str
     task: str
     examples: list[T]
     errors: list[tuple[int, str]] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -144,6 +150,7 @@ class MultiHopExample:
     answer_id: str | None
     decomposition: list[dict[str, Any]] | None
     raw: dict[str, Any] = field(repr=False, compare=False)
+    id_derived: bool = False  # the item had no id: `id` is its position in the file
 
     @property
     def answers(self) -> list[str]:
@@ -172,6 +179,7 @@ class SingleHopExample:
     ctxs: list[Passage]
     gold_id: str | None
     raw: dict[str, Any] = field(repr=False, compare=False)
+    id_derived: bool = False  # the item had no id: `id` is its position in the file
 
 
 # ---------------------------------------------------------------------------
@@ -232,6 +240,7 @@ def _load(path: str | Path, task: str, parse: Callable[[dict, int], T], skip_bad
         raise DatasetFormatError(path, None, None, "contains no items")
     examples: list[T] = []
     errors: list[tuple[int, str]] = []
+    positions: list[int] = []
     for item in items:
         try:
             if isinstance(item.value, _ItemError):
@@ -239,12 +248,20 @@ def _load(path: str | Path, task: str, parse: Callable[[dict, int], T], skip_bad
             if not isinstance(item.value, dict):
                 raise _ItemError(None, f"expected a JSON object, got {_type_name(item.value)}")
             examples.append(parse(item.value, item.index))
+            positions.append(item.index)
         except _ItemError as exc:
             error = DatasetFormatError(path, item.where, exc.field, exc.problem)
             if not skip_bad:
                 raise error from None
             errors.append((item.index, str(error)))
-    return LoadedDataset(path=str(path), task=task, examples=examples, errors=errors)
+    derived = [ex for ex in examples if getattr(ex, "id_derived", False)]
+    warnings = []
+    if derived:
+        warnings.append(f"{len(derived)} of {len(examples)} items have no id (\"_id\" or \"id\"); each takes "
+                        f"its 0-based position in the file as its id (the first: {derived[0].id!r}), "
+                        "stable as long as the file is not reordered")
+    return LoadedDataset(path=str(path), task=task, examples=examples, errors=errors, positions=positions,
+                         warnings=warnings)
 
 
 # ---------------------------------------------------------------------------
@@ -375,8 +392,17 @@ def _parse_supporting_facts(value: Any) -> list[tuple[str, int]]:
     return facts
 
 
+def _id_or_position(item: Mapping[str, Any], keys: Sequence[str], index: int) -> tuple[str, bool]:
+    """The item's id, or its 0-based position in the file when it has none (copies of datasets
+    that dropped the id column); the flag says which."""
+    key = _first_key(item, keys)
+    if key is None or item[key] is None:
+        return str(index), True
+    return _string(item[key], key, allow_number=True), False
+
+
 def parse_multi_hop_item(item: dict, index: int, aliases: Mapping[str, list[str]]) -> MultiHopExample:
-    example_id = _required(item, ("_id", "id"), allow_number=True)
+    example_id, derived = _id_or_position(item, ("_id", "id"), index)
     question = _required(item, ("question",))
     answer = _required(item, ("answer",), allow_number=True)
     if "context" not in item:
@@ -397,7 +423,7 @@ def parse_multi_hop_item(item: dict, index: int, aliases: Mapping[str, list[str]
     return MultiHopExample(
         id=example_id, type=_string(item.get("type") or "", "type"), question=question, answer=answer,
         aliases=extra, context=context, supporting_facts=facts, evidences=evidences,
-        answer_id=answer_id, decomposition=decomposition, raw=item,
+        answer_id=answer_id, decomposition=decomposition, raw=item, id_derived=derived,
     )
 
 
@@ -432,8 +458,7 @@ def load_multi_hop(path: str | Path, *, aliases_path: str | Path | None = None,
 # ---------------------------------------------------------------------------
 
 def parse_single_hop_item(item: dict, index: int) -> SingleHopExample:
-    id_key = _first_key(item, ("id", "_id", "question_id"))
-    example_id = _string(item[id_key], id_key, allow_number=True) if id_key else str(index)
+    example_id, derived = _id_or_position(item, ("id", "_id", "question_id"), index)
     question = _required(item, ("question", "instruction"))
     answer_key = _first_key(item, ("answers", "answer"))
     if answer_key is None:
@@ -453,7 +478,8 @@ def parse_single_hop_item(item: dict, index: int) -> SingleHopExample:
         ctxs.append(Passage(passage_id, _string(ctx.get("title") or "", f"ctxs[{j}].title"), _string(ctx["text"], f"ctxs[{j}].text")))
     gold = item.get("gold_id")
     gold_id = None if gold is None else _string(gold, "gold_id", allow_number=True)
-    return SingleHopExample(id=example_id, question=question, answers=answers, ctxs=ctxs, gold_id=gold_id, raw=item)
+    return SingleHopExample(id=example_id, question=question, answers=answers, ctxs=ctxs, gold_id=gold_id, raw=item,
+                            id_derived=derived)
 
 
 def load_single_hop(path: str | Path, *, skip_bad: bool = False) -> LoadedDataset[SingleHopExample]:
@@ -602,11 +628,70 @@ def final_answer_from_result_line(line: Mapping[str, Any]) -> str | None:
     return extract_final_answer(output)
 
 
+# ---------------------------------------------------------------------------
+# Gold files for the authors' scoring scripts
+# ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GoldLayout:
+    """Gold items in the layout one of the authors' scorers reads, in the order of the result
+    lines they go with (their QA scorers pair line i with gold item i). `jsonl`: one item a line
+    (entity linking, Self-RAG), else one JSON list (HotpotQA, 2Wiki); `aliases`: 2Wiki's
+    `id_aliases.json` rows (`{"Q_id", "aliases", "demonyms"}`), which its scorer takes as a third file."""
+
+    name: str
+    items: list[dict[str, Any]]
+    jsonl: bool
+    aliases: list[dict[str, Any]] | None = None
+
+
+def multi_hop_gold(examples: Sequence[MultiHopExample]) -> GoldLayout:
+    """HotpotQA's dev-file layout (`_id`, `question`, `answer`, `type`, `supporting_facts` and
+    `context` as lists, whatever layout the data had), or 2WikiMultihopQA's when the items carry
+    2Wiki fields (`answer_id`, `evidences`): the same plus `answer_id` and the alias rows of
+    every answer that has aliases."""
+    wiki2 = any("answer_id" in ex.raw or ex.evidences for ex in examples)
+    items = []
+    for ex in examples:
+        item = copy.deepcopy(dict(ex.raw))
+        item.update(_id=ex.id, question=ex.question, answer=ex.answer, type=ex.type,
+                    supporting_facts=[[title, sent] for title, sent in ex.supporting_facts],
+                    context=[[p.title, list(p.sentences)] for p in ex.context])
+        if wiki2:
+            item["answer_id"] = ex.answer_id or ""
+            item.setdefault("evidences", [list(e) for e in ex.evidences])
+        items.append(item)
+    if not wiki2:
+        return GoldLayout("HotpotQA", items, jsonl=False)
+    aliases: dict[str, list[str]] = {}
+    for ex in examples:
+        if ex.answer_id and ex.aliases:
+            aliases[ex.answer_id] = list(dict.fromkeys(aliases.get(ex.answer_id, []) + ex.aliases))
+    rows = [{"Q_id": qid, "aliases": names, "demonyms": []} for qid, names in aliases.items()]
+    return GoldLayout("2WikiMultihopQA", items, jsonl=False, aliases=rows)
+
+
+def entity_linking_gold(examples: Sequence[ELExample]) -> GoldLayout:
+    """The KORE50-style test items (`id`, `title`, `text`, `labels`) as jsonl. The authors' EL
+    scorer reads the labels from the result file itself; this is the test file cut to its lines."""
+    return GoldLayout("entity linking", [copy.deepcopy(dict(ex.raw)) for ex in examples], jsonl=True)
+
+
+def single_hop_gold(examples: Sequence[SingleHopExample]) -> GoldLayout:
+    """Self-RAG's input jsonl (`id`, `question`, `answers`, `ctxs`): the file its short-form
+    script reads and scores `match` against."""
+    items = []
+    for ex in examples:
+        item = copy.deepcopy(dict(ex.raw))
+        item.update(id=ex.id, question=ex.question, answers=list(ex.answers))
+        items.append(item)
+    return GoldLayout("Self-RAG", items, jsonl=True)
+
+
 def write_jsonl(path: str | Path, lines: Iterable[Mapping[str, Any]]) -> int:
-    """Write result lines as UTF-8 jsonl (non-ASCII kept readable); returns the count."""
-    count = 0
-    with Path(path).open("w", encoding="utf-8") as handle:
-        for line in lines:
-            handle.write(json.dumps(line, ensure_ascii=False) + "\n")
-            count += 1
-    return count
+    """Write result lines as UTF-8 jsonl (non-ASCII kept readable), atomically; returns the count."""
+    from .fsutil import atomic_write
+
+    text = [json.dumps(line, ensure_ascii=False) + "\n" for line in lines]
+    atomic_write(path, "".join(text))
+    return len(text)

@@ -9,7 +9,13 @@ Result lines are what the authors' scoring scripts read (EL: the test item plus 
 scores and error categories under "onegen". The file is resumable: lines are appended and
 flushed one by one, a rerun skips examples already in it, and a last line cut off mid-write is
 discarded and redone. An exception in one example is kept in its line ("error") and never stops
-the run.
+the run. A finished run leaves its file in data order (shard files concatenated and resumed are
+sorted back), since the authors' QA scorers pair result line i with gold item i.
+
+Given a `DataSource` (where the examples were read: `DataSource.select`), the run record names
+the dataset file ("data", "aliases") and the items that could not be read ("skipped_items"), and
+each line its item's position in that file ("position"): `onegen export --format gold` finds
+every line's gold item again from them.
 
 Candidates: each task names the modes it allows and its default (`Task.candidate_modes`):
 multi-hop uses each question's own context paragraphs ("context", the paper's setting) or a
@@ -50,6 +56,7 @@ from .tasks import TASK_NAMES, CandidatesMode, Example, Task, get_task
 from .trace import Hit, Trace, TraceFormatError
 
 if TYPE_CHECKING:
+    from .datasets import LoadedDataset
     from .engine import Engine, RunSettings
     from .index import DocumentStore, VectorIndex
     from .loading import LoadedModel
@@ -145,6 +152,38 @@ class EvaluationSettings:
             raise EvaluationError(f"top_k must be at least 1, got {self.top_k}")
 
 
+# -- where the examples come from ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DataSource:
+    """The dataset file a run's examples were read from, as recorded in its result lines: `data`
+    the file (a path from `assets.portable_path`), `positions` and `keys` each example's item
+    position in that file and its resume key, `skipped` the file's items that could not be read,
+    `aliases` the 2Wiki alias table given with it."""
+
+    data: str
+    positions: tuple[int, ...]
+    keys: tuple[str, ...]
+    skipped: int = 0
+    aliases: str | None = None
+
+    @classmethod
+    def select(cls, loaded: LoadedDataset, *, stride: int = 1, shard: int = 0, shards: int = 1,
+               limit: int | None = None, aliases: str | Path | None = None) -> tuple[list[Any], DataSource]:
+        """Every `stride`-th example, then examples `shard`, `shard + shards`, ..., then the first
+        `limit`: the examples and their source. Keys come from the whole file, so a shard's keys are
+        the whole run's (a repeated id is "#2" in every selection)."""
+        from .assets import portable_path
+
+        keys = example_keys(loaded.examples)
+        rows = list(zip(loaded.examples, loaded.positions or range(len(loaded.examples)), keys))
+        rows = rows[::stride][shard::shards][:limit]
+        source = cls(data=portable_path(loaded.path), positions=tuple(r[1] for r in rows),
+                     keys=tuple(r[2] for r in rows), skipped=len(loaded.errors),
+                     aliases=portable_path(aliases) if aliases is not None else None)
+        return [r[0] for r in rows], source
+
+
 # -- example plumbing --------------------------------------------------------------------------
 
 def example_keys(examples: Sequence[Any]) -> list[str]:
@@ -211,6 +250,17 @@ class ResultFile:
     def rewrite(self, lines: Iterable[Mapping[str, Any]]) -> None:
         atomic_write(self.path, "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines))
 
+    def sort(self, keys: Sequence[str]) -> bool:
+        """Put the lines in the order of `keys` (the data order); lines of other keys follow in
+        their own order. Rewritten (atomically) only when the order changes; True then."""
+        lines = self.read_finished()
+        rank = {k: i for i, k in enumerate(keys)}
+        ordered = in_data_order(lines, rank)
+        if all(a is b for a, b in zip(ordered, lines)):
+            return False
+        self.rewrite(ordered)
+        return True
+
     def __enter__(self) -> "ResultFile":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = self.path.open("a", encoding="utf-8")
@@ -223,6 +273,26 @@ class ResultFile:
 
     def __exit__(self, *exc) -> None:
         self._handle.close()
+
+
+def in_data_order(lines: Sequence[dict[str, Any]], rank: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
+    """`lines` in the order of their dataset items: by `rank[key]` when given (lines of other
+    keys keep their order after the others), else by the position each line records, when every
+    line records one (a file partly written before lines recorded positions keeps its order). A
+    stable sort: a file already in order is returned as it is."""
+    def place_of(line: dict[str, Any]) -> Any:
+        block = line.get("onegen") if isinstance(line.get("onegen"), dict) else {}
+        return rank.get(str(block.get("key"))) if rank is not None else block.get("position")
+
+    if rank is None and not all(isinstance(place_of(line), int) for line in lines):
+        return list(lines)
+
+    def order(indexed: tuple[int, dict[str, Any]]) -> tuple[int, int, int]:
+        i, line = indexed
+        place = place_of(line)
+        return (0, place, i) if isinstance(place, int) else (1, 0, i)
+
+    return [line for _, line in sorted(enumerate(lines), key=order)]
 
 
 # Settings that must match for a resumed file to be one consistent run.
@@ -281,7 +351,8 @@ def _load_index(index: VectorIndex | str | Path | None, engine: Engine, task: st
 def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: str, examples: Sequence[Example],
              settings: EvaluationSettings | None = None, *, index: VectorIndex | str | Path | None = None,
              out: str | Path | None = None, progress: bool = True, retry_errors: bool = False,
-             on_progress: Callable[[int, int], None] | None = None) -> EvaluationReport:
+             on_progress: Callable[[int, int], None] | None = None,
+             source: DataSource | None = None) -> EvaluationReport:
     """Run `examples` (from `onegen.datasets.load_dataset`) through the engine and score them.
 
     `engine_or_model`: an Engine, a LoadedModel, or a model name/folder (None: the default).
@@ -290,7 +361,8 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
     when the candidates mode is "index". `out`: result jsonl, resumed when it exists.
     `retry_errors`: redo examples whose line holds an error instead of keeping them.
     `on_progress(done, total)` is called before the first example and after each one (done
-    counts examples already in `out`).
+    counts examples already in `out`). `source`: where `examples` were read (`DataSource.select`),
+    recorded in the result lines.
     """
     from .engine import RunSettings
 
@@ -301,6 +373,8 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
     settings.check()
     mode = settings.candidates_for(the_task)
     examples = list(examples)
+    if source is not None and len(source.keys) != len(examples):
+        raise ValueError(f"the source lists {len(source.keys)} examples, {len(examples)} were given")
     for ex in examples[:1]:
         if not isinstance(ex, the_task.example_class):
             raise EvaluationError(f"{task} needs {the_task.example_class.__name__} items, got {type(ex).__name__}")
@@ -317,8 +391,11 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
                 "control": settings.control, "seed": settings.seed, "top_k": settings.top_k}
     if the_task.copies_input:
         run_info["copy_input"] = run_settings.copy_input
+    if source is not None:
+        run_info.update(data=source.data, aliases=source.aliases, skipped_items=source.skipped)
 
-    keys = example_keys(examples)
+    keys = list(source.keys) if source is not None else example_keys(examples)
+    positions = dict(zip(keys, source.positions)) if source is not None else {}
     done: dict[str, dict[str, Any]] = {}
     result_file = ResultFile(out) if out is not None else None
     if result_file is not None:
@@ -355,7 +432,7 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
         for key, ex in todo:
             rec = _run_one(engine, the_task, key, ex, mode=mode, index=idx, settings=settings,
                            run_settings=run_settings, title_counts=title_counts, query_id=query_id,
-                           run_info=run_info)
+                           run_info=run_info, position=positions.get(key))
             new[key] = rec
             if writer is not None:
                 writer.append(rec.line)
@@ -365,12 +442,15 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
             if on_progress is not None:
                 on_progress(finished_before + len(new), len(keys))
 
+    if result_file is not None:
+        result_file.sort(keys)
     records = []
     for key, ex in zip(keys, examples):
         records.append(new[key] if key in new else _record_from_line(task, key, ex, done[key], title_counts))
     metrics = the_task.aggregate(records, title_counts_known=title_counts is not None,
                                  result_lines=[r.line for r in records])
     copies = the_task.copies_input
+    metrics.skipped = source.skipped if source is not None else 0
     metrics.run = EvaluatedWith(
         model=lm.name, candidates=mode, control=settings.control, top_k=settings.top_k,
         copy_input=run_settings.copy_input if copies else None,
@@ -381,7 +461,7 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
 
 def _run_one(engine: Engine, task: Task, key: str, ex: Example, *, mode: str, index: VectorIndex | None,
              settings: EvaluationSettings, run_settings: RunSettings, title_counts: Mapping[str, int] | None,
-             query_id: int, run_info: dict[str, Any]) -> ExampleRecord:
+             query_id: int, run_info: dict[str, Any], position: int | None = None) -> ExampleRecord:
     from .baselines import retriever_for
 
     text = task.example_input(ex)
@@ -410,6 +490,8 @@ def _run_one(engine: Engine, task: Task, key: str, ex: Example, *, mode: str, in
     line = task.result_line(ex, trace, query_id)
     line["onegen"] = {"key": key, "run": run_info, "seconds": round(seconds, 4), "scores": scores,
                       "categories": [c.to_dict() for c in categories]}
+    if position is not None:
+        line["onegen"]["position"] = position
     if error is not None:
         line["error"] = error
     return ExampleRecord(key=key, example=ex, trace=trace, error=error, seconds=seconds, scores=scores,

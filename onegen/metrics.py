@@ -343,6 +343,7 @@ class TaskMetrics(Mapping[str, Any]):
     examples: int
     errors: int
     resumed: int
+    skipped: int = 0  # items of the dataset file that could not be read (`--skip-bad`), so never run
     retrieval_limit_hits: int = 0
     stop_reasons: dict[str, int] = field(default_factory=dict)
     error_categories: dict[str, int] = field(default_factory=dict)
@@ -355,7 +356,7 @@ class TaskMetrics(Mapping[str, Any]):
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"task": self.task, "examples": self.examples, "errors": self.errors,
-                               "resumed": self.resumed}
+                               "skipped": self.skipped, "resumed": self.resumed}
         out.update(self.task_figures())
         out.update(retrieval_limit_hits=self.retrieval_limit_hits, stop_reasons=dict(self.stop_reasons),
                    error_categories=dict(self.error_categories),

@@ -3,6 +3,8 @@
 A result line keeps its test item's fields, the run's trace, and an "onegen" block (key, run
 settings). Reading a file parses the example back out of each line and rescores it with the
 current scoring code, so the metrics here are the ones `onegen evaluate` prints for that file.
+Records come in data order (the dataset positions the lines record), whatever the order of the
+lines, so exports and comparisons are in data order too.
 
     results = load_results("runs/eval/mh-index.jsonl")
     wrong = select(results, outcome="wrong", category="retrieval miss at hop 2")
@@ -21,7 +23,7 @@ from typing import Any, Iterable
 
 from .datasets import parse_example, write_jsonl
 from .errors import OneGenError
-from .evaluation import ExampleRecord, _record_from_line
+from .evaluation import ExampleRecord, _record_from_line, in_data_order
 from .metrics import ELMetrics, QAMetrics
 from .modes import DEFAULT_MODE
 from .tasks import TASK_NAMES, get_task
@@ -106,7 +108,9 @@ def load_results(path: str | Path, *, task: str | None = None) -> ResultSet:
         raise ResultFileError(f"{path.name}: its lines do not name a task (got {file_task!r})")
     records: list[ExampleRecord] = []
     seen: set[str] = set()
-    for number, line in lines:
+    number_of = {id(line): number for number, line in lines}
+    ordered = in_data_order([line for _, line in lines])
+    for number, line in ((number_of[id(line)], line) for line in ordered):
         line_task = (line["onegen"].get("run") or {}).get("task", file_task)
         if line_task != file_task:
             raise ResultFileError(f"{path.name}: line {number} is a {line_task} result in a {file_task} file; "
@@ -115,8 +119,9 @@ def load_results(path: str | Path, *, task: str | None = None) -> ResultSet:
         if key in seen:
             skipped.append(f"line {number}: example {key!r} appears again; the first line is kept")
             continue
-        try:
-            example = parse_example(file_task, line, number - 1)
+        position = line["onegen"].get("position")
+        try:  # an item without an id takes its position as id: the one it had in its dataset
+            example = parse_example(file_task, line, position if isinstance(position, int) else number - 1)
             records.append(_record_from_line(file_task, key, example, line, None))
         except Exception as e:  # noqa: BLE001 - one damaged line must not hide the rest of the file
             skipped.append(f"line {number}: {e}")
@@ -125,6 +130,7 @@ def load_results(path: str | Path, *, task: str | None = None) -> ResultSet:
     if not records:
         raise ResultFileError(f"{path.name}: no line could be read ({skipped[0]})")
     metrics = _metrics(file_task, records)
+    metrics.skipped = int(run.get("skipped_items") or 0)
     return ResultSet(path=path, task=file_task, run=run, records=records, metrics=metrics, skipped=skipped)
 
 
@@ -289,6 +295,8 @@ def _title(hit) -> str:
 # -- export ----------------------------------------------------------------------------------------
 
 def export_lines(records: Iterable[ExampleRecord], path: str | Path) -> int:
-    """Write the records' original result lines (the authors' scorers still read them)."""
+    """Write the records' original result lines, in the order given (a ResultSet's: data order).
+    The authors' EL scorer reads them as they are; their QA scorers pair line i with gold item i,
+    which `onegen export --format gold` writes for these lines."""
     return write_jsonl(path, (r.line for r in records))
 

@@ -130,6 +130,11 @@ class Task:
         """The task's figures over `records` (scores filled); the caller adds the common ones."""
         raise NotImplementedError
 
+    def gold_layout(self, examples: Sequence[Example]) -> datasets.GoldLayout:
+        """The gold file of `examples`, in this order, in the layout the authors' scorer of the
+        task reads (`onegen export --format gold`)."""
+        raise NotImplementedError
+
     def prediction_text(self, record: ExampleRecord) -> str:
         """One-line summary of what the run predicted, for tables."""
         raise NotImplementedError
@@ -224,6 +229,9 @@ class EntityLinking(Task):
             ambiguous_mentions=n_amb,
             ambiguous_accuracy=(sum(r.scores["ambiguous_correct"] for r in records) / n_amb) if n_amb else None,
             ambiguity_from=ambiguity_from)
+
+    def gold_layout(self, examples: Sequence[Example]) -> datasets.GoldLayout:
+        return datasets.entity_linking_gold(examples)
 
     def prediction_text(self, record: ExampleRecord) -> str:
         entities = (record.trace.result.entities or []) if record.trace is not None else []
@@ -329,6 +337,9 @@ class MultiHop(QuestionAnswering):
         self.expect(example)
         return error_analysis.multi_hop_categories(example, trace)
 
+    def gold_layout(self, examples: Sequence[Example]) -> datasets.GoldLayout:
+        return datasets.multi_hop_gold(examples)
+
 
 class SingleHop(QuestionAnswering):
     name, label, spec = "single-hop", "Single-hop QA", SINGLE_HOP
@@ -359,6 +370,9 @@ class SingleHop(QuestionAnswering):
     def categorize(self, example: Example, trace: Trace) -> list[ErrorCategory]:
         self.expect(example)
         return error_analysis.single_hop_categories(example, trace)
+
+    def gold_layout(self, examples: Sequence[Example]) -> datasets.GoldLayout:
+        return datasets.single_hop_gold(examples)
 
 
 TASKS: dict[str, Task] = {t.name: t for t in (EntityLinking(), MultiHop(), SingleHop())}

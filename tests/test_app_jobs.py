@@ -86,6 +86,25 @@ def test_a_failed_run_raises_its_readable_error(app, request_for, tmp_path):
         job.outcome()
 
 
+def test_a_run_counts_skipped_items_and_says_when_ids_come_from_positions(app, request_for, tmp_path):
+    from onegen.jobs import DatasetRun
+
+    data = tmp_path / "no-ids.json"
+    no_id = {k: v for k, v in ITEMS[0].items() if k != "_id"}
+    data.write_text(json.dumps([no_id, {"question": "broken"}, no_id]))
+    job = DatasetRun(app, request_for(data=data), tmp_path / "out").start()
+    list(job.progress())
+    evaluated = job.outcome()
+    assert evaluated.examples == 2 and evaluated.skipped == 1
+    assert [r.key for r in evaluated.results.records] == ["0", "2"]
+    assert evaluated.results.run["skipped_items"] == 1 and evaluated.results.metrics.skipped == 1
+    pytest.importorskip("gradio")
+    from onegen.ui.errors_tab import ran_message
+
+    text = ran_message(evaluated, None)
+    assert "1 item of the file could not be read" in text and "position in the file as its id" in text
+
+
 def test_error_message_shows_onegen_errors_and_hides_the_rest(caplog):
     pytest.importorskip("gradio")
     from onegen.app_state import AppError

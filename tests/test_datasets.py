@@ -20,6 +20,7 @@ from onegen.datasets import (
     write_jsonl,
 )
 from onegen.metrics import ELDocument, el_scores, el_scores_from_result_lines, parse_el_output, qa_scores
+from onegen.tasks import get_task
 
 
 def write_lines(path, items):
@@ -205,11 +206,40 @@ def test_multi_hop_malformed(tmp_path, patch, field):
 
 def test_multi_hop_missing_id_and_answer(tmp_path):
     no_id = {k: v for k, v in HOTPOT_ITEM.items() if k != "_id"}
-    with pytest.raises(DatasetFormatError, match=r"item 0: field '_id or id': missing"):
-        load_multi_hop(write_json(tmp_path / "a.json", [no_id]))
+    loaded = load_multi_hop(write_json(tmp_path / "a.json", [HOTPOT_ITEM, no_id]))
+    assert [ex.id for ex in loaded] == ["5a8b", "1"] and [ex.id_derived for ex in loaded] == [False, True]
+    assert loaded.positions == [0, 1] and len(loaded.warnings) == 1
+    assert "1 of 2 items have no id" in loaded.warnings[0] and "position" in loaded.warnings[0]
     no_answer = {k: v for k, v in HOTPOT_ITEM.items() if k != "answer"}
     with pytest.raises(DatasetFormatError, match=r"field 'answer': missing"):
         load_multi_hop(write_json(tmp_path / "b.json", [no_answer]))
+
+
+def test_hub_layout_without_id_takes_its_position_with_a_warning(tmp_path):
+    hub = {k: v for k, v in HOTPOT_COLUMNAR.items() if k != "id"}
+    loaded = load_dataset(write_lines(tmp_path / "hub.jsonl", [hub, hub]), skip_bad=True)
+    assert [ex.id for ex in loaded] == ["0", "1"] and loaded.errors == []
+    assert loaded.warnings == ["2 of 2 items have no id (\"_id\" or \"id\"); each takes its 0-based position in "
+                               "the file as its id (the first: '0'), stable as long as the file is not reordered"]
+    assert load_multi_hop(write_json(tmp_path / "ok.json", [HOTPOT_ITEM])).warnings == []
+
+
+def test_gold_layouts_hotpot_2wiki_and_el(tmp_path):
+    from onegen.datasets import multi_hop_gold
+
+    hub = {k: v for k, v in HOTPOT_COLUMNAR.items() if k != "id"}
+    hotpot = multi_hop_gold(load_dataset(write_lines(tmp_path / "hub.jsonl", [hub]), task="multi-hop").examples)
+    assert hotpot.name == "HotpotQA" and not hotpot.jsonl and hotpot.aliases is None
+    (item,) = hotpot.items
+    assert item["_id"] == "0" and item["context"] == [["A", ["A is an engineer."]], ["B", ["B is an engineer.", "B sings."]]]
+    assert item["supporting_facts"] == [["A", 0], ["B", 0]] and "answer_id" not in item
+    aliases = write_lines(tmp_path / "id_aliases.json", [{"Q_id": "Q274128", "aliases": ["Malgorzata Braunek"],
+                                                          "demonyms": ["Braunekian"]}])
+    wiki = multi_hop_gold(load_dataset(write_json(tmp_path / "dev.json", [WIKI2_ITEM]), aliases_path=aliases).examples)
+    assert wiki.name == "2WikiMultihopQA" and wiki.items[0]["answer_id"] == "Q274128"
+    assert wiki.aliases == [{"Q_id": "Q274128", "aliases": ["Malgorzata Braunek", "Braunekian"], "demonyms": []}]
+    el = load_entity_linking(write_lines(tmp_path / "el.jsonl", [EL_ITEM]))
+    assert get_task("entity-linking").gold_layout(el.examples).items == [EL_ITEM]
 
 
 def test_2wiki_with_aliases_file(tmp_path):

@@ -182,13 +182,13 @@ def test_metrics_keep_the_json_keys_in_their_order():
                    run=EvaluatedWith(model="m", candidates="index", control=None, top_k=5, copy_input=True,
                                      copy_overrides=0))
     assert list(el.to_dict()) == [
-        "task", "examples", "errors", "resumed", "precision", "recall", "f1", "tp", "fp", "fn", "gold_mentions",
+        "task", "examples", "errors", "skipped", "resumed", "precision", "recall", "f1", "tp", "fp", "fn", "gold_mentions",
         "predicted_mentions", "authors_scorer", "ambiguous_mentions", "ambiguous_accuracy", "ambiguity_from",
         "retrieval_limit_hits", "stop_reasons", "error_categories", "seconds_per_example_median", "seconds_total",
         "model", "candidates", "control", "top_k", "copy_input", "copy_overrides"]
     qa = QAMetrics(**COMMON, em=1.0, f1=1.0, match=1.0, precision=1.0, recall=1.0, retrieval={}, no_final_answer=0)
     assert list(qa.to_dict()) == [
-        "task", "examples", "errors", "resumed", "em", "f1", "match", "precision", "recall", "retrieval",
+        "task", "examples", "errors", "skipped", "resumed", "em", "f1", "match", "precision", "recall", "retrieval",
         "no_final_answer", "retrieval_limit_hits", "stop_reasons", "error_categories",
         "seconds_per_example_median", "seconds_total"]
     # The read-only Mapping view the renderers still use.
@@ -212,7 +212,8 @@ def test_shipped_result_files_score_to_plain_json():
 TASK_AGNOSTIC = [
     "onegen/evaluation.py", "onegen/results.py", "onegen/error_analysis.py", "onegen/metrics.py",
     "onegen/datasets.py", "onegen/model_card.py", "onegen/commands/evaluate.py", "onegen/commands/run.py",
-    "onegen/commands/card.py", "onegen/commands/compare.py", "index_builder/sources/world.py",
+    "onegen/commands/card.py", "onegen/commands/compare.py", "onegen/commands/export.py", "onegen/gold.py",
+    "index_builder/sources/world.py",
     "index_builder/__main__.py", "index_builder/build.py",
 ]
 

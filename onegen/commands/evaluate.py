@@ -33,7 +33,7 @@ def add_arguments(p) -> None:
                    help="only examples K, K+N, K+2N, ... of the selection (0 <= K < N). On a CPU, N processes "
                         "of one thread each (OMP_NUM_THREADS=1), each with its own --out, can decode faster together "
                         "than one with N threads (docs/embedded-models.md); concatenate their --out files and rerun on the whole file "
-                        "without --shard to score the selection (every line is resumed)")
+                        "without --shard to score the selection (every line is resumed; the file is put back in data order)")
     p.add_argument("--out", help="result jsonl (resumed when it exists)")
     p.add_argument("--top-k", type=int, default=5, help="hits kept per retrieval (default 5)")
     p.add_argument("--control", choices=("random-paragraph",),
@@ -58,7 +58,7 @@ def main(args) -> int:
     from ..baselines import make_engine
     from ..datasets import load_dataset
     from ..engine import RunSettings
-    from ..evaluation import EvaluationSettings, evaluate
+    from ..evaluation import DataSource, EvaluationSettings, evaluate
     from ..loading import load_model
 
     if args.limit is not None and args.limit < 1:
@@ -86,6 +86,17 @@ def main(args) -> int:
         return _fail(str(e))
     for _, message in data.errors:
         print(f"skipped: {message}", file=sys.stderr)
+    for message in data.warnings:
+        print(f"warning: {args.data}: {message}", file=sys.stderr)
+    examples, source = DataSource.select(data, stride=args.stride, shard=shard, shards=shards, limit=args.limit,
+                                         aliases=args.aliases)
+    if not examples:
+        # Before the model loads: a run over nothing has no score to report.
+        if not data.examples:
+            return _fail(f"no valid example to run: all {len(data.errors)} items of {args.data} were skipped "
+                         f"(the first: {data.errors[0][1]})")
+        return _fail(f"the selection is empty: {len(data.examples)} examples, --stride {args.stride}"
+                     + (f", --shard {args.shard}" if args.shard else "") + " leave none")
     try:
         lm = load_model(args.model, task=args.task, device=args.device, dtype=args.dtype)
     except (OSError, ValueError) as e:  # a model folder that is missing or broken, an unknown device or dtype
@@ -98,11 +109,10 @@ def main(args) -> int:
         engine = make_engine(lm, args.mode, args.retriever)
     except (OSError, ValueError) as e:  # BaselineError, and a retriever that will not load
         return _fail(str(e))
-    examples = list(data.examples)[::args.stride][shard::shards][:args.limit]
     evaluation = EvaluationSettings(candidates=args.candidates or task.default_candidates, control=args.control,
                                     top_k=args.top_k, seed=args.seed, run=settings)
     report = evaluate(engine, args.task, examples, evaluation, index=args.index, out=args.out,
-                      progress=not args.quiet, retry_errors=args.retry_errors)
+                      progress=not args.quiet, retry_errors=args.retry_errors, source=source)
     metrics = {"data": str(args.data), **report.metrics.to_dict()}
     if report.out is not None:
         metrics["out"] = str(report.out)
@@ -128,6 +138,8 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 def _summary(m: ELMetrics | QAMetrics) -> str:
     head = f"{m.task}: {m.examples} examples, {m.errors} errors"
+    if m.skipped:
+        head += f", {m.skipped} item{'s' if m.skipped != 1 else ''} skipped"
     if isinstance(m, ELMetrics):
         return f"{head}; P {m.precision:.3f} R {m.recall:.3f} F1 {m.f1:.3f}"
     return f"{head}; EM {m.em or 0.0:.3f} F1 {m.f1 or 0.0:.3f}"

@@ -226,7 +226,11 @@ class ResultInspector:
 
 def ran_message(evaluated: EvaluatedFile, name: str | None) -> str:
     resumed = f" ({evaluated.resumed} resumed from an earlier run)" if evaluated.resumed else ""
-    return f"Ran {evaluated.examples} examples of {name or 'the uploaded file'}{resumed}."
+    n = evaluated.skipped
+    skipped = (f" {n} item{'s' if n != 1 else ''} of the file could not be read and "
+               f"{'were' if n != 1 else 'was'} skipped." if n else "")
+    notes = "".join(f" Note: {w}." for w in evaluated.warnings)
+    return f"Ran {evaluated.examples} examples of {name or 'the uploaded file'}{resumed}.{skipped}{notes}"
 
 
 def build_comparison(app: AppState, results: gr.State) -> None:
