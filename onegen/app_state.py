@@ -117,6 +117,9 @@ class EvaluatedFile:
 
     results: ResultSet
     resumed: int
+    # The index searched, and a warning when it lacks most documents the dataset names.
+    index_note: str | None = None
+    index_warning: bool = False
 
     @property
     def examples(self) -> int:
@@ -416,7 +419,10 @@ class AppState:
             raise AppError(f"The evaluation stopped: {e}") from e
         results = ResultSet(path=out, task=report.task, run=report.records[0].line["onegen"]["run"],
                             records=report.records, metrics=report.metrics)
-        return EvaluatedFile(results=results, resumed=int(report.metrics.get("resumed", 0)))
+        coverage = report.index_coverage
+        return EvaluatedFile(results=results, resumed=int(report.metrics.get("resumed", 0)),
+                             index_note=coverage.message(app=True) if coverage is not None else None,
+                             index_warning=coverage is not None and coverage.mostly_missing)
 
     # -- runs ---------------------------------------------------------------------------------------
     def check_input(self, text, top_k) -> tuple[str, int]:
