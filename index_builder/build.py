@@ -270,7 +270,8 @@ class ShardPlan:
         if self.documents_per_second is None:
             return f"shards of {self.shard_size:,} documents"
         minutes = self.shard_size / self.documents_per_second / 60
-        why = f" (capped: a shard's vectors stay under {MAX_SHARD_VECTOR_BYTES >> 20} MiB)" if self.capped_by_memory else ""
+        cap = f" (capped: a shard's vectors stay under {MAX_SHARD_VECTOR_BYTES >> 20} MiB)"
+        why = cap if self.capped_by_memory else ""
         return (f"encoding runs at about {self.documents_per_second:.1f} documents/s (measured on the first "
                 f"{self.sample} documents): shards of {self.shard_size:,} documents, about {minutes:.1f} minutes "
                 f"of work each{why}")
