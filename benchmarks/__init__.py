@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, str] = {
     "index": "benchmarks.index",
     "app": "benchmarks.app",
     "train": "benchmarks.train",
+    "real-data": "benchmarks.real_data",
 }
 
 

@@ -5,8 +5,10 @@
     python -m index_builder push DIR owner/name
     python -m index_builder pull owner/name[@revision] --out DIR
 
-Sources: wikipedia, jsonl, parquet, onegen-entities (precomputed vectors), world (the generated
-encyclopedia). A build is resumable: run the same command again after an interruption.
+Sources: wikipedia, jsonl (JSON Lines or one JSON list), parquet, onegen-entities (precomputed
+vectors), world (the generated encyclopedia). A build is resumable: run the same command again
+after an interruption. Shards hold about --shard-minutes of encoding each (2 by default, timed on
+the first documents), so an interruption loses at most that much work.
 
 Data-parallel encoding: `accelerate launch --multi_gpu --num_processes N -m index_builder ...`
 (on a CPU-only machine as well: accelerate's `--cpu` flag starts a single process and expects MPI
@@ -28,7 +30,8 @@ from onegen.errors import OneGenError
 from onegen.tasks import TASK_NAMES, TASKS, get_task
 
 from .ann import GB, AnnSettings, fmt_bytes
-from .build import BuildError, BuildSpec, Parallel, merge, run_build
+from .build import (DEFAULT_SHARD_MINUTES, PRECOMPUTED_SHARD_SIZE, BuildError, BuildSpec, Parallel,
+                    check_output_folder, merge, run_build)
 from .sources import SOURCES
 
 log = logging.getLogger("index_builder")
@@ -49,7 +52,12 @@ def _build_options() -> argparse.ArgumentParser:
     g.add_argument("--kind", choices=KINDS, default="flat",
                    help="flat (exact, default), hnsw (fast approximate), ivfpq or sq8 (compressed)")
     g.add_argument("--batch-size", type=int, default=16, help="documents per forward pass")
-    g.add_argument("--shard-size", type=int, default=4096, help="documents per resumable shard")
+    g.add_argument("--shard-minutes", type=float, default=DEFAULT_SHARD_MINUTES, metavar="M",
+                   help="size resumable shards to about M minutes of encoding each, timed on the first documents "
+                        f"(default {DEFAULT_SHARD_MINUTES:g}): an interruption loses at most that much work")
+    g.add_argument("--shard-size", type=int,
+                   help="documents per resumable shard instead of sizing them by time "
+                        f"(precomputed vectors: default {PRECOMPUTED_SHARD_SIZE})")
     g.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     g.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="model precision (default: bf16 on GPU, fp32 on CPU)")
     g.add_argument("--limit", type=int, help="index at most this many documents")
@@ -93,7 +101,8 @@ def _add_sources(sub) -> None:
     w.add_argument("--full-text", action="store_true", help="whole pages instead of the lead section")
     w.add_argument("--cache-dir", default=".cache/wikipedia")
 
-    j = sub.add_parser("jsonl", parents=[parent], help='JSON Lines: {"title", "text"} records or authors\' db.jsonl')
+    j = sub.add_parser("jsonl", parents=[parent],
+                       help='JSON Lines or one JSON list of {"title", "text"} records, or the authors\' db.jsonl')
     j.add_argument("path", type=Path)
     j.add_argument("--skip-bad", action="store_true", help="skip malformed lines instead of stopping")
 
@@ -251,8 +260,16 @@ def cmd_build(args: argparse.Namespace) -> int:
         set_threads(args.threads)
     for h in log.handlers:
         h.setFormatter(logging.Formatter(f"[process {par.rank}] %(message)s" if par.world > 1 else "%(message)s"))
+    if args.shard_size is not None and args.shard_size < 1:
+        raise BuildError("--shard-size must be at least 1")
+    if not args.shard_minutes > 0:
+        raise BuildError("--shard-minutes must be more than 0")
     source_kw = source_arguments(args)
     source = open_source(args.command, **source_kw)
+    # Everything that can be refused without the model is refused before it loads (minutes for a 7B).
+    check_output_folder(args.out)
+    if par.main and callable(getattr(source, "check", None)):
+        source.check()
 
     lm, model_bytes = None, 0
     if not precomputed or args.model:
@@ -270,18 +287,20 @@ def cmd_build(args: argparse.Namespace) -> int:
             raise BuildError(f"--fingerprint {args.fingerprint} does not match the model's {lm.fingerprint}")
         spec = BuildSpec(task=entity_task, model=lm.name if lm else (args.model or EL_RELEASE),
                          model_fingerprint=lm.fingerprint if lm else args.fingerprint, dim=dim,
-                         source={"name": args.command, "args": source_kw}, shard_size=args.shard_size,
-                         limit=args.limit, model_dtype=str(vectors.dtype).replace("torch.", ""), precomputed=True)
+                         source={"name": args.command, "args": source_kw},
+                         shard_size=args.shard_size or PRECOMPUTED_SHARD_SIZE, limit=args.limit,
+                         model_dtype=str(vectors.dtype).replace("torch.", ""), precomputed=True)
         lm = None  # nothing to encode; free the model
     else:
         assert lm is not None
         spec = BuildSpec(task=args.task, model=lm.name, model_fingerprint=lm.fingerprint, dim=lm.hidden_size,
                          source={"name": args.command, "args": source_kw}, shard_size=args.shard_size,
-                         limit=args.limit, model_dtype=str(lm.dtype).replace("torch.", ""))
+                         limit=args.limit, model_dtype=str(lm.dtype).replace("torch.", ""),
+                         shard_minutes=args.shard_minutes)
     total = operator.length_hint(source) or None
     result = run_build(
         spec, args.out, documents=lambda: iter(source),
-        batches=(lambda: source.iter_batches(args.shard_size)) if precomputed else None,
+        batches=(lambda: source.iter_batches(spec.shard_size)) if precomputed else None,
         total=total, lm=lm, model_bytes=model_bytes, settings=ann_settings(args, args.kind),
         batch_size=args.batch_size, memory_budget=budget_bytes(args.memory_budget), parallel=par,
         restart=args.restart, keep_build=args.keep_build, recall_sample=args.recall_sample, progress=not args.quiet)

@@ -17,6 +17,7 @@ half-built `OUT` never exists, and at no point are all vectors or all texts held
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -43,6 +44,12 @@ log = logging.getLogger("index_builder")
 
 BUILD_SCHEMA = "onegen-index-build/1"
 STATE = "state.json"
+
+# Shards are sized by time so that an interruption loses at most this much encoding, whatever the
+# model and device: a fixed count is one shard for a whole CPU build and seconds of work on a GPU.
+DEFAULT_SHARD_MINUTES = 2.0
+PRECOMPUTED_SHARD_SIZE = 4096  # sources with vectors already: nothing to time
+MAX_SHARD_VECTOR_BYTES = 512 << 20  # a shard's vectors are held in memory while it is encoded
 
 
 class BuildError(OneGenError, RuntimeError):
@@ -104,16 +111,20 @@ class BuildSpec:
     model_fingerprint: str
     dim: int
     source: dict[str, Any]  # {"name": ..., "args": {...}} as given on the command line
-    shard_size: int = 4096
+    # Documents per shard; None: as many as `shard_minutes` of encoding, measured when the build starts.
+    shard_size: int | None = None
     limit: int | None = None
     model_dtype: str = "float32"
     precomputed: bool = False
+    shard_minutes: float = DEFAULT_SHARD_MINUTES
 
     def __post_init__(self) -> None:
         if self.task not in SPECS:
             raise BuildError(f"unknown task {self.task!r}; choose one of {', '.join(SPECS)}")
-        if self.shard_size < 1:
+        if self.shard_size is not None and self.shard_size < 1:
             raise BuildError("--shard-size must be at least 1")
+        if not self.shard_minutes > 0:
+            raise BuildError("--shard-minutes must be more than 0")
         if self.limit is not None and self.limit < 1:
             raise BuildError("--limit must be at least 1")
 
@@ -125,6 +136,10 @@ class BuildState:
     split_complete: bool = False
     shards: int = 0
     documents: int = 0
+    # Documents per shard, fixed when the split starts (the spec's count, or planned by time) and
+    # kept for every later run of the same build; 0 until then.
+    shard_size: int = 0
+    shard_plan: dict[str, Any] = field(default_factory=dict)  # how a time-based size was chosen
     # Not part of the identity: defaults for a later `merge`.
     out: str = ""
     kind: str = "flat"
@@ -239,6 +254,85 @@ class BuildFolder:
         remove_dead_temporaries(self.path)
 
 
+# -- phase 0: plan the shards --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """How many documents a shard holds, and why."""
+
+    shard_size: int
+    documents_per_second: float | None = None  # measured on `sample` documents (None: a given count)
+    sample: int = 0
+    minutes: float | None = None
+    capped_by_memory: bool = False
+
+    def describe(self) -> str:
+        if self.documents_per_second is None:
+            return f"shards of {self.shard_size:,} documents"
+        minutes = self.shard_size / self.documents_per_second / 60
+        cap = f" (capped: a shard's vectors stay under {MAX_SHARD_VECTOR_BYTES >> 20} MiB)"
+        why = cap if self.capped_by_memory else ""
+        return (f"encoding runs at about {self.documents_per_second:.1f} documents/s (measured on the first "
+                f"{self.sample} documents): shards of {self.shard_size:,} documents, about {minutes:.1f} minutes "
+                f"of work each{why}")
+
+
+def shard_size_for(documents_per_second: float, minutes: float, *, batch_size: int, dim: int,
+                   vectors_per_document: float) -> tuple[int, bool]:
+    """(documents per shard, capped by memory): `minutes` of encoding at the measured rate, at least
+    one batch, and few enough that the shard's vectors fit in `MAX_SHARD_VECTOR_BYTES`."""
+    by_time = max(int(documents_per_second * minutes * 60), batch_size, 1)
+    by_memory = max(int(MAX_SHARD_VECTOR_BYTES // (dim * 4 * max(vectors_per_document, 1.0))), 1)
+    return min(by_time, by_memory), by_memory < by_time
+
+
+def measure_shard_size(spec: BuildSpec, sample: list[Document], lm, *, batch_size: int,
+                       encode: Callable[..., tuple[torch.Tensor, torch.Tensor, int]],
+                       clock: Callable[[], float] = time.perf_counter) -> ShardPlan:
+    """Encode the first documents to time the model on this machine, and size shards from that.
+    The first batch is not timed: it pays one-time costs (kernels, caches, memory)."""
+    docs = [prepare_document(d, spec.task) for d in sample]
+    warm, timed = docs[:batch_size], docs[batch_size:]
+    encode(lm, spec.task, warm, batch_size=batch_size)
+    timed = timed or warm  # a corpus of one batch: its size hardly matters
+    t0 = clock()
+    vectors, _, _ = encode(lm, spec.task, timed, batch_size=batch_size)
+    seconds = max(clock() - t0, 1e-6)
+    rate = len(timed) / seconds
+    size, capped = shard_size_for(rate, spec.shard_minutes, batch_size=batch_size, dim=spec.dim,
+                                  vectors_per_document=len(vectors) / max(len(timed), 1))
+    return ShardPlan(size, round(rate, 3), len(docs), spec.shard_minutes, capped)
+
+
+def plan_shards(folder: BuildFolder, state: BuildState, documents: Iterable[Document], lm, *, batch_size: int,
+                encode: Callable[..., tuple[torch.Tensor, torch.Tensor, int]] | None = None,
+                clock: Callable[[], float] = time.perf_counter) -> Iterator[Document]:
+    """Fix the build's shard size once (kept in the state, so a resumed build splits the same way)
+    and return the document stream, whole again after the documents read to measure."""
+    stream = iter(documents)
+    if state.shard_size:
+        return stream
+    spec = state.spec
+    if spec.shard_size is not None:
+        plan = ShardPlan(spec.shard_size)
+    else:
+        if lm is None:
+            raise BuildError("a model is needed to size shards by time; pass --shard-size N")
+        from onegen.encode import encode_documents
+
+        sample = list(itertools.islice(stream, 2 * max(batch_size, 1)))
+        if not sample:
+            return stream
+        plan = measure_shard_size(spec, sample, lm, batch_size=batch_size, encode=encode or encode_documents,
+                                  clock=clock)
+        stream = itertools.chain(sample, stream)
+        state.shard_plan = {k: v for k, v in asdict(plan).items() if k != "shard_size"}
+    state.shard_size = plan.shard_size
+    folder.write_state(state)
+    log.info("%s", plan.describe())
+    return stream
+
+
 # -- phase 1: split -------------------------------------------------------------------------------
 
 def _progress(**kw: Any):
@@ -254,10 +348,13 @@ def split(folder: BuildFolder, state: BuildState, documents: Iterable[Document],
     spec = state.spec
     if state.split_complete:
         return state
+    size = state.shard_size or spec.shard_size
+    if not size:
+        raise BuildError("the shard size was not planned before the split")
     done = folder.split_shards()
     # Documents already in shard files (a short last shard means the stream had ended there).
     skip = sum(int(folder.shard_info(i)["documents"]) for i in range(done))
-    ended = skip < done * spec.shard_size
+    ended = skip < done * size
     if total is not None and spec.limit is not None:
         total = min(total, spec.limit)
     bar = _progress(desc="reading documents", total=total or None, initial=skip, disable=not progress)
@@ -270,7 +367,7 @@ def split(folder: BuildFolder, state: BuildState, documents: Iterable[Document],
         vectors_upper = sum(len(d.sentences or [1]) for d in batch) if per_sentence else len(batch)
         text_bytes = sum(len(d.text.encode()) + len(d.title.encode()) + len(d.id.encode()) for d in batch)
         write_arrow(folder.shard_docs(shard), documents_table(batch, {
-            "documents": len(batch), "first_document": shard * spec.shard_size,
+            "documents": len(batch), "first_document": shard * size,
             "vectors_upper": vectors_upper, "text_bytes": text_bytes}))
         bar.update(len(batch))
         shard += 1
@@ -286,7 +383,7 @@ def split(folder: BuildFolder, state: BuildState, documents: Iterable[Document],
             raise BuildError("the source gives more documents than when the split ended; it changed since "
                              "the build started: pass --restart")
         batch.append(prepare_document(doc, spec.task))
-        if len(batch) == spec.shard_size:
+        if len(batch) == size:
             flush()
     if batch:
         flush()
@@ -480,8 +577,10 @@ def merge(build: str | os.PathLike, out: str | os.PathLike | None = None, *, kin
         build_info: dict[str, Any] = {
             "model_dtype": spec.model_dtype, "batch_size": batch_size or state.batch_size, "tokens": tokens,
             "seconds": round(seconds, 3), "documents_per_second": round(state.documents / seconds, 2) if seconds else None,
-            "source": spec.source, "shards": state.shards, "shard_size": spec.shard_size, "processes": len(ranks) or 1,
-            "precomputed": spec.precomputed, "limit": spec.limit}
+            "source": spec.source, "shards": state.shards, "shard_size": state.shard_size or spec.shard_size,
+            "processes": len(ranks) or 1, "precomputed": spec.precomputed, "limit": spec.limit}
+        if state.shard_plan:
+            build_info["shard_plan"] = dict(state.shard_plan)
         if ann is not None:
             build_info["ann"] = dict(ann.params)
         manifest = IndexManifest(protocol=spec.task, model=spec.model, model_fingerprint=spec.model_fingerprint,
@@ -584,9 +683,12 @@ def run_build(spec: BuildSpec, out: str | os.PathLike, *, documents: Callable[[]
               settings: AnnSettings | None = None, batch_size: int = 16, memory_budget: int | None = None,
               parallel: Parallel | None = None, restart: bool = False, keep_build: bool = False,
               recall_sample: int = 200, progress: bool = True,
-              encode: Callable[..., tuple[torch.Tensor, torch.Tensor, int]] | None = None) -> BuildResult:
+              encode: Callable[..., tuple[torch.Tensor, torch.Tensor, int]] | None = None,
+              clock: Callable[[], float] = time.perf_counter) -> BuildResult:
     """Split (main process), encode (every process, its shards), merge (main process, once all
     shards are encoded). `documents` / `batches` are called only when the split still has work.
+    Before the split, the shard size is fixed: the spec's count, or `spec.shard_minutes` of
+    encoding timed (with `clock`) on the first documents.
 
     `model_bytes`: the model's size in RAM (0 when it sits on a GPU); it counts against
     `memory_budget` (bytes; default: available RAM now plus the already loaded model)."""
@@ -609,10 +711,14 @@ def run_build(spec: BuildSpec, out: str | os.PathLike, *, documents: Callable[[]
             precheck_memory(settings.kind, min(known) if known else None, spec.dim, model_bytes, budget, settings)
             if spec.precomputed:
                 assert batches is not None
+                if not state.shard_size:
+                    state.shard_size = spec.shard_size or PRECOMPUTED_SHARD_SIZE
                 state = split_precomputed(folder, state, batches(), progress)
             else:
                 assert documents is not None
-                state = split(folder, state, documents(), total=total, progress=progress)
+                stream = plan_shards(folder, state, documents(), lm, batch_size=batch_size, encode=encode,
+                                     clock=clock)
+                state = split(folder, state, stream, total=total, progress=progress)
         # Exact counts now: refuse before spending time on encoding (only here: each process
         # measures its own free memory, and the index is served from one place).
         check_memory(estimate_for_state(folder, state, settings.kind, budget, settings), settings)

@@ -120,6 +120,9 @@ class EvaluatedFile:
     resumed: int
     skipped: int = 0  # items of the dataset that could not be read
     warnings: tuple[str, ...] = ()  # what the dataset loader noted (ids derived from positions)
+    # The index searched, and a warning when it lacks most documents the dataset names.
+    index_note: str | None = None
+    index_warning: bool = False
 
     @property
     def examples(self) -> int:
@@ -433,8 +436,11 @@ class AppState:
             raise AppError(f"The evaluation stopped: {e}") from e
         results = ResultSet(path=out, task=report.task, run=report.records[0].line["onegen"]["run"],
                             records=report.records, metrics=report.metrics)
+        coverage = report.index_coverage
         return EvaluatedFile(results=results, resumed=int(report.metrics.get("resumed", 0)),
-                             skipped=len(data_set.errors), warnings=tuple(data_set.warnings))
+                             skipped=len(data_set.errors), warnings=tuple(data_set.warnings),
+                             index_note=coverage.message(app=True) if coverage is not None else None,
+                             index_warning=coverage is not None and coverage.mostly_missing)
 
     # -- runs ---------------------------------------------------------------------------------------
     def check_input(self, text, top_k) -> tuple[str, int]:

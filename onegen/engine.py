@@ -31,6 +31,7 @@ from .protocols import LK, SPECS, ResolvedProtocol, get_spec
 from .tasks import get_task
 from .tokenization import Token, template_parts
 from .trace import Cost, Hit, Override, Phase, Retrieval, StopReason, TokenKind, TokenRecord, Trace
+from .utf8_guard import utf8_guard
 
 MAX_INPUT_CHARS = 20_000
 
@@ -458,6 +459,9 @@ class _Run:
         own = set(self.spec.token_strings)
         self.foreign = sorted({vocab[t] for spec in SPECS.values() for t in spec.token_strings
                                if t not in own and t in vocab})
+        # Masks the tokens that would leave a character's bytes unfinished (onegen/utf8_guard.py).
+        self.utf8 = utf8_guard(self.ptok.hf)
+        self.utf8_state = 0
         self.copy: CopyConstraint | None = None
         if self.task.copies_input and settings.copy_input:
             self.copy = CopyConstraint(text, vocabulary_bytes(self.ptok.hf), link_id=proto.query_id,
@@ -546,6 +550,7 @@ class _Run:
         kept, logits = 0, None
         while kept < len(draft):  # row i of `hidden` predicts draft[i]; each position's head runs once
             logits = self.state.logits(hidden[kept])
+            banned = self._banned()  # as one-token decoding would ban here (an open character)
             allowed = self._allowed(banned)
             if allowed == [] or self._choose(logits, ahead=kept, banned=banned, allowed=allowed) != draft[kept]:
                 break
@@ -566,12 +571,14 @@ class _Run:
         return tok == self.proto.query_id and self.queries_while_decoding
 
     def _banned(self) -> list[int]:
-        """Other protocols' tokens always; entity linking also bans [LK] once the retrieval limit
+        """Other protocols' tokens always, and tokens that would break a UTF-8 character; entity
+        linking also bans [LK] once the retrieval limit
         is reached, so the rest of the input is still written (a segmented run instead stops at
         its next retrieval token, `_stop_reason`)."""
+        utf8 = self.utf8.banned(self.utf8_state)
         if self.queries_while_decoding and not self.segmented and len(self.trace.retrievals) >= self.max_retrievals:
-            return [*self.foreign, self.proto.query_id]
-        return self.foreign
+            return [*self.foreign, *utf8, self.proto.query_id]
+        return [*self.foreign, *utf8] if utf8 else self.foreign
 
     def _forced_next(self) -> int | None:
         """The token the protocol sets next, if the last generated token and the text before it
@@ -593,6 +600,7 @@ class _Run:
         return self.copy.allowed(self.copy_states, may_link=self.proto.query_id not in banned)
 
     def _copy_advance(self, tok: int, banned: Sequence[int]) -> None:
+        self.utf8_state = self.utf8.after(self.utf8_state, tok)
         if self.copy is not None:
             self.copy_states = self.copy.after(self.copy_states, tok, may_link=self.proto.query_id not in banned)
 

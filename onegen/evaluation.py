@@ -51,6 +51,7 @@ from .documents import Document
 from .error_analysis import ErrorCategory, categorize
 from .errors import OneGenError
 from .fsutil import atomic_write
+from .index_coverage import IndexCoverage, index_coverage
 from .metrics import ELMetrics, EvaluatedWith, QAMetrics
 from .tasks import TASK_NAMES, CandidatesMode, Example, Task, get_task
 from .trace import Hit, Trace, TraceFormatError
@@ -122,6 +123,8 @@ class EvaluationReport:
     metrics: ELMetrics | QAMetrics
     records: list[ExampleRecord]
     out: Path | None = None
+    # With index candidates: the index searched and how many of the documents the data names it holds.
+    index_coverage: IndexCoverage | None = None
 
 
 @dataclass(frozen=True)
@@ -295,11 +298,13 @@ def in_data_order(lines: Sequence[dict[str, Any]], rank: Mapping[str, int] | Non
     return [line for _, line in sorted(enumerate(lines), key=order)]
 
 
-# Settings that must match for a resumed file to be one consistent run.
-_RUN_KEYS = ("task", "mode", "model_fingerprint", "candidates", "index", "control", "top_k", "copy_input")
+# Settings that must match for a resumed file to be one consistent run. The index is compared by
+# what it holds (`_check_same_index`), not by how its path was spelled.
+_RUN_KEYS = ("task", "mode", "model_fingerprint", "candidates", "control", "top_k", "copy_input")
 
 
-def _check_same_run(line: Mapping[str, Any], run: Mapping[str, Any], path: Path) -> None:
+def _check_same_run(line: Mapping[str, Any], run: Mapping[str, Any], path: Path,
+                    fingerprints: dict[str, str | None] | None = None) -> None:
     if not isinstance(line.get("onegen"), dict) or "key" not in line["onegen"]:
         raise EvaluationError(f"{path} holds lines not written by `onegen evaluate`; write to another --out")
     prev = line["onegen"].get("run") or {}
@@ -309,6 +314,56 @@ def _check_same_run(line: Mapping[str, Any], run: Mapping[str, Any], path: Path)
         if key in prev and prev[key] != run.get(key):
             raise EvaluationError(f"{path} was written with {key}={prev[key]!r}, this run has {run.get(key)!r}; "
                                   "write to another --out (or delete the file) instead of mixing runs")
+    _check_same_index(prev, run, path, {} if fingerprints is None else fingerprints)
+
+
+def _check_same_index(prev: Mapping[str, Any], run: Mapping[str, Any], path: Path,
+                      fingerprints: dict[str, str | None]) -> None:
+    """The recorded run searched the same index as this one: equal content fingerprints, whatever
+    the folder is called now. Lines written before fingerprints were recorded name only a path:
+    that folder's manifest is read (as given, from the working directory, or from the checkout for
+    the bundled result files) and compared the same way."""
+    if "index" not in prev or (prev["index"] is None and run.get("index") is None):
+        return
+    if prev.get("index") is None or run.get("index") is None:
+        raise EvaluationError(f"{path} was written with index={prev.get('index')!r}, this run has "
+                              f"{run.get('index')!r}; write to another --out (or delete the file)")
+    was, now = prev.get("index_fingerprint"), run.get("index_fingerprint")
+    if was is None:
+        recorded = str(prev["index"])
+        if recorded not in fingerprints:
+            fingerprints[recorded] = recorded_index_fingerprint(recorded)
+        was = fingerprints[recorded]
+        if was is None:
+            if recorded == run["index"]:
+                return  # nothing to read the content from; the same path is all that can be checked
+            raise EvaluationError(f"{path} was written with the index {recorded}, which is not here to compare "
+                                  f"with this run's {run['index']}; pass --index {recorded}, or write to another --out")
+    if was != now:
+        raise EvaluationError(
+            f"{path} was written with the index {prev['index']} (fingerprint {str(was)[:12]}); this run's index "
+            f"{run['index']} holds other documents or vectors (fingerprint {str(now)[:12]}). Use the same index, "
+            "or write to another --out (or delete the file) instead of mixing runs")
+
+
+def recorded_index_fingerprint(recorded: str) -> str | None:
+    """The content fingerprint of the index folder a result file names, or None when no such folder
+    is found: the path as written (absolute, or from the working directory), or inside the checkout
+    (the bundled result files name `assets/indexes/...`)."""
+    from .assets import assets_dir
+    from .index import IndexLoadError, read_manifest
+
+    path = Path(recorded)
+    places = [path] if path.is_absolute() else [Path.cwd() / path]
+    if not path.is_absolute() and path.parts[:1] == ("assets",):
+        places.append(assets_dir().joinpath(*path.parts[1:]))
+    for place in places:
+        if (place / "manifest.json").is_file():
+            try:
+                return read_manifest(place).fingerprint
+            except IndexLoadError:
+                return None
+    return None
 
 
 # -- the runner --------------------------------------------------------------------------------
@@ -383,11 +438,16 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
     lm = engine.lm
     run_settings = dataclasses.replace(settings.run or RunSettings(), top_k=settings.top_k)
     idx = _load_index(index, engine, task) if mode == "index" else None
+    coverage = index_coverage(task, examples, idx) if idx is not None else None
+    if coverage is not None:
+        # Said before the run: a dataset whose documents are not in the index would waste it.
+        _note(progress or coverage.mostly_missing, coverage.message())
     title_counts = title_counts_of(idx) if the_task.reads_index_titles and idx is not None else None
     query_id = lm.protocol(task).query_id
     run_info = {"task": task, "mode": engine.query_encoder.name, "model": lm.name,
                 "model_fingerprint": lm.fingerprint, "candidates": mode,
                 "index": None if idx is None else (str(idx.path) if idx.path else "in-memory"),
+                "index_fingerprint": None if idx is None else idx.fingerprint,
                 "control": settings.control, "seed": settings.seed, "top_k": settings.top_k}
     if the_task.copies_input:
         run_info["copy_input"] = run_settings.copy_input
@@ -403,8 +463,9 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
         if result_file.discarded_partial:
             _note(progress, f"{result_file.path}: removed a last line cut off mid-write; it will be redone")
         keep = []
+        fingerprints: dict[str, str | None] = {}  # recorded index path -> its folder's fingerprint
         for line in finished:
-            _check_same_run(line, run_info, result_file.path)
+            _check_same_run(line, run_info, result_file.path, fingerprints)
             key = (line.get("onegen") or {}).get("key")
             if retry_errors and line.get("error") is not None:
                 continue
@@ -456,7 +517,7 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
         copy_input=run_settings.copy_input if copies else None,
         copy_overrides=sum(len(r.trace.overrides) for r in records if r.trace is not None) if copies else None)
     return EvaluationReport(task=task, metrics=metrics, records=records,
-                            out=result_file.path if result_file is not None else None)
+                            out=result_file.path if result_file is not None else None, index_coverage=coverage)
 
 
 def _run_one(engine: Engine, task: Task, key: str, ex: Example, *, mode: str, index: VectorIndex | None,

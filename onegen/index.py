@@ -15,12 +15,13 @@ its exact vectors stay on disk, memory-mapped, and are read only to re-rank cand
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -39,8 +40,6 @@ class IndexLoadError(OneGenError, ValueError):
     """An index folder that cannot be used: missing, corrupted, or built for another model."""
 
 
-
-
 @dataclass
 class IndexManifest:
     protocol: str
@@ -57,6 +56,21 @@ class IndexManifest:
     created: str = ""
     kind: str = "flat"
     schema: str = INDEX_SCHEMA
+
+    @property
+    def fingerprint(self) -> str | None:
+        """What the index holds, wherever its folder lies: the hashes of its files with its protocol,
+        model and counts (not its path, not when it was written). None for a manifest without file
+        hashes (an index never saved)."""
+        if not self.files or not all("sha256" in f for f in self.files.values()):
+            return None
+        return _digest({"protocol": self.protocol, "model_fingerprint": self.model_fingerprint, "dim": self.dim,
+                        "count": self.count, "documents": self.documents, "kind": self.kind,
+                        "files": {name: f["sha256"] for name, f in sorted(self.files.items())}})
+
+
+def _digest(content: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
 
 
 @dataclass
@@ -128,6 +142,23 @@ class DocumentStore:
             return [d.id for d in self._docs]
         return self._table.column("id").to_pylist()
 
+    def present(self, column: str, values: Iterable[str]) -> set[str]:
+        """Which of `values` are the `column` ("id" or "title") of some document, exactly. On a loaded
+        index one hash lookup over the memory-mapped column: no Python string per document."""
+        if column not in ("id", "title"):
+            raise ValueError(f"column must be 'id' or 'title', not {column!r}")
+        wanted = set(values)
+        if not wanted:
+            return set()
+        if self._docs is not None:
+            return wanted & {getattr(d, column) for d in self._docs}
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        col = self._table.column(column)
+        hits = pc.filter(col, pc.is_in(col, value_set=pa.array(sorted(wanted), pa.string())))
+        return set(pc.unique(hits).to_pylist())
+
     def write(self, path: Path) -> None:
         import pyarrow as pa
 
@@ -171,6 +202,7 @@ class VectorIndex:
             multi_vector=bool(len(self.owners) != len(self.documents)))
         self.path = path
         self._faiss = None
+        self._fingerprint: str | None = None
         # Position of each vector among its document's vectors (the sentence number).
         first = torch.full((len(self.documents),), -1, dtype=torch.long)
         order = torch.arange(len(self.owners))
@@ -181,6 +213,24 @@ class VectorIndex:
 
     def __len__(self) -> int:
         return len(self.documents)
+
+    @property
+    def fingerprint(self) -> str:
+        """The manifest's content fingerprint (`IndexManifest.fingerprint`); an index built in memory
+        hashes its vectors and documents instead (same contents, same fingerprint)."""
+        if self._fingerprint is None:
+            self._fingerprint = self.manifest.fingerprint or self._content_digest()
+        return self._fingerprint
+
+    def _content_digest(self) -> str:
+        h = hashlib.sha256()
+        h.update(self.vectors.float().contiguous().numpy().tobytes())
+        h.update(self.owners.contiguous().numpy().tobytes())
+        store = self.documents
+        for i in range(len(store)):
+            h.update(json.dumps(store[i].to_dict(), sort_keys=True, ensure_ascii=False).encode())
+        return _digest({"protocol": self.manifest.protocol, "model_fingerprint": self.manifest.model_fingerprint,
+                        "content": h.hexdigest()})
 
     @property
     def dim(self) -> int:
@@ -311,6 +361,7 @@ class VectorIndex:
                        for name in names}
             (tmp / MANIFEST).write_text(json.dumps(asdict(m), indent=2, ensure_ascii=False))
         self.path = path
+        self._fingerprint = None  # the manifest now has file hashes
         return path
 
     @classmethod

@@ -72,6 +72,8 @@ class Task:
     takes_aliases: ClassVar[bool] = False
     # Scoring reads the entity index's titles (to find ambiguous names).
     reads_index_titles: ClassVar[bool] = False
+    # What `named_documents` gives: index documents' "title"s or "id"s.
+    named_documents_field: ClassVar[Literal["title", "id"]] = "title"
 
     @property
     def default_candidates(self) -> CandidatesMode:
@@ -105,6 +107,11 @@ class Task:
     def context_documents(self, example: Example) -> list[Document]:
         """The example's own candidate documents (candidates mode "context")."""
         raise TaskError(f"{self.label} has no per-item candidates; it searches an index")
+
+    def named_documents(self, example: Example) -> list[str]:
+        """Documents the item names (titles or ids, see `named_documents_field`): an index built
+        for this dataset holds them (onegen/index_coverage.py checks that it does)."""
+        return []
 
     # -- evaluation ---------------------------------------------------------------------------------
 
@@ -158,6 +165,7 @@ class EntityLinking(Task):
     headline = ("f1", "micro F1")
     compared_metrics = ("precision", "recall", "f1", "ambiguous_accuracy")
     reads_index_titles = True
+    named_documents_field = "id"
 
     def query_text(self, segment: str) -> str:
         m = _MENTION_END.search(segment)
@@ -174,6 +182,9 @@ class EntityLinking(Task):
 
     def example_input(self, example: Example) -> str:
         return example.text
+
+    def named_documents(self, example: Example) -> list[str]:
+        return [label.entity_id for label in example.labels if label.entity_id != UNKNOWN_ENTITY]
 
     def score_example(self, example: Example, trace: Trace | None,
                       title_counts: Mapping[str, int] | None = None) -> dict[str, Any]:
@@ -325,6 +336,9 @@ class MultiHop(QuestionAnswering):
                                         context_index=i)
                 for i, p in enumerate(example.context)]
 
+    def named_documents(self, example: Example) -> list[str]:
+        return [p.title for p in example.context] + example.supporting_titles
+
     def answer(self, trace: Trace | None) -> str | None:
         if trace is None:
             return None
@@ -363,6 +377,9 @@ class SingleHop(QuestionAnswering):
 
     def context_documents(self, example: Example) -> list[Document]:
         return [Document(p.id, p.title, p.text) for p in example.ctxs]
+
+    def named_documents(self, example: Example) -> list[str]:
+        return [p.title for p in example.ctxs]
 
     def retrieval_correct(self, example: Example, trace: Trace) -> list[bool | None]:
         return [error_analysis.single_hop_retrieval_correct(example, trace)[0]] if trace.retrievals else []

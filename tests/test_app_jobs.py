@@ -76,6 +76,30 @@ def test_leaving_the_progress_stops_the_run(app, request_for, tmp_path):
     assert job.stopped and job.outcome() is None
 
 
+def test_a_dataset_whose_documents_the_index_lacks_is_warned_about(app, world, tmp_path):
+    """Index candidates on questions about other documents: the page's message names the index
+    and says how to search the dataset's own documents instead."""
+    pytest.importorskip("gradio")
+    from onegen.jobs import DatasetRequest, DatasetRun
+    from onegen.ui.errors_tab import ran_message
+
+    context = [[title, [f"{title} is a city."]] for title in ("Köln", "Москва", "大阪")]
+    items = [{**hotpot_item(f"r{i}", "Köln"), "context": context, "supporting_facts": [["Köln", 0]]}
+             for i in range(2)]
+    data = tmp_path / "real.json"
+    data.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
+    job = DatasetRun(app, DatasetRequest(data, None, "index", 2, 2), tmp_path / "out").start()
+    list(job.progress())
+    evaluated = job.outcome()
+    assert evaluated.index_warning and str(world.indexes["multi-hop"]) in evaluated.index_note
+    message = ran_message(evaluated, "real.json")
+    assert message.startswith("Ran 2 examples of real.json. Warning: index: ")
+    assert "Only 0 of the 3 document titles" in message and "each question's context" in message
+    ok = DatasetRun(app, DatasetRequest(data, None, "context", 2, 2), tmp_path / "out").start()
+    list(ok.progress())
+    assert ok.outcome().index_note is None and not ok.outcome().index_warning
+
+
 def test_a_failed_run_raises_its_readable_error(app, request_for, tmp_path):
     from onegen.app_state import AppError
     from onegen.jobs import DatasetRun

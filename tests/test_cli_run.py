@@ -177,6 +177,8 @@ def test_default_index_comes_from_the_registry(world, capsys, monkeypatch):
                         "--json"], capsys)
     assert rc == 0, err
     assert Trace.from_json(out).index["path"] == str(index)
+    # The index a run searches is always named on stderr, --json too (stdout stays one document).
+    assert f"index: {index} (3 documents, multi-hop protocol" in err
     monkeypatch.delenv("ONEGEN_INDEX_MULTI_HOP")
     rc, out, err = run(["--task", "multi-hop", "--model", model, "--text", "Where?"], capsys)
     assert rc == 2 and "no default multi-hop index" in err and "--candidates" in err

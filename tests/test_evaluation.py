@@ -277,6 +277,24 @@ def test_single_hop_with_ctxs_and_with_an_index(models, tmp_path, monkeypatch):
                         index=str(tmp_path / "passages"), progress=False)
     assert all(r.trace.retrievals[0].hits[0].id in ("g1", "g2") for r in by_index.records)
     assert by_index.metrics["candidates"] == "index"
+    assert (by_index.index_coverage.named, by_index.index_coverage.found) == (2, 2)
+
+
+def test_an_index_without_the_datasets_documents_is_named_in_a_warning(models, tmp_path, monkeypatch, capsys):
+    lm = models["single-hop"]
+    script(monkeypatch, lm, single_hop_ids(lm))
+    ctxs = [{"id": f"w{i}", "title": t, "text": f"{t} is a place."} for i, t in enumerate(["Köln", "Москва", "大阪"])]
+    data = load_dataset(write(tmp_path / "popqa.jsonl", [
+        {"id": 1, "question": "Where is Köln?", "answers": ["Deutschland"], "ctxs": ctxs}], jsonl=True), "single-hop")
+    build_index(lm, "single-hop", [Document("g1", "Corvale", "Corvale is a city.")]).save(tmp_path / "world")
+    capsys.readouterr()
+    report = evaluate(Engine(lm), "single-hop", data.examples, EvaluationSettings(candidates="index"),
+                      index=str(tmp_path / "world"), progress=False)
+    err = capsys.readouterr().err
+    assert report.index_coverage.mostly_missing
+    # Said even without progress output: a run against the wrong corpus is worth a line.
+    assert err.startswith(f"warning: index: {tmp_path / 'world'} (1 document, single-hop protocol")
+    assert "Only 0 of the 3 document titles" in err
 
 
 # -- resuming ---------------------------------------------------------------------------------------
@@ -338,6 +356,77 @@ def test_resume_refuses_damage_and_mixed_runs(models, tmp_path, monkeypatch):
     foreign = write(tmp_path / "theirs.jsonl", [{"_id": "a", "output": "x"}], jsonl=True)
     with pytest.raises(EvaluationError, match="not written by `onegen evaluate`"):
         evaluate(Engine(lm), "multi-hop", examples, out=foreign, progress=False)
+
+
+def test_resume_compares_indexes_by_content_not_by_path(models, tmp_path, monkeypatch):
+    """A renamed index folder resumes; another index under the recorded path is refused; a line
+    written before fingerprints were recorded is compared through the folder it names."""
+    lm = models["single-hop"]
+    script(monkeypatch, lm, single_hop_ids(lm))
+    ctxs = [{"id": "w1", "title": "Corvale", "text": "Corvale is a city in Velor."}]
+    examples = load_dataset(write(tmp_path / "popqa.jsonl", [
+        {"id": k, "question": f"Question {k}?", "answers": ["Corvale"], "ctxs": ctxs} for k in (1, 2, 3)
+    ], jsonl=True), "single-hop").examples
+    docs = [Document("g1", "Corvale", "Corvale is a city."), Document("g2", "Velor", "Velor is a country.")]
+    build_index(lm, "single-hop", docs).save(tmp_path / "passages")
+    by_index, out = EvaluationSettings(candidates="index"), tmp_path / "result.jsonl"
+    evaluate(Engine(lm), "single-hop", examples[:1], by_index, index=str(tmp_path / "passages"), out=out,
+             progress=False)
+    assert read_lines(out)[0]["onegen"]["run"]["index_fingerprint"]
+
+    (tmp_path / "passages").rename(tmp_path / "moved")
+    engine = CountingEngine(lm)
+    resumed = evaluate(engine, "single-hop", examples[:2], by_index, index=str(tmp_path / "moved"), out=out,
+                       progress=False)
+    assert engine.inputs == ["Question 2?"] and resumed.metrics["resumed"] == 1
+
+    # Same path, other documents: refused, naming both folders.
+    build_index(lm, "single-hop", [*docs, Document("g3", "Ivo", "Ivo is a director.")]).save(tmp_path / "passages")
+    refused = r"written with the index \S*passages \(fingerprint \w+\); this run.s index .*holds other"
+    with pytest.raises(EvaluationError, match=refused):
+        evaluate(Engine(lm), "single-hop", examples, by_index, index=str(tmp_path / "passages"), out=out,
+                 progress=False)
+
+    # Lines from before fingerprints: the relative path they name is read from the working directory.
+    lines = read_lines(out)
+    for line in lines:
+        run = line["onegen"]["run"]
+        del run["index_fingerprint"]
+        run["index"] = "moved"
+    write(out, lines, jsonl=True)
+    monkeypatch.chdir(tmp_path)
+    engine = CountingEngine(lm)
+    evaluate(engine, "single-hop", examples, by_index, index=str(tmp_path / "moved"), out=out, progress=False)
+    assert engine.inputs == ["Question 3?"]
+    with pytest.raises(EvaluationError, match="holds other documents or vectors"):
+        evaluate(Engine(lm), "single-hop", examples, by_index, index="passages", out=out, progress=False)
+    for line in lines:
+        line["onegen"]["run"]["index"] = "gone"
+    write(out, lines, jsonl=True)
+    with pytest.raises(EvaluationError, match="the index gone, which is not here to compare"):
+        evaluate(Engine(lm), "single-hop", examples, by_index, index="moved", out=out, progress=False)
+
+
+def test_a_bundled_result_file_resumes_with_its_index_spelled_another_way(tmp_path, monkeypatch):
+    """The bundled files name `assets/indexes/...` from the checkout; an absolute path, or a run
+    from another directory, is the same index."""
+    from onegen.evaluation import _check_same_run, recorded_index_fingerprint
+    from onegen.index import read_manifest
+    from onegen.registry import ASSETS
+
+    path = ASSETS / "results" / "heldout-multi-hop.jsonl"
+    with path.open(encoding="utf-8") as f:
+        line = json.loads(f.readline())
+    recorded = line["onegen"]["run"]
+    assert "index_fingerprint" not in recorded and recorded["index"] == "assets/indexes/heldout-paragraphs"
+    monkeypatch.chdir(tmp_path)  # the recorded relative path means nothing here
+    here = ASSETS / "indexes" / "heldout-paragraphs"
+    fingerprint = read_manifest(here).fingerprint
+    assert recorded_index_fingerprint(recorded["index"]) == fingerprint
+    _check_same_run(line, {**recorded, "index": str(here.resolve()), "index_fingerprint": fingerprint}, path)
+    other = read_manifest(ASSETS / "indexes" / "heldout-passages").fingerprint
+    with pytest.raises(EvaluationError, match="holds other documents or vectors"):
+        _check_same_run(line, {**recorded, "index": "elsewhere", "index_fingerprint": other}, path)
 
 
 # -- per-example errors -----------------------------------------------------------------------------

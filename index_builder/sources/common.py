@@ -4,7 +4,8 @@ A source is an object you iterate to get `Document`s, one at a time, in a stable
 When the number of documents is cheap to know in advance (a list of titles, the row count
 in parquet metadata), the source also answers `operator.length_hint(source)`; otherwise the
 hint is 0, as Python defines for "unknown". Each source keeps a `stats` object with the
-counts a build log should show (missing pages, skipped lines, ...).
+counts a build log should show (missing pages, skipped lines, ...). A source that can tell a
+malformed input cheaply has a `check()` method, which a build calls before it loads a model.
 """
 from __future__ import annotations
 

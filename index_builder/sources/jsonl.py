@@ -1,6 +1,9 @@
-"""JSON Lines corpora: plain document records and the OneGen authors' `db.jsonl` files.
+"""JSON Lines corpora (or one JSON list): plain document records and the OneGen authors' `db.jsonl` files.
 
-Two record shapes are read, detected per line:
+Two layouts are accepted, told apart by the file's first character: JSON Lines (one record per
+line; read line by line, `.gz` too, so a multi-gigabyte db never sits in memory) and one JSON list
+of records (read whole: give JSON Lines for a corpus that does not fit in memory). A UTF-8 byte
+order mark at the start is skipped. Two record shapes are read, detected per record:
 
 * a document record: `{"title", "text"}` with optional `"id"` and `"sentences"` (a list of
   strings, for one-vector-per-sentence indexes); any other key goes to `Document.extra`;
@@ -12,10 +15,12 @@ Two record shapes are read, detected per line:
   per fragment token) and Self-RAG passages ("{title}\n{text}[DFR]"). Anything else keeps
   the whole prompt as text, with the uid as title.
 
-Files are read line by line (`.gz` too), so a multi-gigabyte db never sits in memory.
+`JsonlSource.check()` reads the layout and the first record without loading anything else, so a
+build refuses a file it cannot read before it loads a model.
 """
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import logging
@@ -37,6 +42,10 @@ _FRAGMENT_HEADER = "Here are document fragment:\n"
 _ENTITY_PROMPT = re.compile(r"The description of (?P<name>[^\n]*?) is as follows:\n(?P<description>.*)", re.S)
 _TRAILING_ENTITY_TOKENS = re.compile(r"(?:\s*" + re.escape(ENTITY_TOKEN) + r")+\s*$")
 _MULTIHOP_FRAGMENT = re.compile(r"wiki title: (?P<title>[^\n]*)\ncontent: (?P<content>.*)", re.S)
+
+
+ACCEPTED = ('accepted: JSON Lines with one {"title", "text"} (or "sentences") object per line, the authors\' '
+            'db.jsonl records ({"uid", "messages"}), or one JSON list of such objects')
 
 
 class JsonlFormatError(OneGenError, ValueError):
@@ -62,10 +71,47 @@ class DbEntry:
 
 
 def open_text(path: Path) -> TextIO:
-    """Open a UTF-8 text file, transparently decompressing `.gz`."""
+    """Open a UTF-8 text file, transparently decompressing `.gz`; a leading byte order mark is skipped."""
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open("r", encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return path.open("r", encoding="utf-8-sig")
+
+
+def file_layout(path: Path) -> str:
+    """"lines" (JSON Lines) or "list" (one JSON array), from the first non-blank character."""
+    try:
+        with open_text(path) as f:
+            while True:
+                chunk = f.read(4096)
+                if not chunk:
+                    raise JsonlFormatError(f"{path} is empty: no documents to index; {ACCEPTED}")
+                text = chunk.lstrip()
+                if text:
+                    break
+    except UnicodeDecodeError as e:
+        raise JsonlFormatError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); {ACCEPTED}") from None
+    except (OSError, EOFError) as e:  # gzip raises BadGzipFile (an OSError) or EOFError
+        raise JsonlFormatError(f"{path} cannot be read ({e}); {ACCEPTED}") from None
+    if text[0] == "[":
+        return "list"
+    if text[0] == "{":
+        return "lines"
+    raise JsonlFormatError(f"{path} is neither JSON Lines nor a JSON list: it starts with {text[:20]!r}; {ACCEPTED}")
+
+
+def read_json_list(path: Path) -> list[Any]:
+    """The items of a file holding one JSON list."""
+    try:
+        with open_text(path) as f:
+            items = json.load(f)
+    except UnicodeDecodeError as e:
+        raise JsonlFormatError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start}); {ACCEPTED}") from None
+    except json.JSONDecodeError as e:
+        raise JsonlFormatError(f"{path}: line {e.lineno} column {e.colno}: the JSON list is not valid JSON "
+                               f"({e.msg}); {ACCEPTED}") from None
+    if not isinstance(items, list):
+        raise JsonlFormatError(f"{path} holds one JSON {type(items).__name__}, not a list; {ACCEPTED}")
+    return items
 
 
 def db_prompt(messages: Any) -> str:
@@ -129,17 +175,41 @@ def record_to_document(record: dict[str, Any], default_id: str) -> Document:
 def iter_json_lines(path: Path, stats: JsonlStats, skip_bad: bool) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; bad lines raise or are counted."""
     with open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
+        lineno = 0
+        while True:
+            try:
+                line = f.readline()
+            except UnicodeDecodeError as e:
+                raise JsonlFormatError(f"{path}:{lineno + 1}: not UTF-8 text ({e.reason}); {ACCEPTED}") from None
+            if not line:
+                return
+            lineno += 1
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-            except ValueError as e:  # json.JSONDecodeError is a ValueError
-                note_bad_line(stats, f"{path}:{lineno}: {e}", skip_bad)
+            except json.JSONDecodeError as e:
+                note_bad_line(stats, f"{path}:{lineno}: not a JSON object ({e.msg}); {ACCEPTED}", skip_bad)
+                continue
+            if not isinstance(obj, dict):
+                note_bad_line(stats, f"{path}:{lineno}: expected a JSON object, got {_json_type(obj)}", skip_bad)
                 continue
             yield lineno, obj
+
+
+def iter_json_list(path: Path, items: list[Any], stats: JsonlStats,
+                   skip_bad: bool) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(item number, object) for each item of a JSON list; items that are not objects raise or are counted."""
+    for i, obj in enumerate(items):
+        if not isinstance(obj, dict):
+            note_bad_line(stats, f"{path}: item {i}: expected a JSON object, got {_json_type(obj)}", skip_bad)
+            continue
+        yield i, obj
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
 
 
 def note_bad_line(stats: JsonlStats, message: str, skip_bad: bool) -> None:
@@ -163,25 +233,52 @@ class JsonlSource:
     path: str | Path
     skip_bad: bool = False
     stats: JsonlStats = field(default_factory=JsonlStats, init=False)
+    _items: list[Any] | None = field(default=None, init=False, repr=False)  # a JSON list, once read
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         if not self.path.is_file():
             raise FileNotFoundError(f"JSONL corpus not found: {self.path}")
 
+    def check(self) -> None:
+        """Refuse a file that is not one of the accepted layouts, or whose first record is not a
+        document (unless `skip_bad`), before a build loads its model."""
+        with contextlib.closing(iter(self)) as docs:
+            try:
+                first = next(docs, None)
+            except JsonlFormatError as e:
+                # The first problem met: say what would have been read.
+                raise e if ACCEPTED in str(e) else JsonlFormatError(f"{e}; {ACCEPTED}") from None
+            if first is None:
+                skipped = f" ({self.stats.bad_lines} bad records skipped)" if self.stats.bad_lines else ""
+                raise JsonlFormatError(f"{self.path} holds no documents{skipped}; {ACCEPTED}")
+
+    def _records(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """(default id, where, record) in file order."""
+        path = Path(self.path)
+        if file_layout(path) == "lines":
+            for lineno, record in iter_json_lines(path, self.stats, self.skip_bad):
+                yield f"{path.name}:{lineno}", f"{path}:{lineno}", record
+            return
+        if self._items is None:
+            self._items = read_json_list(path)
+        for i, record in iter_json_list(path, self._items, self.stats, self.skip_bad):
+            yield f"{path.name}:{i}", f"{path}: item {i}", record
+
     def __iter__(self) -> Iterator[Document]:
         self.stats = JsonlStats()
-        path = Path(self.path)
-        for lineno, record in iter_json_lines(path, self.stats, self.skip_bad):
+        for default_id, where, record in self._records():
             try:
-                doc = record_to_document(record, default_id=f"{path.name}:{lineno}")
+                doc = record_to_document(record, default_id=default_id)
             except ValueError as e:
-                note_bad_line(self.stats, f"{path}:{lineno}: {e}", self.skip_bad)
+                note_bad_line(self.stats, f"{where}: {e}", self.skip_bad)
                 continue
             self.stats.records += 1
             yield doc
 
     def __length_hint__(self) -> int:
+        if self._items is not None:
+            return len(self._items)  # a JSON list already read (by `check`)
         return NotImplemented  # counting lines means reading the file
 
 

@@ -217,6 +217,7 @@ def _main(args: argparse.Namespace) -> int:
 
     from ..engine import Engine, IndexRetriever, RunSettings
     from ..index import VectorIndex
+    from ..index_coverage import describe_index
     from ..loading import load_model
     from ..render_text import render_events, run_header
 
@@ -227,6 +228,8 @@ def _main(args: argparse.Namespace) -> int:
         index = VectorIndex.load(index_path, protocol=args.task, model_fingerprint=lm.fingerprint,
                                  dim=lm.hidden_size)
         retriever = IndexRetriever(index, label=str(index_path))
+        # Always said, --json too: without --index the model's default index is searched.
+        print(f"index: {describe_index(index)}", file=sys.stderr)
     settings = RunSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens, **decoding_settings(args))
     events = Engine(lm).run(args.task, text, retriever=retriever, candidates=candidates, settings=settings)
     # The engine checks the input when the run starts: take the first event before printing.

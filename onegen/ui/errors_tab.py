@@ -156,11 +156,11 @@ class ResultInspector:
                 self.export: gr.DownloadButton(f"Export these {len(rows):,} examples (jsonl)",
                                                value=str(path) if path else None, visible=bool(rows))}
 
-    def show_results(self, opened: ResultSet, message: str = "") -> dict:
+    def show_results(self, opened: ResultSet, message: str = "", kind: str = "ok") -> dict:
         """A result set with its filters reset and no example open."""
         cats = [(f"{c} ({n})", c) for c, n in category_choices(opened)]
         message = message or f"Opened {opened.path.name}: {len(opened.records)} examples."
-        return {self.status: R.message_html(message, "ok"), self.metrics: RR.metrics_html(opened),
+        return {self.status: R.message_html(message, kind), self.metrics: RR.metrics_html(opened),
                 self.outcome: gr.Radio(value="all"),
                 self.category: gr.Dropdown(choices=[("any category", "")] + cats, value=""), self.contains: "",
                 **self.table_update(opened, select(opened)), self.example: "", **self.panel.empty(),
@@ -205,7 +205,8 @@ class ResultInspector:
             yield {status: R.message_html(f"Stopped after {done} example{'s' if done != 1 else ''}; run the same "
                                           "request again to resume from there.", "warn")}
             return
-        yield self.show_results(evaluated.results, ran_message(evaluated, path.name if not uploaded else None))
+        yield self.show_results(evaluated.results, ran_message(evaluated, path.name if not uploaded else None),
+                                "warn" if evaluated.index_warning else "ok")
 
     def stop_run(self, request: gr.Request):
         self.app.runs.stop(visitor(request))
@@ -230,7 +231,9 @@ def ran_message(evaluated: EvaluatedFile, name: str | None) -> str:
     skipped = (f" {n} item{'s' if n != 1 else ''} of the file could not be read and "
                f"{'were' if n != 1 else 'was'} skipped." if n else "")
     notes = "".join(f" Note: {w}." for w in evaluated.warnings)
-    return f"Ran {evaluated.examples} examples of {name or 'the uploaded file'}{resumed}.{skipped}{notes}"
+    ran = f"Ran {evaluated.examples} examples of {name or 'the uploaded file'}{resumed}.{skipped}{notes}"
+    # The index searched, and whether it holds the dataset's documents.
+    return f"{ran} {evaluated.index_note[0].upper()}{evaluated.index_note[1:]}" if evaluated.index_note else ran
 
 
 def build_comparison(app: AppState, results: gr.State) -> None:
