@@ -416,11 +416,11 @@ def world_html(overview: WorldOverview, names_task: str | None) -> str:
                                     "open this document") for n in overview.names.get(kind, []))
             rows.append(f"<li><b>{esc(kind)}</b> ({count:,}): {names}, ...</li>")
         parts.append(f'<ul class="og-world-types">{"".join(rows)}</ul>')
-    for task in overview.tasks:
+    for task, questions in overview.by_task().items():
         items = "".join(
             f'<li><q>{esc(q.text)}</q> <span class="og-muted">'
             f'{esc(", ".join(x for x in (q.kind.replace("_", " "), q.wording) if x))}</span></li>'
-            for q in overview.examples if q.task == task)
+            for q in questions)
         parts.append(f'<div class="og-kv"><span>{esc(task_label(task))}</span></div>'
                      f'<ul class="og-world-questions">{items}</ul>')
     if names_task:
@@ -540,6 +540,7 @@ a.og-card-link:hover,a.og-ext:hover{text-decoration:underline}
 .og-lowconf-note{color:#a16207;font-size:.85em}
 .og-world{border:1px solid var(--border-color-primary);border-radius:8px;padding:8px 12px;margin:6px 0}
 .og-world ul{margin:2px 0 6px 18px}
+.og-world a{text-decoration:underline}
 .og-stop-warn{color:#a16207}
 .og-arrow{text-align:center;color:var(--body-text-color-subdued)}
 .og-refl{display:inline-block;margin:0 4px 2px 0;padding:0 6px;border-radius:6px;background:rgba(234,179,8,.25);
