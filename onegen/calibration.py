@@ -19,11 +19,15 @@ Signals: "top1" (the top hit's cosine) or "margin" (top hit minus the second). A
 when any of its retrievals falls below the threshold: one hop about an unknown name is enough
 for the answer to stand on a document that does not support it.
 
-Rule: with out-of-world result files (questions whose answers are not in the index), the
-threshold is the one that flags the most out-of-world runs beyond in-world runs (the largest
-out-of-world rate minus in-world rate) among those that flag at most `max_in_world_flagged` of
-the in-world runs, set half-way between the two scores it falls between. Without them, it is the
-`gold_quantile` quantile of the gold top hits' signal. Both rates are recorded either way.
+Rule: the in-world runs that bound the threshold are the "gold runs", those whose every retrieval
+chose its gold document: their scores are the range to keep unflagged. (An in-world run that
+retrieved a wrong document, or linked a span that is no gold mention, may well be flagged: it
+does not rest on the document it needed either.) With out-of-world result files (questions whose
+answers are not in the index), the threshold is the one that flags the most out-of-world runs
+beyond gold runs (the largest out-of-world rate minus gold-run rate) among those that flag at
+most `max_in_world_flagged` of the gold runs, set half-way between the two run signals it falls
+between. Without them, it is the `gold_quantile` quantile of the gold top hits' signal. Each
+result file's rates are recorded: all its runs flagged, and its gold runs flagged.
 """
 from __future__ import annotations
 
@@ -88,16 +92,23 @@ class ScoreRange:
 
 @dataclass
 class SetRate:
-    """How many runs of one result file the threshold flags."""
+    """How many runs of one result file the threshold flags: of all its runs that retrieved, and
+    of its gold runs (every retrieval chose its gold document; in-world files only)."""
 
     file: str
     data: str | None  # the dataset the result file ran
     runs: int
     flagged: int
+    gold_runs: int = 0
+    gold_flagged: int = 0
 
     @property
     def rate(self) -> float:
         return self.flagged / self.runs if self.runs else 0.0
+
+    @property
+    def gold_rate(self) -> float:
+        return self.gold_flagged / self.gold_runs if self.gold_runs else 0.0
 
 
 @dataclass
@@ -127,6 +138,11 @@ class Calibration:
         return _rate(self.in_world)
 
     @property
+    def gold_run_rate(self) -> float:
+        runs = sum(r.gold_runs for r in self.in_world)
+        return sum(r.gold_flagged for r in self.in_world) / runs if runs else 0.0
+
+    @property
     def out_of_world_rate(self) -> float | None:
         return _rate(self.out_of_world) if self.out_of_world else None
 
@@ -139,6 +155,8 @@ class Calibration:
         for part in ("in_world", "out_of_world"):
             for row, rate in zip(d[part], getattr(self, part)):
                 row["rate"] = round(rate.rate, 4)
+                if part == "in_world":
+                    row["gold_rate"] = round(rate.gold_rate, 4)
         return {"schema": d.pop("schema"), **d}
 
     @classmethod
@@ -149,7 +167,8 @@ class Calibration:
             raise CalibrationError(f"unsupported calibration schema {d.get('schema')!r}; this version reads "
                                    f"{CALIBRATION_SCHEMA!r}")
         try:
-            rows = lambda key: [SetRate(**{k: v for k, v in r.items() if k != "rate"}) for r in d.get(key, [])]
+            rows = lambda key: [SetRate(**{k: v for k, v in r.items() if k not in ("rate", "gold_rate")})
+                                for r in d.get(key, [])]
             cal = cls(**{**{k: v for k, v in d.items() if k not in ("gold", "in_world", "out_of_world")},
                          "gold": ScoreRange(**d["gold"]), "in_world": rows("in_world"),
                          "out_of_world": rows("out_of_world")})
@@ -200,14 +219,15 @@ def choose_threshold(in_world: Sequence[float], out_of_world: Sequence[float], g
                      max_in_world_flagged: float = MAX_IN_WORLD_FLAGGED,
                      gold_quantile: float = GOLD_QUANTILE) -> tuple[float, str]:
     """(threshold, the rule in words) from per-run signals (a run is flagged when its signal is
-    below the threshold) and the gold retrievals' signals. See the module docstring."""
+    below the threshold): `in_world` of the in-world gold runs, `out_of_world` of the out-of-world
+    runs; and `gold`, the gold retrievals' own signals. See the module docstring."""
     if not out_of_world:
         if not gold:
             raise CalibrationError("no in-world retrieval chose its gold document: nothing to calibrate on")
         t = quantile(sorted(gold), gold_quantile)
         return t, f"the {gold_quantile:g} quantile of the signal of in-world retrievals whose top hit is gold"
     if not in_world:
-        raise CalibrationError("no in-world run to calibrate on")
+        raise CalibrationError("no in-world run chose its gold document at every retrieval: nothing to calibrate on")
     values = sorted(set(in_world) | set(out_of_world))
     finite = [v for v in values if math.isfinite(v)]
     # Candidate thresholds: below everything, half-way between neighbours, above everything.
@@ -225,46 +245,66 @@ def choose_threshold(in_world: Sequence[float], out_of_world: Sequence[float], g
     if best is None:  # only runs without a measurable signal are flagged by every threshold
         raise CalibrationError(f"more than {max_in_world_flagged:.0%} of in-world runs have a retrieval without a "
                                "measurable signal (no hits, or a margin of one hit); raise --top-k")
-    return best[1], (f"the threshold that flags the most out-of-world runs beyond in-world runs while flagging at "
-                     f"most {max_in_world_flagged:.0%} of in-world runs, half-way between the two run signals it "
+    return best[1], (f"the threshold that flags the most out-of-world runs beyond in-world gold runs while flagging "
+                     f"at most {max_in_world_flagged:.0%} of the gold runs, half-way between the two run signals it "
                      "separates")
 
 
 # -- measuring --------------------------------------------------------------------------------------
 
 @dataclass
+class _Runs:
+    """One result file's runs that retrieved: each run's signal, and whether it is a gold run."""
+
+    results: "ResultSet"
+    signals: list[float] = field(default_factory=list)
+    gold: list[bool] = field(default_factory=list)
+
+    @property
+    def gold_signals(self) -> list[float]:
+        return [v for v, g in zip(self.signals, self.gold) if g]
+
+    def rate(self, threshold: float) -> SetRate:
+        gold = self.gold_signals
+        return SetRate(file=self.results.path.name, data=self.results.run.get("data"), runs=len(self.signals),
+                       flagged=sum(v < threshold for v in self.signals), gold_runs=len(gold),
+                       gold_flagged=sum(v < threshold for v in gold))
+
+
+@dataclass
 class _Measured:
-    gold: list[float]
-    in_world: list[tuple["ResultSet", list[float]]]
-    out_of_world: list[tuple["ResultSet", list[float]]]
+    gold: list[float]  # the signal of every in-world retrieval whose top hit is its gold document
+    in_world: list[_Runs]
+    out_of_world: list[_Runs]
+
+
+def _runs(rs: "ResultSet", signal: Signal, gold: list[float] | None) -> _Runs:
+    """The runs of `rs`; with `gold`, also judge each retrieval against its gold document and
+    collect the signals of those that chose it."""
+    from .tasks import get_task
+
+    task = get_task(rs.task)
+    out = _Runs(rs)
+    for rec in rs.records:
+        if rec.trace is None or not rec.trace.retrievals:
+            continue
+        out.signals.append(run_signal(rec.trace.retrievals, signal))
+        if gold is None:
+            out.gold.append(False)
+            continue
+        correct = task.retrieval_correct(rec.example, rec.trace)
+        out.gold.append(len(correct) == len(rec.trace.retrievals) and all(ok is True for ok in correct))
+        for r, ok in zip(rec.trace.retrievals, correct):
+            value = signal_value(r.hits, signal)
+            if ok and r.chosen == 0 and value is not None:
+                gold.append(value)
+    return out
 
 
 def _measure(in_world: Sequence["ResultSet"], out_of_world: Sequence["ResultSet"], signal: Signal) -> _Measured:
-    from .tasks import get_task
-
     gold: list[float] = []
-    ins, outs = [], []
-    for rs in in_world:
-        task = get_task(rs.task)
-        runs = []
-        for rec in rs.records:
-            if rec.trace is None or not rec.trace.retrievals:
-                continue
-            runs.append(run_signal(rec.trace.retrievals, signal))
-            for r, ok in zip(rec.trace.retrievals, task.retrieval_correct(rec.example, rec.trace)):
-                value = signal_value(r.hits, signal)
-                if ok and r.chosen == 0 and value is not None:
-                    gold.append(value)
-        ins.append((rs, runs))
-    for rs in out_of_world:
-        outs.append((rs, [run_signal(rec.trace.retrievals, signal) for rec in rs.records
-                          if rec.trace is not None and rec.trace.retrievals]))
-    return _Measured(gold, ins, outs)
-
-
-def _rates(sets: Sequence[tuple["ResultSet", list[float]]], threshold: float) -> list[SetRate]:
-    return [SetRate(file=rs.path.name, data=rs.run.get("data"), runs=len(v), flagged=sum(x < threshold for x in v))
-            for rs, v in sets]
+    ins = [_runs(rs, signal, gold) for rs in in_world]
+    return _Measured(gold, ins, [_runs(rs, signal, None) for rs in out_of_world])
 
 
 def _check_sets(index: "VectorIndex", sets: Sequence["ResultSet"]) -> str:
@@ -311,8 +351,8 @@ def calibrate(index: "VectorIndex", in_world: Sequence["ResultSet"], out_of_worl
     for sig in (signal, *(s for s in SIGNALS if s != signal)):
         measured = _measure(in_world, out_of_world, sig)
         try:
-            t, rule = choose_threshold([v for _, vs in measured.in_world for v in vs],
-                                       [v for _, vs in measured.out_of_world for v in vs], measured.gold,
+            t, rule = choose_threshold([v for runs in measured.in_world for v in runs.gold_signals],
+                                       [v for runs in measured.out_of_world for v in runs.signals], measured.gold,
                                        max_in_world_flagged=max_in_world_flagged, gold_quantile=gold_quantile)
         except CalibrationError:
             if sig == signal:
@@ -322,13 +362,15 @@ def calibrate(index: "VectorIndex", in_world: Sequence["ResultSet"], out_of_worl
                           model_fingerprint=index.manifest.model_fingerprint,
                           index_fingerprint=content_fingerprint(index.manifest), signal=sig,
                           threshold=round(t, 6), rule=rule, gold=ScoreRange.of(measured.gold),
-                          in_world=_rates(measured.in_world, t), out_of_world=_rates(measured.out_of_world, t),
+                          in_world=[r.rate(t) for r in measured.in_world],
+                          out_of_world=[r.rate(t) for r in measured.out_of_world],
                           created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         if sig == signal:
             chosen = cal
         else:
             alternatives.append({"signal": sig, "threshold": cal.threshold, "gold": asdict(cal.gold),
                                  "in_world_rate": round(cal.in_world_rate, 4),
+                                 "gold_run_rate": round(cal.gold_run_rate, 4),
                                  "out_of_world_rate": None if cal.out_of_world_rate is None
                                  else round(cal.out_of_world_rate, 4)})
     assert chosen is not None

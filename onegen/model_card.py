@@ -124,20 +124,22 @@ def calibration_section(calibrations: list[tuple[str, Calibration]]) -> str:
     if not calibrations:
         lines.append("No index of these weights is calibrated.")
     else:
-        lines += ["| index | signal | threshold | gold top hits (min / 5% / median) | in-world runs flagged "
-                  "| out-of-world runs flagged |", "|---|---|---|---|---|---|"]
+        lines += ["| index | signal | threshold | gold top hits (min / 5% / median) | in-world runs flagged, per "
+                  "dataset (of them, runs that found every gold document) | out-of-world runs flagged |",
+                  "|---|---|---|---|---|---|"]
         for name, cal in calibrations:
             g = cal.gold
-            oow = cal.out_of_world_rate
+            in_world = "; ".join(f"`{_data_name(r)}` {r.flagged}/{r.runs} ({r.rate:.1%}; {r.gold_flagged}/{r.gold_runs})"
+                                 for r in cal.in_world)
+            oow = "; ".join(f"`{_data_name(r)}` {r.flagged}/{r.runs} ({r.rate:.1%})" for r in cal.out_of_world)
             lines.append(f"| `{name}` | {cal.signal} | {cal.threshold:.4f} | {g.min} / {g.p05} / {g.median} | "
-                         f"{_runs(cal.in_world)} | {'-' if oow is None else _runs(cal.out_of_world)} |")
+                         f"{in_world} | {oow or '-'} |")
     lines.append(CAL_END)
     return "\n".join(lines) + "\n"
 
 
-def _runs(rows) -> str:
-    runs, flagged = sum(r.runs for r in rows), sum(r.flagged for r in rows)
-    return f"{flagged}/{runs} ({flagged / runs:.1%})" if runs else "-"
+def _data_name(row) -> str:
+    return Path(row.data).name if row.data else row.file
 
 
 def with_section(card: str, section: str, begin: str = BEGIN, end: str = END) -> str:

@@ -128,6 +128,9 @@ def test_calibrating_a_shipped_index_from_its_result_file(passages, capsys):
     assert cal.gold.n <= len(scores) and cal.gold.min >= scores[0]
     assert cal.index_fingerprint == content_fingerprint(index.manifest)
     assert cal.in_world[0].runs == len(scores) and cal.in_world[0].flagged == sum(s < cal.threshold for s in scores)
+    # Every run of this file chose its gold passage (recall@1 1.00), so all are gold runs.
+    assert cal.in_world[0].gold_runs == len(scores) and cal.gold_run_rate == cal.in_world_rate
+    assert Calibration.from_dict(json.loads(json.dumps(cal.to_dict()))) == cal
     assert [a["signal"] for a in cal.alternatives] == ["margin"]
     # The CLI writes it beside the manifest; loading reads it back and verification is unchanged.
     assert cli(["calibrate", "--index", str(passages), "--in-world", str(SINGLE_HOP_RESULTS)]) == 0

@@ -56,13 +56,16 @@ def summary(cal: Calibration) -> str:
     g = cal.gold
     lines = [f"{cal.protocol}: {cal.signal} threshold {cal.threshold:.4f} ({cal.rule})",
              f"gold top hits ({g.n}): min {g.min}, 1% {g.p01}, 5% {g.p05}, median {g.median}, max {g.max}"]
-    for name, rows in (("in-world", cal.in_world), ("out-of-world", cal.out_of_world)):
-        for r in rows:
-            lines.append(f"  {name:12} {r.file}: {r.flagged}/{r.runs} runs flagged ({r.rate:.1%})")
-    lines.append(f"flagged: in-world {cal.in_world_rate:.1%}"
+    for r in cal.in_world:
+        lines.append(f"  in-world     {r.file}: {r.flagged}/{r.runs} runs flagged ({r.rate:.1%}); "
+                     f"gold runs {r.gold_flagged}/{r.gold_runs} ({r.gold_rate:.1%})")
+    for r in cal.out_of_world:
+        lines.append(f"  out-of-world {r.file}: {r.flagged}/{r.runs} runs flagged ({r.rate:.1%})")
+    lines.append(f"flagged: in-world {cal.in_world_rate:.1%} (gold runs {cal.gold_run_rate:.1%})"
                  + ("" if cal.out_of_world_rate is None else f", out-of-world {cal.out_of_world_rate:.1%}"))
     for alt in cal.alternatives:
         oow = alt["out_of_world_rate"]
         lines.append(f"same rule on {alt['signal']}: threshold {alt['threshold']:.4f}, in-world "
-                     f"{alt['in_world_rate']:.1%}" + ("" if oow is None else f", out-of-world {oow:.1%}"))
+                     f"{alt['in_world_rate']:.1%} (gold runs {alt['gold_run_rate']:.1%})"
+                     + ("" if oow is None else f", out-of-world {oow:.1%}"))
     return "\n".join(lines)
