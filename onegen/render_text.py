@@ -67,7 +67,7 @@ def low_confidence_words(r: Retrieval, calibration: dict[str, Any] | None) -> st
         return f"{NO_CONFIDENT_MATCH}: no hits"
     value = r.hits[0].score if signal == "top1" or len(r.hits) < 2 else r.hits[0].score - r.hits[1].score
     return (f"{NO_CONFIDENT_MATCH}: {what} {value:.4f} is below {float(calibration['threshold']):.4f}, "
-            "the lowest this index's documents reach on questions they answer")
+            "the calibrated range of documents that hold the answer")
 
 
 def run_confidence_words(trace: Trace) -> str:
