@@ -1,7 +1,8 @@
 """Publishing indexes as Hugging Face dataset repos (`push`) and fetching them (`pull`).
 
 A repo holds exactly the files of an index folder (manifest.json, vectors.safetensors,
-documents.arrow, and ann.faiss for approximate kinds). `pull` downloads into a temporary folder,
+documents.arrow, ann.faiss for approximate kinds, and calibration.json when the folder has been
+calibrated: `python -m onegen calibrate`). `pull` downloads into a temporary folder,
 checks every file against the manifest's sizes and checksums, then renames it into place, so a
 broken download never becomes an index folder. Apps take `hf://owner/name` directly
 (`onegen.hub.resolve_index_path`).
@@ -13,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from onegen.hub import INDEX_FILES, HubRef, IndexFetchError, download_index, parse_hub_ref
+from onegen.calibration import CALIBRATION
 from onegen.index import ANN, MANIFEST, IndexLoadError, read_manifest
 
 from onegen.fsutil import sha256_file, staged_dir
@@ -36,6 +38,8 @@ def index_files(folder: Path, *, verify: bool = False) -> list[str]:
         names.append(name)
     if manifest.kind != "flat" and ANN not in names:
         raise IndexLoadError(f"index {folder} is a {manifest.kind} index without {ANN}")
+    if (folder / CALIBRATION).is_file():  # not in the manifest: it may be added after the build
+        names.append(CALIBRATION)
     return names
 
 

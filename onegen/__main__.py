@@ -1,4 +1,4 @@
-"""`python -m onegen <command>`: run, train, evaluate, compare, export, card, bench, world.
+"""`python -m onegen <command>`: run, train, evaluate, compare, export, calibrate, card, bench, world.
 
 A `OneGenError` from any command becomes one `error: ...` line on stderr and exit status 2, here
 and nowhere else; any other exception is a bug and keeps its traceback.
@@ -20,6 +20,7 @@ COMMANDS = {
     "evaluate": "Run a dataset through the engine and print metrics.",
     "compare": "Compare two result files of `evaluate` example by example.",
     "export": "Write a result file in another layout (gold: the gold file the authors' scorers pair it with).",
+    "calibrate": "Measure an index's confidence threshold from result files and write it beside the index.",
     "card": "Write a model folder's held-out metrics into its card, from the result files its weights wrote.",
     "bench": "Benchmarks (engine, single-pass, index, app); results go to docs/benchmarks.md.",
     "world": "Generate the synthetic encyclopedia used to train and evaluate embedded models.",

@@ -25,14 +25,17 @@ from .engine import DoneEvent, Engine, Event, IndexRetriever, InputError, RunSet
 from .errors import OneGenError
 from .fsutil import sha256_file
 from .hub import IndexFetchError, is_hub_ref, resolve_index_path
-from .index import IndexLoadError, VectorIndex, read_manifest
+from .calibration import CalibrationError, read_calibration
+from .index import IndexLoadError, VectorIndex, content_fingerprint, read_manifest
 from .loading import LoadedModel
 from .modes import BASELINE_NAMES, DEFAULT_MODE
 from .protocols import MissingTokenError
 from .render_html import browse_href
+from .render_text import NO_CONFIDENT_MATCH, SIGNAL_WORDS
 from .results import ResultSet
 from .tasks import TASK_NAMES, get_task
 from .trace import Trace
+from .world_overview import WorldOverview
 
 if TYPE_CHECKING:
     from .baselines import Comparison
@@ -146,12 +149,35 @@ class AppConfig:
     sweep_report: Path = SWEEP_REPORT
     device: str | None = None  # None: a GPU when present, else the CPU
     max_input_chars: int = MAX_INPUT_CHARS
+    # The folder of the generated world the indexes hold (its evaluation files), described on the
+    # Run tab and offered when a run finds no confident match. None: the held-out world for the
+    # embedded default searching its own indexes, nothing for any other model or index.
+    world_dir: Path | None = None
 
     def model_name(self) -> str:
         return self.model or os.environ.get("ONEGEN_MODEL") or registry.DEFAULT_EMBEDDED
 
     def index_path(self, task: str) -> str | None:
         return self.indexes.get(task) or registry.default_index(self.model_name(), task)
+
+    def invented_world(self) -> Path | None:
+        """The world folder the indexes hold, when they hold a generated one (see `world_dir`)."""
+        if self.world_dir is not None:
+            return Path(self.world_dir)
+        entry = registry.lookup(self.model_name())
+        if entry is None or not entry.embedded:
+            return None
+        own = all(self.index_path(t) == entry.indexes.get(t) for t in entry.tasks)
+        return Path(self.datasets_dir) if own else None
+
+
+@dataclass(frozen=True)
+class InventedWorld:
+    """What the Run tab says about an invented world: its overview, and the task whose index the
+    entity names come from (their links open that index's browser)."""
+
+    overview: WorldOverview
+    names_task: str | None
 
 
 class AppState:
@@ -164,6 +190,8 @@ class AppState:
         self._id_rows: dict[str, dict[str, int]] = {}
         self._index_locks = {t: threading.Lock() for t in TASK_NAMES}
         self._sweep: tuple[float, dict | None] | None = None  # (file mtime, report): read once per change
+        self._world: tuple[InventedWorld | None] | None = None  # read once; (None,) when there is none
+        self._world_lock = threading.Lock()
         # Forward passes run one step at a time across visitors (the queue also limits runs to one).
         self.run_lock = threading.Lock()
         self.runs = RunGuard()
@@ -381,6 +409,39 @@ class AppState:
         wanted = name.strip().lower()
         return [d for d in docs if d.title.lower() == wanted or d.title.lower().startswith(wanted + " (")][:limit]
 
+    # -- the invented world -------------------------------------------------------------------------
+    def world(self) -> InventedWorld | None:
+        """The invented world the indexes hold (entity types and names from the first index whose
+        documents carry types, questions from the world's evaluation files), read once; None when
+        the indexes hold no generated world."""
+        if self._world is not None:
+            return self._world[0]
+        with self._world_lock:
+            if self._world is None:
+                self._world = (self._read_world(),)
+        return self._world[0]
+
+    def _read_world(self) -> InventedWorld | None:
+        from .world_overview import entity_names, example_questions
+
+        folder = self.config.invented_world()
+        if folder is None or not folder.is_dir():
+            return None
+        types, names, names_task = [], {}, None
+        for task in TASK_NAMES:
+            try:
+                idx = self.index(task)
+            except AppError:
+                continue
+            types, names = entity_names([idx.documents[i] for i in range(len(idx))])
+            if types:
+                names_task = task
+                break
+        questions = example_questions(folder)
+        if not types and not questions:
+            return None
+        return InventedWorld(WorldOverview(types=types, names=names, examples=questions), names_task)
+
     # -- bundled files for the error browser ---------------------------------------------------------
     # The page picks these by name; a name not listed here is refused, so no other server path opens.
     def bundled_results(self) -> dict[str, Path]:
@@ -575,10 +636,20 @@ class AppState:
                 folder = self._index_folder(task)
                 m = read_manifest(folder)
                 lines.append(("info", f"{get_task(task).label} index: {folder} ({m.documents:,} documents, "
-                                      f"model {m.model or '?'})."))
+                                      f"model {m.model or '?'}){calibration_words(folder, m)}."))
             except (AppError, IndexLoadError) as e:
                 lines.append(("warn", str(e)))
+            except CalibrationError as e:
+                lines.append(("warn", f"{get_task(task).label} index: no confidence flags: {e}"))
         return lines
+
+
+def calibration_words(folder: Path, manifest) -> str:
+    """", calibrated: ..." for an index folder with a calibration (read without loading the index)."""
+    cal = read_calibration(folder, content_fingerprint(manifest))
+    if cal is None:
+        return ", not calibrated (no confidence flags)"
+    return f", calibrated: a {SIGNAL_WORDS[cal.signal]} below {cal.threshold:.3f} is {NO_CONFIDENT_MATCH}"
 
 
 def _reporting(chooser: TokenChooser | None, on_token: Callable[[int], None] | None) -> TokenChooser | None:

@@ -18,12 +18,15 @@ Every loader accepts a JSON list, a JSON object wrapping the list (under "data",
 0-based) and the field; with `skip_bad=True` the good items are returned and the bad
 ones listed in `LoadedDataset.errors`. A QA item without an id takes its 0-based position in
 the file as its id (stable while the file is unchanged), and `LoadedDataset.warnings` says so.
+A file may mix tasks when its items name theirs in a "task" field: each load keeps the items of
+its task (and their positions in the file) and says how many of other tasks it left out.
 """
 from __future__ import annotations
 
 import copy
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, Sequence, TypeVar
@@ -241,7 +244,12 @@ def _load(path: str | Path, task: str, parse: Callable[[dict, int], T], skip_bad
     examples: list[T] = []
     errors: list[tuple[int, str]] = []
     positions: list[int] = []
+    others: Counter[str] = Counter()
     for item in items:
+        other = item_task(item.value)
+        if other is not None and other != task:
+            others[other] += 1  # a file of several tasks: each run reads its own items
+            continue
         try:
             if isinstance(item.value, _ItemError):
                 raise item.value
@@ -254,8 +262,14 @@ def _load(path: str | Path, task: str, parse: Callable[[dict, int], T], skip_bad
             if not skip_bad:
                 raise error from None
             errors.append((item.index, str(error)))
+    if not examples and not errors and others:
+        raise DatasetFormatError(path, None, None, f"has no {task} items (its \"task\" fields name "
+                                 + ", ".join(sorted(others)) + ")")
     derived = [ex for ex in examples if getattr(ex, "id_derived", False)]
     warnings = []
+    if others:
+        warnings.append(f"{sum(others.values())} items of other tasks (their \"task\" field: "
+                        + ", ".join(f"{n} {t}" for t, n in sorted(others.items())) + ") were left out")
     if derived:
         warnings.append(f"{len(derived)} of {len(examples)} items have no id (\"_id\" or \"id\"); each takes "
                         f"its 0-based position in the file as its id (the first: {derived[0].id!r}), "
@@ -499,6 +513,18 @@ def detect_task(item: Mapping[str, Any]) -> str | None:
     return next((name for name, task in TASKS.items() if task.looks_like(item)), None)
 
 
+def item_task(item: Any) -> str | None:
+    """The task an item names in its own "task" field (a file mixing tasks, such as the held-out
+    world's out-of-world set), or None when it names none of ours."""
+    from .tasks import TASK_NAMES
+
+    name = item.get("task") if isinstance(item, dict) else None
+    if not isinstance(name, str):
+        return None
+    name = name.strip().lower().replace("_", "-")
+    return name if name in TASK_NAMES else None
+
+
 def _normalize_task(task: str) -> str:
     from .tasks import TASK_NAMES
 
@@ -524,7 +550,7 @@ def load_dataset(path: str | Path, task: str | None = None, *, skip_bad: bool = 
         first = next((it for it in items if isinstance(it.value, dict)), None)
         if first is None:
             raise DatasetFormatError(path, None, None, "no JSON object items to detect the format from")
-        detected = detect_task(first.value)
+        detected = item_task(first.value) or detect_task(first.value)
         if detected is None:
             keys = ", ".join(sorted(first.value)) or "none"
             raise DatasetFormatError(path, first.where, None,

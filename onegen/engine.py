@@ -19,6 +19,7 @@ from typing import ClassVar, Iterator, Protocol, Sequence, Union
 
 import torch
 
+from .calibration import run_confidence
 from .constrain import CopyConstraint, vocabulary_bytes
 from .documents import Document
 from .draft import NgramDrafter
@@ -94,6 +95,10 @@ class HiddenStateQuery:
 
 
 class Retriever(Protocol):
+    """Top-k hits for a query vector. A retriever over a calibrated index also carries
+    `calibration` (onegen/calibration.py), which the engine reads with getattr: retrievers without
+    one (per-run candidates, the random control, test doubles) need not declare it."""
+
     def search(self, vector: torch.Tensor, k: int) -> list[Hit]: ...
 
     def describe(self) -> dict: ...
@@ -105,6 +110,7 @@ class IndexRetriever:
     def __init__(self, index: VectorIndex, label: str | None = None):
         self.index = index
         self.label = label or (str(index.path) if index.path else "in-memory")
+        self.calibration = index.calibration
 
     def search(self, vector: torch.Tensor, k: int) -> list[Hit]:
         hits = []
@@ -116,8 +122,11 @@ class IndexRetriever:
 
     def describe(self) -> dict:
         m = self.index.manifest
-        return {"path": self.label, "documents": len(self.index), "vectors": m.count, "protocol": m.protocol,
-                "model_fingerprint": m.model_fingerprint}
+        out = {"path": self.label, "documents": len(self.index), "vectors": m.count, "protocol": m.protocol,
+               "model_fingerprint": m.model_fingerprint}
+        if self.calibration is not None:
+            out["calibration"] = self.calibration.describe()
+        return out
 
 
 @dataclass
@@ -476,6 +485,10 @@ class _Run:
                                      "copy_input": self.copy is not None, "decoder": self.state.decoder_name,
                                      "repetition_window": 0 if self.copy is not None else settings.repetition_window,
                                      "decoding": "greedy" if settings.sampling is None else vars(settings.sampling)})
+        # The index's calibration judges this run's retrievals only when its scores were measured
+        # with the same kind of query vectors (a second-pass baseline's lie elsewhere).
+        calibration = getattr(retriever, "calibration", None)
+        self.calibration = calibration if calibration is not None and calibration.mode == self.trace.mode else None
         self.generator = None
         if settings.sampling is not None:
             self.generator = torch.Generator().manual_seed(settings.sampling.seed)
@@ -667,7 +680,8 @@ class _Run:
         hits = self.retriever.search(qv.vector, self.settings.top_k)
         r = Retrieval(step=len(self.trace.retrievals), position=position, token=self.spec.query_token,
                       query_text=query_text, query_source=qv.source, hits=hits, chosen=0 if hits else None,
-                      seconds=time.perf_counter() - t0)
+                      seconds=time.perf_counter() - t0,
+                      confident=None if self.calibration is None else self.calibration.confident(hits))
         self.cost.seconds["retrieval"] = self.cost.seconds.get("retrieval", 0.0) + r.seconds
         self.trace.retrievals.append(r)
         yield RetrievalEvent(r)
@@ -712,5 +726,6 @@ class _Run:
         tr.result.output_text = tr.generated_text
         # Only a limit that binds counts: single-hop retrieves exactly once by design.
         tr.result.retrieval_limit_reached = self.queries_while_decoding and len(tr.retrievals) >= self.max_retrievals
+        tr.result.confident = run_confidence(tr.retrievals)
         self.task.fill_result(tr, self.text, self.proto.eos_id)
         return tr

@@ -13,10 +13,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .calibration import CALIBRATION
 from .errors import OneGenError
 
 HF_PREFIX = "hf://"
-INDEX_FILES = ("manifest.json", "vectors.safetensors", "documents.arrow", "ann.faiss")
+INDEX_FILES = ("manifest.json", "vectors.safetensors", "documents.arrow", "ann.faiss", CALIBRATION)
 _REPO = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 

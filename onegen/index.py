@@ -7,6 +7,11 @@ Layout of an index folder:
     documents.arrow      Arrow IPC file (id, title, text, sentences, extra), memory-mapped on load
     ann.faiss            only for approximate kinds (manifest.kind "hnsw", "ivfpq" or "sq8"): a faiss
                          index over the same rows, in the same order
+    calibration.json     optional: the score below which a retrieval has no confident match
+                         (onegen/calibration.py), measured on these contents; it records their
+                         `content_fingerprint` and is ignored, with `calibration_problem` saying
+                         why, once the contents change. Not in the manifest's file list: adding
+                         or replacing it leaves the index's verification untouched.
 
 A folder is written under a temporary name and renamed into place, so a crash never leaves a
 half-written index that loads. Search is exact inner product (= cosine on unit vectors) with faiss
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +32,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from .calibration import Calibration, CalibrationError, read_calibration
 from .documents import Document
 from .errors import OneGenError
 from .fsutil import sha256_file, staged_dir
@@ -34,6 +41,7 @@ INDEX_SCHEMA = "onegen-index/1"
 MANIFEST, VECTORS, DOCUMENTS = "manifest.json", "vectors.safetensors", "documents.arrow"
 ANN = "ann.faiss"
 INDEX_KINDS = ("flat", "hnsw", "ivfpq", "sq8")
+log = logging.getLogger("onegen.index")
 
 
 class IndexLoadError(OneGenError, ValueError):
@@ -201,6 +209,10 @@ class VectorIndex:
             count=len(self.vectors), documents=len(self.documents),
             multi_vector=bool(len(self.owners) != len(self.documents)))
         self.path = path
+        # The confidence threshold measured on these contents (calibration.json), if any; when a
+        # file is there but unusable, the reason is kept for the page and the CLI to show.
+        self.calibration: Calibration | None = None
+        self.calibration_problem: str | None = None
         self._faiss = None
         self._fingerprint: str | None = None
         # Position of each vector among its document's vectors (the sentence number).
@@ -414,8 +426,22 @@ class VectorIndex:
         if ann is not None and (ann.index.ntotal != manifest.count or ann.index.d != manifest.dim):
             raise IndexLoadError(f"{where} is corrupted: {ANN} holds {ann.index.ntotal} x {ann.index.d}, "
                                  f"the manifest says {manifest.count} x {manifest.dim}")
-        return cls(vectors if approximate and manifest.normalized else vectors.float(), documents, owners=owners,
-                   manifest=manifest, path=path, ann=ann, normalized=approximate and manifest.normalized)
+        index = cls(vectors if approximate and manifest.normalized else vectors.float(), documents, owners=owners,
+                    manifest=manifest, path=path, ann=ann, normalized=approximate and manifest.normalized)
+        try:
+            index.calibration = read_calibration(path, content_fingerprint(manifest))
+        except CalibrationError as e:  # the index itself is fine; only its flags are off
+            index.calibration_problem = str(e)
+            log.warning("%s", e)
+        return index
+
+
+def content_fingerprint(manifest: IndexManifest) -> str:
+    """Identity of an index's contents: protocol, model and the checksums of its files, as its
+    manifest records them (a calibration names the contents it was measured on by this)."""
+    key = {"protocol": manifest.protocol, "model_fingerprint": manifest.model_fingerprint,
+           "files": {name: f.get("sha256", f.get("size")) for name, f in sorted(manifest.files.items())}}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
 
 
 def write_ann(ann: AnnIndex, path: Path) -> None:

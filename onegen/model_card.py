@@ -6,12 +6,19 @@ retrained model's card never inherits its predecessor's figures. The section sit
 markers and is replaced in place; the rest of the card is left as the exporter wrote it.
 
     sets = matching_results("assets/results", lm.fingerprint)
-    write_card_metrics("assets/models/onegen-smol", sets, lm.fingerprint)
+    write_card_metrics("assets/models/onegen-smol", sets, lm.fingerprint,
+                       calibrations=index_calibrations(entry.indexes, lm.fingerprint))
+
+A second section lists the confidence threshold of each of the model's indexes (their
+calibration.json, onegen/calibration.py): the score below which a retrieval is marked as "no
+confident match in this index", with the flag rates it was measured with.
 """
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
+from .calibration import Calibration, CalibrationError, read_calibration
 from .fsutil import atomic_write
 from .metrics import ELMetrics, QAMetrics
 from .results import ResultFileError, ResultSet, load_results
@@ -19,6 +26,8 @@ from .tasks import get_task
 
 BEGIN = "<!-- heldout-metrics -->"
 END = "<!-- /heldout-metrics -->"
+CAL_BEGIN = "<!-- calibration -->"
+CAL_END = "<!-- /calibration -->"
 
 
 def matching_results(results_dir: str | Path, fingerprint: str) -> list[ResultSet]:
@@ -87,11 +96,58 @@ def metrics_section(sets: list[ResultSet], fingerprint: str, source: str = "asse
     return "\n".join(lines) + "\n"
 
 
-def with_section(card: str, section: str) -> str:
-    """`card` with its metrics section replaced, or the section added before "## Limits"."""
-    if BEGIN in card and END in card:
-        head, rest = card.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
+def index_calibrations(indexes: Mapping[str, str | Path], fingerprint: str) -> list[tuple[str, Calibration]]:
+    """(index folder name, calibration) of each index folder built with these weights that has a
+    usable calibration, in the order given."""
+    from .index import IndexLoadError, content_fingerprint, read_manifest
+
+    out = []
+    for folder in indexes.values():
+        try:
+            manifest = read_manifest(folder)
+            if manifest.model_fingerprint != fingerprint:
+                continue
+            cal = read_calibration(folder, content_fingerprint(manifest))
+        except (IndexLoadError, CalibrationError):
+            continue  # not this model's, or not calibrated on these contents: nothing to report
+        if cal is not None:
+            out.append((Path(folder).name, cal))
+    return out
+
+
+def calibration_section(calibrations: list[tuple[str, Calibration]]) -> str:
+    lines = [CAL_BEGIN, "## Confidence thresholds", "",
+             "Written by `python -m onegen card` from each index's `calibration.json` (made by "
+             "`python -m onegen calibrate`; the commands are in docs/embedded-models.md). A retrieval whose "
+             "signal falls below its index's threshold is marked \"no confident match in this index\", and so is "
+             "every run that read one.", ""]
+    if not calibrations:
+        lines.append("No index of these weights is calibrated.")
+    else:
+        lines += ["| index | signal | threshold | gold top hits (min / 5% / median) | in-world runs flagged, per "
+                  "dataset (of them, runs that found every gold document) | out-of-world runs flagged |",
+                  "|---|---|---|---|---|---|"]
+        for name, cal in calibrations:
+            g = cal.gold
+            in_world = "; ".join(f"`{_data_name(r)}` {r.flagged}/{r.runs} ({r.rate:.1%}; {r.gold_flagged}/{r.gold_runs})"
+                                 for r in cal.in_world)
+            oow = "; ".join(f"`{_data_name(r)}` {r.flagged}/{r.runs} ({r.rate:.1%})" for r in cal.out_of_world)
+            lines.append(f"| `{name}` | {cal.signal} | {cal.threshold:.4f} | {g.min} / {g.p05} / {g.median} | "
+                         f"{in_world} | {oow or '-'} |")
+    lines.append(CAL_END)
+    return "\n".join(lines) + "\n"
+
+
+def _data_name(row) -> str:
+    return Path(row.data).name if row.data else row.file
+
+
+def with_section(card: str, section: str, begin: str = BEGIN, end: str = END) -> str:
+    """`card` with the section between `begin` and `end` replaced, or the section added before
+    "## Limits"."""
+    if begin in card and end in card:
+        head, rest = card.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         return head + section.rstrip("\n") + tail
     marker = "## Limits"
     if marker in card:
@@ -101,10 +157,15 @@ def with_section(card: str, section: str) -> str:
 
 
 def write_card_metrics(model_dir: str | Path, sets: list[ResultSet], fingerprint: str,
-                       source: str = "assets/results") -> Path:
-    """Rewrite `model_dir/README.md` with the metrics section, atomically (a crash leaves the old card)."""
+                       source: str = "assets/results",
+                       calibrations: list[tuple[str, Calibration]] | None = None) -> Path:
+    """Rewrite `model_dir/README.md` with the metrics section (and, when given, the confidence
+    thresholds section), atomically (a crash leaves the old card)."""
     card = Path(model_dir) / "README.md"
     if not card.exists():
         raise FileNotFoundError(f"{card} does not exist; export the model first")
-    atomic_write(card, with_section(card.read_text(encoding="utf-8"), metrics_section(sets, fingerprint, source)))
+    text = with_section(card.read_text(encoding="utf-8"), metrics_section(sets, fingerprint, source))
+    if calibrations is not None:
+        text = with_section(text, calibration_section(calibrations), CAL_BEGIN, CAL_END)
+    atomic_write(card, text)
     return card

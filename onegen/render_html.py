@@ -7,14 +7,18 @@ share these functions. Styles live in APP_CSS (class names start with `og-`).
 from __future__ import annotations
 
 import html
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from urllib.parse import quote
 
 from .documents import Document
 from .protocols import SPECS
-from .render_text import DECODER_LABELS, PHASE_LABELS, copy_note, stop_words, task_label
+from .render_text import (DECODER_LABELS, NO_CONFIDENT_MATCH, PHASE_LABELS, copy_note, low_confidence_words,
+                          run_confidence_words, stop_words, task_label)
 from .tasks import TASKS
 from .trace import PHASES, Override, Retrieval, TokenRecord, Trace
+
+if TYPE_CHECKING:
+    from .world_overview import WorldOverview
 
 # Task name -> label, for menus and messages (each Task's own `label`).
 TASK_LABELS = {name: task.label for name, task in TASKS.items()}
@@ -77,7 +81,10 @@ def _score(s: float) -> str:
 def _chip(r: Retrieval) -> str:
     title = r.chosen_hit.title if r.chosen_hit else "no result"
     tip = f"retrieval step {r.step + 1}: query {r.query_text!r} -> {title}"
-    return (f'<span class="og-chip" data-step="{r.step}" title="{esc(tip)}">'
+    low = r.confident is False
+    if low:
+        tip += f" ({NO_CONFIDENT_MATCH})"
+    return (f'<span class="og-chip{" og-chip-low" if low else ""}" data-step="{r.step}" title="{esc(tip)}">'
             f'<b class="og-chip-n">{r.step + 1}</b>{esc(r.token)}</span>')
 
 
@@ -144,14 +151,17 @@ def step_choices(retrievals: Sequence[Retrieval]) -> list[tuple[str, int]]:
     for r in retrievals:
         hit = r.chosen_hit
         query = (r.query_text[:40] + "...") if len(r.query_text) > 40 else r.query_text
-        out.append((f"{r.step + 1}. {query or '(empty query)'} -> {hit.title if hit else 'no result'}", r.step))
+        low = f" ({NO_CONFIDENT_MATCH})" if r.confident is False else ""
+        out.append((f"{r.step + 1}. {query or '(empty query)'} -> {hit.title if hit else 'no result'}{low}", r.step))
     return out
 
 
 # -- one retrieval step ----------------------------------------------------------------------------
 
-def bars_html(hits, chosen: int | None = None, links: dict[str, str] | None = None) -> str:
-    """Top-k candidates as a horizontal bar chart of cosine scores (bar length = max(score, 0))."""
+def bars_html(hits, chosen: int | None = None, links: dict[str, str] | None = None, *, low: bool = False) -> str:
+    """Top-k candidates as a horizontal bar chart of cosine scores (bar length = max(score, 0)).
+    `low`: the index's calibration judged the top hit not a confident match; every bar is dimmed
+    and the chosen one's badge says so."""
     if not hits:
         return '<div class="og-empty">No candidates (the index is empty).</div>'
     rows = []
@@ -159,6 +169,8 @@ def bars_html(hits, chosen: int | None = None, links: dict[str, str] | None = No
         width = max(0.0, min(1.0, float(h.score))) * 100
         mark = ' og-chosen' if i == chosen else ''
         badge = '<span class="og-badge">chosen</span>' if i == chosen else ''
+        if low and i == chosen:
+            badge = '<span class="og-badge og-badge-low">chosen, not a confident match</span>'
         title = _link(esc(h.title), (links or {}).get(h.id), "open this document")
         preview = h.text[:_PREVIEW_CHARS] + ("..." if len(h.text) > _PREVIEW_CHARS else "")
         rows.append(
@@ -167,10 +179,20 @@ def bars_html(hits, chosen: int | None = None, links: dict[str, str] | None = No
             f'<div class="og-bar-track"><div class="og-bar" style="width:{width:.1f}%"></div></div>'
             f'<div class="og-bar-score">{_score(h.score)}</div>'
             f'<details class="og-bar-text"><summary>text</summary>{esc(preview)}</details></div>')
-    return f'<div class="og-bars" role="list" aria-label="candidates by cosine score">{"".join(rows)}</div>'
+    label = "candidates by cosine score" + (f", {NO_CONFIDENT_MATCH}" if low else "")
+    return (f'<div class="og-bars{" og-bars-low" if low else ""}" role="list" aria-label="{label}">'
+            f'{"".join(rows)}</div>')
 
 
-def step_html(r: Retrieval | None, task: str, links: dict[str, str] | None = None) -> str:
+def low_confidence_html(text: str) -> str:
+    """The mark of a retrieval or a run with no confident match (data-confident for tests and styles)."""
+    return f'<div class="og-msg og-warn og-lowconf" role="status" data-confident="false">{esc(text)}</div>'
+
+
+def step_html(r: Retrieval | None, task: str, links: dict[str, str] | None = None,
+              calibration: dict[str, Any] | None = None) -> str:
+    """One retrieval: query, candidates, chosen and inserted document; `calibration` (the trace's,
+    `render_text.calibration_of`) words the mark of a retrieval with no confident match."""
     if r is None:
         return '<div class="og-step og-empty">Select a retrieval step to see its query and candidates.</div>'
     known = TASKS.get(task)  # None for a task this version does not know
@@ -182,8 +204,11 @@ def step_html(r: Retrieval | None, task: str, links: dict[str, str] | None = Non
         f'{r.position} &middot; search {r.seconds * 1000:.1f} ms</div>',
         f'<div class="og-kv"><span>Query vector</span>{esc(source)}</div>',
         f'<div class="og-kv"><span>Query text</span><q class="og-query">{esc(r.query_text) or "(empty)"}</q></div>',
-        '<div class="og-sub">Top candidates (cosine)</div>', bars_html(r.hits, r.chosen, links),
     ]
+    low = r.confident is False
+    if low:
+        parts.append(low_confidence_html(low_confidence_words(r, calibration)))
+    parts += ['<div class="og-sub">Top candidates (cosine)</div>', bars_html(r.hits, r.chosen, links, low=low)]
     hit = r.chosen_hit
     if hit is not None:
         frag = f" &middot; matched sentence {hit.fragment + 1}" if hit.fragment is not None else ""
@@ -220,8 +245,10 @@ def entities_html(trace: Trace, links: dict[str, str] | None = None) -> str:
         if e.start < cursor:  # overlapping spans: the table still lists it
             continue
         out.append(esc(text[cursor:e.start]))
-        label = f'<span class="og-ent-label">{esc(e.title)} &middot; {_score(e.score)}</span>'
-        mark = f'<mark class="og-ent">{esc(text[e.start:e.end])}{label}</mark>'
+        low = _low(trace, e.retrieval)
+        label = (f'<span class="og-ent-label">{esc(e.title)} &middot; {_score(e.score)}'
+                 f'{" &middot; " + NO_CONFIDENT_MATCH if low else ""}</span>')
+        mark = f'<mark class="og-ent{" og-ent-low" if low else ""}">{esc(text[e.start:e.end])}{label}</mark>'
         out.append(_link(mark, links.get(e.entity_id), f"{e.title} ({e.entity_id})"))
         cursor = e.end
     out.append(esc(text[cursor:]))
@@ -239,12 +266,24 @@ def entities_html(trace: Trace, links: dict[str, str] | None = None) -> str:
             alt_html = ", ".join(f'{_link(esc(h.title), links.get(h.id))} <span class="og-muted">{_score(h.score)}</span>'
                                  for h in alts) or '<span class="og-muted">none</span>'
             where = "" if e.start is not None else ' <span class="og-muted">(not found in the input)</span>'
+            low = (f'<div class="og-lowconf-note" data-confident="false">{NO_CONFIDENT_MATCH}</div>'
+                   if _low(trace, e.retrieval) else "")
             rows.append(f'<tr><td>{n}</td><td>{esc(e.mention)}{where}</td>'
                         f'<td>{_link(esc(e.title), links.get(e.entity_id))} <span class="og-muted">{esc(e.entity_id)}'
-                        f'</span></td><td>{_score(e.score)}</td><td>{alt_html}</td></tr>')
+                        f'</span>{low}</td><td>{_score(e.score)}</td><td>{alt_html}</td></tr>')
         parts.append('<table class="og-table"><thead><tr><th>#</th><th>Mention</th><th>Entity</th><th>Score</th>'
                      f'<th>Alternatives (top-k)</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
     return "".join(parts)
+
+
+def _low(trace: Trace, retrieval: int | None) -> bool:
+    """Did retrieval number `retrieval` of the trace have no confident match?"""
+    return retrieval is not None and 0 <= retrieval < len(trace.retrievals) and \
+        trace.retrievals[retrieval].confident is False
+
+
+def _final_label(trace: Trace, label: str) -> str:
+    return f"{label} ({NO_CONFIDENT_MATCH})" if trace.result.confident is False else label
 
 
 def _strip_paragraph(text: str) -> str:
@@ -260,14 +299,16 @@ def hops_html(trace: Trace) -> str:
         cards.append(
             f'<div class="og-card"><div class="og-card-n">Hop {n}</div>'
             f'<div class="og-kv"><span>Sub-question</span>{esc(hop.question) or "(empty)"}</div>'
-            f'<div class="og-kv"><span>Retrieved</span><b>{esc(hop.title or "nothing")}</b></div>'
+            f'<div class="og-kv"><span>Retrieved</span><b>{esc(hop.title or "nothing")}</b>'
+            f'{" <span class=og-lowconf-note data-confident=false>" + NO_CONFIDENT_MATCH + "</span>" if _low(trace, hop.retrieval) else ""}</div>'
             f'<details class="og-para"><summary>paragraph</summary>{esc(para)}</details>'
             f'<div class="og-kv"><span>Sub-answer</span>{esc(hop.answer) or "(none)"}</div></div>')
     if not cards:
         cards.append('<div class="og-card og-muted">No retrieval was made: the model answered without evidence.</div>')
     res = trace.result
     if res.final_answer_found:
-        final = f'<div class="og-card og-final"><div class="og-card-n">Final answer</div>{esc(res.answer)}</div>'
+        final = (f'<div class="og-card og-final"><div class="og-card-n">{_final_label(trace, "Final answer")}</div>'
+                 f'{esc(res.answer)}</div>')
     else:
         why = " (the retrieval limit was reached)" if res.retrieval_limit_reached else ""
         final = (f'<div class="og-card og-final og-muted"><div class="og-card-n">Final answer</div>'
@@ -278,13 +319,14 @@ def hops_html(trace: Trace) -> str:
 def single_hop_html(trace: Trace, links: dict[str, str] | None = None) -> str:
     """Reranked passages, the chosen one, the answer and the Self-RAG reflection tokens."""
     r = trace.retrievals[0] if trace.retrievals else None
-    parts = [f'<div class="og-card og-final"><div class="og-card-n">Answer</div>{esc(trace.result.answer) or "(empty)"}</div>']
+    parts = [f'<div class="og-card og-final"><div class="og-card-n">{_final_label(trace, "Answer")}</div>'
+             f'{esc(trace.result.answer) or "(empty)"}</div>']
     refl = trace.result.reflection_tokens or []
     chips = "".join(f'<span class="og-refl">{esc(t)}</span>' for t in refl) or '<span class="og-muted">none</span>'
     parts.append(f'<div class="og-kv"><span>Reflection tokens</span>{chips}</div>')
     if r is not None:
         parts.append('<div class="og-sub">Passages reranked by the question vector</div>')
-        parts.append(bars_html(r.hits, r.chosen, links))
+        parts.append(bars_html(r.hits, r.chosen, links, low=r.confident is False))
         if r.chosen_hit is not None:
             h = r.chosen_hit
             parts.append(f'<div class="og-sub">Chosen passage</div><div class="og-doc"><div class="og-doc-title">'
@@ -303,6 +345,9 @@ def result_html(trace: Trace, links: dict[str, str] | None = None) -> str:
             f'{"finished" if kind == "ok" else "stopped"}: {esc(words)}</span></div>')
     if trace.error:
         head += message_html(trace.error, "error")
+    warning = run_confidence_words(trace)
+    if warning:  # before the result, so the answer below is never read as a confident one
+        head += low_confidence_html(warning)
     res = trace.result
     if res.entities is not None:
         body = entities_html(trace, links)
@@ -312,8 +357,10 @@ def result_html(trace: Trace, links: dict[str, str] | None = None) -> str:
         body = single_hop_html(trace, links)
     else:
         body = message_html("No result: the run did not finish.", "warn")
-    # The answer card is green only for a run that ended as the protocol intends.
-    return f'<div class="og-result{"" if kind == "ok" else " og-unfinished"}">{head}{body}</div>'
+    # The answer card is green only for a run that ended as the protocol intends and read only
+    # confident matches.
+    cls = ("" if kind == "ok" else " og-unfinished") + (" og-unconfident" if warning else "")
+    return f'<div class="og-result{cls}">{head}{body}</div>'
 
 
 # -- cost strip ------------------------------------------------------------------------------------
@@ -346,6 +393,48 @@ def cost_html(trace: Trace) -> str:
                   f'forward computed this run; both give the same hidden states">{esc(decoder)}</span>')
     return (f'<div class="og-cost"><div class="og-cost-cells">{"".join(cells)}</div>'
             f'<div class="og-cost-secs">{secs or "no timings yet"}{extra}</div></div>')
+
+
+# -- the embedded world ------------------------------------------------------------------------------
+
+def browse_tab_href(task: str) -> str:
+    """Relative link that opens this app's index browser on a task's index."""
+    return f"?browse={quote(task, safe='')}"
+
+
+def world_html(overview: WorldOverview, names_task: str | None) -> str:
+    """What an invented world's index holds, before the first run: entity types with a few names
+    (each opening its document in the index browser), and questions of every task and wording."""
+    parts = ['<div class="og-sub">This index holds an invented world</div>'
+             '<div class="og-muted">The embedded model was trained on a generated encyclopedia and searches '
+             'another one it never saw: made-up people, places, films and organisations. It knows nothing '
+             'else, so ask about these.</div>']
+    if overview.types:
+        rows = []
+        for kind, count in overview.types:
+            names = ", ".join(_link(esc(n.name), browse_href(names_task, n.id) if names_task else None,
+                                    "open this document") for n in overview.names.get(kind, []))
+            rows.append(f"<li><b>{esc(kind)}</b> ({count:,}): {names}, ...</li>")
+        parts.append(f'<ul class="og-world-types">{"".join(rows)}</ul>')
+    for task, questions in overview.by_task().items():
+        items = "".join(
+            f'<li><q>{esc(q.text)}</q> <span class="og-muted">'
+            f'{esc(", ".join(x for x in (q.kind.replace("_", " "), q.wording) if x))}</span></li>'
+            for q in questions)
+        parts.append(f'<div class="og-kv"><span>{esc(task_label(task))}</span></div>'
+                     f'<ul class="og-world-questions">{items}</ul>')
+    if names_task:
+        parts.append(f'<div>{_link("Browse every document in the Index browser", browse_tab_href(names_task))}'
+                     '</div>')
+    return f'<div class="og-world" data-world="invented">{"".join(parts)}</div>'
+
+
+def invented_world_line(questions: Sequence[str]) -> str:
+    """One line under a run with no confident match on the embedded default's index."""
+    asks = "; ".join(f"\u201c{q}\u201d" for q in questions)
+    text = ("This index holds an invented world and nothing about what you asked. Questions it can answer: "
+            + (asks or "see the examples above") + ".")
+    return f'<div class="og-msg og-warn og-invented" role="status">{esc(text)}</div>'
 
 
 # -- index browser ---------------------------------------------------------------------------------
@@ -443,6 +532,15 @@ a.og-card-link:hover,a.og-ext:hover{text-decoration:underline}
 .og-card-n{font-size:.8em;text-transform:uppercase;letter-spacing:.05em;color:#6366f1;font-weight:700}
 .og-final{border-color:#16a34a;background:rgba(34,197,94,.08)}
 .og-unfinished .og-final{border-color:#ca8a04;background:rgba(234,179,8,.1)}
+.og-unconfident .og-final{border-color:#ca8a04;background:rgba(234,179,8,.1)}
+.og-chip.og-chip-low{background:#ca8a04}
+.og-bars-low .og-bar{background:#ca8a04}
+.og-badge.og-badge-low{background:#ca8a04}
+.og-ent.og-ent-low{background:rgba(234,179,8,.25)}.og-ent-low .og-ent-label{background:#ca8a04}
+.og-lowconf-note{color:#a16207;font-size:.85em}
+.og-world{border:1px solid var(--border-color-primary);border-radius:8px;padding:8px 12px;margin:6px 0}
+.og-world ul{margin:2px 0 6px 18px}
+.og-world a{text-decoration:underline}
 .og-stop-warn{color:#a16207}
 .og-arrow{text-align:center;color:var(--body-text-color-subdued)}
 .og-refl{display:inline-block;margin:0 4px 2px 0;padding:0 6px;border-radius:6px;background:rgba(234,179,8,.25);

@@ -46,6 +46,41 @@ def stop_reason_words(reason: str, settings: dict[str, Any] | None = None) -> st
     return words.format(**limits)
 
 
+# A retrieval whose top hit scored below its index's calibrated range (onegen/calibration.py).
+NO_CONFIDENT_MATCH = "no confident match in this index"
+SIGNAL_WORDS = {"top1": "top score", "margin": "lead of the top hit over the second"}
+
+
+def calibration_of(trace: Trace) -> dict[str, Any] | None:
+    """The calibration the trace's retrievals were judged by ({"signal", "threshold", ...}), if any."""
+    cal = (trace.index or {}).get("calibration") if isinstance(trace.index, dict) else None
+    return cal if isinstance(cal, dict) else None
+
+
+def low_confidence_words(r: Retrieval, calibration: dict[str, Any] | None) -> str:
+    """Why a retrieval is marked: its signal against the threshold, in words."""
+    if calibration is None or "threshold" not in calibration:
+        return NO_CONFIDENT_MATCH
+    signal = calibration.get("signal", "top1")
+    what = SIGNAL_WORDS.get(signal, signal)
+    if not r.hits:
+        return f"{NO_CONFIDENT_MATCH}: no hits"
+    value = r.hits[0].score if signal == "top1" or len(r.hits) < 2 else r.hits[0].score - r.hits[1].score
+    return (f"{NO_CONFIDENT_MATCH}: {what} {value:.4f} is below {float(calibration['threshold']):.4f}, "
+            "the calibrated range of documents that hold the answer")
+
+
+def run_confidence_words(trace: Trace) -> str:
+    """One sentence when a retrieval the run read had no confident match; "" otherwise."""
+    if trace.result.confident is not False:
+        return ""
+    low = [r for r in trace.retrievals if r.confident is False]
+    n = len(trace.retrievals)
+    which = ", ".join(str(r.step + 1) for r in low)
+    return (f"No confident match in this index: retrieval{'s' if len(low) != 1 else ''} {which} of {n} scored below "
+            "the calibrated range, so the result does not rest on a document this index holds about the input.")
+
+
 # Which forward computed the run (RunSettings.fused_decoder): same hidden states, other speed.
 DECODER_LABELS = {"fused-llama": "fused Llama decoder", "transformers": "transformers forward"}
 # Forward-token phases (trace.PHASES) and timed parts of a run, in words; every view uses these.
@@ -71,14 +106,20 @@ def run_header(task: str, model: str, index: dict[str, Any] | None, text: str) -
     where = "no index"
     if index:
         where = f"{index.get('path', 'index')} ({index.get('documents', '?')} documents, {index.get('vectors', '?')} vectors)"
+        cal = index.get("calibration")
+        if isinstance(cal, dict) and "threshold" in cal:
+            signal = cal.get("signal", "top1")
+            where += (f"; calibrated: a {SIGNAL_WORDS.get(signal, signal)} below {float(cal['threshold']):.4f} "
+                      f"is {NO_CONFIDENT_MATCH}")
     return f"== {task} | model {model} | retrieving from {where}\n== input: {clip(text)}\n"
 
 
 # -- pieces ------------------------------------------------------------------------------------------
 
-def retrieval_block(r: Retrieval) -> str:
-    """Query, top-k hits with scores (the chosen one starred). Insertion is reported separately:
-    it happens after the retrieval event."""
+def retrieval_block(r: Retrieval, calibration: dict[str, Any] | None = None) -> str:
+    """Query, top-k hits with scores (the chosen one starred), and a warning line when the index's
+    calibration judged the top hit not a confident match. Insertion is reported separately: it
+    happens after the retrieval event."""
     lines = [f"  [retrieval {r.step + 1}] {r.token} at position {r.position}, {r.seconds * 1000:.1f} ms"]
     lines.append(f"    query: {clip(r.query_text)!r}" if r.query_text else "    query: (no text before the token)")
     if not r.hits:
@@ -87,6 +128,8 @@ def retrieval_block(r: Retrieval) -> str:
         mark = "*" if r.chosen is not None and h.rank == r.chosen else " "
         where = h.id if h.fragment is None else f"{h.id}, sentence {h.fragment + 1}"
         lines.append(f"    {mark} {h.rank + 1}. {h.score:+.4f}  {clip(h.title, 60)}  ({where})")
+    if r.confident is False:
+        lines.append(f"    ! {low_confidence_words(r, calibration)}")
     return "\n".join(lines) + "\n"
 
 
@@ -100,12 +143,17 @@ def result_block(trace: Trace) -> str:
     """What the run produced, by what its result holds: linked entities, or an answer with its
     reasoning chain (hops) or its Self-RAG reflection tokens and passage."""
     res, lines = trace.result, []
+    warning = run_confidence_words(trace)
+    if warning:
+        lines.append(warning)
     if res.entities is not None:
         ents = res.entities
         lines.append(f"Linked entities ({len(ents)}):")
         for e in ents:
             span = f"chars {e.start}-{e.end}" if e.start is not None else "not found in the input"
-            lines.append(f"  {e.mention!r} ({span}) -> {e.title} [{e.entity_id}]  score {e.score:+.4f}")
+            low = (0 <= e.retrieval < len(trace.retrievals) and trace.retrievals[e.retrieval].confident is False)
+            lines.append(f"  {e.mention!r} ({span}) -> {e.title} [{e.entity_id}]  score {e.score:+.4f}"
+                         + (f"  ({NO_CONFIDENT_MATCH})" if low else ""))
         linked = {e.retrieval for e in ents}
         loose = [r for i, r in enumerate(trace.retrievals) if i not in linked]
         if loose:
@@ -116,7 +164,7 @@ def result_block(trace: Trace) -> str:
             lines.append(note)
     else:
         if res.answer:
-            lines.append(f"Answer: {res.answer}")
+            lines.append(f"Answer ({NO_CONFIDENT_MATCH}): {res.answer}" if warning else f"Answer: {res.answer}")
         elif res.hops is not None:  # the chain ends with a marked final answer
             lines.append("Answer: none (no <FINAL-ANSWER>...</FINAL-ANSWER> in the output)")
         else:
@@ -171,8 +219,10 @@ def cost_line(trace: Trace) -> str:
 # -- streams -----------------------------------------------------------------------------------------
 
 def _render_steps(steps: Iterable[tuple[str, Any]]) -> Iterator[str]:
-    """Steps are ("token", TokenRecord), ("retrieval", Retrieval) or ("done", Trace)."""
+    """Steps are ("calibration", dict or None) first when known, then ("token", TokenRecord),
+    ("retrieval", Retrieval) or ("done", Trace)."""
     inserted: list[TokenRecord] = []
+    calibration: dict[str, Any] | None = None
     pending = False  # a retrieval block is open until its inserted tokens (if any) are counted
     at_line_start = True
 
@@ -184,7 +234,9 @@ def _render_steps(steps: Iterable[tuple[str, Any]]) -> Iterator[str]:
             pending, at_line_start = False, True
 
     for kind, item in steps:
-        if kind == "token":
+        if kind == "calibration":
+            calibration = item
+        elif kind == "token":
             if item.kind == "inserted":
                 inserted.append(item)
                 continue
@@ -194,16 +246,18 @@ def _render_steps(steps: Iterable[tuple[str, Any]]) -> Iterator[str]:
                 yield item.text
         elif kind == "retrieval":
             yield from close()
-            yield ("" if at_line_start else "\n") + retrieval_block(item)
+            yield ("" if at_line_start else "\n") + retrieval_block(item, calibration)
             pending, at_line_start = True, True
         elif kind == "done":
             yield from close()
             yield ("" if at_line_start else "\n") + "\n" + result_block(item) + cost_line(item)
 
 
-def render_events(events: Iterable[Any]) -> Iterator[str]:
-    """Printable chunks for the engine's TokenEvent / RetrievalEvent / DoneEvent stream, as it comes."""
+def render_events(events: Iterable[Any], calibration: dict[str, Any] | None = None) -> Iterator[str]:
+    """Printable chunks for the engine's TokenEvent / RetrievalEvent / DoneEvent stream, as it
+    comes; `calibration` (the retriever's, as a trace records it) words the low-confidence lines."""
     def steps() -> Iterator[tuple[str, Any]]:
+        yield "calibration", calibration
         for ev in events:
             if hasattr(ev, "token"):
                 yield "token", ev.token
@@ -221,6 +275,7 @@ def trace_steps(trace: Trace) -> Iterator[tuple[str, Any]]:
     (before the first token for a query read at the end of the prompt)."""
     by_position = {r.position: r for r in trace.retrievals}
     prompt_end = len(trace.prompt_ids)
+    yield "calibration", calibration_of(trace)
     for r in trace.retrievals:
         if r.position < prompt_end:
             yield "retrieval", r

@@ -124,6 +124,10 @@ class Task:
                              title_counts: Mapping[str, int] | None) -> None:
         """Put back into rescored `scores` what only the original run could know."""
 
+    def retrieval_correct(self, example: Example, trace: Trace) -> list[bool | None]:
+        """Per retrieval step: did it choose the gold document (None: unknown)?"""
+        raise NotImplementedError
+
     def result_line(self, example: Example, trace: Trace | None, query_id: int | None) -> dict[str, Any]:
         """The result line in the authors' format (without our "onegen" block)."""
         raise NotImplementedError
@@ -207,6 +211,15 @@ class EntityLinking(Task):
             scores.update(ambiguous=recorded["ambiguous"], ambiguous_correct=recorded.get("ambiguous_correct", 0),
                           ambiguity_recorded=True)
 
+    def retrieval_correct(self, example: Example, trace: Trace) -> list[bool | None]:
+        # A retrieval is judged when its mention aligns with a gold label that names a known entity.
+        out: list[bool | None] = [None] * len(trace.retrievals)
+        aligned = error_analysis.align_mentions(example, trace.result.entities or [])
+        for label, pred in zip(example.labels, aligned.gold):
+            if pred is not None and label.entity_id != UNKNOWN_ENTITY and 0 <= pred.retrieval < len(out):
+                out[pred.retrieval] = pred.entity_id == label.entity_id
+        return out
+
     def result_line(self, example: Example, trace: Trace | None, query_id: int | None) -> dict[str, Any]:
         if trace is None:
             return datasets.el_result_line(example.raw, "", [])
@@ -266,10 +279,6 @@ class QuestionAnswering(Task):
         if trace is None:
             return None
         return trace.result.answer or None
-
-    def retrieval_correct(self, example: Example, trace: Trace) -> list[bool | None]:
-        """Per retrieval step: did it choose the gold document (None: unknown)?"""
-        raise NotImplementedError
 
     def score_example(self, example: Example, trace: Trace | None,
                       title_counts: Mapping[str, int] | None = None) -> dict[str, Any]:

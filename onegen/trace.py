@@ -80,6 +80,9 @@ class Retrieval:
     inserted_text: str = ""
     inserted_tokens: int = 0
     seconds: float = 0.0
+    # Whether the top hit scored within the index's calibrated range (onegen/calibration.py);
+    # False: no confident match in this index. None: the index has no calibration.
+    confident: bool | None = None
 
     @property
     def chosen_hit(self) -> Hit | None:
@@ -114,6 +117,9 @@ class Result:
     hops: list[Hop] | None = None
     reflection_tokens: list[str] | None = None
     retrieval_limit_reached: bool = False
+    # False when any retrieval the run read had no confident match, True when every judged one
+    # had, None when none was judged (see Retrieval.confident).
+    confident: bool | None = None
 
 
 @dataclass
@@ -172,13 +178,15 @@ class Trace:
                 hops=None if r.get("hops") is None else [Hop(**h) for h in r["hops"]],
                 reflection_tokens=r.get("reflection_tokens"),
                 retrieval_limit_reached=bool(r.get("retrieval_limit_reached", False)),
+                confident=_optional_bool(r.get("confident")),
             )
             c = d["cost"]
             cost = Cost(forward_tokens={k: int(v) for k, v in c["forward_tokens"].items()},
                         seconds={k: float(v) for k, v in c.get("seconds", {}).items()},
                         document_tokens=int(c.get("document_tokens", 0)))
             retrievals = [
-                Retrieval(**{**x, "hits": [Hit(**h) for h in x["hits"]]}) for x in d.get("retrievals", [])
+                Retrieval(**{**x, "hits": [Hit(**h) for h in x["hits"]], "confident": _optional_bool(x.get("confident"))})
+                for x in d.get("retrievals", [])
             ]
             plain = {f.name for f in fields(cls)} - {"tokens", "retrievals", "result", "cost", "overrides"}
             return cls(
@@ -201,3 +209,9 @@ class Trace:
     @property
     def generated_text(self) -> str:
         return "".join(t.text for t in self.tokens)
+
+
+def _optional_bool(value: Any) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"confident must be true, false or null, got {value!r}")
+    return value

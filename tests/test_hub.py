@@ -155,9 +155,13 @@ def test_push_uploads_the_index_files_to_a_dataset_repo(hub, tmp_path):
     up = calls["upload_folder"]
     assert up["repo_type"] == "dataset" and up["folder_path"] == str(folder) and up["revision"] == "v1"
     assert sorted(up["allow_patterns"]) == ["documents.arrow", "manifest.json", "vectors.safetensors"]
-    assert up["delete_patterns"] == ["ann.faiss"]  # a flat index replaces an approximate one cleanly
+    # A flat, uncalibrated index replaces an approximate or calibrated one cleanly.
+    assert up["delete_patterns"] == ["ann.faiss", "calibration.json"]
     assert "6 entity-linking documents" in up["commit_message"]
     assert sorted(p.name for p in hub.repo("owner/ents", "v1").iterdir()) == sorted(up["allow_patterns"])
+    (folder / "calibration.json").write_text("{}")  # added after the build, outside the manifest
+    push(folder, "owner/ents", revision="v1")
+    assert "calibration.json" in dict(hub.calls)["upload_folder"]["allow_patterns"]
 
 
 def test_push_refuses_folders_that_are_not_whole_indexes(hub, tmp_path):

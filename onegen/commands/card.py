@@ -1,5 +1,6 @@
 """`python -m onegen card [MODEL]`: write the held-out metrics into a local model folder's card,
-recomputed from the result files its weights wrote (matched by fingerprint, not by name)."""
+recomputed from the result files its weights wrote (matched by fingerprint, not by name), and the
+confidence thresholds of its registry indexes (their calibration.json)."""
 from __future__ import annotations
 
 import sys
@@ -13,7 +14,7 @@ def add_arguments(p) -> None:
 
 def main(args) -> int:
     from ..loading import load_model
-    from ..model_card import matching_results, write_card_metrics
+    from ..model_card import index_calibrations, matching_results, write_card_metrics
     from ..registry import ASSETS, lookup
 
     entry = lookup(args.model)
@@ -32,7 +33,9 @@ def main(args) -> int:
         source = "assets/" + results.resolve().relative_to(ASSETS).as_posix()
     except ValueError:
         source = results.name
-    card = write_card_metrics(folder, sets, fingerprint, source)
+    calibrations = index_calibrations(entry.indexes if entry is not None else {}, fingerprint)
+    card = write_card_metrics(folder, sets, fingerprint, source, calibrations)
     print(f"{card}: {len(sets)} result file(s) of fingerprint {fingerprint}: "
-          + (", ".join(rs.path.name for rs in sets) or "none"))
+          + (", ".join(rs.path.name for rs in sets) or "none")
+          + f"; calibrated indexes: {', '.join(name for name, _ in calibrations) or 'none'}")
     return 0

@@ -230,6 +230,8 @@ def _main(args: argparse.Namespace) -> int:
         retriever = IndexRetriever(index, label=str(index_path))
         # Always said, --json too: without --index the model's default index is searched.
         print(f"index: {describe_index(index)}", file=sys.stderr)
+        if index.calibration_problem:
+            print(f"note: no confidence flags: {index.calibration_problem}", file=sys.stderr)
     settings = RunSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens, **decoding_settings(args))
     events = Engine(lm).run(args.task, text, retriever=retriever, candidates=candidates, settings=settings)
     # The engine checks the input when the run starts: take the first event before printing.
@@ -244,7 +246,7 @@ def _main(args: argparse.Namespace) -> int:
                                                    "documents": len(candidates), "vectors": "per-run"}
     out = sys.stdout
     out.write(run_header(args.task, lm.name, desc, text) + "\n")
-    for chunk in render_events(itertools.chain([first], events)):
+    for chunk in render_events(itertools.chain([first], events), calibration=desc.get("calibration")):
         out.write(chunk)
         out.flush()
     return 0

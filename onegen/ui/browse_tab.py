@@ -1,5 +1,6 @@
 """The Index browser tab: find a document by title and see its nearest neighbours. A link
-`?browse=TASK&doc=ID` (entity cards, step details) opens this tab on that document."""
+`?browse=TASK&doc=ID` (entity cards, step details) opens this tab on that document, and
+`?browse=TASK` on that index's first documents."""
 from __future__ import annotations
 
 import gradio as gr
@@ -64,9 +65,12 @@ def build(app: AppState, demo: gr.Blocks, tabs: gr.Tabs) -> None:
         """`?browse=TASK&doc=ID`: this tab, on that document."""
         params = dict(request.query_params) if request is not None else {}
         task_name, doc_id = params.get("browse"), params.get("doc")
-        if task_name not in TASK_NAMES or not doc_id:
+        if task_name not in TASK_NAMES:
             return gr.skip()
         shown = {tabs: gr.Tabs(selected="browse"), task: task_name}
+        if not doc_id:  # `?browse=TASK`: the tab on that index's first documents
+            listed = search_titles(task_name, "")
+            return {**shown, **listed, query: ""}
         try:
             found = app.document(task_name, doc_id)
         except AppError as e:
@@ -78,4 +82,4 @@ def build(app: AppState, demo: gr.Blocks, tabs: gr.Tabs) -> None:
         return {**shown, query: doc.title, matches: gr.Radio(choices=[(f"{doc.title}  [{doc.id}]", row)], value=row),
                 document: show_document(task_name, row, 5)}
 
-    demo.load(open_link, None, [tabs, task, query, matches, document], **PRIVATE)
+    demo.load(open_link, None, [tabs, task, query, status, matches, document], **PRIVATE)

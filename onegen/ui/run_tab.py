@@ -60,13 +60,15 @@ def build(app: AppState, demo: gr.Blocks) -> None:
                 run_btn = gr.Button("Run", variant="primary", scale=3, elem_id="run-btn")
                 stop_btn = gr.Button("Stop", variant="stop", scale=1, elem_id="stop-btn")
             status = gr.HTML(elem_id="run-status")
+            # What an invented world's index holds, until the first run (empty for other indexes).
+            world = gr.HTML(elem_id="run-world")
             panel = TracePanel(app, "run")
             download = gr.DownloadButton("Download trace JSON", visible=False, elem_id="download")
         with gr.Column(scale=1, min_width=260):
             with gr.Accordion("How single-pass retrieval works", open=True):
                 gr.HTML(R.EXPLAINER_HTML)
 
-    runs = RunView(app, status, panel, download, expected)
+    runs = RunView(app, status, panel, download, expected, world)
     gr.on([run_btn.click, text.submit], runs.run, inputs=[task, text, top_k, copy_input], outputs=runs.outputs,
           concurrency_id="model", concurrency_limit=1, **PRIVATE)
     # Not `cancels=`: a cancelled stream leaves the page as it was ("Running..."); the run itself
@@ -82,11 +84,14 @@ def build(app: AppState, demo: gr.Blocks) -> None:
     task.input(lambda t: gr.Checkbox(visible=get_task(t).copies_input), task, copy_input, queue=False, **PRIVATE)
 
     def on_load():
-        """The first task's examples, and configuration problems shown at once."""
+        """The first task's examples, configuration problems shown at once, and what an invented
+        world's index holds."""
         problems = "".join(R.message_html(m, k) for k, m in app.overview() if k in ("error", "warn"))
-        return {**example_inputs(app, TASK_NAMES[0], example, text), status: problems}
+        invented = app.world()
+        described = R.world_html(invented.overview, invented.names_task) if invented else ""
+        return {**example_inputs(app, TASK_NAMES[0], example, text), status: problems, world: described}
 
-    demo.load(on_load, None, [example, text, status], **PRIVATE)
+    demo.load(on_load, None, [example, text, status, world], **PRIVATE)
 
 
 class RunView:
@@ -94,13 +99,14 @@ class RunView:
     with its status line, its download and, for a bundled example, the tick or cross."""
 
     def __init__(self, app: AppState, status: gr.HTML, panel: TracePanel, download: gr.DownloadButton,
-                 expected: gr.HTML):
+                 expected: gr.HTML, world: gr.HTML):
         self.app, self.status, self.panel, self.download, self.expected = app, status, panel, download, expected
+        self.world = world
         self.events = on_gpu(self.app.stream)
 
     @property
     def outputs(self) -> list:
-        return [self.status, *self.panel.outputs, self.download, self.expected]
+        return [self.status, *self.panel.outputs, self.download, self.expected, self.world]
 
     def run(self, task, text, top_k, copy_input=True, request: gr.Request = None):
         """Stream a run: the timeline grows as tokens come; the result and download come at the end.
@@ -110,8 +116,10 @@ class RunView:
         started = time.monotonic()
         try:
             with app.runs.start(visitor(request)) as stop:
+                # The world's description gives way to the run; a run with no confident match offers
+                # its questions again.
                 yield {status: R.message_html(loading_message(app, "Running...")), **panel.live(live),
-                       panel.result: "", download: gr.DownloadButton(visible=False)}
+                       panel.result: "", download: gr.DownloadButton(visible=False), self.world: ""}
                 stream = self.events(task, text, top_k, copy_input)
                 try:
                     for ev in worth_showing(stream, live):
@@ -136,13 +144,20 @@ class RunView:
         counts = (f"{len(trace.tokens)} tokens, {n} retrieval{'s' if n != 1 else ''}, "
                   f"{trace.cost.seconds.get('total', 0):.1f} s.")
         done = f"Done: {counts}" if kind == "ok" else f"Stopped early: {words}. {counts}"
-        out = {self.status: R.message_html(done, kind), **self.panel.show(trace),
+        line = R.message_html(done, kind) + self.unconfident_line(trace)
+        out = {self.status: line, **self.panel.show(trace),
                self.download: gr.DownloadButton(value=write_trace(trace), visible=True)}
         example = self.app.example(trace.task, trace.input)
         if example:
             out[self.expected] = expectation_html(self.app, trace.task, example,
                                                   self.app.example_verdict(example, trace))
         return out
+
+    def unconfident_line(self, trace: Trace) -> str:
+        """Under a run with no confident match on an invented world's index: one line saying so,
+        with questions of the same task that index answers."""
+        invented = self.app.world() if trace.result.confident is False else None
+        return R.invented_world_line(invented.overview.questions(trace.task)) if invented else ""
 
     def stopped(self, trace: Trace) -> dict:
         written = sum(t.kind != "inserted" for t in trace.tokens)

@@ -13,6 +13,7 @@ import gradio as gr
 from .. import render_html as R
 from ..app_state import AppState
 from ..errors import OneGenError
+from ..render_text import calibration_of
 from ..tasks import TASK_NAMES, get_task
 from ..trace import Trace
 
@@ -150,7 +151,7 @@ class TracePanel:
                 self.timeline: R.timeline_html(trace.tokens, trace.retrievals, running=running,
                                                overrides=trace.overrides),
                 self.steps: gr.Radio(choices=R.step_choices(trace.retrievals), value=latest.step if latest else None),
-                self.detail: R.step_html(latest, trace.task, links)}
+                self.detail: R.step_html(latest, trace.task, links, calibration_of(trace))}
 
     def live(self, trace: Trace) -> dict:
         """A run still streaming: no result yet, the partial trace kept for step clicks."""
@@ -171,6 +172,6 @@ class TracePanel:
         if trace is None or step is None:
             return R.step_html(None, "")
         try:
-            return R.step_html(trace.retrievals[int(step)], trace.task, self.links(trace))
+            return R.step_html(trace.retrievals[int(step)], trace.task, self.links(trace), calibration_of(trace))
         except Exception:  # noqa: BLE001 - a stale or malformed selection shows the empty view
             return R.step_html(None, "")
