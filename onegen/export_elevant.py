@@ -10,6 +10,10 @@ ELEVANT (ad-freiburg/elevant) evaluates and shows entity-linking runs from a
      "labels": [{"id": 0, "span": [s, e], "entity_id": ENTITY, "name": ..., "type": ...}, ...]}
 
 and a `<experiment>.<benchmark>.metadata.json` beside it (the experiment's name and description).
+Entities outside Wikidata (the generated world's) need ELEVANT's custom mappings (`evaluate.py
+--custom_kb`): `<experiment>.<benchmark>.custom-mappings/` holds them, `entity_to_name.tsv` (from
+the gold names and the hits' titles), `entity_to_types.tsv` and `whitelist_types.tsv` (from the
+gold labels' types), to copy into ELEVANT's data folder.
 Each of our result lines becomes one article, in data order: the predicted mentions are the
 trace's linked entities (a mention the model wrote that is not in the text has no span and is
 left out, counted in `unplaced`), their candidates the ids of the hits of the retrieval that
@@ -27,7 +31,7 @@ from typing import Any
 
 from .datasets import ELExample
 from .errors import OneGenError
-from .fsutil import atomic_write
+from .fsutil import atomic_write, staged_dir
 from .metrics import UNKNOWN_ENTITY
 from .results import ResultSet
 from .tasks import get_task
@@ -50,6 +54,8 @@ class ElevantExport:
     metadata: dict[str, Any]
     mentions: int  # predicted mentions written
     unplaced: int  # predicted mentions left out: not found in their text
+    names: dict[str, str]  # entity id -> name, for ELEVANT's custom mappings
+    types: dict[str, list[str]]  # entity id -> gold types
 
 
 def file_name(name: str) -> str:
@@ -64,6 +70,8 @@ def elevant_articles(results: ResultSet, *, experiment: str | None = None,
         raise ElevantExportError(f"{results.path.name} is a {results.task} result file; ELEVANT takes "
                                  "entity-linking results")
     articles, mentions, unplaced, seconds = [], 0, 0, 0.0
+    names: dict[str, str] = {}
+    types: dict[str, list[str]] = {}
     for number, record in enumerate(results.records):
         ex, trace = record.example, record.trace
         predicted: dict[tuple[int, int], dict[str, Any]] = {}
@@ -72,6 +80,8 @@ def elevant_articles(results: ResultSet, *, experiment: str | None = None,
                 unplaced += 1
                 continue
             hits = trace.retrievals[entity.retrieval].hits if 0 <= entity.retrieval < len(trace.retrievals) else []
+            for h in hits:
+                names.setdefault(h.id, h.title)
             # ELEVANT keys mentions by span: a second link of the same span is dropped, as it would drop it.
             predicted.setdefault((entity.start, entity.end), {
                 "span": [entity.start, entity.end], "id": entity.entity_id, "recognized_by": LINKER,
@@ -86,6 +96,10 @@ def elevant_articles(results: ResultSet, *, experiment: str | None = None,
             if label.optional:
                 gold["optional"] = True
             labels.append(gold)
+            if label.entity_id != UNKNOWN_ENTITY:
+                names[label.entity_id] = gold["name"]  # the gold name wins over a hit's title
+                if label.type and label.type not in types.setdefault(label.entity_id, []):
+                    types[label.entity_id].append(label.type)
         articles.append({"id": number, "title": ex.title or ex.id, "text": ex.text,
                          "entity_mentions": [predicted[span] for span in sorted(predicted)],
                          "evaluation_span": [0, len(ex.text)], "labels": labels})
@@ -100,7 +114,7 @@ def elevant_articles(results: ResultSet, *, experiment: str | None = None,
                 "timestamp": time.strftime("%Y/%m/%d %H:%M", time.localtime(results.path.stat().st_mtime)),
                 "linking_time": round(seconds, 4)}
     return ElevantExport(experiment=experiment, benchmark=benchmark, articles=articles, metadata=metadata,
-                         mentions=mentions, unplaced=unplaced)
+                         mentions=mentions, unplaced=unplaced, names=names, types=types)
 
 
 def default_out(result: Path, export: ElevantExport) -> Path:
@@ -114,9 +128,28 @@ def metadata_path(out: Path) -> Path:
     return out.with_name(stem + METADATA_SUFFIX)
 
 
+def mappings_path(out: Path) -> Path:
+    return metadata_path(out).with_name(metadata_path(out).name[:-len(METADATA_SUFFIX)] + ".custom-mappings")
+
+
+def _cell(text: str) -> str:
+    """One TSV cell: ELEVANT splits lines on tabs and newlines."""
+    return " ".join(str(text).split())
+
+
 def write_elevant(export: ElevantExport, out: str | Path) -> list[Path]:
-    """Write the articles file and its metadata file (atomically); returns both paths."""
+    """Write the articles file, its metadata file and the custom-mappings folder (each atomically);
+    returns the three paths."""
     out = Path(out)
     atomic_write(out, "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in export.articles))
     meta = atomic_write(metadata_path(out), json.dumps(export.metadata, ensure_ascii=False) + "\n")
-    return [out, meta]
+    all_types = sorted({t for ts in export.types.values() for t in ts})
+    with staged_dir(mappings_path(out)) as tmp:
+        (tmp / "entity_to_name.tsv").write_text(
+            "".join(f"{_cell(i)}\t{_cell(n)}\n" for i, n in sorted(export.names.items())), encoding="utf-8")
+        (tmp / "entity_to_types.tsv").write_text(
+            "".join(f"{_cell(i)}\t" + "\t".join(_cell(t) for t in ts) + "\n" for i, ts in sorted(export.types.items())),
+            encoding="utf-8")
+        (tmp / "whitelist_types.tsv").write_text("".join(f"{_cell(t)}\t{_cell(t)}\n" for t in all_types),
+                                                 encoding="utf-8")
+    return [out, meta, mappings_path(out)]

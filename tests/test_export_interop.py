@@ -221,6 +221,12 @@ def test_elevant_file_holds_predictions_with_candidates_and_the_gold_labels(tmp_
     assert metadata["experiment_name"] == "el-result" and metadata["linker_name"] == "OneGen"
     assert metadata["linking_time"] == 2.0
     assert '\\"<b>Zürich</b>\\" & 東京' in out.read_text(encoding="utf-8")  # quotes escaped, non-Latin kept
+    mappings = tmp_path / "el-result.kore-like__set_.custom-mappings"
+    names = dict(line.split("\t") for line in (mappings / "entity_to_name.tsv").read_text("utf-8").splitlines())
+    assert names["E-tokyo"] == "東京 Metropolis" and names["E-kyoto"] == "<E-kyoto>"  # gold names, else hit titles
+    assert "Unknown" not in names and "<NIL>" not in names
+    types = (mappings / "entity_to_types.tsv").read_text("utf-8").splitlines()
+    assert "E-nyc\tcity" in types and (mappings / "whitelist_types.tsv").read_text("utf-8") == "city\tcity\n"
 
 
 def test_elevant_refuses_a_question_answering_file(tmp_path, capsys):

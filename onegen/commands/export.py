@@ -71,7 +71,8 @@ def _write_elevant(args) -> int:
     export = elevant_articles(results, experiment=args.experiment, benchmark=args.benchmark)
     written = write_elevant(export, args.out or default_out(results.path, export))
     print(f"{written[0]}: {len(export.articles)} articles with {export.mentions} predicted mentions and their "
-          f"candidates, in ELEVANT's linked_articles format; {written[1].name}: the experiment's metadata")
+          f"candidates, in ELEVANT's linked_articles format; {written[1].name}: the experiment's metadata; "
+          f"{written[2].name}/: names and types of {len(export.names)} entities (ELEVANT's custom mappings)")
     if export.unplaced:
         print(f"{export.unplaced} predicted mention(s) not found in their text were left out (no span to place)")
     return 0
