@@ -19,7 +19,8 @@ COMMANDS = {
     "train": "Train a small OneGen model from a recipe file.",
     "evaluate": "Run a dataset through the engine and print metrics.",
     "compare": "Compare two result files of `evaluate` example by example.",
-    "export": "Write a result file in another layout (gold: the gold file the authors' scorers pair it with).",
+    "export": "Write a result file in another layout: gold (the gold file the authors' scorers pair it with), "
+              "openinference (OTLP/JSON spans, also of one trace), elevant (ELEVANT's entity-linking import files).",
     "calibrate": "Measure an index's confidence threshold from result files and write it beside the index.",
     "card": "Write a model folder's held-out metrics into its card, from the result files its weights wrote.",
     "bench": "Benchmarks (engine, single-pass, index, app); results go to docs/benchmarks.md.",

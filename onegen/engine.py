@@ -31,7 +31,7 @@ from .loading import LoadedModel
 from .protocols import LK, SPECS, ResolvedProtocol, get_spec
 from .tasks import get_task
 from .tokenization import Token, template_parts
-from .trace import Cost, Hit, Override, Phase, Retrieval, StopReason, TokenKind, TokenRecord, Trace
+from .trace import Cost, Hit, Override, Phase, Retrieval, StopReason, StoredVector, TokenKind, TokenRecord, Trace
 from .utf8_guard import utf8_guard
 
 MAX_INPUT_CHARS = 20_000
@@ -160,6 +160,8 @@ class RunSettings:
     # ("kickickick..." until the token limit): stop reason "repetition". 0 turns the guard off.
     # Copy-constrained entity linking is exempt: its output is bounded by its input.
     repetition_window: int = 32
+    # Keep each retrieval's query vector in the trace (float16, base64; Retrieval.query_vector).
+    query_vectors: bool = False
 
 
 # -- the decode state -------------------------------------------------------------------------------
@@ -682,6 +684,8 @@ class _Run:
                       query_text=query_text, query_source=qv.source, hits=hits, chosen=0 if hits else None,
                       seconds=time.perf_counter() - t0,
                       confident=None if self.calibration is None else self.calibration.confident(hits))
+        if self.settings.query_vectors:
+            r.query_vector = StoredVector.encode(qv.vector.float().cpu().reshape(-1).tolist())
         self.cost.seconds["retrieval"] = self.cost.seconds.get("retrieval", 0.0) + r.seconds
         self.trace.retrievals.append(r)
         yield RetrievalEvent(r)

@@ -12,6 +12,22 @@ prediction on an "Unknown" mention is neither right nor spurious, as in the auth
 - "wrong entity": the mention is right, its entity is not. `gold_rank` is the 1-based rank of the
   gold entity among that retrieval's top-k hits (1 = top), or None when it is not among them.
 
+Each entity-linking category also carries ELEVANT's finer error labels where our data decides
+them (`detail["kinds"]`, our words; `detail["elevant"]`, ELEVANT's `ErrorLabel` values), and the
+error browser filters by them as "wrong entity: not among candidates" and so on:
+- wrong entity: "wrong candidate" (the gold entity is among the retrieval's hits, the model
+  ranked another first) or "not among candidates" (it is not among them); and "partial name"
+  (the mention is a proper part of the gold entity's multi-word name);
+- missed mention: "lowercased" (the gold mention is not a name: its first letter is lowercase),
+  "partially included" (a predicted mention lies inside the gold one), "partial overlap" (a
+  predicted mention overlaps it), else "other";
+- spurious mention: "wrong span" (it overlaps a gold mention), "lowercased" (no overlap, not a
+  name), else "other".
+ELEVANT's demonym, metonymy and rare-entity labels need a knowledge base's demonym list, entity
+types and link popularity, which neither the result lines nor the index carry; they are not
+assigned here (ELEVANT assigns them itself to files exported with `onegen export --format elevant`
+when its Wikidata mappings cover the entities).
+
 Multi-hop (an example is correct when its answer is an exact match with the answer or an alias):
 - "retrieval miss at hop k" (k 1-based): the k-th retrieval chose a paragraph that is not the
   gold one (see `hop_gold`);
@@ -63,6 +79,16 @@ class ErrorCategory:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "detail": dict(self.detail)}
+
+    @property
+    def kinds(self) -> list[str]:
+        """Finer labels of this category (entity linking: ELEVANT's), in our words."""
+        kinds = self.detail.get("kinds")
+        return [str(k) for k in kinds] if isinstance(kinds, list) else []
+
+    def names(self) -> list[str]:
+        """The category's name, then "name: kind" for each finer label: what a filter offers."""
+        return [self.name, *(f"{self.name}: {k}" for k in self.kinds)]
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ErrorCategory":
@@ -120,23 +146,77 @@ def gold_rank(trace: Trace, entity: LinkedEntity, gold_id: str) -> int | None:
 def entity_linking_categories(example: ELExample, trace: Trace) -> list[ErrorCategory]:
     entities = trace.result.entities or []
     aligned = align_mentions(example, entities)
+    gold_spans = [tuple(label.span) for label in example.labels if label.entity_id != UNKNOWN_ENTITY]
+    unmatched_spans = [(e.start, e.end) for e in aligned.unmatched if e.start is not None and e.end is not None]
     out: list[ErrorCategory] = []
     for label, pred in zip(example.labels, aligned.gold):
         if label.entity_id == UNKNOWN_ENTITY:
             continue
         where = {"surface": label.surface, "span": list(label.span), "gold": label.entity_id}
         if pred is None:
-            out.append(ErrorCategory(MISSED_MENTION, {**where, "optional": label.optional}))
+            out.append(ErrorCategory(MISSED_MENTION, {**where, "optional": label.optional,
+                                                      **_missed_kinds(label.surface, tuple(label.span),
+                                                                      unmatched_spans)}))
         elif pred.entity_id != label.entity_id:
             hits = trace.retrievals[pred.retrieval].hits if 0 <= pred.retrieval < len(trace.retrievals) else []
+            rank = gold_rank(trace, pred, label.entity_id)
             out.append(ErrorCategory(WRONG_ENTITY, {
                 **where, "predicted": pred.entity_id, "predicted_title": pred.title, "retrieval": pred.retrieval,
-                "gold_rank": gold_rank(trace, pred, label.entity_id), "top_k": len(hits)}))
+                "gold_rank": rank, "top_k": len(hits),
+                **_wrong_entity_kinds(label.surface.strip(), label.name, rank)}))
     for pred in aligned.unmatched:
+        span = None if pred.start is None else (pred.start, pred.end)
         out.append(ErrorCategory(SPURIOUS_MENTION, {
-            "mention": pred.mention, "span": None if pred.start is None else [pred.start, pred.end],
-            "predicted": pred.entity_id, "retrieval": pred.retrieval}))
+            "mention": pred.mention, "span": None if span is None else list(span),
+            "predicted": pred.entity_id, "retrieval": pred.retrieval,
+            **_spurious_kinds(pred.mention, span, gold_spans)}))
     return out
+
+
+# ELEVANT's finer labels (its `ErrorLabel` values) and our words for them.
+def _kinds(*pairs: tuple[str, str]) -> dict[str, list[str]]:
+    return {"kinds": [ours for ours, _ in pairs], "elevant": [theirs for _, theirs in pairs]}
+
+
+def _wrong_entity_kinds(surface: str, name: str | None, rank: int | None) -> dict[str, list[str]]:
+    pairs = [("wrong candidate", "DISAMBIGUATION_WRONG") if rank is not None
+             else ("not among candidates", "DISAMBIGUATION_CANDIDATES_WRONG")]
+    if is_partial_name(surface, name):
+        pairs.append(("partial name", "DISAMBIGUATION_PARTIAL_NAME_WRONG"))
+    return _kinds(*pairs)
+
+
+def _missed_kinds(surface: str, span: tuple[int, int], predicted: Sequence[tuple[int, int]]) -> dict[str, list[str]]:
+    if not is_name(surface):
+        return _kinds(("lowercased", "NER_FN_LOWERCASED"))
+    if any(span != p and span[0] <= p[0] and p[1] <= span[1] for p in predicted):
+        return _kinds(("partially included", "NER_FN_PARTIALLY_INCLUDED"))
+    if any(overlaps(span, p) for p in predicted):
+        return _kinds(("partial overlap", "NER_FN_PARTIAL_OVERLAP"))
+    return _kinds(("other", "NER_FN_OTHER"))
+
+
+def _spurious_kinds(mention: str, span: tuple[int, int] | None, gold: Sequence[tuple[int, int]]) -> dict[str, list[str]]:
+    if span is not None and any(overlaps(span, g) for g in gold):
+        return _kinds(("wrong span", "NER_FP_WRONG_SPAN"))
+    if not is_name(mention):
+        return _kinds(("lowercased", "NER_FP_LOWERCASED"))
+    return _kinds(("other", "NER_FP_OTHER"))
+
+
+def is_name(text: str) -> bool:
+    """ELEVANT's named-entity test: the first letter of the text is uppercase."""
+    first = next((ch for ch in text if ch.isalpha()), None)
+    return first is not None and first.isupper()
+
+
+def is_partial_name(surface: str, name: str | None) -> bool:
+    """ELEVANT's partial name: the gold name has several words and the mention is a shorter part of it."""
+    return bool(name) and " " in name and len(surface) < len(name) and bool(surface) and surface in name
+
+
+def overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
 
 
 # -- multi-hop: the gold paragraph of each hop ---------------------------------------------------

@@ -115,6 +115,8 @@ def _detail(c) -> str:
     if d.get("bridge_in_query") is False:
         bits.append(f"the query does not name the previous hop's answer {d['bridge']!r}: "
                     "the model misread the previous paragraph")
+    if c.kinds:
+        bits.append(f"ELEVANT: {', '.join(c.kinds)}")
     if "stop_reason" in d:
         bits.append(f"stopped: {stop_reason_words(str(d['stop_reason']))}")
     if "message" in d:

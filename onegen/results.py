@@ -65,7 +65,9 @@ def outcome_of(record: ExampleRecord) -> str:
 
 
 def category_names(record: ExampleRecord) -> list[str]:
-    return list(dict.fromkeys(c.name for c in record.categories))
+    """The record's category names, each followed by its finer labels ("wrong entity: not among
+    candidates"): what the error browser filters by."""
+    return list(dict.fromkeys(name for c in record.categories for name in c.names()))
 
 
 def load_results(path: str | Path, *, task: str | None = None) -> ResultSet:

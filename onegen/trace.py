@@ -5,7 +5,9 @@ for every trace (tests check it); readers refuse other schema versions with a cl
 """
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, get_args
 
@@ -67,6 +69,37 @@ class Override:
     preferred_text: str
 
 
+# Stored query vectors: little-endian IEEE floats, base64 (struct format letter per dtype).
+VECTOR_DTYPES = {"float16": "e", "float32": "f"}
+
+
+@dataclass
+class StoredVector:
+    """A query vector kept in the trace (RunSettings.query_vectors): `dim` floats of `dtype`,
+    little-endian, base64 in `data`. float16 keeps a 576-wide vector in 1.5 kB of JSON."""
+
+    dtype: str
+    dim: int
+    data: str
+
+    @classmethod
+    def encode(cls, values, dtype: str = "float16") -> "StoredVector":
+        values = [float(v) for v in values]
+        raw = struct.pack(f"<{len(values)}{VECTOR_DTYPES[dtype]}", *values)
+        return cls(dtype=dtype, dim=len(values), data=base64.b64encode(raw).decode("ascii"))
+
+    def values(self) -> list[float]:
+        """The vector's floats; raises TraceFormatError when `data` does not hold `dim` of them."""
+        code = VECTOR_DTYPES.get(self.dtype)
+        if code is None:
+            raise TraceFormatError(f"unsupported query vector dtype {self.dtype!r}; expected one of "
+                                   f"{', '.join(VECTOR_DTYPES)}")
+        try:
+            return list(struct.unpack(f"<{self.dim}{code}", base64.b64decode(self.data, validate=True)))
+        except (struct.error, ValueError) as e:
+            raise TraceFormatError(f"query vector: {self.dim} {self.dtype} values expected ({e})") from None
+
+
 @dataclass
 class Retrieval:
     step: int
@@ -83,6 +116,8 @@ class Retrieval:
     # Whether the top hit scored within the index's calibrated range (onegen/calibration.py);
     # False: no confident match in this index. None: the index has no calibration.
     confident: bool | None = None
+    # The query vector itself, only when the run was asked to keep it (absent from the JSON otherwise).
+    query_vector: StoredVector | None = None
 
     @property
     def chosen_hit(self) -> Hit | None:
@@ -157,6 +192,9 @@ class Trace:
     # -- JSON ---------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        for r in d["retrievals"]:
+            if r.get("query_vector") is None:
+                r.pop("query_vector", None)
         return {"schema": d.pop("schema"), **d}
 
     def to_json(self, indent: int | None = None) -> str:
@@ -185,8 +223,8 @@ class Trace:
                         seconds={k: float(v) for k, v in c.get("seconds", {}).items()},
                         document_tokens=int(c.get("document_tokens", 0)))
             retrievals = [
-                Retrieval(**{**x, "hits": [Hit(**h) for h in x["hits"]], "confident": _optional_bool(x.get("confident"))})
-                for x in d.get("retrievals", [])
+                Retrieval(**{**x, "hits": [Hit(**h) for h in x["hits"]], "confident": _optional_bool(x.get("confident")),
+                             "query_vector": _vector(x.get("query_vector"))}) for x in d.get("retrievals", [])
             ]
             plain = {f.name for f in fields(cls)} - {"tokens", "retrievals", "result", "cost", "overrides"}
             return cls(
@@ -215,3 +253,12 @@ def _optional_bool(value: Any) -> bool | None:
     if value is not None and not isinstance(value, bool):
         raise TypeError(f"confident must be true, false or null, got {value!r}")
     return value
+
+
+def _vector(d: dict[str, Any] | None) -> StoredVector | None:
+    if d is None:
+        return None
+    v = StoredVector(dtype=d["dtype"], dim=int(d["dim"]), data=d["data"])
+    v.values()  # a damaged vector is refused when the trace is read, not when it is used
+    return v
+

@@ -6,6 +6,7 @@ Chromium: /usr/bin/chromium; when it is missing the setup installs it with apt-g
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -113,6 +114,23 @@ def test_run_each_task(page, task):
         sync_api.expect(steps.nth(1).locator("input")).to_be_checked()
     sync_api.expect(page.locator("#run-detail .og-bar-row").first).to_be_visible()
     shot(page, f"run-{task}")
+    # The run as OpenInference spans: one LLM span, one RETRIEVER span per step.
+    spans = download_spans(page)
+    assert sorted(kind for kind, _ in spans) == ["LLM"] + ["RETRIEVER"] * expected
+
+
+def download_spans(pg) -> list[tuple[str, dict]]:
+    """The run tab's OpenInference download, parsed back: (span kind, attributes) per span."""
+    from onegen.export_openinference import parse_otlp_json
+
+    with pg.expect_download() as info:
+        pg.locator("#download-spans").click()
+    request = parse_otlp_json(Path(info.value.path()).read_text(encoding="utf-8"))
+    out = []
+    for span in (s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans):
+        attrs = {kv.key: getattr(kv.value, kv.value.WhichOneof("value")) for kv in span.attributes}
+        out.append((attrs["openinference.span.kind"], attrs))
+    return out
 
 
 def test_download_then_view_the_trace(page, tmp_path):
@@ -162,6 +180,10 @@ def test_hostile_titles_render_as_text(page):
     page.locator("#top-k input[type=number]").fill("5")
     run_task(page, "single-hop")  # all three passages are candidates, one titled with markup
     sync_api.expect(page.locator("#run-result")).to_contain_text("<script>window.__pwned=1</script>")
+    # The spans keep the markup as data: the document's title is in its metadata, unchanged.
+    (retriever,) = [attrs for kind, attrs in download_spans(page) if kind == "RETRIEVER"]
+    titles = [json.loads(v)["title"] for k, v in retriever.items() if k.endswith(".document.metadata")]
+    assert "<script>window.__pwned=1</script>" in " ".join(titles)
     page.get_by_role("tab", name="Index browser").click()
     page.locator("#browse-task label", has_text="Entity linking").click()
     page.locator("#browse-query textarea, #browse-query input").first.fill("script")

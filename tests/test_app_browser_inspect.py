@@ -21,6 +21,7 @@ from scripted import multi_hop_answering, script_every_run  # noqa: E402
 # Shared fixtures: `page` opens this module's `server` in a fresh browser context.
 from test_app_browser import browser, page, shot  # noqa: E402,F401
 from tiny import hotpot_item  # noqa: E402
+from el_results import el_result_file  # noqa: E402
 
 pytestmark = pytest.mark.browser
 expect = sync_api.expect
@@ -56,6 +57,7 @@ def server(tmp_path_factory):
         evaluate(lm, "multi-hop", examples, EvaluationSettings(candidates="context"),
                  out=results / f"{name}.jsonl", progress=False)
     mp.undo()
+    el_result_file(results)  # an entity-linking file with hostile text, written as `evaluate` writes them
     config = config_for(world, results_dir=results, datasets_dir=datasets, sweep_report=sweep)
     with serve(config, chooser_for=scripted_choices) as (url, _):
         yield url
@@ -103,6 +105,22 @@ def test_open_filter_inspect_and_export(page, tmp_path):
     expect(page.locator("#errors-example")).to_contain_text("<script>")
     assert page.evaluate("window.__pwned") is None
     shot(page, "error-browser")
+
+
+def test_entity_linking_errors_carry_elevant_labels(page):
+    open_errors(page, "el-result.jsonl")
+    metrics = page.locator("#errors-metrics")
+    expect(metrics).to_contain_text("wrong entity: wrong candidate")
+    expect(metrics).to_contain_text("spurious mention: wrong span")
+    pick(page, "#errors-category", "wrong entity: partial name (1)")
+    expect(page.locator("#errors-table [data-testid=cell-0-0]")).to_have_text("d<1>")
+    assert rows(page, "#errors-table") == 1
+    page.locator("#errors-table [data-testid=cell-0-2]").click()
+    example = page.locator("#errors-example")
+    expect(example).to_contain_text("ELEVANT: wrong candidate, partial name")
+    expect(example).to_contain_text('"<b>Zürich</b>" & 東京')  # the markup in the text shows as text
+    assert example.locator("b", has_text="Zürich").count() == 0
+    shot(page, "error-browser-elevant")
 
 
 def test_compare_two_result_files(page):

@@ -58,12 +58,15 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--free-copy", action="store_true",
                    help="entity linking: let the model rewrite the text freely (the authors' loop) instead of "
                         "constraining its output to the input plus mention tags")
+    p.add_argument("--vectors", action="store_true",
+                   help="keep each retrieval's query vector in the trace (float16, base64: "
+                        "retrievals[].query_vector in docs/trace.md)")
 
 
 def decoding_settings(args: argparse.Namespace) -> dict:
     """RunSettings fields from the options of `add_decoding_arguments`."""
     return {"draft_tokens": args.draft_tokens, "copy_input": not args.free_copy,
-            "fused_decoder": not args.transformers_forward}
+            "fused_decoder": not args.transformers_forward, "query_vectors": args.vectors}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -15,7 +15,7 @@ from ..tasks import TASK_NAMES, get_task
 from ..trace import Trace
 from ..render_text import stop_words
 from .shared import (PRIVATE, TASK_CHOICES, TracePanel, error_message, example_inputs, loading_message, on_gpu,
-                     visitor, wire_examples, write_trace)
+                     span_download, visitor, wire_examples, write_trace)
 
 STREAM_EVERY_S = 0.15  # at most ~7 page updates a second while tokens stream
 
@@ -63,12 +63,16 @@ def build(app: AppState, demo: gr.Blocks) -> None:
             # What an invented world's index holds, until the first run (empty for other indexes).
             world = gr.HTML(elem_id="run-world")
             panel = TracePanel(app, "run")
-            download = gr.DownloadButton("Download trace JSON", visible=False, elem_id="download")
+            with gr.Row():
+                download = gr.DownloadButton("Download trace JSON", visible=False, elem_id="download")
+                # The same run as OpenInference spans, for Phoenix and other OpenTelemetry tools.
+                spans = gr.DownloadButton("Download OpenInference spans (OTLP JSON)", visible=False,
+                                          elem_id="download-spans")
         with gr.Column(scale=1, min_width=260):
             with gr.Accordion("How single-pass retrieval works", open=True):
                 gr.HTML(R.EXPLAINER_HTML)
 
-    runs = RunView(app, status, panel, download, expected, world)
+    runs = RunView(app, status, panel, download, expected, world, spans)
     gr.on([run_btn.click, text.submit], runs.run, inputs=[task, text, top_k, copy_input], outputs=runs.outputs,
           concurrency_id="model", concurrency_limit=1, **PRIVATE)
     # Not `cancels=`: a cancelled stream leaves the page as it was ("Running..."); the run itself
@@ -99,14 +103,14 @@ class RunView:
     with its status line, its download and, for a bundled example, the tick or cross."""
 
     def __init__(self, app: AppState, status: gr.HTML, panel: TracePanel, download: gr.DownloadButton,
-                 expected: gr.HTML, world: gr.HTML):
+                 expected: gr.HTML, world: gr.HTML, spans: gr.DownloadButton):
         self.app, self.status, self.panel, self.download, self.expected = app, status, panel, download, expected
-        self.world = world
+        self.world, self.spans = world, spans
         self.events = on_gpu(self.app.stream)
 
     @property
     def outputs(self) -> list:
-        return [self.status, *self.panel.outputs, self.download, self.expected, self.world]
+        return [self.status, *self.panel.outputs, self.download, self.expected, self.world, self.spans]
 
     def run(self, task, text, top_k, copy_input=True, request: gr.Request = None):
         """Stream a run: the timeline grows as tokens come; the result and download come at the end.
@@ -119,7 +123,8 @@ class RunView:
                 # The world's description gives way to the run; a run with no confident match offers
                 # its questions again.
                 yield {status: R.message_html(loading_message(app, "Running...")), **panel.live(live),
-                       panel.result: "", download: gr.DownloadButton(visible=False), self.world: ""}
+                       panel.result: "", download: gr.DownloadButton(visible=False), self.world: "",
+                       self.spans: gr.DownloadButton(visible=False)}
                 stream = self.events(task, text, top_k, copy_input)
                 try:
                     for ev in worth_showing(stream, live):
@@ -136,7 +141,8 @@ class RunView:
             msg = error_message(e)
             gr.Warning(msg)
             yield {status: R.message_html(msg, "error"), **panel.views(live, {}), panel.result: "",
-                   panel.trace: None, download: gr.DownloadButton(visible=False)}
+                   panel.trace: None, download: gr.DownloadButton(visible=False),
+                   self.spans: gr.DownloadButton(visible=False)}
 
     def finished(self, trace: Trace) -> dict:
         words, kind = stop_words(trace)
@@ -146,7 +152,8 @@ class RunView:
         done = f"Done: {counts}" if kind == "ok" else f"Stopped early: {words}. {counts}"
         line = R.message_html(done, kind) + self.unconfident_line(trace)
         out = {self.status: line, **self.panel.show(trace),
-               self.download: gr.DownloadButton(value=write_trace(trace), visible=True)}
+               self.download: gr.DownloadButton(value=write_trace(trace), visible=True),
+               self.spans: span_download(trace)}
         example = self.app.example(trace.task, trace.input)
         if example:
             out[self.expected] = expectation_html(self.app, trace.task, example,
@@ -166,7 +173,8 @@ class RunView:
                 f"({trace.cost.seconds['total']:.1f} s). The partial trace is below.")
         return {self.status: R.message_html(note, "warn"), **self.panel.views(trace, self.panel.links(trace)),
                 self.panel.result: R.message_html(trace.error, "warn"), self.panel.trace: trace,
-                self.download: gr.DownloadButton(value=write_trace(trace), visible=True)}
+                self.download: gr.DownloadButton(value=write_trace(trace), visible=True),
+                self.spans: span_download(trace)}
 
 
 def expectation_html(app: AppState, task: str, example: dict | None, verdict: bool | None = None) -> str:

@@ -76,6 +76,27 @@ def write_trace(trace: Trace) -> str:
     return str(path)
 
 
+def write_spans(trace: Trace) -> str | None:
+    """The trace as OpenInference spans (OTLP/JSON), ending now; None where the span packages are
+    not installed (the button stays hidden; the CLI says what to install)."""
+    from ..export_openinference import OpenInferenceExportError, Run, build_request, require_packages, to_otlp_json
+
+    try:
+        require_packages()
+    except OpenInferenceExportError as e:
+        log.warning("%s", e)
+        return None
+    path = download_path(_TRACE_DIR, f"onegen-spans-{trace.task}", ".openinference.json")
+    request = build_request([Run(key=trace.task, trace=trace)], end_ns=time.time_ns(), seed=path.name)
+    path.write_text(to_otlp_json(request), encoding="utf-8")
+    return str(path)
+
+
+def span_download(trace: Trace) -> gr.DownloadButton:
+    path = write_spans(trace)
+    return gr.DownloadButton(value=path, visible=path is not None)
+
+
 def example_choices(examples: list[dict]) -> list[tuple[str, str]]:
     out = []
     for ex in examples:
