@@ -22,6 +22,7 @@ from .assets import resolve_recorded
 from .datasets import GoldLayout, LoadedDataset, load_dataset
 from .errors import OneGenError
 from .fsutil import atomic_write
+from .results import NOT_JSON, numbered_result_lines
 from .tasks import TASK_NAMES, get_task
 
 
@@ -47,17 +48,10 @@ def read_lines(path: str | Path) -> list[dict[str, Any]]:
     except (OSError, UnicodeDecodeError) as e:
         raise GoldExportError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
     lines = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-        except json.JSONDecodeError:
-            raise GoldExportError(f"{path.name}: line {number} is not valid JSON; a gold file pairs with every "
-                                  "line, so repair or remove it first") from None
-        if not isinstance(line, dict) or not isinstance(line.get("onegen"), dict) or "key" not in line["onegen"]:
-            raise GoldExportError(f"{path.name}: line {number} was not written by `onegen evaluate` "
-                                  "(no \"onegen\" block with its key)")
+    for number, line, problem in numbered_result_lines(text):
+        if line is None:
+            why = ("; a gold file pairs with every line, so repair or remove it first" if problem == NOT_JSON else "")
+            raise GoldExportError(f"{path.name}: line {number} is {problem}{why}")
         lines.append(line)
     if not lines:
         raise GoldExportError(f"{path.name} holds no result lines")

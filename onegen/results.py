@@ -19,7 +19,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .datasets import parse_example, write_jsonl
 from .errors import OneGenError
@@ -70,6 +70,27 @@ def category_names(record: ExampleRecord) -> list[str]:
     return list(dict.fromkeys(name for c in record.categories for name in c.names()))
 
 
+NOT_JSON = "not valid JSON"
+NOT_EVALUATE = "not a line written by `onegen evaluate` (no \"onegen\" block with its key)"
+
+
+def numbered_result_lines(text: str) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """(line number, line, None) for each non-blank line `onegen evaluate` wrote; (number, None,
+    why not) for any other."""
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError:
+            yield number, None, NOT_JSON
+            continue
+        if not isinstance(line, dict) or not isinstance(line.get("onegen"), dict) or "key" not in line["onegen"]:
+            yield number, None, NOT_EVALUATE
+            continue
+        yield number, line, None
+
+
 def load_results(path: str | Path, *, task: str | None = None) -> ResultSet:
     """Read a result file written by `onegen evaluate`. A line that cannot be read is skipped and
     listed in `skipped` (a file cut off mid-write loses at most its last line); a file with no
@@ -88,16 +109,9 @@ def load_results(path: str | Path, *, task: str | None = None) -> ResultSet:
         raise ResultFileError(f"cannot read {path.name} as UTF-8 text: {e}") from None
     lines: list[tuple[int, dict[str, Any]]] = []
     skipped: list[str] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            line = json.loads(raw)
-        except json.JSONDecodeError:
-            skipped.append(f"line {number}: not valid JSON")
-            continue
-        if not isinstance(line, dict) or not isinstance(line.get("onegen"), dict) or "key" not in line["onegen"]:
-            skipped.append(f"line {number}: not a line written by `onegen evaluate` (no \"onegen\" block)")
+    for number, line, problem in numbered_result_lines(text):
+        if line is None:
+            skipped.append(f"line {number}: {problem}")
             continue
         lines.append((number, line))
     if not lines:
