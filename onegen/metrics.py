@@ -322,12 +322,15 @@ class EvaluatedWith:
     top_k: int
     copy_input: bool | None = None  # tasks that copy their input only
     copy_overrides: int | None = None  # tokens the copy constraint replaced, over all examples
+    early_close: bool | None = None  # tasks that copy their input only: mentions may end early
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "candidates": self.candidates, "control": self.control,
                                "top_k": self.top_k}
         if self.copy_input is not None:
             out.update(copy_input=self.copy_input, copy_overrides=self.copy_overrides)
+        if self.early_close is not None:
+            out["early_close"] = self.early_close
         return out
 
 

@@ -33,6 +33,9 @@ StopReason = Literal[
 # How a token after the prompt came to be: chosen by the model, set by the protocol, or part of a
 # retrieved document prefilled onto the cache.
 TokenKind = Literal["generated", "forced", "inserted"]
+# Why copy-constrained decoding chose other than the model: the mask's best allowed token, or the
+# first token of `</MENTION>` where the model's first choice left the input inside an open mention.
+OverrideKind = Literal["mask", "early_close"]
 
 
 class TraceFormatError(OneGenError, ValueError):
@@ -65,6 +68,7 @@ class Override:
     chosen: int
     preferred: int
     preferred_text: str
+    kind: OverrideKind = "mask"  # traces made before early closing have no kind: all were "mask"
 
 
 @dataclass

@@ -58,12 +58,15 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--free-copy", action="store_true",
                    help="entity linking: let the model rewrite the text freely (the authors' loop) instead of "
                         "constraining its output to the input plus mention tags")
+    p.add_argument("--no-early-close", action="store_true",
+                   help="entity linking, copy-constrained: where the model's first choice leaves the input inside "
+                        "an open mention, keep copying into the mention (the mask alone) instead of closing it there")
 
 
 def decoding_settings(args: argparse.Namespace) -> dict:
     """RunSettings fields from the options of `add_decoding_arguments`."""
     return {"draft_tokens": args.draft_tokens, "copy_input": not args.free_copy,
-            "fused_decoder": not args.transformers_forward}
+            "early_close": not args.no_early_close, "fused_decoder": not args.transformers_forward}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
