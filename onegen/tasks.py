@@ -151,7 +151,7 @@ class EntityLinking(Task):
     candidate_modes = ("index",)
     example_class = ELExample
     headline = ("f1", "micro F1")
-    compared_metrics = ("precision", "recall", "f1", "ambiguous_accuracy")
+    compared_metrics = ("precision", "recall", "f1", "span_f1", "linking_accuracy", "ambiguous_accuracy")
     reads_index_titles = True
 
     def query_text(self, segment: str) -> str:

@@ -78,3 +78,21 @@ def test_aggregate_reports_spans_apart_from_the_end_to_end_score():
     right = [LinkedEntity("Ivo Brandel", 0, 11, "Q1", "Ivo Brandel", 0.9, 0), *entities[1:]]
     m = get_task("entity-linking").aggregate([_record(right)])
     assert (m["span_tp"], m["span_fp"], m["span_fn"]) == (3, 0, 0) and m.f1 < 1.0  # only the link to Paris is wrong
+
+
+def test_a_shipped_result_file_shows_its_spans_in_the_error_browser():
+    """Result files written before span figures existed are scored from their traces."""
+    from pathlib import Path
+
+    from onegen.render_results import metrics_html
+    from onegen.results import load_results
+
+    path = Path(__file__).resolve().parents[1] / "assets" / "results" / "heldout-entity-linking.jsonl"
+    if not path.exists():
+        pytest.skip("no shipped entity-linking result file")
+    results = load_results(path)
+    m = results.metrics
+    assert m["span_tp"] + m["span_fn"] == m["gold_mentions"]
+    assert m["span_tp"] >= m["tp"] and 0.0 < m["linking_accuracy"] <= 1.0
+    html = metrics_html(results)
+    assert "span P / R / F1" in html and f"of {m['span_tp']:,}" in html
