@@ -12,7 +12,9 @@ Inside an open mention the mask alone would make the model copy on: a model that
 the filler words after a name ("..., she had come from ...") would have them swallowed into the
 mention. `CopyConstraint.closing` names the tokens that end the mention there instead (at a word
 edge only); the engine uses them when the model's own first choice leaves the input (RunSettings.
-early_close).
+early_close). Outside a mention the mask's best token may be `<MENTION>` where the model wanted
+something the input does not have; `CopyConstraint.opening` names those tokens so that the engine
+copies instead (RunSettings.model_opens): a mention starts only where the model chose to start one.
 
 Work is on UTF-8 bytes, so byte-level BPE (GPT-2, SmolLM) and SentencePiece with byte fallback
 (Llama) are handled alike. A small automaton tracks where in the input the output is; the allowed
@@ -245,6 +247,25 @@ class CopyConstraint:
             if any(n.mode in (IN_CLOSE, NEED_LINK) and self.word_edge[n.pos] for n in self.after(states, t)):
                 out.append(t)
         return out
+
+    def opening(self, states: States, allowed: Iterable[int]) -> list[int]:
+        """The tokens of `allowed` that would open a mention here (`<` of `<MENTION>`, possibly
+        after copied text): what the mask must not write on the model's behalf. A token that may
+        also copy a literal `<` of the input is not one of them."""
+        if any(s.inside or s.mode != TEXT for s in states):
+            return []
+        out = []
+        for t in allowed:
+            nxt = self.after(states, t)
+            if nxt and all(n.mode == IN_OPEN or n.inside for n in nxt):
+                out.append(t)
+        return out
+
+    def spells_open(self, token_id: int) -> bool:
+        """Does the token start `<MENTION>` in some spelling (after leading spaces), i.e. did a
+        model that chose it mean to open a mention, even where its spelling is not allowed?"""
+        b = (self.vocab.of_id.get(token_id) or b"").lstrip(b" ")
+        return bool(b) and (OPEN.startswith(b) or b.startswith(OPEN))
 
     # -- the allowed set -----------------------------------------------------------------------------
     def allowed(self, states: States, *, may_link: bool = True) -> list[int]:

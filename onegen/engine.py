@@ -147,6 +147,10 @@ class RunSettings:
     # leave the input (it wants to skip the words after a name), end the mention there, at a word
     # edge, rather than let the mask copy those words into it. False: the mask alone decides.
     early_close: bool = True
+    # Copy-constrained greedy runs: where the model's first choice is refused outside a mention and
+    # the mask's best token would open one, copy the input instead, unless the model's choice was
+    # itself a `<MENTION>` in another spelling. False: the mask may open mentions the model did not.
+    model_opens: bool = True
     # Llama models on the CPU: the fused decode path (onegen/fused_llama.py), same hidden states as
     # the transformers forward with fewer op calls. False always uses the transformers forward.
     fused_decoder: bool = True
@@ -467,8 +471,10 @@ class _Run:
             self.copy = CopyConstraint(text, vocabulary_bytes(self.ptok.hf), link_id=proto.query_id,
                                        continue_id=proto.forced_ids()[proto.query_id], eos_id=proto.eos_id)
             self.copy_states = self.copy.start
-        # Early closing compares with the model's first choice, which only greedy decoding has.
-        self.early_close = self.copy is not None and settings.early_close and settings.sampling is None
+        # Both rules compare with the model's first choice, which only greedy decoding has.
+        greedy_copy = self.copy is not None and settings.sampling is None
+        self.early_close = greedy_copy and settings.early_close
+        self.model_opens = greedy_copy and settings.model_opens
         self.trace = Trace(task=self.spec.name, mode=engine.query_encoder.name, model=self._model_info(),
                            input=text, prompt_text=self.prompt_text, prompt_ids=list(self.prompt_ids),
                            cost=cost, index=retriever.describe(),
@@ -476,6 +482,7 @@ class _Run:
                                      "max_new_tokens_per": "segment" if self.segmented else "run",
                                      "max_retrievals": self.max_retrievals, "draft_tokens": drafts,
                                      "copy_input": self.copy is not None, "early_close": self.early_close,
+                                     "model_opens": self.model_opens,
                                      "decoder": self.state.decoder_name,
                                      "repetition_window": 0 if self.copy is not None else settings.repetition_window,
                                      "decoding": "greedy" if settings.sampling is None else vars(settings.sampling)})
@@ -610,10 +617,12 @@ class _Run:
 
     def _pick(self, logits: torch.Tensor, *, position: int, ahead: int = 0, forced: int | None = None,
               banned: Sequence[int] = (), allowed: list[int] | None = None) -> tuple[int, Override | None]:
-        """The token at `position`: the chooser's pick within `allowed`, or, where early closing
-        applies, within the tokens that end the open mention; with the Override to record when, in
-        a greedy run, that differs from the chooser's own first choice among the tokens the protocol
-        itself permits (a banned [LK] is not the constraint's doing)."""
+        """The token at `position`: the chooser's pick within `allowed`; where the model's own first
+        choice is refused, within the tokens that end the open mention (early close) or, instead of
+        a `<MENTION>` the model did not choose, within the tokens that copy (model opens). With the
+        Override to record when, in a greedy run, the token differs from the chooser's own first
+        choice among the tokens the protocol itself permits (a banned [LK] is not the constraint's
+        doing)."""
         tok = self._choose(logits, ahead=ahead, forced=forced, banned=banned, allowed=allowed)
         if allowed is None or self.settings.sampling is not None:
             return tok, None
@@ -621,10 +630,15 @@ class _Run:
         if preferred == tok:
             return tok, None
         kind: OverrideKind = "mask"
-        if self.early_close and preferred not in allowed:
+        if self.early_close:
             closing = self.copy.closing(self.copy_states, allowed)
             if closing and tok not in closing:
                 tok, kind = self._choose(logits, ahead=ahead, banned=banned, allowed=closing), "early_close"
+        if self.model_opens and kind == "mask" and not self.copy.spells_open(preferred):
+            opening = set(self.copy.opening(self.copy_states, allowed))
+            copying = [a for a in allowed if a not in opening]
+            if tok in opening and copying:
+                tok, kind = self._choose(logits, ahead=ahead, banned=banned, allowed=copying), "no_open"
         return tok, Override(position=position, chosen=tok, preferred=preferred,
                              preferred_text=self.ptok.decode([preferred]), kind=kind)
 

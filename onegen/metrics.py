@@ -388,6 +388,7 @@ class EvaluatedWith:
     copy_input: bool | None = None  # tasks that copy their input only
     copy_overrides: int | None = None  # tokens the copy constraint replaced, over all examples
     early_close: bool | None = None  # tasks that copy their input only: mentions may end early
+    model_opens: bool | None = None  # ... and start only where the model opened them
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "candidates": self.candidates, "control": self.control,
@@ -396,6 +397,8 @@ class EvaluatedWith:
             out.update(copy_input=self.copy_input, copy_overrides=self.copy_overrides)
         if self.early_close is not None:
             out["early_close"] = self.early_close
+        if self.model_opens is not None:
+            out["model_opens"] = self.model_opens
         return out
 
 

@@ -33,9 +33,10 @@ StopReason = Literal[
 # How a token after the prompt came to be: chosen by the model, set by the protocol, or part of a
 # retrieved document prefilled onto the cache.
 TokenKind = Literal["generated", "forced", "inserted"]
-# Why copy-constrained decoding chose other than the model: the mask's best allowed token, or the
-# first token of `</MENTION>` where the model's first choice left the input inside an open mention.
-OverrideKind = Literal["mask", "early_close"]
+# Why copy-constrained decoding chose other than the model: the mask's best allowed token; the
+# first token of `</MENTION>` where the model's first choice left the input inside an open mention;
+# or the best copy token where the mask's best would have opened a mention the model did not choose.
+OverrideKind = Literal["mask", "early_close", "no_open"]
 
 
 class TraceFormatError(OneGenError, ValueError):

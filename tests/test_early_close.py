@@ -107,3 +107,78 @@ def test_old_overrides_without_a_kind_read_as_mask(models):
     d["settings"].pop("early_close")
     back = Trace.from_dict(d)
     assert back.overrides and all(o.kind == "mask" for o in back.overrides)
+
+
+# -- mentions open only where the model opens one ------------------------------------------------------
+
+class _OpenSecondAtStart(LongestSecondChooser):
+    """At the first step the model wants [LK] (which cannot start the output) and ranks `<MENTION>`
+    second; afterwards it wants to end, and its second choice copies the input."""
+
+    def __init__(self, lm):
+        from onegen.constrain import vocabulary_bytes
+
+        super().__init__(lm, [tid(lm, LK)])
+        of_id = vocabulary_bytes(lm.tokenizer).of_id
+        self.opens = [i for i, b in of_id.items() if b.lstrip(b" ").startswith(b"<")]
+
+    def __call__(self, logits, *, step, **kw):
+        if step == 0:
+            import torch
+
+            from onegen.engine import choose_token
+            prefs = torch.zeros_like(logits)
+            prefs[self.opens] = 50.0
+            prefs[self.ids[0]] = 100.0
+            return choose_token(prefs, **kw)
+        return super().__call__(logits, step=step, **kw)
+
+
+def _opening_run(lm, **settings):
+    engine = Engine(lm, chooser=_OpenSecondAtStart(lm))
+    return engine.run_trace("entity-linking", TEXT, candidates=ENTITIES, settings=RunSettings(**settings))
+
+
+def test_the_mask_does_not_open_a_mention_the_model_did_not_choose(models):
+    lm = models["entity-linking"]
+    trace = _opening_run(lm)
+    assert trace.settings["model_opens"] is True
+    assert trace.result.entities == [] and trace.retrievals == []
+    first = trace.overrides[0]
+    assert first.kind == "no_open" and first.preferred == tid(lm, LK)
+    assert not trace.tokens[0].text.lstrip().startswith("<")
+    assert _plain(trace, lm.tokenizer.eos_token).lstrip(" ") == TEXT  # a leading space is allowed
+
+
+def test_with_model_opens_off_the_mask_opens_and_fills_the_mention(models):
+    lm = models["entity-linking"]
+    trace = _opening_run(lm, model_opens=False, early_close=False)
+    assert trace.settings["model_opens"] is False
+    assert [e.mention for e in trace.result.entities] == [TEXT]
+    assert not any(o.kind == "no_open" for o in trace.overrides)
+    # Early close alone ends that mention at the first word edge where the model wants to stop.
+    assert [e.mention for e in _opening_run(lm, model_opens=False).result.entities] == ["Ivo"]
+
+
+def test_a_first_choice_that_spells_an_open_tag_otherwise_may_still_open(models):
+    """The model wants " <" where the input has no space: it means to open, so the mask's "<" is
+    kept (an ordinary override)."""
+    from onegen.constrain import CopyConstraint, vocabulary_bytes
+
+    lm = models["entity-linking"]
+    tok = lm.tokenizer
+    c = CopyConstraint("Paris.", vocabulary_bytes(tok), link_id=tid(lm, LK), continue_id=tid(lm, CONTINUE),
+                       eos_id=tok.eos_token_id)
+    of_id = vocabulary_bytes(tok).of_id
+    spaced = [i for i, b in of_id.items() if b == b" <"]
+    plain = [i for i, b in of_id.items() if b == b"<"]
+    assert plain and all(c.spells_open(i) for i in spaced + plain)
+    assert not c.spells_open(tid(lm, LK)) and not c.spells_open(tok.eos_token_id)
+    assert not any(c.spells_open(i) for i, b in of_id.items() if b in (b"Paris", b"P", b" "))
+    allowed = c.allowed(c.start)
+    assert set(plain) <= set(c.opening(c.start, allowed))
+    assert not any(of_id.get(i, b"").startswith(b"P") for i in c.opening(c.start, allowed))
+    inside = c.start
+    for i in text_ids(lm, "entity-linking", "<MENTION>Pa"):
+        inside = c.after(inside, i)
+    assert c.opening(inside, c.allowed(inside)) == []

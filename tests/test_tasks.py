@@ -189,13 +189,13 @@ def test_metrics_keep_the_json_keys_in_their_order():
         "model", "candidates", "control", "top_k", "copy_input", "copy_overrides"]
     # Span figures and the early-close setting come after the keys readers already know.
     spans = ELSpanScores(precision=1.0, recall=0.5, f1=2 / 3, tp=1, fp=0, fn=1, linked_right=1)
-    el = dataclasses.replace(el, spans=spans, run=dataclasses.replace(el.run, early_close=True))
+    el = dataclasses.replace(el, spans=spans, run=dataclasses.replace(el.run, early_close=True, model_opens=True))
     assert list(el.to_dict()) == [
         "task", "examples", "errors", "resumed", "precision", "recall", "f1", "tp", "fp", "fn", "gold_mentions",
         "predicted_mentions", "authors_scorer", "ambiguous_mentions", "ambiguous_accuracy", "ambiguity_from",
         "span_precision", "span_recall", "span_f1", "span_tp", "span_fp", "span_fn", "linking_accuracy",
         "retrieval_limit_hits", "stop_reasons", "error_categories", "seconds_per_example_median", "seconds_total",
-        "model", "candidates", "control", "top_k", "copy_input", "copy_overrides", "early_close"]
+        "model", "candidates", "control", "top_k", "copy_input", "copy_overrides", "early_close", "model_opens"]
     assert el["linking_accuracy"] == 1.0
     qa = QAMetrics(**COMMON, em=1.0, f1=1.0, match=1.0, precision=1.0, recall=1.0, retrieval={}, no_final_answer=0)
     assert list(qa.to_dict()) == [
