@@ -130,6 +130,9 @@ def timeline_html(tokens: Sequence[TokenRecord], retrievals: Sequence[Retrieval]
             if o.kind == "early_close":
                 out.append(f'<span class="og-override og-early-close" title="copy constraint: the model wanted '
                            f'{wanted}, which leaves the input, so the mention closed here">{esc(t.text)}</span>')
+            elif o.kind == "no_open":
+                out.append(f'<span class="og-override" title="copy constraint: the model wanted {wanted}; the text '
+                           f'was copied rather than open a mention the model did not choose">{esc(t.text)}</span>')
             else:
                 out.append(f'<span class="og-override" title="copy constraint: the model wanted {wanted}">'
                            f'{esc(t.text)}</span>')

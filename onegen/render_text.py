@@ -153,8 +153,11 @@ def copy_note(trace: Trace) -> str:
     early = sum(1 for o in trace.overrides if o.kind == "early_close")
     closed = (f" At {early} of them the model's choice left the input inside a mention, so it closed the "
               f"mention early.") if early else ""
+    held = sum(1 for o in trace.overrides if o.kind == "no_open")
+    copied = (f" At {held} it copied the text rather than open a mention the model did not choose."
+              if held else "")
     return (f"Copy constraint on: it overrode the model at {n} step{'s' if n != 1 else ''} "
-            f"(the model wanted {wanted}{more}).{closed}")
+            f"(the model wanted {wanted}{more}).{closed}{copied}")
 
 
 def cost_line(trace: Trace) -> str:

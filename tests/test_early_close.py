@@ -148,6 +148,8 @@ def test_the_mask_does_not_open_a_mention_the_model_did_not_choose(models):
     assert first.kind == "no_open" and first.preferred == tid(lm, LK)
     assert not trace.tokens[0].text.lstrip().startswith("<")
     assert _plain(trace, lm.tokenizer.eos_token).lstrip(" ") == TEXT  # a leading space is allowed
+    assert "rather than open a mention the model did not choose" in copy_note(trace)
+    assert "rather than open a mention" in timeline_html(trace.tokens, trace.retrievals, overrides=trace.overrides)
 
 
 def test_with_model_opens_off_the_mask_opens_and_fills_the_mention(models):
