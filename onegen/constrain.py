@@ -8,6 +8,14 @@ decoding (as in GENRE's prefix-constrained entity linking) masks every token tha
 language; the model still decides where mentions start and end, and which entity each `[LK]`
 retrieves. The engine records each step where the mask overrode the model's own first choice.
 
+Inside an open mention the mask alone would make the model copy on: a model that wants to skip
+the filler words after a name ("..., she had come from ...") would have them swallowed into the
+mention. `CopyConstraint.closing` names the tokens that end the mention there instead (at a word
+edge only); the engine uses them when the model's own first choice leaves the input (RunSettings.
+early_close). Outside a mention the mask's best token may be `<MENTION>` where the model wanted
+something the input does not have; `CopyConstraint.opening` names those tokens so that the engine
+copies instead (RunSettings.model_opens): a mention starts only where the model chose to start one.
+
 Work is on UTF-8 bytes, so byte-level BPE (GPT-2, SmolLM) and SentencePiece with byte fallback
 (Llama) are handled alike. A small automaton tracks where in the input the output is; the allowed
 tokens at a step are found by walking the automaton and the vocabulary's byte prefixes together,
@@ -58,6 +66,21 @@ def _byte_flags(text: str) -> tuple[list[bool], list[bool]]:
     for i in range(len(visible) - 1, -1, -1):
         blank_tail[i] = blank_tail[i + 1] and not visible[i]
     return visible, blank_tail
+
+
+def _word_edges(text: str) -> list[bool]:
+    """Per byte offset 0..len(UTF-8 bytes): is it a character boundary outside a word (not between
+    two letters or digits)? A mention the decoder ends on its own initiative ends only there, so a
+    misspelt name is corrected by the mask rather than cut in half."""
+    edges: list[bool] = []
+    prev_word = False
+    for ch in text:
+        word = ch.isalnum()
+        edges.append(not (prev_word and word))
+        edges.extend([False] * (len(ch.encode("utf-8")) - 1))  # inside a multi-byte character
+        prev_word = word
+    edges.append(True)
+    return edges
 
 
 class VocabularyBytes:
@@ -141,6 +164,7 @@ class CopyConstraint:
     def __init__(self, text: str, vocab: VocabularyBytes, *, link_id: int, continue_id: int, eos_id: int):
         self.text = text.encode("utf-8")
         self.visible, self.blank_tail = _byte_flags(text)
+        self.word_edge = _word_edges(text)
         self.vocab = vocab
         self.link_id, self.continue_id, self.eos_id = link_id, continue_id, eos_id
         self.start: States = frozenset({_State(0)})
@@ -211,6 +235,37 @@ class CopyConstraint:
         # Trailing blanks (a final newline, a U+FEFF) need not be copied: a model that stops
         # before them has copied everything a reader sees.
         return s.mode == TEXT and self.blank_tail[s.pos] and not s.inside
+
+    def closing(self, states: States, allowed: Iterable[int]) -> list[int]:
+        """The tokens of `allowed` that begin `</MENTION>` right here, where the copied input is at a
+        word edge: what the decoder may write instead to end an open mention early. [] when no
+        mention is open or the input is mid-word."""
+        if not any(s.mode == TEXT and s.inside and self.word_edge[s.pos] for s in states):
+            return []
+        out = []
+        for t in allowed:
+            if any(n.mode in (IN_CLOSE, NEED_LINK) and self.word_edge[n.pos] for n in self.after(states, t)):
+                out.append(t)
+        return out
+
+    def opening(self, states: States, allowed: Iterable[int]) -> list[int]:
+        """The tokens of `allowed` that would open a mention here (`<` of `<MENTION>`, possibly
+        after copied text): what the mask must not write on the model's behalf. A token that may
+        also copy a literal `<` of the input is not one of them."""
+        if any(s.inside or s.mode != TEXT for s in states):
+            return []
+        out = []
+        for t in allowed:
+            nxt = self.after(states, t)
+            if nxt and all(n.mode == IN_OPEN or n.inside for n in nxt):
+                out.append(t)
+        return out
+
+    def spells_open(self, token_id: int) -> bool:
+        """Does the token start `<MENTION>` in some spelling (after leading spaces), i.e. did a
+        model that chose it mean to open a mention, even where its spelling is not allowed?"""
+        b = (self.vocab.of_id.get(token_id) or b"").lstrip(b" ")
+        return bool(b) and (OPEN.startswith(b) or b.startswith(OPEN))
 
     # -- the allowed set -----------------------------------------------------------------------------
     def allowed(self, states: States, *, may_link: bool = True) -> list[int]:

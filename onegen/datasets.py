@@ -129,6 +129,18 @@ class ELExample:
         gold input of `onegen.metrics.ELDocument`."""
         return [(label.surface.strip(), label.entity_id) for label in self.labels]
 
+    def gold_spans(self) -> list[tuple[tuple[int, int], str]]:
+        """(span of the stripped surface, entity id) for every label, "Unknown" ones included: the
+        gold input of `onegen.metrics.ELSpanDocument`."""
+        out = []
+        for label in self.labels:
+            start, end = label.span
+            surface = label.surface
+            start += len(surface) - len(surface.lstrip())
+            end -= len(surface) - len(surface.rstrip())
+            out.append(((start, max(start, end)), label.entity_id))
+        return out
+
 
 @dataclass(frozen=True)
 class ContextParagraph:

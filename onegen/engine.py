@@ -31,7 +31,7 @@ from .loading import LoadedModel
 from .protocols import LK, SPECS, ResolvedProtocol, get_spec
 from .tasks import get_task
 from .tokenization import Token, template_parts
-from .trace import Cost, Hit, Override, Phase, Retrieval, StopReason, StoredVector, TokenKind, TokenRecord, Trace
+from .trace import Cost, Hit, Override, OverrideKind, Phase, Retrieval, StopReason, StoredVector, TokenKind, TokenRecord, Trace
 from .utf8_guard import utf8_guard
 
 MAX_INPUT_CHARS = 20_000
@@ -153,6 +153,14 @@ class RunSettings:
     # Entity linking only: the output must be the input with mention tags (onegen/constrain.py).
     # False lets the model write anything, as the authors' loop does.
     copy_input: bool = True
+    # Copy-constrained greedy runs: where a mention is open and the model's first choice would
+    # leave the input (it wants to skip the words after a name), end the mention there, at a word
+    # edge, rather than let the mask copy those words into it. False: the mask alone decides.
+    early_close: bool = True
+    # Copy-constrained greedy runs: where the model's first choice is refused outside a mention and
+    # the mask's best token would open one, copy the input instead, unless the model's choice was
+    # itself a `<MENTION>` in another spelling. False: the mask may open mentions the model did not.
+    model_opens: bool = True
     # Llama models on the CPU: the fused decode path (onegen/fused_llama.py), same hidden states as
     # the transformers forward with fewer op calls. False always uses the transformers forward.
     fused_decoder: bool = True
@@ -478,13 +486,19 @@ class _Run:
             self.copy = CopyConstraint(text, vocabulary_bytes(self.ptok.hf), link_id=proto.query_id,
                                        continue_id=proto.forced_ids()[proto.query_id], eos_id=proto.eos_id)
             self.copy_states = self.copy.start
+        # Both rules compare with the model's first choice, which only greedy decoding has.
+        greedy_copy = self.copy is not None and settings.sampling is None
+        self.early_close = greedy_copy and settings.early_close
+        self.model_opens = greedy_copy and settings.model_opens
         self.trace = Trace(task=self.spec.name, mode=engine.query_encoder.name, model=self._model_info(),
                            input=text, prompt_text=self.prompt_text, prompt_ids=list(self.prompt_ids),
                            cost=cost, index=retriever.describe(),
                            settings={"top_k": settings.top_k, "max_new_tokens": self.max_new,
                                      "max_new_tokens_per": "segment" if self.segmented else "run",
                                      "max_retrievals": self.max_retrievals, "draft_tokens": drafts,
-                                     "copy_input": self.copy is not None, "decoder": self.state.decoder_name,
+                                     "copy_input": self.copy is not None, "early_close": self.early_close,
+                                     "model_opens": self.model_opens,
+                                     "decoder": self.state.decoder_name,
                                      "repetition_window": 0 if self.copy is not None else settings.repetition_window,
                                      "decoding": "greedy" if settings.sampling is None else vars(settings.sampling)})
         # The index's calibration judges this run's retrievals only when its scores were measured
@@ -526,8 +540,9 @@ class _Run:
             if allowed == []:  # the tokenizer cannot spell the rest of the input
                 stop = "copy_dead_end"
                 break
-            tok = self._choose(logits, forced=forced, banned=banned, allowed=allowed)
-            self._note_override(logits, tok, allowed, banned, position=len(self.state))
+            tok, override = self._pick(logits, forced=forced, banned=banned, allowed=allowed, position=len(self.state))
+            if override is not None:
+                self.trace.overrides.append(override)
             yield TokenEvent(self._record(tok, "forced" if forced is not None else "generated"))
             stop = self._stop_reason(tok)
             if stop:
@@ -567,9 +582,13 @@ class _Run:
             logits = self.state.logits(hidden[kept])
             banned = self._banned()  # as one-token decoding would ban here (an open character)
             allowed = self._allowed(banned)
-            if allowed == [] or self._choose(logits, ahead=kept, banned=banned, allowed=allowed) != draft[kept]:
+            if allowed == []:
                 break
-            self._note_override(logits, draft[kept], allowed, banned, position=start + kept, ahead=kept)
+            tok_here, override = self._pick(logits, ahead=kept, banned=banned, allowed=allowed, position=start + kept)
+            if tok_here != draft[kept]:
+                break
+            if override is not None:
+                self.trace.overrides.append(override)
             self._copy_advance(draft[kept], banned)
             logits = None
             kept += 1
@@ -619,16 +638,32 @@ class _Run:
         if self.copy is not None:
             self.copy_states = self.copy.after(self.copy_states, tok, may_link=self.proto.query_id not in banned)
 
-    def _note_override(self, logits: torch.Tensor, tok: int, allowed: list[int] | None, banned: Sequence[int],
-                       position: int, ahead: int = 0) -> None:
-        """Greedy runs: remember where the constraint chose other than the chooser's own first choice
-        (among the tokens the protocol itself permits: a banned [LK] is not the constraint's doing)."""
+    def _pick(self, logits: torch.Tensor, *, position: int, ahead: int = 0, forced: int | None = None,
+              banned: Sequence[int] = (), allowed: list[int] | None = None) -> tuple[int, Override | None]:
+        """The token at `position`: the chooser's pick within `allowed`; where the model's own first
+        choice is refused, within the tokens that end the open mention (early close) or, instead of
+        a `<MENTION>` the model did not choose, within the tokens that copy (model opens). With the
+        Override to record when, in a greedy run, the token differs from the chooser's own first
+        choice among the tokens the protocol itself permits (a banned [LK] is not the constraint's
+        doing)."""
+        tok = self._choose(logits, ahead=ahead, forced=forced, banned=banned, allowed=allowed)
         if allowed is None or self.settings.sampling is not None:
-            return
+            return tok, None
         preferred = self._choose(logits, ahead=ahead, banned=banned)
-        if preferred != tok:
-            self.trace.overrides.append(Override(position=position, chosen=tok, preferred=preferred,
-                                                 preferred_text=self.ptok.decode([preferred])))
+        if preferred == tok:
+            return tok, None
+        kind: OverrideKind = "mask"
+        if self.early_close:
+            closing = self.copy.closing(self.copy_states, allowed)
+            if closing and tok not in closing:
+                tok, kind = self._choose(logits, ahead=ahead, banned=banned, allowed=closing), "early_close"
+        if self.model_opens and kind == "mask" and not self.copy.spells_open(preferred):
+            opening = set(self.copy.opening(self.copy_states, allowed))
+            copying = [a for a in allowed if a not in opening]
+            if tok in opening and copying:
+                tok, kind = self._choose(logits, ahead=ahead, banned=banned, allowed=copying), "no_open"
+        return tok, Override(position=position, chosen=tok, preferred=preferred,
+                             preferred_text=self.ptok.decode([preferred]), kind=kind)
 
     def _draft(self, tok: int) -> list[int]:
         drafter = self.state.drafter

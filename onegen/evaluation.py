@@ -300,7 +300,8 @@ def in_data_order(lines: Sequence[dict[str, Any]], rank: Mapping[str, int] | Non
 
 # Settings that must match for a resumed file to be one consistent run. The index is compared by
 # what it holds (`_check_same_index`), not by how its path was spelled.
-_RUN_KEYS = ("task", "mode", "model_fingerprint", "candidates", "control", "top_k", "copy_input")
+_RUN_KEYS = ("task", "mode", "model_fingerprint", "candidates", "control", "top_k", "copy_input",
+             "early_close", "model_opens")
 
 
 def _check_same_run(line: Mapping[str, Any], run: Mapping[str, Any], path: Path,
@@ -310,6 +311,9 @@ def _check_same_run(line: Mapping[str, Any], run: Mapping[str, Any], path: Path,
     prev = line["onegen"].get("run") or {}
     if "copy_input" in run and "copy_input" not in prev:
         prev = {**prev, "copy_input": False}  # entity-linking files from before the copy constraint
+    for rule in ("early_close", "model_opens"):  # ... and from before the span rules
+        if rule in run and rule not in prev:
+            prev = {**prev, rule: False}
     for key in _RUN_KEYS:
         if key in prev and prev[key] != run.get(key):
             raise EvaluationError(f"{path} was written with {key}={prev[key]!r}, this run has {run.get(key)!r}; "
@@ -451,6 +455,10 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
                 "control": settings.control, "seed": settings.seed, "top_k": settings.top_k}
     if the_task.copies_input:
         run_info["copy_input"] = run_settings.copy_input
+        # What the engine applies: the span rules need the copy constraint and greedy decoding.
+        greedy_copy = run_settings.copy_input and run_settings.sampling is None
+        run_info["early_close"] = greedy_copy and run_settings.early_close
+        run_info["model_opens"] = greedy_copy and run_settings.model_opens
     if source is not None:
         run_info.update(data=source.data, aliases=source.aliases, skipped_items=source.skipped)
 
@@ -515,6 +523,8 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
     metrics.run = EvaluatedWith(
         model=lm.name, candidates=mode, control=settings.control, top_k=settings.top_k,
         copy_input=run_settings.copy_input if copies else None,
+        early_close=run_info["early_close"] if copies else None,
+        model_opens=run_info["model_opens"] if copies else None,
         copy_overrides=sum(len(r.trace.overrides) for r in records if r.trace is not None) if copies else None)
     return EvaluationReport(task=task, metrics=metrics, records=records,
                             out=result_file.path if result_file is not None else None, index_coverage=coverage)

@@ -224,6 +224,71 @@ def el_scores(documents: Iterable[ELDocument]) -> ELScores:
     )
 
 
+Span = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ELSpanDocument:
+    """One document to score by mention boundaries. `gold` holds (span, entity id) for every gold
+    label, "Unknown" ones included; `predictions` holds (span, entity id) per predicted mention,
+    span None when the mention is not in the text. Spans are character [start, end) offsets of
+    the stripped surfaces."""
+
+    gold: Sequence[tuple[Span, str]]
+    predictions: Sequence[tuple[Span | None, str]]
+
+
+@dataclass(frozen=True)
+class ELSpanScores:
+    """Mention detection apart from linking: micro P/R/F1 over (doc, span) whatever entity each
+    mention links to, and how many of the right spans link to the right entity."""
+
+    precision: float
+    recall: float
+    f1: float
+    tp: int
+    fp: int
+    fn: int
+    linked_right: int  # right spans whose entity is the gold one
+
+    @property
+    def linking_accuracy(self) -> float | None:
+        """Of the mentions with a right span, the fraction linked right; None without any."""
+        return self.linked_right / self.tp if self.tp else None
+
+
+def el_span_scores(documents: Iterable[ELSpanDocument]) -> ELSpanScores:
+    """Span scores (`ELSpanScores`). "Unknown" gold labels are excluded as in `el_scores`: each
+    cancels at most one prediction at its span. A mention found nowhere in the text is a false
+    positive. Duplicates count as in `el_scores` (the multiset of spans)."""
+    tp = fp = fn = linked = 0
+    for doc in documents:
+        gold: dict[Span, Counter[str]] = {}
+        unknown: Counter[Span] = Counter()
+        for span, entity_id in doc.gold:
+            if entity_id == UNKNOWN_ENTITY:
+                unknown[span] += 1
+            else:
+                gold.setdefault(tuple(span), Counter())[entity_id] += 1
+        pred: dict[Span, Counter[str]] = {}
+        for span, entity_id in doc.predictions:
+            if span is None:
+                fp += 1
+            elif unknown[tuple(span)] > 0:
+                unknown[tuple(span)] -= 1
+            else:
+                pred.setdefault(tuple(span), Counter())[entity_id] += 1
+        for span in gold.keys() | pred.keys():
+            g, p = sum(gold.get(span, Counter()).values()), sum(pred.get(span, Counter()).values())
+            tp += min(g, p)
+            fp += max(p - g, 0)
+            fn += max(g - p, 0)
+            linked += sum((gold.get(span, Counter()) & pred.get(span, Counter())).values())
+    prf = micro_prf(tp, fp, fn)
+    return ELSpanScores(precision=prf["precision"], recall=prf["recall"], f1=prf["f1"], tp=tp, fp=fp, fn=fn,
+                        linked_right=linked)
+
+
 def el_document_from_result_line(line: Mapping[str, Any]) -> ELDocument:
     """Build an `ELDocument` from one EL result line (the test item plus "output" and
     "output_qid"): gold surfaces are `text[start:end]` of each label's span,
@@ -322,12 +387,18 @@ class EvaluatedWith:
     top_k: int
     copy_input: bool | None = None  # tasks that copy their input only
     copy_overrides: int | None = None  # tokens the copy constraint replaced, over all examples
+    early_close: bool | None = None  # tasks that copy their input only: mentions may end early
+    model_opens: bool | None = None  # ... and start only where the model opened them
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "candidates": self.candidates, "control": self.control,
                                "top_k": self.top_k}
         if self.copy_input is not None:
             out.update(copy_input=self.copy_input, copy_overrides=self.copy_overrides)
+        if self.early_close is not None:
+            out["early_close"] = self.early_close
+        if self.model_opens is not None:
+            out["model_opens"] = self.model_opens
         return out
 
 
@@ -392,6 +463,8 @@ class ELMetrics(TaskMetrics):
     ambiguous_mentions: int = 0
     ambiguous_accuracy: float | None = None  # None when no gold mention is ambiguous
     ambiguity_from: str = "labels"
+    # Mention boundaries apart from linking (`el_span_scores`); None when scored without spans.
+    spans: ELSpanScores | None = None
 
     def task_figures(self) -> dict[str, Any]:
         out: dict[str, Any] = {"precision": self.precision, "recall": self.recall, "f1": self.f1, "tp": self.tp,
@@ -401,6 +474,10 @@ class ELMetrics(TaskMetrics):
             out["authors_scorer"] = dict(self.authors_scorer)
         out.update(ambiguous_mentions=self.ambiguous_mentions, ambiguous_accuracy=self.ambiguous_accuracy,
                    ambiguity_from=self.ambiguity_from)
+        if self.spans is not None:
+            sp = self.spans
+            out.update(span_precision=sp.precision, span_recall=sp.recall, span_f1=sp.f1, span_tp=sp.tp,
+                       span_fp=sp.fp, span_fn=sp.fn, linking_accuracy=sp.linking_accuracy)
         return out
 
 

@@ -99,7 +99,8 @@ def timeline_html(tokens: Sequence[TokenRecord], retrievals: Sequence[Retrieval]
                   overrides: Sequence[Override] = ()) -> str:
     """The generated text as written, one numbered chip per retrieval at the position of its token,
     inserted documents as collapsed blocks, forced and protocol tokens dimmed, tokens the copy
-    constraint chose over the model's own first choice underlined (the choice in the tooltip).
+    constraint chose over the model's own first choice underlined (the choice in the tooltip; in red
+    where it closed a mention early).
 
     Every retrieval gets exactly one chip: at its token when the token was generated, otherwise
     (single-hop reads its query at the end of the prompt) in position order before later tokens.
@@ -131,9 +132,17 @@ def timeline_html(tokens: Sequence[TokenRecord], retrievals: Sequence[Retrieval]
         elif t.text in _PROTOCOL_STRINGS:
             out.append(f'<span class="og-special">{esc(t.text)}</span>')
         elif t.position in overridden:
-            wanted = overridden[t.position].preferred_text
-            out.append(f'<span class="og-override" title="copy constraint: the model wanted {esc(repr(wanted))}">'
-                       f'{esc(t.text)}</span>')
+            o = overridden[t.position]
+            wanted = esc(repr(o.preferred_text))
+            if o.kind == "early_close":
+                out.append(f'<span class="og-override og-early-close" title="copy constraint: the model wanted '
+                           f'{wanted}, which leaves the input, so the mention closed here">{esc(t.text)}</span>')
+            elif o.kind == "no_open":
+                out.append(f'<span class="og-override" title="copy constraint: the model wanted {wanted}; the text '
+                           f'was copied rather than open a mention the model did not choose">{esc(t.text)}</span>')
+            else:
+                out.append(f'<span class="og-override" title="copy constraint: the model wanted {wanted}">'
+                           f'{esc(t.text)}</span>')
         else:
             out.append(esc(t.text))
         i += 1
@@ -495,6 +504,7 @@ APP_CSS = """
 .og-chip-n{background:#fff;color:#4338ca;border-radius:8px;padding:0 5px}
 .og-forced,.og-special{opacity:.5}
 .og-override{text-decoration:underline wavy #f59e0b;text-underline-offset:3px}
+.og-early-close{text-decoration-color:#ef4444}
 .og-ins{display:inline;opacity:.75}
 .og-ins summary{display:inline;cursor:pointer;padding:0 6px;border-radius:6px;border:1px dashed #6366f1;
   font-style:italic;list-style:none}

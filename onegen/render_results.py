@@ -52,6 +52,10 @@ def metrics_html(results: ResultSet) -> str:
                  ("mentions", f"{m['gold_mentions']:,} gold, {m['predicted_mentions']:,} predicted")]
         if "authors_scorer" in m:
             rows.append(("authors' scorer F1", _pct(m["authors_scorer"]["f1"])))
+        if "span_f1" in m:  # mention boundaries apart from linking
+            rows += [("span P / R / F1", f"{_pct(m['span_precision'])} / {_pct(m['span_recall'])} / "
+                                         f"{_pct(m['span_f1'])}"),
+                     ("linking accuracy on right spans", f"{_pct(m['linking_accuracy'])} of {m['span_tp']:,}")]
         if m.get("ambiguous_mentions"):
             rows.append(("ambiguous mentions", f"{_pct(m['ambiguous_accuracy'])} right of {m['ambiguous_mentions']}"))
     else:

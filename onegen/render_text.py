@@ -198,8 +198,14 @@ def copy_note(trace: Trace) -> str:
     wanted = ", ".join(repr(o.preferred_text) for o in trace.overrides[:5])
     more = f" and {len(trace.overrides) - 5} more" if len(trace.overrides) > 5 else ""
     n = len(trace.overrides)
+    early = sum(1 for o in trace.overrides if o.kind == "early_close")
+    closed = (f" At {early} of them the model's choice left the input inside a mention, so it closed the "
+              f"mention early.") if early else ""
+    held = sum(1 for o in trace.overrides if o.kind == "no_open")
+    copied = (f" At {held} it copied the text rather than open a mention the model did not choose."
+              if held else "")
     return (f"Copy constraint on: it overrode the model at {n} step{'s' if n != 1 else ''} "
-            f"(the model wanted {wanted}{more}).")
+            f"(the model wanted {wanted}{more}).{closed}{copied}")
 
 
 def cost_line(trace: Trace) -> str:

@@ -28,8 +28,8 @@ from . import datasets, error_analysis
 from .datasets import ELExample, MultiHopExample, SingleHopExample
 from .documents import Document, split_written_sentences
 from .errors import OneGenError
-from .metrics import (UNKNOWN_ENTITY, ELDocument, ELMetrics, QAMetrics, el_scores, el_scores_from_result_lines,
-                      qa_scores, qa_summary)
+from .metrics import (UNKNOWN_ENTITY, ELDocument, ELMetrics, ELSpanDocument, QAMetrics, el_scores,
+                      el_scores_from_result_lines, el_span_scores, qa_scores, qa_summary)
 from .protocols import ENTITY_LINKING, MULTI_HOP, SINGLE_HOP, TaskName, TaskSpec
 from .trace import Hop, LinkedEntity, Trace
 
@@ -167,7 +167,7 @@ class EntityLinking(Task):
     candidate_modes = ("index",)
     example_class = ELExample
     headline = ("f1", "micro F1")
-    compared_metrics = ("precision", "recall", "f1", "ambiguous_accuracy")
+    compared_metrics = ("precision", "recall", "f1", "span_f1", "linking_accuracy", "ambiguous_accuracy")
     reads_index_titles = True
     named_documents_field = "id"
 
@@ -252,7 +252,8 @@ class EntityLinking(Task):
             gold_mentions=s.n_gold, predicted_mentions=s.n_pred, authors_scorer=authors,
             ambiguous_mentions=n_amb,
             ambiguous_accuracy=(sum(r.scores["ambiguous_correct"] for r in records) / n_amb) if n_amb else None,
-            ambiguity_from=ambiguity_from)
+            ambiguity_from=ambiguity_from,
+            spans=el_span_scores(ELSpanDocument(r.example.gold_spans(), el_prediction_spans(r.trace)) for r in records))
 
     def gold_layout(self, examples: Sequence[Example]) -> datasets.GoldLayout:
         return datasets.entity_linking_gold(examples)
@@ -440,6 +441,14 @@ def hop_recall(records: Sequence[ExampleRecord]) -> dict[str, dict[str, float | 
 def el_prediction_pairs(trace: Trace | None) -> list[tuple[str, str]]:
     """(mention, entity id) of our engine's position-paired links."""
     return [] if trace is None else [(e.mention, e.entity_id) for e in trace.result.entities or []]
+
+
+def el_prediction_spans(trace: Trace | None) -> list[tuple[tuple[int, int] | None, str]]:
+    """(span in the input, entity id) of our engine's links; None where the mention is not in the input."""
+    if trace is None:
+        return []
+    return [(None if e.start is None or e.end is None else (e.start, e.end), e.entity_id)
+            for e in trace.result.entities or []]
 
 
 def ambiguous_labels(example: ELExample, title_counts: Mapping[str, int] | None) -> list[bool]:

@@ -35,6 +35,10 @@ StopReason = Literal[
 # How a token after the prompt came to be: chosen by the model, set by the protocol, or part of a
 # retrieved document prefilled onto the cache.
 TokenKind = Literal["generated", "forced", "inserted"]
+# Why copy-constrained decoding chose other than the model: the mask's best allowed token; the
+# first token of `</MENTION>` where the model's first choice left the input inside an open mention;
+# or the best copy token where the mask's best would have opened a mention the model did not choose.
+OverrideKind = Literal["mask", "early_close", "no_open"]
 
 
 class TraceFormatError(OneGenError, ValueError):
@@ -67,6 +71,7 @@ class Override:
     chosen: int
     preferred: int
     preferred_text: str
+    kind: OverrideKind = "mask"  # traces made before early closing have no kind: all were "mask"
 
 
 # Stored query vectors: little-endian IEEE floats, base64 (struct format letter per dtype).

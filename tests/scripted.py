@@ -9,7 +9,7 @@ EOS). Every forward pass stays real; only the choice of the next token is script
 """
 from __future__ import annotations
 
-from onegen.engine import Engine, ScriptedChooser
+from onegen.engine import Engine, ScriptedChooser, choose_token
 from onegen.protocols import CONTINUE, LK, QR
 
 
@@ -63,3 +63,26 @@ def el_script(lm) -> list[int]:
     t = lambda s: text_ids(lm, "entity-linking", s)  # noqa: E731
     return (t("<MENTION>Paris</MENTION>") + [lk, eos] + t(" and") + [lk, cont] + t(" <MENTION>Rome</MENTION>")
             + [lk, eos] + t(".") + [eos])
+
+
+class LongestSecondChooser(ScriptedChooser):
+    """A script whose second choice is the longest token (in bytes) that does not start a tag:
+    where the protocol refuses the scripted id, the masked choice copies the input in whole pieces,
+    as a trained model would, rather than taking the lowest allowed id (a lone "<" that opens or
+    closes a mention)."""
+
+    def __init__(self, lm, ids: list[int]):
+        from onegen.constrain import vocabulary_bytes
+
+        super().__init__(ids, lm.tokenizer.eos_token_id)
+        of_id = vocabulary_bytes(lm.tokenizer).of_id
+        self.bonus = [0.0 if of_id.get(i, b"<").startswith(b"<") else len(of_id[i]) / 100
+                      for i in range(len(lm.tokenizer))]
+
+    def __call__(self, logits, *, step, forced=None, banned=(), allowed=None, sampling=None, generator=None):
+        import torch
+
+        prefs = torch.tensor(self.bonus[:logits.shape[0]] + [0.0] * max(0, logits.shape[0] - len(self.bonus)))
+        prefs[self.ids[step] if step < len(self.ids) else self.eos_id] = 100.0
+        return choose_token(prefs, forced=forced, banned=banned, allowed=allowed, sampling=sampling,
+                            generator=generator)

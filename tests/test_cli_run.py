@@ -13,7 +13,7 @@ from onegen.encode import build_index
 from onegen.engine import DoneEvent, Engine
 from onegen.render_text import render_events, render_trace
 from onegen.trace import Trace
-from scripted import el_script, multi_hop_script, script
+from scripted import LongestSecondChooser, el_script, multi_hop_script, script, text_ids
 from tiny import ENTITIES as ALL_ENTITIES, PARAGRAPHS, build_tiny_model, load_tiny
 
 ENTITIES = ALL_ENTITIES[:2]
@@ -134,6 +134,24 @@ def test_entity_linking_lists_linked_entities_with_spans(world, capsys, monkeypa
                        capsys)
     assert rc == 0, err
     assert "Copy constraint on" in out and "without a mention" not in out
+
+
+def test_no_early_close_flag_is_recorded_and_lets_the_mask_fill_the_mention(world, capsys, monkeypatch):
+    model, index = world["entity-linking"]
+    lm = load_tiny("entity-linking", world["root"])
+    # The model tags Paris, then wants " and" where the input goes on ", where it rains".
+    ids = text_ids(lm, "entity-linking", "<MENTION>Paris") + text_ids(lm, "entity-linking", " and")
+    monkeypatch.setattr(Engine, "default_chooser", LongestSecondChooser(lm, ids))
+    mentions = {}
+    for extra in ((), ("--no-early-close",)):
+        rc, out, err = run(["--task", "entity-linking", "--model", model, "--index", index, "--text",
+                            "Paris, where it rains, and Rome.", "--json", *extra], capsys)
+        assert rc == 0, err
+        trace = Trace.from_json(out)
+        mentions[extra] = (trace.settings["early_close"], trace.result.entities[0].mention)
+    assert mentions[()] == (True, "Paris")
+    early, mention = mentions[("--no-early-close",)]
+    assert early is False and mention.startswith("Paris, where it rains")
 
 
 @pytest.mark.parametrize("layout", ["jsonl-text", "json-sentences", "json-pairs"])

@@ -3,6 +3,7 @@ the JSON keys `onegen evaluate` prints, and the modules that used to compare tas
 any more."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tokenize
@@ -13,7 +14,7 @@ import pytest
 from onegen.documents import Document
 from onegen.error_analysis import ErrorCategory
 from onegen.evaluation import EvaluationError, EvaluationSettings, ExampleRecord
-from onegen.metrics import ELMetrics, EvaluatedWith, QAMetrics
+from onegen.metrics import ELMetrics, ELSpanScores, EvaluatedWith, QAMetrics
 from onegen.tasks import TASK_NAMES, TASKS, Task, TaskError, get_task
 from onegen.trace import Hit, LinkedEntity, Result, Retrieval, TokenRecord, Trace
 
@@ -186,6 +187,16 @@ def test_metrics_keep_the_json_keys_in_their_order():
         "predicted_mentions", "authors_scorer", "ambiguous_mentions", "ambiguous_accuracy", "ambiguity_from",
         "retrieval_limit_hits", "stop_reasons", "error_categories", "seconds_per_example_median", "seconds_total",
         "model", "candidates", "control", "top_k", "copy_input", "copy_overrides"]
+    # Span figures and the early-close setting come after the keys readers already know.
+    spans = ELSpanScores(precision=1.0, recall=0.5, f1=2 / 3, tp=1, fp=0, fn=1, linked_right=1)
+    el = dataclasses.replace(el, spans=spans, run=dataclasses.replace(el.run, early_close=True, model_opens=True))
+    assert list(el.to_dict()) == [
+        "task", "examples", "errors", "skipped", "resumed", "precision", "recall", "f1", "tp", "fp", "fn", "gold_mentions",
+        "predicted_mentions", "authors_scorer", "ambiguous_mentions", "ambiguous_accuracy", "ambiguity_from",
+        "span_precision", "span_recall", "span_f1", "span_tp", "span_fp", "span_fn", "linking_accuracy",
+        "retrieval_limit_hits", "stop_reasons", "error_categories", "seconds_per_example_median", "seconds_total",
+        "model", "candidates", "control", "top_k", "copy_input", "copy_overrides", "early_close", "model_opens"]
+    assert el["linking_accuracy"] == 1.0
     qa = QAMetrics(**COMMON, em=1.0, f1=1.0, match=1.0, precision=1.0, recall=1.0, retrieval={}, no_final_answer=0)
     assert list(qa.to_dict()) == [
         "task", "examples", "errors", "skipped", "resumed", "em", "f1", "match", "precision", "recall", "retrieval",

@@ -141,7 +141,12 @@ def _summary(m: ELMetrics | QAMetrics) -> str:
     if m.skipped:
         head += f", {m.skipped} item{'s' if m.skipped != 1 else ''} skipped"
     if isinstance(m, ELMetrics):
-        return f"{head}; P {m.precision:.3f} R {m.recall:.3f} F1 {m.f1:.3f}"
+        line = f"{head}; P {m.precision:.3f} R {m.recall:.3f} F1 {m.f1:.3f}"
+        if m.spans is not None:
+            acc = m.spans.linking_accuracy
+            line += (f"; spans P {m.spans.precision:.3f} R {m.spans.recall:.3f} F1 {m.spans.f1:.3f}"
+                     f"; linking accuracy on right spans {'n/a' if acc is None else f'{acc:.3f}'} ({m.spans.tp})")
+        return line
     return f"{head}; EM {m.em or 0.0:.3f} F1 {m.f1 or 0.0:.3f}"
 
 

@@ -61,11 +61,18 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vectors", action="store_true",
                    help="keep each retrieval's query vector in the trace (float16, base64: "
                         "retrievals[].query_vector in docs/trace.md)")
+    p.add_argument("--no-early-close", action="store_true",
+                   help="entity linking, copy-constrained: where the model's first choice leaves the input inside "
+                        "an open mention, keep copying into the mention (the mask alone) instead of closing it there")
+    p.add_argument("--mask-opens", action="store_true",
+                   help="entity linking, copy-constrained: let the mask open a mention where the model wanted "
+                        "something else (by default a mention starts only where the model chose to start one)")
 
 
 def decoding_settings(args: argparse.Namespace) -> dict:
     """RunSettings fields from the options of `add_decoding_arguments`."""
     return {"draft_tokens": args.draft_tokens, "copy_input": not args.free_copy,
+            "early_close": not args.no_early_close, "model_opens": not args.mask_opens,
             "fused_decoder": not args.transformers_forward, "query_vectors": args.vectors}
 
 
