@@ -171,11 +171,22 @@ def settings_of(trace: Trace) -> RunSettings:
 
 def check(trace: Trace, lm: LoadedModel, step: int, choice: Choice, index: VectorIndex | None) -> None:
     """Refuse, with a message for users, a replay that cannot reproduce the recorded run up to `step`."""
+    check_model(trace, lm)
+    check_step(trace, step, choice, index)
+
+
+def check_model(trace: Trace, lm: LoadedModel) -> None:
+    """Refuse a trace another model wrote: this one would not write the same tokens before the step."""
     fingerprint = trace.model.get("fingerprint")
     if fingerprint and fingerprint != lm.fingerprint:
         raise ReplayError(f"this trace was written by another model ({trace.model.get('name', '?')}, fingerprint "
                           f"{fingerprint}); {lm.name} (fingerprint {lm.fingerprint}) would not write the same "
                           "tokens before the replayed step: replay it with --model set to the model that wrote it")
+
+
+def check_step(trace: Trace, step: int, choice: Choice, index: VectorIndex | None, *, need_index: bool = True) -> None:
+    """Refuse a step, a choice or a trace the replay cannot serve (no model needed). `need_index`
+    False: the index is not loaded yet, so whether it serves the choice is checked later."""
     if trace.mode != DEFAULT_MODE:
         raise ReplayError(f"replay repeats OneGen runs, whose query is the hidden state the prefix recomputes; "
                           f"this trace's mode is {trace.mode!r}")
@@ -194,7 +205,7 @@ def check(trace: Trace, lm: LoadedModel, step: int, choice: Choice, index: Vecto
         raise ReplayError(f"rank {choice.rank} is beyond the {len(hits)} candidate{'s' if len(hits) != 1 else ''} "
                           f"recorded at step {step} (ranks 0 to {len(hits) - 1}; the run kept its top "
                           f"{trace.settings.get('top_k', len(hits))})")
-    if choice.kind in ("random", "document"):
+    if choice.kind in ("random", "document") and need_index:
         if index is None or len(index) == 0:
             raise ReplayError(f"choosing {choice.describe()} needs the index (or the candidate documents) "
                               "the run searched")
