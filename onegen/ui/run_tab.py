@@ -16,6 +16,7 @@ from ..trace import Trace
 from ..render_text import stop_words
 from .shared import (PRIVATE, TASK_CHOICES, TracePanel, error_message, example_inputs, loading_message, on_gpu,
                      span_download, visitor, wire_examples, write_trace)
+from .whatif import WhatIf
 
 STREAM_EVERY_S = 0.15  # at most ~7 page updates a second while tokens stream
 
@@ -63,6 +64,7 @@ def build(app: AppState, demo: gr.Blocks) -> None:
             # What an invented world's index holds, until the first run (empty for other indexes).
             world = gr.HTML(elem_id="run-world")
             panel = TracePanel(app, "run")
+            whatif = WhatIf(app, panel.trace, "run")
             with gr.Row():
                 download = gr.DownloadButton("Download trace JSON", visible=False, elem_id="download")
                 # The same run as OpenInference spans, for Phoenix and other OpenTelemetry tools.
@@ -74,7 +76,8 @@ def build(app: AppState, demo: gr.Blocks) -> None:
 
     runs = RunView(app, status, panel, download, expected, world, spans)
     gr.on([run_btn.click, text.submit], runs.run, inputs=[task, text, top_k, copy_input], outputs=runs.outputs,
-          concurrency_id="model", concurrency_limit=1, **PRIVATE)
+          concurrency_id="model", concurrency_limit=1, **PRIVATE
+          ).then(whatif.refresh, panel.trace, whatif.outputs, queue=False, **PRIVATE)
     # Not `cancels=`: a cancelled stream leaves the page as it was ("Running..."); the run itself
     # sees the flag between tokens, stops the engine and shows what it made.
     def stop_run(request: gr.Request):
