@@ -23,11 +23,13 @@ def _doc(hit: Hit | None) -> str:
     return "no document" if hit is None else f"{hit.title!r} ({hit.id})"
 
 
-def headline(c: Comparison) -> str:
-    """What was changed, in one sentence."""
+def headline(c: Comparison, page: bool = False) -> str:
+    """What was changed, in one sentence: the CLI names steps as --step does (from 0), the page as
+    its step list does (from 1)."""
     old, new = c.original.retrievals[c.step], c.replayed.retrievals[c.step]
     query = f", query {clip(old.query_text, 80)!r}" if old.query_text else ""
-    return (f"Retrieval {c.step} ({old.token} at position {old.position}{query}): {c.choice.describe()}, "
+    name = f"Step {c.step + 1}" if page else f"Retrieval {c.step}"
+    return (f"{name} ({old.token} at position {old.position}{query}): {c.choice.describe()}, "
             f"{_doc(new.chosen_hit)}, instead of {_doc(old.chosen_hit)}.")
 
 
@@ -101,7 +103,7 @@ def comparison_html(c: Comparison) -> str:
         where = f"First difference: token {diff} after the changed retrieval (marked)."
     same = "same result" if c.same_result else "different result"
     return (f'<div class="og-whatif" data-same="{str(c.same_result).lower()}">'
-            f'<p class="og-whatif-line">{esc(headline(c))}</p>'
+            f'<p class="og-whatif-line">{esc(headline(c, page=True))}</p>'
             f'<p class="og-whatif-line og-whatif-cost">{esc(cost_sentence(c.replayed))}</p>'
             f'<div class="og-whatif-cols">{"".join(cols)}</div>'
             f'<p class="og-whatif-line og-whatif-where">{esc(where)} <b>{same}</b></p></div>')

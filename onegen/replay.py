@@ -259,8 +259,8 @@ def _retriever(engine: Engine, task: str, index, cost: Cost) -> tuple[Retriever,
 
 
 def gold_choice(trace: Trace, example: Any, index: VectorIndex | None) -> tuple[int, Choice]:
-    """The Error browser's "would the right document have fixed it?": the first retrieval whose
-    document was wrong, and its gold document (a recorded candidate, else the index's document).
+    """The Error browser's "would the right document have fixed it?": the first retrieval (0-based;
+    messages count steps from 1, as the page does) whose document was wrong, and its gold document (a recorded candidate, else the index's document).
     Raises ReplayError with the reason when there is no such step or no such document."""
     from .tasks import get_task
 
@@ -273,7 +273,7 @@ def gold_choice(trace: Trace, example: Any, index: VectorIndex | None) -> tuple[
     step = wrong[0]
     gold = task.gold_document(example, trace, step)
     if gold is None:
-        raise ReplayError(f"the gold document of retrieval {step} is not known")
+        raise ReplayError(f"the gold document of step {step + 1} is not known")
     for i, h in enumerate(trace.retrievals[step].hits):
         if gold.matches(h):
             return step, Choice("rank", rank=i)
@@ -285,5 +285,5 @@ def gold_choice(trace: Trace, example: Any, index: VectorIndex | None) -> tuple[
             for i, t in enumerate(index.documents.titles()):
                 if t.strip().casefold() in gold.titles:
                     return step, Choice("document", document=index.documents[i].id)
-    raise ReplayError(f"the gold document of retrieval {step} ({', '.join(sorted(gold.ids | gold.titles))}) is "
+    raise ReplayError(f"the gold document of step {step + 1} ({', '.join(sorted(gold.ids | gold.titles))}) is "
                       "neither among its recorded candidates nor in the index")

@@ -103,11 +103,11 @@ def gold_fix_html(app: AppState, opened, key) -> str:
     except Exception as e:  # noqa: BLE001 - a message, never a traceback
         return R.message_html(error_message(e), "warn")
     if c.replayed_correct:
-        verdict, kind = f"Yes: with the gold document at retrieval {c.step}, the run gets this example right.", "ok"
+        verdict, kind = f"Yes: with the gold document at step {c.step + 1}, the run gets this example right.", "ok"
     elif c.same_result:
-        verdict, kind = (f"No: with the gold document at retrieval {c.step}, the run writes the same result; "
+        verdict, kind = (f"No: with the gold document at step {c.step + 1}, the run writes the same result; "
                          "the document was not what went wrong.", "warn")
     else:
-        verdict, kind = (f"No: with the gold document at retrieval {c.step}, the result changes but is still "
+        verdict, kind = (f"No: with the gold document at step {c.step + 1}, the result changes but is still "
                          "wrong.", "warn")
     return R.message_html(verdict, kind) + comparison_html(c)
