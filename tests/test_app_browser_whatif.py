@@ -4,7 +4,9 @@ all three tasks; a hostile title chosen from the candidates shows as text. Scree
 test-artifacts/."""
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +57,28 @@ def test_what_if_replays_a_step_side_by_side(page, task):
         expect(replayed.locator(".og-whatif-text")).to_contain_text('<img src=x onerror="window.__pwned=2">')
     assert page.evaluate("window.__pwned") is None
     shot(page, f"whatif-{task}")
+
+
+@pytest.mark.skipif(not os.environ.get("ONEGEN_SCREENSHOT_URL"),
+                    reason="set ONEGEN_SCREENSHOT_URL to a running app to retake docs/screenshots/whatif.png")
+def test_docs_screenshot(browser):
+    """Retake the README's What-if screenshot from a running app (say, `python app.py` with the
+    embedded model): ONEGEN_SCREENSHOT_URL=http://127.0.0.1:7860/ pytest tests/test_app_browser_whatif.py -k docs"""
+    out = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+    out.mkdir(parents=True, exist_ok=True)
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(600_000)  # a real model on the CPU
+    pg.goto(os.environ["ONEGEN_SCREENSHOT_URL"])
+    pg.wait_for_function("document.querySelector('#input textarea') && document.querySelector('#input textarea').value.length > 0")
+    pg.locator("#task label", has_text="Multi-hop QA").click()
+    pg.wait_for_timeout(500)
+    pg.locator("#run-btn").click()
+    pg.wait_for_selector("#run-status .og-info")
+    pg.wait_for_selector("#run-status .og-ok, #run-status .og-error")
+    pg.get_by_text("What if (counterfactual replay)").click()
+    pg.locator("#run-whatif-run").click()
+    pg.wait_for_selector("#run-whatif-view .og-whatif, #run-whatif-view .og-msg")
+    pg.wait_for_timeout(500)
+    pg.locator("#run-whatif").screenshot(path=str(out / "whatif.png"))
+    ctx.close()
