@@ -192,3 +192,15 @@ def test_the_gold_document_answers_whether_it_would_have_fixed_the_run(models, m
     assert gold_choice(small, example, index)[1].kind == "document"
     with pytest.raises(ReplayError, match="neither among its recorded candidates nor in the index"):
         gold_choice(small, example, VectorIndex(index.vectors[:0], []))
+
+
+def test_cost_views_name_the_replayed_prefix(models, monkeypatch):
+    from onegen.render_html import cost_html
+    from onegen.render_text import cost_line
+
+    lm, docs, trace = original(models, monkeypatch, "multi-hop")
+    c = replay(trace, lm, docs, step=0, choice=Choice.parse("1"))
+    prefix = c.replayed.replay.prefix_tokens
+    assert f"replayed prefix {prefix}" in cost_line(c.replayed) and "prompt 0" in cost_line(c.replayed)
+    assert 'data-phase="replay_prefix"' in cost_html(c.replayed)
+    assert "replayed prefix" not in cost_line(trace) and "replay_prefix" not in cost_html(trace)
