@@ -26,25 +26,12 @@ HELP = "real-looking data: non-Latin text and U+FEFF in a HotpotQA-style file; U
 BOM = "\ufeff"
 REPLACEMENT = "\ufffd"
 
-# Name pieces per script; a person or place is drawn from one script so names look like real ones.
-PEOPLE = [
-    "Jürgen Großmann", "Käthe Müller-Lüdenscheidt", "Björn Öztürk", "Dörte Weiß",
-    "Алексей Смирнов", "Наталья Кузнецова", "Юрий Жуков", "Ольга Белова",
-    "山田 太郎", "佐藤 花子", "鈴木 一郎", "高橋 美咲",
-    "محمد الفارسي", "ليلى حداد", "يوسف العطار", "سارة منصور",
-    "Zoë Ångström", "José Núñez", "François Lefèvre", "Łukasz Wróbel",
-]
-PLACES = [
-    "München", "Düsseldorf", "Görlitz", "Lübeck",
-    "Новосибирск", "Санкт-Петербург", "Ярославль", "Владивосток",
-    "東京", "大阪", "京都", "札幌",
-    "القاهرة", "دمشق", "بيروت", "الرباط",
-    "São Paulo", "Kraków", "Reykjavík", "Besançon",
-]
-FILM_WORDS = [
-    ("Der Himmel über", "PLACE"), ("Москва:", "PLACE"), ("夏の", "PLACE"), ("ليالي", "PLACE"),
-    ("🎬 Sunset over", "PLACE"), ("Café", "PLACE"), ("The Ghosts of", "PLACE"), ("Eine Nacht in", "PLACE"),
-]
+# Name pieces per script (a person or place is drawn from one script so names look like real ones),
+# kept as data beside this module.
+_NAMES = json.loads((Path(__file__).with_name("real_data_names.json")).read_text(encoding="utf-8"))
+PEOPLE: list[str] = _NAMES["people"]
+PLACES: list[str] = _NAMES["places"]
+FILM_HEADS: list[str] = _NAMES["film_heads"]
 GENRES = ["drama", "comedy", "documentary", "thriller", "romance"]
 
 
@@ -64,7 +51,7 @@ def _bom(rng: random.Random, text: str, rate: float) -> str:
 
 def _film_title(rng: random.Random, used: set[str]) -> str:
     while True:
-        head, _ = rng.choice(FILM_WORDS)
+        head = rng.choice(FILM_HEADS)
         title = f"{head} {rng.choice(PLACES)}"
         if rng.random() < 0.2:
             title += " 🎥"

@@ -39,7 +39,7 @@ from .world_overview import WorldOverview
 
 if TYPE_CHECKING:
     from .replay import Choice as ReplayChoice, Comparison as ReplayComparison
-    from .baselines import Comparison
+    from .baselines import Comparison, OnEvent
 
 log = logging.getLogger("onegen.app")
 
@@ -71,25 +71,54 @@ class RunGuard:
     at most `limit` at once, refused with a readable AppError beyond that, and a stop flag per run
     that the page's Stop button sets and the run checks between tokens.
 
-        with guard.start(key) as stop:   # AppError when `key` has `limit` runs going
+        ticket = guard.reserve(key)               # at the click, before the run waits in the queue
+        with guard.start(key, ticket) as stop:    # AppError when `key` has `limit` runs going
+            if stop.is_set(): ...                 # Stop was pressed while it waited: nothing runs
             for ev in events:
                 if stop.is_set(): ...
+
+    A reservation lets Stop reach a run that is still queued behind other visitors' runs; `start`
+    takes exactly the ticket its click reserved, so a reservation whose run never started (a full
+    queue, a closed tab) cannot stop a later run. Unclaimed ones are dropped after an hour.
     """
+
+    RESERVATION_TTL_S = 3600.0
 
     def __init__(self, limit: int = RUNS_PER_VISITOR):
         self.limit = limit
         self._lock = threading.Lock()
         self._runs: dict[str, list[threading.Event]] = {}
+        self._waiting: dict[str, threading.Event] = {}  # ticket -> its flag
+        self._owner: dict[str, tuple[str, float]] = {}  # ticket -> (visitor key, reserved at)
+        self._tickets = 0
+
+    def reserve(self, key: str | None) -> str:
+        """A ticket for a run about to wait in the queue: Stop sets its flag from now on."""
+        now = time.monotonic()
+        with self._lock:
+            for ticket, (_, at) in list(self._owner.items()):
+                if now - at > self.RESERVATION_TTL_S:
+                    self._owner.pop(ticket)
+                    self._waiting.pop(ticket, None)
+            self._tickets += 1
+            ticket = f"t{self._tickets}"
+            self._waiting[ticket] = threading.Event()
+            self._owner[ticket] = (key or "", now)
+        return ticket
 
     @contextmanager
-    def start(self, key: str | None) -> Iterator[threading.Event]:
-        flag = threading.Event()
+    def start(self, key: str | None, ticket: str | None = None) -> Iterator[threading.Event]:
         key = key or ""
         with self._lock:
             going = self._runs.setdefault(key, [])
             if len(going) >= self.limit:
                 raise AppError(f"You already have {len(going)} run{'s' if len(going) != 1 else ''} going; wait "
                                "for it to finish or press Stop, then try again.")
+            flag = None
+            if ticket is not None and self._owner.get(ticket, ("",))[0] == key:
+                flag = self._waiting.pop(ticket, None)
+                self._owner.pop(ticket, None)
+            flag = flag or threading.Event()
             going.append(flag)
         try:
             yield flag
@@ -100,9 +129,11 @@ class RunGuard:
                     self._runs.pop(key, None)
 
     def stop(self, key: str | None) -> bool:
-        """Ask every run of `key` to stop; False when it has none going."""
+        """Ask every run of `key`, going or still queued, to stop; False when it has none."""
+        key = key or ""
         with self._lock:
-            flags = list(self._runs.get(key or "", []))
+            flags = list(self._runs.get(key, []))
+            flags += [self._waiting[t] for t, (owner, _) in self._owner.items() if owner == key and t in self._waiting]
         for flag in flags:
             flag.set()
         return bool(flags)
@@ -621,18 +652,20 @@ class AppState:
         return self.retriever(trace.task, lm)
 
     # -- the Compare view ---------------------------------------------------------------------------
-    def compare(self, task: str, text: str, top_k: int, baseline: str,
-                on_token: Callable[[int], None] | None = None) -> Comparison:
+    def compare(self, task: str, text: str, top_k: int, baseline: str, repeats: int = 1,
+                on_event: OnEvent | None = None) -> Comparison:
         """One input through OneGen and a baseline on the same model and index
-        (`onegen.baselines.compare`): both traces and their costs side by side. `on_token(step)`
-        is called before each token choice of each mode (step 0 starts a mode); what it raises
-        ends the comparison."""
-        from .baselines import BaselineError, compare
+        (`onegen.baselines.compare`): both traces and their costs side by side, each mode run
+        `repeats` times, interleaved, for the timing. `on_event(mode, event)` sees every event of
+        every run as it happens; what it raises ends the comparison."""
+        from .baselines import MAX_REPEATS, BaselineError, compare
 
         if task not in TASK_NAMES:
             raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASK_NAMES)}.")
         if baseline not in BASELINE_NAMES:
             raise AppError(f"Unknown baseline {baseline!r}; choose one of: {', '.join(BASELINE_NAMES)}.")
+        if not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
+            raise AppError(f"Runs per mode must be a whole number from 1 to {MAX_REPEATS}, not {repeats!r}.")
         text, k = self.check_input(text, top_k)
         lm = self.model()
         if task not in lm.tasks:
@@ -643,8 +676,8 @@ class AppState:
             with self.run_lock:
                 # One token per forward call, like the sweep this run is plotted on.
                 return compare(lm, task, text, modes=(DEFAULT_MODE, baseline), index=index,
-                               settings=RunSettings(top_k=k, draft_tokens=0),
-                               chooser=_reporting(self.chooser(lm, task), on_token))
+                               settings=RunSettings(top_k=k, draft_tokens=0), chooser=self.chooser(lm, task),
+                               repeats=repeats, on_event=on_event)
         except InputError as e:
             raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
         except (BaselineError, OSError) as e:
@@ -698,18 +731,6 @@ def calibration_words(folder: Path, manifest) -> str:
     if cal is None:
         return ", not calibrated (no confidence flags)"
     return f", calibrated: a {SIGNAL_WORDS[cal.signal]} below {cal.threshold:.3f} is {NO_CONFIDENT_MATCH}"
-
-
-def _reporting(chooser: TokenChooser | None, on_token: Callable[[int], None] | None) -> TokenChooser | None:
-    """`chooser` (None: the engine's default) calling `on_token(step)` before each choice."""
-    if on_token is None:
-        return chooser
-
-    def choose(logits, *, step: int, **kw) -> int:
-        on_token(step)
-        return (chooser or Engine.default_chooser)(logits, step=step, **kw)
-
-    return choose
 
 
 def _jsonish_files(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:

@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import functools
 import json
+import statistics
 import time
 import weakref
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from .documents import Document
-from .engine import (Engine, IndexRetriever, QueryContext, QueryEncoder, QueryVector, Retriever, RunSettings,
-                     TokenChooser)
+from .engine import (DoneEvent, Engine, Event, IndexRetriever, QueryContext, QueryEncoder, QueryVector, Retriever,
+                     RunSettings, TokenChooser)
 from .index import IndexManifest, VectorIndex
 from .loading import LoadedModel
 from .modes import DEFAULT_MODE, DEFAULT_RETRIEVER, MODE_NAMES, ModeError, get_mode
@@ -289,7 +290,9 @@ class ModeDifference:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One input run in several modes, costs lined up against the first mode (`base`)."""
+    """One input run in several modes, costs lined up against the first mode (`base`). With
+    `repeats` > 1 every mode ran that many times, interleaved, and `seconds` holds the median of
+    each phase; `run_seconds` keeps every run's total, in run order."""
 
     task: str
     input: str
@@ -297,43 +300,48 @@ class Comparison:
     base: str
     traces: dict[str, Trace]
     forward_tokens: dict[str, dict[str, int]]  # mode -> phase (and "total") -> tokens
-    seconds: dict[str, dict[str, float]]  # mode -> phase -> seconds
+    seconds: dict[str, dict[str, float]]  # mode -> phase -> seconds (the median over the repeats)
     differences: dict[str, ModeDifference]  # every mode but the base
     same_documents: dict[str, list[bool]]  # every mode but the base -> same top document as the base, per retrieval
+    repeats: int = 1
+    run_seconds: dict[str, list[float]] = field(default_factory=dict)  # mode -> each run's total seconds
 
     def summary(self) -> dict[str, Any]:
         """Everything but the traces, as JSON-ready data."""
         return {k: v for k, v in asdict(self).items() if k != "traces"}
 
 
+# Called with the mode and each event of its run as it happens; what it raises ends the comparison.
+OnEvent = Callable[[str, Event], None]
+
+
 def compare(lm: LoadedModel, task: str, text: str, *, modes: Sequence[str] = ("onegen", "two-pass"),
             index: VectorIndex | None = None, candidates: Sequence[Document] | None = None,
             retriever_model: str | None = None, settings: RunSettings | None = None,
-            chooser: TokenChooser | None = None) -> Comparison:
+            chooser: TokenChooser | None = None, repeats: int = 1, on_event: OnEvent | None = None) -> Comparison:
     """Run one input in several modes and line their costs up against the first mode.
-    `chooser`: every mode's token chooser (None: the engine's default)."""
+    `chooser`: every mode's token chooser (None: the engine's default). `repeats`: runs per mode
+    for the timing, interleaved with the order reversed every round (A B, B A, A B, ...) so that a
+    machine growing busier or quieter weighs on every mode alike; the traces are the first round's."""
     modes = list(dict.fromkeys(modes))
     if not modes:
         raise BaselineError("compare needs at least one mode")
     for m in modes:
         if m not in MODES:
             raise BaselineError(f"unknown mode {m!r}; choose one of: {', '.join(MODES)}")
-    traces: dict[str, Trace] = {}
-    for m in modes:
-        engine = make_engine(lm, m, retriever_model)
-        engine.chooser = chooser
-        cost = Cost()
-        retriever = retriever_for(engine, task, index=index, candidates=candidates, cost=cost)
-        trace = engine.run_trace(task, text, retriever=retriever, settings=settings)
-        # Candidate encoding happened outside the run; keep it on the trace that paid for it.
-        trace.cost.document_tokens += cost.document_tokens
-        if "documents" in cost.seconds:
-            trace.cost.seconds["documents"] = trace.cost.seconds.get("documents", 0.0) + cost.seconds["documents"]
-        traces[m] = trace
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise BaselineError(f"repeats must be between 1 and {MAX_REPEATS}, got {repeats}")
+    engines = {m: make_engine(lm, m, retriever_model) for m in modes}
+    runs: dict[str, list[Trace]] = {m: [] for m in modes}
+    for round_ in range(repeats):
+        for m in (modes if round_ % 2 == 0 else modes[::-1]):
+            runs[m].append(_run_mode(engines[m], m, task, text, index=index, candidates=candidates,
+                                     settings=settings, chooser=chooser, on_event=on_event))
+    traces = {m: runs[m][0] for m in modes}
     base = modes[0]
     tokens = {m: {**{p: t.cost.forward_tokens.get(p, 0) for p in PHASES}, "total": t.cost.total_forward_tokens}
               for m, t in traces.items()}
-    seconds = {m: dict(t.cost.seconds) for m, t in traces.items()}
+    seconds = {m: _median_phases([t.cost.seconds for t in runs[m]]) for m in modes}
     differences = {}
     for m in modes[1:]:
         phases = sorted(set(seconds[m]) | set(seconds[base]))
@@ -344,7 +352,42 @@ def compare(lm: LoadedModel, task: str, text: str, *, modes: Sequence[str] = ("o
     same = {m: [_top_id(a) == _top_id(b) for a, b in zip(traces[base].retrievals, traces[m].retrievals)]
             for m in modes[1:]}
     return Comparison(task=task, input=text, modes=modes, base=base, traces=traces, forward_tokens=tokens,
-                      seconds=seconds, differences=differences, same_documents=same)
+                      seconds=seconds, differences=differences, same_documents=same, repeats=repeats,
+                      run_seconds={m: [t.cost.seconds.get("total", 0.0) for t in runs[m]] for m in modes})
+
+
+MAX_REPEATS = 9
+
+
+def _run_mode(engine: Engine, mode: str, task: str, text: str, *, index: VectorIndex | None,
+              candidates: Sequence[Document] | None, settings: RunSettings | None, chooser: TokenChooser | None,
+              on_event: OnEvent | None) -> Trace:
+    """One run of one mode, its events passed to `on_event` as they come."""
+    engine.chooser = chooser
+    cost = Cost()
+    retriever = retriever_for(engine, task, index=index, candidates=candidates, cost=cost)
+    stream = engine.run(task, text, retriever=retriever, settings=settings)
+    trace = None
+    try:
+        for ev in stream:
+            if on_event is not None:
+                on_event(mode, ev)
+            if isinstance(ev, DoneEvent):
+                trace = ev.trace
+    finally:
+        stream.close()  # an `on_event` that raised ends the run here, not when the generator is collected
+    assert trace is not None
+    # Candidate encoding happened outside the run; keep it on the trace that paid for it.
+    trace.cost.document_tokens += cost.document_tokens
+    if "documents" in cost.seconds:
+        trace.cost.seconds["documents"] = trace.cost.seconds.get("documents", 0.0) + cost.seconds["documents"]
+    return trace
+
+
+def _median_phases(runs: Sequence[dict[str, float]]) -> dict[str, float]:
+    """Per phase, the median of the runs' seconds (a phase missing from a run counts as 0)."""
+    phases = dict.fromkeys(p for r in runs for p in r)
+    return {p: statistics.median(r.get(p, 0.0) for r in runs) for p in phases}
 
 
 def _top_id(r) -> str | None:

@@ -26,8 +26,10 @@ from __future__ import annotations
 import unicodedata
 import weakref
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Iterable
+from functools import lru_cache, wraps
+from typing import Any, Callable, Iterable, TypeVar
+
+T = TypeVar("T")
 
 OPEN = b"<MENTION>"
 CLOSE = b"</MENTION>"
@@ -137,21 +139,30 @@ def _sentencepiece_bytes(piece: str) -> bytes | None:
     return piece.replace("\u2581", " ").encode("utf-8")
 
 
-# id(tokenizer) -> (weak reference, table): the reference tells a live tokenizer from a new one
-# that reuses a freed object's id.
-_VOCAB_CACHE: dict[int, tuple[weakref.ref, VocabularyBytes]] = {}
+def per_tokenizer(build: Callable[[Any], T]) -> Callable[[Any], T]:
+    """`build(tokenizer)` once per live tokenizer object. The cache keys on id(tokenizer) and keeps
+    a weak reference beside the value, which tells a live tokenizer from a new one that reuses a
+    freed object's id; entries of freed tokenizers are dropped on the next miss."""
+    cache: dict[int, tuple[weakref.ref, T]] = {}
+
+    @wraps(build)
+    def cached(tokenizer) -> T:
+        hit = cache.get(id(tokenizer))
+        if hit is not None and hit[0]() is tokenizer:
+            return hit[1]
+        for key in [k for k, (ref, _) in cache.items() if ref() is None]:
+            del cache[key]
+        value = build(tokenizer)
+        cache[id(tokenizer)] = (weakref.ref(tokenizer), value)
+        return value
+
+    return cached
 
 
+@per_tokenizer
 def vocabulary_bytes(tokenizer) -> VocabularyBytes:
     """Built once per tokenizer object (about 0.3 s for a 49k vocabulary)."""
-    hit = _VOCAB_CACHE.get(id(tokenizer))
-    if hit is not None and hit[0]() is tokenizer:
-        return hit[1]
-    for key in [k for k, (ref, _) in _VOCAB_CACHE.items() if ref() is None]:
-        del _VOCAB_CACHE[key]
-    table = VocabularyBytes(tokenizer)
-    _VOCAB_CACHE[id(tokenizer)] = (weakref.ref(tokenizer), table)
-    return table
+    return VocabularyBytes(tokenizer)
 
 
 States = frozenset  # of _State

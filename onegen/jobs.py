@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Generic, Iterator, TypeVar
 
 from .app_state import AppState, EvaluatedFile
-from .modes import DEFAULT_MODE
+from .engine import DoneEvent, Event, TokenEvent
+from .trace import Trace
 
 if TYPE_CHECKING:
     from .baselines import Comparison
@@ -141,43 +142,61 @@ class DatasetRun(_Job[EvaluatedFile, Progress]):
 
 @dataclass(frozen=True)
 class CompareProgress:
-    """Where a comparison is: the mode running now and its tokens so far, and the modes that
-    ended, each with its tokens and seconds."""
+    """Where a comparison is: the mode running now, its tokens so far and, in the first round, its
+    trace as it grows; the runs that ended (mode, tokens, seconds) and which timing round this is."""
 
     mode: str
     tokens: int
     finished: tuple[tuple[str, int, float], ...]
+    round: int = 1
+    repeats: int = 1
+    live: Trace | None = None  # None after the first round: later rounds repeat the same tokens for the timing
 
 
 class CompareRun(_Job["Comparison", CompareProgress]):
-    """One input through OneGen, then a baseline (AppState.compare), in a worker thread. Its
-    progress comes per token; a mode has ended when the next one chooses its first token. `stop`
-    (or setting the `stop_flag` given) ends it before the next token; `outcome()` is then None.
+    """One input through OneGen, then a baseline (AppState.compare), `repeats` times each for the
+    timing, in a worker thread. Its progress comes per event, with the running mode's trace so far.
+    `stop` (or setting the `stop_flag` given) ends it before the next token; `outcome()` is then None.
 
-        job = CompareRun(app.compare, ("multi-hop", text, 5, "two-pass")).start()
+        job = CompareRun(app.compare, "multi-hop", text, 5, "two-pass", repeats=3).start()
         for p in job.progress(): ...
         comparison = job.outcome()
     """
 
     name = "onegen-compare"
     newest_only = True
+    PER_ROUND = 2  # OneGen and the baseline
 
-    def __init__(self, compare: Callable[..., Comparison], args: tuple, stop_flag: threading.Event | None = None):
+    def __init__(self, compare: Callable[..., Comparison], task: str, text: str, top_k: int, baseline: str,
+                 repeats: int = 1, stop_flag: threading.Event | None = None):
         super().__init__(stop_flag)
-        self._compare, self._args = compare, args
-        self.modes = (DEFAULT_MODE, args[-1])
-        self._mode, self._tokens = 0, 0
+        self._compare, self._args = compare, (task, text, top_k, baseline)
+        self.repeats = repeats
+        self._runs = 0  # runs that ended, over all rounds
+        self._live: Trace | None = None
+        self._tokens = 0
         self._finished: tuple[tuple[str, int, float], ...] = ()
 
-    def _on_token(self, step: int) -> None:
+    def _on_event(self, mode: str, ev: Event) -> None:
         if self._stop.is_set():
             raise Stopped()
-        if step == 0 and self._tokens:  # the next mode's first choice: the last one has ended
-            now = time.monotonic()
-            self._finished += ((self.modes[self._mode], self._tokens, now - self._started),)
-            self._mode, self._tokens, self._started = min(self._mode + 1, len(self.modes) - 1), 0, now
-        self._tokens = step + 1
-        self._report(CompareProgress(self.modes[self._mode], self._tokens, self._finished))
+        first_round = self._runs < self.PER_ROUND
+        if self._live is None or self._live.mode != mode:
+            task, text = self._args[0], self._args[1]
+            self._live = Trace(task=task, mode=mode, model={}, input=text, prompt_text="", prompt_ids=[])
+            self._tokens = 0
+        if isinstance(ev, DoneEvent):
+            self._finished += ((mode, self._tokens, ev.trace.cost.seconds.get("total", 0.0)),)
+            self._runs += 1
+            self._live = None
+            return
+        if isinstance(ev, TokenEvent):
+            self._live.tokens.append(ev.token)
+            self._tokens += ev.token.kind != "inserted"
+        else:
+            self._live.retrievals.append(ev.retrieval)
+        self._report(CompareProgress(mode, self._tokens, self._finished, round=self._runs // self.PER_ROUND + 1,
+                                     repeats=self.repeats, live=self._live if first_round else None))
 
     def _run(self) -> Comparison:
-        return self._compare(*self._args, on_token=self._on_token)
+        return self._compare(*self._args, repeats=self.repeats, on_event=self._on_event)

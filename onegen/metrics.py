@@ -148,8 +148,8 @@ class ELDocument:
 
 
 @dataclass(frozen=True)
-class ELScores:
-    """Micro-averaged strong-match scores plus the counts behind them."""
+class MicroScores:
+    """Micro precision/recall/F1 and the counts behind them (`micro_prf`)."""
 
     precision: float
     recall: float
@@ -157,6 +157,12 @@ class ELScores:
     tp: int
     fp: int
     fn: int
+
+
+@dataclass(frozen=True)
+class ELScores(MicroScores):
+    """Micro-averaged strong-match scores plus the counts behind them."""
+
     n_docs: int
     n_gold: int  # gold tuples scored ("Unknown" labels excluded)
     n_pred: int  # predicted tuples scored (after dropping "Unknown" surfaces)
@@ -216,10 +222,9 @@ def el_scores(documents: Iterable[ELDocument]) -> ELScores:
     tp = sum((gold_counts & pred_counts).values())
     n_gold = sum(gold_counts.values())
     n_pred = sum(pred_counts.values())
-    prf = micro_prf(tp, n_pred - tp, n_gold - tp)
+    fp, fn = n_pred - tp, n_gold - tp
     return ELScores(
-        precision=prf["precision"], recall=prf["recall"], f1=prf["f1"],
-        tp=tp, fp=n_pred - tp, fn=n_gold - tp, n_docs=n_docs, n_gold=n_gold, n_pred=n_pred,
+        **micro_prf(tp, fp, fn), tp=tp, fp=fp, fn=fn, n_docs=n_docs, n_gold=n_gold, n_pred=n_pred,
         n_unknown_gold=n_unknown, n_pred_ignored=n_ignored,
     )
 
@@ -239,16 +244,10 @@ class ELSpanDocument:
 
 
 @dataclass(frozen=True)
-class ELSpanScores:
+class ELSpanScores(MicroScores):
     """Mention detection apart from linking: micro P/R/F1 over (doc, span) whatever entity each
     mention links to, and how many of the right spans link to the right entity."""
 
-    precision: float
-    recall: float
-    f1: float
-    tp: int
-    fp: int
-    fn: int
     linked_right: int  # right spans whose entity is the gold one
 
     @property
@@ -284,9 +283,7 @@ def el_span_scores(documents: Iterable[ELSpanDocument]) -> ELSpanScores:
             fp += max(p - g, 0)
             fn += max(g - p, 0)
             linked += sum((gold.get(span, Counter()) & pred.get(span, Counter())).values())
-    prf = micro_prf(tp, fp, fn)
-    return ELSpanScores(precision=prf["precision"], recall=prf["recall"], f1=prf["f1"], tp=tp, fp=fp, fn=fn,
-                        linked_right=linked)
+    return ELSpanScores(**micro_prf(tp, fp, fn), tp=tp, fp=fp, fn=fn, linked_right=linked)
 
 
 def el_document_from_result_line(line: Mapping[str, Any]) -> ELDocument:

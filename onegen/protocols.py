@@ -89,27 +89,28 @@ ENTITY_LINKING = TaskSpec(
     max_retrievals=256,  # one per mention; the token limit is the real bound
 )
 
+# The two QA checkpoints share their retrieval tokens and the opening of their document prompt.
+_QA_TOKENS = {
+    QR: "representation of a question",
+    DFR: "representation of a document fragment",
+    PARA_OPEN: "start of a retrieved paragraph",
+    PARA_CLOSE: "end of a retrieved paragraph",
+}
+_QA_DOCUMENT_PROMPT = ("Represent the following document fragment and output it after the "
+                       "'[Document Fragment Representation]' token. \nHere are document fragment:\n")
+_QA_RETRIEVAL = {"query_token": QR, "document_token": DFR, "skip_document_tokens": 1}
+
 MULTI_HOP = TaskSpec(
     name="multi-hop",
     title="Multi-hop QA",
-    added_tokens={
-        QR: "representation of a question",
-        DFR: "representation of a document fragment",
-        PARA_OPEN: "start of a retrieved paragraph",
-        PARA_CLOSE: "end of a retrieved paragraph",
-    },
+    added_tokens={t: _QA_TOKENS[t] for t in (QR, DFR, PARA_OPEN, PARA_CLOSE)},
     prompt_template=(
         "You are good at multi-step reasoning in QA. For complex questions, break down the process. "
         "Generate and answer sub-questions step-by-step, using retrieved documents at each stage. "
         "Output the final answer wrapped by <FINAL-ANSWER></FINAL-ANSWER>. Here is a question: {input}"
     ),
-    document_template=(
-        "Represent the following document fragment and output it after the '[Document Fragment Representation]' "
-        "token. \nHere are document fragment:\nwiki title: {title}\ncontent: {sentences}"
-    ),
-    query_token=QR,
-    document_token=DFR,
-    skip_document_tokens=1,
+    document_template=_QA_DOCUMENT_PROMPT + "wiki title: {title}\ncontent: {sentences}",
+    **_QA_RETRIEVAL,
     insertion=(PARA_OPEN, "wiki title: {title}\ncontent: {text}", PARA_CLOSE),
     stop_strings=("</FINAL-ANSWER>",),
     max_new_tokens=400,
@@ -122,19 +123,11 @@ SINGLE_HOP = TaskSpec(
     title="Single-hop QA (Self-RAG)",
     added_tokens={
         **{t: "self-reflection: " + t.strip("[]").lower() for t in SELF_RAG_REFLECTION_TOKENS},
-        PARA_OPEN: "start of a retrieved paragraph",
-        PARA_CLOSE: "end of a retrieved paragraph",
-        QR: "representation of a question",
-        DFR: "representation of a document fragment",
+        **{t: _QA_TOKENS[t] for t in (PARA_OPEN, PARA_CLOSE, QR, DFR)},
     },
     prompt_template="### Instruction:\n{input}\n\n### Response:\n[Retrieval][Question Representation]",
-    document_template=(
-        "Represent the following document fragment and output it after the '[Document Fragment Representation]' "
-        "token. \nHere are document fragment:\n{title}\n{text}[Document Fragment Representation]"
-    ),
-    query_token=QR,
-    document_token=DFR,
-    skip_document_tokens=1,
+    document_template=_QA_DOCUMENT_PROMPT + "{title}\n{text}[Document Fragment Representation]",
+    **_QA_RETRIEVAL,
     insertion=(PARA_OPEN, "{title}\n{text}", PARA_CLOSE),
     max_new_tokens=200,
     max_retrievals=1,

@@ -11,10 +11,9 @@ where none is owed, anything else where one is owed), and every token without by
 """
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
-from .constrain import VocabularyBytes
+from .constrain import VocabularyBytes, per_tokenizer, vocabulary_bytes
 
 INVALID = -1
 # A state is what the next byte must be: STATES[s] = (continuation bytes owed, lowest, highest next
@@ -78,19 +77,7 @@ def build_guard(vocab: VocabularyBytes, vocab_size: int) -> Utf8Guard:
     return Utf8Guard(tuple(banned), vocab)
 
 
-# id(tokenizer) -> (weak reference, guard), as `constrain.vocabulary_bytes` caches its table.
-_CACHE: dict[int, tuple[weakref.ref, Utf8Guard]] = {}
-
-
+@per_tokenizer
 def utf8_guard(tokenizer) -> Utf8Guard:
     """Built once per tokenizer object (a pass over the vocabulary's bytes)."""
-    from .constrain import vocabulary_bytes
-
-    hit = _CACHE.get(id(tokenizer))
-    if hit is not None and hit[0]() is tokenizer:
-        return hit[1]
-    for key in [k for k, (ref, _) in _CACHE.items() if ref() is None]:
-        del _CACHE[key]
-    guard = build_guard(vocabulary_bytes(tokenizer), len(tokenizer))
-    _CACHE[id(tokenizer)] = (weakref.ref(tokenizer), guard)
-    return guard
+    return build_guard(vocabulary_bytes(tokenizer), len(tokenizer))

@@ -5,13 +5,17 @@ import pytest
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models on a shared 2-core machine run several times faster on one thread (no spin-waiting
-    on thread hand-offs). Modules opt in with pytestmark = pytest.mark.usefixtures("one_thread")."""
+    on thread hand-offs); faiss's OpenMP threads likewise. Modules opt in with
+    pytestmark = pytest.mark.usefixtures("one_thread")."""
+    import faiss
     import torch
 
-    before = torch.get_num_threads()
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
     torch.set_num_threads(1)
+    faiss.omp_set_num_threads(1)
     yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(before[0])
+    faiss.omp_set_num_threads(before[1])
 
 
 @pytest.fixture(scope="module")

@@ -155,6 +155,59 @@ def test_compare_shows_each_mode_as_it_goes_and_can_stop(page):
     expect(status.locator(".og-warn")).to_contain_text("Stopped before both runs ended")
 
 
+def test_compare_streams_both_traces_and_times_interleaved_runs(page):
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#cmp-task label", has_text="Multi-hop QA").click()
+    SCRIPT.pause_s = 0.05
+    page.locator("#cmp-repeats input[type=number]").fill("3")
+    page.locator("#cmp-repeats input[type=number]").press("Enter")
+    page.locator("#cmp-run").click()
+    status = page.locator("#cmp-status")
+    # Each mode's trace grows in its own panel while it runs: the retrieval shows before the end.
+    expect(page.locator("#cmp-onegen-timeline .og-chip")).to_have_count(1)
+    expect(page.locator("#cmp-onegen-timeline .og-cursor")).to_have_count(1)
+    expect(page.locator("#cmp-baseline-timeline .og-chip")).to_have_count(1)
+    assert "Measured" not in status.inner_text()
+    expect(status).to_contain_text("Timing round 2 of 3")
+    expect(status.locator(".og-ok")).to_contain_text("the median of 3 runs each, taking turns")
+    expect(page.locator("#cmp-onegen-timeline .og-cursor")).to_have_count(0)
+
+
+def test_stop_reaches_a_run_still_waiting_for_the_model(browser, server):
+    """Visitor B's run waits behind visitor A's; B's Stop ends it before it starts, and A's run
+    is not touched."""
+    rng = random.Random(3)
+    SCRIPT.pieces["multi-hop"] = ["First, who directed Film A?", QR,
+                                  " " + " ".join(rng.choice(WORDS) for _ in range(60)) + "."]
+    SCRIPT.pause_s = 0.05
+    pages = []
+    for _ in range(2):
+        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        pg = ctx.new_page()
+        pg.set_default_timeout(60_000)
+        pg.goto(server)
+        pg.wait_for_selector("#run-btn")
+        pick_task(pg, "Multi-hop QA")
+        pages.append(pg)
+    a, b = pages
+    try:
+        a.locator("#run-btn").click()
+        expect(a.locator("#run-timeline .og-chip")).to_have_count(1)  # A holds the model
+        b.locator("#run-btn").click()
+        b.wait_for_timeout(300)
+        b.locator("#stop-btn").click(timeout=2_000)  # nothing covers it while the run waits
+        expect(a.locator("#run-status")).to_contain_text("Done", timeout=60_000)  # A ran to its end
+        expect(b.locator("#run-status .og-warn")).to_contain_text("Stopped while it waited for the model: nothing ran.")
+        expect(b.locator("#run-timeline .og-chip")).to_have_count(0)
+        # B's next run is not stopped by the old request.
+        SCRIPT.pause_s = 0.0
+        b.locator("#run-btn").click()
+        expect(b.locator("#run-status")).to_contain_text("Done")
+    finally:
+        for pg in pages:
+            pg.context.close()
+
+
 def test_characters_split_across_tokens_show_whole(page, world):
     from transformers import AutoTokenizer
 

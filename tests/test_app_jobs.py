@@ -176,3 +176,42 @@ def test_one_run_per_visitor_and_a_bounded_queue(world):
         pass
     demo = build_demo(AppState(config_for(world)))
     assert demo._queue.max_size == MAX_QUEUED
+
+
+def test_stop_reaches_a_run_still_waiting_in_the_queue():
+    from onegen.app_state import RunGuard
+
+    guard = RunGuard()
+    with guard.start("tab-b"):  # another visitor's run holds the model
+        ticket = guard.reserve("tab-a")  # tab-a clicked Run: its run waits in the queue
+        assert guard.stop("tab-a")  # ... and clicked Stop before it started
+    with guard.start("tab-a", ticket) as stop:
+        assert stop.is_set()  # the run sees it at once and does nothing
+    # A reservation whose run never started (a full queue) does not stop the visitor's next run.
+    guard.reserve("tab-a")
+    guard.stop("tab-a")
+    fresh = guard.reserve("tab-a")
+    with guard.start("tab-a", fresh) as stop:
+        assert not stop.is_set()
+    # A ticket is claimed only by the visitor that reserved it, and only once.
+    other = guard.reserve("tab-c")
+    guard.stop("tab-c")
+    with guard.start("tab-a", other) as stop:
+        assert not stop.is_set()
+    with guard.start("tab-c", other) as stop:
+        assert stop.is_set()
+    with guard.start("tab-c", other) as stop:
+        assert not stop.is_set()
+
+
+def test_reservations_expire(monkeypatch):
+    from onegen import app_state
+    from onegen.app_state import RunGuard
+
+    guard = RunGuard()
+    now = [1000.0]
+    monkeypatch.setattr(app_state.time, "monotonic", lambda: now[0])
+    old = guard.reserve("tab-a")
+    now[0] += RunGuard.RESERVATION_TTL_S + 1
+    guard.reserve("tab-b")  # a reservation prunes the expired ones
+    assert old not in guard._owner and len(guard._waiting) == 1

@@ -320,6 +320,23 @@ def test_compare_progress_names_each_mode_as_it_ends():
     assert progress_line(CompareProgress("onegen", 12, ())) == "OneGen: 12 tokens so far..."
     line = progress_line(CompareProgress("two-pass", 3, (("onegen", 40, 1.25),)))
     assert line.startswith("OneGen done: 40 tokens in 1.2 s. two-pass") and "3 tokens so far" in line
+    line = progress_line(CompareProgress("onegen", 7, (("onegen", 40, 1.25), ("two-pass", 41, 1.5)), round=2,
+                                         repeats=3))
+    assert "Timing round 2 of 3" in line and "7 tokens so far" in line
+
+
+def test_compare_headline_with_repeats_gives_the_median_and_every_run():
+    pytest.importorskip("gradio")
+    from dataclasses import replace
+
+    from onegen.ui.compare_tab import headline
+
+    result = replace(_compare_result(), repeats=3, run_seconds={"onegen": [2.4, 2.0, 1.9], "two-pass": [2.5, 2.7, 2.2]})
+    text = headline(result, "two-pass")
+    assert "the median of 3 runs each, taking turns" in text
+    assert "runs: OneGen 2.40, 2.00, 1.90 s; two-pass" in text and "2.50, 2.70, 2.20 s" in text
+    assert "one run each" not in text
+    assert "a single run is noisy" in headline(_compare_result(), "two-pass")
 
 
 def test_sweep_legend_dashes_the_smaller_model_by_size_not_by_name():

@@ -50,16 +50,20 @@ def test_summary_takes_medians_per_task_and_path():
 
 
 def test_goals_judge_the_worst_task():
-    ready, loaded, first_run, token, ui = goals(fabricated())
+    ready, loaded, first_run, first_vs_warm, token, ui = goals(fabricated())
     assert ready.passed is True and ready.measured == "10.00 s"
     assert loaded.passed is True and loaded.measured == "17.00 s"  # a start without the log line is left out
     assert first_run.passed is True and first_run.measured == "20.00 s"  # median of 21 and 19
+    assert first_vs_warm.passed is True and first_vs_warm.measured == "0.67x"  # 2.0 s against a warm 3.0 s
+    slow = fabricated()
+    slow.starts[1].first_engine_s = 4.8  # the decode path was not warm: 1.6x
+    assert goals(slow)[3].passed is False and goals(slow)[3].measured == "1.60x"
     assert token.passed is False and token.measured == "1.50 s (single-hop)"
     assert ui.passed is False and ui.measured == "+25.0 % (single-hop)"
 
 
 def test_without_a_browser_the_first_token_is_not_measured():
-    ready, loaded, first_run, token, ui = goals(fabricated(browser=False))
+    ready, loaded, first_run, first_vs_warm, token, ui = goals(fabricated(browser=False))
     assert first_run.passed is None and token.passed is None and token.measured == "not measured"
     assert ui.passed is False and "API call" in ui.name  # overhead over the API path instead
     assert "no browser" in markdown(fabricated(browser=False))
@@ -79,7 +83,7 @@ def test_markdown_has_the_goal_table_and_every_path():
 
 def test_json_is_plain_data():
     data = json.loads(json.dumps(bench_app.to_json(fabricated())))
-    assert [g["passed"] for g in data["goals"]] == [True, True, True, False, False]
+    assert [g["passed"] for g in data["goals"]] == [True, True, True, True, False, False]
     assert data["summary"]["single-hop"]["direct"] is None
     assert data["runs"][0]["path"] == "browser"
 

@@ -67,13 +67,17 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a.float().flatten(), b.float().flatten(), dim=0))
 
 
-# -- the query vector is the generation pass's own hidden state -------------------------------------
-
-@pytest.mark.parametrize("task,docs,make_script", [
+# Per protocol: the candidates and a scripted output with at least one retrieval.
+SCRIPTED_RUNS = [
     ("multi-hop", PARAGRAPHS, multi_hop_script),
     ("entity-linking", ENTITIES, el_script),
     ("single-hop", PASSAGES, lambda lm: text_ids(lm, "single-hop", "[Relevant] Corvale.")),
-])
+]
+
+
+# -- the query vector is the generation pass's own hidden state -------------------------------------
+
+@pytest.mark.parametrize("task,docs,make_script", SCRIPTED_RUNS)
 def test_query_vector_equals_cache_free_forward(models, monkeypatch, task, docs, make_script):
     lm = models[task]
     script(monkeypatch, lm, make_script(lm))
@@ -94,11 +98,7 @@ def test_query_vector_equals_cache_free_forward(models, monkeypatch, task, docs,
 
 # -- every token is forwarded exactly once -----------------------------------------------------------
 
-@pytest.mark.parametrize("task,docs,make_script", [
-    ("multi-hop", PARAGRAPHS, multi_hop_script),
-    ("entity-linking", ENTITIES, el_script),
-    ("single-hop", PASSAGES, lambda lm: text_ids(lm, "single-hop", "[Relevant] Corvale.")),
-])
+@pytest.mark.parametrize("task,docs,make_script", SCRIPTED_RUNS)
 def test_no_token_is_forwarded_twice(models, monkeypatch, task, docs, make_script):
     lm = models[task]
     script(monkeypatch, lm, make_script(lm))
@@ -270,11 +270,7 @@ def test_no_documents_is_refused(models):
 
 # -- the trace ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("task,docs,make_script", [
-    ("multi-hop", PARAGRAPHS, multi_hop_script),
-    ("entity-linking", ENTITIES, el_script),
-    ("single-hop", PASSAGES, lambda lm: text_ids(lm, "single-hop", "[Relevant] Corvale.")),
-])
+@pytest.mark.parametrize("task,docs,make_script", SCRIPTED_RUNS)
 def test_trace_json_round_trip(models, monkeypatch, task, docs, make_script):
     lm = models[task]
     script(monkeypatch, lm, make_script(lm))

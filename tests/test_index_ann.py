@@ -31,17 +31,7 @@ def make_index(vectors: torch.Tensor, owners: torch.Tensor | None = None) -> Vec
     return VectorIndex(vectors, docs, owners=owners, manifest=manifest)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On a small shared machine, oversubscribed OpenMP threads spin: one thread is far faster.
-    import faiss
-
-    before = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    faiss.omp_set_num_threads(before[1])
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -25,17 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORLD = ROOT / "assets" / "world" / "heldout"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On a small shared machine, oversubscribed OpenMP threads spin: one thread is far faster.
-    import faiss
-
-    before = torch.get_num_threads(), faiss.omp_get_max_threads()
-    torch.set_num_threads(1)
-    faiss.omp_set_num_threads(1)
-    yield
-    torch.set_num_threads(before[0])
-    faiss.omp_set_num_threads(before[1])
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _Models(dict):

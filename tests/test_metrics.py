@@ -106,26 +106,22 @@ def test_parse_el_output_pairs_in_order():
     assert parse_el_output(text, ["Q76", "Q567"]) == [("Obama", "Q76"), (" Merkel ", "Q567")]
 
 
-def test_parse_el_output_stray_lk_shifts_pairing():
+@pytest.mark.parametrize("text,pairs", [
     # An [LK] outside any mention still produced a uid, so every later mention
     # takes its left neighbour's uid (the authors' order pairing).
-    text = ("<MENTION>Obama</MENTION>[LK][_CONTINUE_] and Merkel[LK][_CONTINUE_] "
-            "in <MENTION>Berlin</MENTION>[LK][_CONTINUE_]")
-    pairs = parse_el_output(text, ["Q76", "Q567", "Q64"])
-    assert pairs == [("Obama", "Q76"), ("Berlin", "Q567")]
-    doc = ELDocument(gold=[("Obama", "Q76"), ("Merkel", "Q567"), ("Berlin", "Q64")], predictions=pairs)
-    s = el_scores([doc])
-    assert (s.tp, s.fp, s.fn) == (1, 1, 2)
-
-
-def test_parse_el_output_lk_without_continue_swallows_next_mention():
+    pytest.param("<MENTION>Obama</MENTION>[LK][_CONTINUE_] and Merkel[LK][_CONTINUE_] "
+                 "in <MENTION>Berlin</MENTION>[LK][_CONTINUE_]",
+                 [("Obama", "Q76"), ("Berlin", "Q567")], id="stray-lk-shifts-pairing"),
     # "<MENTION>Merkel</MENTION>[LK]" lacks [_CONTINUE_]: the lazy match runs on to
     # the next closing "</MENTION>[LK][_CONTINUE_]", so one garbled surface gets
     # Merkel's uid and Berlin's uid is left over (zip drops it).
-    text = ("<MENTION>Obama</MENTION>[LK][_CONTINUE_] and <MENTION>Merkel</MENTION>[LK] "
-            "in <MENTION>Berlin</MENTION>[LK][_CONTINUE_]")
-    pairs = parse_el_output(text, ["Q76", "Q567", "Q64"])
-    assert pairs == [("Obama", "Q76"), ("Merkel</MENTION>[LK] in <MENTION>Berlin", "Q567")]
+    pytest.param("<MENTION>Obama</MENTION>[LK][_CONTINUE_] and <MENTION>Merkel</MENTION>[LK] "
+                 "in <MENTION>Berlin</MENTION>[LK][_CONTINUE_]",
+                 [("Obama", "Q76"), ("Merkel</MENTION>[LK] in <MENTION>Berlin", "Q567")],
+                 id="lk-without-continue-swallows-next-mention"),
+])
+def test_parse_el_output_authors_pairing_quirks(text, pairs):
+    assert parse_el_output(text, ["Q76", "Q567", "Q64"]) == pairs
     doc = ELDocument(gold=[("Obama", "Q76"), ("Merkel", "Q567"), ("Berlin", "Q64")], predictions=pairs)
     s = el_scores([doc])
     assert (s.tp, s.fp, s.fn) == (1, 1, 2)

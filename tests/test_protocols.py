@@ -100,12 +100,16 @@ def test_added_token_ids_are_the_released_ones(llama):
 
 # -- document prompts -------------------------------------------------------------------------------
 
+def entity_document_prompt(llama, doc: Document):
+    """The entity-linking tokenizer, the document prompt of `doc` and the id of [SE]."""
+    tok = llama["entity-linking"]
+    return tok, document_prompt(_Tokenizers(tok), "entity-linking", doc), tok.convert_tokens_to_ids(SE)
+
+
 @needs_llama
 def test_entity_document_vector_at_second_se_and_literal_bos(llama):
-    tok = llama["entity-linking"]
     doc = Document(id="Q1", title="Corvale", text='Corvale is an instance of city. It is described as "a city in Velor".')
-    p = document_prompt(_Tokenizers(tok), "entity-linking", doc)
-    se = tok.convert_tokens_to_ids(SE)
+    tok, p, se = entity_document_prompt(llama, doc)
     se_positions = [i for i, t in enumerate(p.ids) if t == se]
     assert len(se_positions) == 2
     assert p.vector_positions == [se_positions[1]] == [len(p.ids) - 1]
@@ -118,10 +122,8 @@ def test_entity_document_vector_at_second_se_and_literal_bos(llama):
 
 @needs_llama
 def test_entity_description_text_is_data(llama):
-    tok = llama["entity-linking"]
     doc = Document(id="Q2", title="Odd [SE] name", text="A description quoting [LK] and </s> and <s>.")
-    p = document_prompt(_Tokenizers(tok), "entity-linking", doc)
-    se = tok.convert_tokens_to_ids(SE)
+    tok, p, se = entity_document_prompt(llama, doc)
     assert p.ids.count(se) == 2 and p.vector_positions == [len(p.ids) - 1]
     assert p.ids.count(tok.bos_token_id) == 1 and tok.eos_token_id not in p.ids
     assert tok.convert_tokens_to_ids(LK) not in p.ids

@@ -47,26 +47,33 @@ def _draft_len(text: str) -> int:
     return value
 
 
+# On/off decoding options of `run` and `evaluate` (read by `decoding_settings`).
+DECODING_SWITCHES = {
+    "--transformers-forward":
+        "decode with the model's transformers forward instead of the fused Llama decoder "
+        "(onegen/fused_llama.py; Llama models on the CPU only); the output is the same either way",
+    "--free-copy":
+        "entity linking: let the model rewrite the text freely (the authors' loop) instead of "
+        "constraining its output to the input plus mention tags",
+    "--vectors":
+        "keep each retrieval's query vector in the trace (float16, base64: "
+        "retrievals[].query_vector in docs/trace.md)",
+    "--no-early-close":
+        "entity linking, copy-constrained: where the model's first choice leaves the input inside "
+        "an open mention, keep copying into the mention (the mask alone) instead of closing it there",
+    "--mask-opens":
+        "entity linking, copy-constrained: let the mask open a mention where the model wanted "
+        "something else (by default a mention starts only where the model chose to start one)",
+}
+
+
 def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     """How the engine decodes; shared by `run` and `evaluate` (see `decoding_settings`)."""
     p.add_argument("--draft-tokens", type=_draft_len, default=2, metavar="N",
                    help="prompt-lookup guesses checked per forward call when decoding greedily (default 2; "
                         "0: one token per call); the output is the same either way")
-    p.add_argument("--transformers-forward", action="store_true",
-                   help="decode with the model's transformers forward instead of the fused Llama decoder "
-                        "(onegen/fused_llama.py; Llama models on the CPU only); the output is the same either way")
-    p.add_argument("--free-copy", action="store_true",
-                   help="entity linking: let the model rewrite the text freely (the authors' loop) instead of "
-                        "constraining its output to the input plus mention tags")
-    p.add_argument("--vectors", action="store_true",
-                   help="keep each retrieval's query vector in the trace (float16, base64: "
-                        "retrievals[].query_vector in docs/trace.md)")
-    p.add_argument("--no-early-close", action="store_true",
-                   help="entity linking, copy-constrained: where the model's first choice leaves the input inside "
-                        "an open mention, keep copying into the mention (the mask alone) instead of closing it there")
-    p.add_argument("--mask-opens", action="store_true",
-                   help="entity linking, copy-constrained: let the mask open a mention where the model wanted "
-                        "something else (by default a mention starts only where the model chose to start one)")
+    for flag, text in DECODING_SWITCHES.items():
+        p.add_argument(flag, action="store_true", help=text)
 
 
 def decoding_settings(args: argparse.Namespace) -> dict:

@@ -13,8 +13,8 @@ from ..app_state import MAX_DATASET_EXAMPLES, MAX_TOP_K, AppError, AppState, Eva
 from ..jobs import DatasetRequest, DatasetRun
 from ..results import (OUTCOMES, ResultFileError, ResultSet, category_choices, compare_results, export_lines,
                        load_results, select)
-from .shared import (PRIVATE, TASK_CHOICES, TracePanel, download_path, error_message, loading_message, on_gpu,
-                     visitor)
+from .shared import (PRIVATE, STOPPED_WHILE_QUEUED, TASK_CHOICES, TracePanel, download_path, error_message,
+                     loading_message, on_gpu, visitor, wire_model_run)
 from .whatif import gold_fix_html
 
 _RESULT_DIR = Path(tempfile.mkdtemp(prefix="onegen-results-"))  # this tab's dataset runs (resumable)
@@ -136,12 +136,9 @@ class ResultInspector:
                            [*self.shown, self.bundled], concurrency_limit=4, **PRIVATE)
         self.data.input(lambda _: None, self.data, self.data_upload, queue=False, **PRIVATE)
         self.data_upload.upload(lambda _: None, self.data_upload, self.data, queue=False, **PRIVATE)
-        self.run_btn.click(self.run_dataset, [self.data, self.data_upload, self.task, self.candidates, self.limit,
-                                              self.top_k], self.shown, concurrency_id="model", concurrency_limit=1,
-                           **PRIVATE)
-        # Not `cancels=`: a cancelled stream leaves the page on its progress bar; the job sees the
-        # flag after the current example and the page says where it stopped.
-        self.stop_btn.click(self.stop_run, None, None, queue=False, **PRIVATE)
+        wire_model_run(self.app, [self.run_btn.click], self.stop_btn, self.run_dataset,
+                       [self.data, self.data_upload, self.task, self.candidates, self.limit, self.top_k], self.shown,
+                       self.status)
         gr.on([self.outcome.input, self.category.input, self.contains.submit], self.filter_rows,
               [self.results, self.outcome, self.category, self.contains],
               [self.table, self.keys, self.note, self.export], concurrency_limit=None, **PRIVATE)
@@ -191,14 +188,17 @@ class ResultInspector:
                 self.keys: [], self.note: "", self.export: gr.DownloadButton(visible=False), self.example: "",
                 **self.panel.empty(), self.results: None}
 
-    def run_dataset(self, choice, uploaded, task_name, candidates_from, n, k, request: gr.Request = None):
+    def run_dataset(self, choice, uploaded, task_name, candidates_from, n, k, ticket=None, request: gr.Request = None):
         """Follow a dataset run; Stop (or leaving) ends it after the current example, and the same
         request again resumes from the result file."""
         status = self.status
         done = 0
         try:
             path = Path(uploaded) if uploaded else pick_listed(self.app.bundled_datasets(), choice)
-            with self.app.runs.start(visitor(request)) as stop:
+            with self.app.runs.start(visitor(request), ticket) as stop:
+                if stop.is_set():
+                    yield {status: R.message_html(STOPPED_WHILE_QUEUED, "warn")}
+                    return
                 yield {status: R.message_html(loading_message(self.app, "Starting..."))}
                 asked = DatasetRequest(path, None if task_name == "auto" else task_name, candidates_from, int(n),
                                        int(k))
@@ -217,9 +217,6 @@ class ResultInspector:
             return
         yield self.show_results(evaluated.results, ran_message(evaluated, path.name if not uploaded else None),
                                 "warn" if evaluated.index_warning else "ok")
-
-    def stop_run(self, request: gr.Request):
-        self.app.runs.stop(visitor(request))
 
     def filter_rows(self, opened: ResultSet | None, outcome, category, contains):
         if opened is None:

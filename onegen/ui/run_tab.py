@@ -14,8 +14,8 @@ from ..modes import DEFAULT_MODE
 from ..tasks import TASK_NAMES, get_task
 from ..trace import Trace
 from ..render_text import stop_words
-from .shared import (PRIVATE, TASK_CHOICES, TracePanel, error_message, example_inputs, loading_message, on_gpu,
-                     span_download, visitor, wire_examples, write_trace)
+from .shared import (PRIVATE, STOPPED_WHILE_QUEUED, TASK_CHOICES, TracePanel, error_message, example_inputs,
+                     loading_message, on_gpu, span_download, visitor, wire_examples, wire_model_run, write_trace)
 from .whatif import WhatIf
 
 STREAM_EVERY_S = 0.15  # at most ~7 page updates a second while tokens stream
@@ -75,15 +75,8 @@ def build(app: AppState, demo: gr.Blocks) -> None:
                 gr.HTML(R.EXPLAINER_HTML)
 
     runs = RunView(app, status, panel, download, expected, world, spans)
-    gr.on([run_btn.click, text.submit], runs.run, inputs=[task, text, top_k, copy_input], outputs=runs.outputs,
-          concurrency_id="model", concurrency_limit=1, **PRIVATE
-          ).then(whatif.refresh, panel.trace, whatif.outputs, queue=False, **PRIVATE)
-    # Not `cancels=`: a cancelled stream leaves the page as it was ("Running..."); the run itself
-    # sees the flag between tokens, stops the engine and shows what it made.
-    def stop_run(request: gr.Request):
-        app.runs.stop(visitor(request))
-
-    stop_btn.click(stop_run, None, None, queue=False, **PRIVATE)
+    wire_model_run(app, [run_btn.click, text.submit], stop_btn, runs.run, [task, text, top_k, copy_input],
+                   runs.outputs, status).then(whatif.refresh, panel.trace, whatif.outputs, queue=False, **PRIVATE)
     wire_examples(app, task, example, text)
     # An example shows what it should give; the tick or cross comes after its run.
     gr.on([text.change, task.change], lambda t, x: expectation_html(app, t, app.example(t, x)), [task, text],
@@ -115,14 +108,17 @@ class RunView:
     def outputs(self) -> list:
         return [self.status, *self.panel.outputs, self.download, self.expected, self.world, self.spans]
 
-    def run(self, task, text, top_k, copy_input=True, request: gr.Request = None):
+    def run(self, task, text, top_k, copy_input=True, ticket=None, request: gr.Request = None):
         """Stream a run: the timeline grows as tokens come; the result and download come at the end.
         Stop ends it between tokens and keeps what it made."""
         app, status, panel, download = self.app, self.status, self.panel, self.download
         live = Trace(task=task, mode=DEFAULT_MODE, model={}, input=text or "", prompt_text="", prompt_ids=[])
         started = time.monotonic()
         try:
-            with app.runs.start(visitor(request)) as stop:
+            with app.runs.start(visitor(request), ticket) as stop:
+                if stop.is_set():
+                    yield {status: R.message_html(STOPPED_WHILE_QUEUED, "warn")}
+                    return
                 # The world's description gives way to the run; a run with no confident match offers
                 # its questions again.
                 yield {status: R.message_html(loading_message(app, "Running...")), **panel.live(live),

@@ -32,15 +32,11 @@ def build_paraphrased_parser() -> argparse.ArgumentParser:
         prog="python -m onegen.world paraphrased",
         description="Write the held-out world's tasks in held-out wordings, and questions and sentences "
                     "about the training world's entities to ask against the held-out index.")
-    p.add_argument("--seed", type=int, default=HELDOUT_WORLD["seed"], help="held-out world seed (default: %(default)s)")
-    p.add_argument("--entities", type=int, default=HELDOUT_WORLD["entities"],
-                   help="held-out world entities (default: %(default)s)")
-    p.add_argument("--el", type=int, default=HELDOUT_WORLD["el"],
-                   help="held-out world EL texts, and paraphrased ones to write (default: %(default)s)")
-    p.add_argument("--multihop", type=int, default=HELDOUT_WORLD["multihop"],
-                   help="held-out world multi-hop questions (default: %(default)s)")
-    p.add_argument("--singlehop", type=int, default=HELDOUT_WORLD["singlehop"],
-                   help="held-out world single-hop questions (default: %(default)s)")
+    held_out = {"seed": "held-out world seed", "entities": "held-out world entities",
+                "el": "held-out world EL texts, and paraphrased ones to write",
+                "multihop": "held-out world multi-hop questions", "singlehop": "held-out world single-hop questions"}
+    for key, what in held_out.items():
+        p.add_argument(f"--{key}", type=int, default=HELDOUT_WORLD[key], help=f"{what} (default: %(default)s)")
     p.add_argument("--train-seed", type=int, default=TRAIN_WORLD["seed"],
                    help="training world the out-of-world set asks about (default: %(default)s, the shipped recipe's)")
     p.add_argument("--train-entities", type=int, default=TRAIN_WORLD["entities"],
