@@ -204,3 +204,24 @@ def test_cost_views_name_the_replayed_prefix(models, monkeypatch):
     assert f"replayed prefix {prefix}" in cost_line(c.replayed) and "prompt 0" in cost_line(c.replayed)
     assert 'data-phase="replay_prefix"' in cost_html(c.replayed)
     assert "replayed prefix" not in cost_line(trace) and "replay_prefix" not in cost_html(trace)
+
+
+def test_copy_constrained_linking_replays_with_its_overrides(models, monkeypatch):
+    """The copy constraint's state is rebuilt from the recorded tokens, not recomputed: a replay of
+    the last retrieval writes what the run wrote, its overrides included."""
+    lm, docs, trace = original(models, monkeypatch, "entity-linking", RunSettings(top_k=3))
+    assert trace.settings["copy_input"] and trace.overrides  # the mask overrode the script somewhere
+    step = len(trace.retrievals) - 1
+    c = replay(trace, lm, docs, step=step, choice=Choice.parse("0"))
+    assert c.first_difference is None and c.replayed.overrides == trace.overrides
+    assert c.replayed.result.entities == trace.result.entities
+
+
+def test_a_named_document_from_outside_the_candidates(models, monkeypatch):
+    lm, docs, trace = original(models, monkeypatch, "multi-hop", dataclasses.replace(FREE, top_k=1))
+    index = Engine(lm).candidate_retriever("multi-hop", PARAGRAPHS).index
+    other = next(d for d in PARAGRAPHS if d.id != trace.retrievals[0].chosen_hit.id)
+    c = replay(trace, lm, index, step=0, choice=Choice("document", document=other.id))
+    r = c.replayed.retrievals[0]
+    assert len(r.hits) == 2 and r.chosen == 1 and r.chosen_hit.id == other.id and r.hits[1].rank == 1
+    assert c.replayed.replay.choice == "document" and c.replayed.replay.document == other.id
