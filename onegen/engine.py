@@ -5,7 +5,9 @@ retrieval token; it falls out of the generation forward pass, so nothing is enco
 kept token is forwarded exactly once and counted by phase (prompt, generated, inserted); greedy runs
 may forward a guessed token or two with each chosen one (onegen/draft.py), and guesses greedy
 decoding refuses are dropped from the cache and counted as draft_rejected. Every token is picked by
-a `TokenChooser`: the model's own choice by default, a script in tests and benchmarks.
+a `TokenChooser`: the model's own choice by default, a script in tests and benchmarks. Which hit of
+a retrieval is used is the `DocumentChooser`'s call: the top hit, except where a replay
+(`Engine.replay`, onegen/replay.py) picks another after prefilling the recorded prefix once.
 
     engine = Engine(load_model())
     for event in engine.run("multi-hop", "Where was the director of ... born?", retriever=...):
