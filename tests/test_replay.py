@@ -225,3 +225,17 @@ def test_a_named_document_from_outside_the_candidates(models, monkeypatch):
     r = c.replayed.retrievals[0]
     assert len(r.hits) == 2 and r.chosen == 1 and r.chosen_hit.id == other.id and r.hits[1].rank == 1
     assert c.replayed.replay.choice == "document" and c.replayed.replay.document == other.id
+
+
+def test_span_times_do_not_spend_the_prefilled_prefix_twice(models, monkeypatch):
+    pytest.importorskip("openinference.semconv")
+    from onegen.export_openinference import timeline
+
+    lm, docs, trace = original(models, monkeypatch, "multi-hop")
+    c = replay(trace, lm, docs, step=1, choice=Choice.parse("1"))
+    secs = c.replayed.cost.seconds
+    # The prefix's tokens take no per-token share: their time is the one prefill's, so a retrieval
+    # inside the prefix starts when that prefill ends.
+    starts = timeline(c.replayed).retrieval_starts
+    assert starts[0] == pytest.approx(secs["replay_prefix"])
+    assert starts[1] == pytest.approx(secs["replay_prefix"] + c.replayed.retrievals[0].seconds)
