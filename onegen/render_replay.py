@@ -33,6 +33,16 @@ def headline(c: Comparison, page: bool = False) -> str:
             f"{_doc(new.chosen_hit)}, instead of {_doc(old.chosen_hit)}.")
 
 
+def replay_sentence(trace: Trace) -> str:
+    """For a replayed trace shown on its own (the Trace viewer): what it replays; "" for a run."""
+    r = trace.replay
+    if r is None:
+        return ""
+    used = "no document" if r.document is None else repr(r.document)
+    return (f"A replay of trace {r.original}: at step {r.step + 1} it used {used} instead of "
+            f"{r.original_document!r} ({r.choice}); its first {r.prefix_tokens} positions are the original's.")
+
+
 def cost_sentence(replayed: Trace) -> str:
     ft = replayed.cost.forward_tokens
     prefix = ft.get("replay_prefix", 0)

@@ -239,3 +239,14 @@ def test_span_times_do_not_spend_the_prefilled_prefix_twice(models, monkeypatch)
     starts = timeline(c.replayed).retrieval_starts
     assert starts[0] == pytest.approx(secs["replay_prefix"])
     assert starts[1] == pytest.approx(secs["replay_prefix"] + c.replayed.retrievals[0].seconds)
+
+
+def test_a_replayed_trace_says_what_it_replays(models, monkeypatch):
+    from onegen.render_replay import replay_sentence
+
+    lm, docs, trace = original(models, monkeypatch, "multi-hop")
+    c = replay(trace, lm, docs, step=0, choice=Choice.parse("none"))
+    said = replay_sentence(Trace.from_json(c.replayed.to_json()))
+    assert said.startswith(f"A replay of trace {trace.digest()}: at step 1 it used no document instead of "
+                           f"{trace.retrievals[0].chosen_hit.id!r} (none)")
+    assert replay_sentence(trace) == ""
