@@ -1,4 +1,4 @@
-"""`python -m onegen <command>`: run, train, evaluate, compare, export, calibrate, card, bench, world.
+"""`python -m onegen <command>`: run, replay, train, evaluate, compare, export, calibrate, card, bench, world.
 
 A `OneGenError` from any command becomes one `error: ...` line on stderr and exit status 2, here
 and nowhere else; any other exception is a bug and keeps its traceback.
@@ -18,6 +18,8 @@ COMMANDS = {
     "run": "Run one input through the single-pass engine and print its steps or its Trace JSON.",
     "train": "Train a small OneGen model from a recipe file.",
     "evaluate": "Run a dataset through the engine and print metrics.",
+    "replay": "Run a saved trace again from one retrieval with another document there (a rank-K candidate, "
+              "a random document, none) and compare the two continuations.",
     "compare": "Compare two result files of `evaluate` example by example.",
     "export": "Write a result file in another layout: gold (the gold file the authors' scorers pair it with), "
               "openinference (OTLP/JSON spans, also of one trace), elevant (ELEVANT's entity-linking import files).",

@@ -38,6 +38,7 @@ from .trace import Trace
 from .world_overview import WorldOverview
 
 if TYPE_CHECKING:
+    from .replay import Choice as ReplayChoice, Comparison as ReplayComparison
     from .baselines import Comparison, OnEvent
 
 log = logging.getLogger("onegen.app")
@@ -602,6 +603,53 @@ class AppState:
         if trace is None:
             raise AppError("The run ended without a result.")
         return trace
+
+    # -- what if (onegen/replay.py) ----------------------------------------------------------------
+    def replay(self, trace: Trace, step: int, choice: ReplayChoice, example=None) -> ReplayComparison:
+        """`trace` run again from its retrieval `step` with `choice` there, on the loaded model and
+        the documents the run searched (the task's index, or the example's own context when the run
+        read per-run candidates); compared with the original, and judged when `example` is given."""
+        if trace.task not in TASK_NAMES:
+            raise AppError(f"Unknown task {trace.task!r}; choose one of: {', '.join(TASK_NAMES)}.")
+        return self.replay_with(trace, step, choice, example, self._searched(trace, self.model(), example))
+
+    def gold_replay(self, trace: Trace, example) -> ReplayComparison:
+        """The Error browser's "would the right document have fixed it?": the first retrieval that
+        missed its gold document, replayed with that document (a recorded candidate or the index's)."""
+        from .replay import ReplayError, gold_choice
+
+        lm = self.model()
+        searched = self._searched(trace, lm, example)
+        index = getattr(searched, "index", None)
+        if index is None:  # per-run candidates: encoded once here, and searched again by the replay
+            searched = self.engine(trace.task, lm).candidate_retriever(trace.task, searched)
+            index = searched.index
+        try:
+            step, choice = gold_choice(trace, example, index)
+        except ReplayError as e:
+            raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
+        return self.replay_with(trace, step, choice, example, searched)
+
+    def replay_with(self, trace: Trace, step: int, choice: ReplayChoice, example, searched) -> ReplayComparison:
+        """The replay itself, on `searched` (a retriever, or candidate documents to encode)."""
+        from .replay import ReplayError, replay
+
+        try:
+            with self.run_lock:
+                return replay(trace, self.engine(trace.task, self.model()), searched, step, choice, example)
+        except (ReplayError, InputError) as e:
+            raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
+
+    def _searched(self, trace: Trace, lm: LoadedModel, example=None):
+        """What a trace's run searched: the task's index, or (a run over per-run candidates) the
+        example's own context documents."""
+        if (trace.index or {}).get("path") == "candidates":
+            docs = get_task(trace.task).context_documents(example) if example is not None else []
+            if not docs:
+                raise AppError("This run searched documents given for it alone; the app cannot replay it "
+                               "without them.")
+            return docs
+        return self.retriever(trace.task, lm)
 
     # -- the Compare view ---------------------------------------------------------------------------
     def compare(self, task: str, text: str, top_k: int, baseline: str, repeats: int = 1,

@@ -5,7 +5,9 @@ retrieval token; it falls out of the generation forward pass, so nothing is enco
 kept token is forwarded exactly once and counted by phase (prompt, generated, inserted); greedy runs
 may forward a guessed token or two with each chosen one (onegen/draft.py), and guesses greedy
 decoding refuses are dropped from the cache and counted as draft_rejected. Every token is picked by
-a `TokenChooser`: the model's own choice by default, a script in tests and benchmarks.
+a `TokenChooser`: the model's own choice by default, a script in tests and benchmarks. Which hit of
+a retrieval is used is the `DocumentChooser`'s call: the top hit, except where a replay
+(`Engine.replay`, onegen/replay.py) picks another after prefilling the recorded prefix once.
 
     engine = Engine(load_model())
     for event in engine.run("multi-hop", "Where was the director of ... born?", retriever=...):
@@ -13,6 +15,7 @@ a `TokenChooser`: the model's own choice by default, a script in tests and bench
 """
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from typing import ClassVar, Iterator, Protocol, Sequence, Union
@@ -31,7 +34,8 @@ from .loading import LoadedModel
 from .protocols import LK, SPECS, ResolvedProtocol, get_spec
 from .tasks import get_task
 from .tokenization import Token, template_parts
-from .trace import Cost, Hit, Override, OverrideKind, Phase, Retrieval, StopReason, StoredVector, TokenKind, TokenRecord, Trace
+from .trace import (Cost, Hit, Override, OverrideKind, Phase, Replay, ReplayChoiceKind, Retrieval, StopReason,
+                    StoredVector, TokenKind, TokenRecord, Trace)
 from .utf8_guard import utf8_guard
 
 MAX_INPUT_CHARS = 20_000
@@ -333,6 +337,40 @@ class ScriptedChooser:
                             generator=generator)
 
 
+# -- document choice ----------------------------------------------------------------------------------
+
+@dataclass
+class DocumentChoice:
+    """Which hit of a retrieval the run uses (inserts, or links for entity linking)."""
+
+    chosen: int | None  # index into `hits`; None: use nothing and write on (the hits are still recorded)
+    hits: list[Hit] | None = None  # replaces the search's hits when given (a document drawn from outside them)
+    kind: ReplayChoiceKind = "rank"  # how it was chosen, for a replay's record
+    seed: int | None = None  # "random": the seed of the draw
+
+
+class DocumentChooser(Protocol):
+    """Decides which hit of each retrieval is used: the top hit in a normal run (`top_hit`); a
+    replay (onegen/replay.py) picks another at one step. `query` is the step's query vector."""
+
+    def __call__(self, step: int, hits: list[Hit], query: torch.Tensor) -> DocumentChoice: ...
+
+
+def top_hit(step: int, hits: list[Hit], query: torch.Tensor) -> DocumentChoice:
+    """The default DocumentChooser: the best hit, as the released loop does."""
+    return DocumentChoice(0 if hits else None)
+
+
+@dataclass
+class Resume:
+    """Where a replay starts: `trace`'s recorded sequence through the token of retrieval `step` is
+    prefilled in one pass, and decoding goes on from there with `documents` choosing."""
+
+    trace: Trace
+    step: int
+    documents: DocumentChooser
+
+
 # The released entity-linking rule is exactly "</MENTION>[LK]" -> "[_CONTINUE_]": [_CONTINUE_] is
 # forced only after a [LK] written right after "</MENTION>"; a bare [LK] forces nothing.
 # TaskSpec.forced_after names the token ([LK]); this is the text that must come right before it.
@@ -393,6 +431,16 @@ class Engine:
             retriever = self.candidate_retriever(task, candidates, cost)
         yield from _Run(self, proto, text, retriever, settings, cost).events()
 
+    def replay(self, resume: Resume, retriever: Retriever, settings: RunSettings,
+               cost: Cost | None = None) -> Iterator[Event]:
+        """Stream a run that repeats `resume.trace` through its retrieval `resume.step` without
+        recomputing it (one prefill of the recorded ids, phase "replay_prefix"), lets
+        `resume.documents` choose at that step, and decodes the rest as a run would."""
+        trace = resume.trace
+        proto = self.lm.protocol(trace.task)
+        yield from _Run(self, proto, self._check_input(trace.input), retriever, settings, cost or Cost(),
+                        resume).events()
+
     def run_trace(self, task: str, text: str, **kwargs) -> Trace:
         """Run to completion and return the trace."""
         trace = None
@@ -447,8 +495,10 @@ class _Run:
     """State of one run; split from Engine so the loop reads top to bottom."""
 
     def __init__(self, engine: Engine, proto: ResolvedProtocol, text: str, retriever: Retriever,
-                 settings: RunSettings, cost: Cost):
+                 settings: RunSettings, cost: Cost, resume: Resume | None = None):
         self.engine, self.lm, self.proto, self.spec = engine, engine.lm, proto, proto.spec
+        self.resume = resume
+        self.documents: DocumentChooser = resume.documents if resume is not None else top_hit
         self.task = get_task(self.spec.name)
         self.ptok = engine.lm.ptok(self.spec.name)
         self.chooser: TokenChooser = engine.chooser or engine.default_chooser
@@ -524,15 +574,20 @@ class _Run:
     def events(self) -> Iterator[Event]:
         """Prefill, then choose a token, record it, stop or feed it; a retrieval token's step is a
         query, and its document (if the task inserts one) is prefilled before the next choice."""
-        hidden = self.state.feed(self.prompt_ids, "prompt")
-        if not self.queries_while_decoding:  # single-hop: the prompt ends in the query token
-            after = yield from self._retrieve(hidden[-1], position=len(self.state) - 1, query_text=self.text)
+        after: Retrieved | None = None
+        if self.resume is not None:  # a replay: the recorded run through its changed retrieval
+            after = yield from self._resume(self.resume)
+        else:
+            hidden = self.state.feed(self.prompt_ids, "prompt")
+            if not self.queries_while_decoding:  # single-hop: the prompt ends in the query token
+                after = yield from self._retrieve(hidden[-1], position=len(self.state) - 1, query_text=self.text)
+        if after is not None:
             if after.stop:
                 yield DoneEvent(self._finish(after.stop))
                 return
             hidden = after.hidden
         logits = self.state.logits(hidden[-1])
-        forced: int | None = None
+        forced: int | None = self._forced_next() if self.generated else None
         stop: StopReason | None = None
         while True:
             banned = self._banned()
@@ -715,20 +770,32 @@ class _Run:
         if qv.seconds:
             self.cost.seconds["query_reencoding"] = self.cost.seconds.get("query_reencoding", 0.0) + qv.seconds
         hits = self.retriever.search(qv.vector, self.settings.top_k)
-        r = Retrieval(step=len(self.trace.retrievals), position=position, token=self.spec.query_token,
-                      query_text=query_text, query_source=qv.source, hits=hits, chosen=0 if hits else None,
+        step = len(self.trace.retrievals)
+        choice = self.documents(step, hits, qv.vector)
+        hits = hits if choice.hits is None else choice.hits
+        r = Retrieval(step=step, position=position, token=self.spec.query_token,
+                      query_text=query_text, query_source=qv.source, hits=hits, chosen=choice.chosen,
                       seconds=time.perf_counter() - t0,
                       confident=None if self.calibration is None else self.calibration.confident(hits))
         if self.settings.query_vectors:
             r.query_vector = StoredVector.encode(qv.vector.float().cpu().reshape(-1).tolist())
         self.cost.seconds["retrieval"] = self.cost.seconds.get("retrieval", 0.0) + r.seconds
+        return (yield from self._use(r, hidden))
+
+    def _use(self, r: Retrieval, hidden: torch.Tensor) -> Iterator[Event]:
+        """Record retrieval `r` and insert its chosen document when the task inserts one (returns a
+        `Retrieved`). No hits at all end the run; a hit deliberately not chosen (a replay's "none")
+        inserts nothing and decoding goes on from the retrieval token."""
         self.trace.retrievals.append(r)
         yield RetrievalEvent(r)
         self.query_start = len(self.state)
         if self.spec.insertion is None:
             return Retrieved(hidden.unsqueeze(0))
-        if r.chosen_hit is None:
+        if not r.hits:
             return Retrieved(hidden.unsqueeze(0), "no_hits")
+        if r.chosen_hit is None:
+            self.segment_start = len(self.generated)
+            return Retrieved(hidden.unsqueeze(0))
         inserted = self._insert(r)
         if inserted is None:
             return Retrieved(hidden.unsqueeze(0), "context_full")
@@ -737,6 +804,46 @@ class _Run:
         self.query_start = len(self.state)
         self.segment_start = len(self.generated)
         return Retrieved(inserted)
+
+    def _resume(self, resume: Resume) -> Iterator[Event]:
+        """A replay's start: prefill the recorded ids through the retrieval token of `resume.step` in
+        one forward (phase "replay_prefix"); rebuild what the loop knows at that point (chosen ids,
+        the copy and UTF-8 states, earlier retrievals, the segment) from the recorded tokens without
+        forwarding them again; then make that retrieval again from its recorded hits with the
+        document chooser's pick (returns a `Retrieved`)."""
+        original, step = resume.trace, resume.step
+        old = original.retrievals[step]
+        prefix = (original.prompt_ids + [t.id for t in original.tokens])[:old.position + 1]
+        if prefix[:len(self.prompt_ids)] != self.prompt_ids:
+            raise InputError("the trace's prompt ids are not what this model's tokenizer makes of its input: "
+                             "replay it with the model that wrote it")
+        hidden = self.state.feed(prefix, "replay_prefix")
+        earlier = {r.position: r for r in original.retrievals[:step]}
+        for t in original.tokens:
+            if t.position > old.position:
+                break
+            self.trace.tokens.append(copy.copy(t))
+            if t.kind == "inserted":
+                continue
+            self._copy_advance(t.id, self._banned())
+            self.generated.append(t.id)
+            r = earlier.get(t.position)
+            if r is not None:
+                self.trace.retrievals.append(copy.deepcopy(r))
+                if r.inserted_tokens:
+                    self.segment_start = len(self.generated)
+        self.trace.overrides = [copy.copy(o) for o in original.overrides if o.position <= old.position]
+        query = hidden[-1]
+        choice = self.documents(step, [copy.copy(h) for h in old.hits], query)
+        r = copy.deepcopy(old)
+        r.hits = choice.hits if choice.hits is not None else r.hits
+        r.chosen, r.inserted_text, r.inserted_tokens, r.seconds = choice.chosen, "", 0, 0.0
+        self.trace.replay = Replay(original=original.digest(), step=step, choice=choice.kind,
+                                   rank=choice.chosen if choice.kind == "rank" else None, seed=choice.seed,
+                                   document=r.chosen_hit.id if r.chosen_hit else None,
+                                   original_document=old.chosen_hit.id if old.chosen_hit else None,
+                                   prefix_tokens=len(prefix))
+        return (yield from self._use(r, query))
 
     def _insert(self, r: Retrieval) -> torch.Tensor | None:
         """Prefill the chosen document onto the cache (only its new ids are forwarded); None when it

@@ -108,14 +108,16 @@ def timeline(trace: Trace) -> Timeline:
                  for kind, phase in (("generated", "generated"), ("forced", "generated"), ("inserted", "inserted"))}
     at = {r.position: r for r in trace.retrievals}
     starts: dict[int, float] = {}
-    clock = seconds.get("prompt", 0.0)
+    # A replay prefilled the original's first positions in one pass: their time is that pass's.
+    clock = seconds.get("prompt", 0.0) + seconds.get("replay_prefix", 0.0)
+    prefix = trace.replay.prefix_tokens if trace.replay is not None else 0
     prompt_end = len(trace.prompt_ids) - 1
     for r in trace.retrievals:  # a query read off the prompt (single-hop) comes right after it
         if r.position <= prompt_end:
             starts[r.step] = clock
             clock += r.seconds
     for t in trace.tokens:
-        clock += per_token.get(t.kind, 0.0)
+        clock += per_token.get(t.kind, 0.0) if t.position >= prefix else 0.0
         r = at.get(t.position)
         if r is not None and r.step not in starts:
             starts[r.step] = clock

@@ -15,7 +15,7 @@ from .protocols import SPECS
 from .render_text import (DECODER_LABELS, NO_CONFIDENT_MATCH, PHASE_LABELS, copy_note, low_confidence_words,
                           run_confidence_words, stop_words, task_label)
 from .tasks import TASKS
-from .trace import PHASES, Override, Retrieval, TokenRecord, Trace
+from .trace import Override, Retrieval, TokenRecord, Trace
 
 if TYPE_CHECKING:
     from .world_overview import WorldOverview
@@ -378,13 +378,15 @@ _PHASE_NOTES = {
     "query_reencoding": ' title="OneGen reads each query vector off the generation pass"',
     "draft_rejected": ' title="prompt-lookup guesses that greedy decoding did not keep: forwarded in the same call '
                       'as a kept token, then dropped; they change the speed, never the output"',
+    "replay_prefix": ' title="a replay prefilled the original run up to its changed retrieval in one pass; '
+                     'only what follows was computed again"',
 }
 
 def cost_html(trace: Trace) -> str:
     """Forward tokens and seconds by phase, and the number of retrievals."""
     c = trace.cost
     cells = []
-    for p in PHASES:
+    for p in c.phases():
         n = int(c.forward_tokens.get(p, 0))
         note = _PHASE_NOTES.get(p, "")
         cells.append(f'<div class="og-cost-cell" data-phase="{p}"{note}><b>{n:,}</b><span>{PHASE_LABELS[p]}</span></div>')

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator
 
 from .tasks import TASKS
-from .trace import PHASES, Retrieval, TokenRecord, Trace
+from .trace import Retrieval, TokenRecord, Trace
 
 PREVIEW_CHARS = 160
 # Why a run ended, in words for someone new to it ({..} from the trace's settings); the one map of
@@ -85,7 +85,8 @@ def run_confidence_words(trace: Trace) -> str:
 DECODER_LABELS = {"fused-llama": "fused Llama decoder", "transformers": "transformers forward"}
 # Forward-token phases (trace.PHASES) and timed parts of a run, in words; every view uses these.
 PHASE_LABELS = {"prompt": "prompt", "generated": "generated", "inserted": "inserted",
-                "query_reencoding": "query re-encoding", "draft_rejected": "rejected drafts", "retrieval": "search",
+                "query_reencoding": "query re-encoding", "draft_rejected": "rejected drafts",
+                "replay_prefix": "replayed prefix", "retrieval": "search",
                 "documents": "candidate documents", "total": "total"}
 
 
@@ -210,11 +211,12 @@ def copy_note(trace: Trace) -> str:
 
 def cost_line(trace: Trace) -> str:
     ft = trace.cost.forward_tokens
-    tokens = ", ".join(f"{PHASE_LABELS.get(p, p)} {ft.get(p, 0)}" for p in PHASES)
+    tokens = ", ".join(f"{PHASE_LABELS.get(p, p)} {ft.get(p, 0)}" for p in trace.cost.phases())
     docs = f"; candidate documents {trace.cost.document_tokens}" if trace.cost.document_tokens else ""
     secs = trace.cost.seconds
-    order = [p for p in (*PHASES, "retrieval", "documents") if p in secs] + [p for p in secs if p not in PHASES
-                                                                             and p not in ("retrieval", "documents", "total")]
+    phases = trace.cost.phases()
+    order = [p for p in (*phases, "retrieval", "documents") if p in secs] + [
+        p for p in secs if p not in phases and p not in ("retrieval", "documents", "total")]
     seconds = ", ".join(f"{PHASE_LABELS.get(p, p)} {secs[p]:.3f}" for p in order)
     total = f" (total {secs['total']:.3f})" if "total" in secs else ""
     decoder = DECODER_LABELS.get(trace.settings.get("decoder"))

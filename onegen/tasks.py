@@ -128,6 +128,11 @@ class Task:
         """Per retrieval step: did it choose the gold document (None: unknown)?"""
         raise NotImplementedError
 
+    def gold_document(self, example: Example, trace: Trace, step: int) -> error_analysis.HopGold | None:
+        """The ids and titles that count as the gold document of retrieval `step` (None: unknown);
+        what a replay chooses to ask whether the right document would have fixed the run."""
+        raise NotImplementedError
+
     def result_line(self, example: Example, trace: Trace | None, query_id: int | None) -> dict[str, Any]:
         """The result line in the authors' format (without our "onegen" block)."""
         raise NotImplementedError
@@ -219,6 +224,13 @@ class EntityLinking(Task):
             if pred is not None and label.entity_id != UNKNOWN_ENTITY and 0 <= pred.retrieval < len(out):
                 out[pred.retrieval] = pred.entity_id == label.entity_id
         return out
+
+    def gold_document(self, example: Example, trace: Trace, step: int) -> error_analysis.HopGold | None:
+        aligned = error_analysis.align_mentions(example, trace.result.entities or [])
+        for label, pred in zip(example.labels, aligned.gold):
+            if pred is not None and pred.retrieval == step and label.entity_id != UNKNOWN_ENTITY:
+                return error_analysis.HopGold(frozenset(), frozenset({label.entity_id}), "label")
+        return None
 
     def result_line(self, example: Example, trace: Trace | None, query_id: int | None) -> dict[str, Any]:
         if trace is None:
@@ -357,6 +369,9 @@ class MultiHop(QuestionAnswering):
     def retrieval_correct(self, example: Example, trace: Trace) -> list[bool | None]:
         return [error_analysis.hop_correct(example, trace, k) for k in range(len(trace.retrievals))]
 
+    def gold_document(self, example: Example, trace: Trace, step: int) -> error_analysis.HopGold | None:
+        return error_analysis.hop_gold(example, step)
+
     def categorize(self, example: Example, trace: Trace) -> list[ErrorCategory]:
         self.expect(example)
         return error_analysis.multi_hop_categories(example, trace)
@@ -393,6 +408,12 @@ class SingleHop(QuestionAnswering):
 
     def retrieval_correct(self, example: Example, trace: Trace) -> list[bool | None]:
         return [error_analysis.single_hop_retrieval_correct(example, trace)[0]] if trace.retrievals else []
+
+    def gold_document(self, example: Example, trace: Trace, step: int) -> error_analysis.HopGold | None:
+        # Without a named gold passage, correctness is "the answer occurs in it": no one document.
+        if step != 0 or example.gold_id is None:
+            return None
+        return error_analysis.HopGold(frozenset(), frozenset({example.gold_id}), "gold_id")
 
     def categorize(self, example: Example, trace: Trace) -> list[ErrorCategory]:
         self.expect(example)

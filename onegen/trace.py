@@ -6,6 +6,7 @@ for every trace (tests check it); readers refuse other schema versions with a cl
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import struct
 from dataclasses import asdict, dataclass, field, fields
@@ -18,8 +19,10 @@ SCHEMA = "onegen-trace/1"
 # Forward-token phases of the generation pass. `query_reencoding` is 0 for OneGen by construction:
 # the query vector is read off the generation pass. Two-pass baselines fill it.
 # "draft_rejected": tokens of prompt-lookup drafts that greedy decoding did not keep (forwarded, then dropped).
-Phase = Literal["prompt", "generated", "inserted", "query_reencoding", "draft_rejected"]
-PHASES: tuple[Phase, ...] = get_args(Phase)
+# "replay_prefix": a replayed run's recorded sequence up to its changed retrieval, prefilled in one
+# pass (onegen/replay.py); only replayed traces have it, so it is not among the PHASES every run lists.
+Phase = Literal["prompt", "generated", "inserted", "query_reencoding", "draft_rejected", "replay_prefix"]
+PHASES: tuple[Phase, ...] = tuple(p for p in get_args(Phase) if p != "replay_prefix")
 
 # Why a run ended (docs/trace.md, `stop_reason`).
 StopReason = Literal[
@@ -39,6 +42,9 @@ TokenKind = Literal["generated", "forced", "inserted"]
 # first token of `</MENTION>` where the model's first choice left the input inside an open mention;
 # or the best copy token where the mask's best would have opened a mention the model did not choose.
 OverrideKind = Literal["mask", "early_close", "no_open"]
+# What a replay chose at its changed retrieval (docs/trace.md, `replay`): the hit of a recorded rank,
+# a document drawn at random from the index, a named document of the index, or nothing.
+ReplayChoiceKind = Literal["rank", "random", "document", "none"]
 
 
 class TraceFormatError(OneGenError, ValueError):
@@ -173,6 +179,25 @@ class Cost:
     def total_forward_tokens(self) -> int:
         return sum(self.forward_tokens.values())
 
+    def phases(self) -> tuple[str, ...]:
+        """The phases to list: every run's PHASES, then any other this run counted (a replay's prefix)."""
+        return (*PHASES, *(p for p in self.forward_tokens if p not in PHASES))
+
+
+@dataclass
+class Replay:
+    """What makes a trace a replay of another: the changed retrieval and what was chosen there."""
+    original: str  # Trace.digest() of the original trace
+    step: int  # the retrieval (index into retrievals) whose choice was changed
+    choice: ReplayChoiceKind
+    rank: int | None = None  # "rank": the recorded hit chosen instead
+    seed: int | None = None  # "random": the seed of the draw
+    document: str | None = None  # id of the document used instead (None: nothing)
+    original_document: str | None = None  # id of the document the original used there
+    # Positions prefilled from the original in one pass: the prompt and every token through the
+    # changed retrieval's token (cost.forward_tokens.replay_prefix).
+    prefix_tokens: int = 0
+
 
 @dataclass
 class Trace:
@@ -192,6 +217,8 @@ class Trace:
     error: str | None = None
     # Copy-constrained entity linking: where the mask overrode the model (empty otherwise).
     overrides: list[Override] = field(default_factory=list)
+    # A replayed run: which retrieval was changed and how (absent from the JSON otherwise).
+    replay: Replay | None = None
     schema: str = SCHEMA
 
     # -- JSON ---------------------------------------------------------------------------------
@@ -200,6 +227,8 @@ class Trace:
         for r in d["retrievals"]:
             if r.get("query_vector") is None:
                 r.pop("query_vector", None)
+        if d["replay"] is None:
+            d.pop("replay")
         return {"schema": d.pop("schema"), **d}
 
     def to_json(self, indent: int | None = None) -> str:
@@ -231,12 +260,13 @@ class Trace:
                 Retrieval(**{**x, "hits": [Hit(**h) for h in x["hits"]], "confident": _optional_bool(x.get("confident")),
                              "query_vector": _vector(x.get("query_vector"))}) for x in d.get("retrievals", [])
             ]
-            plain = {f.name for f in fields(cls)} - {"tokens", "retrievals", "result", "cost", "overrides"}
+            plain = {f.name for f in fields(cls)} - {"tokens", "retrievals", "result", "cost", "overrides", "replay"}
             return cls(
                 **{k: d[k] for k in plain if k in d},
                 tokens=[TokenRecord(**t) for t in d.get("tokens", [])],
                 retrievals=retrievals, result=result, cost=cost,
                 overrides=[Override(**o) for o in d.get("overrides", [])],
+                replay=None if d.get("replay") is None else Replay(**d["replay"]),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise TraceFormatError(f"malformed trace: {e}") from e
@@ -247,6 +277,10 @@ class Trace:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as e:
             raise TraceFormatError(f"not valid JSON: {e}") from e
+
+    def digest(self) -> str:
+        """The trace's identity: a hash of its JSON (the same after a JSON round trip)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
     # -- views --------------------------------------------------------------------------------
     @property

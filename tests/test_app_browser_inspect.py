@@ -178,3 +178,16 @@ def test_compare_tab_runs_onegen_and_two_pass(page):
     expect(page.locator("#cmp-sweep svg polygon").first).to_be_visible()  # this run, placed on the sweep
     expect(page.locator("#cmp-sweep")).to_contain_text("this run")
     shot(page, "compare")
+
+
+def test_would_the_right_document_have_fixed_it(page):
+    open_errors(page)
+    page.locator("#errors-outcome label", has_text="wrong").click()
+    expect(page.locator("#errors-table [data-testid=cell-0-0]")).to_have_text("q3")
+    page.locator("#errors-table [data-testid=cell-0-2]").click()
+    expect(page.locator("#errors-example")).to_contain_text("q3: wrong")
+    page.locator("#errors-goldfix").click()
+    # Both hops read a supporting paragraph (the only gold HotpotQA names): the documents were not
+    # what went wrong, and the page says so rather than replay (tests/test_app_whatif.py: a replay).
+    expect(page.locator("#errors-goldfix-view .og-msg")).to_have_text(
+        "Every retrieval of this run whose gold is known chose its gold document already.")

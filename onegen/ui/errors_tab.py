@@ -14,7 +14,8 @@ from ..jobs import DatasetRequest, DatasetRun
 from ..results import (OUTCOMES, ResultFileError, ResultSet, category_choices, compare_results, export_lines,
                        load_results, select)
 from .shared import (PRIVATE, STOPPED_WHILE_QUEUED, TASK_CHOICES, TracePanel, download_path, error_message,
-                     loading_message, visitor, wire_model_run)
+                     loading_message, on_gpu, visitor, wire_model_run)
+from .whatif import gold_fix_html
 
 _RESULT_DIR = Path(tempfile.mkdtemp(prefix="onegen-results-"))  # this tab's dataset runs (resumable)
 _EXPORT_DIR = Path(tempfile.mkdtemp(prefix="onegen-exports-"))
@@ -115,6 +116,10 @@ class ResultInspector:
         self.example = gr.HTML(elem_id="errors-example")
         self.panel = TracePanel(self.app, "errors")
         self.keys = gr.State([])  # the result keys of the table's rows, in order
+        self.selected = gr.State(None)  # the result key of the example shown
+        with gr.Row():
+            self.gold_fix = gr.Button("Would the right document have fixed it?", elem_id="errors-goldfix")
+        self.gold_view = gr.HTML(elem_id="errors-goldfix-view")
 
     @property
     def shown(self) -> list:
@@ -137,8 +142,12 @@ class ResultInspector:
         gr.on([self.outcome.input, self.category.input, self.contains.submit], self.filter_rows,
               [self.results, self.outcome, self.category, self.contains],
               [self.table, self.keys, self.note, self.export], concurrency_limit=None, **PRIVATE)
-        self.table.select(self.open_example, [self.results, self.keys], [self.example, *self.panel.outputs],
+        self.table.select(self.open_example, [self.results, self.keys],
+                          [self.example, *self.panel.outputs, self.selected, self.gold_view],
                           concurrency_limit=None, **PRIVATE)
+        self.gold_fix.click(on_gpu(lambda opened, key: gold_fix_html(self.app, opened, key)),
+                            [self.results, self.selected], self.gold_view, concurrency_id="model",
+                            concurrency_limit=1, **PRIVATE)
 
     def table_update(self, opened: ResultSet, rows) -> dict:
         shown = RR.table_rows(opened.task, rows)
@@ -219,8 +228,9 @@ class ResultInspector:
         row = selected_row(evt, row_keys)
         rec = opened.by_key().get(row_keys[row]) if opened is not None and row is not None else None
         if rec is None:
-            return {self.example: "", **self.panel.empty()}
-        return {self.example: RR.example_html(opened.task, rec), **self.panel.show(rec.trace)}
+            return {self.example: "", **self.panel.empty(), self.selected: None, self.gold_view: ""}
+        return {self.example: RR.example_html(opened.task, rec), **self.panel.show(rec.trace),
+                self.selected: rec.key, self.gold_view: ""}
 
 
 def ran_message(evaluated: EvaluatedFile, name: str | None) -> str:

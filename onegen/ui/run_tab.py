@@ -16,6 +16,7 @@ from ..trace import Trace
 from ..render_text import stop_words
 from .shared import (PRIVATE, STOPPED_WHILE_QUEUED, TASK_CHOICES, TracePanel, error_message, example_inputs,
                      loading_message, on_gpu, span_download, visitor, wire_examples, wire_model_run, write_trace)
+from .whatif import WhatIf
 
 STREAM_EVERY_S = 0.15  # at most ~7 page updates a second while tokens stream
 
@@ -63,6 +64,7 @@ def build(app: AppState, demo: gr.Blocks) -> None:
             # What an invented world's index holds, until the first run (empty for other indexes).
             world = gr.HTML(elem_id="run-world")
             panel = TracePanel(app, "run")
+            whatif = WhatIf(app, panel.trace, "run")
             with gr.Row():
                 download = gr.DownloadButton("Download trace JSON", visible=False, elem_id="download")
                 # The same run as OpenInference spans, for Phoenix and other OpenTelemetry tools.
@@ -74,7 +76,7 @@ def build(app: AppState, demo: gr.Blocks) -> None:
 
     runs = RunView(app, status, panel, download, expected, world, spans)
     wire_model_run(app, [run_btn.click, text.submit], stop_btn, runs.run, [task, text, top_k, copy_input],
-                   runs.outputs, status)
+                   runs.outputs, status).then(whatif.refresh, panel.trace, whatif.outputs, queue=False, **PRIVATE)
     wire_examples(app, task, example, text)
     # An example shows what it should give; the tick or cross comes after its run.
     gr.on([text.change, task.change], lambda t, x: expectation_html(app, t, app.example(t, x)), [task, text],

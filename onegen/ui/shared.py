@@ -42,12 +42,13 @@ STOPPED_WHILE_QUEUED = "Stopped while it waited for the model: nothing ran."
 
 
 def wire_model_run(app: AppState, triggers: list, stop_btn: gr.Button, fn, inputs: list, outputs: list,
-                   status: gr.HTML) -> None:
+                   status: gr.HTML):
     """A run that holds the model, one at a time across visitors, and its Stop button. The click
     reserves a ticket at once (unqueued), so Stop reaches the run even while it still waits behind
     other visitors' runs; `fn` gets the ticket after `inputs`, passes it to `app.runs.start` and,
     when the flag is already set there, says STOPPED_WHILE_QUEUED and runs nothing. The queue's
-    position shows on `status` alone: on every output, the waiting overlays covered the Stop button."""
+    position shows on `status` alone: on every output, the waiting overlays covered the Stop button.
+    Returns the run's event, for steps that follow it (`.then`)."""
     ticket = gr.State()
 
     def reserve(request: gr.Request):
@@ -56,12 +57,13 @@ def wire_model_run(app: AppState, triggers: list, stop_btn: gr.Button, fn, input
     def stop(request: gr.Request):
         app.runs.stop(visitor(request))
 
-    gr.on(triggers, reserve, None, ticket, queue=False, **PRIVATE).then(
+    run = gr.on(triggers, reserve, None, ticket, queue=False, **PRIVATE).then(
         fn, [*inputs, ticket], outputs, concurrency_id="model", concurrency_limit=1, show_progress_on=[status],
         **PRIVATE)
     # Not `cancels=`: a cancelled stream leaves the page as it was ("Running..."); the run itself
     # sees the flag between tokens (or examples), stops and shows what it made.
     stop_btn.click(stop, None, None, queue=False, **PRIVATE)
+    return run
 
 
 def loading_message(app: AppState, running: str) -> str:

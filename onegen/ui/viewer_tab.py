@@ -9,6 +9,7 @@ import gradio as gr
 
 from .. import render_html as R
 from ..app_state import AppState
+from ..render_replay import replay_sentence
 from ..tasks import TASK_NAMES, get_task
 from ..trace import Trace, TraceFormatError
 from .shared import PRIVATE, TracePanel, error_message
@@ -70,6 +71,7 @@ def build(app: AppState) -> None:
             name = trace.model.get("name", "?") if isinstance(trace.model, dict) else "?"
             label = get_task(trace.task).label if trace.task in TASK_NAMES else trace.task
             info = f"{label} run of {name}: {len(trace.tokens)} tokens, {len(trace.retrievals)} retrievals."
+            info = f"{info} {replay_sentence(trace)}".strip()
             return {status: R.message_html(info, "ok"), input_view: input_html(trace), **panel.show(trace)}
         except Exception as e:  # noqa: BLE001 - fields of the wrong type surface only while rendering
             log.warning("uploaded trace could not be rendered: %r", e)
