@@ -212,11 +212,9 @@ def test_empty_input_shows_a_message(page):
     sync_api.expect(page.locator("#run-status .og-error")).to_contain_text("The input is empty")
 
 
-@pytest.mark.skipif(not os.environ.get("ONEGEN_SCREENSHOT_URL"),
-                    reason="set ONEGEN_SCREENSHOT_URL to a running app to retake docs/screenshots")
-def test_docs_screenshots(browser):
-    """Retake docs/screenshots from a running app (say, `python app.py` with the embedded model):
-    ONEGEN_SCREENSHOT_URL=http://127.0.0.1:7860/ pytest tests/test_app_browser.py -k docs"""
+def docs_page(browser):
+    """The docs/screenshots folder and a page of the running app at $ONEGEN_SCREENSHOT_URL, its
+    first example filled in."""
     out = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
     out.mkdir(parents=True, exist_ok=True)
     ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -224,6 +222,15 @@ def test_docs_screenshots(browser):
     pg.set_default_timeout(600_000)  # a real model on the CPU
     pg.goto(os.environ["ONEGEN_SCREENSHOT_URL"])
     pg.wait_for_function("document.querySelector('#input textarea') && document.querySelector('#input textarea').value.length > 0")
+    return out, pg
+
+
+@pytest.mark.skipif(not os.environ.get("ONEGEN_SCREENSHOT_URL"),
+                    reason="set ONEGEN_SCREENSHOT_URL to a running app to retake docs/screenshots")
+def test_docs_screenshots(browser):
+    """Retake docs/screenshots from a running app (say, `python app.py` with the embedded model):
+    ONEGEN_SCREENSHOT_URL=http://127.0.0.1:7860/ pytest tests/test_app_browser.py -k docs"""
+    out, pg = docs_page(browser)
     for task in LABELS:
         if task != "entity-linking":
             pg.locator("#task label", has_text=LABELS[task]).click()
@@ -252,4 +259,4 @@ def test_docs_screenshots(browser):
     pg.locator("#errors-table [data-testid=cell-0-2]").click()
     pg.wait_for_selector("#errors-timeline .og-chip")
     pg.screenshot(path=str(out / "error-browser.png"), full_page=True)
-    ctx.close()
+    pg.context.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -15,7 +14,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 from conftest_app import build_world, config_for, scripted_choices, serve  # noqa: E402
 # Shared fixtures: `page` opens this module's `server` in a fresh browser context.
-from test_app_browser import browser, page, run_task, shot  # noqa: E402,F401
+from test_app_browser import browser, docs_page, page, run_task, shot  # noqa: E402,F401
 
 pytestmark = pytest.mark.browser
 expect = sync_api.expect
@@ -64,13 +63,7 @@ def test_what_if_replays_a_step_side_by_side(page, task):
 def test_docs_screenshot(browser):
     """Retake the README's What-if screenshot from a running app (say, `python app.py` with the
     embedded model): ONEGEN_SCREENSHOT_URL=http://127.0.0.1:7860/ pytest tests/test_app_browser_whatif.py -k docs"""
-    out = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
-    out.mkdir(parents=True, exist_ok=True)
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(600_000)  # a real model on the CPU
-    pg.goto(os.environ["ONEGEN_SCREENSHOT_URL"])
-    pg.wait_for_function("document.querySelector('#input textarea') && document.querySelector('#input textarea').value.length > 0")
+    out, pg = docs_page(browser)
     pg.locator("#task label", has_text="Multi-hop QA").click()
     pg.wait_for_timeout(500)
     pg.locator("#run-btn").click()
@@ -81,4 +74,4 @@ def test_docs_screenshot(browser):
     pg.wait_for_selector("#run-whatif-view .og-whatif, #run-whatif-view .og-msg")
     pg.wait_for_timeout(500)
     pg.locator("#run-whatif").screenshot(path=str(out / "whatif.png"))
-    ctx.close()
+    pg.context.close()

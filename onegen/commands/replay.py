@@ -14,17 +14,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .run import CommandError, _device, index_reference, model_reference, read_candidates
+from .run import CommandError, _device, index_reference, model_reference, read_candidates, whole_number
 
 
-def _step(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"steps count from 0, got {value}")
-    return value
+_step = whole_number(0, low_says="steps count from 0")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

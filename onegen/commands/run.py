@@ -27,24 +27,24 @@ class CommandError(OneGenError, ValueError):
     """A problem with the command's arguments or files; the message is for users."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def whole_number(low: int, high: int | None = None, low_says: str | None = None):
+    """An argparse type: a whole number from `low` (to `high`), with a readable refusal."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{low_says or f'must be at least {low}'}, got {value}")
+        return value
+
+    return parse
 
 
-def _draft_len(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not 0 <= value <= 16:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 16, got {value}")
-    return value
+_positive_int = whole_number(1)
+_draft_len = whole_number(0, 16)
 
 
 # On/off decoding options of `run` and `evaluate` (read by `decoding_settings`).
