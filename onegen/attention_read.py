@@ -1,0 +1,187 @@
+"""What it read: how much attention each written token puts on each inserted paragraph.
+
+For a finished multi-hop or single-hop run, one forward of the run's sequence with the eager
+attention (the fused decoder and the fast attention kernels never form the weights) gives every
+layer's attention rows. Per written token after the first insertion, the share of its attention
+that lands on each inserted paragraph's tokens, averaged over heads and layers; what is left lands
+on the prompt and the written text ("rest"), so shares + rest = 1 per token. The same shares per
+layer group (bottom, middle, top third of the layers) show where in the stack the paragraph is read.
+
+Entity linking inserts no paragraph (its retrievals link mentions after they are written), so it
+has nothing to read: the result says so rather than show an empty strip.
+
+    read = attention_read(lm, trace)   # AttentionRead: paragraphs, one ReadToken per written token
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Iterator
+
+import torch
+
+from .lens import WhyError, _ids_tensor, check_model, trace_sequence
+from .loading import LoadedModel
+from .tasks import get_task
+from .trace import Trace
+
+LAYER_GROUPS = 3  # bottom, middle, top
+GROUP_NAMES = ("bottom", "middle", "top")
+
+
+
+@dataclass
+class Paragraph:
+    step: int  # the retrieval that inserted it
+    title: str
+    start: int  # positions [start, end) of its inserted tokens, <paragraph> and </paragraph> included
+    end: int
+
+
+@dataclass
+class LayerGroup:
+    name: str
+    first: int  # decoder layers [first, last], 0-based
+    last: int
+
+
+@dataclass
+class ReadToken:
+    index: int  # into Trace.tokens
+    position: int
+    text: str
+    shares: list[float]  # per paragraph (AttentionRead.paragraphs order), averaged over heads and layers
+    rest: float  # on everything else (prompt, written text); shares + rest = 1
+    groups: list[list[float]]  # per layer group, the shares averaged over that group's layers only
+
+    @property
+    def main(self) -> int | None:
+        """The paragraph read most, None when none was read at all."""
+        if not self.shares or max(self.shares) <= 0:
+            return None
+        return max(range(len(self.shares)), key=self.shares.__getitem__)
+
+
+@dataclass
+class AttentionRead:
+    task: str
+    paragraphs: list[Paragraph]
+    groups: list[LayerGroup]
+    tokens: list[ReadToken]
+    forward_tokens: int
+    seconds: float
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "attention-read", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AttentionRead":
+        try:
+            body = {k: v for k, v in d.items() if k != "kind"}
+            return cls(**{**body, "paragraphs": [Paragraph(**p) for p in body["paragraphs"]],
+                          "groups": [LayerGroup(**g) for g in body["groups"]],
+                          "tokens": [ReadToken(**t) for t in body["tokens"]]})
+        except (KeyError, TypeError, AttributeError) as e:
+            raise WhyError(f"malformed attention view: {e}") from e
+
+
+def no_paragraphs_note(trace: Trace) -> str:
+    """Why a run has no paragraph to read: its task never inserts one, or this run inserted none."""
+    task = get_task(trace.task)
+    if task.spec.insertion is None:
+        return (f"{task.label} inserts no paragraph: its retrievals link what was already written, so no "
+                "generated token can read a retrieved document.")
+    return "No paragraph was inserted in this run, so there is nothing the answer could read."
+
+
+def inserted_paragraphs(trace: Trace) -> list[Paragraph]:
+    """The inserted documents' spans, in order, each with the retrieval that inserted it."""
+    spans: list[tuple[int, int]] = []
+    for t in trace.tokens:
+        if t.kind != "inserted":
+            continue
+        if spans and spans[-1][1] == t.position:
+            spans[-1] = (spans[-1][0], t.position + 1)
+        else:
+            spans.append((t.position, t.position + 1))
+    inserting = [r for r in trace.retrievals if r.inserted_tokens]
+    out = []
+    for (start, end), r in zip(spans, inserting):
+        hit = r.chosen_hit
+        out.append(Paragraph(step=r.step, title=hit.title if hit else "", start=start, end=end))
+    return out
+
+
+def layer_groups(layers: int, n: int = LAYER_GROUPS) -> list[LayerGroup]:
+    n = max(1, min(n, layers))
+    bounds = [round(i * layers / n) for i in range(n + 1)]
+    names = GROUP_NAMES if n == 3 else tuple(f"group {i + 1}" for i in range(n))
+    return [LayerGroup(names[i], bounds[i], bounds[i + 1] - 1) for i in range(n)]
+
+
+@contextmanager
+def eager_attention(lm: LoadedModel) -> Iterator[None]:
+    """The model's attention switched to the eager kernel (the one that forms the weights), and back."""
+    model = lm.model
+    before = getattr(model.config, "_attn_implementation", None)
+    if before == "eager" or not hasattr(model, "set_attn_implementation"):
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+def attention_read(lm: LoadedModel, trace: Trace) -> AttentionRead:
+    """Each written token's attention on each inserted paragraph (see the module's docstring)."""
+    check_model(lm, trace)
+    layers = lm.backbone.layers
+    groups = layer_groups(len(layers))
+    paragraphs = inserted_paragraphs(trace)
+    if not paragraphs:
+        note = no_paragraphs_note(trace)
+        return AttentionRead(task=trace.task, paragraphs=[], groups=groups, tokens=[], forward_tokens=0, seconds=0.0,
+                             note=note)
+    ids = trace_sequence(trace)
+    rows = [(i, t.position) for i, t in enumerate(trace.tokens) if t.kind != "inserted" and t.position >= paragraphs[0].end]
+    if not rows:
+        return AttentionRead(task=trace.task, paragraphs=paragraphs, groups=groups, tokens=[], forward_tokens=0,
+                             seconds=0.0, note="The run wrote nothing after its first inserted paragraph.")
+    positions = torch.tensor([p for _, p in rows])
+    # One column selector per paragraph: [S, P] with 1 where a key position belongs to it.
+    member = torch.zeros(len(ids), len(paragraphs))
+    for j, p in enumerate(paragraphs):
+        member[p.start:p.end, j] = 1.0
+    per_layer: list[torch.Tensor] = []  # [T, P] per decoder layer
+
+    def keep(module, args, output):
+        weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
+        if weights is None:
+            raise WhyError("the model's attention did not return its weights; the attention view needs the eager "
+                           "attention of a transformers model")
+        heads = weights[0, :, positions.to(weights.device), :].float().mean(0).cpu()  # [T, S]
+        per_layer.append(heads @ member)
+
+    t0 = time.perf_counter()
+    hooks = [layer.self_attn.register_forward_hook(keep) for layer in layers]
+    try:
+        with eager_attention(lm), torch.inference_mode():
+            lm.backbone(input_ids=_ids_tensor(lm, ids), use_cache=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    stacked = torch.stack(per_layer)  # [L, T, P]
+    overall = stacked.mean(0)
+    by_group = [stacked[g.first:g.last + 1].mean(0) for g in groups]
+    tokens = []
+    for k, (i, pos) in enumerate(rows):
+        shares = [round(float(x), 6) for x in overall[k]]
+        tokens.append(ReadToken(index=i, position=pos, text=trace.tokens[i].text, shares=shares,
+                                rest=round(max(0.0, 1.0 - sum(shares)), 6),
+                                groups=[[round(float(x), 6) for x in g[k]] for g in by_group]))
+    return AttentionRead(task=trace.task, paragraphs=paragraphs, groups=groups, tokens=tokens,
+                         forward_tokens=len(ids), seconds=round(time.perf_counter() - t0, 4))
