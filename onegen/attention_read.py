@@ -115,9 +115,11 @@ def inserted_paragraphs(trace: Trace) -> list[Paragraph]:
 
 
 def layer_groups(layers: int, n: int = LAYER_GROUPS) -> list[LayerGroup]:
+    """The decoder layers split into `n` contiguous groups (fewer for a model with fewer layers):
+    bottom, middle, top; a two-layer model has bottom and top."""
     n = max(1, min(n, layers))
     bounds = [round(i * layers / n) for i in range(n + 1)]
-    names = GROUP_NAMES if n == 3 else tuple(f"group {i + 1}" for i in range(n))
+    names = {1: ("all",), 2: ("bottom", "top"), 3: GROUP_NAMES}.get(n) or tuple(f"group {i + 1}" for i in range(n))
     return [LayerGroup(names[i], bounds[i], bounds[i + 1] - 1) for i in range(n)]
 
 

@@ -14,6 +14,7 @@ from ..modes import DEFAULT_MODE
 from ..tasks import TASK_NAMES, get_task
 from ..trace import Trace
 from ..render_text import stop_words
+from .why_panel import WhyPanel
 from .shared import (PRIVATE, TASK_CHOICES, TracePanel, error_message, example_inputs, loading_message, on_gpu,
                      span_download, visitor, wire_examples, write_trace)
 
@@ -63,6 +64,7 @@ def build(app: AppState, demo: gr.Blocks) -> None:
             # What an invented world's index holds, until the first run (empty for other indexes).
             world = gr.HTML(elem_id="run-world")
             panel = TracePanel(app, "run")
+            WhyPanel(app, panel, "run")
             with gr.Row():
                 download = gr.DownloadButton("Download trace JSON", visible=False, elem_id="download")
                 # The same run as OpenInference spans, for Phoenix and other OpenTelemetry tools.
