@@ -11,6 +11,7 @@ Entity linking inserts no paragraph (its retrievals link mentions after they are
 has nothing to read: the result says so rather than show an empty strip.
 
     read = attention_read(lm, trace)   # AttentionRead: paragraphs, one ReadToken per written token
+    both = explain(lm, trace, index)   # the lens and the read from one shared forward
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from typing import Any, Iterator
 
 import torch
 
-from .lens import WhyError, _ids_tensor, check_model, trace_sequence
+from .index import VectorIndex
+from .lens import QueryLens, WhyError, ids_tensor, check_model, lens_from_states, query_lens, trace_sequence
 from .loading import LoadedModel
 from .tasks import get_task
 from .trace import Trace
@@ -138,27 +140,36 @@ def eager_attention(lm: LoadedModel) -> Iterator[None]:
         model.set_attn_implementation(before)
 
 
-def attention_read(lm: LoadedModel, trace: Trace) -> AttentionRead:
-    """Each written token's attention on each inserted paragraph (see the module's docstring)."""
-    check_model(lm, trace)
-    layers = lm.backbone.layers
-    groups = layer_groups(len(layers))
+@dataclass
+class _Plan:
+    """What an attention read needs before the forward: the paragraphs, the rows read, and why
+    there is nothing to read (`note`, with no rows)."""
+
+    paragraphs: list[Paragraph]
+    groups: list[LayerGroup]
+    rows: list[tuple[int, int]]  # (token index, position) of the written tokens after the first insertion
+    note: str = ""
+
+
+def _plan(lm: LoadedModel, trace: Trace) -> _Plan:
+    groups = layer_groups(len(lm.backbone.layers))
     paragraphs = inserted_paragraphs(trace)
     if not paragraphs:
-        note = no_paragraphs_note(trace)
-        return AttentionRead(task=trace.task, paragraphs=[], groups=groups, tokens=[], forward_tokens=0, seconds=0.0,
-                             note=note)
-    ids = trace_sequence(trace)
+        return _Plan([], groups, [], no_paragraphs_note(trace))
     rows = [(i, t.position) for i, t in enumerate(trace.tokens) if t.kind != "inserted" and t.position >= paragraphs[0].end]
-    if not rows:
-        return AttentionRead(task=trace.task, paragraphs=paragraphs, groups=groups, tokens=[], forward_tokens=0,
-                             seconds=0.0, note="The run wrote nothing after its first inserted paragraph.")
-    positions = torch.tensor([p for _, p in rows])
+    note = "" if rows else "The run wrote nothing after its first inserted paragraph."
+    return _Plan(paragraphs, groups, rows, note)
+
+
+def _forward(lm: LoadedModel, ids: list[int], plan: _Plan) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """One forward with eager attention: the final-norm states [S, dim], and per decoder layer the
+    head-mean attention of the plan's rows summed over each paragraph's keys, [T, P]."""
+    positions = torch.tensor([p for _, p in plan.rows], dtype=torch.long)
     # One column selector per paragraph: [S, P] with 1 where a key position belongs to it.
-    member = torch.zeros(len(ids), len(paragraphs))
-    for j, p in enumerate(paragraphs):
+    member = torch.zeros(len(ids), len(plan.paragraphs))
+    for j, p in enumerate(plan.paragraphs):
         member[p.start:p.end, j] = 1.0
-    per_layer: list[torch.Tensor] = []  # [T, P] per decoder layer
+    per_layer: list[torch.Tensor] = []
 
     def keep(module, args, output):
         weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
@@ -168,22 +179,75 @@ def attention_read(lm: LoadedModel, trace: Trace) -> AttentionRead:
         heads = weights[0, :, positions.to(weights.device), :].float().mean(0).cpu()  # [T, S]
         per_layer.append(heads @ member)
 
-    t0 = time.perf_counter()
-    hooks = [layer.self_attn.register_forward_hook(keep) for layer in layers]
+    hooks = [layer.self_attn.register_forward_hook(keep) for layer in lm.backbone.layers]
     try:
         with eager_attention(lm), torch.inference_mode():
-            lm.backbone(input_ids=_ids_tensor(lm, ids), use_cache=False)
+            states = lm.backbone(input_ids=ids_tensor(lm, ids), use_cache=False).last_hidden_state[0]
     finally:
         for h in hooks:
             h.remove()
+    return states, per_layer
+
+
+def _assemble(trace: Trace, plan: _Plan, per_layer: list[torch.Tensor], forward_tokens: int,
+              seconds: float) -> AttentionRead:
     stacked = torch.stack(per_layer)  # [L, T, P]
     overall = stacked.mean(0)
-    by_group = [stacked[g.first:g.last + 1].mean(0) for g in groups]
+    by_group = [stacked[g.first:g.last + 1].mean(0) for g in plan.groups]
     tokens = []
-    for k, (i, pos) in enumerate(rows):
+    for k, (i, pos) in enumerate(plan.rows):
         shares = [round(float(x), 6) for x in overall[k]]
         tokens.append(ReadToken(index=i, position=pos, text=trace.tokens[i].text, shares=shares,
                                 rest=round(max(0.0, 1.0 - sum(shares)), 6),
                                 groups=[[round(float(x), 6) for x in g[k]] for g in by_group]))
-    return AttentionRead(task=trace.task, paragraphs=paragraphs, groups=groups, tokens=tokens,
-                         forward_tokens=len(ids), seconds=round(time.perf_counter() - t0, 4))
+    return AttentionRead(task=trace.task, paragraphs=plan.paragraphs, groups=plan.groups, tokens=tokens,
+                         forward_tokens=forward_tokens, seconds=round(seconds, 4))
+
+
+def _empty(trace: Trace, plan: _Plan) -> AttentionRead:
+    return AttentionRead(task=trace.task, paragraphs=plan.paragraphs, groups=plan.groups, tokens=[],
+                         forward_tokens=0, seconds=0.0, note=plan.note)
+
+
+def attention_read(lm: LoadedModel, trace: Trace) -> AttentionRead:
+    """Each written token's attention on each inserted paragraph (see the module's docstring)."""
+    check_model(lm, trace)
+    plan = _plan(lm, trace)
+    if not plan.rows:
+        return _empty(trace, plan)
+    ids = trace_sequence(trace)
+    t0 = time.perf_counter()
+    _, per_layer = _forward(lm, ids, plan)
+    return _assemble(trace, plan, per_layer, len(ids), time.perf_counter() - t0)
+
+
+@dataclass
+class Explanation:
+    """The query lens and the attention read of one run from one shared forward of its sequence."""
+
+    lens: QueryLens
+    read: AttentionRead
+    forward_tokens: int  # the one forward both views read
+    seconds: float  # from the request to both views: the forward, the searches, the sums
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lens": self.lens.to_dict(), "attention": self.read.to_dict(),
+                "forward_tokens": self.forward_tokens, "seconds": self.seconds}
+
+
+def explain(lm: LoadedModel, trace: Trace, index: VectorIndex) -> Explanation:
+    """Both views of a finished run for the price of one forward: the eager-attention pass that
+    gives the attention rows also gives the final-norm states the lens searches with."""
+    t0 = time.perf_counter()
+    check_model(lm, trace, index)
+    plan = _plan(lm, trace)
+    ids = trace_sequence(trace)
+    if not plan.rows:
+        lens = query_lens(lm, trace, index)
+        read = _empty(trace, plan)
+    else:
+        states, per_layer = _forward(lm, ids, plan)
+        forward_s = time.perf_counter() - t0
+        lens = lens_from_states(trace, index, states, forward_s)
+        read = _assemble(trace, plan, per_layer, len(ids), forward_s)
+    return Explanation(lens=lens, read=read, forward_tokens=len(ids), seconds=round(time.perf_counter() - t0, 4))

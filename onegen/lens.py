@@ -79,7 +79,7 @@ def check_model(lm: LoadedModel, trace: Trace, index: VectorIndex | None = None)
             raise WhyError("the index holds no documents")
 
 
-def _ids_tensor(lm: LoadedModel, ids: Sequence[int]) -> torch.Tensor:
+def ids_tensor(lm: LoadedModel, ids: Sequence[int]) -> torch.Tensor:
     if len(ids) > lm.context_length:
         raise WhyError(f"the run's sequence has {len(ids):,} tokens; {lm.name} reads at most {lm.context_length:,}")
     return torch.tensor([list(ids)], dtype=torch.long, device=lm.device)
@@ -154,7 +154,7 @@ def index_label(index: VectorIndex) -> str:
 @torch.inference_mode()
 def final_states(lm: LoadedModel, ids: Sequence[int]) -> torch.Tensor:
     """Final-norm hidden states [len(ids), dim] of one forward, as the engine reads queries."""
-    return lm.backbone(input_ids=_ids_tensor(lm, ids), use_cache=False).last_hidden_state[0]
+    return lm.backbone(input_ids=ids_tensor(lm, ids), use_cache=False).last_hidden_state[0]
 
 
 def query_lens(lm: LoadedModel, trace: Trace, index: VectorIndex, *, top: int = LENS_TOP) -> QueryLens:
@@ -163,7 +163,13 @@ def query_lens(lm: LoadedModel, trace: Trace, index: VectorIndex, *, top: int = 
     ids = trace_sequence(trace)
     t0 = time.perf_counter()
     states = final_states(lm, ids)
-    forward_seconds = time.perf_counter() - t0
+    return lens_from_states(trace, index, states, time.perf_counter() - t0, top=top)
+
+
+def lens_from_states(trace: Trace, index: VectorIndex, states: torch.Tensor, forward_seconds: float, *,
+                     top: int = LENS_TOP) -> QueryLens:
+    """The lens from final-norm states [sequence, dim] of the run's whole sequence (one forward,
+    made by `query_lens` or shared with the attention view)."""
     rows = query_rows(trace)
     t0 = time.perf_counter()
     found = index.search(states[[p for _, p in rows]].float().cpu(), top)
@@ -186,7 +192,7 @@ def query_lens(lm: LoadedModel, trace: Trace, index: VectorIndex, *, top: int = 
         note = (f"This run's queries came from the {trace.mode} mode's encoder; the lens reads the OneGen hidden "
                 "states, so its scores at the retrieval tokens differ from the run's own.")
     return QueryLens(task=trace.task, mode=trace.mode, index=index_label(index), tokens=tokens,
-                     forward_tokens=len(ids), forward_seconds=round(forward_seconds, 4), searches=len(rows),
+                     forward_tokens=len(states), forward_seconds=round(forward_seconds, 4), searches=len(rows),
                      search_seconds=round(search_seconds, 4), note=note)
 
 
@@ -309,7 +315,7 @@ def layer_view(lm: LoadedModel, trace: Trace, index: VectorIndex, step: int) -> 
     ids = trace_sequence(trace)[:r.position + 1]
     t0 = time.perf_counter()
     with torch.inference_mode():
-        out = lm.backbone(input_ids=_ids_tensor(lm, ids), use_cache=False, output_hidden_states=True)
+        out = lm.backbone(input_ids=ids_tensor(lm, ids), use_cache=False, output_hidden_states=True)
         query = _readings(lm, [h[0, -1] for h in out.hidden_states]).cpu()  # [readings, dim]
     docs, tokens, cached = layer_document_vectors(lm, trace.task, index)
     chosen = r.chosen_hit

@@ -48,7 +48,7 @@ def lens_text(lens: QueryLens, *, width: int = 24) -> str:
     q = lens.queries
     hits = sum(bool(t.agrees) for t in q)
     others = [t for t in lens.tokens if not t.query and t.agrees is not None]
-    lines += ["", f">> retrieval token; = its top hit is the document the run's retrieval chose, x another one",
+    lines += ["", f"legend: >> retrieval token; = its top hit is the document the run's retrieval chose, x another one",
               f"retrieval tokens finding the chosen document: {hits} of {len(q)}; other tokens: "
               f"{sum(bool(t.agrees) for t in others)} of {len(others)}"]
     return "\n".join(lines) + "\n"

@@ -11,8 +11,7 @@ import torch
 
 from onegen.attention_read import AttentionRead, attention_read, inserted_paragraphs
 from onegen.engine import Engine, RunSettings
-from onegen.encode import encode_documents
-from onegen.index import VectorIndex
+from onegen.encode import build_index
 from onegen.lens import (LayerView, QueryLens, WhyError, layer_readings, layer_view, query_lens, trace_sequence)
 from scripted import chooser, el_script, multi_hop_script, text_ids
 from tiny import ENTITIES, PARAGRAPHS, PASSAGES, load_tiny
@@ -35,8 +34,7 @@ def root(tmp_path_factory):
 def run(task, root, **settings):
     lm = load_tiny(task, root, layers=3)
     docs, text, script = CASES[task]
-    vectors, owners, _ = encode_documents(lm, task, docs)
-    index = VectorIndex(vectors, list(docs), owners=owners)
+    index = build_index(lm, task, docs)  # the same vectors as the run's own candidates
     trace = Engine(lm, chooser=chooser(lm, script(lm))).run_trace(
         task, text, candidates=docs, settings=RunSettings(top_k=3, **settings))
     assert trace.retrievals, "the script writes retrieval tokens"
@@ -172,3 +170,55 @@ def test_views_round_trip_through_json(root):
         assert cls.from_dict(json.loads(json.dumps(obj.to_dict()))) == obj
     with pytest.raises(WhyError, match="malformed"):
         QueryLens.from_dict({"tokens": [{"top": 3}]})
+
+
+@pytest.mark.parametrize("task", list(CASES))
+def test_one_shared_forward_gives_both_views_as_the_separate_ones(task, root):
+    from onegen.attention_read import explain
+
+    lm, index, trace = run(task, root)
+    both = explain(lm, trace, index)
+    lens, read = query_lens(lm, trace, index), attention_read(lm, trace)
+    assert both.forward_tokens == lens.forward_tokens == len(trace_sequence(trace))
+    assert [t.top[0].id for t in both.lens.tokens] == [t.top[0].id for t in lens.tokens]
+    assert [t.score for t in both.lens.tokens] == pytest.approx([t.score for t in lens.tokens], abs=1e-4)
+    assert len(both.read.tokens) == len(read.tokens) and both.read.note == read.note
+    for a, b in zip(both.read.tokens, read.tokens):
+        assert a.shares == pytest.approx(b.shares, abs=1e-6)
+    assert lm.model.config._attn_implementation != "eager"
+
+
+def test_the_cli_prints_the_lens_layers_and_attention(root, tmp_path, capsys):
+    from onegen.__main__ import main
+
+    lm, index, trace = run("multi-hop", root)
+    folder = tmp_path / "index"
+    index.save(folder)
+    path = tmp_path / "trace.json"
+    path.write_text(trace.to_json())
+    out_json = tmp_path / "why.json"
+    assert main(["why", str(path), "--model", lm.name, "--index", str(folder), "--layers", "2", "--attention",
+                 "--json", str(out_json)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("\n>> ") == len(trace.retrievals)  # the retrieval tokens are marked
+    assert "retrieval tokens finding the chosen document: 2 of 2" in printed
+    assert "layer view of retrieval step 2" in printed and "what it read" in printed
+    saved = json.loads(out_json.read_text())
+    assert QueryLens.from_dict(saved["lens"]).forward_tokens == len(trace_sequence(trace))
+    assert [LayerView.from_dict(v).step for v in saved["layers"]] == [1]
+    assert AttentionRead.from_dict(saved["attention"]).paragraphs == inserted_paragraphs(trace)
+
+
+def test_the_cli_says_what_is_wrong(root, tmp_path, capsys):
+    from onegen.__main__ import main
+
+    lm, index, trace = run("multi-hop", root)
+    path = tmp_path / "trace.json"
+    path.write_text(trace.to_json())  # the run searched its own candidates, which the trace does not keep
+    assert main(["why", str(path), "--model", lm.name]) == 2
+    assert "pass them again with --candidates FILE" in capsys.readouterr().err
+    assert main(["why", str(path), "--model", lm.name, "--layers", "7", "--index", str(tmp_path)]) == 2
+    assert "the run has 2 retrieval steps" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["why", str(tmp_path / "bad.json")]) == 2
+    assert "unsupported trace schema" in capsys.readouterr().err

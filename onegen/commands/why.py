@@ -70,7 +70,7 @@ def main(args: argparse.Namespace) -> int:
     if args.layers is not None and args.layers > len(trace.retrievals):
         raise CommandError(f"--layers {args.layers}: the run has {len(trace.retrievals)} retrieval steps")
 
-    from ..attention_read import attention_read
+    from ..attention_read import explain
     from ..encode import encode_documents
     from ..index import VectorIndex
     from ..lens import layer_view, query_lens
@@ -84,7 +84,8 @@ def main(args: argparse.Namespace) -> int:
         vectors, owners, _ = encode_documents(lm, trace.task, candidates)
         index = VectorIndex(vectors, candidates, owners=owners)
     out: dict = {}
-    lens = query_lens(lm, trace, index)
+    both = explain(lm, trace, index) if args.attention else None  # one forward for both views
+    lens = both.lens if both else query_lens(lm, trace, index)
     out["lens"] = lens.to_dict()
     sys.stdout.write(lens_text(lens))
     if args.layers is not None:
@@ -94,10 +95,9 @@ def main(args: argparse.Namespace) -> int:
             view = layer_view(lm, trace, index, step)
             out["layers"].append(view.to_dict())
             sys.stdout.write("\n" + layers_text(view))
-    if args.attention:
-        read = attention_read(lm, trace)
-        out["attention"] = read.to_dict()
-        sys.stdout.write("\n" + attention_text(read))
+    if both is not None:
+        out["attention"] = both.read.to_dict()
+        sys.stdout.write("\n" + attention_text(both.read))
     if args.json:
         from ..fsutil import atomic_write
 

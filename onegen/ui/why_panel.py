@@ -8,8 +8,8 @@ import gradio as gr
 from .. import render_html as R
 from .. import render_why as W
 from ..app_state import AppState
-from ..attention_read import AttentionRead, attention_read
-from ..lens import layer_view, query_lens
+from ..attention_read import AttentionRead, explain
+from ..lens import layer_view
 from ..trace import Trace
 from .shared import PRIVATE, TracePanel, error_message
 
@@ -59,16 +59,14 @@ class WhyPanel:
         try:
             lm, index = self._ready(trace)
             with self.app.run_lock:
-                lens = query_lens(lm, trace, index)
-                read = attention_read(lm, trace)
+                both = explain(lm, trace, index)
         except gr.Error as e:
             return R.message_html(str(e.message), "warn"), gr.skip(), gr.skip(), gr.skip()
         except Exception as e:  # noqa: BLE001 - every failure becomes a message
             return R.message_html(error_message(e), "error"), gr.skip(), gr.skip(), gr.skip()
-        took = lens.forward_seconds + lens.search_seconds + read.seconds
-        note = R.message_html(f"Explained in {took:.2f} s: {lens.forward_tokens + read.forward_tokens} forward tokens, "
-                         f"{lens.searches} extra searches.", "ok")
-        return note, W.lens_html(lens), W.attention_html(read, _group(group)), read
+        note = R.message_html(f"Explained in {both.seconds:.2f} s: one forward of {both.forward_tokens} tokens (no "
+                              f"decoding), {both.lens.searches} extra searches.", "ok")
+        return note, W.lens_html(both.lens), W.attention_html(both.read, _group(group)), both.read
 
     def on_layers(self, trace: Trace | None, step):
         try:
