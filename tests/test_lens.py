@@ -5,6 +5,7 @@ layer view refuses big indexes, and every view survives a JSON round trip."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -222,3 +223,32 @@ def test_the_cli_says_what_is_wrong(root, tmp_path, capsys):
     (tmp_path / "bad.json").write_text("{}")
     assert main(["why", str(tmp_path / "bad.json")]) == 2
     assert "unsupported trace schema" in capsys.readouterr().err
+
+
+def test_on_the_embedded_model_the_retrieval_tokens_state_reproduces_the_runs_search():
+    """One held-out multi-hop example through the shipped model and its index: the lens at each
+    retrieval token scores the run's chosen paragraph as the run did (the engine decoded with the
+    fused decoder over a KV cache; the lens forwards the whole sequence at once), and the answer's
+    tokens read the inserted paragraphs."""
+    from onegen.attention_read import explain
+    from onegen.engine import IndexRetriever
+    from onegen.loading import load_model
+    from onegen.registry import default_index
+    from onegen.index import VectorIndex
+
+    lm = load_model(None, device="cpu")
+    index = VectorIndex.load(default_index(lm.name, "multi-hop"), protocol="multi-hop", model_fingerprint=lm.fingerprint)
+    text = json.loads((Path(__file__).resolve().parents[1] / "assets/examples/multi-hop.jsonl").read_text()
+                      .splitlines()[0])["text"]
+    trace = Engine(lm).run_trace("multi-hop", text, retriever=IndexRetriever(index))
+    assert trace.retrievals
+    both = explain(lm, trace, index)
+    queries = {t.position: t for t in both.lens.queries}
+    for r in trace.retrievals:
+        q = queries[r.position]
+        assert q.top[0].id == r.hits[0].id and q.agrees
+        assert q.score == pytest.approx(r.hits[0].score, abs=2e-3)
+    read = both.read
+    assert len(read.paragraphs) == sum(1 for r in trace.retrievals if r.inserted_tokens)
+    assert all(sum(t.shares) + t.rest == pytest.approx(1.0, abs=1e-4) for t in read.tokens)
+    assert max(sum(t.shares) for t in read.tokens) > 0.05  # the answer reads what was inserted
