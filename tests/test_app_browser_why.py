@@ -67,3 +67,19 @@ def test_layer_view_refuses_an_index_too_big(page, monkeypatch):
 def test_the_views_wait_for_a_finished_run(page):
     page.locator("#run-why-btn").click()
     expect(page.locator("#run-why-status .og-warn")).to_contain_text("Run to the end first")
+
+
+def test_a_saved_trace_is_explained_in_the_trace_viewer(page, tmp_path):
+    run_task(page, "single-hop")
+    with page.expect_download() as info:
+        page.locator("#download").click()
+    saved = tmp_path / "trace.json"
+    info.value.save_as(saved)
+    page.get_by_role("tab", name="Trace viewer").click()
+    page.set_input_files("#trace-upload input[type=file]", str(saved))
+    expect(page.locator("#viewer-steps label")).to_have_count(1)
+    page.locator("#viewer-why-btn").click()
+    expect(page.locator("#viewer-why-status .og-ok")).to_contain_text("Explained in")
+    expect(page.locator("#viewer-lens .og-lens-query")).to_have_count(1)
+    assert page.locator("#viewer-read .og-read-cell").count() > 0
+    assert page.evaluate("window.__pwned") is None

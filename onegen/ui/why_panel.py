@@ -51,6 +51,9 @@ class WhyPanel:
     def _ready(self, trace: Trace | None):
         if trace is None or not trace.stop_reason:
             raise gr.Error("Run to the end first: the views explain a finished run.", print_exception=False)
+        if (trace.index or {}).get("path") == "candidates":
+            raise gr.Error("This run searched its own candidate documents, which the trace does not keep; explain it "
+                           "with `python -m onegen why TRACE.json --candidates FILE`.", print_exception=False)
         lm = self.app.model()
         index = self.app.retriever(trace.task, lm).index  # refuses an index of another model
         return lm, index
