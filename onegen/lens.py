@@ -20,6 +20,7 @@ the lens forwards the sequence once (no decoding) and times its searches.
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -259,10 +260,12 @@ _LAYER_CACHE: dict[tuple[str, str], tuple[torch.Tensor, int]] = {}
 
 
 @torch.inference_mode()
-def layer_document_vectors(lm: LoadedModel, task: str, index: VectorIndex, *, batch_size: int = 16
-                           ) -> tuple[torch.Tensor, int, bool]:
+def layer_document_vectors(lm: LoadedModel, task: str, index: VectorIndex, *, batch_size: int = 4,
+                           lock: AbstractContextManager | None = None) -> tuple[torch.Tensor, int, bool]:
     """The index's document vectors re-encoded at every layer reading: [readings, N, dim] in the
-    index's row order, the tokens forwarded, and whether they came from the cache."""
+    index's row order, the tokens forwarded, and whether they came from the cache. Small batches:
+    every layer's states of a batch are held at once. `lock` is taken per batch (the app's model
+    lock), so a long first encoding lets other visitors' runs step in between."""
     key = (index.fingerprint, lm.fingerprint)
     if key in _LAYER_CACHE:
         vectors, tokens = _LAYER_CACHE[key]
@@ -286,8 +289,9 @@ def layer_document_vectors(lm: LoadedModel, task: str, index: VectorIndex, *, ba
         for r, i in enumerate(chunk):
             ids[r, :len(prompts[i].ids)] = torch.tensor(prompts[i].ids)
             mask[r, :len(prompts[i].ids)] = 1
-        out = lm.backbone(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False,
-                          output_hidden_states=True)
+        with lock or nullcontext():
+            out = lm.backbone(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False,
+                              output_hidden_states=True)
         for r, i in enumerate(chunk):
             at = prompts[i].vector_positions
             per_doc[i] = _readings(lm, [h[r, at] for h in out.hidden_states]).cpu()  # [readings, n_i, dim]
@@ -303,8 +307,10 @@ def layer_document_vectors(lm: LoadedModel, task: str, index: VectorIndex, *, ba
     return rows, tokens, False
 
 
-def layer_view(lm: LoadedModel, trace: Trace, index: VectorIndex, step: int) -> LayerView:
-    """Retrieval `step`'s query read at every layer against the documents encoded at that layer."""
+def layer_view(lm: LoadedModel, trace: Trace, index: VectorIndex, step: int, *,
+               lock: AbstractContextManager | None = None) -> LayerView:
+    """Retrieval `step`'s query read at every layer against the documents encoded at that layer.
+    `lock` is held around each forward (see `layer_document_vectors`)."""
     check_model(lm, trace, index)
     if not 0 <= step < len(trace.retrievals):
         raise WhyError(f"the run has no retrieval step {step + 1}; it has {len(trace.retrievals)}")
@@ -314,10 +320,10 @@ def layer_view(lm: LoadedModel, trace: Trace, index: VectorIndex, step: int) -> 
     r = trace.retrievals[step]
     ids = trace_sequence(trace)[:r.position + 1]
     t0 = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), lock or nullcontext():
         out = lm.backbone(input_ids=ids_tensor(lm, ids), use_cache=False, output_hidden_states=True)
         query = _readings(lm, [h[0, -1] for h in out.hidden_states]).cpu()  # [readings, dim]
-    docs, tokens, cached = layer_document_vectors(lm, trace.task, index)
+    docs, tokens, cached = layer_document_vectors(lm, trace.task, index, lock=lock)
     chosen = r.chosen_hit
     chosen_row = None
     if chosen is not None:

@@ -22,7 +22,9 @@ class WhyPanel:
         with gr.Accordion("Why this token, and what it read", open=True, elem_id=f"{prefix}-why"):
             gr.Markdown("Recomputed from the finished run: every written token's hidden state searched as if it "
                         "were the query (the query lens), and the attention each written token puts on each "
-                        "inserted paragraph. One extra forward of the run's sequence each; no decoding.")
+                        "inserted paragraph: one extra forward of the run's sequence, no decoding. The layer view "
+                        "re-encodes the index at every layer the first time (minutes for a few hundred documents on "
+                        "a CPU), then reuses it.")
             with gr.Row():
                 self.explain = gr.Button("Explain this run", elem_id=f"{prefix}-why-btn", scale=2)
                 self.layers_btn = gr.Button("Layer view of the selected step", elem_id=f"{prefix}-layers-btn",
@@ -76,8 +78,9 @@ class WhyPanel:
             lm, index = self._ready(trace)
             if step is None:
                 raise gr.Error("Pick a retrieval step first.", print_exception=False)
-            with self.app.run_lock:
-                view = layer_view(lm, trace, index, int(step))
+            # The lock per forward: a first request re-encodes the whole index (minutes for 600 paragraphs
+            # on a small CPU), and other visitors' runs step in between its batches.
+            view = layer_view(lm, trace, index, int(step), lock=self.app.run_lock)
         except gr.Error as e:
             return R.message_html(str(e.message), "warn"), gr.skip()
         except Exception as e:  # noqa: BLE001 - every failure (an index too big) becomes a message
