@@ -3,6 +3,9 @@ layer view and the attention strip of a finished run, for all three tasks, with 
 of the tiny indexes (conftest_app.py) shown as text. Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("gradio")
@@ -83,3 +86,28 @@ def test_a_saved_trace_is_explained_in_the_trace_viewer(page, tmp_path):
     expect(page.locator("#viewer-lens .og-lens-query")).to_have_count(1)
     assert page.locator("#viewer-read .og-read-cell").count() > 0
     assert page.evaluate("window.__pwned") is None
+
+
+@pytest.mark.skipif(not os.environ.get("ONEGEN_SCREENSHOT_URL"),
+                    reason="set ONEGEN_SCREENSHOT_URL to a running app to retake docs/screenshots/why-*.png")
+def test_docs_screenshots_of_the_why_views(browser):
+    """Retake the why views' screenshots from a running app (`python app.py` with the embedded model):
+    ONEGEN_SCREENSHOT_URL=http://127.0.0.1:7860/ pytest tests/test_app_browser_why.py -k docs"""
+    out = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = ctx.new_page()
+    pg.set_default_timeout(600_000)  # a real model on the CPU
+    pg.goto(os.environ["ONEGEN_SCREENSHOT_URL"])
+    pg.wait_for_function("document.querySelector('#input textarea') && document.querySelector('#input textarea').value.length > 0")
+    pg.locator("#task label", has_text="Multi-hop QA").click()
+    pg.wait_for_timeout(500)
+    pg.locator("#run-btn").click()
+    pg.wait_for_selector("#run-status .og-info")
+    pg.wait_for_selector("#run-status .og-ok, #run-status .og-error")
+    pg.locator("#run-why-btn").click()
+    pg.wait_for_selector("#run-why-status .og-ok")
+    pg.locator("#run-read .og-read-cell").nth(3).hover()
+    pg.locator("#run-why").screenshot(path=str(out / "why-multi-hop.png"))
+    pg.locator("#run-lens .og-lens-query").first.focus()
+    pg.locator("#run-lens").screenshot(path=str(out / "why-lens.png"))
+    ctx.close()
