@@ -177,12 +177,13 @@ def lens_from_states(trace: Trace, index: VectorIndex, states: torch.Tensor, for
     search_seconds = time.perf_counter() - t0
     by_position = {r.position: r for r in trace.retrievals}
     ahead = sorted(trace.retrievals, key=lambda r: r.position)
+    # Two columns read once: a loaded index's documents are Arrow rows, slow to read one by one.
+    ids, titles = index.documents.ids(), index.documents.titles()
     tokens = []
     for (i, pos), hits in zip(rows, found):
         nxt = next((r for r in ahead if r.position >= pos), None)
         chosen = nxt.chosen_hit if nxt is not None else None
-        top_hits = [LensHit(id=index.documents[h.doc].id, title=index.documents[h.doc].title, score=round(h.score, 6))
-                    for h in hits]
+        top_hits = [LensHit(id=ids[h.doc], title=titles[h.doc], score=round(h.score, 6)) for h in hits]
         text = trace.tokens[i].text if i >= 0 else (by_position[pos].token if pos in by_position else "")
         tokens.append(LensToken(index=i, position=pos, text=text, score=top_hits[0].score if top_hits else 0.0,
                                 top=top_hits, retrieval=nxt.step if nxt is not None else None,
