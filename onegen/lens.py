@@ -20,6 +20,7 @@ the lens forwards the sequence once (no decoding) and times its searches.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
@@ -148,7 +149,8 @@ class QueryLens:
 
 
 def index_label(index: VectorIndex) -> str:
-    where = str(index.path) if index.path else "in-memory index"
+    """The index in words: its folder's name (not the whole path, which says where one machine keeps it)."""
+    where = f"the index {Path(index.path).name}" if index.path else "an in-memory index"
     return f"{where} ({len(index):,} documents)"
 
 

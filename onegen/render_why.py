@@ -190,7 +190,7 @@ def attention_html(read: AttentionRead | None, group: str | None = None, message
 WHY_CSS = """
 .og-why{margin:6px 0}
 .og-lens-strip{white-space:pre-wrap;font-family:var(--font-mono);font-size:.85em;line-height:2.1;padding:8px;
-  border:1px solid var(--border-color-primary);border-radius:8px;max-height:300px;overflow:auto;overflow-wrap:anywhere}
+  border:1px solid var(--border-color-primary);border-radius:8px;overflow-wrap:anywhere}
 .og-lens-cell,.og-read-cell{position:relative;border-radius:3px;padding:1px 0;cursor:help}
 .og-lens-query{outline:2px solid #f59e0b;outline-offset:1px}
 .og-lens-tip{display:none;position:absolute;left:0;top:1.8em;z-index:20;min-width:220px;max-width:360px;

@@ -109,5 +109,7 @@ def test_docs_screenshots_of_the_why_views(browser):
     pg.locator("#run-read .og-read-cell").nth(3).hover()
     pg.locator("#run-why").screenshot(path=str(out / "why-multi-hop.png"))
     pg.locator("#run-lens .og-lens-query").first.focus()
-    pg.locator("#run-lens").screenshot(path=str(out / "why-lens.png"))
+    box = pg.locator("#run-lens").bounding_box()  # with room below for the focused token's top-3
+    pg.screenshot(path=str(out / "why-lens.png"),
+                  clip={"x": box["x"], "y": box["y"], "width": box["width"], "height": box["height"] + 80})
     ctx.close()
