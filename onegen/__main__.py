@@ -1,4 +1,4 @@
-"""`python -m onegen <command>`: run, replay, train, evaluate, compare, export, calibrate, card, bench, world.
+"""`python -m onegen <command>`: run, replay, train, evaluate, compare, export, why, calibrate, card, bench, world.
 
 A `OneGenError` from any command becomes one `error: ...` line on stderr and exit status 2, here
 and nowhere else; any other exception is a bug and keeps its traceback.
@@ -23,6 +23,8 @@ COMMANDS = {
     "compare": "Compare two result files of `evaluate` example by example.",
     "export": "Write a result file in another layout: gold (the gold file the authors' scorers pair it with), "
               "openinference (OTLP/JSON spans, also of one trace), elevant (ELEVANT's entity-linking import files).",
+    "why": "Why each retrieval token found what it found (query lens, layer view) and what the answer read "
+           "(attention on inserted paragraphs), for a finished Trace JSON.",
     "calibrate": "Measure an index's confidence threshold from result files and write it beside the index.",
     "card": "Write a model folder's held-out metrics into its card, from the result files its weights wrote.",
     "bench": "Benchmarks (engine, single-pass, index, app); results go to docs/benchmarks.md.",

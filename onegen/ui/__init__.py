@@ -14,6 +14,7 @@ from .. import render_compare as RC  # noqa: E402
 from .. import render_html as R  # noqa: E402
 from .. import render_results as RR  # noqa: E402
 from ..render_replay import WHATIF_CSS  # noqa: E402
+from .. import render_why as RW  # noqa: E402
 from ..app_state import AppState  # noqa: E402
 from . import about_tab, api, browse_tab, compare_tab, errors_tab, run_tab, viewer_tab  # noqa: E402
 from .shared import on_zero_gpu  # noqa: E402
@@ -71,6 +72,6 @@ def theme() -> gr.themes.Theme:
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, share: bool = False, **kw):
     # No allowed_paths: the page can reach only gradio's own cache (uploads and trace downloads).
-    css = R.APP_CSS + RR.RESULTS_CSS + RC.COMPARE_CSS + WHATIF_CSS
+    css = R.APP_CSS + RR.RESULTS_CSS + RC.COMPARE_CSS + WHATIF_CSS + RW.WHY_CSS
     return demo.launch(server_name=host, server_port=port, share=share, theme=theme(), css=css,
                        js=CHIP_JS, max_file_size=MAX_UPLOAD, ssr_mode=False, show_error=False, **kw)

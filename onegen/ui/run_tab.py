@@ -17,6 +17,7 @@ from ..render_text import stop_words
 from .shared import (PRIVATE, STOPPED_WHILE_QUEUED, TASK_CHOICES, TracePanel, error_message, example_inputs,
                      loading_message, on_gpu, span_download, visitor, wire_examples, wire_model_run, write_trace)
 from .whatif import WhatIf
+from .why_panel import WhyPanel
 
 STREAM_EVERY_S = 0.15  # at most ~7 page updates a second while tokens stream
 
@@ -65,6 +66,7 @@ def build(app: AppState, demo: gr.Blocks) -> None:
             world = gr.HTML(elem_id="run-world")
             panel = TracePanel(app, "run")
             whatif = WhatIf(app, panel.trace, "run")
+            WhyPanel(app, panel, "run")
             with gr.Row():
                 download = gr.DownloadButton("Download trace JSON", visible=False, elem_id="download")
                 # The same run as OpenInference spans, for Phoenix and other OpenTelemetry tools.

@@ -13,6 +13,7 @@ from ..render_replay import replay_sentence
 from ..tasks import TASK_NAMES, get_task
 from ..trace import Trace, TraceFormatError
 from .shared import PRIVATE, TracePanel, error_message
+from .why_panel import WhyPanel
 
 log = logging.getLogger("onegen.app")
 
@@ -58,6 +59,7 @@ def build(app: AppState) -> None:
     status = gr.HTML(elem_id="viewer-status")
     input_view = gr.HTML(elem_id="viewer-input")
     panel = TracePanel(app, "viewer")
+    WhyPanel(app, panel, "viewer")
 
     def view_upload(path):
         if not path:

@@ -1,0 +1,96 @@
+"""The "Why this token / What it read" views under a trace panel: the query lens strip and the
+attention strip of the shown run (one button, recomputed from the finished trace), and the layer
+view of the selected retrieval step (its own button: it may re-encode the index at every layer)."""
+from __future__ import annotations
+
+import gradio as gr
+
+from .. import render_html as R
+from .. import render_why as W
+from ..app_state import AppState
+from ..attention_read import AttentionRead, explain
+from ..lens import layer_view
+from ..trace import Trace
+from .shared import PRIVATE, TracePanel, error_message
+
+GROUP_CHOICES = [("all layers", "all"), ("bottom layers", "bottom"), ("middle layers", "middle"), ("top layers", "top")]
+
+
+class WhyPanel:
+    def __init__(self, app: AppState, panel: TracePanel, prefix: str):
+        self.app, self.panel = app, panel
+        with gr.Accordion("Why this token, and what it read", open=True, elem_id=f"{prefix}-why"):
+            gr.Markdown("Recomputed from the finished run: every written token's hidden state searched as if it "
+                        "were the query (the query lens), and the attention each written token puts on each "
+                        "inserted paragraph: one extra forward of the run's sequence, no decoding. The layer view "
+                        "re-encodes the index at every layer the first time (minutes for a few hundred documents on "
+                        "a CPU), then reuses it.")
+            with gr.Row():
+                self.explain = gr.Button("Explain this run", elem_id=f"{prefix}-why-btn", scale=2)
+                self.layers_btn = gr.Button("Layer view of the selected step", elem_id=f"{prefix}-layers-btn",
+                                            scale=2)
+            self.status = gr.HTML(elem_id=f"{prefix}-why-status")
+            gr.Markdown("##### Why this token: the query lens")
+            self.lens = gr.HTML(W.lens_html(None), elem_id=f"{prefix}-lens")
+            gr.Markdown("##### Layer view")
+            self.layers = gr.HTML(W.layers_html(None), elem_id=f"{prefix}-layers")
+            gr.Markdown("##### What it read")
+            self.group = gr.Radio(GROUP_CHOICES, value="all", label="Attention averaged over", elem_id=f"{prefix}-group")
+            self.read_html = gr.HTML(W.attention_html(None), elem_id=f"{prefix}-read")
+            self.read = gr.State(None)
+        self.explain.click(self.on_explain, [panel.trace, self.group], [self.status, self.lens, self.read_html, self.read],
+                           concurrency_id="model", concurrency_limit=1, **PRIVATE)
+        self.layers_btn.click(self.on_layers, [panel.trace, panel.steps], [self.status, self.layers],
+                              concurrency_id="model", concurrency_limit=1, **PRIVATE)
+        self.group.input(self.on_group, [self.read, self.group], [self.read_html], queue=False, **PRIVATE)
+        # A new trace in the panel makes the old views stale.
+        panel.trace.change(self.clear, None, [self.status, self.lens, self.layers, self.read_html, self.read],
+                           queue=False, **PRIVATE)
+
+    def clear(self):
+        return "", W.lens_html(None), W.layers_html(None), W.attention_html(None), None
+
+    def _ready(self, trace: Trace | None):
+        if trace is None or not trace.stop_reason:
+            raise gr.Error("Run to the end first: the views explain a finished run.", print_exception=False)
+        if (trace.index or {}).get("path") == "candidates":
+            raise gr.Error("This run searched its own candidate documents, which the trace does not keep; explain it "
+                           "with `python -m onegen why TRACE.json --candidates FILE`.", print_exception=False)
+        lm = self.app.model()
+        index = self.app.retriever(trace.task, lm).index  # refuses an index of another model
+        return lm, index
+
+    def on_explain(self, trace: Trace | None, group):
+        try:
+            lm, index = self._ready(trace)
+            with self.app.run_lock:
+                both = explain(lm, trace, index)
+        except gr.Error as e:
+            return R.message_html(str(e.message), "warn"), gr.skip(), gr.skip(), gr.skip()
+        except Exception as e:  # noqa: BLE001 - every failure becomes a message
+            return R.message_html(error_message(e), "error"), gr.skip(), gr.skip(), gr.skip()
+        note = R.message_html(f"Explained in {both.seconds:.2f} s: one forward of {both.forward_tokens} tokens (no "
+                              f"decoding), {both.lens.searches} extra searches.", "ok")
+        return note, W.lens_html(both.lens), W.attention_html(both.read, _group(group)), both.read
+
+    def on_layers(self, trace: Trace | None, step):
+        try:
+            lm, index = self._ready(trace)
+            if step is None:
+                raise gr.Error("Pick a retrieval step first.", print_exception=False)
+            # The lock per forward: a first request re-encodes the whole index (minutes for 600 paragraphs
+            # on a small CPU), and other visitors' runs step in between its batches.
+            view = layer_view(lm, trace, index, int(step), lock=self.app.run_lock)
+        except gr.Error as e:
+            return R.message_html(str(e.message), "warn"), gr.skip()
+        except Exception as e:  # noqa: BLE001 - every failure (an index too big) becomes a message
+            msg = error_message(e)
+            return R.message_html(msg, "warn"), W.layers_html(None, msg)
+        return R.message_html(f"Layer view of step {view.step + 1} in {view.seconds:.2f} s.", "ok"), W.layers_html(view)
+
+    def on_group(self, read: AttentionRead | None, group):
+        return W.attention_html(read, _group(group))
+
+
+def _group(value) -> str | None:
+    return None if value in (None, "all") else str(value)
