@@ -23,7 +23,7 @@ from typing import Any, Iterator
 import torch
 
 from .index import VectorIndex
-from .lens import QueryLens, WhyError, ids_tensor, check_model, lens_from_states, query_lens, trace_sequence
+from .lens import QueryLens, WhyError, WhyView, ids_tensor, check_model, lens_from_states, query_lens, trace_sequence
 from .loading import LoadedModel
 from .tasks import get_task
 from .trace import Trace
@@ -66,7 +66,9 @@ class ReadToken:
 
 
 @dataclass
-class AttentionRead:
+class AttentionRead(WhyView):
+    KIND = "attention-read"
+
     task: str
     paragraphs: list[Paragraph]
     groups: list[LayerGroup]
@@ -75,18 +77,11 @@ class AttentionRead:
     seconds: float
     note: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": "attention-read", **asdict(self)}
-
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AttentionRead":
-        try:
-            body = {k: v for k, v in d.items() if k != "kind"}
-            return cls(**{**body, "paragraphs": [Paragraph(**p) for p in body["paragraphs"]],
-                          "groups": [LayerGroup(**g) for g in body["groups"]],
-                          "tokens": [ReadToken(**t) for t in body["tokens"]]})
-        except (KeyError, TypeError, AttributeError) as e:
-            raise WhyError(f"malformed attention view: {e}") from e
+    def _from_body(cls, body: dict[str, Any]) -> "AttentionRead":
+        return cls(**{**body, "paragraphs": [Paragraph(**p) for p in body["paragraphs"]],
+                      "groups": [LayerGroup(**g) for g in body["groups"]],
+                      "tokens": [ReadToken(**t) for t in body["tokens"]]})
 
 
 def no_paragraphs_note(trace: Trace) -> str:

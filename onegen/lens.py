@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 
@@ -42,6 +42,27 @@ MAX_LAYER_CELLS = 20_000
 
 class WhyError(OneGenError, ValueError):
     """A trace, model or index that the lens, the layer view or the attention view cannot read."""
+
+
+class WhyView:
+    """A view's JSON form: its fields under a "kind" tag. Subclasses name `KIND` and rebuild their
+    nested dataclasses in `_from_body`; a malformed dict is a WhyError, not a crash."""
+
+    KIND: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.KIND, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        try:
+            return cls._from_body({k: v for k, v in d.items() if k != "kind"})
+        except (KeyError, TypeError, AttributeError) as e:
+            raise WhyError(f"malformed {cls.KIND.replace('-', ' ')}: {e}") from e
+
+    @classmethod
+    def _from_body(cls, body: dict[str, Any]):
+        raise NotImplementedError
 
 
 # -- the sequence the engine fed ---------------------------------------------------------------------
@@ -120,7 +141,9 @@ class LensToken:
 
 
 @dataclass
-class QueryLens:
+class QueryLens(WhyView):
+    KIND = "query-lens"
+
     task: str
     mode: str
     index: str  # what was searched, in words
@@ -135,17 +158,10 @@ class QueryLens:
     def queries(self) -> list[LensToken]:
         return [t for t in self.tokens if t.query]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": "query-lens", **asdict(self)}
-
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "QueryLens":
-        try:
-            body = {k: v for k, v in d.items() if k != "kind"}
-            tokens = [LensToken(**{**t, "top": [LensHit(**h) for h in t["top"]]}) for t in body.pop("tokens")]
-            return cls(**body, tokens=tokens)
-        except (KeyError, TypeError, AttributeError) as e:
-            raise WhyError(f"malformed query lens: {e}") from e
+    def _from_body(cls, body: dict[str, Any]) -> "QueryLens":
+        tokens = [LensToken(**{**t, "top": [LensHit(**h) for h in t["top"]]}) for t in body.pop("tokens")]
+        return cls(**body, tokens=tokens)
 
 
 def index_label(index: VectorIndex) -> str:
@@ -213,7 +229,9 @@ class LayerRow:
 
 
 @dataclass
-class LayerView:
+class LayerView(WhyView):
+    KIND = "layer-view"
+
     step: int
     chosen_id: str | None
     chosen_title: str | None
@@ -223,16 +241,9 @@ class LayerView:
     seconds: float
     cached: bool = False  # the documents' per-layer vectors came from an earlier request
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"kind": "layer-view", **asdict(self)}
-
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LayerView":
-        try:
-            body = {k: v for k, v in d.items() if k != "kind"}
-            return cls(**{**body, "layers": [LayerRow(**r) for r in body["layers"]]})
-        except (KeyError, TypeError, AttributeError) as e:
-            raise WhyError(f"malformed layer view: {e}") from e
+    def _from_body(cls, body: dict[str, Any]) -> "LayerView":
+        return cls(**{**body, "layers": [LayerRow(**r) for r in body["layers"]]})
 
 
 def layer_readings(lm: LoadedModel) -> int:

@@ -135,10 +135,7 @@ def download_spans(pg) -> list[tuple[str, dict]]:
 
 def test_download_then_view_the_trace(page, tmp_path):
     run_task(page, "multi-hop")
-    with page.expect_download() as info:
-        page.locator("#download").click()
-    saved = tmp_path / "trace.json"
-    info.value.save_as(saved)
+    saved = download_trace(page, tmp_path)
     assert '"schema": "onegen-trace/1"' in saved.read_text()
     page.get_by_role("tab", name="Trace viewer").click()
     page.set_input_files("#trace-upload input[type=file]", str(saved))
@@ -210,6 +207,29 @@ def test_empty_input_shows_a_message(page):
     page.locator("#input textarea").fill("")
     page.locator("#run-btn").click()
     sync_api.expect(page.locator("#run-status .og-error")).to_contain_text("The input is empty")
+
+
+def download_trace(pg, tmp_path) -> Path:
+    """Save the Run tab's trace download; returns its path."""
+    with pg.expect_download() as info:
+        pg.locator("#download").click()
+    saved = tmp_path / "trace.json"
+    info.value.save_as(saved)
+    return saved
+
+
+def open_in_viewer(pg, path: Path) -> None:
+    pg.get_by_role("tab", name="Trace viewer").click()
+    pg.set_input_files("#trace-upload input[type=file]", str(path))
+
+
+def docs_run(pg, label: str) -> None:
+    """On the running app of `docs_page`: pick a task and run its example to the end."""
+    pg.locator("#task label", has_text=label).click()
+    pg.wait_for_timeout(500)
+    pg.locator("#run-btn").click()
+    pg.wait_for_selector("#run-status .og-info")
+    pg.wait_for_selector("#run-status .og-ok, #run-status .og-error")
 
 
 def docs_page(browser):

@@ -17,7 +17,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 from conftest_app import EXAMPLES, ChangeableScript, build_world, config_for, serve  # noqa: E402
 from onegen.protocols import QR  # noqa: E402
 # Shared fixtures: `page` opens this module's `server` in a fresh browser context.
-from test_app_browser import browser, page, run_task, shot  # noqa: E402,F401
+from test_app_browser import browser, download_trace, open_in_viewer, page, run_task, shot  # noqa: E402,F401
 from test_app_browser_inspect import pick  # noqa: E402
 
 pytestmark = pytest.mark.browser
@@ -238,12 +238,7 @@ def test_counts_inputs_and_refusals_tell_the_truth(page, tmp_path):
     # The trace viewer shows the run's original input.
     page.get_by_role("tab", name="Run", exact=True).click()
     run_task(page, "multi-hop")
-    with page.expect_download() as info:
-        page.locator("#download").click()
-    saved = tmp_path / "trace.json"
-    info.value.save_as(saved)
-    page.get_by_role("tab", name="Trace viewer").click()
-    page.set_input_files("#trace-upload input[type=file]", str(saved))
+    open_in_viewer(page, download_trace(page, tmp_path))
     expect(page.locator("#viewer-input")).to_contain_text("Where was the director of Film A born?")
     # A refused trace says why in words, without Python's exception text.
     for name, data in (("binary.json", b"\xff\xfe\x00junk"), ("broken.json", b'{"schema": ')):

@@ -14,7 +14,7 @@ sync_api = pytest.importorskip("playwright.sync_api")
 
 from conftest_app import build_world, config_for, scripted_choices, serve  # noqa: E402
 # Shared fixtures: `page` opens this module's `server` in a fresh browser context.
-from test_app_browser import browser, docs_page, page, run_task, shot  # noqa: E402,F401
+from test_app_browser import browser, docs_page, docs_run, page, run_task, shot  # noqa: E402,F401
 
 pytestmark = pytest.mark.browser
 expect = sync_api.expect
@@ -64,11 +64,7 @@ def test_docs_screenshot(browser):
     """Retake the README's What-if screenshot from a running app (say, `python app.py` with the
     embedded model): ONEGEN_SCREENSHOT_URL=http://127.0.0.1:7860/ pytest tests/test_app_browser_whatif.py -k docs"""
     out, pg = docs_page(browser)
-    pg.locator("#task label", has_text="Multi-hop QA").click()
-    pg.wait_for_timeout(500)
-    pg.locator("#run-btn").click()
-    pg.wait_for_selector("#run-status .og-info")
-    pg.wait_for_selector("#run-status .og-ok, #run-status .og-error")
+    docs_run(pg, "Multi-hop QA")
     pg.get_by_text("What if (counterfactual replay)").click()
     pg.locator("#run-whatif-run").click()
     pg.wait_for_selector("#run-whatif-view .og-whatif, #run-whatif-view .og-msg")

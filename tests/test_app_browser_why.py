@@ -12,7 +12,8 @@ pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from conftest_app import HOSTILE  # noqa: E402
-from test_app_browser import browser, page, run_task, server, shot  # noqa: E402,F401
+from test_app_browser import (browser, docs_page, docs_run, download_trace, open_in_viewer, page,  # noqa: E402,F401
+                              run_task, server, shot)
 
 pytestmark = pytest.mark.browser
 expect = sync_api.expect
@@ -74,12 +75,7 @@ def test_the_views_wait_for_a_finished_run(page):
 
 def test_a_saved_trace_is_explained_in_the_trace_viewer(page, tmp_path):
     run_task(page, "single-hop")
-    with page.expect_download() as info:
-        page.locator("#download").click()
-    saved = tmp_path / "trace.json"
-    info.value.save_as(saved)
-    page.get_by_role("tab", name="Trace viewer").click()
-    page.set_input_files("#trace-upload input[type=file]", str(saved))
+    open_in_viewer(page, download_trace(page, tmp_path))
     expect(page.locator("#viewer-steps label")).to_have_count(1)
     page.locator("#viewer-why-btn").click()
     expect(page.locator("#viewer-why-status .og-ok")).to_contain_text("Explained in")
@@ -93,17 +89,8 @@ def test_a_saved_trace_is_explained_in_the_trace_viewer(page, tmp_path):
 def test_docs_screenshots_of_the_why_views(browser):
     """Retake the why views' screenshots from a running app (`python app.py` with the embedded model):
     ONEGEN_SCREENSHOT_URL=http://127.0.0.1:7860/ pytest tests/test_app_browser_why.py -k docs"""
-    out = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
-    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = ctx.new_page()
-    pg.set_default_timeout(600_000)  # a real model on the CPU
-    pg.goto(os.environ["ONEGEN_SCREENSHOT_URL"])
-    pg.wait_for_function("document.querySelector('#input textarea') && document.querySelector('#input textarea').value.length > 0")
-    pg.locator("#task label", has_text="Multi-hop QA").click()
-    pg.wait_for_timeout(500)
-    pg.locator("#run-btn").click()
-    pg.wait_for_selector("#run-status .og-info")
-    pg.wait_for_selector("#run-status .og-ok, #run-status .og-error")
+    out, pg = docs_page(browser)
+    docs_run(pg, "Multi-hop QA")
     pg.locator("#run-why-btn").click()
     pg.wait_for_selector("#run-why-status .og-ok")
     pg.locator("#run-read .og-read-cell").nth(3).hover()
@@ -112,4 +99,4 @@ def test_docs_screenshots_of_the_why_views(browser):
     box = pg.locator("#run-lens").bounding_box()  # with room below for the focused token's top-3
     pg.screenshot(path=str(out / "why-lens.png"),
                   clip={"x": box["x"], "y": box["y"], "width": box["width"], "height": box["height"] + 80})
-    ctx.close()
+    pg.context.close()
