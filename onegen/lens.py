@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Sequence
 
 import torch
