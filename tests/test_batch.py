@@ -1,0 +1,167 @@
+"""Batched single-pass decoding (onegen/batch.py) against batch 1 on tiny random checkpoints.
+
+Scripted runs choose by script, so any difference is a bug; runs that take the random model's own
+greedy choice may differ only at a near tie (top-two margin below the tolerance), which is counted.
+Batches are smaller than the job lists, so runs finish while others continue and waiting ones join.
+"""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import onegen.batch as batch_mod
+from onegen.batch import BatchEngine, BatchJob, BatchMemoryError, check_memory, compare, default_batch_size, \
+    kv_bytes_per_sequence, memory_estimate, trace_signature
+from onegen.engine import Engine, InputError, RunSettings
+from scripted import chooser, el_script, multi_hop_answering, multi_hop_script, text_ids, tid
+from onegen.protocols import QR
+from tiny import ENTITIES, PARAGRAPHS, PASSAGES
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+FREE = RunSettings(copy_input=False)
+
+
+def multi_hop_scripts(lm) -> list[list[int]]:
+    """Different lengths, retrievals at different steps, one, two or no hops."""
+    qr = tid(lm, QR)
+    t = lambda s: text_ids(lm, "multi-hop", s)  # noqa: E731
+    return [multi_hop_script(lm),
+            multi_hop_answering(lm, "Lisbon"),
+            t("Who?") + [qr] + t(" <FINAL-ANSWER>Corvale</FINAL-ANSWER>"),
+            t("A much longer first thought before any retrieval happens at all, then") + [qr] + t(" done."),
+            t("No retrieval at all, just an answer."),
+            multi_hop_answering(lm, "a city whose name is rather long")]
+
+
+def scripted_jobs(models):
+    jobs = []
+    lm = models["multi-hop"]
+    for i, ids in enumerate(multi_hop_scripts(lm)):
+        jobs.append(BatchJob("multi-hop", f"Where was the director of Film {'ABCDEF'[i]} born?" + " really" * i,
+                             candidates=PARAGRAPHS, chooser=chooser(lm, ids)))
+    lm = models["entity-linking"]
+    t = lambda s: text_ids(lm, "entity-linking", s)  # noqa: E731
+    for text, ids in [("Paris and Rome.", el_script(lm)), ("Paris.", t("<MENTION>Paris</MENTION>") + [tid(lm, "[LK]")]),
+                      ("Nothing here to link at all.", t("Nothing here to link at all."))]:
+        jobs.append(BatchJob("entity-linking", text, candidates=ENTITIES, settings=FREE, chooser=chooser(lm, ids)))
+    lm = models["single-hop"]
+    for text, answer in [("Where was Ivo Brandel born?", "[Relevant] Corvale."), ("Who?", "[Irrelevant] No idea at all, sorry."),
+                         ("Which film?", "Film A.")]:
+        jobs.append(BatchJob("single-hop", text, candidates=PASSAGES,
+                             chooser=chooser(lm, text_ids(lm, "single-hop", answer))))
+    return jobs
+
+
+def single(models, job: BatchJob):
+    return Engine(models[job.task], chooser=job.chooser).run_trace(
+        job.task, job.text, candidates=job.candidates, settings=job.settings)
+
+
+@pytest.mark.parametrize("task", ["multi-hop", "entity-linking", "single-hop"])
+def test_scripted_batches_equal_batch_one(models, task):
+    jobs = [j for j in scripted_jobs(models) if j.task == task]
+    results = BatchEngine(models[task], batch_size=2).run_all(jobs)
+    for job, r in zip(jobs, results):
+        assert r.error is None, r.error
+        one = single(models, job)
+        assert trace_signature(r.trace) == trace_signature(one), job.text
+        assert r.trace.result.output_text == one.result.output_text
+        assert r.trace.settings["decoder"] == "batched-fused-llama"
+    if task != "entity-linking":  # these scripts all retrieve
+        assert all(r.trace.retrievals for r in results[:2])
+    assert len({len(r.trace.tokens) for r in results}) > 1  # ragged: different lengths in one batch
+
+
+def test_one_forward_call_a_step_for_the_whole_batch(models, monkeypatch):
+    jobs = [j for j in scripted_jobs(models) if j.task == "multi-hop"]
+    sizes: list[int] = []
+    real = batch_mod.forward_packed
+
+    def recording(decoders, ids):
+        sizes.append(len(decoders))
+        return real(decoders, ids)
+
+    monkeypatch.setattr(batch_mod, "forward_packed", recording)
+    results = BatchEngine(models["multi-hop"], batch_size=4).run_all(jobs)
+    assert all(r.error is None for r in results)
+    assert max(sizes) == 4  # four runs shared a forward call
+    # The waiting runs joined when others finished: every job ran, never more than four at a time.
+    assert sum(sizes) > len(sizes) and max(sizes) <= 4
+    many = len(sizes)
+    sizes.clear()
+    BatchEngine(models["multi-hop"], batch_size=1).run_all(jobs)
+    assert max(sizes) == 1
+    assert many < len(sizes) / 2  # batching removes most forward calls
+
+
+def test_a_refused_run_does_not_stop_the_batch(models):
+    """Bad input is that run's error; the runs beside it finish as at batch 1."""
+    lm = models["multi-hop"]
+    jobs = [BatchJob("multi-hop", "Where?", candidates=PARAGRAPHS, chooser=chooser(lm, ids))
+            for ids in multi_hop_scripts(lm)[:3]]
+    jobs.insert(1, BatchJob("multi-hop", "", candidates=PARAGRAPHS))  # refused: its error, not the batch's
+    results = BatchEngine(lm, batch_size=3).run_all(jobs)
+    assert isinstance(results[1].error, InputError) and results[1].trace is None
+    for job, r in zip(jobs[:1] + jobs[2:], results[:1] + results[2:]):
+        assert trace_signature(r.trace) == trace_signature(single({"multi-hop": lm}, job))
+
+
+@pytest.mark.parametrize("task,docs,settings", [
+    ("multi-hop", PARAGRAPHS, [RunSettings(max_new_tokens=n) for n in (5, 17, 9, 30, 12)]),
+    ("entity-linking", ENTITIES, [RunSettings(max_new_tokens=n) for n in (40, 12, 25, 60, 8)]),  # copy-constrained
+    ("single-hop", PASSAGES, [RunSettings(max_new_tokens=n, draft_tokens=d) for n, d in ((6, 0), (20, 2), (11, 2), (3, 0), (25, 2))]),
+])
+def test_greedy_runs_equal_batch_one_up_to_near_ties(models, task, docs, settings):
+    """The random model's own greedy choices: identical, or first different at a counted near tie."""
+    lm = models[task]
+    texts = ["Paris and Rome.", "Where was the director of Film A born?", "Ivo Brandel", "Rome, Paris, and Corvale too.",
+             "Which city?"]
+    jobs = [BatchJob(task, t, candidates=docs, settings=s) for t, s in zip(texts, settings)]
+    results = BatchEngine(lm, batch_size=3).run_all(jobs)
+    agreements = [compare(lm, single({task: lm}, j), r.trace) for j, r in zip(jobs, results)]
+    assert all(a.identical or a.near_tie for a in agreements), agreements
+    assert sum(a.identical for a in agreements) >= len(jobs) - 1  # near ties are rare, not the rule
+
+
+def test_compare_reports_the_first_difference_and_its_margin(models):
+    lm = models["multi-hop"]
+    job = BatchJob("multi-hop", "Where?", candidates=PARAGRAPHS, settings=RunSettings(max_new_tokens=8))
+    one = single(models, job)
+    other = single(models, job)
+    assert compare(lm, one, other).identical
+    other.tokens[3].id = (other.tokens[3].id + 1) % len(lm.tokenizer)
+    a = compare(lm, one, other, tolerance=0.0)
+    assert not a.identical and a.first_difference == 3 and a.margin is not None and a.margin >= 0 and not a.near_tie
+    assert compare(lm, one, other, tolerance=a.margin + 1).near_tie
+
+
+def test_memory_estimate_and_refusal(models):
+    lm = models["multi-hop"]
+    per = kv_bytes_per_sequence(lm)
+    cfg = lm.model.config
+    assert per == 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * (cfg.hidden_size // cfg.num_attention_heads) \
+        * 4 * lm.context_length
+    free = per * 10  # half of it for caches: five sequences fit
+    assert memory_estimate(lm, 5, free).fits and not memory_estimate(lm, 6, free).fits
+    assert check_memory(lm, 5, free).total == 5 * per
+    with pytest.raises(BatchMemoryError, match=r"a batch of 6 needs .* try --batch-size 5"):
+        check_memory(lm, 6, free)
+    with pytest.raises(BatchMemoryError, match="at least 1"):
+        check_memory(lm, 0, free)
+    assert default_batch_size(lm, free) == 5 and default_batch_size(lm, per * 1000) == batch_mod.DEFAULT_MAX_BATCH
+    assert default_batch_size(lm, 0) == 1
+
+
+def test_closing_early_unwinds_the_runs(models):
+    lm = models["multi-hop"]
+    jobs = [BatchJob("multi-hop", "Where?", candidates=PARAGRAPHS, chooser=chooser(lm, ids))
+            for ids in multi_hop_scripts(lm)]
+    it = BatchEngine(lm, batch_size=3).run_many(jobs)
+    first = next(it)
+    assert first.trace is not None
+    it.close()  # the other runs were waiting on the scheduler: each is unwound, none left blocked
+    for t in threading.enumerate():
+        if t.name.startswith("onegen-batch-"):
+            t.join(timeout=5)
+            assert not t.is_alive()
