@@ -488,6 +488,7 @@ class AppState:
         resumes (finished examples are skipped). The app's one call of `evaluate`, and the one
         place that reads its report."""
         from .datasets import DatasetFormatError, load_dataset
+        from .batch import default_batch_size
         from .evaluation import DataSource, EvaluationError, EvaluationSettings, evaluate
 
         if task is not None and task not in TASK_NAMES:
@@ -521,9 +522,11 @@ class AppState:
         examples, source = DataSource.select(data_set, limit=int(limit))
         try:
             with self.run_lock:
+                # Examples decode together (onegen/batch.py), as many as the free memory holds.
                 report = evaluate(self.engine(task, lm), task, examples,
                                   EvaluationSettings(candidates=mode, top_k=int(top_k)), index=index,
-                                  out=out, progress=False, on_progress=on_progress, source=source)
+                                  out=out, progress=False, on_progress=on_progress, source=source,
+                                  batch_size=min(len(examples), default_batch_size(lm)))
         except EvaluationError as e:
             raise AppError(f"The evaluation stopped: {e}") from e
         results = ResultSet(path=out, task=report.task, run=report.records[0].line["onegen"]["run"],

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -65,6 +66,7 @@ class BatchResult:
     job: BatchJob
     trace: Trace | None = None
     error: BaseException | None = None  # a OneGenError (bad input) or a bug, raised by this run alone
+    seconds: float = 0.0  # from joining the batch to the end of the run (shared steps included)
 
 
 # -- memory ----------------------------------------------------------------------------------------
@@ -186,6 +188,7 @@ class _Worker:
         self.trace: Trace | None = None
         self.error: BaseException | None = None
         self._reply: Any = None
+        self.t0 = self.seconds = 0.0
         self._go = threading.Semaphore(0)
         self._back = threading.Semaphore(0)
         self._thread = threading.Thread(target=self._main, name=f"onegen-batch-{index}", daemon=True)
@@ -194,6 +197,7 @@ class _Worker:
     def _main(self) -> None:
         self._go.acquire()
         _Worker.current.worker = self
+        self.t0 = time.perf_counter()
         try:
             if isinstance(self._reply, _Failed):
                 raise self._reply.error
@@ -203,6 +207,7 @@ class _Worker:
         except BaseException as e:  # noqa: BLE001 - one run's failure is its result, not the batch's
             self.error = e
         self.done, self.request = True, None
+        self.seconds = time.perf_counter() - self.t0
         self._back.release()
 
     # the scheduler's thread
@@ -268,6 +273,11 @@ class BatchEngine(Engine):
             raise BatchMemoryError(f"the batch size must be at least 1 (got {batch_size})")
         self.batch_size = batch_size
 
+    @classmethod
+    def like(cls, engine: Engine, batch_size: int) -> "BatchEngine":
+        """A batched engine with `engine`'s model, query encoder (a mode) and chooser."""
+        return cls(engine.lm, query_encoder=engine.query_encoder, chooser=engine.chooser, batch_size=batch_size)
+
     def make_decoder(self, fused: bool = True):
         worker = getattr(_Worker.current, "worker", None)
         inner = make_decoder(self.lm, fused)
@@ -282,7 +292,10 @@ class BatchEngine(Engine):
                  ) -> Iterator[BatchResult]:
         """Decode `jobs`, at most `batch_size` at a time, and yield each result as its run ends
         (completion order; `BatchResult.index` is the job's position). `on_event(index, event)` sees
-        every run's events as they happen, from the thread of that run."""
+        every run's events as they happen, from the thread of that run. Refuses (BatchMemoryError)
+        a batch whose KV caches would not fit the free memory."""
+        if jobs:
+            check_memory(self.lm, min(self.batch_size, len(jobs)))
         waiting = deque(enumerate(jobs))
         active: list[_Worker] = []
         try:
@@ -296,7 +309,7 @@ class BatchEngine(Engine):
                 if ended:
                     active = [w for w in active if not w.done]
                     for w in ended:
-                        yield BatchResult(w.index, w.job, w.trace, w.error)
+                        yield BatchResult(w.index, w.job, w.trace, w.error, w.seconds)
                     continue
                 replies = self._serve([w.request for w in active])
                 for w, reply in zip(active, replies):

@@ -47,6 +47,8 @@ def test_a_run_reports_progress_then_resumes(app, request_for, tmp_path):
     evaluated = job.outcome()
     assert evaluated.examples == 4 and evaluated.resumed == 0 and evaluated.results.task == "multi-hop"
     assert not job.stopped
+    (out,) = (tmp_path / "out").glob("*.jsonl")  # the examples decoded as one batch (onegen/batch.py)
+    assert {json.loads(x)["trace"]["settings"]["decoder"] for x in out.read_text().splitlines()} == {"batched-fused-llama"}
     again = DatasetRun(app, request_for(), tmp_path / "out").start()
     assert [p.done for p in again.progress()] == [4]
     assert again.outcome().resumed == 4

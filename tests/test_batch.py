@@ -6,6 +6,8 @@ Batches are smaller than the job lists, so runs finish while others continue and
 """
 from __future__ import annotations
 
+import json
+import re
 import threading
 
 import pytest
@@ -165,3 +167,68 @@ def test_closing_early_unwinds_the_runs(models):
         if t.name.startswith("onegen-batch-"):
             t.join(timeout=5)
             assert not t.is_alive()
+
+
+# -- the evaluation ---------------------------------------------------------------------------------
+
+def _without_timing(value):
+    """A result line without its clock readings (every "seconds") and the decoder's name."""
+    if isinstance(value, dict):
+        return {k: _without_timing(v) for k, v in value.items() if k not in ("seconds", "decoder")}
+    if isinstance(value, list):
+        return [_without_timing(v) for v in value]
+    return value
+
+
+def test_evaluate_in_batches_writes_batch_one_lines_and_resumes(models, tmp_path, monkeypatch, capsys):
+    from onegen.__main__ import main as cli
+    from tiny import hotpot_item, write_json
+
+    lm = models["multi-hop"]
+    scripts = multi_hop_scripts(lm)
+    # Each example's own script, chosen by its question: runs of different lengths in one batch.
+    by_text = {f"Where was the director of Film {c} born?": ids for c, ids in zip("ABCDEF", scripts)}
+
+    def run_with_script(real_run):
+        def run(self, task, text, **kw):
+            chooser_of_run = chooser(lm, by_text[text])
+            engine = copy.copy(self)
+            engine.chooser = chooser_of_run
+            return real_run(engine, task, text, **kw)
+        return run
+
+    import copy
+    monkeypatch.setattr(Engine, "run", run_with_script(Engine.run))
+    items = [hotpot_item(k, "Corvale", question=q) for k, q in zip("abcdef", by_text)]
+    data = write_json(tmp_path / "dev.json", items)
+    common = ["evaluate", "--task", "multi-hop", "--data", str(data), "--model", lm.name, "--device", "cpu",
+              "--top-k", "2", "--quiet"]
+    one, many = tmp_path / "one.jsonl", tmp_path / "many.jsonl"
+    assert cli(common + ["--out", str(one), "--batch-size", "1"]) == 0
+    capsys.readouterr()
+    # Batched, resumed after its first two lines.
+    many.write_text("".join(one.read_text().splitlines(keepends=True)[:2]))
+    assert cli(common + ["--out", str(many), "--batch-size", "3"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["resumed"] == 2
+    lines_one = [json.loads(x) for x in one.read_text().splitlines()]
+    lines_many = [json.loads(x) for x in many.read_text().splitlines()]
+    assert [x["_id"] for x in lines_many] == list("abcdef")  # data order, though written as runs ended
+    assert [x["trace"]["settings"]["decoder"] for x in lines_many[2:]] == ["batched-fused-llama"] * 4
+    assert [_without_timing(x) for x in lines_many] == [_without_timing(x) for x in lines_one]
+    # No size given: one chosen from the model and the free memory, and said.
+    assert cli(common + ["--out", str(tmp_path / "default.jsonl")]) == 0
+    assert re.search(r"batch size \d+ \(from .* free memory", capsys.readouterr().err)
+
+
+def test_evaluate_refuses_a_batch_that_does_not_fit(models, tmp_path, monkeypatch, capsys):
+    from onegen.__main__ import main as cli
+    from tiny import hotpot_item, write_json
+
+    lm = models["multi-hop"]
+    per = kv_bytes_per_sequence(lm)
+    monkeypatch.setattr(batch_mod, "free_memory", lambda device: per * 4)  # two sequences fit
+    data = write_json(tmp_path / "dev.json", [hotpot_item(k, "Corvale") for k in "abc"])
+    rc = cli(["evaluate", "--task", "multi-hop", "--data", str(data), "--model", lm.name, "--device", "cpu",
+              "--batch-size", "3", "--quiet"])
+    assert rc == 2
+    assert "try --batch-size 2" in capsys.readouterr().err
