@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, str] = {
     "app": "benchmarks.app",
     "train": "benchmarks.train",
     "real-data": "benchmarks.real_data",
+    "batch": "benchmarks.batch",
 }
 
 

@@ -232,3 +232,22 @@ def test_evaluate_refuses_a_batch_that_does_not_fit(models, tmp_path, monkeypatc
               "--batch-size", "3", "--quiet"])
     assert rc == 2
     assert "try --batch-size 2" in capsys.readouterr().err
+
+
+def test_batch_benchmark_counts_identical_outputs(models, monkeypatch):
+    """`bench batch`'s measuring core on a tiny model: every size runs every input, batch 1's outputs
+    are the reference, and the report has a row per task and size."""
+    from benchmarks.batch import bench_task, report_body
+    from onegen.engine import IndexRetriever
+    from onegen.encode import build_index
+
+    lm = models["entity-linking"]
+    retriever = IndexRetriever(build_index(lm, "entity-linking", ENTITIES))
+    texts = ["Paris and Rome.", "Rome.", "Corvale is far from Paris, they say."]
+    r = bench_task(lm, "entity-linking", texts, [1, 2], 1, retriever)
+    assert [row["batch_size"] for row in r["rows"]] == [1, 2]
+    assert r["rows"][0]["identical"] == 3 and r["rows"][0]["speedup"] == 1.0
+    assert r["rows"][1]["identical"] + r["rows"][1]["near_ties"] == 3
+    assert all(row["examples_per_s"] > 0 for row in r["rows"])
+    body = report_body({"rounds": 1, "tasks": {"entity-linking": r}}, lm)
+    assert "| entity-linking | 2 |" in body and "identical to batch 1" in body
