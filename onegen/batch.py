@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+import queue
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -39,6 +40,10 @@ from .errors import OneGenError
 from .fused_llama import FusedLlamaDecoder, forward_packed
 from .loading import LoadedModel
 from .trace import Cost, Hit, Trace
+
+
+class BatchQueueFull(OneGenError):
+    """More runs waiting for a shared batch than its bound allows. The message is for users."""
 
 
 class BatchMemoryError(OneGenError, ValueError):
@@ -297,14 +302,25 @@ class BatchEngine(Engine):
         if jobs:
             check_memory(self.lm, min(self.batch_size, len(jobs)))
         waiting = deque(enumerate(jobs))
+        return self._schedule(lambda block: waiting.popleft() if waiting else None, on_event)
+
+    def _schedule(self, take: Callable[[bool], tuple[int, BatchJob] | None],
+                  on_event: Callable[[int, Event], None] | None) -> Iterator[BatchResult]:
+        """The loop: `take(block)` gives the next waiting job (blocking only when no run is in
+        flight; None: no more jobs, or none now when not blocking)."""
         active: list[_Worker] = []
         try:
-            while waiting or active:
-                while waiting and len(active) < self.batch_size:  # continuous batching: fill free slots
-                    i, job = waiting.popleft()
+            while True:
+                while len(active) < self.batch_size:  # continuous batching: fill free slots
+                    nxt = take(not active)
+                    if nxt is None:
+                        break
+                    i, job = nxt
                     w = _Worker(i, job, self._body(on_event))
                     w.resume()  # runs to its first request (the prompt's forward) or its end
                     active.append(w)
+                if not active:
+                    return
                 ended = [w for w in active if w.done]
                 if ended:
                     active = [w for w in active if not w.done]
@@ -387,6 +403,86 @@ class BatchEngine(Engine):
         for i, r in enumerate(requests):
             if isinstance(r, _Forward) and not r.slot.packed:
                 replies[i] = r.slot.inner.forward(r.ids)
+
+
+# -- a batch shared by concurrent callers ---------------------------------------------------------
+
+_END = object()
+
+
+@dataclass
+class _Ticket:
+    events: "queue.Queue[Any]"
+    cancel: threading.Event
+
+
+class BatchService:
+    """One decode loop for runs that arrive at any time (the app's visitors): each `submit` joins
+    the batch at the next step and streams its own events; at most `max_waiting` runs wait for a
+    free slot, beyond that a submit is refused with BatchQueueFull. Leaving a stream early (a closed
+    page, Stop) ends that run at its next event."""
+
+    def __init__(self, engine: BatchEngine, max_waiting: int = 16):
+        check_memory(engine.lm, engine.batch_size)
+        self.engine, self.max_waiting = engine, max_waiting
+        self._cond = threading.Condition()
+        self._waiting: deque[tuple[int, BatchJob]] = deque()
+        self._tickets: dict[int, _Ticket] = {}
+        self._next = 0
+        self._thread: threading.Thread | None = None
+
+    def submit(self, job: BatchJob) -> Iterator[Event]:
+        """The run's events, as `Engine.run` yields them; raises its error (an InputError) at its end."""
+        with self._cond:
+            if len(self._waiting) >= self.max_waiting:
+                n = len(self._waiting)
+                raise BatchQueueFull(f"{n} run{' is' if n == 1 else 's are'} already waiting for the model; "
+                                     "try again in a moment")
+            ticket = _Ticket(queue.Queue(), threading.Event())
+            i, self._next = self._next, self._next + 1
+            self._tickets[i] = ticket
+            self._waiting.append((i, job))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="onegen-batch-service", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        return self._stream(ticket)
+
+    @staticmethod
+    def _stream(ticket: _Ticket) -> Iterator[Event]:
+        try:
+            while True:
+                item = ticket.events.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            ticket.cancel.set()
+
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._waiting)
+
+    def _take(self, block: bool) -> tuple[int, BatchJob] | None:
+        with self._cond:
+            while block and not self._waiting:
+                self._cond.wait()
+            return self._waiting.popleft() if self._waiting else None
+
+    def _on_event(self, i: int, ev: Event) -> None:
+        ticket = self._tickets[i]
+        if ticket.cancel.is_set():  # its reader left: end the run here
+            raise _Cancelled()
+        ticket.events.put(ev)
+
+    def _loop(self) -> None:
+        for r in self.engine._schedule(self._take, self._on_event):
+            ticket = self._tickets.pop(r.index)
+            if r.error is not None:
+                ticket.events.put(r.error)
+            ticket.events.put(_END)
 
 
 # -- agreement with batch 1 ------------------------------------------------------------------------

@@ -251,3 +251,50 @@ def test_batch_benchmark_counts_identical_outputs(models, monkeypatch):
     assert all(row["examples_per_s"] > 0 for row in r["rows"])
     body = report_body({"rounds": 1, "tasks": {"entity-linking": r}}, lm)
     assert "| entity-linking | 2 |" in body and "identical to batch 1" in body
+
+
+# -- concurrent callers ------------------------------------------------------------------------------
+
+def test_concurrent_submits_each_stream_their_own_run(models):
+    from onegen.batch import BatchService
+    from onegen.engine import DoneEvent, RetrievalEvent, TokenEvent
+
+    lm = models["multi-hop"]
+    service = BatchService(BatchEngine(lm, batch_size=3), max_waiting=8)
+    jobs = [BatchJob("multi-hop", f"Where was director {i} born?", candidates=PARAGRAPHS, chooser=chooser(lm, ids))
+            for i, ids in enumerate(multi_hop_scripts(lm))]
+    streams: dict[int, list] = {}
+
+    def visitor(i):
+        streams[i] = list(service.submit(jobs[i]))
+
+    threads = [threading.Thread(target=visitor, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for i, job in enumerate(jobs):
+        events = streams[i]
+        assert isinstance(events[-1], DoneEvent) and sum(isinstance(e, DoneEvent) for e in events) == 1
+        trace = events[-1].trace
+        assert trace.input == job.text  # its own run, no cross-talk
+        assert [e.token for e in events if isinstance(e, TokenEvent)] == trace.tokens
+        assert [e.retrieval for e in events if isinstance(e, RetrievalEvent)] == trace.retrievals
+        assert trace_signature(trace) == trace_signature(single(models, job))
+
+
+def test_the_service_bounds_waiting_runs_and_ends_a_left_stream(models):
+    from onegen.batch import BatchQueueFull, BatchService
+
+    lm = models["multi-hop"]
+    service = BatchService(BatchEngine(lm, batch_size=1), max_waiting=1)
+    long = multi_hop_answering(lm, "a city whose name is rather long " * 3)
+    first = service.submit(BatchJob("multi-hop", "Where?", candidates=PARAGRAPHS, chooser=chooser(lm, long)))
+    next(first)  # running: its slot is taken
+    second = service.submit(BatchJob("multi-hop", "Who?", candidates=PARAGRAPHS, chooser=chooser(lm, long)))
+    with pytest.raises(BatchQueueFull, match="1 run is already waiting for the model"):
+        service.submit(BatchJob("multi-hop", "Why?", candidates=PARAGRAPHS))
+    first.close()  # the visitor left: the run ends and the waiting one gets the slot
+    events = list(second)
+    assert events[-1].trace.input == "Who?"
+    assert service.waiting() == 0
