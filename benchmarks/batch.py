@@ -81,6 +81,7 @@ def bench_task(lm, task: str, texts: list[str], sizes: list[int], rounds: int, r
     from onegen.batch import compare
     from benchmarks.report import cpu_ticks, steal_percent
 
+    run_size(lm, task, texts[:1], retriever, 1)  # untimed: the process's first run of the task warms up
     ticks = cpu_ticks()
     seconds: dict[int, list[float]] = {s: [] for s in sizes}
     peak: dict[int, int] = {s: 0 for s in sizes}
