@@ -44,7 +44,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--share", action="store_true", help="open a public gradio.live link (off by default)")
     p.add_argument("--no-preload", dest="preload", action="store_false",
                    help="load the model on the first run instead of in the background at start-up")
+    p.add_argument("--batch-runs", type=int, default=0, metavar="N",
+                   help="decode up to N visitors' runs together in one batch (docs/batching.md); default: one at a time")
     args = p.parse_args(argv)
+    if args.batch_runs < 0:
+        p.error("--batch-runs must be 0 or more")
     indexes = {t: getattr(args, "index_" + t.replace("-", "_")) for t in TASK_NAMES}
     for item in args.index:
         name, sep, folder = item.partition("=")
@@ -53,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         indexes[name] = folder
     args.config = AppConfig(model=args.model, indexes={t: d for t, d in indexes.items() if d},
                             examples_dir=Path(args.examples), device=args.device,
-                            max_input_chars=args.max_input_chars)
+                            max_input_chars=args.max_input_chars, batch_runs=args.batch_runs)
     return args
 
 

@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, str] = {
     "train": "benchmarks.train",
     "real-data": "benchmarks.real_data",
     "why": "benchmarks.why",
+    "batch": "benchmarks.batch",
 }
 
 

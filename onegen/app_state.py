@@ -48,6 +48,7 @@ MAX_TOP_K = 20
 MAX_DATASET_EXAMPLES = 500  # examples per run of the error browser; the CLI has no limit
 WARM_UP_TOKENS = 16  # per task, in the preload's throw-away runs
 RUNS_PER_VISITOR = 1  # runs one browser tab or API client may have going at once
+BATCH_WAITING = 16  # visitors' runs that may wait for a slot of the shared batch (AppConfig.batch_runs)
 EXAMPLES_DIR = registry.ASSETS / "examples"
 KNOWN_FAILURES_FILE = "known-failures.json"  # beside the examples: id -> why the shipped model fails it
 RESULTS_DIR = registry.ASSETS / "results"  # finished result files of the held-out world
@@ -185,6 +186,9 @@ class AppConfig:
     # Run tab and offered when a run finds no confident match. None: the held-out world for the
     # embedded default searching its own indexes, nothing for any other model or index.
     world_dir: Path | None = None
+    # Visitors' runs decoded together: up to this many in one batch (onegen/batch.py), at most
+    # BATCH_WAITING more waiting for a slot. 0 or 1: one run at a time.
+    batch_runs: int = 0
 
     def model_name(self) -> str:
         return self.model or os.environ.get("ONEGEN_MODEL") or registry.DEFAULT_EMBEDDED
@@ -227,6 +231,8 @@ class AppState:
         # Forward passes run one step at a time across visitors (the queue also limits runs to one).
         self.run_lock = threading.Lock()
         self.runs = RunGuard()
+        self._batch = None  # the shared decode loop of visitors' runs, made at the first run
+        self._batch_lock = threading.Lock()
 
     # -- the model ----------------------------------------------------------------------------------
     @property
@@ -489,6 +495,7 @@ class AppState:
         resumes (finished examples are skipped). The app's one call of `evaluate`, and the one
         place that reads its report."""
         from .datasets import DatasetFormatError, load_dataset
+        from .batch import default_batch_size
         from .evaluation import DataSource, EvaluationError, EvaluationSettings, evaluate
 
         if task is not None and task not in TASK_NAMES:
@@ -522,9 +529,11 @@ class AppState:
         examples, source = DataSource.select(data_set, limit=int(limit))
         try:
             with self.run_lock:
+                # Examples decode together (onegen/batch.py), as many as the free memory holds.
                 report = evaluate(self.engine(task, lm), task, examples,
                                   EvaluationSettings(candidates=mode, top_k=int(top_k)), index=index,
-                                  out=out, progress=False, on_progress=on_progress, source=source)
+                                  out=out, progress=False, on_progress=on_progress, source=source,
+                                  batch_size=min(len(examples), default_batch_size(lm)))
         except EvaluationError as e:
             raise AppError(f"The evaluation stopped: {e}") from e
         results = ResultSet(path=out, task=report.task, run=report.records[0].line["onegen"]["run"],
@@ -570,6 +579,9 @@ class AppState:
                            f"protocol's tokens. It supports: {', '.join(lm.tasks) or 'no task'}.")
         retriever = self.retriever(task, lm)
         settings = RunSettings(top_k=k, copy_input=bool(copy_input))
+        if self.config.batch_runs > 1:
+            yield from self._batched_stream(task, text, lm, retriever, settings)
+            return
         events = self.engine(task, lm).run(task, text, retriever=retriever, settings=settings)
         while True:
             with self.run_lock:
@@ -580,6 +592,25 @@ class AppState:
                 except InputError as e:
                     raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
             yield ev
+
+    def _batched_stream(self, task: str, text: str, lm: LoadedModel, retriever, settings: RunSettings) -> Iterator[Event]:
+        """The run as one of the shared batch's: its own events, decoded beside other visitors' runs."""
+        from .batch import BatchEngine, BatchJob, BatchQueueFull, BatchService
+
+        with self._batch_lock:
+            if self._batch is None:
+                self._batch = BatchService(BatchEngine(lm, batch_size=self.config.batch_runs), max_waiting=BATCH_WAITING)
+        try:
+            events = self._batch.submit(BatchJob(task, text, retriever=retriever, settings=settings,
+                                                 chooser=self.chooser(lm, task)))
+        except BatchQueueFull as e:
+            raise AppError(f"The model is busy: {e}.") from e
+        try:
+            yield from events
+        except InputError as e:
+            raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
+        finally:
+            events.close()  # a page that left ends its run in the batch
 
     def stopped_trace(self, live: Trace, seconds: float) -> Trace:
         """A run stopped before its end, as far as it got: its tokens and retrievals, its prompt and

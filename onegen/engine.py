@@ -117,12 +117,20 @@ class IndexRetriever:
         self.calibration = index.calibration
 
     def search(self, vector: torch.Tensor, k: int) -> list[Hit]:
-        hits = []
-        for rank, h in enumerate(self.index.search(vector.float().cpu(), k)[0]):
-            doc = self.index.documents[h.doc]
-            hits.append(Hit(rank=rank, id=doc.id, title=doc.title, score=round(h.score, 6), text=doc.text,
-                            fragment=h.fragment))
-        return hits
+        return self.search_many([vector], k)[0]
+
+    def search_many(self, vectors: Sequence[torch.Tensor], k: int) -> list[list[Hit]]:
+        """Top-k hits per vector, the vectors searched as one matrix (a batch's retrievals of a step)."""
+        q = torch.stack([v.float().cpu().reshape(-1) for v in vectors])
+        out = []
+        for row in self.index.search(q, k):
+            hits = []
+            for rank, h in enumerate(row):
+                doc = self.index.documents[h.doc]
+                hits.append(Hit(rank=rank, id=doc.id, title=doc.title, score=round(h.score, 6), text=doc.text,
+                                fragment=h.fragment))
+            out.append(hits)
+        return out
 
     def describe(self) -> dict:
         m = self.index.manifest
@@ -216,10 +224,11 @@ class DecodeState:
     """One sequence on one KV cache. `feed` forwards only new ids and returns their final-norm
     hidden states; nothing ever re-forwards the history."""
 
-    def __init__(self, lm: LoadedModel, cost: Cost, draft_tokens: int = 0, fused: bool = True):
+    def __init__(self, lm: LoadedModel, cost: Cost, draft_tokens: int = 0, fused: bool = True, decoder=None):
         self.lm = lm
         self.cost = cost
-        self.decoder = make_decoder(lm, fused)
+        # A batched run passes its own decoder (onegen/batch.py): same interface, forwards shared.
+        self.decoder = decoder if decoder is not None else make_decoder(lm, fused)
         self.ids: list[int] = []
         self._sync = lm.device.type == "cuda"
         truncatable = getattr(self.decoder, "truncatable", True)
@@ -227,6 +236,9 @@ class DecodeState:
 
     @property
     def decoder_name(self) -> str:
+        named = getattr(self.decoder, "name", None)
+        if named:
+            return named
         return "fused-llama" if isinstance(self.decoder, FusedLlamaDecoder) else "transformers"
 
     def feed(self, ids: Sequence[int], phase: Phase) -> torch.Tensor:
@@ -413,6 +425,10 @@ class Engine:
         if fusable(lm.model, lm.device) is None:
             fused_weights(lm.model)  # once, here, rather than inside the first answer's timing
 
+    def make_decoder(self, fused: bool = True):
+        """A new sequence's decoder; the batched engine (onegen/batch.py) hands out slots of its batch."""
+        return make_decoder(self.lm, fused)
+
     # Public entry points ---------------------------------------------------------------------------
     def run(self, task: str, text: str, *, retriever: Retriever | None = None,
             candidates: Sequence[Document] | None = None, settings: RunSettings | None = None) -> Iterator[Event]:
@@ -518,7 +534,7 @@ class _Run:
             raise InputError(f"the input is too long: its prompt has {len(self.prompt_ids):,} tokens and "
                              f"{self.lm.name} reads at most {ctx:,}")
         drafts = settings.draft_tokens if settings.sampling is None else 0
-        self.state = DecodeState(self.lm, cost, draft_tokens=drafts, fused=settings.fused_decoder)
+        self.state = DecodeState(self.lm, cost, draft_tokens=drafts, decoder=engine.make_decoder(settings.fused_decoder))
         self.forcing = forcing_rules(proto)
         # Tokens that steer the loop (retrieval, forcing, end) are never drafted: each gets its own step.
         self.undraftable = frozenset({proto.query_id, proto.eos_id, *(r.token for r in self.forcing)})

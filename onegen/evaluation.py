@@ -45,7 +45,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from .documents import Document
 from .error_analysis import ErrorCategory, categorize
@@ -411,7 +411,7 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
              settings: EvaluationSettings | None = None, *, index: VectorIndex | str | Path | None = None,
              out: str | Path | None = None, progress: bool = True, retry_errors: bool = False,
              on_progress: Callable[[int, int], None] | None = None,
-             source: DataSource | None = None) -> EvaluationReport:
+             source: DataSource | None = None, batch_size: int = 1) -> EvaluationReport:
     """Run `examples` (from `onegen.datasets.load_dataset`) through the engine and score them.
 
     `engine_or_model`: an Engine, a LoadedModel, or a model name/folder (None: the default).
@@ -421,7 +421,8 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
     `retry_errors`: redo examples whose line holds an error instead of keeping them.
     `on_progress(done, total)` is called before the first example and after each one (done
     counts examples already in `out`). `source`: where `examples` were read (`DataSource.select`),
-    recorded in the result lines.
+    recorded in the result lines. `batch_size` > 1: that many examples decode together
+    (onegen/batch.py); lines are written as examples end and put back in data order at the end.
     """
     from .engine import RunSettings
 
@@ -498,10 +499,14 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(result_file) if result_file is not None else None
         bar = stack.enter_context(_bar(progress, len(todo), task))
-        for key, ex in todo:
-            rec = _run_one(engine, the_task, key, ex, mode=mode, index=idx, settings=settings,
-                           run_settings=run_settings, title_counts=title_counts, query_id=query_id,
-                           run_info=run_info, position=positions.get(key))
+        common = dict(mode=mode, index=idx, settings=settings, run_settings=run_settings, title_counts=title_counts,
+                      query_id=query_id, run_info=run_info)
+        runs = (_run_batched(engine, the_task, todo, batch_size, positions, **common) if batch_size > 1 else
+                (_run_one(engine, the_task, key, ex, position=positions.get(key), **common) for key, ex in todo))
+        # Closed on the way out (a stop raised by on_progress): runs still in the batch are unwound.
+        stack.enter_context(contextlib.closing(runs))
+        for rec in runs:
+            key = rec.key
             new[key] = rec
             if writer is not None:
                 writer.append(rec.line)
@@ -530,32 +535,71 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
                             out=result_file.path if result_file is not None else None, index_coverage=coverage)
 
 
+def _documents_of(engine: Engine, task: Task, key: str, ex: Example, *, mode: str, index: VectorIndex | None,
+                  settings: EvaluationSettings, run_info: dict[str, Any]) -> tuple[Any, Sequence[Document] | None]:
+    """An example's retriever or candidate documents (one of them None)."""
+    from .baselines import retriever_for
+
+    random_seed = f"{settings.seed}:{key}"
+    if mode == "index":
+        # The pipeline searches its own retriever's vectors of the same documents.
+        return (RandomRetriever(index, seed=random_seed, label=f"random from {run_info['index']}")
+                if settings.control else retriever_for(engine, task.name, index=index)), None
+    docs = task.context_documents(ex)
+    if settings.control and docs:
+        return RandomRetriever(docs, seed=random_seed, label="random from candidates"), None
+    return None, docs
+
+
 def _run_one(engine: Engine, task: Task, key: str, ex: Example, *, mode: str, index: VectorIndex | None,
              settings: EvaluationSettings, run_settings: RunSettings, title_counts: Mapping[str, int] | None,
              query_id: int, run_info: dict[str, Any], position: int | None = None) -> ExampleRecord:
-    from .baselines import retriever_for
-
     text = task.example_input(ex)
     t0 = time.perf_counter()
     trace: Trace | None = None
     error: str | None = None
-    random_seed = f"{settings.seed}:{key}"
     try:
-        retriever, cands = None, None
-        if mode == "index":
-            # The pipeline searches its own retriever's vectors of the same documents.
-            retriever = (RandomRetriever(index, seed=random_seed, label=f"random from {run_info['index']}")
-                         if settings.control else retriever_for(engine, task.name, index=index))
-        else:
-            docs = task.context_documents(ex)
-            if settings.control and docs:
-                retriever = RandomRetriever(docs, seed=random_seed, label="random from candidates")
-            else:
-                cands = docs
+        retriever, cands = _documents_of(engine, task, key, ex, mode=mode, index=index, settings=settings,
+                                         run_info=run_info)
         trace = engine.run_trace(task.name, text, retriever=retriever, candidates=cands, settings=run_settings)
     except Exception as e:  # one bad example must not stop a long run; it is kept in its line
         error = f"{type(e).__name__}: {e}"
-    seconds = time.perf_counter() - t0
+    return _record(task, key, ex, trace, error, time.perf_counter() - t0, title_counts=title_counts,
+                   query_id=query_id, run_info=run_info, position=position)
+
+
+def _run_batched(engine: Engine, task: Task, todo: Sequence[tuple[str, Example]], batch_size: int,
+                 positions: Mapping[str, int], *, mode: str, index: VectorIndex | None, settings: EvaluationSettings,
+                 run_settings: RunSettings, title_counts: Mapping[str, int] | None, query_id: int,
+                 run_info: dict[str, Any]) -> Iterator[ExampleRecord]:
+    """`todo` decoded `batch_size` at a time; records in the order examples end."""
+    from .batch import BatchEngine, BatchJob
+
+    batched = BatchEngine.like(engine, batch_size)
+    jobs, examples = [], {}
+    for key, ex in todo:
+        examples[key] = ex
+        try:
+            retriever, cands = _documents_of(engine, task, key, ex, mode=mode, index=index, settings=settings,
+                                             run_info=run_info)
+        except Exception as e:  # as in _run_one: the example's line keeps the error
+            yield _record(task, key, ex, None, f"{type(e).__name__}: {e}", 0.0, title_counts=title_counts,
+                          query_id=query_id, run_info=run_info, position=positions.get(key))
+            continue
+        jobs.append(BatchJob(task.name, task.example_input(ex), retriever=retriever, candidates=cands,
+                             settings=run_settings, key=key))
+    for r in batched.run_many(jobs):
+        if r.error is not None and not isinstance(r.error, Exception):
+            raise r.error  # KeyboardInterrupt and the like end the evaluation, as at batch 1
+        error = None if r.error is None else f"{type(r.error).__name__}: {r.error}"
+        key = r.job.key
+        yield _record(task, key, examples[key], r.trace, error, r.seconds, title_counts=title_counts,
+                      query_id=query_id, run_info=run_info, position=positions.get(key))
+
+
+def _record(task: Task, key: str, ex: Example, trace: Trace | None, error: str | None, seconds: float, *,
+            title_counts: Mapping[str, int] | None, query_id: int, run_info: dict[str, Any],
+            position: int | None) -> ExampleRecord:
     scores = task.score_example(ex, trace, title_counts)
     categories = categorize(task.name, ex, trace, error)
     line = task.result_line(ex, trace, query_id)

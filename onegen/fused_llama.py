@@ -177,3 +177,50 @@ def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
+
+
+@torch.inference_mode()
+def forward_packed(decoders: Sequence[FusedLlamaDecoder], ids: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    """Several sequences' new ids in one pass over the weights: every projection and MLP runs once
+    over all their tokens packed into one matrix (no padding), and each sequence attends only to its
+    own cache at its own positions. Returns each sequence's final-norm hidden states, as its own
+    `forward` would (up to the float rounding of a matmul over more rows)."""
+    first = decoders[0]
+    spans, starts = [], []
+    for dec, new in zip(decoders, ids):
+        start, end = dec.length, dec.length + len(new)
+        if end > dec.max_positions:
+            raise ValueError(f"{end} positions exceed the model's {dec.max_positions}")
+        if end > dec.capacity:
+            dec._alloc(min(dec.max_positions, -(-2 * end // _BLOCK) * _BLOCK))
+        starts.append(start)
+        spans.append(len(new))
+    flat = [t for new in ids for t in new]
+    x = F.embedding(torch.tensor(flat, dtype=torch.long), first.embed)
+    ropes = [dec._rope(s, s + n, x.dtype) for dec, s, n in zip(decoders, starts, spans)]
+    masks = [torch.ones(n, s + n, dtype=torch.bool).tril(s) if n > 1 else None for s, n in zip(starts, spans)]
+    offsets = [0]
+    for n in spans:
+        offsets.append(offsets[-1] + n)
+    q_dim, kv_dim = first.n_heads * first.head_dim, first.n_kv * first.head_dim
+    for i, (norm1, w_qkv, w_o, norm2, w_gate_up, w_down) in enumerate(first.layers):
+        qkv = norm1(x) @ w_qkv.T
+        atts = []
+        for j, dec in enumerate(decoders):
+            a, b, s, n = offsets[j], offsets[j + 1], starts[j], spans[j]
+            cos, sin = ropes[j]
+            q = _heads(qkv[a:b, :q_dim], dec.n_heads)
+            k = _heads(qkv[a:b, q_dim:q_dim + kv_dim], dec.n_kv)
+            v = _heads(qkv[a:b, q_dim + kv_dim:], dec.n_kv)
+            dec.keys[i][:, :, s:s + n] = _rotate(k, cos, sin)
+            dec.values[i][:, :, s:s + n] = v
+            att = F.scaled_dot_product_attention(_rotate(q, cos, sin), dec.keys[i][:, :, :s + n],
+                                                 dec.values[i][:, :, :s + n], attn_mask=masks[j], enable_gqa=True)
+            atts.append(att[0].transpose(0, 1).reshape(n, q_dim))
+        x = x + torch.cat(atts) @ w_o.T
+        gate, up = (norm2(x) @ w_gate_up.T).chunk(2, dim=-1)
+        x = x + (F.silu(gate) * up) @ w_down.T
+    for dec, s, n in zip(decoders, starts, spans):
+        dec.length = s + n
+    h = first.final_norm(x)
+    return [h[offsets[j]:offsets[j + 1]] for j in range(len(decoders))]

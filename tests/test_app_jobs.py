@@ -47,6 +47,8 @@ def test_a_run_reports_progress_then_resumes(app, request_for, tmp_path):
     evaluated = job.outcome()
     assert evaluated.examples == 4 and evaluated.resumed == 0 and evaluated.results.task == "multi-hop"
     assert not job.stopped
+    (out,) = (tmp_path / "out").glob("*.jsonl")  # the examples decoded as one batch (onegen/batch.py)
+    assert {json.loads(x)["trace"]["settings"]["decoder"] for x in out.read_text().splitlines()} == {"batched-fused-llama"}
     again = DatasetRun(app, request_for(), tmp_path / "out").start()
     assert [p.done for p in again.progress()] == [4]
     assert again.outcome().resumed == 4
@@ -215,3 +217,34 @@ def test_reservations_expire(monkeypatch):
     now[0] += RunGuard.RESERVATION_TTL_S + 1
     guard.reserve("tab-b")  # a reservation prunes the expired ones
     assert old not in guard._owner and len(guard._waiting) == 1
+
+
+def test_concurrent_runs_share_a_batch_and_each_gets_its_own_trace(world):
+    """With the batch worker on, visitors' runs decode together; each gets the trace it would get
+    alone (no cross-talk)."""
+    import threading
+
+    from onegen.app_state import AppError, AppState
+    from onegen.batch import trace_signature
+
+    batched = AppState(config_for(world, batch_runs=4), chooser_for=scripted_choices)
+    alone = AppState(config_for(world), chooser_for=scripted_choices)
+    asks = [("multi-hop", f"Where was the director of Film {c} born?") for c in "ABC"] + \
+           [("entity-linking", "Paris and Rome."), ("entity-linking", "Rome, then Paris."), ("single-hop", "Who?")]
+    traces: dict[int, object] = {}
+
+    def visitor(i):
+        traces[i] = batched.run_trace(*asks[i])
+
+    threads = [threading.Thread(target=visitor, args=(i,)) for i in range(len(asks))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+    for i, (task, text) in enumerate(asks):
+        trace = traces[i]
+        assert trace.task == task and trace.input == text
+        assert trace.settings["decoder"] == "batched-fused-llama"
+        assert trace_signature(trace) == trace_signature(alone.run_trace(task, text))
+    with pytest.raises(AppError, match="The input is empty"):  # the app's own input checks still come first
+        next(batched.stream("multi-hop", "  "))

@@ -35,6 +35,9 @@ def add_arguments(p) -> None:
                         "than one with N threads (docs/embedded-models.md); concatenate their --out files and rerun on the whole file "
                         "without --shard to score the selection (every line is resumed; the file is put back in data order)")
     p.add_argument("--out", help="result jsonl (resumed when it exists)")
+    p.add_argument("--batch-size", type=int,
+                   help="examples decoded together, one forward call a step for all (docs/batching.md); default: "
+                        "as many as the free memory holds, at most 32 (printed); 1 decodes one at a time")
     p.add_argument("--top-k", type=int, default=5, help="hits kept per retrieval (default 5)")
     p.add_argument("--control", choices=("random-paragraph",),
                    help="replace every retrieval by random documents from the same pool")
@@ -111,8 +114,18 @@ def main(args) -> int:
         return _fail(str(e))
     evaluation = EvaluationSettings(candidates=args.candidates or task.default_candidates, control=args.control,
                                     top_k=args.top_k, seed=args.seed, run=settings)
+    from ..batch import BatchMemoryError, check_memory, default_batch_size
+
+    batch_size = args.batch_size if args.batch_size is not None else default_batch_size(lm)
+    try:
+        check_memory(lm, min(batch_size, len(examples)))
+    except BatchMemoryError as e:
+        return _fail(str(e))
+    if args.batch_size is None:
+        print(f"batch size {batch_size} (from {lm.name} and the free memory; set it with --batch-size)",
+              file=sys.stderr)
     report = evaluate(engine, args.task, examples, evaluation, index=args.index, out=args.out,
-                      progress=not args.quiet, retry_errors=args.retry_errors, source=source)
+                      progress=not args.quiet, retry_errors=args.retry_errors, source=source, batch_size=batch_size)
     metrics = {"data": str(args.data), **report.metrics.to_dict()}
     if report.out is not None:
         metrics["out"] = str(report.out)

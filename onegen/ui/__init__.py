@@ -60,7 +60,9 @@ def build_demo(app: AppState) -> gr.Blocks:
     # Bounded: past MAX_QUEUED waiting requests gradio refuses new ones ("the queue is full")
     # rather than letting the wait grow without end; each visitor also has one run at a time
     # (AppState.runs), refused with a message.
-    demo.queue(default_concurrency_limit=1, max_size=MAX_QUEUED)
+    # With a shared batch (AppConfig.batch_runs), that many runs go at once: the batch decodes them
+    # together, and every other model call still takes the app's run lock.
+    demo.queue(default_concurrency_limit=max(1, app.config.batch_runs), max_size=MAX_QUEUED)
     return demo
 
 
