@@ -1,0 +1,152 @@
+"""ImpRAG's layer-split forward (onegen/imprag.py) on random tiny Llamas with 1-3 key-value heads."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from onegen.imprag import ImpragError, LayerSplit, SplitForward
+
+N_LAYERS = 6
+
+
+def tiny_llama(kv_heads: int, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=48, intermediate_size=64, num_hidden_layers=N_LAYERS,
+                      num_attention_heads=6, num_key_value_heads=kv_heads, max_position_embeddings=128,
+                      attn_implementation="eager")
+    return LlamaForCausalLM(cfg).eval()
+
+
+def ids(*xs):
+    return torch.tensor(xs, dtype=torch.long)
+
+
+INPUT = ids(5, 17, 33, 2, 40, 8, 61)
+P1 = ids(11, 12, 13, 14)
+P2 = ids(70, 71, 72)
+P2_OTHER = ids(90, 3, 44)
+
+
+def projections(model, layer: int, input_ids: torch.Tensor):
+    """The pre-rotary query and key projections at `layer` of a plain transformers forward."""
+    seen = {}
+    attn = model.model.layers[layer].self_attn
+    hooks = [attn.q_proj.register_forward_hook(lambda m, a, out: seen.__setitem__("q", out)),
+             attn.k_proj.register_forward_hook(lambda m, a, out: seen.__setitem__("k", out))]
+    try:
+        with torch.no_grad():
+            model(input_ids.unsqueeze(0))
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen["q"][0], seen["k"][0]
+
+
+@pytest.mark.parametrize("kv_heads", [1, 2, 3])
+def test_query_and_passage_vectors_equal_a_plain_forward(kv_heads):
+    model = tiny_llama(kv_heads)
+    split = LayerSplit(bottom=2, top=4, n_layers=N_LAYERS)
+    fwd = SplitForward(model, split)
+    head_dim = 48 // 6
+    with torch.no_grad():
+        state = fwd.start(INPUT)
+        pvec = fwd.passage_vector(P1)
+    q, _ = projections(model, split.retrieval_layer, INPUT)
+    _, k = projections(model, split.retrieval_layer, P1)
+    q_last = q[-1].view(6, head_dim)
+    group = 6 // kv_heads
+    expected_q = torch.cat([q_last[g * group:(g + 1) * group].mean(0) for g in range(kv_heads)])
+    expected_k = k[-1]
+    assert state.query.shape == (kv_heads * head_dim,) == (fwd.dimension,)
+    torch.testing.assert_close(state.query, expected_q)
+    torch.testing.assert_close(pvec, expected_k)
+    # the score is the pre-rotary logit of the last input token on the last passage token, averaged over
+    # each group's heads and summed over the groups
+    logits = torch.stack([q_last[h] @ k[-1].view(kv_heads, head_dim)[h // group] for h in range(6)])
+    torch.testing.assert_close(state.query @ pvec, logits.mean() * kv_heads, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kv_heads", [1, 3])
+def test_without_passages_the_split_forward_is_the_plain_forward(kv_heads):
+    model = tiny_llama(kv_heads)
+    fwd = SplitForward(model, LayerSplit(2, 4, N_LAYERS))
+    full = torch.cat([INPUT, ids(9, 21)])
+    with torch.no_grad():
+        expected = model(full.unsqueeze(0)).logits[0]
+        state = fwd.start(INPUT)
+        got = [fwd.read(state, [])[0], fwd.step(state, ids(9))[0], fwd.step(state, ids(21))[0]]
+    torch.testing.assert_close(torch.cat(got), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_generated_token_sees_what_a_longer_input_would():
+    model = tiny_llama(2)
+    fwd = SplitForward(model, LayerSplit(2, 4, N_LAYERS))
+    with torch.no_grad():
+        state = fwd.start(INPUT)
+        fwd.read(state, [P1, P2])
+        stepped = fwd.step(state, ids(9))[0, -1]
+        longer = fwd.start(torch.cat([INPUT, ids(9)]))
+        whole = fwd.read(longer, [P1, P2])[0, -1]
+    torch.testing.assert_close(stepped, whole, rtol=1e-4, atol=1e-4)
+
+
+def test_passages_are_read_only_by_the_middle_group():
+    model = tiny_llama(2)
+    split = LayerSplit(2, 4, N_LAYERS)
+    fwd = SplitForward(model, split)
+    with torch.no_grad():
+        a, b = fwd.start(INPUT), fwd.start(INPUT)
+        la, lb = fwd.read(a, [P1, P2]), fwd.read(b, [P1, P2_OTHER])
+        fwd.step(a, ids(9))
+    # the input's bottom-group states and caches do not depend on the passages
+    torch.testing.assert_close(a.bottom_hidden, b.bottom_hidden, rtol=0, atol=0)
+    for i in split.layers("bottom"):
+        torch.testing.assert_close(a.caches[i].keys[:, :, :len(INPUT)], b.caches[i].keys, rtol=0, atol=0)
+    assert not torch.allclose(la, lb)  # the middle group did read them
+    L, P = len(INPUT), len(P1) + len(P2)
+    for i in range(N_LAYERS):
+        expected = {"bottom": L + 1, "middle": P + L + 1, "top": L + 1}[split.group(i)]
+        assert a.caches[i].length == expected, (i, split.group(i))
+    # with an empty middle group, passages change nothing at all
+    no_middle = SplitForward(model, LayerSplit(3, 3, N_LAYERS))
+    with torch.no_grad():
+        c, d = no_middle.start(INPUT), no_middle.start(INPUT)
+        torch.testing.assert_close(no_middle.read(c, [P1, P2]), no_middle.read(d, [P2_OTHER]),
+                                       rtol=1e-5, atol=1e-5)  # rotary at shifted positions: rounding only
+
+
+def test_forward_tokens_per_group_are_exact_and_reader_attention_is_per_passage_per_middle_layer():
+    model = tiny_llama(1)
+    split = LayerSplit(1, 4, N_LAYERS)
+    fwd = SplitForward(model, split)
+    with torch.no_grad():
+        state = fwd.start(INPUT)
+        assert state.cost.to_json() == {"bottom": len(INPUT), "middle": 0, "top": 0}
+        fwd.read(state, [P1, P2])
+        fwd.step(state, ids(9))
+        fwd.step(state, ids(4, 6))
+    L, P, T = len(INPUT), len(P1) + len(P2), 3
+    assert state.cost.to_json() == {"bottom": L + P + T, "middle": L + P + T, "top": L + T}
+    att = state.reader_attention()
+    assert len(att) == len(split.layers("middle")) and all(len(row) == 2 for row in att)
+    for row in att:
+        assert all(0 < x < 1 for x in row) and sum(row) < 1
+
+
+def test_bad_boundaries_and_orders_are_refused_with_a_message():
+    with pytest.raises(ImpragError, match="0 < b <= t <= N"):
+        LayerSplit(0, 2, 4)
+    with pytest.raises(ImpragError, match="0 < b <= t <= N"):
+        LayerSplit(3, 2, 4)
+    model = tiny_llama(1)
+    with pytest.raises(ImpragError, match="has 6"):
+        SplitForward(model, LayerSplit(1, 2, 4))
+    fwd = SplitForward(model, LayerSplit(2, 4, N_LAYERS))
+    state = fwd.start(INPUT)
+    with pytest.raises(ImpragError, match="before generating"):
+        fwd.step(state, ids(1))
+    with pytest.raises(ImpragError, match="empty"):
+        fwd.read(state, [ids()])
+    assert LayerSplit.from_json(LayerSplit(2, 4, 6).to_json()) == LayerSplit(2, 4, 6)
