@@ -20,8 +20,8 @@ generated tokens through all layers over the same per-layer caches.
     forward = SplitForward(model, split)
     state = forward.start(input_ids)                 # bottom group only
     scores = passage_vectors @ state.query           # retrieval
-    logits = forward.read(state, [p1_ids, p2_ids])   # passages + middle and top groups of the input
-    logits = forward.step(state, next_ids)
+    hidden = forward.read(state, [p1_ids, p2_ids])   # passages + middle and top groups of the input
+    hidden = forward.step(state, next_ids)           # final-norm hidden states; forward.logits(hidden)
 
 Everything here is plain torch over the model's own modules (no cache object of the library), so
 the trainer can back-propagate through it. Attention is computed here, not by the model's attention
@@ -231,8 +231,9 @@ class SplitForward:
     def _device(self):
         return self.model.model.embed_tokens.weight.device
 
-    def _logits(self, h: torch.Tensor) -> torch.Tensor:
-        return self.model.lm_head(self.model.model.norm(h))
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head over final-norm hidden states from `read` or `step`."""
+        return self.model.lm_head(hidden)
 
     # --- retrieval vectors -----------------------------------------------------------------
 
@@ -268,7 +269,7 @@ class SplitForward:
         """Stage two: the passages through the bottom and middle groups (each alone, one after the
         other in positions), then the input from its bottom-group states through the middle group
         (attending to the passages and itself, positions shifted past them) and the top group
-        (itself only). Returns the input's logits (1, L, vocab)."""
+        (itself only). Returns the input's final-norm hidden states (1, L, hidden)."""
         if state.read:
             raise ImpragError("this input has already read its passages")
         dev = self._device()
@@ -299,11 +300,11 @@ class SplitForward:
         state.reader_queries += state.input_length
         state.cost.add(("middle", "top"), state.input_length)
         state.read = True
-        return self._logits(h)
+        return self.model.model.norm(h)
 
     def step(self, state: SplitState, ids) -> torch.Tensor:
         """Generated tokens through all layers over the same caches (the middle group still sees
-        the passages; the top group does not). Returns their logits (1, T, vocab)."""
+        the passages; the top group does not). Returns their final-norm hidden states (1, T, hidden)."""
         if not state.read:
             raise ImpragError("read the passages (possibly none) before generating")
         h = self._embed(ids)
@@ -320,4 +321,124 @@ class SplitForward:
         state.next_position += T
         state.reader_queries += T
         state.cost.add(GROUPS, T)
-        return self._logits(h)
+        return self.model.model.norm(h)
+
+
+# -- the engine's side: one decode loop, the same Trace ----------------------------------------------
+
+def default_split(n_layers: int) -> LayerSplit:
+    """Boundaries in the proportions of a published re-implementation (layers 0-14 / 15-19 / 20-27 of a
+    28-layer model) for a model that records none of its own."""
+    bottom = max(1, round(n_layers * 15 / 28))
+    return LayerSplit(bottom, max(bottom, round(n_layers * 20 / 28)), n_layers)
+
+
+def model_split(lm) -> LayerSplit:
+    """The split a model was trained with (`lm.info["imprag"]`: {"bottom", "top"}), else the default."""
+    n = lm.model.config.num_hidden_layers
+    recorded = (lm.info or {}).get("imprag")
+    if recorded:
+        return LayerSplit(int(recorded["bottom"]), int(recorded["top"]), n)
+    return default_split(n)
+
+
+def passage_ids(lm, task: str, title: str, text: str) -> list[int]:
+    """A passage's ids as the reader reads it: the task's insertion template, delimiters included
+    (the same ids make its retrieval vector, so what is searched is what is read)."""
+    from .protocols import get_spec
+    from .tokenization import Token, template_parts
+
+    spec = get_spec(task)
+    if spec.insertion is None:
+        raise ImpragError(f"the ImpRAG mode reads passages into the middle layers; {task} inserts none")
+    open_t, body, close_t = spec.insertion
+    return lm.ptok(task).encode([Token(open_t), *template_parts(body, title=title, text=text), Token(close_t)]).ids
+
+
+class ImpragDecoder:
+    """The engine's decoder for one run in the ImpRAG mode. The prompt's forward stops after the
+    bottom group (`query` is then set); `read` continues it upward with the retrieved passages; each
+    later forward runs a generated token through all layers. Drafting is off (no truncation)."""
+
+    truncatable = False
+
+    def __init__(self, lm, split: LayerSplit):
+        self.lm = lm
+        self.forward_ = SplitForward(lm.model, split)
+        self.state: SplitState | None = None
+        self.length = 0
+
+    @property
+    def query(self) -> torch.Tensor | None:
+        return None if self.state is None else self.state.query
+
+    def forward(self, ids: Sequence[int]) -> torch.Tensor:
+        """The prompt: its bottom-group hidden states (rows, not final-norm: nothing reads logits
+        before the passages are read). Later: final-norm hidden states of generated tokens."""
+        self.length += len(ids)
+        if self.state is None:
+            self.state = self.forward_.start(list(ids))
+            return self.state.bottom_hidden[0]
+        if not self.state.read:
+            raise ImpragError("the ImpRAG mode answers single-hop questions only: it reads its passages "
+                              "once, right after the input")
+        return self.forward_.step(self.state, list(ids))[0]
+
+    def read(self, passages: Sequence[Sequence[int]]) -> torch.Tensor:
+        """The input's final-norm hidden states after the middle group read `passages`."""
+        if self.state is None:
+            raise ImpragError("the input must be forwarded before passages are read")
+        return self.forward_.read(self.state, [list(p) for p in passages])[0]
+
+    def truncate(self, length: int) -> None:
+        if length != self.length:
+            raise ImpragError("the ImpRAG decoder cannot drop tokens")
+
+    def __len__(self) -> int:
+        return self.length
+
+    def record(self, trace) -> None:
+        """Fill the trace's per-group forward tokens and the retrieval's layer record."""
+        from .trace import LayerRead
+
+        if self.state is None:
+            return
+        split = self.forward_.split
+        trace.cost.layer_groups = self.state.cost.to_json()
+        if trace.retrievals:
+            trace.retrievals[-1].layer_read = LayerRead(
+                layer=split.retrieval_layer, pooling=POOLING, dimension=self.forward_.dimension,
+                bottom=split.bottom, top=split.top, n_layers=split.n_layers,
+                reader_attention=[[round(x, 6) for x in row] for row in self.state.reader_attention()]
+                if self.state.read else [])
+
+
+class ImpragQuery:
+    """The mode's query encoder: the vector the input's own bottom-group forward left (no query text,
+    no extra tokens). It also makes the mode's decoder and its document vectors."""
+
+    name = "imprag"
+
+    def __init__(self, lm, split: LayerSplit | None = None):
+        self.split = split or model_split(lm)
+
+    def __call__(self, ctx):
+        from .engine import QueryVector
+
+        if ctx.layer_query is None:
+            raise ImpragError("no layer query: the ImpRAG mode needs its own decoder")
+        return QueryVector(ctx.layer_query, f"attention query at layer {self.split.retrieval_layer}", 0)
+
+    def make_decoder(self, lm) -> ImpragDecoder:
+        return ImpragDecoder(lm, self.split)
+
+    def encode_documents(self, lm, task: str, docs) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Passage vectors from the bottom group only: (vectors [N, dim], owners [N], tokens)."""
+        fwd = SplitForward(lm.model, self.split)
+        vectors, tokens = [], 0
+        with torch.inference_mode():
+            for d in docs:
+                ids = passage_ids(lm, task, d.title, d.text)
+                vectors.append(fwd.passage_vector(ids).float().cpu())
+                tokens += len(ids)
+        return torch.stack(vectors), torch.arange(len(vectors)), tokens

@@ -76,7 +76,8 @@ def test_without_passages_the_split_forward_is_the_plain_forward(kv_heads):
     with torch.no_grad():
         expected = model(full.unsqueeze(0)).logits[0]
         state = fwd.start(INPUT)
-        got = [fwd.read(state, [])[0], fwd.step(state, ids(9))[0], fwd.step(state, ids(21))[0]]
+        got = [fwd.logits(fwd.read(state, []))[0], fwd.logits(fwd.step(state, ids(9)))[0],
+               fwd.logits(fwd.step(state, ids(21)))[0]]
     torch.testing.assert_close(torch.cat(got), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -150,3 +151,64 @@ def test_bad_boundaries_and_orders_are_refused_with_a_message():
     with pytest.raises(ImpragError, match="empty"):
         fwd.read(state, [ids()])
     assert LayerSplit.from_json(LayerSplit(2, 4, 6).to_json()) == LayerSplit(2, 4, 6)
+
+
+# -- the mode in the engine: the same loop, the same Trace ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def single_hop(tmp_path_factory):
+    from tiny import load_tiny
+
+    return load_tiny("single-hop", tmp_path_factory.mktemp("imprag"), layers=4)
+
+
+def test_the_imprag_mode_runs_single_hop_over_the_same_loop_and_trace(single_hop):
+    from onegen.engine import RunSettings
+    from onegen.imprag import ImpragQuery, passage_ids
+    from onegen.modes import get_mode
+    from onegen.trace import Trace
+    from tiny import PASSAGES
+
+    engine = get_mode("imprag").make_engine(single_hop)
+    assert isinstance(engine.query_encoder, ImpragQuery)
+    split = engine.query_encoder.split
+    trace = engine.run_trace("single-hop", "Where was Ivo Brandel born?", candidates=PASSAGES,
+                             settings=RunSettings(top_k=2, max_new_tokens=4))
+    assert trace.mode == "imprag" and len(trace.retrievals) == 1
+    r = trace.retrievals[0]
+    assert len(r.hits) == 2 and r.query_source == f"attention query at layer {split.retrieval_layer}"
+    # the hits' scores are those of the bottom-group vectors (cosine: the index keeps unit vectors)
+    fwd = SplitForward(single_hop.model, split)
+    with torch.no_grad():
+        q = fwd.start(trace.prompt_ids).query
+        docs = {d.id: d for d in PASSAGES}
+        for h in r.hits:
+            p = fwd.passage_vector(passage_ids(single_hop, "single-hop", docs[h.id].title, docs[h.id].text))
+            assert h.score == pytest.approx(float(torch.nn.functional.cosine_similarity(q, p, dim=0)), abs=1e-4)
+    lr = r.layer_read
+    assert (lr.layer, lr.bottom, lr.top, lr.n_layers) == (split.bottom - 1, split.bottom, split.top, 4)
+    assert lr.dimension == q.numel() and "key-value group" in lr.pooling
+    assert len(lr.reader_attention) == split.top - split.bottom and all(len(row) == 2 for row in lr.reader_attention)
+    # passages never enter the sequence: no inserted tokens in the trace, every token generated
+    assert all(t.kind != "inserted" for t in trace.tokens)
+    ft = trace.cost.forward_tokens
+    L, P, T = len(trace.prompt_ids), r.inserted_tokens, ft["generated"]
+    assert ft["prompt"] == L and ft["inserted"] == P and ft["query_reencoding"] == 0
+    assert trace.cost.layer_groups == {"bottom": L + P + T, "middle": L + P + T, "top": L + T}
+    again = Trace.from_json(trace.to_json())
+    assert again.retrievals[0].layer_read == lr and again.cost.layer_groups == trace.cost.layer_groups
+
+
+def test_other_modes_keep_their_trace_unchanged_and_imprag_refuses_other_tasks(single_hop, tmp_path):
+    from onegen.engine import RunSettings
+    from onegen.modes import get_mode
+    from tiny import PASSAGES, load_tiny
+
+    trace = get_mode("onegen").make_engine(single_hop).run_trace(
+        "single-hop", "Where was Ivo Brandel born?", candidates=PASSAGES, settings=RunSettings(max_new_tokens=2))
+    d = trace.to_dict()
+    assert "layer_groups" not in d["cost"] and all("layer_read" not in r for r in d["retrievals"])
+    multi = load_tiny("multi-hop", tmp_path, layers=2)
+    with pytest.raises(ImpragError, match="single-hop questions only"):
+        get_mode("imprag").make_engine(multi).run_trace("multi-hop", "Where was the director of Film A born?",
+                                                        candidates=PASSAGES, settings=RunSettings(max_new_tokens=3))
