@@ -433,12 +433,35 @@ class ImpragQuery:
         return ImpragDecoder(lm, self.split)
 
     def encode_documents(self, lm, task: str, docs) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Passage vectors from the bottom group only: (vectors [N, dim], owners [N], tokens)."""
-        fwd = SplitForward(lm.model, self.split)
+        return PassageEncoder(lm, self.split)(lm, task, docs)
+
+
+class PassageEncoder:
+    """Passage vectors from the bottom group only, in the shape of `onegen.encode.encode_documents`
+    (the index builder's `encode`): (vectors [N, dim], owners [N], tokens forwarded). `layer_split`
+    is what an index built with it records, and what loading it for a run checks."""
+
+    def __init__(self, lm, split: LayerSplit | None = None):
+        self.split = split or model_split(lm)
+        self.forward_ = SplitForward(lm.model, self.split)
+        self.dimension = self.forward_.dimension
+
+    @property
+    def layer_split(self) -> dict:
+        return index_layer_split(self.split)
+
+    def __call__(self, lm, task: str, docs, **_options) -> tuple[torch.Tensor, torch.Tensor, int]:
         vectors, tokens = [], 0
         with torch.inference_mode():
             for d in docs:
                 ids = passage_ids(lm, task, d.title, d.text)
-                vectors.append(fwd.passage_vector(ids).float().cpu())
+                vectors.append(self.forward_.passage_vector(ids).float().cpu())
                 tokens += len(ids)
+        if not vectors:
+            return torch.zeros(0, self.dimension), torch.zeros(0, dtype=torch.long), 0
         return torch.stack(vectors), torch.arange(len(vectors)), tokens
+
+
+def index_layer_split(split: LayerSplit) -> dict:
+    """What an ImpRAG index's manifest records of the layer groups its vectors came from."""
+    return {"mode": "imprag", **split.to_json(), "layer": split.retrieval_layer, "pooling": POOLING}

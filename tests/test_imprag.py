@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from onegen.imprag import POOLING as POOLING_TEXT
 from onegen.imprag import ImpragError, LayerSplit, SplitForward
 
 N_LAYERS = 6
@@ -212,3 +213,45 @@ def test_other_modes_keep_their_trace_unchanged_and_imprag_refuses_other_tasks(s
     with pytest.raises(ImpragError, match="single-hop questions only"):
         get_mode("imprag").make_engine(multi).run_trace("multi-hop", "Where was the director of Film A born?",
                                                         candidates=PASSAGES, settings=RunSettings(max_new_tokens=3))
+
+
+# -- an index of bottom-group passage vectors -----------------------------------------------------------
+
+def test_an_index_records_its_layer_groups_and_is_refused_at_other_boundaries_or_weights(tmp_path):
+    from pathlib import Path
+
+    from index_builder.__main__ import main
+    from onegen.engine import IndexRetriever, RunSettings
+    from onegen.imprag import PassageEncoder, index_layer_split
+    from onegen.index import IndexLoadError, VectorIndex, normalize
+    from onegen.modes import get_mode
+    from tiny import build_tiny_model, load_tiny
+
+    world = Path(__file__).resolve().parents[1] / "assets" / "world" / "heldout"
+    folder = build_tiny_model("single-hop", tmp_path / "m", layers=4)
+    out = tmp_path / "idx"
+    args = ["world", str(world), "--task", "single-hop", "--model", str(folder), "--quiet", "--limit", "5"]
+    assert main([*args, "--out", str(out), "--imprag-layers", "2,3"]) == 0
+    assert main([*args, "--out", str(tmp_path / "bad"), "--imprag-layers", "3,2"]) == 2
+    lm = load_tiny("single-hop", tmp_path / "m", layers=4)
+    split = LayerSplit(2, 3, 4)
+    index = VectorIndex.load(out, protocol="single-hop", model_fingerprint=lm.fingerprint,
+                             layer_split=index_layer_split(split))
+    m = index.manifest
+    assert m.layer_split == {"mode": "imprag", "bottom": 2, "top": 3, "n_layers": 4, "layer": 1,
+                             "pooling": POOLING_TEXT} and m.model_fingerprint == lm.fingerprint
+    encoder = PassageEncoder(lm, split)
+    expected, _, _ = encoder(lm, "single-hop", [index.documents[i] for i in range(len(index))])
+    assert m.dim == encoder.dimension
+    torch.testing.assert_close(index.vectors, normalize(expected))
+    for other in (index_layer_split(LayerSplit(1, 3, 4)), index_layer_split(LayerSplit(2, 4, 4)), None):
+        with pytest.raises(IndexLoadError, match="layer groups b=2, t=3"):
+            VectorIndex.load(out, protocol="single-hop", model_fingerprint=lm.fingerprint, layer_split=other)
+    with pytest.raises(IndexLoadError, match="fingerprint"):
+        VectorIndex.load(out, protocol="single-hop", model_fingerprint="0" * 32, layer_split=index_layer_split(split))
+    # the mode searches it: the model's own split here is (2, 3)
+    engine = get_mode("imprag").make_engine(lm)
+    assert engine.query_encoder.split == split
+    trace = engine.run_trace("single-hop", index.documents[0].title + "?", retriever=IndexRetriever(index),
+                             settings=RunSettings(top_k=3, max_new_tokens=2))
+    assert len(trace.retrievals[0].hits) == 3 and trace.index["vectors"] == 5
