@@ -421,6 +421,12 @@ class ImpragQuery:
 
     def __init__(self, lm, split: LayerSplit | None = None):
         self.split = split or model_split(lm)
+        cfg = lm.model.config
+        heads = cfg.num_attention_heads
+        # what an index searched by this mode must hold (checked when it loads)
+        self.dimension = (getattr(cfg, "num_key_value_heads", None) or heads) * \
+            (getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
+        self.layer_split = index_layer_split(self.split)
 
     def __call__(self, ctx):
         from .engine import QueryVector

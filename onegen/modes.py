@@ -67,6 +67,15 @@ class Mode:
     # beside the input, so it has no retrieval token to write while decoding).
     every_task: bool = True
 
+    def check_task(self, task: str) -> None:
+        """Refuse, with a message, a task this mode cannot run (before any model loads)."""
+        from .protocols import get_spec
+
+        spec = get_spec(task)
+        if not self.every_task and (spec.query_from != "prompt" or spec.insertion is None):
+            raise ModeError(f"the {self.name} mode answers questions that retrieve once from their input and read "
+                            f"passages; {task} retrieves while it decodes")
+
     @property
     def short_label(self) -> str:
         """The label without its explanation in brackets ("two-pass"), for table columns."""

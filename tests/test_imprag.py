@@ -255,3 +255,31 @@ def test_an_index_records_its_layer_groups_and_is_refused_at_other_boundaries_or
     trace = engine.run_trace("single-hop", index.documents[0].title + "?", retriever=IndexRetriever(index),
                              settings=RunSettings(top_k=3, max_new_tokens=2))
     assert len(trace.retrievals[0].hits) == 3 and trace.index["vectors"] == 5
+
+
+def test_the_cli_runs_the_mode_on_its_own_index_and_refuses_other_tasks(tmp_path, capsys):
+    from pathlib import Path
+
+    from index_builder.__main__ import main as build
+    from onegen.__main__ import main as cli
+    from onegen.trace import Trace
+    from tiny import build_tiny_model
+
+    world = Path(__file__).resolve().parents[1] / "assets" / "world" / "heldout"
+    folder = build_tiny_model("single-hop", tmp_path / "m", layers=4)
+    index = tmp_path / "idx"
+    assert build(["world", str(world), "--task", "single-hop", "--model", str(folder), "--quiet", "--limit", "4",
+                  "--out", str(index), "--imprag-layers"]) == 0  # the model's own split
+    capsys.readouterr()
+    base = ["run", "--task", "single-hop", "--model", str(folder), "--index", str(index), "--text", "Who is Ivo?",
+            "--max-new-tokens", "2", "--top-k", "2"]
+    assert cli([*base, "--mode", "imprag", "--json"]) == 0
+    trace = Trace.from_json(capsys.readouterr().out)
+    assert trace.mode == "imprag" and trace.cost.layer_groups["top"] == len(trace.prompt_ids) + \
+        trace.cost.forward_tokens["generated"] and len(trace.retrievals[0].layer_read.reader_attention) == 1
+    assert cli([*base, "--json"]) == 2  # OneGen's queries cannot search bottom-layer key vectors
+    assert "layer groups b=2, t=3" in capsys.readouterr().err
+    assert cli(["run", "--task", "multi-hop", "--mode", "imprag", "--model", str(folder), "--text", "Who?"]) == 2
+    assert "retrieves while it decodes" in capsys.readouterr().err
+    assert cli(["evaluate", "--task", "multi-hop", "--mode", "imprag", "--data", str(tmp_path / "x.json")]) == 2
+    assert "retrieves while it decodes" in capsys.readouterr().err
