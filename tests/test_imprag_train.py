@@ -94,3 +94,22 @@ def test_world_items_become_samples_and_the_recipe_key_is_checked(tmp_path):
     path.write_text(json.dumps({"name": "x", "base": {"path": "p"}, "imprag": {"bottom": 15, "warmup": 3}}))
     with pytest.raises(ValueError, match="imprag"):
         Recipe.load(path)
+
+
+def test_the_trainer_runs_an_imprag_recipe_and_resumes(tmp_path):
+    from onegen.train.imprag import ImpragTrainer
+    from onegen.world import export_world, generate_world
+    from test_train import micro_recipe
+
+    world = tmp_path / "world"
+    export_world(generate_world(seed=3, n_entities=150, split="train", n_el=10, n_multihop=10, n_singlehop=40), world)
+    recipe = micro_recipe(tmp_path, tasks=["single-hop"], per_step={"single-hop": 2}, steps=4, checkpoint_every=2,
+                          hard_negatives=2, imprag={"bottom": 1, "top": 2, "warmup_steps": 2})
+    t = ImpragTrainer(recipe, world, log=lambda *a: None)
+    stats = t.train(progress=False)
+    assert [s.step for s in stats] == [1, 2, 3, 4] and all(s.bpr == 0 for s in stats)
+    assert all(s.lm > 0 and s.infonce >= 0 for s in stats) and (tmp_path / "run" / "checkpoint.pt").exists()
+    again = ImpragTrainer(recipe, world, log=lambda *a: None)
+    assert again.step == 4
+    with pytest.raises(ValueError, match="single-hop only"):
+        ImpragTrainer(micro_recipe(tmp_path / "x", imprag={"bottom": 1, "top": 2}), world, log=lambda *a: None)

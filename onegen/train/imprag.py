@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..imprag import ImpragError, LayerSplit, SplitForward, SplitState, _LayerCache
+from .trainer import Trainer
 
 
 @dataclass
@@ -141,3 +142,43 @@ def world_sample(item: dict, ptok, corpus, rng: random.Random, n_neg: int) -> Im
     passages = [ptok.encode(insertion_parts("single-hop", corpus.docs[k].title, corpus.docs[k].text)).ids
                 for k in keys]
     return ImpragSample(prompt, out.ids, passages, [k == gold_key for k in keys])
+
+
+# -- the trainer ------------------------------------------------------------------------------------
+
+class ImpragTrainer(Trainer):
+    """A recipe with the `imprag` key: the same model build (new tokens, LoRA), optimizer, schedule,
+    checkpoints and log as OneGen's trainer, with the ImpRAG losses on single-hop world items.
+    In the step log, `infonce` is the retrieval loss (NCE in the warm-up, then the distillation KL),
+    `bpr` is 0 and `recall_at_1` is the share of questions whose top candidate is gold."""
+
+    def __init__(self, recipe, world_dir, *, log=print):
+        if recipe.imprag is None:
+            raise ValueError("the recipe has no imprag key")
+        if recipe.tasks != ["single-hop"]:
+            raise ValueError("an imprag recipe trains single-hop only: set \"tasks\": [\"single-hop\"]")
+        self.spec = ImpragSpec(**recipe.imprag)
+        super().__init__(recipe, world_dir, log=log)
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        n = model.config.num_hidden_layers
+        lora = recipe.lora
+        if lora is not None and lora.top_layers and n - lora.top_layers > self.spec.bottom - 1:
+            raise ValueError(f"imprag: LoRA's top {lora.top_layers} layers do not reach the retrieval layer "
+                             f"{self.spec.bottom - 1}; nothing below them learns")
+        self.forward_ = SplitForward(model, self.spec.split(n))
+
+    def batch(self, step: int):
+        """Samples for `step` (deterministic in seed and step), and the step itself (the losses
+        switch from warm-up to distillation at `warmup_steps`)."""
+        rng = random.Random(f"{self.recipe.seed}:{step}")
+        items = self.items["single-hop"]
+        n = self.recipe.per_step.get("single-hop", 1)
+        samples = [world_sample(rng.choice(items), self.ptoks["single-hop"], self.corpus, rng, self.recipe.hard_negatives)
+                   for _ in range(n)]
+        return samples, step
+
+    def forward_losses(self, samples, step):
+        losses = batch_losses(self.forward_, samples, self.spec, step)
+        tokens = sum(len(s.prompt) + len(s.answer) + sum(map(len, s.passages)) for s in samples)
+        zero = losses.lm.detach() * 0
+        return losses.total, losses.lm, zero, losses.retrieval, losses.recall_at_1, tokens
