@@ -111,5 +111,12 @@ def test_the_trainer_runs_an_imprag_recipe_and_resumes(tmp_path):
     assert all(s.lm > 0 and s.infonce >= 0 for s in stats) and (tmp_path / "run" / "checkpoint.pt").exists()
     again = ImpragTrainer(recipe, world, log=lambda *a: None)
     assert again.step == 4
+    # the exported model carries its layer groups: the mode and the index builder read them
+    from onegen.imprag import LayerSplit, model_split
+    from onegen.loading import load_model
+    from onegen.train.export import export_embedded
+
+    lm = load_model(str(export_embedded(t, tmp_path / "model")), device="cpu")
+    assert lm.info["imprag"] == {"bottom": 1, "top": 2} and model_split(lm) == LayerSplit(1, 2, 2)
     with pytest.raises(ValueError, match="single-hop only"):
         ImpragTrainer(micro_recipe(tmp_path / "x", imprag={"bottom": 1, "top": 2}), world, log=lambda *a: None)
