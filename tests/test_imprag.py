@@ -198,6 +198,11 @@ def test_the_imprag_mode_runs_single_hop_over_the_same_loop_and_trace(single_hop
     assert trace.cost.layer_groups == {"bottom": L + P + T, "middle": L + P + T, "top": L + T}
     again = Trace.from_json(trace.to_json())
     assert again.retrievals[0].layer_read == lr and again.cost.layer_groups == trace.cost.layer_groups
+    from onegen.render_text import render_trace
+
+    text = render_trace(trace)
+    assert f"query read at layer {split.bottom - 1}" in text and "Reader attention" in text
+    assert f"by layer group bottom {L + P + T}, middle {L + P + T}, top {L + T}" in text
 
 
 def test_other_modes_keep_their_trace_unchanged_and_imprag_refuses_other_tasks(single_hop, tmp_path):
