@@ -177,7 +177,7 @@ class SplitForward:
         """Layer i over hidden states h (1, T, hidden) at `positions`, attending to `cache` (keys it
         may see, extended with these tokens) and causally to itself. `block_starts` makes the
         attention block-diagonal (independent passages in one call). Returns the new hidden states
-        and the pre-rotary (query, key) of the last token, for retrieval vectors."""
+        and the pre-rotary (query, key) states, for retrieval vectors."""
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         layer = self.layers[i]
@@ -187,7 +187,7 @@ class SplitForward:
         q = attn.q_proj(x).view(1, T, self.heads, self.head_dim).transpose(1, 2)
         k = attn.k_proj(x).view(1, T, self.kv_heads, self.head_dim).transpose(1, 2)
         v = attn.v_proj(x).view(1, T, self.kv_heads, self.head_dim).transpose(1, 2)
-        raw_last = (q[0, :, -1, :], k[0, :, -1, :])
+        raw = (q[0], k[0])  # pre-rotary (heads, T, head_dim), (kv_heads, T, head_dim)
         cos, sin = self._rotary(v, positions)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         past = 0
@@ -220,7 +220,7 @@ class SplitForward:
         out = (probs @ values_r).transpose(1, 2).reshape(1, T, self.heads * self.head_dim)
         h = h + attn.o_proj(out)
         h = h + layer.mlp(layer.post_attention_layernorm(h))
-        return h, raw_last
+        return h, raw
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         ids = torch.as_tensor(ids, dtype=torch.long, device=self._device()).reshape(1, -1)
@@ -240,12 +240,23 @@ class SplitForward:
     def passage_vector(self, ids) -> torch.Tensor:
         """A passage's retrieval vector: its last token's key at the retrieval layer, the passage
         alone through the bottom group (nothing above it runs)."""
-        h = self._embed(ids)
-        positions = torch.arange(h.shape[1], device=h.device)
+        return self.passage_vectors([ids])[0]
+
+    def passage_vectors(self, passages: Sequence) -> torch.Tensor:
+        """(n, dimension): several passages in one forward, each attending to itself only (the keys
+        are read before rotary positions, so each equals `passage_vector` of that passage alone)."""
+        dev = self._device()
+        ids = [torch.as_tensor(p, dtype=torch.long, device=dev).reshape(-1) for p in passages]
+        if not ids or any(p.numel() == 0 for p in ids):
+            raise ImpragError("an empty input or passage cannot be encoded")
+        ends = torch.tensor([p.numel() for p in ids]).cumsum(0)
+        starts = [0, *ends[:-1].tolist()]
+        h = self._embed(torch.cat(ids))
+        positions = torch.arange(h.shape[1], device=dev)
         raw = None
         for i in self.split.layers("bottom"):
-            h, raw = self._layer(i, h, positions, None)
-        return pool_key(raw[1])
+            h, raw = self._layer(i, h, positions, None, block_starts=starts)
+        return torch.stack([pool_key(raw[1][:, e - 1, :]) for e in ends.tolist()])
 
     # --- the two-stage forward -------------------------------------------------------------
 
@@ -260,7 +271,7 @@ class SplitForward:
         raw = None
         for i in self.split.layers("bottom"):
             h, raw = self._layer(i, h, positions, caches[i])
-        state = SplitState(input_length=L, query=pool_query(raw[0], self.kv_heads), bottom_hidden=h,
+        state = SplitState(input_length=L, query=pool_query(raw[0][:, -1, :], self.kv_heads), bottom_hidden=h,
                            caches=caches, next_position=L)
         state.cost.add(("bottom",), L)
         return state
@@ -456,16 +467,14 @@ class PassageEncoder:
     def layer_split(self) -> dict:
         return index_layer_split(self.split)
 
-    def __call__(self, lm, task: str, docs, **_options) -> tuple[torch.Tensor, torch.Tensor, int]:
-        vectors, tokens = [], 0
-        with torch.inference_mode():
-            for d in docs:
-                ids = passage_ids(lm, task, d.title, d.text)
-                vectors.append(self.forward_.passage_vector(ids).float().cpu())
-                tokens += len(ids)
-        if not vectors:
+    def __call__(self, lm, task: str, docs, batch_size: int = 16, **_options) -> tuple[torch.Tensor, torch.Tensor, int]:
+        ids = [passage_ids(lm, task, d.title, d.text) for d in docs]
+        if not ids:
             return torch.zeros(0, self.dimension), torch.zeros(0, dtype=torch.long), 0
-        return torch.stack(vectors), torch.arange(len(vectors)), tokens
+        with torch.inference_mode():  # `batch_size` passages a forward, each attending to itself only
+            vectors = torch.cat([self.forward_.passage_vectors(ids[i:i + batch_size]).float().cpu()
+                                 for i in range(0, len(ids), max(batch_size, 1))])
+        return vectors, torch.arange(len(ids)), sum(map(len, ids))
 
 
 def index_layer_split(split: LayerSplit) -> dict:

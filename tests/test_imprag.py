@@ -63,6 +63,9 @@ def test_query_and_passage_vectors_equal_a_plain_forward(kv_heads):
     assert state.query.shape == (kv_heads * head_dim,) == (fwd.dimension,)
     torch.testing.assert_close(state.query, expected_q)
     torch.testing.assert_close(pvec, expected_k)
+    with torch.no_grad():  # several passages in one forward: each the same as alone
+        many = fwd.passage_vectors([P2, P1, P2_OTHER])
+    torch.testing.assert_close(many[1], pvec, rtol=1e-5, atol=1e-5)
     # the score is the pre-rotary logit of the last input token on the last passage token, averaged over
     # each group's heads and summed over the groups
     logits = torch.stack([q_last[h] @ k[-1].view(kv_heads, head_dim)[h // group] for h in range(6)])

@@ -93,7 +93,7 @@ def sample_losses(fwd: SplitForward, sample: ImpragSample, spec: ImpragSpec, dis
     if not any(sample.gold):
         raise ImpragError("a training question needs at least one gold passage")
     state = fwd.start(sample.prompt)
-    vectors = torch.stack([fwd.passage_vector(p) for p in sample.passages])
+    vectors = fwd.passage_vectors(sample.passages)
     scores = F.normalize(vectors, dim=-1) @ F.normalize(state.query, dim=0) / spec.temperature
     log_p = F.log_softmax(scores.float(), dim=0)
     gold = torch.tensor(sample.gold, device=scores.device)
