@@ -39,7 +39,7 @@ from typing import Any, Callable, Sequence
 from onegen.assets import assets_dir
 from onegen.errors import OneGenError
 from onegen.fsutil import atomic_write
-from onegen.modes import BASELINE_NAMES, DEFAULT_MODE, MODE_NAMES, get_mode
+from onegen.modes import BASELINE_NAMES, DEFAULT_MODE, EVERY_TASK_MODES, get_mode
 from onegen.render_compare import axis_ticks
 
 SCHEMA = "onegen-bench-single-pass/1"
@@ -73,7 +73,7 @@ class SweepConfig:
     retrievals: tuple[int, ...]  # retrievals per answer R, generated scenario
     read_lengths: tuple[int, ...]  # query tokens L, read scenario (R = 1)
     repeats: int = 3
-    modes: tuple[str, ...] = MODE_NAMES
+    modes: tuple[str, ...] = EVERY_TASK_MODES
     # Cap on generated query tokens per run (L x R) per model: decoding is one forward call per
     # token, so long cells cost minutes each; cells above the cap are listed as skipped.
     max_generated: dict[str, int] = field(default_factory=dict)
@@ -570,7 +570,7 @@ def markdown(report: dict[str, Any], image: str | None = PLOT.name) -> str:
         if not cells:
             continue
         # A mode with a separate retriever shows its retriever's tokens; the generator's are OneGen's.
-        modes = [get_mode(m) for m in MODE_NAMES]
+        modes = [get_mode(m) for m in EVERY_TASK_MODES]
         token_keys = [(m.name, "query_reencoding" if m.document_encoder.separate else "total") for m in modes]
         same_model = [m.name for m in modes if not m.document_encoder.separate]
         names = " / ".join(m.short_label for m in modes)
@@ -600,8 +600,8 @@ def markdown(report: dict[str, Any], image: str | None = PLOT.name) -> str:
                 str(c["doc_tokens"]),
                 " / ".join(_fmt(get(mode, "forward_tokens", key)) for mode, key in token_keys),
                 " / ".join(_fmt(get(mode, "extra_tokens_per_retrieval")) for mode in same_model),
-                " / ".join(_fmt(get(mode, "cpu_seconds", "median"), 3) for mode in MODE_NAMES),
-                " / ".join(_fmt(get(mode, "seconds", "median"), 3) for mode in MODE_NAMES),
+                " / ".join(_fmt(get(mode, "cpu_seconds", "median"), 3) for mode in EVERY_TASK_MODES),
+                " / ".join(_fmt(get(mode, "seconds", "median"), 3) for mode in EVERY_TASK_MODES),
                 *(speeds(b) for b in BASELINE_NAMES)]) + " |")
     if report["skipped"]:
         by_model: dict[str, list[str]] = {}

@@ -52,6 +52,9 @@ def _build_options() -> argparse.ArgumentParser:
     g.add_argument("--kind", choices=KINDS, default="flat",
                    help="flat (exact, default), hnsw (fast approximate), ivfpq or sq8 (compressed)")
     g.add_argument("--batch-size", type=int, default=16, help="documents per forward pass")
+    g.add_argument("--imprag-layers", nargs="?", const="model", metavar="B,T",
+                   help="ImpRAG mode: passage vectors from the bottom layers [0, B) (the key of each passage's "
+                        "last token at layer B-1); B,T are the layer groups' boundaries (default: the model's own)")
     g.add_argument("--shard-minutes", type=float, default=DEFAULT_SHARD_MINUTES, metavar="M",
                    help="size resumable shards to about M minutes of encoding each, timed on the first documents "
                         f"(default {DEFAULT_SHARD_MINUTES:g}): an interruption loses at most that much work")
@@ -293,17 +296,20 @@ def cmd_build(args: argparse.Namespace) -> int:
         lm = None  # nothing to encode; free the model
     else:
         assert lm is not None
-        spec = BuildSpec(task=args.task, model=lm.name, model_fingerprint=lm.fingerprint, dim=lm.hidden_size,
+        encode = layer_split_encoder(lm, getattr(args, "imprag_layers", None))
+        spec = BuildSpec(task=args.task, model=lm.name, model_fingerprint=lm.fingerprint,
+                         dim=encode.dimension if encode else lm.hidden_size,
                          source={"name": args.command, "args": source_kw}, shard_size=args.shard_size,
                          limit=args.limit, model_dtype=str(lm.dtype).replace("torch.", ""),
-                         shard_minutes=args.shard_minutes)
+                         shard_minutes=args.shard_minutes, layer_split=encode.layer_split if encode else None)
     total = operator.length_hint(source) or None
     result = run_build(
         spec, args.out, documents=lambda: iter(source),
         batches=(lambda: source.iter_batches(spec.shard_size)) if precomputed else None,
         total=total, lm=lm, model_bytes=model_bytes, settings=ann_settings(args, args.kind),
         batch_size=args.batch_size, memory_budget=budget_bytes(args.memory_budget), parallel=par,
-        restart=args.restart, keep_build=args.keep_build, recall_sample=args.recall_sample, progress=not args.quiet)
+        restart=args.restart, keep_build=args.keep_build, recall_sample=args.recall_sample, progress=not args.quiet,
+        encode=None if precomputed else encode)
     if par.mode == "accelerate":
         import torch.distributed as dist
 
@@ -312,6 +318,25 @@ def cmd_build(args: argparse.Namespace) -> int:
     if result.out is not None:
         _summary(result.out)
     return 0
+
+
+def layer_split_encoder(lm, layers: str | None):
+    """The ImpRAG passage encoder for `--imprag-layers` ("model": the model's own split, or "B,T"),
+    or None for OneGen's final hidden states."""
+    if layers is None:
+        return None
+    from onegen.imprag import ImpragError, LayerSplit, PassageEncoder
+
+    if layers == "model":
+        return PassageEncoder(lm)
+    try:
+        b, t = (int(x) for x in layers.split(","))
+    except ValueError:
+        raise BuildError(f"--imprag-layers takes two whole numbers B,T; got {layers!r}") from None
+    try:
+        return PassageEncoder(lm, LayerSplit(b, t, lm.model.config.num_hidden_layers))
+    except ImpragError as e:
+        raise BuildError(f"--imprag-layers: {e}") from None
 
 
 def _summary(path: Path) -> None:

@@ -117,6 +117,8 @@ class BuildSpec:
     model_dtype: str = "float32"
     precomputed: bool = False
     shard_minutes: float = DEFAULT_SHARD_MINUTES
+    # Vectors read at a layer split (ImpRAG), recorded in the manifest; None: final hidden states.
+    layer_split: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.task not in SPECS:
@@ -473,8 +475,9 @@ def encode_shards(folder: BuildFolder, state: BuildState, lm, *, rank: int = 0, 
 
     encode = encode or encode_documents
     spec = state.spec
-    if lm.hidden_size != spec.dim:
-        raise BuildError(f"the model makes {lm.hidden_size}-d vectors; this build is {spec.dim}-d")
+    made = getattr(encode, "dimension", None) or lm.hidden_size  # a layer-split encoder's own size
+    if made != spec.dim:
+        raise BuildError(f"the model makes {made}-d vectors; this build is {spec.dim}-d")
     mine = my_shards(state, rank, world)
     sizes = {i: int(folder.shard_info(i)["documents"]) for i in mine}
     report = EncodeReport(reused=[i for i in mine if folder.encoded(i)])
@@ -586,6 +589,7 @@ def merge(build: str | os.PathLike, out: str | os.PathLike | None = None, *, kin
         manifest = IndexManifest(protocol=spec.task, model=spec.model, model_fingerprint=spec.model_fingerprint,
                                  dim=dim, count=n, documents=state.documents,
                                  multi_vector=get_spec(spec.task).vectors_per_sentence, build=build_info, kind=s.kind,
+                                 layer_split=spec.layer_split,
                                  created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
         manifest.files = {f: {"size": (tmp / f).stat().st_size, "sha256": sha256_file(tmp / f)} for f in files}
         (tmp / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2, ensure_ascii=False))

@@ -73,6 +73,8 @@ class QueryContext:
     hidden: torch.Tensor  # final-norm hidden state at the retrieval token
     query_text: str
     query_ids: list[int]  # ids of the text that formed the query, retrieval token included
+    # A layer-split decoder's pooled attention query (ImpRAG, onegen/imprag.py); None otherwise.
+    layer_query: torch.Tensor | None = None
 
 
 @dataclass
@@ -227,7 +229,7 @@ class DecodeState:
     def __init__(self, lm: LoadedModel, cost: Cost, draft_tokens: int = 0, fused: bool = True, decoder=None):
         self.lm = lm
         self.cost = cost
-        # A batched run passes its own decoder (onegen/batch.py): same interface, forwards shared.
+        # A batched run (onegen/batch.py) or a mode with its own forward (ImpRAG) passes its decoder.
         self.decoder = decoder if decoder is not None else make_decoder(lm, fused)
         self.ids: list[int] = []
         self._sync = lm.device.type == "cuda"
@@ -239,7 +241,9 @@ class DecodeState:
         named = getattr(self.decoder, "name", None)
         if named:
             return named
-        return "fused-llama" if isinstance(self.decoder, FusedLlamaDecoder) else "transformers"
+        if isinstance(self.decoder, FusedLlamaDecoder):
+            return "fused-llama"
+        return "transformers" if isinstance(self.decoder, TransformersDecoder) else type(self.decoder).__name__
 
     def feed(self, ids: Sequence[int], phase: Phase) -> torch.Tensor:
         t0 = time.perf_counter()
@@ -251,6 +255,16 @@ class DecodeState:
         self.ids.extend(ids)
         if self.drafter is not None:
             self.drafter.extend(ids)
+        return hidden
+
+    def read(self, passages: list[list[int]]) -> torch.Tensor:
+        """A layer-split decoder reads passages beside the sequence (not into it): the input's
+        final-norm hidden states after reading; the passages' tokens count as inserted."""
+        t0 = time.perf_counter()
+        hidden = self.decoder.read(passages)
+        n = sum(len(p) for p in passages)
+        self.cost.forward_tokens["inserted"] = self.cost.forward_tokens.get("inserted", 0) + n
+        self._add_seconds("inserted", time.perf_counter() - t0)
         return hidden
 
     def drop_after(self, length: int, phase: Phase) -> None:
@@ -426,8 +440,10 @@ class Engine:
             fused_weights(lm.model)  # once, here, rather than inside the first answer's timing
 
     def make_decoder(self, fused: bool = True):
-        """A new sequence's decoder; the batched engine (onegen/batch.py) hands out slots of its batch."""
-        return make_decoder(self.lm, fused)
+        """A new sequence's decoder; the batched engine (onegen/batch.py) hands out slots of its batch,
+        and a mode with its own forward (ImpRAG) makes it through its query encoder."""
+        make = getattr(self.query_encoder, "make_decoder", None)
+        return make(self.lm) if make is not None else make_decoder(self.lm, fused)
 
     # Public entry points ---------------------------------------------------------------------------
     def run(self, task: str, text: str, *, retriever: Retriever | None = None,
@@ -469,7 +485,8 @@ class Engine:
     def candidate_retriever(self, task: str, docs: Sequence[Document], cost: Cost | None = None) -> IndexRetriever:
         """Encode a run's own candidate documents once; every hop of the run searches them."""
         t0 = time.perf_counter()
-        vectors, owners, tokens = encode_documents(self.lm, task, docs)
+        encode = getattr(self.query_encoder, "encode_documents", encode_documents)  # a mode's own vectors
+        vectors, owners, tokens = encode(self.lm, task, docs)
         if cost is not None:
             cost.document_tokens += tokens
             cost.seconds["documents"] = cost.seconds.get("documents", 0.0) + time.perf_counter() - t0
@@ -780,7 +797,8 @@ class _Run:
         query_ids = self.state.ids[self.query_start:position + 1]
         if query_text is None:
             query_text = self.task.query_text(self.ptok.decode(query_ids[:-1]))
-        qv = self.engine.query_encoder(QueryContext(self.spec.name, hidden, query_text, query_ids))
+        qv = self.engine.query_encoder(QueryContext(self.spec.name, hidden, query_text, query_ids,
+                                                    getattr(self.state.decoder, "query", None)))
         if qv.forward_tokens:
             self.cost.forward_tokens["query_reencoding"] += qv.forward_tokens
         if qv.seconds:
@@ -864,6 +882,8 @@ class _Run:
     def _insert(self, r: Retrieval) -> torch.Tensor | None:
         """Prefill the chosen document onto the cache (only its new ids are forwarded); None when it
         would not fit the context."""
+        if hasattr(self.state.decoder, "read"):
+            return self._read(r)
         open_t, body, close_t = self.spec.insertion
         hit = r.chosen_hit
         parts = [Token(open_t), *template_parts(body, title=hit.title, text=hit.text), Token(close_t)]
@@ -880,10 +900,23 @@ class _Run:
                                                  position=start + i))
         return hidden
 
+    def _read(self, r: Retrieval) -> torch.Tensor:
+        """ImpRAG: every hit is read by the middle layers beside the input, none enters the sequence."""
+        texts = [template_parts(self.spec.insertion[1], title=h.title, text=h.text) for h in r.hits]
+        passages = [self.ptok.encode([Token(self.spec.insertion[0]), *t, Token(self.spec.insertion[2])]).ids
+                    for t in texts]
+        hidden = self.state.read(passages)
+        r.inserted_tokens = sum(len(p) for p in passages)
+        r.inserted_text = "\n".join(self.ptok.decode(p) for p in passages)
+        return hidden
+
     # -- results ------------------------------------------------------------------------------------
     def _finish(self, stop: StopReason) -> Trace:
         tr = self.trace
         tr.stop_reason = stop
+        record = getattr(self.state.decoder, "record", None)  # a layer-split decoder's own record
+        if record is not None:
+            record(tr)
         tr.cost.seconds["total"] = time.perf_counter() - self.t_start
         tr.result.output_text = tr.generated_text
         # Only a limit that binds counts: single-hop retrieves exactly once by design.

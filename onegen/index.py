@@ -63,6 +63,9 @@ class IndexManifest:
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     created: str = ""
     kind: str = "flat"
+    # Vectors read inside the model at a layer split (ImpRAG: onegen/imprag.py `index_layer_split`);
+    # None: the model's final hidden states (OneGen).
+    layer_split: dict[str, Any] | None = None
     schema: str = INDEX_SCHEMA
 
     @property
@@ -378,8 +381,11 @@ class VectorIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, protocol: str | None = None, model_fingerprint: str | None = None,
-             dim: int | None = None, verify: bool | None = None) -> "VectorIndex":
-        """Load an index folder, refusing one built for another protocol, model or dimension.
+             dim: int | None = None, verify: bool | None = None,
+             layer_split: dict[str, Any] | None = None) -> "VectorIndex":
+        """Load an index folder, refusing one built for another protocol, model or dimension, and,
+        when a model is named, one whose vectors come from other layer boundaries (`layer_split`:
+        the run's, None for final hidden states).
 
         `verify` checks file hashes (default: for files under 2 GB); sizes are always checked.
         """
@@ -393,6 +399,9 @@ class VectorIndex:
                 f"{where} was built with model {manifest.model!r} (fingerprint {manifest.model_fingerprint[:12]}), "
                 f"not the loaded model (fingerprint {model_fingerprint[:12]}); its vectors would not match the "
                 "queries. Rebuild it with `python -m index_builder ... --model <this model>`.")
+        if (model_fingerprint or layer_split) and manifest.layer_split != layer_split:
+            raise IndexLoadError(f"{where} holds vectors of {_layers(manifest.layer_split)}; this run searches with "
+                                 f"{_layers(layer_split)}. Rebuild it for this mode and these layer boundaries.")
         if dim and manifest.dim != dim:
             raise IndexLoadError(f"{where} has {manifest.dim}-d vectors; the model produces {dim}-d vectors")
         if manifest.kind not in INDEX_KINDS:
@@ -482,6 +491,12 @@ def _mmap_safetensors(path: Path) -> dict[str, torch.Tensor] | None:
             continue
         out[name] = torch.from_numpy(np.memmap(path, dtype=dt, mode="c", offset=8 + header_len + start, shape=shape))
     return out
+
+
+def _layers(split: dict[str, Any] | None) -> str:
+    if not split:
+        return "the model's final hidden states"
+    return f"{split.get('mode', 'a layer split')} layer groups b={split.get('bottom')}, t={split.get('top')}"
 
 
 def read_manifest(path: str | os.PathLike) -> IndexManifest:

@@ -221,7 +221,8 @@ def _load_embedded(path: Path, name: str, dev: torch.device, dt: torch.dtype) ->
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     model.to(dev, dt).eval()
     return LoadedModel(name=name, model=model, tokenizer=tokenizer, device=dev, dtype=dt, source="embedded",
-                       info={"base": manifest["base"], "card": str(path / "README.md")})
+                       info={"base": manifest["base"], "card": str(path / "README.md"),
+                             **({"imprag": manifest["imprag"]} if "imprag" in manifest else {})})
 
 
 def _from_base_folder(folder: Path):

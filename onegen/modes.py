@@ -63,6 +63,18 @@ class Mode:
     description: str  # one or two sentences for people new to retrieval
     query_encoder: QueryEncoderFactory
     document_encoder: DocumentEncoder
+    # False: a mode for questions that retrieve once from their input (ImpRAG reads its passages
+    # beside the input, so it has no retrieval token to write while decoding).
+    every_task: bool = True
+
+    def check_task(self, task: str) -> None:
+        """Refuse, with a message, a task this mode cannot run (before any model loads)."""
+        from .protocols import get_spec
+
+        spec = get_spec(task)
+        if not self.every_task and (spec.query_from != "prompt" or spec.insertion is None):
+            raise ModeError(f"the {self.name} mode answers questions that retrieve once from their input and read "
+                            f"passages; {task} retrieves while it decodes")
 
     @property
     def short_label(self) -> str:
@@ -104,6 +116,12 @@ def pipeline_query(lm: LoadedModel, encoder: SentenceEncoder | None) -> QueryEnc
     return PipelineQuery(encoder)
 
 
+def imprag_query(lm: LoadedModel, encoder: SentenceEncoder | None) -> QueryEncoder:
+    from .imprag import ImpragQuery
+
+    return ImpragQuery(lm)
+
+
 GENERATOR = DocumentEncoder("the OneGen model (its own index, or the run's candidates it encodes)")
 SENTENCE_ENCODER = DocumentEncoder(f"a separate sentence encoder ({DEFAULT_RETRIEVER.rsplit('/', 1)[-1]} "
                                    "unless another is named)", model=DEFAULT_RETRIEVER)
@@ -121,12 +139,19 @@ MODES: dict[str, Mode] = {m.name: m for m in (
          "A separate sentence encoder embeds the query text and searches its own vectors of the same "
          "documents; the generator then goes on with the document it found.",
          pipeline_query, SENTENCE_ENCODER),
+    Mode("imprag", "ImpRAG (implicit query, layer groups)",
+         "No query text and no retrieval token: the query is the input's attention query at a bottom "
+         "layer, and the retrieved passages are read only by the middle layers, beside the input.",
+         imprag_query, DocumentEncoder("the generator's bottom layers (passage key vectors)"), every_task=False),
 )}
 MODE_NAMES: tuple[str, ...] = tuple(MODES)
 # OneGen comes first: the default mode, and the reference that the modes after it (the baselines)
 # are measured against.
 DEFAULT_MODE: str = MODE_NAMES[0]
-BASELINE_NAMES: tuple[str, ...] = MODE_NAMES[1:]
+# The baselines set against OneGen on every task (Compare, the benchmarks): the other modes that run
+# every task over the same loop.
+BASELINE_NAMES: tuple[str, ...] = tuple(n for n in MODE_NAMES[1:] if MODES[n].every_task)
+EVERY_TASK_MODES: tuple[str, ...] = (DEFAULT_MODE, *BASELINE_NAMES)
 MODE_LABELS: dict[str, str] = {m.name: m.label for m in MODES.values()}
 
 

@@ -178,6 +178,7 @@ def result_block(trace: Trace) -> str:
                 lines.append("Reflection tokens: " + " ".join(res.reflection_tokens))
             if trace.retrievals and trace.retrievals[0].chosen_hit:
                 lines.append(f"Passage: {trace.retrievals[0].chosen_hit.title}")
+    lines += layer_read_lines(trace)
     if res.retrieval_limit_reached:
         lines.append(f"Retrieval limit reached ({trace.settings.get('max_retrievals', '?')}).")
     lines.append(f"Stopped: {stop_words(trace)[0]}.")
@@ -209,10 +210,29 @@ def copy_note(trace: Trace) -> str:
             f"(the model wanted {wanted}{more}).{closed}{copied}")
 
 
+def layer_read_lines(trace: Trace) -> list[str]:
+    """A layer-split run (ImpRAG): where the query was read, and the reader's attention to each
+    passage, averaged over the middle layers."""
+    read = [(r, r.layer_read) for r in trace.retrievals if r.layer_read is not None]
+    lines = []
+    for r, lr in read:
+        lines.append(f"Layer groups: bottom 0-{lr.bottom - 1} (query read at layer {lr.layer}, {lr.dimension} values, "
+                     f"{lr.pooling}), middle {lr.bottom}-{lr.top - 1} (reads the passages), top {lr.top}-{lr.n_layers - 1}")
+        if lr.reader_attention:
+            layers = len(lr.reader_attention)
+            shares = [sum(row[j] for row in lr.reader_attention) / layers for j in range(len(r.hits))]
+            lines.append("Reader attention (share per passage, mean over the middle layers): "
+                         + ", ".join(f"{clip(h.title, 40)} {s:.3f}" for h, s in zip(r.hits, shares)))
+    return lines
+
+
 def cost_line(trace: Trace) -> str:
     ft = trace.cost.forward_tokens
     tokens = ", ".join(f"{PHASE_LABELS.get(p, p)} {ft.get(p, 0)}" for p in trace.cost.phases())
     docs = f"; candidate documents {trace.cost.document_tokens}" if trace.cost.document_tokens else ""
+    groups = trace.cost.layer_groups
+    if groups:
+        docs += "; by layer group " + ", ".join(f"{g} {n}" for g, n in groups.items())
     secs = trace.cost.seconds
     phases = trace.cost.phases()
     order = [p for p in (*phases, "retrieval", "documents") if p in secs] + [

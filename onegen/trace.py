@@ -112,6 +112,22 @@ class StoredVector:
 
 
 @dataclass
+class LayerRead:
+    """A retrieval with implicit queries (ImpRAG, onegen/imprag.py): where the query vector was read
+    and how much the reader attended to each passage it read."""
+
+    layer: int  # the layer whose attention query (input) and keys (passages) are the vectors
+    pooling: str
+    dimension: int
+    bottom: int  # layer groups: bottom [0, bottom), middle [bottom, top), top [top, n_layers)
+    top: int
+    n_layers: int
+    # Per middle layer, per hit read (in hit order): the mean share of attention that the input's
+    # and the answer's tokens put on that passage's tokens.
+    reader_attention: list[list[float]] = field(default_factory=list)
+
+
+@dataclass
 class Retrieval:
     step: int
     # Position (in the whole sequence) of the retrieval token whose hidden state is the query.
@@ -129,6 +145,7 @@ class Retrieval:
     confident: bool | None = None
     # The query vector itself, only when the run was asked to keep it (absent from the JSON otherwise).
     query_vector: StoredVector | None = None
+    layer_read: LayerRead | None = None  # ImpRAG only (absent from the JSON otherwise)
 
     @property
     def chosen_hit(self) -> Hit | None:
@@ -174,6 +191,8 @@ class Cost:
     seconds: dict[str, float] = field(default_factory=dict)
     # Document vectors computed for this run (candidate paragraphs); not part of the generation pass.
     document_tokens: int = 0
+    # Layer-split modes (ImpRAG): tokens forwarded through each layer group, {"bottom", "middle", "top"}.
+    layer_groups: dict[str, int] | None = None
 
     @property
     def total_forward_tokens(self) -> int:
@@ -225,8 +244,11 @@ class Trace:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for r in d["retrievals"]:
-            if r.get("query_vector") is None:
-                r.pop("query_vector", None)
+            for optional in ("query_vector", "layer_read"):
+                if r.get(optional) is None:
+                    r.pop(optional, None)
+        if d["cost"].get("layer_groups") is None:
+            d["cost"].pop("layer_groups", None)
         if d["replay"] is None:
             d.pop("replay")
         return {"schema": d.pop("schema"), **d}
@@ -255,10 +277,13 @@ class Trace:
             c = d["cost"]
             cost = Cost(forward_tokens={k: int(v) for k, v in c["forward_tokens"].items()},
                         seconds={k: float(v) for k, v in c.get("seconds", {}).items()},
-                        document_tokens=int(c.get("document_tokens", 0)))
+                        document_tokens=int(c.get("document_tokens", 0)),
+                        layer_groups=None if c.get("layer_groups") is None
+                        else {k: int(v) for k, v in c["layer_groups"].items()})
             retrievals = [
                 Retrieval(**{**x, "hits": [Hit(**h) for h in x["hits"]], "confident": _optional_bool(x.get("confident")),
-                             "query_vector": _vector(x.get("query_vector"))}) for x in d.get("retrievals", [])
+                             "query_vector": _vector(x.get("query_vector")),
+                             "layer_read": None if x.get("layer_read") is None else LayerRead(**x["layer_read"])}) for x in d.get("retrievals", [])
             ]
             plain = {f.name for f in fields(cls)} - {"tokens", "retrievals", "result", "cost", "overrides", "replay"}
             return cls(

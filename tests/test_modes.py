@@ -32,8 +32,9 @@ def minilm():
 
 
 def test_the_table():
-    assert MODE_NAMES == ("onegen", "two-pass", "pipeline") == tuple(MODES)
-    assert DEFAULT_MODE == "onegen" and BASELINE_NAMES == ("two-pass", "pipeline")
+    assert MODE_NAMES == ("onegen", "two-pass", "pipeline", "imprag") == tuple(MODES)
+    assert DEFAULT_MODE == "onegen" and BASELINE_NAMES == ("two-pass", "pipeline")  # imprag: single-hop only
+    assert [m.name for m in MODES.values() if not m.every_task] == ["imprag"]
     assert baselines.MODES == MODE_NAMES  # what compare() accepts
     for name, mode in MODES.items():
         assert isinstance(mode, Mode) and mode.name == name and get_mode(name) is mode
@@ -49,6 +50,8 @@ def test_every_mode_names_its_document_encoder(name):
     assert isinstance(docs.name, str) and docs.name
     if name == "pipeline":
         assert docs.separate and docs.model == DEFAULT_RETRIEVER and "MiniLM" in docs.name
+    elif name == "imprag":
+        assert not docs.separate and "bottom layers" in docs.name
     else:  # the generator's own vectors: the OneGen index, or the candidates it encodes
         assert not docs.separate and docs.model is None and "OneGen model" in docs.name
         assert docs.load("some/retriever", "cpu") is None

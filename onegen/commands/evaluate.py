@@ -77,6 +77,10 @@ def main(args) -> int:
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         return _fail("--max-new-tokens must be at least 1")
     task = get_task(args.task)
+    try:
+        get_mode(args.mode).check_task(args.task)
+    except ValueError as e:
+        return _fail(str(e))
     if args.candidates is not None and args.candidates not in task.candidate_modes:
         return _fail(f"{task.label} takes --candidates {' or '.join(task.candidate_modes)}; "
                      f"--candidates {args.candidates} does not apply")

@@ -19,6 +19,9 @@ from pathlib import Path
 
 from ..documents import Document, split_sentences
 from ..errors import OneGenError
+from ..modes import DEFAULT_MODE, MODE_NAMES, MODES, get_mode
+
+GENERATOR_MODES = tuple(n for n in MODE_NAMES if not MODES[n].document_encoder.separate)
 from ..tasks import TASK_NAMES
 from ..tasks import get_task
 
@@ -95,6 +98,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="the input: a text to annotate or a question")
     src.add_argument("--example", type=int, metavar="N", help="line N (0-based) of assets/examples/TASK.jsonl")
+    # Modes whose documents the generator encodes: they search the model's index or candidates as given.
+    p.add_argument("--mode", choices=GENERATOR_MODES, default=DEFAULT_MODE,
+                   help=f"retrieval mode (default {DEFAULT_MODE}): "
+                        + "; ".join(f"{n}: {MODES[n].label}" for n in GENERATOR_MODES))
     p.add_argument("--top-k", type=_positive_int, default=5, metavar="K", help="hits kept per retrieval (default 5)")
     p.add_argument("--max-new-tokens", type=_positive_int, metavar="N", help="generation limit (default: the protocol's)")
     add_decoding_arguments(p)
@@ -226,13 +233,15 @@ def _main(args: argparse.Namespace) -> int:
     text = args.text if args.text is not None else example_text(args.task, args.example)
     if not text.strip():  # the engine refuses it too, but only after the model has loaded
         raise CommandError("the input is empty: give a sentence or a question with --text")
+    mode = get_mode(getattr(args, "mode", DEFAULT_MODE))
+    mode.check_task(args.task)
     candidates = read_candidates(args.candidates, args.task) if args.candidates else None
     model_ref = model_reference(args.model)
     index_path = None if candidates else index_reference(args.index, model_ref, args.task)
 
     import torch
 
-    from ..engine import Engine, IndexRetriever, RunSettings
+    from ..engine import IndexRetriever, RunSettings
     from ..index import VectorIndex
     from ..index_coverage import describe_index
     from ..loading import load_model
@@ -241,16 +250,19 @@ def _main(args: argparse.Namespace) -> int:
     device = _device(args.device, torch)
     lm = load_model(model_ref, task=args.task, device=device)
     retriever = None
+    engine = mode.make_engine(lm)
     if index_path is not None:
+        query = engine.query_encoder  # a layer-split mode searches vectors of its own size and layers
         index = VectorIndex.load(index_path, protocol=args.task, model_fingerprint=lm.fingerprint,
-                                 dim=lm.hidden_size)
+                                 dim=getattr(query, "dimension", None) or lm.hidden_size,
+                                 layer_split=getattr(query, "layer_split", None))
         retriever = IndexRetriever(index, label=str(index_path))
         # Always said, --json too: without --index the model's default index is searched.
         print(f"index: {describe_index(index)}", file=sys.stderr)
         if index.calibration_problem:
             print(f"note: no confidence flags: {index.calibration_problem}", file=sys.stderr)
     settings = RunSettings(top_k=args.top_k, max_new_tokens=args.max_new_tokens, **decoding_settings(args))
-    events = Engine(lm).run(args.task, text, retriever=retriever, candidates=candidates, settings=settings)
+    events = engine.run(args.task, text, retriever=retriever, candidates=candidates, settings=settings)
     # The engine checks the input when the run starts: take the first event before printing.
     first = next(events)
     if args.json:

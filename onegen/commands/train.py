@@ -52,7 +52,12 @@ def main(args) -> int:
         raise CommandError("a recipe must not train on the held-out world")
     world_dir = Path(args.world) if args.world else ensure_world(recipe.world)
     try:
-        trainer = Trainer(recipe, world_dir)
+        if recipe.imprag is not None:  # the ImpRAG mode's losses (onegen/train/imprag.py)
+            from ..train.imprag import ImpragTrainer
+
+            trainer = ImpragTrainer(recipe, world_dir)
+        else:
+            trainer = Trainer(recipe, world_dir)
     except ValueError as e:  # e.g. a checkpoint of another recipe in run_dir
         raise CommandError(str(e)) from None
     if args.export_only:

@@ -25,6 +25,8 @@ def export_embedded(trainer, out: str | Path, card_extra: str = "") -> Path:
         save_file(rows, str(tmp / "new_tokens.safetensors"))
         manifest = {"format": "onegen-embedded/1", "name": r.name, "tasks": r.tasks, "new_tokens": "new_tokens.safetensors",
                     "trained_steps": trainer.step, "world": r.world}
+        if r.imprag is not None:  # the layer groups the ImpRAG mode was trained with (onegen.imprag.model_split)
+            manifest["imprag"] = {"bottom": r.imprag["bottom"], "top": r.imprag["top"]}
         if r.lora is not None:
             # The embedding rows that changed are in new_tokens.safetensors; the base has the rest.
             model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False)

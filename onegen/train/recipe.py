@@ -91,6 +91,9 @@ class Recipe:
     out: str = "assets/models/onegen-smol"
     run_dir: str = "runs/onegen-smol"
     max_grad_norm: float = 1.0
+    # The ImpRAG mode's training (onegen/train/imprag.py `ImpragSpec`: layer boundaries, warm-up
+    # steps, temperatures, loss weights); None: the recipe trains OneGen only.
+    imprag: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> "Recipe":
@@ -114,6 +117,14 @@ class Recipe:
         if recipe.comparison_order not in COMPARISON_ORDERS:
             raise ValueError(f"recipe {path}: comparison_order must be one of {list(COMPARISON_ORDERS)}, "
                              f"not {recipe.comparison_order!r}")
+        if recipe.imprag is not None:
+            from ..imprag import ImpragError
+            from .imprag import ImpragSpec
+
+            try:
+                ImpragSpec(**recipe.imprag)
+            except (TypeError, ImpragError) as e:
+                raise ValueError(f"recipe {path}: imprag: {e}") from None
         if recipe.phrasings not in PHRASINGS:
             raise ValueError(f"recipe {path}: phrasings must be one of {list(PHRASINGS)}, not {recipe.phrasings!r}")
         for key in ("type_weights", "question_weights"):
