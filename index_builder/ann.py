@@ -21,6 +21,7 @@ import torch
 
 from onegen.errors import OneGenError
 from onegen.index import INDEX_KINDS, AnnIndex, VectorIndex, normalize
+from onegen.memory import available_memory
 
 GB = 1 << 30
 
@@ -202,24 +203,7 @@ def measure_recall(index: VectorIndex, queries: torch.Tensor | None = None, *, k
     return RecallResult(round(hits / (k * len(queries)), 4), len(queries), what, k)
 
 
-# -- memory -----------------------------------------------------------------------------------------
-
-def available_memory() -> int:
-    """Bytes of RAM available now (MemAvailable), the default budget."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except ImportError:  # pragma: no cover - psutil ships with accelerate
-        return 8 * GB
-
+# -- memory (available_memory: onegen/memory.py) -----------------------------------------------------------------------------------------
 
 def ann_bytes(kind: str, vectors: int, dim: int, settings: AnnSettings | None = None) -> int:
     """RAM that searching `vectors` rows of `dim` needs for `kind` (vector storage and structures)."""

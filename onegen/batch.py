@@ -39,6 +39,7 @@ from .engine import DoneEvent, Engine, Event, IndexRetriever, Retriever, RunSett
 from .errors import OneGenError
 from .fused_llama import FusedLlamaDecoder, forward_packed
 from .loading import LoadedModel
+from .memory import available_memory
 from .trace import Cost, Hit, Trace
 
 
@@ -117,16 +118,7 @@ def free_memory(device: torch.device) -> int:
     """Bytes free on `device`: the GPU's own count, or the system's available memory."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import psutil  # not Linux: psutil knows
-
-    return int(psutil.virtual_memory().available)
+    return available_memory()
 
 
 def memory_estimate(lm: LoadedModel, batch_size: int, free: int | None = None) -> MemoryEstimate:
