@@ -14,7 +14,9 @@ import pytest
 
 from index_builder.build import BuildFolder, build_dir_for
 from onegen.index import VectorIndex
-from test_index_builder import ROOT, WORLD, assert_same_index, build_cli, models, one_thread  # noqa: F401
+from test_index_builder import ROOT, WORLD, assert_same_index, build_cli, models  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_accelerate_launch_two_cpu_processes_equals_single(models, tmp_path):

@@ -18,7 +18,9 @@ from index_builder.__main__ import main
 from index_builder.build import BuildFolder, build_dir_for
 from onegen.encode import build_index
 from onegen.index import IndexLoadError, VectorIndex
-from test_index_builder import ROOT, WORLD, assert_same_index, models, one_thread, world_docs  # noqa: F401
+from test_index_builder import ROOT, WORLD, assert_same_index, models, world_docs  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 from tiny import load_tiny
 
 
