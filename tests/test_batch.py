@@ -159,14 +159,16 @@ def test_closing_early_unwinds_the_runs(models):
     lm = models["multi-hop"]
     jobs = [BatchJob("multi-hop", "Where?", candidates=PARAGRAPHS, chooser=chooser(lm, ids))
             for ids in multi_hop_scripts(lm)]
+    before = set(threading.enumerate())  # other tests' threads (an app's batch service) are not this run's
     it = BatchEngine(lm, batch_size=3).run_many(jobs)
     first = next(it)
     assert first.trace is not None
+    mine = [t for t in threading.enumerate() if t not in before and t.name.startswith("onegen-batch-")]
+    assert mine
     it.close()  # the other runs were waiting on the scheduler: each is unwound, none left blocked
-    for t in threading.enumerate():
-        if t.name.startswith("onegen-batch-"):
-            t.join(timeout=5)
-            assert not t.is_alive()
+    for t in mine:
+        t.join(timeout=5)
+        assert not t.is_alive()
 
 
 # -- the evaluation ---------------------------------------------------------------------------------
