@@ -159,6 +159,12 @@ def test_preload_warms_up_every_task_unseen(world):
     app.preload()
     assert app.model_loaded and sorted(warmed) == sorted(TASK_NAMES)  # one throw-away run per task
     assert app.runs.going("") == 0 and not app.run_lock.locked()
+    # A visitor's run going at preload time: the warm-ups give way to it.
+    warmed.clear()
+    busy = AppState(config_for(world), chooser_for=counting)
+    with busy.runs.start("tab-a"):
+        busy.preload()
+    assert busy.model_loaded and warmed == [] and not busy.run_lock.locked()
 
 
 def test_one_run_per_visitor_and_a_bounded_queue(world):
