@@ -79,10 +79,11 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    per_sequence: int  # bytes of KV cache one sequence may fill (the whole context)
+    per_sequence: int  # bytes of KV cache one sequence may fill (its `positions`)
     batch_size: int
     free: int  # bytes free on the model's device now
     budget: int  # the share of `free` that KV caches may take
+    positions: int  # the most positions one sequence may reach
 
     @property
     def total(self) -> int:
@@ -114,6 +115,38 @@ def kv_bytes_per_sequence(lm: LoadedModel, positions: int | None = None) -> int:
     return 2 * cfg.num_hidden_layers * kv_heads * head_dim * elem * (positions or lm.context_length)
 
 
+def run_positions(engine: Engine, job: BatchJob) -> int:
+    """The most positions one run of `job` can fill, from its own limits: the prompt, the tokens the
+    task may write (per segment where each insertion starts one), a draft checked past the end, and
+    the documents it may insert, each bounded by the longest candidate's UTF-8 bytes (a token covers
+    at least one byte). Never more than the context; the context itself where the documents are
+    unknown (a retriever that is not an index)."""
+    lm = engine.lm
+    spec = lm.protocol(job.task).spec
+    settings = job.settings or RunSettings()
+    max_new = settings.max_new_tokens or spec.max_new_tokens
+    retrievals = settings.max_retrievals if settings.max_retrievals is not None else spec.max_retrievals
+    positions = len(engine.prompt_ids(job.task, job.text)[1]) + settings.draft_tokens + 1
+    segmented = spec.query_from == "generated" and spec.insertion is not None
+    positions += max_new * (retrievals + 1 if segmented else 1)
+    if spec.insertion is not None:
+        longest = _longest_document(job)
+        if longest is None:
+            return lm.context_length
+        template = sum(len(part.encode()) for part in spec.insertion) + 2  # its words, open and close tokens
+        # Single-hop inserts once from the prompt's query; the others once per retrieval token.
+        positions += max(1, retrievals) * (longest + template)
+    return min(lm.context_length, positions)
+
+
+def _longest_document(job: BatchJob) -> int | None:
+    if job.candidates is not None:
+        return max((len(d.title.encode()) + len(d.text.encode()) for d in job.candidates), default=0)
+    if isinstance(job.retriever, IndexRetriever):
+        return job.retriever.index.documents.longest_bytes()
+    return None
+
+
 def free_memory(device: torch.device) -> int:
     """Bytes free on `device`: the GPU's own count, or the system's available memory."""
     if device.type == "cuda":
@@ -121,27 +154,33 @@ def free_memory(device: torch.device) -> int:
     return available_memory()
 
 
-def memory_estimate(lm: LoadedModel, batch_size: int, free: int | None = None) -> MemoryEstimate:
+def memory_estimate(lm: LoadedModel, batch_size: int, free: int | None = None,
+                    positions: int | None = None) -> MemoryEstimate:
+    """KV caches of `batch_size` sequences of up to `positions` positions (default: the context)."""
     free = free_memory(lm.device) if free is None else free
-    return MemoryEstimate(kv_bytes_per_sequence(lm), batch_size, free, int(free * MEMORY_SHARE))
+    positions = min(positions or lm.context_length, lm.context_length)
+    return MemoryEstimate(kv_bytes_per_sequence(lm, positions), batch_size, free, int(free * MEMORY_SHARE),
+                          positions)
 
 
-def check_memory(lm: LoadedModel, batch_size: int, free: int | None = None) -> MemoryEstimate:
+def check_memory(lm: LoadedModel, batch_size: int, free: int | None = None,
+                 positions: int | None = None) -> MemoryEstimate:
     """The estimate, or a BatchMemoryError that names the size that fits."""
     if batch_size < 1:
         raise BatchMemoryError(f"the batch size must be at least 1 (got {batch_size})")
-    est = memory_estimate(lm, batch_size, free)
+    est = memory_estimate(lm, batch_size, free, positions)
     if not est.fits:
         raise BatchMemoryError(
             f"a batch of {batch_size} needs up to {_gib(est.total)} of KV cache ({_gib(est.per_sequence)} per "
-            f"sequence at {lm.context_length:,} positions) and {_gib(est.budget)} is available for it "
+            f"sequence at {est.positions:,} positions) and {_gib(est.budget)} is available for it "
             f"({_gib(est.free)} free); try --batch-size {est.suggested}")
     return est
 
 
-def default_batch_size(lm: LoadedModel, free: int | None = None, cap: int = DEFAULT_MAX_BATCH) -> int:
+def default_batch_size(lm: LoadedModel, free: int | None = None, cap: int = DEFAULT_MAX_BATCH,
+                       positions: int | None = None) -> int:
     """The size the evaluation uses when none is given: as many sequences as fit, at most `cap`."""
-    return min(cap, memory_estimate(lm, 1, free).suggested)
+    return min(cap, memory_estimate(lm, 1, free, positions).suggested)
 
 
 def _gib(n: int) -> str:
@@ -292,7 +331,9 @@ class BatchEngine(Engine):
         every run's events as they happen, from the thread of that run. Refuses (BatchMemoryError)
         a batch whose KV caches would not fit the free memory."""
         if jobs:
-            check_memory(self.lm, min(self.batch_size, len(jobs)))
+            # The longest run bounds every slot: a slot's next job may be that one.
+            check_memory(self.lm, min(self.batch_size, len(jobs)),
+                         positions=max(run_positions(self, job) for job in jobs))
         waiting = deque(enumerate(jobs))
         return self._schedule(lambda block: waiting.popleft() if waiting else None, on_event)
 

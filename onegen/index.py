@@ -131,6 +131,7 @@ class DocumentStore:
         self._docs = list(docs) if docs is not None else None
         self._table = table
         self._title_index: dict[str, list[int]] | None = None
+        self._longest: int | None = None
 
     def __len__(self) -> int:
         return len(self._docs) if self._docs is not None else self._table.num_rows
@@ -152,6 +153,22 @@ class DocumentStore:
         if self._docs is not None:
             return [d.id for d in self._docs]
         return self._table.column("id").to_pylist()
+
+    def longest_bytes(self) -> int:
+        """The most UTF-8 bytes of any document's title and text together (0 when empty): a bound
+        on the tokens an inserted document can take, since every token covers at least one byte."""
+        if self._longest is None:
+            if self._docs is not None:
+                self._longest = max((len(d.title.encode()) + len(d.text.encode()) for d in self._docs), default=0)
+            elif self._table.num_rows == 0:
+                self._longest = 0
+            else:
+                import pyarrow.compute as pc
+
+                title, text = self._table.column("title"), self._table.column("text")
+                both = pc.add(pc.binary_length(title), pc.binary_length(text))
+                self._longest = int(pc.max(both).as_py() or 0)
+        return self._longest
 
     def present(self, column: str, values: Iterable[str]) -> set[str]:
         """Which of `values` are the `column` ("id" or "title") of some document, exactly. On a loaded

@@ -14,7 +14,7 @@ import pytest
 
 import onegen.batch as batch_mod
 from onegen.batch import BatchEngine, BatchJob, BatchMemoryError, check_memory, compare, default_batch_size, \
-    kv_bytes_per_sequence, memory_estimate, trace_signature
+    kv_bytes_per_sequence, memory_estimate, run_positions, trace_signature
 from onegen.engine import Engine, InputError, RunSettings
 from scripted import chooser, el_script, multi_hop_answering, multi_hop_script, text_ids, tid
 from onegen.protocols import QR
@@ -153,6 +153,63 @@ def test_memory_estimate_and_refusal(models):
         check_memory(lm, 0, free)
     assert default_batch_size(lm, free) == 5 and default_batch_size(lm, per * 1000) == batch_mod.DEFAULT_MAX_BATCH
     assert default_batch_size(lm, 0) == 1
+
+
+def test_a_run_never_outgrows_its_planned_positions(models):
+    """The plan's bound per run holds for every scripted run of every task (the positions its trace
+    reached), and sits far below the context where the run's limits are short."""
+    for job in scripted_jobs(models):
+        lm = models[job.task]
+        trace = single(models, job)
+        bound = run_positions(BatchEngine(lm), job)
+        assert len(trace.prompt_ids) + len(trace.tokens) <= bound <= lm.context_length, job.text
+
+
+def test_run_positions_follow_the_run_limits(models):
+    lm = models["multi-hop"]
+    engine = BatchEngine(lm)
+    spec = lm.protocol("multi-hop").spec
+    settings = RunSettings(max_new_tokens=10, max_retrievals=2, draft_tokens=0)
+    job = BatchJob("multi-hop", "Where?", candidates=PARAGRAPHS, settings=settings)
+    prompt = len(engine.prompt_ids("multi-hop", "Where?")[1])
+    longest = max(len(d.title.encode()) + len(d.text.encode()) for d in PARAGRAPHS)
+    template = sum(len(p.encode()) for p in spec.insertion) + 2
+    # Three segments of 10 tokens (one before each of two insertions, one after), two documents.
+    assert run_positions(engine, job) == prompt + 1 + 3 * 10 + 2 * (longest + template)
+
+    class Opaque:  # a retriever whose documents are unknown: the whole context
+        def search(self, vector, k):
+            return []
+
+    assert run_positions(engine, BatchJob("multi-hop", "Where?", retriever=Opaque())) == lm.context_length
+
+
+def test_a_batch_is_planned_by_its_runs_not_the_context(models, monkeypatch):
+    """A batch whose runs are short fits where the whole context per run would not; the refusal
+    names the runs' own positions."""
+    lm = models["multi-hop"]
+    short = RunSettings(max_new_tokens=40, max_retrievals=2)
+    jobs = [BatchJob("multi-hop", "Where?", candidates=PARAGRAPHS, chooser=chooser(lm, ids), settings=short)
+            for ids in multi_hop_scripts(lm)[:4]]
+    engine = BatchEngine(lm, batch_size=4)
+    positions = max(run_positions(engine, job) for job in jobs)
+    assert positions < lm.context_length / 2
+    monkeypatch.setattr(batch_mod, "free_memory", lambda device: 2 * 4 * kv_bytes_per_sequence(lm, positions))
+    with pytest.raises(BatchMemoryError):
+        check_memory(lm, 4)  # at the whole context
+    assert all(r.error is None for r in engine.run_many(jobs))
+    monkeypatch.setattr(batch_mod, "free_memory", lambda device: 2 * kv_bytes_per_sequence(lm, positions))
+    with pytest.raises(BatchMemoryError, match=f"at {positions:,} positions.*try --batch-size 1"):
+        list(engine.run_many(jobs))
+
+
+def test_document_store_longest_bytes(tmp_path):
+    from onegen.documents import Document
+    from onegen.index import DocumentStore
+
+    docs = [Document(id="a", title="Ivo", text="short"), Document(id="b", title="Zoë", text="naïve café")]
+    assert DocumentStore(docs).longest_bytes() == len("Zoë".encode()) + len("naïve café".encode())
+    assert DocumentStore([]).longest_bytes() == 0
 
 
 def test_closing_early_unwinds_the_runs(models):
