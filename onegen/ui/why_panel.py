@@ -10,6 +10,7 @@ from .. import render_why as W
 from ..app_state import AppState
 from ..attention_read import AttentionRead, explain
 from ..lens import layer_view
+from ..modes import MODES
 from ..trace import Trace
 from .shared import PRIVATE, TracePanel, error_message
 
@@ -44,11 +45,13 @@ class WhyPanel:
                               concurrency_id="model", concurrency_limit=1, **PRIVATE)
         self.group.input(self.on_group, [self.read, self.group], [self.read_html], queue=False, **PRIVATE)
         # A new trace in the panel makes the old views stale.
-        panel.trace.change(self.clear, None, [self.status, self.lens, self.layers, self.read_html, self.read],
+        panel.trace.change(self.clear, panel.trace, [self.status, self.lens, self.layers, self.read_html, self.read],
                            queue=False, **PRIVATE)
 
-    def clear(self):
-        return "", W.lens_html(None), W.layers_html(None), W.attention_html(None), None
+    def clear(self, trace: Trace | None = None):
+        note = query_state_note(trace)
+        return (R.message_html(note, "warn") if note else "", W.lens_html(None), W.layers_html(None),
+                W.attention_html(None), None)
 
     def _ready(self, trace: Trace | None):
         if trace is None or not trace.stop_reason:
@@ -90,6 +93,17 @@ class WhyPanel:
 
     def on_group(self, read: AttentionRead | None, group):
         return W.attention_html(read, _group(group))
+
+
+def query_state_note(trace: Trace | None) -> str:
+    """What to say before explaining a run whose mode did not query with the retrieval token's hidden
+    state ("" for one that did, or whose mode this version does not know)."""
+    mode = MODES.get(getattr(trace, "mode", None) or "")
+    if mode is None or mode.reads_query_state:
+        return ""
+    return (f"This {mode.short_label} run has no retrieval-token query state: {mode.description} The views "
+            "below read the model's own hidden states of the same sequence, so they show what the retrieval "
+            "token's state would have found, not how this run chose its documents.")
 
 
 def _group(value) -> str | None:
