@@ -81,6 +81,11 @@ def test_error_browser_explains_the_selected_example(page, task):
         assert HOSTILE in page.locator("#errors-lens").text_content()
     else:  # the question is hostile markup: the example view shows it as text
         expect(page.locator("#errors-example")).to_contain_text("<script>")
+    # "Would the right document have fixed it?" answers for every task: a replay side by side, or why not.
+    page.locator("#errors-goldfix").click()
+    view = page.locator("#errors-goldfix-view")
+    expect(view.locator(".og-msg")).to_have_count(1)
+    assert view.locator(".og-error").count() == 0, view.inner_text()
     assert page.evaluate("window.__pwned") is None
     shot(page, f"errors-why-{task}")
 
