@@ -337,6 +337,13 @@ def write_layer_cache(model_fingerprint: str, index_fingerprint: str, vectors: t
         log.warning("layer-view cache %s not written: %s", path, e)
 
 
+def layer_vectors_kept(lm: LoadedModel, index: VectorIndex) -> bool:
+    """Whether a layer view of this model and index would find its document vectors kept (in memory
+    or in the user cache) instead of re-encoding the index: what a page says before it starts."""
+    return ((index.fingerprint, lm.fingerprint) in _LAYER_CACHE
+            or layer_cache_path(lm.fingerprint, index.fingerprint).is_file())
+
+
 @torch.inference_mode()
 def layer_document_vectors(lm: LoadedModel, task: str, index: VectorIndex, *, batch_size: int = 4,
                            lock: AbstractContextManager | None = None) -> tuple[torch.Tensor, int, bool]:

@@ -106,6 +106,8 @@ def test_compare_explains_both_sides_and_says_the_baseline_has_no_query_state(pa
         assert HOSTILE in page.locator(f"#cmp-{side}-lens").text_content()
         page.locator(f"#cmp-{side}-layers-btn").click()
         expect(page.locator(f"#cmp-{side}-layers .og-layer-table tr[data-layer]")).to_have_count(3)
+    # Both sides searched the same index: the second layer view read the vectors the first one kept.
+    expect(page.locator("#cmp-baseline-why-status .og-ok")).to_contain_text("from the cache")
     # The baseline's lens says whose states it read.
     expect(page.locator("#cmp-baseline-lens")).to_contain_text("the lens reads the OneGen hidden states")
     assert page.evaluate("window.__pwned") is None

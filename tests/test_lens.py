@@ -113,9 +113,12 @@ def test_the_layer_view_keeps_its_vectors_on_disk_for_the_next_process(root, mon
     monkeypatch.setattr(lens, "layer_cache_dir", lambda: tmp_path)
     lm, index, trace = run("multi-hop", root)
     lens._LAYER_CACHE.clear()
+    assert not lens.layer_vectors_kept(lm, index)
     cold = layer_view(lm, trace, index, step=0)
     path = lens.layer_cache_path(lm.fingerprint, index.fingerprint)
     assert not cold.cached and path.is_file()
+    lens._LAYER_CACHE.clear()
+    assert lens.layer_vectors_kept(lm, index)  # on disk only
     assert cold.forward_tokens > trace.retrievals[0].position + 1  # the documents were encoded
     lens._LAYER_CACHE.clear()  # as a new process: nothing in memory
     warm = layer_view(lm, trace, index, step=0)
