@@ -84,8 +84,9 @@ class WhyPanel:
             if not layer_limit_problem(lm, index) and not layer_vectors_kept(lm, index):
                 # Said before the long part starts, so a visitor knows what the wait is.
                 yield R.message_html(f"First layer view of this index: re-encoding its {len(index):,} documents at "
-                                     f"each of {layer_readings(lm)} layer readings (minutes on a CPU; later "
-                                     "requests, also after a restart, read them from the cache)..."), gr.skip()
+                                     f"each of {layer_readings(lm)} layer readings: several minutes on a quiet CPU, "
+                                     "far longer on a busy one. Later requests, also after a restart, read them "
+                                     "from the cache..."), gr.skip()
             # The lock per forward: a first request re-encodes the whole index (minutes for 600 paragraphs
             # on a small CPU), and other visitors' runs step in between its batches.
             view = layer_view(lm, trace, index, int(step), lock=self.app.run_lock)
