@@ -9,7 +9,9 @@ lesson at a glance: only the trained retrieval token's state lands on the docume
 The layer view reads one retrieval's query at every layer, against the index's documents encoded
 at that same layer (each reading goes through the final norm, as the real query does), and gives
 the rank of the document the run chose and the layer's own top-1. It re-encodes the whole index,
-so it is refused past `MAX_LAYER_CELLS` documents x layer readings.
+so it is refused past `MAX_LAYER_CELLS` documents x layer readings; the re-encoded vectors are kept
+in memory and in the user cache (`layer_cache_dir`, keyed and checked by the weights' and the
+index's fingerprints), so only the first request for a model and index pays for the encoding.
 
 Both are recomputed on request; the decode path carries nothing for them. Their cost is counted:
 the lens forwards the sequence once (no decoding) and times its searches.
@@ -19,6 +21,7 @@ the lens forwards the sequence once (no decoding) and times its searches.
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from contextlib import AbstractContextManager, nullcontext
@@ -29,9 +32,12 @@ import torch
 
 from .encode import document_prompt
 from .errors import OneGenError
+from .fsutil import atomic_write
 from .index import VectorIndex, normalize
-from .loading import LoadedModel
+from .loading import LoadedModel, cache_dir
 from .trace import Trace
+
+log = logging.getLogger("onegen.lens")
 
 LENS_TOP = 3  # hits kept per token
 # Layer view: at most this many (documents x layer readings) are re-encoded on request. The
@@ -271,6 +277,71 @@ def _readings(lm: LoadedModel, hidden_states: Sequence[torch.Tensor]) -> torch.T
 
 # (index fingerprint, model fingerprint) -> (per-layer vectors [readings, N, dim], forward tokens); one kept.
 _LAYER_CACHE: dict[tuple[str, str], tuple[torch.Tensor, int]] = {}
+LAYER_CACHE_SCHEMA = "onegen-layer-vectors/1"
+
+
+def layer_cache_dir() -> Path:
+    """Where the per-layer document vectors are kept between processes: the user cache (never the
+    repository's assets), so the first request of a new server reads them instead of re-encoding."""
+    return cache_dir() / "layer-vectors"
+
+
+def layer_cache_path(model_fingerprint: str, index_fingerprint: str) -> Path:
+    # Both fingerprints name the file; the metadata inside repeats them and is checked on reading.
+    return layer_cache_dir() / f"{model_fingerprint[:24]}-{index_fingerprint[:24]}.safetensors"
+
+
+def _cache_metadata(model_fingerprint: str, index_fingerprint: str, shape: Sequence[int], tokens: int) -> dict:
+    return {"schema": LAYER_CACHE_SCHEMA, "model_fingerprint": model_fingerprint,
+            "index_fingerprint": index_fingerprint, "shape": ",".join(str(n) for n in shape), "tokens": str(tokens)}
+
+
+def read_layer_cache(model_fingerprint: str, index_fingerprint: str,
+                     shape: Sequence[int]) -> tuple[torch.Tensor, int] | None:
+    """The vectors kept on disk for this model and index, or None when there are none, or when the
+    file is not whole or was made for other weights, another index or another shape: such a file is
+    removed, and the vectors are encoded again."""
+    from safetensors import safe_open
+
+    path = layer_cache_path(model_fingerprint, index_fingerprint)
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tokens = meta.get("tokens", "")
+            if ({k: v for k, v in meta.items() if k != "tokens"} !=
+                    {k: v for k, v in _cache_metadata(model_fingerprint, index_fingerprint, shape, 0).items()
+                     if k != "tokens"} or not tokens.isdigit()):
+                raise ValueError(f"made for another model, index or shape ({meta})")
+            vectors = f.get_tensor("vectors")
+        if tuple(vectors.shape) != tuple(shape) or vectors.dtype != torch.float32:
+            raise ValueError(f"holds a {tuple(vectors.shape)} {vectors.dtype} tensor")
+    except Exception as e:  # noqa: BLE001 - a broken cache file is rebuilt, never a failed view
+        log.warning("layer-view cache %s refused and removed: %s", path, e)
+        path.unlink(missing_ok=True)
+        return None
+    return vectors, int(tokens)
+
+
+def write_layer_cache(model_fingerprint: str, index_fingerprint: str, vectors: torch.Tensor, tokens: int) -> None:
+    """Keep the vectors for the next process (written whole or not at all); a cache that cannot be
+    written (a read-only home) only costs the next process the encoding."""
+    from safetensors.torch import save_file
+
+    meta = _cache_metadata(model_fingerprint, index_fingerprint, vectors.shape, tokens)
+    path = layer_cache_path(model_fingerprint, index_fingerprint)
+    try:
+        atomic_write(path, lambda tmp: save_file({"vectors": vectors.contiguous()}, str(tmp), metadata=meta))
+    except OSError as e:
+        log.warning("layer-view cache %s not written: %s", path, e)
+
+
+def layer_vectors_kept(lm: LoadedModel, index: VectorIndex) -> bool:
+    """Whether a layer view of this model and index would find its document vectors kept (in memory
+    or in the user cache) instead of re-encoding the index: what a page says before it starts."""
+    return ((index.fingerprint, lm.fingerprint) in _LAYER_CACHE
+            or layer_cache_path(lm.fingerprint, index.fingerprint).is_file())
 
 
 @torch.inference_mode()
@@ -284,6 +355,12 @@ def layer_document_vectors(lm: LoadedModel, task: str, index: VectorIndex, *, ba
     if key in _LAYER_CACHE:
         vectors, tokens = _LAYER_CACHE[key]
         return vectors, tokens, True
+    shape = (layer_readings(lm), len(index.owners), lm.hidden_size)
+    kept = read_layer_cache(lm.fingerprint, index.fingerprint, shape)
+    if kept is not None:
+        _LAYER_CACHE.clear()
+        _LAYER_CACHE[key] = kept
+        return kept[0], kept[1], True
     docs = [index.documents[i] for i in range(len(index))]
     prompts = [document_prompt(lm, task, d) for d in docs]
     counts = torch.bincount(index.owners, minlength=len(docs)).tolist()
@@ -318,6 +395,7 @@ def layer_document_vectors(lm: LoadedModel, task: str, index: VectorIndex, *, ba
         taken[owner] += 1
     _LAYER_CACHE.clear()
     _LAYER_CACHE[key] = (rows, tokens)
+    write_layer_cache(lm.fingerprint, index.fingerprint, rows, tokens)
     return rows, tokens, False
 
 

@@ -77,6 +77,12 @@ class Mode:
                             f"passages; {task} retrieves while it decodes")
 
     @property
+    def reads_query_state(self) -> bool:
+        """Whether the query is the retrieval token's hidden state in the pass that writes the text (what
+        the query lens and the layer view explain); the other modes encode their queries elsewhere."""
+        return self.query_encoder is hidden_state_query
+
+    @property
     def short_label(self) -> str:
         """The label without its explanation in brackets ("two-pass"), for table columns."""
         return self.label.split(" (", 1)[0]

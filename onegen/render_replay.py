@@ -90,6 +90,59 @@ def _wrap(text: str) -> list[str]:
     return lines
 
 
+# -- JSON ----------------------------------------------------------------------------------------------
+
+def _hit_dict(hit: Hit | None) -> dict | None:
+    return None if hit is None else {"id": hit.id, "title": hit.title, "rank": hit.rank, "score": hit.score}
+
+
+def _token_dict(t: TokenRecord | None) -> dict | None:
+    return None if t is None else {"id": t.id, "text": t.text, "kind": t.kind, "position": t.position}
+
+
+def trace_summary(trace: Trace, step: int, result: str, correct: bool | None) -> dict:
+    """One side of a replay in a few fields: what it chose at the changed step, what it wrote after
+    that step, its result and cost. The whole trace is what `--out` writes."""
+    start = trace.retrievals[step].position + 1 - len(trace.prompt_ids)
+    return {
+        "digest": trace.digest(),
+        "document": _hit_dict(trace.retrievals[step].chosen_hit),
+        "continuation": "".join(t.text for t in trace.tokens[start:]),
+        "retrievals": [{"step": r.step, "position": r.position, "document": _hit_dict(r.chosen_hit)}
+                       for r in trace.retrievals],
+        "result": result,
+        "correct": correct,
+        "stop_reason": trace.stop_reason,
+        "forward_tokens": dict(trace.cost.forward_tokens),
+        "total_forward_tokens": trace.cost.total_forward_tokens,
+    }
+
+
+def comparison_dict(c: Comparison) -> dict:
+    """The replayed comparison as one JSON-ready object: what was changed, both sides' summaries, the
+    first differing token (index into the run's tokens and after the changed retrieval, both sides'
+    token there; null when the runs wrote the same), the results compared and the forward tokens
+    computed again after the original's prefix."""
+    a, b = c.original, c.replayed
+    diff = c.first_difference
+
+    def at(trace: Trace) -> TokenRecord | None:
+        return trace.tokens[diff] if diff is not None and diff < len(trace.tokens) else None
+
+    prefix = b.cost.forward_tokens.get("replay_prefix", 0)
+    return {
+        "task": a.task, "mode": a.mode, "model": a.model.get("name"),
+        "step": c.step, "choice": c.choice.describe(), "headline": headline(c),
+        "original": trace_summary(a, c.step, c.original_result, c.original_correct),
+        "replayed": trace_summary(b, c.step, c.replayed_result, c.replayed_correct),
+        "first_difference": None if diff is None else {
+            "token": diff, "after_step": diff - c.start, "original": _token_dict(at(a)), "replayed": _token_dict(at(b))},
+        "same_result": c.same_result,
+        "prefix_tokens": prefix,
+        "recomputed_forward_tokens": b.cost.total_forward_tokens - prefix,
+    }
+
+
 # -- HTML ----------------------------------------------------------------------------------------------
 
 def comparison_html(c: Comparison) -> str:

@@ -25,3 +25,14 @@ def models(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny")
     return {t: load_tiny(t, root) for t in ("multi-hop", "entity-linking", "single-hop")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def layer_cache_in_tmp(tmp_path_factory):
+    """The layer view keeps its re-encoded vectors in the user cache: tests keep theirs in a folder
+    of their own, so no run reads another's (the tiny models' fingerprints repeat between runs)."""
+    folder = tmp_path_factory.mktemp("layer-vectors")
+    mp = pytest.MonkeyPatch()
+    mp.setattr("onegen.lens.layer_cache_dir", lambda: folder)
+    yield folder
+    mp.undo()

@@ -66,6 +66,37 @@ def test_replay_prints_both_continuations_and_the_results(world, capsys, trace_f
     assert "replayed trace written to" in err
 
 
+def test_replay_json_is_one_object_comparing_both_runs(world, capsys, trace_file):
+    original = Trace.from_json(trace_file.read_text())
+    rc, out, err = call(["replay", trace_file, "--step", "0", "--choose", "2", "--json"], capsys)
+    assert rc == 0, err
+    d = json.loads(out)  # the whole of stdout is one object
+    other, first = original.retrievals[0].hits[2], original.retrievals[0].chosen_hit
+    assert d["step"] == 0 and d["task"] == "multi-hop" and d["choice"].startswith("the rank-2 candidate")
+    assert d["original"]["digest"] == original.digest() and d["original"]["result"] == "Corvale"
+    assert d["original"]["document"]["id"] == first.id and d["replayed"]["document"]["id"] == other.id
+    assert d["replayed"]["document"]["title"] == other.title
+    diff = d["first_difference"]
+    start = original.retrievals[0].position + 1 - len(original.prompt_ids)
+    assert diff["token"] - diff["after_step"] == start
+    assert diff["original"]["text"] == original.tokens[diff["token"]].text
+    assert diff["original"]["id"] != diff["replayed"]["id"]
+    assert d["original"]["continuation"] == "".join(t.text for t in original.tokens[start:])
+    assert d["same_result"] == (d["original"]["result"] == d["replayed"]["result"])
+    # Only what follows the changed step was forwarded again: the prefix plus the rest is the total.
+    assert d["prefix_tokens"] == original.retrievals[0].position + 1
+    assert d["prefix_tokens"] + d["recomputed_forward_tokens"] == d["replayed"]["total_forward_tokens"]
+    assert 0 < d["recomputed_forward_tokens"] < d["original"]["total_forward_tokens"]
+
+
+def test_replay_json_without_a_difference(world, capsys, trace_file):
+    rc, out, err = call(["replay", trace_file, "--step", "1", "--choose", "0", "--json"], capsys)
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d["first_difference"] is None and d["same_result"] is True
+    assert d["original"]["continuation"] == d["replayed"]["continuation"]
+
+
 def test_rank_zero_reports_no_difference(world, capsys, trace_file):
     rc, out, err = call(["replay", trace_file, "--step", "1", "--choose", "0"], capsys)
     assert rc == 0, err

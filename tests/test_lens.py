@@ -105,6 +105,39 @@ def test_the_layer_view_ranks_the_chosen_document_at_every_layer(root):
         layer_view(lm, trace, index, step=8)
 
 
+def test_the_layer_view_keeps_its_vectors_on_disk_for_the_next_process(root, monkeypatch, tmp_path):
+    from safetensors.torch import save_file
+
+    import onegen.lens as lens
+
+    monkeypatch.setattr(lens, "layer_cache_dir", lambda: tmp_path)
+    lm, index, trace = run("multi-hop", root)
+    lens._LAYER_CACHE.clear()
+    assert not lens.layer_vectors_kept(lm, index)
+    cold = layer_view(lm, trace, index, step=0)
+    path = lens.layer_cache_path(lm.fingerprint, index.fingerprint)
+    assert not cold.cached and path.is_file()
+    lens._LAYER_CACHE.clear()
+    assert lens.layer_vectors_kept(lm, index)  # on disk only
+    assert cold.forward_tokens > trace.retrievals[0].position + 1  # the documents were encoded
+    lens._LAYER_CACHE.clear()  # as a new process: nothing in memory
+    warm = layer_view(lm, trace, index, step=0)
+    assert warm.cached and warm.forward_tokens == trace.retrievals[0].position + 1
+    assert warm.layers == cold.layers
+    # A file made for other weights (or cut short) is refused, removed and rebuilt.
+    vectors, tokens, _ = lens.layer_document_vectors(lm, "multi-hop", index)
+    meta = lens._cache_metadata("another-model", index.fingerprint, vectors.shape, tokens)
+    for broken in (lambda: save_file({"vectors": vectors}, str(path), metadata=meta),
+                   lambda: path.write_bytes(path.read_bytes()[:100]),
+                   lambda: save_file({"vectors": vectors[:, :1].contiguous()}, str(path), metadata={
+                       **meta, "model_fingerprint": lm.fingerprint})):
+        broken()
+        lens._LAYER_CACHE.clear()
+        again = layer_view(lm, trace, index, step=0)
+        assert not again.cached and again.layers == cold.layers
+        assert lens.read_layer_cache(lm.fingerprint, index.fingerprint, vectors.shape) is not None  # rewritten
+
+
 def test_the_layer_view_refuses_a_big_index_with_a_message(root, monkeypatch):
     lm, index, trace = run("multi-hop", root)
     monkeypatch.setattr("onegen.lens.MAX_LAYER_CELLS", len(index) * layer_readings(lm) - 1)

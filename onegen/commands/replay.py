@@ -3,6 +3,7 @@
     python -m onegen replay trace.json --step 0 --choose 1
     python -m onegen replay trace.json --step 1 --choose random --seed 7 --out replayed.json
     python -m onegen replay trace.json --step 0 --choose none --candidates paragraphs.jsonl
+    python -m onegen replay trace.json --step 0 --choose 2 --json   # one JSON object instead
 
 Prints both continuations side by side (the first differing token between [[ and ]]) and both
 results. The model defaults to the one the trace names, the index to the folder it searched; a run
@@ -11,6 +12,7 @@ over per-run candidates needs them again (--candidates). Light imports only unti
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -33,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     docs.add_argument("--candidates", metavar="FILE", help="the per-run candidate documents the run searched")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--out", metavar="FILE", help="also write the replayed trace's JSON here")
+    p.add_argument("--json", action="store_true",
+                   help="print the comparison as one JSON object (both runs' summaries, the first differing token, "
+                        "the results compared, the forward tokens computed again) instead of the two columns")
 
 
 def read_trace(path: str):
@@ -69,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
     from ..fsutil import atomic_write
     from ..index import VectorIndex
     from ..loading import load_model
-    from ..render_replay import comparison_text
+    from ..render_replay import comparison_dict, comparison_text
     from ..replay import replay
 
     lm = load_model(model_ref, task=trace.task, device=_device(args.device, torch))
@@ -78,7 +83,10 @@ def main(args: argparse.Namespace) -> int:
     if index_path is not None:
         index = VectorIndex.load(index_path, protocol=trace.task, model_fingerprint=lm.fingerprint, dim=lm.hidden_size)
     comparison = replay(trace, Engine(lm), index if index is not None else candidates, args.step, choice)
-    sys.stdout.write(comparison_text(comparison))
+    if args.json:
+        sys.stdout.write(json.dumps(comparison_dict(comparison), ensure_ascii=False, indent=1) + "\n")
+    else:
+        sys.stdout.write(comparison_text(comparison))
     if args.out:
         atomic_write(args.out, comparison.replayed.to_json(indent=1))
         print(f"replayed trace written to {args.out}", file=sys.stderr)

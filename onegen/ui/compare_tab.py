@@ -13,6 +13,7 @@ from ..modes import BASELINE_NAMES, DEFAULT_MODE, MODE_LABELS, get_mode
 from ..tasks import TASK_NAMES
 from .shared import (PRIVATE, STOPPED_WHILE_QUEUED, TASK_CHOICES, TracePanel, error_message, example_inputs,
                      loading_message, on_gpu, visitor, wire_examples, wire_model_run)
+from .why_panel import WhyPanel
 
 # The page offers fewer runs than the library allows: each one holds the model for every visitor.
 UI_MAX_REPEATS = 5
@@ -41,9 +42,12 @@ def build(app: AppState, demo: gr.Blocks) -> None:
         with gr.Column():
             gr.Markdown("#### OneGen")
             onegen_panel = TracePanel(app, "cmp-onegen")
+            WhyPanel(app, onegen_panel, "cmp-onegen")
         with gr.Column():
             gr.Markdown("#### Baseline")
             baseline_panel = TracePanel(app, "cmp-baseline")
+            # Says, once the run is shown, that the baseline's queries were not the retrieval token's state.
+            WhyPanel(app, baseline_panel, "cmp-baseline")
     gr.Markdown("#### Where this run sits on the single-pass sweep")
     sweep = gr.HTML(elem_id="cmp-sweep")
 

@@ -16,6 +16,7 @@ from ..results import (OUTCOMES, ResultFileError, ResultSet, category_choices, c
 from .shared import (PRIVATE, STOPPED_WHILE_QUEUED, TASK_CHOICES, TracePanel, download_path, error_message,
                      loading_message, on_gpu, visitor, wire_model_run)
 from .whatif import gold_fix_html
+from .why_panel import WhyPanel
 
 _RESULT_DIR = Path(tempfile.mkdtemp(prefix="onegen-results-"))  # this tab's dataset runs (resumable)
 _EXPORT_DIR = Path(tempfile.mkdtemp(prefix="onegen-exports-"))
@@ -115,6 +116,7 @@ class ResultInspector:
         gr.Markdown("#### The selected example")
         self.example = gr.HTML(elem_id="errors-example")
         self.panel = TracePanel(self.app, "errors")
+        WhyPanel(self.app, self.panel, "errors")
         self.keys = gr.State([])  # the result keys of the table's rows, in order
         self.selected = gr.State(None)  # the result key of the example shown
         with gr.Row():

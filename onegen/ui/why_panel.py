@@ -9,7 +9,8 @@ from .. import render_html as R
 from .. import render_why as W
 from ..app_state import AppState
 from ..attention_read import AttentionRead, explain
-from ..lens import layer_view
+from ..lens import layer_limit_problem, layer_readings, layer_vectors_kept, layer_view
+from ..modes import MODES
 from ..trace import Trace
 from .shared import PRIVATE, TracePanel, error_message
 
@@ -24,7 +25,7 @@ class WhyPanel:
                         "were the query (the query lens), and the attention each written token puts on each "
                         "inserted paragraph: one extra forward of the run's sequence, no decoding. The layer view "
                         "re-encodes the index at every layer the first time (minutes for a few hundred documents on "
-                        "a CPU), then reuses it.")
+                        "a CPU), then reuses it, also after a restart (it is kept in the user cache).")
             with gr.Row():
                 self.explain = gr.Button("Explain this run", elem_id=f"{prefix}-why-btn", scale=2)
                 self.layers_btn = gr.Button("Layer view of the selected step", elem_id=f"{prefix}-layers-btn",
@@ -44,11 +45,13 @@ class WhyPanel:
                               concurrency_id="model", concurrency_limit=1, **PRIVATE)
         self.group.input(self.on_group, [self.read, self.group], [self.read_html], queue=False, **PRIVATE)
         # A new trace in the panel makes the old views stale.
-        panel.trace.change(self.clear, None, [self.status, self.lens, self.layers, self.read_html, self.read],
+        panel.trace.change(self.clear, panel.trace, [self.status, self.lens, self.layers, self.read_html, self.read],
                            queue=False, **PRIVATE)
 
-    def clear(self):
-        return "", W.lens_html(None), W.layers_html(None), W.attention_html(None), None
+    def clear(self, trace: Trace | None = None):
+        note = query_state_note(trace)
+        return (R.message_html(note, "warn") if note else "", W.lens_html(None), W.layers_html(None),
+                W.attention_html(None), None)
 
     def _ready(self, trace: Trace | None):
         if trace is None or not trace.stop_reason:
@@ -78,18 +81,39 @@ class WhyPanel:
             lm, index = self._ready(trace)
             if step is None:
                 raise gr.Error("Pick a retrieval step first.", print_exception=False)
+            if not layer_limit_problem(lm, index) and not layer_vectors_kept(lm, index):
+                # Said before the long part starts, so a visitor knows what the wait is.
+                yield R.message_html(f"First layer view of this index: re-encoding its {len(index):,} documents at "
+                                     f"each of {layer_readings(lm)} layer readings: several minutes on a quiet CPU, "
+                                     "far longer on a busy one. Later requests, also after a restart, read them "
+                                     "from the cache..."), gr.skip()
             # The lock per forward: a first request re-encodes the whole index (minutes for 600 paragraphs
             # on a small CPU), and other visitors' runs step in between its batches.
             view = layer_view(lm, trace, index, int(step), lock=self.app.run_lock)
         except gr.Error as e:
-            return R.message_html(str(e.message), "warn"), gr.skip()
+            yield R.message_html(str(e.message), "warn"), gr.skip()
+            return
         except Exception as e:  # noqa: BLE001 - every failure (an index too big) becomes a message
             msg = error_message(e)
-            return R.message_html(msg, "warn"), W.layers_html(None, msg)
-        return R.message_html(f"Layer view of step {view.step + 1} in {view.seconds:.2f} s.", "ok"), W.layers_html(view)
+            yield R.message_html(msg, "warn"), W.layers_html(None, msg)
+            return
+        kept = " (the documents' vectors from the cache)" if view.cached else ""
+        yield (R.message_html(f"Layer view of step {view.step + 1} in {view.seconds:.2f} s{kept}.", "ok"),
+               W.layers_html(view))
 
     def on_group(self, read: AttentionRead | None, group):
         return W.attention_html(read, _group(group))
+
+
+def query_state_note(trace: Trace | None) -> str:
+    """What to say before explaining a run whose mode did not query with the retrieval token's hidden
+    state ("" for one that did, or whose mode this version does not know)."""
+    mode = MODES.get(getattr(trace, "mode", None) or "")
+    if mode is None or mode.reads_query_state:
+        return ""
+    return (f"This {mode.short_label} run has no retrieval-token query state: {mode.description} The views "
+            "below read the model's own hidden states of the same sequence, so they show what the retrieval "
+            "token's state would have found, not how this run chose its documents.")
 
 
 def _group(value) -> str | None:
