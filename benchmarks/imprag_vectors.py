@@ -6,10 +6,13 @@ For a recipe with the `imprag` key (or a trained run's checkpoint), over world s
   passages' vectors (near 1: every vector points the same way and ranking is noise);
 - **recall@1** among each question's candidates (gold + the recipe's negatives), as the trainer
   scores them (raw), and with the vectors centred (`onegen.imprag.Centring`, fitted on other items);
-- **gradient reach**: the norm of the retrieval loss's gradient on the LoRA weights, per layer group.
+- **gradient reach**: the norm of the retrieval loss's gradient on the LoRA weights, per layer group;
+- **overfit** (optional): retrieval alone on one fixed batch, to tell "cannot learn" from "has not
+  generalised yet".
 
     python -m benchmarks.imprag_vectors --recipe assets/recipes/imprag-smol.json --items 64
     python -m benchmarks.imprag_vectors --recipe R --world assets/world/heldout --checkpoint runs/imprag-smol
+    python -m benchmarks.imprag_vectors --recipe R --items 8 --grad-items 0 --overfit 8
 
 No timing: these are properties of the vectors, deterministic in the recipe's seed.
 """
@@ -63,6 +66,9 @@ def measure(trainer, items: list[dict], fit_items: list[dict], n_neg: int, seed:
         "recall_at_1_raw": round(recall(lambda q: q, lambda p: p), 4),
         "recall_at_1_centred": round(recall(centring.queries, centring.passages), 4),
     }
+    trained = trainer.exported_centring()
+    if trained is not None:  # the running means the run trained with (what the exported model applies)
+        out["recall_at_1_trained_means"] = round(recall(trained.queries, trained.passages), 4)
     return out
 
 
@@ -88,6 +94,39 @@ def gradient_reach(trainer, items: list[dict], n_neg: int) -> dict:
     return {k: round(v ** 0.5, 6) for k, v in norms.items()}
 
 
+def overfit(trainer, items: list[dict], n_neg: int, steps: int, lr: float) -> list[dict]:
+    """Retrieval alone (warm-up NCE, no LM loss) on one fixed batch, the recipe's LoRA and centring:
+    whether the retrieval path can learn at all, apart from generalising to new questions."""
+    from onegen.train.imprag import RunningCentring, sample_losses, world_sample
+
+    rng = random.Random(0)
+    samples = [world_sample(it, trainer.ptoks["single-hop"], trainer.corpus, rng, n_neg) for it in items]
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    centring = RunningCentring(trainer.spec.centring_momentum) if trainer.spec.centre else None
+    fwd, rows = trainer.forward_, []
+    for step in range(steps):
+        vectors = [(fwd.start(s.prompt), fwd.passage_vectors(s.passages)) for s in samples]
+        if centring is not None:
+            centring.update(torch.stack([st.query for st, _ in vectors]), torch.cat([p for _, p in vectors]))
+        losses, hits = [], 0
+        for s, (state, passages) in zip(samples, vectors):
+            query = state.query
+            if centring is not None:
+                query, passages = query - centring.query, passages - centring.passage
+            scores = F.normalize(passages, dim=-1) @ F.normalize(query, dim=0) / trainer.spec.temperature
+            log_p = F.log_softmax(scores.float(), dim=0)
+            losses.append(-torch.logsumexp(log_p[torch.tensor(s.gold)], dim=0))
+            hits += s.gold[int(scores.argmax())]
+        loss = torch.stack(losses).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, trainer.recipe.max_grad_norm)
+        opt.step()
+        rows.append({"step": step, "nce": round(loss.item(), 4), "recall_at_1": hits / len(samples)})
+    return rows
+
+
 def main(argv=None) -> int:
     from onegen.commands.train import ensure_world
     from onegen.train.imprag import ImpragTrainer
@@ -100,6 +139,8 @@ def main(argv=None) -> int:
     p.add_argument("--items", type=int, default=64)
     p.add_argument("--grad-items", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--overfit", type=int, default=0, metavar="STEPS",
+                   help="then train retrieval alone for STEPS steps on one fixed batch of 8 items (recall per step)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     recipe = Recipe.load(args.recipe)
@@ -122,6 +163,8 @@ def main(argv=None) -> int:
         result = {"step": trainer.step, **measure(trainer, items[:n], items[n:2 * n], recipe.hard_negatives)}
         if args.grad_items:
             result["lora_grad_norm"] = gradient_reach(trainer, items[:args.grad_items], recipe.hard_negatives)
+        if args.overfit:
+            result["overfit"] = overfit(trainer, items[:8], recipe.hard_negatives, args.overfit, recipe.lr)
     print(json.dumps(result, indent=1))
     return 0
 
