@@ -291,6 +291,14 @@ def test_the_cli_runs_the_mode_on_its_own_index_and_refuses_other_tasks(tmp_path
     assert "retrieves while it decodes" in capsys.readouterr().err
     assert cli(["evaluate", "--task", "multi-hop", "--mode", "imprag", "--data", str(tmp_path / "x.json")]) == 2
     assert "retrieves while it decodes" in capsys.readouterr().err
+    data = tmp_path / "sh.json"
+    data.write_text('[{"id": "a", "question": "Who is Ivo?", "answers": ["x"], "ctxs": []}]')
+    assert cli(["evaluate", "--task", "single-hop", "--mode", "imprag", "--model", str(folder), "--index", str(index),
+                "--candidates", "index", "--data", str(data), "--batch-size", "2"]) == 2
+    assert "one example at a time" in capsys.readouterr().err
+    assert cli(["evaluate", "--task", "single-hop", "--mode", "imprag", "--model", str(folder), "--index", str(index),
+                "--candidates", "index", "--data", str(data), "--max-new-tokens", "2", "--quiet"]) == 0
+    assert '"errors": 0' in capsys.readouterr().out  # unbatched by default
 
 
 # -- centring: the same means off queries and passages -------------------------------------------------
