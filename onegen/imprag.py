@@ -149,6 +149,58 @@ def pool_key(k: torch.Tensor) -> torch.Tensor:
     return k.reshape(-1)
 
 
+@dataclass(frozen=True)
+class Centring:
+    """Mean query and mean passage vector, subtracted before scoring.
+
+    Measured on SmolLM2-135M (docs/imprag.md): the last input token of every single-hop prompt is
+    the same template token, and every passage ends in the same delimiter, so raw vectors share one
+    dominant direction (mean cosine near 1 between different questions) and ranking by cosine ranks
+    noise. Subtracting each side's mean leaves what differs between inputs. The means travel with
+    the model (`onegen_model.json`, key `imprag.centring`), are applied to passages when an index is
+    built and to queries at search time, and their fingerprint is part of the index's `layer_split`,
+    so an index centred otherwise is refused."""
+
+    query_mean: tuple[float, ...]
+    passage_mean: tuple[float, ...]
+
+    def __post_init__(self):
+        if len(self.query_mean) != len(self.passage_mean) or not self.query_mean:
+            raise ImpragError("imprag centring needs a query mean and a passage mean of the same dimension")
+
+    @classmethod
+    def fit(cls, queries: torch.Tensor, passages: torch.Tensor) -> "Centring":
+        """The means of (n, dim) query vectors and (m, dim) passage vectors."""
+        return cls(tuple(queries.float().mean(0).tolist()), tuple(passages.float().mean(0).tolist()))
+
+    def _apply(self, x: torch.Tensor, mean: tuple[float, ...]) -> torch.Tensor:
+        if x.shape[-1] != len(mean):
+            raise ImpragError(f"centring is for {len(mean)}-d vectors, got {x.shape[-1]}-d")
+        return x - torch.tensor(mean, dtype=x.dtype, device=x.device)
+
+    def queries(self, x: torch.Tensor) -> torch.Tensor:
+        return self._apply(x, self.query_mean)
+
+    def passages(self, x: torch.Tensor) -> torch.Tensor:
+        return self._apply(x, self.passage_mean)
+
+    def to_json(self) -> dict:
+        return {"query_mean": list(self.query_mean), "passage_mean": list(self.passage_mean)}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Centring":
+        try:
+            return cls(tuple(float(v) for v in data["query_mean"]), tuple(float(v) for v in data["passage_mean"]))
+        except (KeyError, TypeError, ValueError):
+            raise ImpragError("imprag centring must hold two lists of numbers, query_mean and passage_mean") from None
+
+    def fingerprint(self) -> str:
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.to_json(), sort_keys=True).encode()).hexdigest()[:16]
+
+
 class SplitForward:
     """The ImpRAG forward of a transformers Llama-family causal LM (`model.model.layers`, each with
     `self_attn.{q,k,v,o}_proj`, `input_layernorm`, `post_attention_layernorm`, `mlp`)."""
@@ -353,6 +405,15 @@ def model_split(lm) -> LayerSplit:
     return default_split(n)
 
 
+def model_centring(lm, split: LayerSplit) -> Centring | None:
+    """The centring means a model was trained with (`lm.info["imprag"]["centring"]`), when `split`
+    is the split they were measured at; else None (vectors are used as they are)."""
+    recorded = (lm.info or {}).get("imprag") or {}
+    if "centring" not in recorded or split != model_split(lm):
+        return None
+    return Centring.from_json(recorded["centring"])
+
+
 def passage_ids(lm, task: str, title: str, text: str) -> list[int]:
     """A passage's ids as the reader reads it: the task's insertion template, delimiters included
     (the same ids make its retrieval vector, so what is searched is what is read)."""
@@ -432,25 +493,30 @@ class ImpragQuery:
 
     def __init__(self, lm, split: LayerSplit | None = None):
         self.split = split or model_split(lm)
+        self.centring = model_centring(lm, self.split)
         cfg = lm.model.config
         heads = cfg.num_attention_heads
         # what an index searched by this mode must hold (checked when it loads)
         self.dimension = (getattr(cfg, "num_key_value_heads", None) or heads) * \
             (getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
-        self.layer_split = index_layer_split(self.split)
+        self.layer_split = index_layer_split(self.split, self.centring)
 
     def __call__(self, ctx):
         from .engine import QueryVector
 
         if ctx.layer_query is None:
             raise ImpragError("no layer query: the ImpRAG mode needs its own decoder")
-        return QueryVector(ctx.layer_query, f"attention query at layer {self.split.retrieval_layer}", 0)
+        if self.centring is None:
+            return QueryVector(ctx.layer_query, f"attention query at layer {self.split.retrieval_layer}", 0)
+        # the same subtraction the index's passages got when it was built (PassageEncoder)
+        return QueryVector(self.centring.queries(ctx.layer_query),
+                           f"attention query at layer {self.split.retrieval_layer}, centred", 0)
 
     def make_decoder(self, lm) -> ImpragDecoder:
         return ImpragDecoder(lm, self.split)
 
     def encode_documents(self, lm, task: str, docs) -> tuple[torch.Tensor, torch.Tensor, int]:
-        return PassageEncoder(lm, self.split)(lm, task, docs)
+        return PassageEncoder(lm, self.split)(lm, task, docs)  # centred as this query is
 
 
 class PassageEncoder:
@@ -460,12 +526,13 @@ class PassageEncoder:
 
     def __init__(self, lm, split: LayerSplit | None = None):
         self.split = split or model_split(lm)
+        self.centring = model_centring(lm, self.split)
         self.forward_ = SplitForward(lm.model, self.split)
         self.dimension = self.forward_.dimension
 
     @property
     def layer_split(self) -> dict:
-        return index_layer_split(self.split)
+        return index_layer_split(self.split, self.centring)
 
     def __call__(self, lm, task: str, docs, batch_size: int = 16, **_options) -> tuple[torch.Tensor, torch.Tensor, int]:
         ids = [passage_ids(lm, task, d.title, d.text) for d in docs]
@@ -474,9 +541,15 @@ class PassageEncoder:
         with torch.inference_mode():  # `batch_size` passages a forward, each attending to itself only
             vectors = torch.cat([self.forward_.passage_vectors(ids[i:i + batch_size]).float().cpu()
                                  for i in range(0, len(ids), max(batch_size, 1))])
+        if self.centring is not None:
+            vectors = self.centring.passages(vectors)
         return vectors, torch.arange(len(ids)), sum(map(len, ids))
 
 
-def index_layer_split(split: LayerSplit) -> dict:
-    """What an ImpRAG index's manifest records of the layer groups its vectors came from."""
-    return {"mode": "imprag", **split.to_json(), "layer": split.retrieval_layer, "pooling": POOLING}
+def index_layer_split(split: LayerSplit, centring: Centring | None = None) -> dict:
+    """What an ImpRAG index's manifest records of the layer groups its vectors came from (and, for a
+    centred model, the fingerprint of the means its passages were centred by)."""
+    out = {"mode": "imprag", **split.to_json(), "layer": split.retrieval_layer, "pooling": POOLING}
+    if centring is not None:
+        out["centring"] = centring.fingerprint()
+    return out

@@ -513,7 +513,8 @@ def _mmap_safetensors(path: Path) -> dict[str, torch.Tensor] | None:
 def _layers(split: dict[str, Any] | None) -> str:
     if not split:
         return "the model's final hidden states"
-    return f"{split.get('mode', 'a layer split')} layer groups b={split.get('bottom')}, t={split.get('top')}"
+    text = f"{split.get('mode', 'a layer split')} layer groups b={split.get('bottom')}, t={split.get('top')}"
+    return text + (f" centred by means {split['centring']}" if split.get("centring") else "")
 
 
 def read_manifest(path: str | os.PathLike) -> IndexManifest:

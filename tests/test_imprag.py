@@ -291,3 +291,68 @@ def test_the_cli_runs_the_mode_on_its_own_index_and_refuses_other_tasks(tmp_path
     assert "retrieves while it decodes" in capsys.readouterr().err
     assert cli(["evaluate", "--task", "multi-hop", "--mode", "imprag", "--data", str(tmp_path / "x.json")]) == 2
     assert "retrieves while it decodes" in capsys.readouterr().err
+    data = tmp_path / "sh.json"
+    data.write_text('[{"id": "a", "question": "Who is Ivo?", "answers": ["x"], "ctxs": []}]')
+    assert cli(["evaluate", "--task", "single-hop", "--mode", "imprag", "--model", str(folder), "--index", str(index),
+                "--candidates", "index", "--data", str(data), "--batch-size", "2"]) == 2
+    assert "one example at a time" in capsys.readouterr().err
+    assert cli(["evaluate", "--task", "single-hop", "--mode", "imprag", "--model", str(folder), "--index", str(index),
+                "--candidates", "index", "--data", str(data), "--max-new-tokens", "2", "--quiet"]) == 0
+    assert '"errors": 0' in capsys.readouterr().out  # unbatched by default
+
+
+# -- centring: the same means off queries and passages -------------------------------------------------
+
+def test_centring_is_applied_identically_to_queries_passages_and_the_index(single_hop, tmp_path):
+    import dataclasses
+    from pathlib import Path
+
+    from index_builder.__main__ import main as build
+    from onegen.engine import RunSettings
+    from onegen.imprag import Centring, ImpragQuery, PassageEncoder, index_layer_split, model_split, passage_ids
+    from onegen.index import IndexLoadError, VectorIndex
+    from onegen.modes import get_mode
+    from tiny import PASSAGES
+
+    split = model_split(single_hop)
+    fwd = SplitForward(single_hop.model, split)
+    docs = {d.id: d for d in PASSAGES}
+    with torch.no_grad():
+        raw_p = fwd.passage_vectors([passage_ids(single_hop, "single-hop", d.title, d.text) for d in PASSAGES])
+    g = torch.Generator().manual_seed(0)
+    centring = Centring(tuple(torch.randn(fwd.dimension, generator=g).tolist()), tuple(raw_p.mean(0).tolist()))
+    info = {"imprag": {"bottom": split.bottom, "top": split.top, "centring": centring.to_json()}}
+    lm = dataclasses.replace(single_hop, info=info)
+    # passages: the index builder's encoder subtracts the passage mean
+    vectors, _, _ = PassageEncoder(lm)(lm, "single-hop", PASSAGES)
+    torch.testing.assert_close(vectors, raw_p - torch.tensor(centring.passage_mean))
+    # queries: the mode subtracts the query mean, and its hits score centred query . centred passage
+    engine = get_mode("imprag").make_engine(lm)
+    trace = engine.run_trace("single-hop", "Where was Ivo Brandel born?", candidates=PASSAGES,
+                             settings=RunSettings(top_k=2, max_new_tokens=2))
+    r = trace.retrievals[0]
+    assert r.query_source.endswith(", centred")
+    with torch.no_grad():
+        q = centring.queries(fwd.start(trace.prompt_ids).query)
+        for h in r.hits:
+            d = docs[h.id]
+            p = centring.passages(fwd.passage_vector(passage_ids(lm, "single-hop", d.title, d.text)))
+            assert h.score == pytest.approx(float(torch.nn.functional.cosine_similarity(q, p, dim=0)), abs=1e-4)
+    # the means are part of what an index records: an index of uncentred vectors is refused, and back
+    assert ImpragQuery(lm).layer_split == index_layer_split(split, centring) != index_layer_split(split)
+    assert ImpragQuery(lm, LayerSplit(1, 2, split.n_layers)).centring is None  # means are for the trained split
+    world = Path(__file__).resolve().parents[1] / "assets" / "world" / "heldout"
+    from tiny import build_tiny_model
+
+    folder = build_tiny_model("single-hop", tmp_path / "m", layers=4)
+    out = tmp_path / "idx"
+    assert build(["world", str(world), "--task", "single-hop", "--model", str(folder), "--quiet", "--limit", "3",
+                  "--out", str(out), "--imprag-layers"]) == 0
+    with pytest.raises(IndexLoadError, match="centred by means"):
+        VectorIndex.load(out, protocol="single-hop", layer_split=ImpragQuery(lm).layer_split)
+    # a round trip through the model's JSON keeps the means; bad JSON is a message
+    assert Centring.from_json(centring.to_json()).fingerprint() == centring.fingerprint()
+    with pytest.raises(ImpragError, match="query_mean"):
+        Centring.from_json({"query_mean": [1.0]})
+    with pytest.raises(ImpragError, match="dimension"):
+        Centring((1.0, 2.0), (1.0,))

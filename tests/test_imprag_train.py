@@ -104,19 +104,75 @@ def test_the_trainer_runs_an_imprag_recipe_and_resumes(tmp_path):
     world = tmp_path / "world"
     export_world(generate_world(seed=3, n_entities=150, split="train", n_el=10, n_multihop=10, n_singlehop=40), world)
     recipe = micro_recipe(tmp_path, tasks=["single-hop"], per_step={"single-hop": 2}, steps=4, checkpoint_every=2,
-                          hard_negatives=2, imprag={"bottom": 1, "top": 2, "warmup_steps": 2})
+                          hard_negatives=2, imprag={"bottom": 1, "top": 2, "warmup_steps": 2, "centre": True})
     t = ImpragTrainer(recipe, world, log=lambda *a: None)
     stats = t.train(progress=False)
     assert [s.step for s in stats] == [1, 2, 3, 4] and all(s.bpr == 0 for s in stats)
     assert all(s.lm > 0 and s.infonce >= 0 for s in stats) and (tmp_path / "run" / "checkpoint.pt").exists()
     again = ImpragTrainer(recipe, world, log=lambda *a: None)
     assert again.step == 4
+    torch.testing.assert_close(again.centring.query, t.centring.query)  # a resumed run centres as before
     # the exported model carries its layer groups: the mode and the index builder read them
     from onegen.imprag import LayerSplit, model_split
     from onegen.loading import load_model
     from onegen.train.export import export_embedded
 
     lm = load_model(str(export_embedded(t, tmp_path / "model")), device="cpu")
+    centring = lm.info["imprag"].pop("centring")
     assert lm.info["imprag"] == {"bottom": 1, "top": 2} and model_split(lm) == LayerSplit(1, 2, 2)
+    # the running means it trained with travel with it, for the mode and the index builder
+    from onegen.imprag import Centring, ImpragQuery
+
+    assert Centring.from_json(centring) == t.exported_centring()
+    lm.info["imprag"]["centring"] = centring
+    assert ImpragQuery(lm).centring == t.exported_centring()
     with pytest.raises(ValueError, match="single-hop only"):
         ImpragTrainer(micro_recipe(tmp_path / "x", imprag={"bottom": 1, "top": 2}), world, log=lambda *a: None)
+
+
+def delimited_batch(n_questions: int = 4, n_passages: int = 4, seed: int = 0) -> list[ImpragSample]:
+    """As a real prompt and passages do: every prompt ends in one template token and every passage
+    in one delimiter, so the vectors read at those tokens start out alike."""
+    rng = random.Random(seed)
+    out = []
+    for q in range(n_questions):
+        key, answer = 10 + q, [40 + 2 * q, 41 + 2 * q]
+        passages = [[rng.randrange(60, 97) for _ in range(3)] + [3] for _ in range(n_passages)]
+        g = rng.randrange(n_passages)
+        passages[g] = [key, *answer, 3]
+        out.append(ImpragSample(prompt=[1, 5, key, 2], answer=answer, passages=passages,
+                                gold=[i == g for i in range(n_passages)]))
+    return out
+
+
+def test_running_centring_follows_the_batches_and_training_with_it_beats_chance():
+    from onegen.train.imprag import RunningCentring
+
+    c = RunningCentring(0.9)
+    c.update(torch.ones(2, 3), torch.zeros(4, 3))
+    c.update(torch.full((1, 3), 3.0), torch.ones(2, 3))
+    torch.testing.assert_close(c.query, torch.full((3,), 1.2))  # the first batch sets, later ones move it
+    torch.testing.assert_close(c.passage, torch.full((3,), 0.1))
+    assert RunningCentring(0.9).centring() is None and c.centring().query_mean == pytest.approx((1.2,) * 3)
+
+    model = tiny_llama(2, seed=1)
+    spec = ImpragSpec(2, 4, warmup_steps=100, temperature=0.05, centre=True, centring_momentum=0.9)
+    fwd = SplitForward(model, spec.split(6))
+    samples = delimited_batch()
+    centring = RunningCentring(spec.centring_momentum)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    seen = []
+    for step in range(8):
+        losses = batch_losses(fwd, samples, spec, step, centring)
+        opt.zero_grad()
+        losses.total.backward()
+        opt.step()
+        seen.append(losses)
+    assert seen[0].recall_at_1 < 1 and seen[-1].recall_at_1 == 1.0  # chance: one gold among four
+    assert seen[-1].retrieval < 0.1 * seen[0].retrieval
+    # the scores were centred: the means moved with the batches the model saw
+    with torch.no_grad():
+        q = torch.stack([fwd.start(s.prompt).query for s in samples])
+    assert torch.linalg.vector_norm(centring.query) > 0 and centring.query.shape == q.shape[1:]
+    with pytest.raises(ImpragError, match="centring_momentum"):
+        ImpragSpec(2, 4, centring_momentum=1.0)

@@ -120,12 +120,16 @@ def main(args) -> int:
                                     top_k=args.top_k, seed=args.seed, run=settings)
     from ..batch import BatchMemoryError, check_memory, default_batch_size
 
-    batch_size = args.batch_size if args.batch_size is not None else default_batch_size(lm)
+    # a mode with its own decoder (ImpRAG's layer-split forward) decodes one example at a time
+    own_decoder = hasattr(engine.query_encoder, "make_decoder")
+    if own_decoder and (args.batch_size or 1) > 1:
+        return _fail(f"--mode {args.mode} decodes one example at a time (its own decoder); use --batch-size 1")
+    batch_size = 1 if own_decoder else args.batch_size if args.batch_size is not None else default_batch_size(lm)
     try:
         check_memory(lm, min(batch_size, len(examples)))
     except BatchMemoryError as e:
         return _fail(str(e))
-    if args.batch_size is None:
+    if args.batch_size is None and not own_decoder:
         print(f"batch size {batch_size} (from {lm.name} and the free memory; set it with --batch-size)",
               file=sys.stderr)
     report = evaluate(engine, args.task, examples, evaluation, index=args.index, out=args.out,

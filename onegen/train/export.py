@@ -27,6 +27,9 @@ def export_embedded(trainer, out: str | Path, card_extra: str = "") -> Path:
                     "trained_steps": trainer.step, "world": r.world}
         if r.imprag is not None:  # the layer groups the ImpRAG mode was trained with (onegen.imprag.model_split)
             manifest["imprag"] = {"bottom": r.imprag["bottom"], "top": r.imprag["top"]}
+            centring = trainer.exported_centring()
+            if centring is not None:  # subtracted from queries and passages (onegen.imprag.Centring)
+                manifest["imprag"]["centring"] = centring.to_json()
         if r.lora is not None:
             # The embedding rows that changed are in new_tokens.safetensors; the base has the rest.
             model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False)

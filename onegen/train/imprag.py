@@ -22,7 +22,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..imprag import ImpragError, LayerSplit, SplitForward, SplitState, _LayerCache
+from ..imprag import Centring, ImpragError, LayerSplit, SplitForward, SplitState, _LayerCache
+from ..fsutil import atomic_write
 from .trainer import Trainer
 
 
@@ -37,10 +38,15 @@ class ImpragSpec:
     teacher_temperature: float = 1.0  # on the answer's log-likelihood per candidate
     retrieval_weight: float = 1.0
     lm_weight: float = 1.0
+    # centre query and passage vectors by running means (RunningCentring) before scoring
+    centre: bool = False
+    centring_momentum: float = 0.95
 
     def __post_init__(self):
         if self.warmup_steps < 0 or self.temperature <= 0 or self.teacher_temperature <= 0:
             raise ImpragError("imprag: warmup_steps must be >= 0 and the temperatures > 0")
+        if not 0 <= self.centring_momentum < 1:
+            raise ImpragError("imprag: centring_momentum must be in [0, 1)")
 
     def split(self, n_layers: int) -> LayerSplit:
         return LayerSplit(self.bottom, self.top, n_layers)
@@ -88,13 +94,49 @@ def answer_nll(fwd: SplitForward, state: SplitState, passages: Sequence[Sequence
     return F.cross_entropy(logits, torch.as_tensor(list(answer), device=logits.device))
 
 
-def sample_losses(fwd: SplitForward, sample: ImpragSample, spec: ImpragSpec, distill: bool):
-    """(retrieval loss, LM loss, top candidate is gold) for one question."""
+class RunningCentring:
+    """The running means of query and passage vectors that training centres by (`onegen.imprag.Centring`,
+    measured in docs/imprag.md: raw vectors share one direction). Each batch's detached means move
+    them by `1 - momentum`; the first batch sets them. The exported model stores them, and the mode
+    and the index builder subtract the same means."""
+
+    def __init__(self, momentum: float):
+        self.momentum = momentum
+        self.query: torch.Tensor | None = None
+        self.passage: torch.Tensor | None = None
+
+    def update(self, queries: torch.Tensor, passages: torch.Tensor) -> None:
+        q, p = queries.detach().float().mean(0), passages.detach().float().mean(0)
+        if self.query is None:
+            self.query, self.passage = q, p
+        else:
+            self.query = self.momentum * self.query + (1 - self.momentum) * q
+            self.passage = self.momentum * self.passage + (1 - self.momentum) * p
+
+    def centring(self) -> Centring | None:
+        if self.query is None:
+            return None
+        return Centring(tuple(self.query.tolist()), tuple(self.passage.tolist()))
+
+    def state_dict(self) -> dict:
+        return {} if self.query is None else {"query": self.query, "passage": self.passage}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.query, self.passage = state.get("query"), state.get("passage")
+
+
+def sample_losses(fwd: SplitForward, sample: ImpragSample, spec: ImpragSpec, distill: bool,
+                  centring: RunningCentring | None = None, vectors=None):
+    """(retrieval loss, LM loss, top candidate is gold) for one question. `vectors`: its
+    (input state, passage vectors) if already computed; `centring`: means subtracted before scoring."""
     if not any(sample.gold):
         raise ImpragError("a training question needs at least one gold passage")
-    state = fwd.start(sample.prompt)
-    vectors = fwd.passage_vectors(sample.passages)
-    scores = F.normalize(vectors, dim=-1) @ F.normalize(state.query, dim=0) / spec.temperature
+    state, passages = vectors if vectors is not None else (fwd.start(sample.prompt), fwd.passage_vectors(sample.passages))
+    query = state.query
+    if centring is not None and centring.query is not None:
+        query = query - centring.query.to(query.dtype)
+        passages = passages - centring.passage.to(passages.dtype)
+    scores = F.normalize(passages, dim=-1) @ F.normalize(query, dim=0) / spec.temperature
     log_p = F.log_softmax(scores.float(), dim=0)
     gold = torch.tensor(sample.gold, device=scores.device)
     if distill:
@@ -109,9 +151,14 @@ def sample_losses(fwd: SplitForward, sample: ImpragSample, spec: ImpragSpec, dis
     return retrieval, lm, bool(gold[int(scores.argmax())])
 
 
-def batch_losses(fwd: SplitForward, samples: Sequence[ImpragSample], spec: ImpragSpec, step: int) -> ImpragLosses:
+def batch_losses(fwd: SplitForward, samples: Sequence[ImpragSample], spec: ImpragSpec, step: int,
+                 centring: RunningCentring | None = None) -> ImpragLosses:
+    """The batch's losses; with `centring`, its running means first take in this batch's vectors."""
     distill = step >= spec.warmup_steps
-    parts = [sample_losses(fwd, s, spec, distill) for s in samples]
+    vectors = [(fwd.start(s.prompt), fwd.passage_vectors(s.passages)) for s in samples]
+    if centring is not None:
+        centring.update(torch.stack([st.query for st, _ in vectors]), torch.cat([p for _, p in vectors]))
+    parts = [sample_losses(fwd, s, spec, distill, centring, v) for s, v in zip(samples, vectors)]
     retrieval = torch.stack([p[0] for p in parts]).mean()
     lm = torch.stack([p[1] for p in parts]).mean()
     return ImpragLosses(spec.retrieval_weight * retrieval, spec.lm_weight * lm, "distill" if distill else "nce",
@@ -158,6 +205,7 @@ class ImpragTrainer(Trainer):
         if recipe.tasks != ["single-hop"]:
             raise ValueError("an imprag recipe trains single-hop only: set \"tasks\": [\"single-hop\"]")
         self.spec = ImpragSpec(**recipe.imprag)
+        self.centring = RunningCentring(self.spec.centring_momentum) if self.spec.centre else None
         super().__init__(recipe, world_dir, log=log)
         model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         n = model.config.num_hidden_layers
@@ -178,7 +226,22 @@ class ImpragTrainer(Trainer):
         return samples, step
 
     def forward_losses(self, samples, step):
-        losses = batch_losses(self.forward_, samples, self.spec, step)
+        losses = batch_losses(self.forward_, samples, self.spec, step, self.centring)
         tokens = sum(len(s.prompt) + len(s.answer) + sum(map(len, s.passages)) for s in samples)
         zero = losses.lm.detach() * 0
         return losses.total, losses.lm, zero, losses.retrieval, losses.recall_at_1, tokens
+
+    def save_checkpoint(self) -> None:
+        super().save_checkpoint()
+        if self.centring is not None:  # beside the weights, so a resumed run centres as before
+            atomic_write(self.run_dir / "centring.pt", lambda tmp: torch.save(self.centring.state_dict(), tmp))
+
+    def _resume(self) -> None:
+        super()._resume()
+        path = self.run_dir / "centring.pt"
+        if self.centring is not None and self.step and path.exists():
+            self.centring.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+    def exported_centring(self) -> Centring | None:
+        """The means the exported model records (`imprag.centring`), or None without centring."""
+        return None if self.centring is None else self.centring.centring()

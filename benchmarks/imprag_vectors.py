@@ -1,0 +1,173 @@
+"""Why an ImpRAG model retrieves or does not: its query and passage vectors, measured.
+
+For a recipe with the `imprag` key (or a trained run's checkpoint), over world single-hop items:
+
+- **collapse**: the mean cosine between different questions' query vectors, and between different
+  passages' vectors (near 1: every vector points the same way and ranking is noise);
+- **recall@1** among each question's candidates (gold + the recipe's negatives), as the trainer
+  scores them (raw), and with the vectors centred (`onegen.imprag.Centring`, fitted on other items);
+- **gradient reach**: the norm of the retrieval loss's gradient on the LoRA weights, per layer group;
+- **overfit** (optional): retrieval alone on one fixed batch, to tell "cannot learn" from "has not
+  generalised yet".
+
+    python -m benchmarks.imprag_vectors --recipe assets/recipes/imprag-smol.json --items 64
+    python -m benchmarks.imprag_vectors --recipe R --world assets/world/heldout --checkpoint runs/imprag-smol
+    python -m benchmarks.imprag_vectors --recipe R --items 8 --grad-items 0 --overfit 8
+
+No timing: these are properties of the vectors, deterministic in the recipe's seed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+
+def mean_offdiag_cosine(v: torch.Tensor) -> float:
+    u = F.normalize(v.float(), dim=-1)
+    c = u @ u.T
+    n = c.shape[0]
+    return float((c.sum() - c.diagonal().sum()) / (n * (n - 1)))
+
+
+def measure(trainer, items: list[dict], fit_items: list[dict], n_neg: int, seed: int = 0) -> dict:
+    from onegen.imprag import Centring
+    from onegen.train.imprag import world_sample
+
+    fwd, ptok, corpus = trainer.forward_, trainer.ptoks["single-hop"], trainer.corpus
+    rng = random.Random(seed)
+    samples = [world_sample(it, ptok, corpus, rng, n_neg) for it in items]
+    fit = [world_sample(it, ptok, corpus, rng, n_neg) for it in fit_items]
+    with torch.no_grad():
+        queries = torch.stack([fwd.start(s.prompt).query for s in samples]).float()
+        cands = [fwd.passage_vectors(s.passages).float() for s in samples]
+        golds = torch.cat([c[s.gold.index(True)][None] for c, s in zip(cands, samples)])
+        centring = Centring.fit(torch.stack([fwd.start(s.prompt).query for s in fit]).float(),
+                                torch.cat([fwd.passage_vectors(s.passages) for s in fit]).float())
+
+    def recall(q_map, p_map) -> float:
+        hits = 0
+        for q, c, s in zip(queries, cands, samples):
+            scores = F.normalize(p_map(c), dim=-1) @ F.normalize(q_map(q), dim=0)
+            hits += s.gold[int(scores.argmax())]
+        return hits / len(samples)
+
+    out = {
+        "items": len(samples), "candidates": n_neg + 1,
+        "query_cosine": round(mean_offdiag_cosine(queries), 4),
+        "passage_cosine": round(mean_offdiag_cosine(golds), 4),
+        "centred_query_cosine": round(mean_offdiag_cosine(centring.queries(queries)), 4),
+        "centred_passage_cosine": round(mean_offdiag_cosine(centring.passages(golds)), 4),
+        "recall_at_1_raw": round(recall(lambda q: q, lambda p: p), 4),
+        "recall_at_1_centred": round(recall(centring.queries, centring.passages), 4),
+    }
+    trained = trainer.exported_centring()
+    if trained is not None:  # the running means the run trained with (what the exported model applies)
+        out["recall_at_1_trained_means"] = round(recall(trained.queries, trained.passages), 4)
+    return out
+
+
+def gradient_reach(trainer, items: list[dict], n_neg: int) -> dict:
+    """Norm of the warm-up NCE loss's gradient on LoRA weights, bottom group vs the layers above."""
+    import re
+
+    from onegen.train.imprag import sample_losses, world_sample
+
+    rng = random.Random(1)
+    trainer.model.zero_grad(set_to_none=True)
+    for it in items:
+        s = world_sample(it, trainer.ptoks["single-hop"], trainer.corpus, rng, n_neg)
+        retrieval, _, _ = sample_losses(trainer.forward_, s, trainer.spec, distill=False)
+        retrieval.backward()
+    norms = {"bottom": 0.0, "above": 0.0}
+    for name, p in trainer.model.named_parameters():
+        m = re.search(r"layers\.(\d+)\.", name)
+        if p.grad is None or m is None or "lora" not in name:
+            continue
+        norms["bottom" if int(m.group(1)) < trainer.spec.bottom else "above"] += float(p.grad.float().norm() ** 2)
+    trainer.model.zero_grad(set_to_none=True)
+    return {k: round(v ** 0.5, 6) for k, v in norms.items()}
+
+
+def overfit(trainer, items: list[dict], n_neg: int, steps: int, lr: float) -> list[dict]:
+    """Retrieval alone (warm-up NCE, no LM loss) on one fixed batch, the recipe's LoRA and centring:
+    whether the retrieval path can learn at all, apart from generalising to new questions."""
+    from onegen.train.imprag import RunningCentring, sample_losses, world_sample
+
+    rng = random.Random(0)
+    samples = [world_sample(it, trainer.ptoks["single-hop"], trainer.corpus, rng, n_neg) for it in items]
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    centring = RunningCentring(trainer.spec.centring_momentum) if trainer.spec.centre else None
+    fwd, rows = trainer.forward_, []
+    for step in range(steps):
+        vectors = [(fwd.start(s.prompt), fwd.passage_vectors(s.passages)) for s in samples]
+        if centring is not None:
+            centring.update(torch.stack([st.query for st, _ in vectors]), torch.cat([p for _, p in vectors]))
+        losses, hits = [], 0
+        for s, (state, passages) in zip(samples, vectors):
+            query = state.query
+            if centring is not None:
+                query, passages = query - centring.query, passages - centring.passage
+            scores = F.normalize(passages, dim=-1) @ F.normalize(query, dim=0) / trainer.spec.temperature
+            log_p = F.log_softmax(scores.float(), dim=0)
+            losses.append(-torch.logsumexp(log_p[torch.tensor(s.gold)], dim=0))
+            hits += s.gold[int(scores.argmax())]
+        loss = torch.stack(losses).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, trainer.recipe.max_grad_norm)
+        opt.step()
+        rows.append({"step": step, "nce": round(loss.item(), 4), "recall_at_1": hits / len(samples)})
+    return rows
+
+
+def main(argv=None) -> int:
+    from onegen.commands.train import ensure_world
+    from onegen.train.imprag import ImpragTrainer
+    from onegen.train.recipe import Recipe
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--world", help="items from this world (default: the recipe's training world)")
+    p.add_argument("--checkpoint", help="a run folder whose checkpoint.pt to load (default: the base, untrained)")
+    p.add_argument("--items", type=int, default=64)
+    p.add_argument("--grad-items", type=int, default=4)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--overfit", type=int, default=0, metavar="STEPS",
+                   help="then train retrieval alone for STEPS steps on one fixed batch of 8 items (recall per step)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    recipe = Recipe.load(args.recipe)
+    recipe.threads = args.threads
+    train_world = ensure_world(recipe.world)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.checkpoint:
+            recipe.run_dir = args.checkpoint
+        else:
+            recipe.run_dir = tmp
+        trainer = ImpragTrainer(recipe, train_world, log=lambda *a: None)
+        if args.world:  # other items and their corpus, the same model
+            from onegen.train.examples import load_corpus, load_task_items
+
+            trainer.corpus = load_corpus(Path(args.world))
+            trainer.items = {"single-hop": load_task_items(Path(args.world), "single-hop", recipe.phrasings)}
+        items = list(trainer.items["single-hop"])
+        random.Random(7).shuffle(items)
+        n = min(args.items, len(items) // 2)
+        result = {"step": trainer.step, **measure(trainer, items[:n], items[n:2 * n], recipe.hard_negatives)}
+        if args.grad_items:
+            result["lora_grad_norm"] = gradient_reach(trainer, items[:args.grad_items], recipe.hard_negatives)
+        if args.overfit:
+            result["overfit"] = overfit(trainer, items[:8], recipe.hard_negatives, args.overfit, recipe.lr)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
