@@ -9,6 +9,8 @@ them), so the model costs no extra memory and its transformers forward is unchan
 hidden states equal the transformers forward's bit for bit (tests/test_fused_llama.py checks it);
 where a model does not fit the pattern (biases, sliding windows, dynamic RoPE, quantized layers,
 another architecture, a GPU) `fusable` says why and the engine uses the transformers forward.
+Its tensors follow the model's device and dtype, so a caller that measures it on a GPU can opt in
+(`any_device=True`, benchmarks/gpu.py).
 
     dec = FusedLlamaDecoder(lm.model)
     h = dec.forward([1, 2, 3])   # final-norm hidden states, one row per id
