@@ -27,6 +27,7 @@ BENCHMARKS: dict[str, str] = {
     "why": "benchmarks.why",
     "batch": "benchmarks.batch",
     "gpu": "benchmarks.gpu",
+    "users": "benchmarks.users",
 }
 
 
