@@ -26,6 +26,8 @@ BENCHMARKS: dict[str, str] = {
     "real-data": "benchmarks.real_data",
     "why": "benchmarks.why",
     "batch": "benchmarks.batch",
+    "gpu": "benchmarks.gpu",
+    "users": "benchmarks.users",
 }
 
 

@@ -288,12 +288,12 @@ def free_port() -> int:
 class Server:
     """`python app.py` on a free port, its output in a temporary log file."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, extra: tuple[str, ...] = ()):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = tempfile.NamedTemporaryFile(prefix="onegen-bench-app-", suffix=".log", delete=False)
         self.spawned = time.time()
-        self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(self.port), "--device", device],
+        self.proc = subprocess.Popen([sys.executable, "app.py", "--port", str(self.port), "--device", device, *extra],
                                      cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self) -> float:

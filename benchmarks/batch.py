@@ -7,6 +7,7 @@ sizes of a task run in a rotating order, round after round, so machine load hits
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 
@@ -81,20 +82,38 @@ def bench_task(lm, task: str, texts: list[str], sizes: list[int], rounds: int, r
     from onegen.batch import compare
     from benchmarks.report import cpu_ticks, steal_percent
 
+    from onegen.errors import OneGenError
+
     run_size(lm, task, texts[:1], retriever, 1)  # untimed: the process's first run of the task warms up
     ticks = cpu_ticks()
     seconds: dict[int, list[float]] = {s: [] for s in sizes}
     peak: dict[int, int] = {s: 0 for s in sizes}
     traces: dict[int, list] = {}
+    refused: dict[int, str] = {}  # a size the machine refuses (memory) is reported, not fatal to a long run
     for r in range(rounds):
         for s in sizes[r % len(sizes):] + sizes[:r % len(sizes)]:
-            out, sec, added = run_size(lm, task, texts, retriever, s)
+            if s in refused:
+                continue
+            try:
+                out, sec, added = run_size(lm, task, texts, retriever, s)
+            except OneGenError as e:
+                if s == 1:
+                    raise
+                refused[s] = str(e)
+                print(f"bench batch: {task} batch {s} refused: {e}", file=sys.stderr, flush=True)
+                continue
+            # Progress on stderr: a full run takes a while, and this shows where it is.
+            print(f"bench batch: {task} round {r + 1}/{rounds} batch {s}: {len(texts)} examples in {sec:.1f} s",
+                  file=sys.stderr, flush=True)
             seconds[s].append(sec)
             peak[s] = max(peak[s], added)
             traces.setdefault(s, out)
     rows = []
     base = min(seconds[1])
     for s in sizes:
+        if s in refused:
+            rows.append({"batch_size": s, "refused": refused[s]})
+            continue
         agreements = [compare(lm, one, other) for one, other in zip(traces[1], traces[s])]
         rows.append({"batch_size": s, "examples_per_s": round(len(texts) / min(seconds[s]), 3),
                      "speedup": round(base / min(seconds[s]), 2), "seconds": [round(x, 2) for x in seconds[s]],
@@ -136,6 +155,9 @@ def report_body(result: dict, lm) -> str:
              "|---|---|---|---|---|---|---|"]
     for task, r in result["tasks"].items():
         for row in r["rows"]:
+            if "refused" in row:
+                lines.append(f"| {task} | {row['batch_size']} | refused: {row['refused']} | | | | |")
+                continue
             lines.append(f"| {task} | {row['batch_size']} | {row['examples_per_s']} | {row['speedup']}x | "
                          f"{row['identical']}/{r['examples']} | {row['near_ties']} | {row['peak_added_mib']} MiB |")
     steal = {t: r["steal_percent"] for t, r in result["tasks"].items() if r.get("steal_percent") is not None}

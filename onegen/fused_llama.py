@@ -9,6 +9,8 @@ them), so the model costs no extra memory and its transformers forward is unchan
 hidden states equal the transformers forward's bit for bit (tests/test_fused_llama.py checks it);
 where a model does not fit the pattern (biases, sliding windows, dynamic RoPE, quantized layers,
 another architecture, a GPU) `fusable` says why and the engine uses the transformers forward.
+Its tensors follow the model's device and dtype, so a caller that measures it on a GPU can opt in
+(`any_device=True`, benchmarks/gpu.py).
 
     dec = FusedLlamaDecoder(lm.model)
     h = dec.forward([1, 2, 3])   # final-norm hidden states, one row per id
@@ -27,9 +29,12 @@ _STATIC_ROPE = {"default", "linear", "llama3"}
 _BLOCK = 256  # cache capacity grows in blocks of this many positions
 
 
-def fusable(model, device: torch.device) -> str | None:
-    """None when `model` can run on the fused path; otherwise the reason it cannot."""
-    if device.type != "cpu":
+def fusable(model, device: torch.device, any_device: bool = False) -> str | None:
+    """None when `model` can run on the fused path; otherwise the reason it cannot. The engine uses
+    it on the CPU only (where its hidden states are checked bit for bit against transformers);
+    `any_device` lets a caller that measures the packed pass itself (benchmarks/gpu.py) run it on a
+    GPU, where its tensors follow the model's device and dtype."""
+    if device.type != "cpu" and not any_device:
         return f"the fused decoder runs on the CPU only (device {device.type})"
     if type(model).__name__ != "LlamaForCausalLM":
         return f"{type(model).__name__} is not a LlamaForCausalLM"
@@ -95,8 +100,8 @@ def fused_weights(model) -> list[tuple[torch.Tensor, torch.Tensor]]:
 class FusedLlamaDecoder:
     """One sequence's forward passes over its own KV cache. `forward` takes only new ids."""
 
-    def __init__(self, model, capacity: int = 4 * _BLOCK):
-        reason = fusable(model, next(model.parameters()).device)
+    def __init__(self, model, capacity: int = 4 * _BLOCK, any_device: bool = False):
+        reason = fusable(model, next(model.parameters()).device, any_device)
         if reason:
             raise ValueError(reason)
         cfg, m = model.config, model.model
@@ -111,15 +116,15 @@ class FusedLlamaDecoder:
         self.layers = [(layer.input_layernorm, qkv, layer.self_attn.o_proj.weight,
                         layer.post_attention_layernorm, gate_up, layer.mlp.down_proj.weight)
                        for layer, (qkv, gate_up) in zip(m.layers, fused_weights(model))]
-        self.dtype = self.embed.dtype
+        self.dtype, self.device = self.embed.dtype, self.embed.device
         self.length = 0
         self._alloc(min(capacity, self.max_positions))
 
     def _alloc(self, capacity: int) -> None:
         shape = (1, self.n_kv, capacity, self.head_dim)
         # Slots past `length` are never read (attention stops at the sequence end): no need to zero.
-        new_k = [torch.empty(shape, dtype=self.dtype) for _ in self.layers]
-        new_v = [torch.empty(shape, dtype=self.dtype) for _ in self.layers]
+        new_k = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
+        new_v = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
         if self.length:
             for old, new in ((self.keys, new_k), (self.values, new_v)):
                 for o, n in zip(old, new):
@@ -142,10 +147,10 @@ class FusedLlamaDecoder:
             raise ValueError(f"{end} positions exceed the model's {self.max_positions}")
         if end > self.capacity:
             self._alloc(min(self.max_positions, -(-2 * end // _BLOCK) * _BLOCK))
-        x = F.embedding(torch.tensor(ids, dtype=torch.long), self.embed)
+        x = F.embedding(torch.tensor(ids, dtype=torch.long, device=self.device), self.embed)
         cos, sin = self._rope(start, end, x.dtype)
         # One new token attends to everything; several attend causally among themselves.
-        mask = torch.ones(n, end, dtype=torch.bool).tril(start) if n > 1 else None
+        mask = torch.ones(n, end, dtype=torch.bool, device=self.device).tril(start) if n > 1 else None
         q_dim, kv_dim = self.n_heads * self.head_dim, self.n_kv * self.head_dim
         for i, (norm1, w_qkv, w_o, norm2, w_gate_up, w_down) in enumerate(self.layers):
             qkv = norm1(x) @ w_qkv.T
@@ -164,7 +169,7 @@ class FusedLlamaDecoder:
 
     def _rope(self, start: int, end: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         # As transformers computes it: float32 angles, cos/sin scaled, then cast to the model dtype.
-        freqs = torch.arange(start, end, dtype=torch.float32)[:, None] * self.inv_freq.float()[None, :]
+        freqs = torch.arange(start, end, dtype=torch.float32, device=self.device)[:, None] * self.inv_freq.float()[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
         return (emb.cos() * self.rope_scaling).to(dtype), (emb.sin() * self.rope_scaling).to(dtype)
 
@@ -196,9 +201,9 @@ def forward_packed(decoders: Sequence[FusedLlamaDecoder], ids: Sequence[Sequence
         starts.append(start)
         spans.append(len(new))
     flat = [t for new in ids for t in new]
-    x = F.embedding(torch.tensor(flat, dtype=torch.long), first.embed)
+    x = F.embedding(torch.tensor(flat, dtype=torch.long, device=first.device), first.embed)
     ropes = [dec._rope(s, s + n, x.dtype) for dec, s, n in zip(decoders, starts, spans)]
-    masks = [torch.ones(n, s + n, dtype=torch.bool).tril(s) if n > 1 else None for s, n in zip(starts, spans)]
+    masks = [torch.ones(n, s + n, dtype=torch.bool, device=first.device).tril(s) if n > 1 else None for s, n in zip(starts, spans)]
     offsets = [0]
     for n in spans:
         offsets.append(offsets[-1] + n)

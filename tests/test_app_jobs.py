@@ -254,3 +254,25 @@ def test_concurrent_runs_share_a_batch_and_each_gets_its_own_trace(world):
         assert trace_signature(trace) == trace_signature(alone.run_trace(task, text))
     with pytest.raises(AppError, match="The input is empty"):  # the app's own input checks still come first
         next(batched.stream("multi-hop", "  "))
+
+
+def test_a_shared_batch_lets_that_many_single_runs_in_at_once(world):
+    """Gradio limits a concurrency group by its lowest limit: with a shared batch, the Run tab's
+    run and the API's runs need their own group, as wide as the batch, or they would still reach
+    the batch one at a time. Every other model call stays one at a time."""
+    from onegen.app_state import AppState
+    from onegen.ui import build_demo
+
+    def groups(demo):
+        return {f.fn.__qualname__.replace("build.<locals>.", ""): (f.concurrency_id, f.concurrency_limit)
+                for f in demo.fns.values() if f.fn is not None}
+
+    alone = groups(build_demo(AppState(config_for(world))))
+    shared = groups(build_demo(AppState(config_for(world, batch_runs=4))))
+    single = ["link_entities", "answer_multi_hop", "answer_single_hop", "RunView.run"]
+    for name in single:
+        assert alone[name] == ("model", 1), name
+        assert shared[name] == ("batch", 4), name
+    others = [n for n, (cid, _) in alone.items() if cid == "model" and n not in single]
+    assert others  # compare, replay, the why views, the dataset run ...
+    assert all(shared[n] == ("model", 1) for n in others)

@@ -312,6 +312,29 @@ def test_batch_benchmark_counts_identical_outputs(models, monkeypatch):
     assert "| entity-linking | 2 |" in body and "identical to batch 1" in body
 
 
+def test_batch_benchmark_reports_a_refused_size_and_goes_on(models, monkeypatch):
+    import benchmarks.batch as bench
+    from onegen.engine import IndexRetriever
+    from onegen.encode import build_index
+
+    real = bench.run_size
+
+    def refusing(lm, task, texts, retriever, size):
+        if size == 4:
+            raise BatchMemoryError("a batch of 4 needs more memory")
+        return real(lm, task, texts, retriever, size)
+
+    monkeypatch.setattr(bench, "run_size", refusing)
+    lm = models["entity-linking"]
+    retriever = IndexRetriever(build_index(lm, "entity-linking", ENTITIES))
+    r = bench.bench_task(lm, "entity-linking", ["Paris and Rome.", "Rome."], [1, 2, 4], 2, retriever)
+    assert [row["batch_size"] for row in r["rows"]] == [1, 2, 4]
+    assert r["rows"][2] == {"batch_size": 4, "refused": "a batch of 4 needs more memory"}
+    assert len(r["rows"][1]["seconds"]) == 2  # the other sizes ran every round
+    body = bench.report_body({"rounds": 2, "tasks": {"entity-linking": r}}, lm)
+    assert "| entity-linking | 4 | refused: a batch of 4 needs more memory |" in body
+
+
 # -- concurrent callers ------------------------------------------------------------------------------
 
 def test_concurrent_submits_each_stream_their_own_run(models):

@@ -118,3 +118,32 @@ def test_engine_traces_are_the_same_on_either_path(models, task):
     assert [(t.id, t.kind) for t in a.tokens] == [(t.id, t.kind) for t in b.tokens]
     assert [[(h.id, h.score) for h in r.hits] for r in a.retrievals] == [[(h.id, h.score) for h in r.hits] for r in b.retrievals]
     assert a.cost.forward_tokens == b.cost.forward_tokens
+
+
+def test_packed_pass_in_bf16_equals_each_sequence_alone():
+    # The packed pass follows the model's dtype and device (a bf16 GPU model in benchmarks/gpu.py);
+    # here in bf16 on the CPU: sequences of different lengths, a prefill beside decode steps.
+    from onegen.fused_llama import forward_packed
+
+    model = _llama(num_key_value_heads=2).to(torch.bfloat16)
+    gen = torch.Generator().manual_seed(2)
+    prompts = [torch.randint(0, 300, (n,), generator=gen).tolist() for n in (5, 17, 1)]
+    alone = [FusedLlamaDecoder(model, capacity=16) for _ in prompts]
+    packed = [FusedLlamaDecoder(model, capacity=16, any_device=True) for _ in prompts]
+    steps = [prompts, [[7], [8], [9]], [[10], [11, 12, 13], [14]]]
+    for ids in steps:
+        together = forward_packed(packed, ids)
+        for dec, new, h in zip(alone, ids, together):
+            one = dec.forward(new)
+            assert h.dtype == torch.bfloat16 and h.shape == one.shape
+            torch.testing.assert_close(h, one, atol=2e-2, rtol=2e-2)
+            with torch.inference_mode():
+                same_choice = torch.equal(model.lm_head(h).argmax(-1), model.lm_head(one).argmax(-1))
+            assert same_choice
+    assert [len(d) for d in packed] == [len(d) for d in alone] == [7, 21, 3]
+
+
+def test_the_engine_keeps_the_fused_path_to_the_cpu():
+    model = _llama()
+    assert "CPU only" in fusable(model, torch.device("cuda"))
+    assert fusable(model, torch.device("cuda"), any_device=True) is None

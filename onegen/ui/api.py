@@ -5,7 +5,7 @@ import gradio as gr
 
 from ..app_state import AppState
 from ..trace import Trace
-from .shared import error_message, on_gpu, visitor
+from .shared import error_message, on_gpu, run_concurrency, visitor
 
 
 def build(app: AppState) -> None:
@@ -35,4 +35,4 @@ def build(app: AppState) -> None:
         return api_run("single-hop", text, top_k, request)
 
     for fn in (link_entities, answer_multi_hop, answer_single_hop):
-        gr.api(fn, api_name=fn.__name__, concurrency_id="model", concurrency_limit=1)
+        gr.api(fn, api_name=fn.__name__, **run_concurrency(app))

@@ -77,8 +77,9 @@ def build(app: AppState, demo: gr.Blocks) -> None:
                 gr.HTML(R.EXPLAINER_HTML)
 
     runs = RunView(app, status, panel, download, expected, world, spans)
-    wire_model_run(app, [run_btn.click, text.submit], stop_btn, runs.run, [task, text, top_k, copy_input],
-                   runs.outputs, status).then(whatif.refresh, panel.trace, whatif.outputs, queue=False, **PRIVATE)
+    ran = wire_model_run(app, [run_btn.click, text.submit], stop_btn, runs.run, [task, text, top_k, copy_input],
+                         runs.outputs, status, batched=True)
+    ran.then(whatif.refresh, panel.trace, whatif.outputs, queue=False, **PRIVATE)
     wire_examples(app, task, example, text)
     # An example shows what it should give; the tick or cross comes after its run.
     gr.on([text.change, task.change], lambda t, x: expectation_html(app, t, app.example(t, x)), [task, text],

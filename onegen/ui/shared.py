@@ -41,9 +41,20 @@ def visitor(request: gr.Request | None) -> str:
 STOPPED_WHILE_QUEUED = "Stopped while it waited for the model: nothing ran."
 
 
+def run_concurrency(app: AppState, batched: bool = True) -> dict:
+    """Gradio's concurrency for a model call. A call that holds the model goes one at a time with
+    every other ("model", limit 1). A single run (the Run tab, the API) with a shared batch
+    (`AppConfig.batch_runs`) goes in its own group, that many at once, since the batch decodes them
+    together (gradio limits a group by its lowest limit, so the groups must differ)."""
+    if batched and app.config.batch_runs > 1:
+        return {"concurrency_id": "batch", "concurrency_limit": app.config.batch_runs}
+    return {"concurrency_id": "model", "concurrency_limit": 1}
+
+
 def wire_model_run(app: AppState, triggers: list, stop_btn: gr.Button, fn, inputs: list, outputs: list,
-                   status: gr.HTML):
-    """A run that holds the model, one at a time across visitors, and its Stop button. The click
+                   status: gr.HTML, batched: bool = False):
+    """A run that holds the model, one at a time across visitors (`batched`: a single run, several at
+    once where the app has a shared batch; see `run_concurrency`), and its Stop button. The click
     reserves a ticket at once (unqueued), so Stop reaches the run even while it still waits behind
     other visitors' runs; `fn` gets the ticket after `inputs`, passes it to `app.runs.start` and,
     when the flag is already set there, says STOPPED_WHILE_QUEUED and runs nothing. The queue's
@@ -58,8 +69,7 @@ def wire_model_run(app: AppState, triggers: list, stop_btn: gr.Button, fn, input
         app.runs.stop(visitor(request))
 
     run = gr.on(triggers, reserve, None, ticket, queue=False, **PRIVATE).then(
-        fn, [*inputs, ticket], outputs, concurrency_id="model", concurrency_limit=1, show_progress_on=[status],
-        **PRIVATE)
+        fn, [*inputs, ticket], outputs, show_progress_on=[status], **run_concurrency(app, batched), **PRIVATE)
     # Not `cancels=`: a cancelled stream leaves the page as it was ("Running..."); the run itself
     # sees the flag between tokens (or examples), stops and shows what it made.
     stop_btn.click(stop, None, None, queue=False, **PRIVATE)
