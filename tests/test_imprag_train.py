@@ -14,13 +14,15 @@ from test_imprag import tiny_llama
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def batch(n_questions: int = 4, n_passages: int = 3, seed: int = 0) -> list[ImpragSample]:
-    """Questions naming a key token; the gold passage holds the key and the answer tokens."""
+def batch(n_questions: int = 4, n_passages: int = 3, seed: int = 0, delimited: bool = False) -> list[ImpragSample]:
+    """Questions naming a key token; the gold passage holds the key and the answer tokens
+    (`delimited`: every passage ends in the same token, 3)."""
     rng = random.Random(seed)
     out = []
     for q in range(n_questions):
         key, answer = 10 + q, [40 + 2 * q, 41 + 2 * q]
-        passages = [[rng.randrange(60, 97) for _ in range(4)] for _ in range(n_passages)]
+        passages = [[rng.randrange(60, 97) for _ in range(3)] + [3] if delimited else
+                    [rng.randrange(60, 97) for _ in range(4)] for _ in range(n_passages)]
         g = rng.randrange(n_passages)
         passages[g] = [key, *answer, 3]
         out.append(ImpragSample(prompt=[1, 5, key, 2], answer=answer, passages=passages,
@@ -133,16 +135,7 @@ def test_the_trainer_runs_an_imprag_recipe_and_resumes(tmp_path):
 def delimited_batch(n_questions: int = 4, n_passages: int = 4, seed: int = 0) -> list[ImpragSample]:
     """As a real prompt and passages do: every prompt ends in one template token and every passage
     in one delimiter, so the vectors read at those tokens start out alike."""
-    rng = random.Random(seed)
-    out = []
-    for q in range(n_questions):
-        key, answer = 10 + q, [40 + 2 * q, 41 + 2 * q]
-        passages = [[rng.randrange(60, 97) for _ in range(3)] + [3] for _ in range(n_passages)]
-        g = rng.randrange(n_passages)
-        passages[g] = [key, *answer, 3]
-        out.append(ImpragSample(prompt=[1, 5, key, 2], answer=answer, passages=passages,
-                                gold=[i == g for i in range(n_passages)]))
-    return out
+    return batch(n_questions, n_passages, seed, delimited=True)
 
 
 def test_running_centring_follows_the_batches_and_training_with_it_beats_chance():
