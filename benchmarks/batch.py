@@ -165,8 +165,7 @@ def report_body(result: dict, lm) -> str:
               "decode that many examples together (onegen/batch.py, docs/batching.md). \"identical\" counts "
               "examples whose trace equals batch 1's token for token (retrievals and stop reason included); a "
               "\"near tie\" differs first where batch 1's top-two logit margin is below `batch.NEAR_TIE`. Peak "
-              "memory is the resident memory the pass added at its highest. The machine's two cores were shared "
-              "with other work during the run"
-              + (f" (hypervisor steal per task: {', '.join(f'{t} {s}%' for t, s in steal.items())})" if steal else "")
-              + ", so the figures are indicative."]
+              "memory is the resident memory the pass added at its highest."
+              + (f" Hypervisor steal per task: {', '.join(f'{t} {s}%' for t, s in steal.items())}." if steal else "")
+              + " Figures from a machine shared with other work (see the load average above) are indicative."]
     return "\n".join(lines)
