@@ -149,10 +149,10 @@ def main(args) -> int:
                          f"{lv['readings']} layer readings; one request each):", "",
                      "| layer view | seconds | forward tokens |", "|---|---|---|",
                      f"| first request: the index re-encoded with every layer's states, then kept in the user "
-                     f"cache ({lv['cache_mb']} MB) | {lv['cold_s']} | {lv['cold_forward_tokens']:,} |",
-                     f"| first request of a new server: the vectors read from the disk cache | {lv['disk_s']} | "
+                     f"cache ({lv['cache_mb']} MB) | {lv['cold_s']:.1f} | {lv['cold_forward_tokens']:,} |",
+                     f"| first request of a new server: the vectors read from the disk cache | {lv['disk_s']:.2f} | "
                      f"{lv['cached_forward_tokens']:,} |",
-                     f"| later requests: from memory | {lv['memory_s']} | {lv['cached_forward_tokens']:,} |"]
+                     f"| later requests: from memory | {lv['memory_s']:.2f} | {lv['cached_forward_tokens']:,} |"]
         write_section("why", "\n".join(rows), command=command_line(), machine=machine_info(args.device),
                       title="Why views: query lens and attention strip")
     return 0
