@@ -439,11 +439,18 @@ class Engine:
         if fusable(lm.model, lm.device) is None:
             fused_weights(lm.model)  # once, here, rather than inside the first answer's timing
 
+    @property
+    def own_decoder(self) -> bool:
+        """Whether the mode brings its own forward (ImpRAG's layer split), which the batched engine's
+        packed pass cannot share: such runs decode one at a time."""
+        return hasattr(self.query_encoder, "make_decoder")
+
     def make_decoder(self, fused: bool = True):
         """A new sequence's decoder; the batched engine (onegen/batch.py) hands out slots of its batch,
         and a mode with its own forward (ImpRAG) makes it through its query encoder."""
-        make = getattr(self.query_encoder, "make_decoder", None)
-        return make(self.lm) if make is not None else make_decoder(self.lm, fused)
+        if self.own_decoder:
+            return self.query_encoder.make_decoder(self.lm)
+        return make_decoder(self.lm, fused)
 
     # Public entry points ---------------------------------------------------------------------------
     def run(self, task: str, text: str, *, retriever: Retriever | None = None,

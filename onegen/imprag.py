@@ -506,11 +506,11 @@ class ImpragQuery:
 
         if ctx.layer_query is None:
             raise ImpragError("no layer query: the ImpRAG mode needs its own decoder")
+        label = f"attention query at layer {self.split.retrieval_layer}"
         if self.centring is None:
-            return QueryVector(ctx.layer_query, f"attention query at layer {self.split.retrieval_layer}", 0)
+            return QueryVector(ctx.layer_query, label, 0)
         # the same subtraction the index's passages got when it was built (PassageEncoder)
-        return QueryVector(self.centring.queries(ctx.layer_query),
-                           f"attention query at layer {self.split.retrieval_layer}, centred", 0)
+        return QueryVector(self.centring.queries(ctx.layer_query), label + ", centred", 0)
 
     def make_decoder(self, lm) -> ImpragDecoder:
         return ImpragDecoder(lm, self.split)

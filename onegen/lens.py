@@ -291,9 +291,10 @@ def layer_cache_path(model_fingerprint: str, index_fingerprint: str) -> Path:
     return layer_cache_dir() / f"{model_fingerprint[:24]}-{index_fingerprint[:24]}.safetensors"
 
 
-def _cache_metadata(model_fingerprint: str, index_fingerprint: str, shape: Sequence[int], tokens: int) -> dict:
+def _cache_key(model_fingerprint: str, index_fingerprint: str, shape: Sequence[int]) -> dict:
+    """What a cache file's metadata must say to be used (it also records the forward `tokens`)."""
     return {"schema": LAYER_CACHE_SCHEMA, "model_fingerprint": model_fingerprint,
-            "index_fingerprint": index_fingerprint, "shape": ",".join(str(n) for n in shape), "tokens": str(tokens)}
+            "index_fingerprint": index_fingerprint, "shape": ",".join(str(n) for n in shape)}
 
 
 def read_layer_cache(model_fingerprint: str, index_fingerprint: str,
@@ -308,11 +309,9 @@ def read_layer_cache(model_fingerprint: str, index_fingerprint: str,
         return None
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tokens = meta.get("tokens", "")
-            if ({k: v for k, v in meta.items() if k != "tokens"} !=
-                    {k: v for k, v in _cache_metadata(model_fingerprint, index_fingerprint, shape, 0).items()
-                     if k != "tokens"} or not tokens.isdigit()):
+            meta = dict(f.metadata() or {})
+            tokens = meta.pop("tokens", "")
+            if meta != _cache_key(model_fingerprint, index_fingerprint, shape) or not tokens.isdigit():
                 raise ValueError(f"made for another model, index or shape ({meta})")
             vectors = f.get_tensor("vectors")
         if tuple(vectors.shape) != tuple(shape) or vectors.dtype != torch.float32:
@@ -329,7 +328,7 @@ def write_layer_cache(model_fingerprint: str, index_fingerprint: str, vectors: t
     written (a read-only home) only costs the next process the encoding."""
     from safetensors.torch import save_file
 
-    meta = _cache_metadata(model_fingerprint, index_fingerprint, vectors.shape, tokens)
+    meta = {**_cache_key(model_fingerprint, index_fingerprint, vectors.shape), "tokens": str(tokens)}
     path = layer_cache_path(model_fingerprint, index_fingerprint)
     try:
         atomic_write(path, lambda tmp: save_file({"vectors": vectors.contiguous()}, str(tmp), metadata=meta))

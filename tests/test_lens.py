@@ -126,7 +126,7 @@ def test_the_layer_view_keeps_its_vectors_on_disk_for_the_next_process(root, mon
     assert warm.layers == cold.layers
     # A file made for other weights (or cut short) is refused, removed and rebuilt.
     vectors, tokens, _ = lens.layer_document_vectors(lm, "multi-hop", index)
-    meta = lens._cache_metadata("another-model", index.fingerprint, vectors.shape, tokens)
+    meta = {**lens._cache_key("another-model", index.fingerprint, vectors.shape), "tokens": str(tokens)}
     for broken in (lambda: save_file({"vectors": vectors}, str(path), metadata=meta),
                    lambda: path.write_bytes(path.read_bytes()[:100]),
                    lambda: save_file({"vectors": vectors[:, :1].contiguous()}, str(path), metadata={

@@ -120,8 +120,7 @@ def main(args) -> int:
                                     top_k=args.top_k, seed=args.seed, run=settings)
     from ..batch import BatchMemoryError, check_memory, default_batch_size
 
-    # a mode with its own decoder (ImpRAG's layer-split forward) decodes one example at a time
-    own_decoder = hasattr(engine.query_encoder, "make_decoder")
+    own_decoder = engine.own_decoder  # ImpRAG's layer-split forward decodes one example at a time
     if own_decoder and (args.batch_size or 1) > 1:
         return _fail(f"--mode {args.mode} decodes one example at a time (its own decoder); use --batch-size 1")
     batch_size = 1 if own_decoder else args.batch_size if args.batch_size is not None else default_batch_size(lm)
