@@ -31,6 +31,21 @@ def script(monkeypatch, lm, ids: list[int]) -> ScriptedChooser:
 script_every_run = script
 
 
+def scripted_evaluation(lm, task: str, examples, ids: list[int], settings, out, **kwargs):
+    """`evaluate` with every run choosing `ids`, writing its result file to `out` (for tests that
+    need result files as the evaluator writes them); the script ends with the call."""
+    import pytest
+
+    from onegen.evaluation import evaluate
+
+    mp = pytest.MonkeyPatch()
+    try:
+        script(mp, lm, ids)
+        return evaluate(lm, task, examples, settings, out=out, progress=False, **kwargs)
+    finally:
+        mp.undo()
+
+
 def text_ids(lm, task: str, text: str) -> list[int]:
     return lm.ptok(task).encode_data(text)
 

@@ -17,7 +17,7 @@ pytest.importorskip("gradio")
 sync_api = pytest.importorskip("playwright.sync_api")
 
 from conftest_app import HOSTILE, build_world, config_for, scripted_choices, serve  # noqa: E402
-from scripted import multi_hop_answering, script_every_run  # noqa: E402
+from scripted import multi_hop_answering, scripted_evaluation  # noqa: E402
 # Shared fixtures: `page` opens this module's `server` in a fresh browser context.
 from test_app_browser import browser, page, shot  # noqa: E402,F401
 from tiny import hotpot_item  # noqa: E402
@@ -37,7 +37,7 @@ SWEEP = {"schema": "test", "config": {"clock": "cpu"}, "models": {"5M": {"name":
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from onegen.datasets import load_dataset
-    from onegen.evaluation import EvaluationSettings, evaluate
+    from onegen.evaluation import EvaluationSettings
     from tiny import _loaded
 
     root = tmp_path_factory.mktemp("app-inspect")
@@ -51,12 +51,9 @@ def server(tmp_path_factory):
     sweep.write_text(json.dumps(SWEEP))
     lm = _loaded(str(world.model))
     examples = list(load_dataset(data, "multi-hop").examples)
-    mp = pytest.MonkeyPatch()
     for name, answer in (("a-corvale", "Corvale"), ("b-velor", "Velor")):
-        script_every_run(mp, lm, multi_hop_answering(lm, answer))
-        evaluate(lm, "multi-hop", examples, EvaluationSettings(candidates="context"),
-                 out=results / f"{name}.jsonl", progress=False)
-    mp.undo()
+        scripted_evaluation(lm, "multi-hop", examples, multi_hop_answering(lm, answer),
+                            EvaluationSettings(candidates="context"), results / f"{name}.jsonl")
     el_result_file(results)  # an entity-linking file with hostile text, written as `evaluate` writes them
     config = config_for(world, results_dir=results, datasets_dir=datasets, sweep_report=sweep)
     with serve(config, chooser_for=scripted_choices) as (url, _):

@@ -34,8 +34,8 @@ DATA = {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from onegen.datasets import load_dataset
-    from onegen.evaluation import EvaluationSettings, evaluate
-    from scripted import script_every_run
+    from onegen.evaluation import EvaluationSettings
+    from scripted import scripted_evaluation
     from tiny import _loaded
 
     root = tmp_path_factory.mktemp("app-why-tabs")
@@ -44,13 +44,11 @@ def server(tmp_path_factory):
     data.mkdir()
     results.mkdir()
     lm = _loaded(str(world.model))
-    mp = pytest.MonkeyPatch()
     for task, (name, text) in DATA.items():
         (data / name).write_text(text)
-        script_every_run(mp, lm, _script_ids(lm, task))
-        evaluate(lm, task, list(load_dataset(data / name, task).examples), EvaluationSettings(candidates="index"),
-                 index=str(world.indexes[task]), out=results / f"{task}.jsonl", progress=False)
-    mp.undo()
+        scripted_evaluation(lm, task, list(load_dataset(data / name, task).examples), _script_ids(lm, task),
+                            EvaluationSettings(candidates="index"), results / f"{task}.jsonl",
+                            index=str(world.indexes[task]))
     with serve(config_for(world, results_dir=results), chooser_for=scripted_choices) as (url, _):
         yield url
 

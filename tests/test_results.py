@@ -11,7 +11,7 @@ from onegen.datasets import load_dataset
 from onegen.evaluation import EvaluationSettings, evaluate
 from onegen.results import (ResultFileError, category_choices, compare_results, export_lines, headline,
                             load_results, outcome_of, select, summarize)
-from scripted import multi_hop_answering, script_every_run
+from scripted import multi_hop_answering, script_every_run, scripted_evaluation
 from tiny import hotpot_item
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -27,16 +27,9 @@ def runs(models, tmp_path_factory):
                                 hotpot_item("q3", "Velor")]))
     examples = list(load_dataset(data, "multi-hop").examples)
     lm = models["multi-hop"]
-    out = {}
-    mp = pytest.MonkeyPatch()
-    try:
-        for name, answer in (("a", "Corvale"), ("b", "Velor")):
-            script_every_run(mp, lm, multi_hop_answering(lm, answer))
-            out[name] = evaluate(lm, "multi-hop", examples, EvaluationSettings(candidates="context", top_k=2),
-                                 out=root / f"{name}.jsonl", progress=False)
-    finally:
-        mp.undo()
-    return out
+    return {name: scripted_evaluation(lm, "multi-hop", examples, multi_hop_answering(lm, answer),
+                                      EvaluationSettings(candidates="context", top_k=2), root / f"{name}.jsonl")
+            for name, answer in (("a", "Corvale"), ("b", "Velor"))}
 
 
 def test_a_result_file_reads_back_with_the_metrics_evaluate_printed(runs):
