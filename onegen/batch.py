@@ -263,6 +263,11 @@ class _Worker:
         return self._reply
 
 
+# A forward of at most this many ids is a decoded token with its draft: every row's logits are read.
+# A longer one (a prompt, a document) is read at its last row only.
+_HEAD_ALL_ROWS = 4
+
+
 class _Slot:
     """A run's decoder in the batch: its own KV cache, its forwards served by the scheduler."""
 
@@ -271,9 +276,19 @@ class _Slot:
         self.truncatable = getattr(inner, "truncatable", True)
         self.packed = isinstance(inner, FusedLlamaDecoder)
         self.name = "batched-fused-llama" if self.packed else "batched-transformers"
+        self._logits: dict[int, torch.Tensor] = {}  # data_ptr of a hidden row -> its logits
 
     def forward(self, ids: Sequence[int]) -> torch.Tensor:
+        self._logits = {}
         return self.worker.ask(_Forward(self, list(ids)))
+
+    def known_logits(self, row: torch.Tensor) -> torch.Tensor | None:
+        """The head's output for a row of this run's last forward, if the scheduler computed it
+        (`BatchEngine._heads`); rows are told apart by where they live, since a row the run still
+        holds cannot share its memory with another live row."""
+        if row.dim() != 1:
+            return None
+        return self._logits.get(row.data_ptr())
 
     def truncate(self, length: int) -> None:
         self.inner.truncate(length)
@@ -436,6 +451,23 @@ class BatchEngine(Engine):
         for i, r in enumerate(requests):
             if isinstance(r, _Forward) and not r.slot.packed:
                 replies[i] = r.slot.inner.forward(r.ids)
+        self._heads([(requests[i].slot, replies[i]) for i, r in enumerate(requests) if isinstance(r, _Forward)])
+
+    def _heads(self, served: list[tuple[_Slot, torch.Tensor]]) -> None:
+        """The LM head over every row the runs will read next, as one matmul: the last row of a
+        prompt or document, every row of a decoded token and its draft. One row at a time, the head
+        (vocabulary x hidden) is read from memory once per row; here once per step."""
+        rows, owners = [], []
+        for slot, hidden in served:
+            take = range(len(hidden)) if len(hidden) <= _HEAD_ALL_ROWS else [len(hidden) - 1]
+            for r in take:
+                rows.append(hidden[r])
+                owners.append(slot)
+        if not rows:
+            return
+        logits = self.lm.lm_head(torch.stack(rows)).float()
+        for slot, row, out in zip(owners, rows, logits):
+            slot._logits[row.data_ptr()] = out
 
 
 # -- a batch shared by concurrent callers ---------------------------------------------------------

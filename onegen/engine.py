@@ -281,7 +281,10 @@ class DecodeState:
         self.cost.forward_tokens["draft_rejected"] = self.cost.forward_tokens.get("draft_rejected", 0) + dropped
 
     def logits(self, hidden_last: torch.Tensor) -> torch.Tensor:
-        return self.lm.lm_head(hidden_last).float()
+        # A batched run's decoder computed the head for its step's rows together with the other runs'.
+        known = getattr(self.decoder, "known_logits", None)
+        ready = known(hidden_last) if known is not None else None
+        return ready if ready is not None else self.lm.lm_head(hidden_last).float()
 
     def _add_seconds(self, phase: Phase, s: float) -> None:
         self.cost.seconds[phase] = self.cost.seconds.get(phase, 0.0) + s

@@ -168,8 +168,11 @@ class FusedLlamaDecoder:
         return self.final_norm(x)
 
     def _rope(self, start: int, end: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._angles(torch.arange(start, end, dtype=torch.float32, device=self.device), dtype)
+
+    def _angles(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         # As transformers computes it: float32 angles, cos/sin scaled, then cast to the model dtype.
-        freqs = torch.arange(start, end, dtype=torch.float32, device=self.device)[:, None] * self.inv_freq.float()[None, :]
+        freqs = positions[:, None] * self.inv_freq.float()[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
         return (emb.cos() * self.rope_scaling).to(dtype), (emb.sin() * self.rope_scaling).to(dtype)
 
@@ -186,10 +189,13 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 @torch.inference_mode()
 def forward_packed(decoders: Sequence[FusedLlamaDecoder], ids: Sequence[Sequence[int]]) -> list[torch.Tensor]:
-    """Several sequences' new ids in one pass over the weights: every projection and MLP runs once
-    over all their tokens packed into one matrix (no padding), and each sequence attends only to its
-    own cache at its own positions. Returns each sequence's final-norm hidden states, as its own
-    `forward` would (up to the float rounding of a matmul over more rows)."""
+    """Several sequences' new ids in one pass over the weights: every projection, the rotary
+    embedding and the MLP run once over all their tokens packed into one matrix (no padding), and
+    each sequence attends only to its own cache at its own positions: the one step taken per
+    sequence, kept to a handful of tensor ops because at a large batch of single tokens their
+    dispatch, not arithmetic, is what the per-sequence part costs. Returns each sequence's
+    final-norm hidden states, as its own `forward` would (up to the float rounding of a matmul over
+    more rows)."""
     first = decoders[0]
     spans, starts = [], []
     for dec, new in zip(decoders, ids):
@@ -201,31 +207,38 @@ def forward_packed(decoders: Sequence[FusedLlamaDecoder], ids: Sequence[Sequence
         starts.append(start)
         spans.append(len(new))
     flat = [t for new in ids for t in new]
-    x = F.embedding(torch.tensor(flat, dtype=torch.long, device=first.device), first.embed)
-    ropes = [dec._rope(s, s + n, x.dtype) for dec, s, n in zip(decoders, starts, spans)]
-    masks = [torch.ones(n, s + n, dtype=torch.bool, device=first.device).tril(s) if n > 1 else None for s, n in zip(starts, spans)]
-    offsets = [0]
-    for n in spans:
-        offsets.append(offsets[-1] + n)
-    q_dim, kv_dim = first.n_heads * first.head_dim, first.n_kv * first.head_dim
+    device = first.device
+    x = F.embedding(torch.tensor(flat, dtype=torch.long, device=device), first.embed)
+    positions = torch.tensor([p for s, n in zip(starts, spans) for p in range(s, s + n)], dtype=torch.float32,
+                             device=device)
+    cos, sin = first._angles(positions, x.dtype)
+    cos, sin = cos[:, None, :], sin[:, None, :]  # (tokens, 1, head_dim): one angle per token, every head
+    masks = [torch.ones(n, s + n, dtype=torch.bool, device=device).tril(s) if n > 1 else None for s, n in zip(starts, spans)]
+    bounds = []
+    a = 0
+    for s, n in zip(starts, spans):
+        bounds.append((a, a + n, s, s + n))
+        a += n
+    tokens, heads, kv_heads, d = len(flat), first.n_heads, first.n_kv, first.head_dim
+    q_dim, kv_dim = heads * d, kv_heads * d
     for i, (norm1, w_qkv, w_o, norm2, w_gate_up, w_down) in enumerate(first.layers):
         qkv = norm1(x) @ w_qkv.T
+        # Heads first, tokens second: a sequence's rows are then one slice of each.
+        q = _rotate(qkv[:, :q_dim].view(tokens, heads, d), cos, sin).transpose(0, 1)
+        k = _rotate(qkv[:, q_dim:q_dim + kv_dim].view(tokens, kv_heads, d), cos, sin).transpose(0, 1)
+        v = qkv[:, q_dim + kv_dim:].view(tokens, kv_heads, d).transpose(0, 1)
         atts = []
-        for j, dec in enumerate(decoders):
-            a, b, s, n = offsets[j], offsets[j + 1], starts[j], spans[j]
-            cos, sin = ropes[j]
-            q = _heads(qkv[a:b, :q_dim], dec.n_heads)
-            k = _heads(qkv[a:b, q_dim:q_dim + kv_dim], dec.n_kv)
-            v = _heads(qkv[a:b, q_dim + kv_dim:], dec.n_kv)
-            dec.keys[i][:, :, s:s + n] = _rotate(k, cos, sin)
-            dec.values[i][:, :, s:s + n] = v
-            att = F.scaled_dot_product_attention(_rotate(q, cos, sin), dec.keys[i][:, :, :s + n],
-                                                 dec.values[i][:, :, :s + n], attn_mask=masks[j], enable_gqa=True)
-            atts.append(att[0].transpose(0, 1).reshape(n, q_dim))
-        x = x + torch.cat(atts) @ w_o.T
+        for dec, mask, (a, b, s, e) in zip(decoders, masks, bounds):
+            keys, values = dec.keys[i][0], dec.values[i][0]
+            keys[:, s:e] = k[:, a:b]
+            values[:, s:e] = v[:, a:b]
+            atts.append(F.scaled_dot_product_attention(q[None, :, a:b], keys[None, :, :e], values[None, :, :e],
+                                                       attn_mask=mask, enable_gqa=True)[0])
+        att = torch.cat(atts, dim=1).transpose(0, 1).reshape(tokens, q_dim)
+        x = x + att @ w_o.T
         gate, up = (norm2(x) @ w_gate_up.T).chunk(2, dim=-1)
         x = x + (F.silu(gate) * up) @ w_down.T
-    for dec, s, n in zip(decoders, starts, spans):
-        dec.length = s + n
+    for dec, (a, b, s, e) in zip(decoders, bounds):
+        dec.length = e
     h = first.final_norm(x)
-    return [h[offsets[j]:offsets[j + 1]] for j in range(len(decoders))]
+    return [h[a:b] for a, b, _, _ in bounds]

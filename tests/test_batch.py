@@ -97,6 +97,26 @@ def test_one_forward_call_a_step_for_the_whole_batch(models, monkeypatch):
     assert many < len(sizes) / 2  # batching removes most forward calls
 
 
+def test_the_lm_head_runs_once_a_step_for_every_run(models, monkeypatch):
+    """The head reads the vocabulary's weights once per step for all runs' rows, not once per row."""
+    jobs = [j for j in scripted_jobs(models) if j.task == "multi-hop"]
+    lm = models["multi-hop"]
+    steps: list[int] = []
+    real = batch_mod.forward_packed
+    monkeypatch.setattr(batch_mod, "forward_packed", lambda decs, ids: steps.append(len(decs)) or real(decs, ids))
+    heads: list[int] = []
+    hook = lm.lm_head.register_forward_hook(lambda mod, args, out: heads.append(args[0].shape[0]))
+    try:
+        results = BatchEngine(lm, batch_size=4).run_all(jobs)
+    finally:
+        hook.remove()
+    assert all(r.error is None for r in results)
+    assert len(heads) == len(steps)  # one head call a step, however many runs and draft rows it serves
+    assert max(heads) > 4  # several runs' rows (drafts included) in one call
+    for job, r in zip(jobs, results):
+        assert trace_signature(r.trace) == trace_signature(single(models, job))
+
+
 def test_a_refused_run_does_not_stop_the_batch(models):
     """Bad input is that run's error; the runs beside it finish as at batch 1."""
     lm = models["multi-hop"]
