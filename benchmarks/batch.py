@@ -58,8 +58,9 @@ class PeakRss:
         return self.peak - self.start
 
 
-def run_size(lm, task: str, texts: list[str], retriever, size: int):
-    """(traces in input order, seconds, bytes of peak memory added) for one pass over `texts`."""
+def run_size(lm, task: str, texts: list[str], retriever, size: int, share: bool = True):
+    """(traces in input order, seconds, bytes of peak memory added) for one pass over `texts`;
+    `share`: batched runs copy a common prompt prefix from each other (docs/batching.md)."""
     from onegen.batch import BatchEngine, BatchJob
     from onegen.engine import Engine
 
@@ -69,7 +70,7 @@ def run_size(lm, task: str, texts: list[str], retriever, size: int):
             engine = Engine(lm)
             traces = [engine.run_trace(task, t, retriever=retriever) for t in texts]
         else:
-            results = BatchEngine(lm, batch_size=size).run_all([BatchJob(task, t, retriever=retriever) for t in texts])
+            results = BatchEngine(lm, batch_size=size, share_prefixes=share).run_all([BatchJob(task, t, retriever=retriever) for t in texts])
             bad = [r.error for r in results if r.error is not None]
             if bad:
                 raise bad[0]
@@ -86,40 +87,45 @@ def bench_task(lm, task: str, texts: list[str], sizes: list[int], rounds: int, r
 
     run_size(lm, task, texts[:1], retriever, 1)  # untimed: the process's first run of the task warms up
     ticks = cpu_ticks()
-    seconds: dict[int, list[float]] = {s: [] for s in sizes}
-    peak: dict[int, int] = {s: 0 for s in sizes}
-    traces: dict[int, list] = {}
-    refused: dict[int, str] = {}  # a size the machine refuses (memory) is reported, not fatal to a long run
+    # Every size with shared prompt prefixes, and the largest once more without: what sharing adds.
+    variants = [(s, True) for s in sizes] + ([(max(sizes), False)] if max(sizes) > 1 else [])
+    seconds: dict[tuple, list[float]] = {v: [] for v in variants}
+    peak: dict[tuple, int] = {v: 0 for v in variants}
+    traces: dict[tuple, list] = {}
+    refused: dict[tuple, str] = {}  # a size the machine refuses (memory) is reported, not fatal to a long run
     for r in range(rounds):
-        for s in sizes[r % len(sizes):] + sizes[:r % len(sizes)]:
-            if s in refused:
+        for v in variants[r % len(variants):] + variants[:r % len(variants)]:
+            if v in refused:
                 continue
+            s, share = v
             try:
-                out, sec, added = run_size(lm, task, texts, retriever, s)
+                out, sec, added = run_size(lm, task, texts, retriever, s, share)
             except OneGenError as e:
                 if s == 1:
                     raise
-                refused[s] = str(e)
+                refused[v] = str(e)
                 print(f"bench batch: {task} batch {s} refused: {e}", file=sys.stderr, flush=True)
                 continue
             # Progress on stderr: a full run takes a while, and this shows where it is.
-            print(f"bench batch: {task} round {r + 1}/{rounds} batch {s}: {len(texts)} examples in {sec:.1f} s",
-                  file=sys.stderr, flush=True)
-            seconds[s].append(sec)
-            peak[s] = max(peak[s], added)
-            traces.setdefault(s, out)
+            print(f"bench batch: {task} round {r + 1}/{rounds} batch {s}{'' if share else ' (prefixes not shared)'}: "
+                  f"{len(texts)} examples in {sec:.1f} s", file=sys.stderr, flush=True)
+            seconds[v].append(sec)
+            peak[v] = max(peak[v], added)
+            traces.setdefault(v, out)
     rows = []
-    base = min(seconds[1])
-    for s in sizes:
-        if s in refused:
-            rows.append({"batch_size": s, "refused": refused[s]})
+    base = min(seconds[(1, True)])
+    for v in variants:
+        s, share = v
+        if v in refused:
+            rows.append({"batch_size": s, "shared_prefixes": share, "refused": refused[v]})
             continue
-        agreements = [compare(lm, one, other) for one, other in zip(traces[1], traces[s])]
-        rows.append({"batch_size": s, "examples_per_s": round(len(texts) / min(seconds[s]), 3),
-                     "speedup": round(base / min(seconds[s]), 2), "seconds": [round(x, 2) for x in seconds[s]],
+        agreements = [compare(lm, one, other) for one, other in zip(traces[(1, True)], traces[v])]
+        rows.append({"batch_size": s, "shared_prefixes": share,
+                     "examples_per_s": round(len(texts) / min(seconds[v]), 3),
+                     "speedup": round(base / min(seconds[v]), 2), "seconds": [round(x, 2) for x in seconds[v]],
                      "identical": sum(a.identical for a in agreements),
                      "near_ties": sum(a.near_tie for a in agreements),
-                     "peak_added_mib": round(peak[s] / 2**20, 1)})
+                     "peak_added_mib": round(peak[v] / 2**20, 1)})
     return {"examples": len(texts), "rows": rows, "steal_percent": steal_percent(ticks)}
 
 
@@ -155,14 +161,17 @@ def report_body(result: dict, lm) -> str:
              "|---|---|---|---|---|---|---|"]
     for task, r in result["tasks"].items():
         for row in r["rows"]:
+            size = f"{row['batch_size']}" + ("" if row.get("shared_prefixes", True) else ", prefixes not shared")
             if "refused" in row:
-                lines.append(f"| {task} | {row['batch_size']} | refused: {row['refused']} | | | | |")
+                lines.append(f"| {task} | {size} | refused: {row['refused']} | | | | |")
                 continue
-            lines.append(f"| {task} | {row['batch_size']} | {row['examples_per_s']} | {row['speedup']}x | "
+            lines.append(f"| {task} | {size} | {row['examples_per_s']} | {row['speedup']}x | "
                          f"{row['identical']}/{r['examples']} | {row['near_ties']} | {row['peak_added_mib']} MiB |")
     steal = {t: r["steal_percent"] for t, r in result["tasks"].items() if r.get("steal_percent") is not None}
     lines += ["", "Batch 1 is the plain engine, one example after another (prompt-lookup drafts on); larger sizes "
-              "decode that many examples together (onegen/batch.py, docs/batching.md). \"identical\" counts "
+              "decode that many examples together (onegen/batch.py, docs/batching.md), runs copying a common prompt "
+              "prefix from each other; the largest size runs once more with every prompt computed in full "
+              "(\"prefixes not shared\"), which is what batching alone gives. \"identical\" counts "
               "examples whose trace equals batch 1's token for token (retrievals and stop reason included); a "
               "\"near tie\" differs first where batch 1's top-two logit margin is below `batch.NEAR_TIE`. Peak "
               "memory is the resident memory the pass added at its highest."

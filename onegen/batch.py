@@ -37,7 +37,7 @@ import torch
 from .documents import Document
 from .engine import DoneEvent, Engine, Event, IndexRetriever, Retriever, RunSettings, TokenChooser, make_decoder
 from .errors import OneGenError
-from .fused_llama import FusedLlamaDecoder, forward_packed
+from .fused_llama import FusedLlamaDecoder, SharedKVCache, forward_packed, fusable
 from .loading import LoadedModel
 from .memory import available_memory
 from .trace import Cost, Hit, Trace
@@ -217,8 +217,11 @@ class _Worker:
 
     current = threading.local()
 
-    def __init__(self, index: int, job: BatchJob, body: Callable[["_Worker"], Trace]):
+    def __init__(self, index: int, job: BatchJob, body: Callable[["_Worker"], Trace],
+                 cache: SharedKVCache | None = None):
         self.index, self.job, self.body = index, job, body
+        self.cache = cache  # the batch's shared KV cache, where this run's fused decoders take a slot
+        self.decoders: list[FusedLlamaDecoder] = []
         self.request: _Forward | _Search | None = None
         self.done = False
         self.trace: Trace | None = None
@@ -318,11 +321,12 @@ class BatchEngine(Engine):
     still decode one run alone, as the Engine does."""
 
     def __init__(self, lm: LoadedModel, query_encoder=None, chooser: TokenChooser | None = None,
-                 batch_size: int = 8):
+                 batch_size: int = 8, share_prefixes: bool = True):
         super().__init__(lm, query_encoder=query_encoder, chooser=chooser)
         if batch_size < 1:
             raise BatchMemoryError(f"the batch size must be at least 1 (got {batch_size})")
         self.batch_size = batch_size
+        self.share_prefixes = share_prefixes  # runs copy a common prompt prefix (docs/batching.md)
 
     @classmethod
     def like(cls, engine: Engine, batch_size: int) -> "BatchEngine":
@@ -331,8 +335,21 @@ class BatchEngine(Engine):
 
     def make_decoder(self, fused: bool = True):
         worker = getattr(_Worker.current, "worker", None)
-        inner = make_decoder(self.lm, fused)
-        return inner if worker is None else _Slot(inner, worker)
+        if worker is None:
+            return make_decoder(self.lm, fused)
+        cache = worker.cache
+        if fused and cache is not None and cache.free():
+            inner = FusedLlamaDecoder(self.lm.model, shared=cache)
+            worker.decoders.append(inner)
+        else:  # no shared cache (another path), or a run's extra decoder: a cache of its own
+            inner = make_decoder(self.lm, fused)
+        return _Slot(inner, worker)
+
+    def _shared_cache(self) -> SharedKVCache | None:
+        """One KV cache for the batch's slots, on the fused path: its short steps attend together."""
+        if fusable(self.lm.model, self.lm.device) is not None:
+            return None
+        return SharedKVCache(self.lm.model, self.batch_size, share_prefixes=self.share_prefixes)
 
     def candidate_retriever(self, task: str, docs: Sequence[Document], cost: Cost | None = None):
         inner = super().candidate_retriever(task, docs, cost)
@@ -357,14 +374,19 @@ class BatchEngine(Engine):
         """The loop: `take(block)` gives the next waiting job (blocking only when no run is in
         flight; None: no more jobs, or none now when not blocking)."""
         active: list[_Worker] = []
+        cache: SharedKVCache | None = None
         try:
             while True:
                 while len(active) < self.batch_size:  # continuous batching: fill free slots
+                    if not active:
+                        cache = None  # an idle service holds no KV memory while it waits
                     nxt = take(not active)
                     if nxt is None:
                         break
+                    if cache is None:
+                        cache = self._shared_cache()
                     i, job = nxt
-                    w = _Worker(i, job, self._body(on_event))
+                    w = _Worker(i, job, self._body(on_event), cache)
                     w.resume()  # runs to its first request (the prompt's forward) or its end
                     active.append(w)
                 if not active:
@@ -373,6 +395,8 @@ class BatchEngine(Engine):
                 if ended:
                     active = [w for w in active if not w.done]
                     for w in ended:
+                        for dec in w.decoders:  # its slots go to the runs that join next
+                            cache.detach(dec)
                         yield BatchResult(w.index, w.job, w.trace, w.error, w.seconds)
                     continue
                 replies = self._serve([w.request for w in active])

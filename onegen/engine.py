@@ -250,7 +250,12 @@ class DecodeState:
         hidden = self.decoder.forward(ids)
         if self._sync:
             torch.cuda.synchronize()
-        self.cost.forward_tokens[phase] = self.cost.forward_tokens.get(phase, 0) + len(ids)
+        # A batched run may take a prompt's leading positions from another run's identical prefix
+        # (fused_llama.SharedKVCache): those rows are not computed, and are counted apart.
+        shared = len(ids) - hidden.shape[0]
+        if shared:
+            self.cost.forward_tokens["prefix_shared"] = self.cost.forward_tokens.get("prefix_shared", 0) + shared
+        self.cost.forward_tokens[phase] = self.cost.forward_tokens.get(phase, 0) + len(ids) - shared
         self._add_seconds(phase, time.perf_counter() - t0)
         self.ids.extend(ids)
         if self.drafter is not None:

@@ -18,6 +18,8 @@ Its tensors follow the model's device and dtype, so a caller that measures it on
 """
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -100,7 +102,8 @@ def fused_weights(model) -> list[tuple[torch.Tensor, torch.Tensor]]:
 class FusedLlamaDecoder:
     """One sequence's forward passes over its own KV cache. `forward` takes only new ids."""
 
-    def __init__(self, model, capacity: int = 4 * _BLOCK, any_device: bool = False):
+    def __init__(self, model, capacity: int = 4 * _BLOCK, any_device: bool = False,
+                 shared: "SharedKVCache | None" = None):
         reason = fusable(model, next(model.parameters()).device, any_device)
         if reason:
             raise ValueError(reason)
@@ -118,9 +121,16 @@ class FusedLlamaDecoder:
                        for layer, (qkv, gate_up) in zip(m.layers, fused_weights(model))]
         self.dtype, self.device = self.embed.dtype, self.embed.device
         self.length = 0
-        self._alloc(min(capacity, self.max_positions))
+        self.shared, self.slot = None, -1  # a SharedKVCache and this sequence's row in it
+        if shared is not None:
+            shared.attach(self)
+        else:
+            self._alloc(min(capacity, self.max_positions))
 
     def _alloc(self, capacity: int) -> None:
+        if self.shared is not None:  # the shared cache grows for every sequence in it
+            self.shared.grow(capacity)
+            return
         shape = (1, self.n_kv, capacity, self.head_dim)
         # Slots past `length` are never read (attention stops at the sequence end): no need to zero.
         new_k = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in self.layers]
@@ -177,6 +187,97 @@ class FusedLlamaDecoder:
         return (emb.cos() * self.rope_scaling).to(dtype), (emb.sin() * self.rope_scaling).to(dtype)
 
 
+class SharedKVCache:
+    """The KV caches of up to `slots` sequences as one tensor per layer (slot, kv head, position,
+    dim). Each attached decoder's cache is a view of its slot, so its own `forward` works unchanged,
+    while `forward_packed` attends for all of a step's single tokens and drafts with one call per
+    layer instead of one per sequence; with `share_prefixes`, a run starting with a prompt prefix
+    another run has copies it (`_share_prefixes`). A decoder is attached when made
+    (`FusedLlamaDecoder(..., shared=cache)`) and detached when its run ends; a full cache refuses to attach (the caller
+    makes a decoder with its own cache instead). Growing past the capacity reallocates every slot.
+    Slots start zeroed: a padded row of the batched attention reads finite numbers it then drops."""
+
+    def __init__(self, model, slots: int, capacity: int = 2 * _BLOCK, any_device: bool = False,
+                 share_prefixes: bool = True):
+        self.share_prefixes = share_prefixes  # runs take a common prompt prefix from each other
+        probe = FusedLlamaDecoder(model, capacity=1, any_device=any_device)
+        self.n_kv, self.head_dim, self.layers = probe.n_kv, probe.head_dim, len(probe.layers)
+        self.max_positions, self.dtype, self.device = probe.max_positions, probe.dtype, probe.device
+        self.owners: list[FusedLlamaDecoder | None] = [None] * slots
+        self.prompts: deque[_Prompt] = deque(maxlen=slots)  # recent first forwards, for `shared_prefix`
+        self.capacity = 0
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        self.grow(min(capacity, self.max_positions))
+
+    def free(self) -> int:
+        return self.owners.count(None)
+
+    def attach(self, dec: FusedLlamaDecoder) -> None:
+        if None not in self.owners:
+            raise ValueError(f"all {len(self.owners)} slots of the shared KV cache are taken")
+        slot = self.owners.index(None)
+        self.owners[slot] = dec
+        dec.shared, dec.slot = self, slot
+        self._bind(dec)
+
+    def detach(self, dec: FusedLlamaDecoder) -> None:
+        if dec.shared is self:
+            self.owners[dec.slot] = None
+            dec.keys, dec.values, dec.shared, dec.slot, dec.capacity = [], [], None, -1, 0
+
+    def grow(self, capacity: int) -> None:
+        if capacity <= self.capacity:
+            return
+        shape = (len(self.owners), self.n_kv, capacity, self.head_dim)
+        keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.layers)]
+        values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(self.layers)]
+        for old, new in ((self.keys, keys), (self.values, values)):
+            for o, n in zip(old, new):
+                n[:, :, :self.capacity] = o
+        self.keys, self.values, self.capacity = keys, values, capacity
+        for dec in self.owners:
+            if dec is not None:
+                self._bind(dec)
+
+    def shared_prefix(self, ids: Sequence[int]) -> "_Prompt | None":
+        """The remembered prompt sharing the longest prefix with `ids` (at least SHARE_MIN ids, and
+        short of the whole: the last id is always computed, its hidden state is what the run reads)."""
+        best, best_len = None, SHARE_MIN - 1
+        for prompt in self.prompts:
+            n = prompt.common(ids)
+            if n > best_len:
+                best, best_len = prompt, n
+        return best
+
+    def remember(self, ids: Sequence[int], dec: FusedLlamaDecoder) -> None:
+        """Keep a copy of a first forward's keys and values (the slot is rewritten by its next run)."""
+        n = len(ids)
+        if any(p.ids == tuple(ids) for p in self.prompts):
+            return
+        self.prompts.append(_Prompt(tuple(ids), [k[0, :, :n].clone() for k in dec.keys],
+                                    [v[0, :, :n].clone() for v in dec.values]))
+
+    def _bind(self, dec: FusedLlamaDecoder) -> None:
+        s = dec.slot
+        dec.keys = [k[s:s + 1] for k in self.keys]
+        dec.values = [v[s:s + 1] for v in self.values]
+        dec.capacity = self.capacity
+
+
+@dataclass
+class _Prompt:
+    """A first forward's ids and its keys and values per layer (kv head, position, dim)."""
+
+    ids: tuple[int, ...]
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+
+    def common(self, ids: Sequence[int]) -> int:
+        """Positions this prompt's cache can give `ids`."""
+        return _common_prefix(self.ids, ids)
+
+
 def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
     """(tokens, n*d) -> (1, n, tokens, d)"""
     return x.view(x.shape[0], n, -1).transpose(0, 1).unsqueeze(0)
@@ -187,16 +288,25 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
+# Runs share a common prompt prefix of at least this many ids (shorter ones are not worth a copy).
+SHARE_MIN = 8
+
+# A sequence with at most this many new ids (a decoded token and its draft) attends in the shared
+# cache's one call per layer; a longer one (a prompt, a document) on its own.
+SHORT = 4
+
+
 @torch.inference_mode()
 def forward_packed(decoders: Sequence[FusedLlamaDecoder], ids: Sequence[Sequence[int]]) -> list[torch.Tensor]:
     """Several sequences' new ids in one pass over the weights: every projection, the rotary
-    embedding and the MLP run once over all their tokens packed into one matrix (no padding), and
-    each sequence attends only to its own cache at its own positions: the one step taken per
-    sequence, kept to a handful of tensor ops because at a large batch of single tokens their
-    dispatch, not arithmetic, is what the per-sequence part costs. Returns each sequence's
-    final-norm hidden states, as its own `forward` would (up to the float rounding of a matmul over
-    more rows)."""
+    embedding and the MLP run once over all their tokens packed into one matrix (no padding).
+    Attention keeps each sequence to its own cache at its own positions: the short steps (decoded
+    tokens, drafts) of sequences in one `SharedKVCache` in one masked call per layer, padded to the
+    longest of them; any other sequence alone. Returns each sequence's final-norm hidden states, as
+    its own `forward` would (up to float rounding: a matmul over more rows, a masked attention)."""
     first = decoders[0]
+    pool = first.shared
+    ids, copies, fresh = _share_prefixes(decoders, ids) if pool is not None and pool.share_prefixes else (ids, {}, [])
     spans, starts = [], []
     for dec, new in zip(decoders, ids):
         start, end = dec.length, dec.length + len(new)
@@ -213,32 +323,140 @@ def forward_packed(decoders: Sequence[FusedLlamaDecoder], ids: Sequence[Sequence
                              device=device)
     cos, sin = first._angles(positions, x.dtype)
     cos, sin = cos[:, None, :], sin[:, None, :]  # (tokens, 1, head_dim): one angle per token, every head
-    masks = [torch.ones(n, s + n, dtype=torch.bool, device=device).tril(s) if n > 1 else None for s, n in zip(starts, spans)]
-    bounds = []
-    a = 0
+    bounds, a = [], 0
     for s, n in zip(starts, spans):
         bounds.append((a, a + n, s, s + n))
         a += n
+    # A run that copies its prefix from another run of this call attends after that run wrote it.
+    together = [j for j, dec in enumerate(decoders) if pool is not None and dec.shared is pool and spans[j] <= SHORT
+                and not isinstance(copies.get(j), int)]
+    alone = sorted(set(range(len(decoders))) - set(together))
+    step = _SharedStep(pool, [decoders[j].slot for j in together], [bounds[j] for j in together], len(flat),
+                       device) if together else None
+    masks = {j: torch.ones(spans[j], bounds[j][3], dtype=torch.bool, device=device).tril(starts[j])
+             if spans[j] > 1 else None for j in alone}
     tokens, heads, kv_heads, d = len(flat), first.n_heads, first.n_kv, first.head_dim
     q_dim, kv_dim = heads * d, kv_heads * d
     for i, (norm1, w_qkv, w_o, norm2, w_gate_up, w_down) in enumerate(first.layers):
         qkv = norm1(x) @ w_qkv.T
+        q = _rotate(qkv[:, :q_dim].view(tokens, heads, d), cos, sin)
+        k = _rotate(qkv[:, q_dim:q_dim + kv_dim].view(tokens, kv_heads, d), cos, sin)
+        v = qkv[:, q_dim + kv_dim:].view(tokens, kv_heads, d)
+        att = torch.empty_like(q) if alone else None
+        if step is not None:
+            shared = step.attend(i, q, k, v)
+            if att is None:
+                att = shared
+            else:
+                att[step.rows] = shared
         # Heads first, tokens second: a sequence's rows are then one slice of each.
-        q = _rotate(qkv[:, :q_dim].view(tokens, heads, d), cos, sin).transpose(0, 1)
-        k = _rotate(qkv[:, q_dim:q_dim + kv_dim].view(tokens, kv_heads, d), cos, sin).transpose(0, 1)
-        v = qkv[:, q_dim + kv_dim:].view(tokens, kv_heads, d).transpose(0, 1)
-        atts = []
-        for dec, mask, (a, b, s, e) in zip(decoders, masks, bounds):
-            keys, values = dec.keys[i][0], dec.values[i][0]
+        q, k, v = q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1)
+        for j in alone:
+            a, b, s, e = bounds[j]
+            keys, values = decoders[j].keys[i][0], decoders[j].values[i][0]
+            if isinstance(copies.get(j), int):
+                source = decoders[copies[j]]
+                keys[:, :s] = source.keys[i][0, :, :s]
+                values[:, :s] = source.values[i][0, :, :s]
             keys[:, s:e] = k[:, a:b]
             values[:, s:e] = v[:, a:b]
-            atts.append(F.scaled_dot_product_attention(q[None, :, a:b], keys[None, :, :e], values[None, :, :e],
-                                                       attn_mask=mask, enable_gqa=True)[0])
-        att = torch.cat(atts, dim=1).transpose(0, 1).reshape(tokens, q_dim)
-        x = x + att @ w_o.T
+            att[a:b] = F.scaled_dot_product_attention(q[None, :, a:b], keys[None, :, :e], values[None, :, :e],
+                                                      attn_mask=masks[j], enable_gqa=True)[0].transpose(0, 1)
+        x = x + att.reshape(tokens, q_dim) @ w_o.T
         gate, up = (norm2(x) @ w_gate_up.T).chunk(2, dim=-1)
         x = x + (F.silu(gate) * up) @ w_down.T
     for dec, (a, b, s, e) in zip(decoders, bounds):
         dec.length = e
+    for j, full in fresh:
+        pool.remember(full, decoders[j])
     h = first.final_norm(x)
     return [h[a:b] for a, b, _, _ in bounds]
+
+
+def _share_prefixes(decoders: Sequence[FusedLlamaDecoder], ids: Sequence[Sequence[int]]):
+    """Runs of a shared cache that start a sequence with a prefix another run already has (the
+    task's instruction, a dataset's common template) take that prefix's keys and values instead of
+    computing them: from a remembered prompt (copied now), or from an earlier run of this same call
+    (copied layer by layer, once that run has written it). Their positions are identical in either
+    case (same ids, same positions, causal attention); only the float rounding of a shorter matmul
+    differs. Returns the ids left to compute, {run: remembered prompt or earlier run}, and the
+    first forwards to remember afterwards, (run, ids)."""
+    pool = decoders[0].shared
+    ids = list(ids)
+    copies: dict[int, "_Prompt | int"] = {}
+    fresh: list[tuple[int, Sequence[int]]] = []
+    for j, dec in enumerate(decoders):
+        if dec.shared is not pool or dec.length or len(ids[j]) <= SHARE_MIN:
+            continue
+        full = ids[j]
+        source: "_Prompt | int | None" = pool.shared_prefix(full)
+        n = source.common(full) if source is not None else 0
+        for e, other in fresh:
+            m = _common_prefix(other, full)
+            if m > n:
+                source, n = e, m
+        fresh.append((j, full))
+        if source is None or n < SHARE_MIN:
+            continue
+        copies[j] = source
+        if len(full) > dec.capacity:
+            dec._alloc(min(dec.max_positions, -(-2 * len(full) // _BLOCK) * _BLOCK))
+        if not isinstance(source, int):
+            for i in range(len(dec.keys)):
+                dec.keys[i][0, :, :n] = source.keys[i][:, :n]
+                dec.values[i][0, :, :n] = source.values[i][:, :n]
+        dec.length = n
+        ids[j] = full[n:]
+    return ids, copies, fresh
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Leading ids `a` and `b` share, short of all of `b` (its last id is always computed)."""
+    n = min(len(a), len(b) - 1)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return max(n, 0)
+
+
+class _SharedStep:
+    """One packed call's short sequences in a shared cache, laid out once for every layer: where
+    each token's key and value go (slot, position), where its query sits in the padded
+    (slot, step, head, dim) block, and which positions each query may see."""
+
+    def __init__(self, pool: SharedKVCache, slots: list[int], bounds: list[tuple[int, int, int, int]],
+                 tokens: int, device: torch.device):
+        self.pool = pool
+        width = max(b - a for a, b, _, _ in bounds)
+        self.used = max(slots) + 1  # slots 0..used-1 take part; the others' rows are padding
+        self.length = max(e for _, _, _, e in bounds)
+        rows, slot_of, step_of, pos_of = [], [], [], []
+        for slot, (a, b, s, _) in zip(slots, bounds):
+            for t in range(b - a):
+                rows.append(a + t)
+                slot_of.append(slot)
+                step_of.append(t)
+                pos_of.append(s + t)
+        as_long = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
+        self.rows, self.slot_of, self.step_of, self.pos_of = map(as_long, (rows, slot_of, step_of, pos_of))
+        self.every_row = rows == list(range(tokens))  # all of the call's tokens, in order
+        # A padded query sees position 0 only (finite numbers, dropped); a real one its own past.
+        last = torch.zeros(self.used, width, dtype=torch.long, device=device)
+        last[self.slot_of, self.step_of] = self.pos_of
+        self.mask = (torch.arange(self.length, device=device)[None, None, :] <= last[:, :, None])[:, None]
+        self.width = width
+
+    def attend(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Writes these tokens' keys and values (tokens, kv head, dim) into their slots; returns
+        their attention output (tokens, head, dim), in `self.rows` order."""
+        if not self.every_row:
+            q, k, v = q[self.rows], k[self.rows], v[self.rows]
+        keys, values = self.pool.keys[layer], self.pool.values[layer]
+        keys[self.slot_of, :, self.pos_of] = k
+        values[self.slot_of, :, self.pos_of] = v
+        padded = q.new_zeros(self.used, self.width, q.shape[1], q.shape[2])
+        padded[self.slot_of, self.step_of] = q
+        out = F.scaled_dot_product_attention(padded.transpose(1, 2), keys[:self.used, :, :self.length],
+                                             values[:self.used, :, :self.length], attn_mask=self.mask,
+                                             enable_gqa=True)
+        return out.transpose(1, 2)[self.slot_of, self.step_of]

@@ -380,6 +380,8 @@ _PHASE_NOTES = {
                       'as a kept token, then dropped; they change the speed, never the output"',
     "replay_prefix": ' title="a replay prefilled the original run up to its changed retrieval in one pass; '
                      'only what follows was computed again"',
+    "prefix_shared": ' title="a batched run took these prompt positions from another run with the same prefix: '
+                     'keys and values copied, not forwarded (not in the total)"',
 }
 
 def cost_html(trace: Trace) -> str:

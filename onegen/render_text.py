@@ -86,7 +86,7 @@ DECODER_LABELS = {"fused-llama": "fused Llama decoder", "transformers": "transfo
 # Forward-token phases (trace.PHASES) and timed parts of a run, in words; every view uses these.
 PHASE_LABELS = {"prompt": "prompt", "generated": "generated", "inserted": "inserted",
                 "query_reencoding": "query re-encoding", "draft_rejected": "rejected drafts",
-                "replay_prefix": "replayed prefix", "retrieval": "search",
+                "replay_prefix": "replayed prefix", "prefix_shared": "shared prefix", "retrieval": "search",
                 "documents": "candidate documents", "total": "total"}
 
 

@@ -21,8 +21,11 @@ SCHEMA = "onegen-trace/1"
 # "draft_rejected": tokens of prompt-lookup drafts that greedy decoding did not keep (forwarded, then dropped).
 # "replay_prefix": a replayed run's recorded sequence up to its changed retrieval, prefilled in one
 # pass (onegen/replay.py); only replayed traces have it, so it is not among the PHASES every run lists.
-Phase = Literal["prompt", "generated", "inserted", "query_reencoding", "draft_rejected", "replay_prefix"]
-PHASES: tuple[Phase, ...] = tuple(p for p in get_args(Phase) if p != "replay_prefix")
+# "prefix_shared": leading prompt positions a batched run took from another run's identical prefix
+# (copied keys and values, not forwarded; onegen/fused_llama.py); only such runs have it.
+Phase = Literal["prompt", "generated", "inserted", "query_reencoding", "draft_rejected", "replay_prefix",
+                "prefix_shared"]
+PHASES: tuple[Phase, ...] = tuple(p for p in get_args(Phase) if p not in ("replay_prefix", "prefix_shared"))
 
 # Why a run ended (docs/trace.md, `stop_reason`).
 StopReason = Literal[
@@ -196,7 +199,7 @@ class Cost:
 
     @property
     def total_forward_tokens(self) -> int:
-        return sum(self.forward_tokens.values())
+        return sum(n for p, n in self.forward_tokens.items() if p != "prefix_shared")  # copied, not forwarded
 
     def phases(self) -> tuple[str, ...]:
         """The phases to list: every run's PHASES, then any other this run counted (a replay's prefix)."""

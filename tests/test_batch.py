@@ -70,6 +70,11 @@ def test_scripted_batches_equal_batch_one(models, task):
         assert trace_signature(r.trace) == trace_signature(one), job.text
         assert r.trace.result.output_text == one.result.output_text
         assert r.trace.settings["decoder"] == "batched-fused-llama"
+    for r in results:  # a prompt position is either forwarded or copied from another run's same prefix
+        ft = r.trace.cost.forward_tokens
+        assert ft["prompt"] + ft.get("prefix_shared", 0) == len(r.trace.prompt_ids)
+    if task != "single-hop":  # these prompts open with the task's instruction: later runs copy it
+        assert any(r.trace.cost.forward_tokens.get("prefix_shared", 0) >= 8 for r in results)
     if task != "entity-linking":  # these scripts all retrieve
         assert all(r.trace.retrievals for r in results[:2])
     assert len({len(r.trace.tokens) for r in results}) > 1  # ragged: different lengths in one batch
@@ -251,8 +256,12 @@ def test_closing_early_unwinds_the_runs(models):
 # -- the evaluation ---------------------------------------------------------------------------------
 
 def _without_timing(value):
-    """A result line without its clock readings (every "seconds") and the decoder's name."""
+    """A result line without its clock readings (every "seconds") and the decoder's name, and
+    prompt positions shared between batched runs counted as prompt tokens, as batch 1 does."""
     if isinstance(value, dict):
+        if "prefix_shared" in value:
+            value = {**value, "prompt": value["prompt"] + value["prefix_shared"]}
+            del value["prefix_shared"]
         return {k: _without_timing(v) for k, v in value.items() if k not in ("seconds", "decoder")}
     if isinstance(value, list):
         return [_without_timing(v) for v in value]
@@ -324,12 +333,14 @@ def test_batch_benchmark_counts_identical_outputs(models, monkeypatch):
     retriever = IndexRetriever(build_index(lm, "entity-linking", ENTITIES))
     texts = ["Paris and Rome.", "Rome.", "Corvale is far from Paris, they say."]
     r = bench_task(lm, "entity-linking", texts, [1, 2], 1, retriever)
-    assert [row["batch_size"] for row in r["rows"]] == [1, 2]
+    # The largest size runs twice: with runs sharing prompt prefixes, and with every prompt computed.
+    assert [(row["batch_size"], row["shared_prefixes"]) for row in r["rows"]] == [(1, True), (2, True), (2, False)]
     assert r["rows"][0]["identical"] == 3 and r["rows"][0]["speedup"] == 1.0
-    assert r["rows"][1]["identical"] + r["rows"][1]["near_ties"] == 3
+    assert all(row["identical"] + row["near_ties"] == 3 for row in r["rows"][1:])
     assert all(row["examples_per_s"] > 0 for row in r["rows"])
     body = report_body({"rounds": 1, "tasks": {"entity-linking": r}}, lm)
-    assert "| entity-linking | 2 |" in body and "identical to batch 1" in body
+    assert "| entity-linking | 2 |" in body and "| entity-linking | 2, prefixes not shared |" in body
+    assert "identical to batch 1" in body
 
 
 def test_batch_benchmark_reports_a_refused_size_and_goes_on(models, monkeypatch):
@@ -339,17 +350,17 @@ def test_batch_benchmark_reports_a_refused_size_and_goes_on(models, monkeypatch)
 
     real = bench.run_size
 
-    def refusing(lm, task, texts, retriever, size):
+    def refusing(lm, task, texts, retriever, size, share=True):
         if size == 4:
             raise BatchMemoryError("a batch of 4 needs more memory")
-        return real(lm, task, texts, retriever, size)
+        return real(lm, task, texts, retriever, size, share)
 
     monkeypatch.setattr(bench, "run_size", refusing)
     lm = models["entity-linking"]
     retriever = IndexRetriever(build_index(lm, "entity-linking", ENTITIES))
     r = bench.bench_task(lm, "entity-linking", ["Paris and Rome.", "Rome."], [1, 2, 4], 2, retriever)
-    assert [row["batch_size"] for row in r["rows"]] == [1, 2, 4]
-    assert r["rows"][2] == {"batch_size": 4, "refused": "a batch of 4 needs more memory"}
+    assert [row["batch_size"] for row in r["rows"]] == [1, 2, 4, 4]
+    assert r["rows"][2] == {"batch_size": 4, "shared_prefixes": True, "refused": "a batch of 4 needs more memory"}
     assert len(r["rows"][1]["seconds"]) == 2  # the other sizes ran every round
     body = bench.report_body({"rounds": 2, "tasks": {"entity-linking": r}}, lm)
     assert "| entity-linking | 4 | refused: a batch of 4 needs more memory |" in body

@@ -147,3 +147,100 @@ def test_the_engine_keeps_the_fused_path_to_the_cpu():
     model = _llama()
     assert "CPU only" in fusable(model, torch.device("cuda"))
     assert fusable(model, torch.device("cuda"), any_device=True) is None
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1])
+def test_a_shared_cache_attends_for_its_sequences_as_each_alone(kv_heads):
+    """Short steps of sequences in one SharedKVCache attend in one masked call: ragged lengths,
+    drafts of different widths, a prefill beside them, a slot freed and taken again, the cache
+    growing mid-run, a sequence outside the cache in the same call."""
+    from onegen.fused_llama import SharedKVCache, forward_packed
+
+    model = _llama(num_key_value_heads=kv_heads)
+    cache = SharedKVCache(model, slots=4, capacity=16)
+    gen = torch.Generator().manual_seed(3)
+    rand = lambda n: torch.randint(0, 300, (n,), generator=gen).tolist()  # noqa: E731
+    shared = [FusedLlamaDecoder(model, shared=cache) for _ in range(3)]
+    own = FusedLlamaDecoder(model, capacity=16)  # not in the cache: attends alone
+    decs = [*shared, own]
+    alone = [FusedLlamaDecoder(model, capacity=16) for _ in decs]
+    assert [d.slot for d in shared] == [0, 1, 2] and own.shared is None
+
+    def step(ids):
+        together = forward_packed(decs, ids)
+        for a, new, h in zip(alone, ids, together):
+            one = a.forward(new)
+            torch.testing.assert_close(h, one, atol=1e-5, rtol=1e-5)
+            assert torch.equal(model.lm_head(h).argmax(-1), model.lm_head(one).argmax(-1))
+
+    with torch.inference_mode():
+        step([rand(5), rand(11), rand(2), rand(3)])
+        step([[7], [8, 9, 10], [11], [12, 13]])          # short steps: one call for the cache's three
+        step([rand(3), [14], rand(9), [15]])              # a prefill (alone) beside short steps
+        for d, a in zip(decs, alone):                     # a refused draft
+            d.truncate(len(d) - 1)
+            a.truncate(len(a) - 1)
+        step([[16, 17], [18], [19, 20, 21], [22]])
+        # The middle run ends; a new one takes its slot (its stale keys are never read).
+        cache.detach(shared[1])
+        assert cache.free() == 2 and shared[1].shared is None
+        new = FusedLlamaDecoder(model, shared=cache)
+        assert new.slot == 1
+        decs[1], alone[1] = new, FusedLlamaDecoder(model, capacity=16)
+        step([[23], rand(4), [24], [25]])
+        step([[26], [27], [28], [29]])
+        step([rand(20), [30, 31], [32], [33]])            # past the capacity: the cache grows for all
+        assert cache.capacity > 16 and all(d.capacity == cache.capacity for d in decs[:3])
+        step([[34], [35], [36, 37], [38]])
+    assert [len(d) for d in decs] == [len(a) for a in alone]
+
+
+def test_a_full_shared_cache_refuses_another_sequence():
+    from onegen.fused_llama import SharedKVCache
+
+    model = _llama()
+    cache = SharedKVCache(model, slots=2, capacity=16)
+    a, b = FusedLlamaDecoder(model, shared=cache), FusedLlamaDecoder(model, shared=cache)
+    assert cache.free() == 0
+    with pytest.raises(ValueError, match="all 2 slots"):
+        FusedLlamaDecoder(model, shared=cache)
+    cache.detach(a)
+    assert FusedLlamaDecoder(model, shared=cache).slot == 0 and b.slot == 1
+
+
+def test_runs_in_a_shared_cache_take_a_common_prompt_prefix_instead_of_computing_it():
+    """A run that starts with another's prefix (in the same call, or remembered from an earlier one)
+    copies those positions' keys and values: its returned rows are only the ones it computed, and
+    every later step equals the sequence computed alone."""
+    from onegen.fused_llama import SHARE_MIN, SharedKVCache, forward_packed
+
+    model = _llama(num_key_value_heads=2)
+    cache = SharedKVCache(model, slots=4, capacity=16)
+    gen = torch.Generator().manual_seed(4)
+    rand = lambda n: torch.randint(0, 300, (n,), generator=gen).tolist()  # noqa: E731
+    template = rand(SHARE_MIN + 6)
+    prompts = [template + rand(5), template + rand(2), rand(12), template[:SHARE_MIN - 1] + rand(9)]
+    decs = [FusedLlamaDecoder(model, shared=cache) for _ in prompts]
+    alone = [FusedLlamaDecoder(model, capacity=16) for _ in prompts]
+
+    def step(ids, computed):
+        together = forward_packed(decs, ids)
+        assert [len(h) for h in together] == computed
+        for a, new, h in zip(alone, ids, together):
+            one = a.forward(new)[-len(h):]
+            torch.testing.assert_close(h, one, atol=1e-5, rtol=1e-5)
+
+    with torch.inference_mode():
+        # The second run copies the template from the first, layer by layer; the last shares too little.
+        step(prompts, [len(prompts[0]), 2, 12, len(prompts[3])])
+        step([[5], [6, 7], [8], [9]], [1, 2, 1, 1])
+        # A new run in a freed slot takes the template from the remembered first prompt.
+        cache.detach(decs[2])
+        decs[2], alone[2] = FusedLlamaDecoder(model, shared=cache), FusedLlamaDecoder(model, capacity=16)
+        step([[10], [11], template + [12, 13], [14]], [1, 1, 2, 1])
+        step([[15, 16], [17], [18], [19, 20]], [2, 1, 1, 2])
+        # The whole prompt seen before: the last id is still computed (its hidden state is read).
+        cache.detach(decs[2])
+        decs[2], alone[2] = FusedLlamaDecoder(model, shared=cache), FusedLlamaDecoder(model, capacity=16)
+        step([[21], [22], template + [12, 13], [23]], [1, 1, 1, 1])
+    assert [len(d) for d in decs] == [len(a) for a in alone]
