@@ -7,12 +7,15 @@ For a recipe with the `imprag` key (or a trained run's checkpoint), over world s
 - **recall@1** among each question's candidates (gold + the recipe's negatives), as the trainer
   scores them (raw), and with the vectors centred (`onegen.imprag.Centring`, fitted on other items);
 - **gradient reach**: the norm of the retrieval loss's gradient on the LoRA weights, per layer group;
+- **layers** (`--layers`, instead of the above): recall@1 at every layer of the model, for the
+  paper's last-token vectors and for the mean over the question's and the passage's own tokens;
 - **overfit** (optional): retrieval alone on one fixed batch, to tell "cannot learn" from "has not
   generalised yet".
 
     python -m benchmarks.imprag_vectors --recipe assets/recipes/imprag-smol.json --items 64
     python -m benchmarks.imprag_vectors --recipe R --world assets/world/heldout --checkpoint runs/imprag-smol
     python -m benchmarks.imprag_vectors --recipe R --items 8 --grad-items 0 --overfit 8
+    python -m benchmarks.imprag_vectors --recipe R --world assets/world/heldout --items 96 --layers
 
 No timing: these are properties of the vectors, deterministic in the recipe's seed.
 """
@@ -94,6 +97,60 @@ def gradient_reach(trainer, items: list[dict], n_neg: int) -> dict:
     return {k: round(v ** 0.5, 6) for k, v in norms.items()}
 
 
+def _shared_ends(seqs: list[list[int]]) -> tuple[int, int]:
+    """Ids every sequence starts with and ends with (a template's fixed parts)."""
+    first = min(len(s) for s in seqs)
+    head = next((i for i in range(first) if len({s[i] for s in seqs}) > 1), first)
+    tail = next((i for i in range(1, first - head + 1) if len({s[-i] for s in seqs}) > 1), first - head + 1) - 1
+    return head, tail
+
+
+def layer_pooling(trainer, items: list[dict], fit_items: list[dict], n_neg: int) -> list[dict]:
+    """Which layer and which pooling carry a question's retrieval signal before any training:
+    recall@1 (gold among its candidates), raw and centred, at every layer of the base, for the
+    paper's vectors (the input's last token's query states, a passage's last token's key states)
+    and for the mean over the tokens that differ between inputs (the question's tokens inside the
+    prompt template; a passage's tokens inside its delimiters), pooled per key-value group alike."""
+    from onegen.imprag import Centring, pool_key, pool_query
+    from onegen.train.imprag import world_sample
+
+    fwd, ptok, corpus = trainer.forward_, trainer.ptoks["single-hop"], trainer.corpus
+    rng = random.Random(0)
+    samples = [world_sample(it, ptok, corpus, rng, n_neg) for it in [*items, *fit_items]]
+    q_head, q_tail = _shared_ends([s.prompt for s in samples])
+    p_head, p_tail = _shared_ends([p for s in samples for p in s.passages])
+
+    def per_layer(ids, head, tail, query: bool):
+        """{(pooling, layer): vector} over every layer, the sequence alone."""
+        h = fwd._embed(ids)
+        positions = torch.arange(h.shape[1], device=h.device)
+        out = {}
+        for i in range(fwd.split.n_layers):
+            h, (q, k) = fwd._layer(i, h, positions, None)
+            states = q if query else k
+            pool = (lambda x: pool_query(x, fwd.kv_heads)) if query else pool_key
+            out[("last", i)] = pool(states[:, -1, :]).float()
+            out[("mean", i)] = pool(states[:, head:states.shape[1] - tail, :].mean(1)).float()
+        return out
+
+    with torch.no_grad():
+        queries = [per_layer(s.prompt, q_head, q_tail, True) for s in samples]
+        passages = [[per_layer(p, p_head, p_tail, False) for p in s.passages] for s in samples]
+    n, rows = len(items), []
+    for key in queries[0]:
+        q = torch.stack([v[key] for v in queries])
+        p = [torch.stack([c[key] for c in cands]) for cands in passages]
+        centring = Centring.fit(q[n:], torch.cat(p[n:]))
+        hits = {"raw": 0, "centred": 0}
+        for j in range(n):
+            for kind, qm, pm in (("raw", lambda x: x, lambda x: x), ("centred", centring.queries, centring.passages)):
+                scores = F.normalize(pm(p[j]), dim=-1) @ F.normalize(qm(q[j]), dim=0)
+                hits[kind] += samples[j].gold[int(scores.argmax())]
+        rows.append({"pooling": key[0], "layer": key[1], "recall_at_1_raw": round(hits["raw"] / n, 4),
+                     "recall_at_1_centred": round(hits["centred"] / n, 4)})
+    return rows
+
+
 def overfit(trainer, items: list[dict], n_neg: int, steps: int, lr: float) -> list[dict]:
     """Retrieval alone (warm-up NCE, no LM loss) on one fixed batch, the recipe's LoRA and centring:
     whether the retrieval path can learn at all, apart from generalising to new questions."""
@@ -139,6 +196,8 @@ def main(argv=None) -> int:
     p.add_argument("--items", type=int, default=64)
     p.add_argument("--grad-items", type=int, default=4)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--layers", action="store_true",
+                   help="recall@1 at every layer, last-token and mean pooling (`layer_pooling`), instead of the rest")
     p.add_argument("--overfit", type=int, default=0, metavar="STEPS",
                    help="then train retrieval alone for STEPS steps on one fixed batch of 8 items (recall per step)")
     args = p.parse_args(argv)
@@ -160,6 +219,11 @@ def main(argv=None) -> int:
         items = list(trainer.items["single-hop"])
         random.Random(7).shuffle(items)
         n = min(args.items, len(items) // 2)
+        if args.layers:
+            print(json.dumps({"step": trainer.step, "items": n, "candidates": recipe.hard_negatives + 1,
+                              "layers": layer_pooling(trainer, items[:n], items[n:2 * n], recipe.hard_negatives)},
+                             indent=1))
+            return 0
         result = {"step": trainer.step, **measure(trainer, items[:n], items[n:2 * n], recipe.hard_negatives)}
         if args.grad_items:
             result["lora_grad_norm"] = gradient_reach(trainer, items[:args.grad_items], recipe.hard_negatives)
