@@ -325,7 +325,7 @@ def layer_split_encoder(lm, layers: str | None):
     or None for OneGen's final hidden states."""
     if layers is None:
         return None
-    from onegen.imprag import ImpragError, LayerSplit, PassageEncoder
+    from onegen.imprag import ImpragError, LayerSplit, PassageEncoder, model_split
 
     if layers == "model":
         return PassageEncoder(lm)
@@ -334,7 +334,8 @@ def layer_split_encoder(lm, layers: str | None):
     except ValueError:
         raise BuildError(f"--imprag-layers takes two whole numbers B,T; got {layers!r}") from None
     try:
-        return PassageEncoder(lm, LayerSplit(b, t, lm.model.config.num_hidden_layers))
+        # other boundaries, the model's own token pooling
+        return PassageEncoder(lm, LayerSplit(b, t, lm.model.config.num_hidden_layers, model_split(lm).tokens))
     except ImpragError as e:
         raise BuildError(f"--imprag-layers: {e}") from None
 

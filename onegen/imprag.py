@@ -39,6 +39,11 @@ from .errors import OneGenError
 Group = Literal["bottom", "middle", "top"]
 GROUPS: tuple[Group, ...] = ("bottom", "middle", "top")
 POOLING = "mean over the query heads of each key-value group"
+# Which tokens' states make the vectors: the last one (the paper's design), or the mean over all of
+# the input's (a passage's) tokens. Measured on the untrained SmolLM2-135M (docs/imprag.md), the last
+# token ranks passages at chance at every layer and the mean does not.
+TOKEN_POOLING = ("last", "mean")
+POOLING_MEAN = "mean over the tokens, then over the query heads of each key-value group"
 
 
 class ImpragError(OneGenError, ValueError):
@@ -52,11 +57,19 @@ class LayerSplit:
     bottom: int  # b: layers [0, b) are the bottom group
     top: int  # t: layers [b, t) are the middle group, [t, N) the top group
     n_layers: int
+    tokens: str = "last"  # TOKEN_POOLING: the last token's states, or the mean over the tokens
 
     def __post_init__(self):
         if not 0 < self.bottom <= self.top <= self.n_layers:
             raise ImpragError(f"layer boundaries must satisfy 0 < b <= t <= N: got b={self.bottom}, "
                               f"t={self.top}, N={self.n_layers}")
+        if self.tokens not in TOKEN_POOLING:
+            raise ImpragError(f"token pooling must be one of {', '.join(TOKEN_POOLING)}; got {self.tokens!r}")
+
+    @property
+    def pooling(self) -> str:
+        """The pooling in words, as the trace and an index's manifest record it."""
+        return POOLING if self.tokens == "last" else POOLING_MEAN
 
     @property
     def retrieval_layer(self) -> int:
@@ -72,11 +85,14 @@ class LayerSplit:
                 "top": range(self.top, self.n_layers)}[group]
 
     def to_json(self) -> dict:
-        return {"bottom": self.bottom, "top": self.top, "n_layers": self.n_layers}
+        out = {"bottom": self.bottom, "top": self.top, "n_layers": self.n_layers}
+        if self.tokens != "last":  # absent: the last token, as before the choice existed
+            out["tokens"] = self.tokens
+        return out
 
     @classmethod
     def from_json(cls, data: dict) -> "LayerSplit":
-        return cls(int(data["bottom"]), int(data["top"]), int(data["n_layers"]))
+        return cls(int(data["bottom"]), int(data["top"]), int(data["n_layers"]), data.get("tokens", "last"))
 
 
 @dataclass
@@ -308,6 +324,8 @@ class SplitForward:
         raw = None
         for i in self.split.layers("bottom"):
             h, raw = self._layer(i, h, positions, None, block_starts=starts)
+        if self.split.tokens == "mean":
+            return torch.stack([pool_key(raw[1][:, s:e, :].mean(1)) for s, e in zip(starts, ends.tolist())])
         return torch.stack([pool_key(raw[1][:, e - 1, :]) for e in ends.tolist()])
 
     # --- the two-stage forward -------------------------------------------------------------
@@ -323,7 +341,8 @@ class SplitForward:
         raw = None
         for i in self.split.layers("bottom"):
             h, raw = self._layer(i, h, positions, caches[i])
-        state = SplitState(input_length=L, query=pool_query(raw[0][:, -1, :], self.kv_heads), bottom_hidden=h,
+        q = raw[0][:, -1, :] if self.split.tokens == "last" else raw[0].mean(1)
+        state = SplitState(input_length=L, query=pool_query(q, self.kv_heads), bottom_hidden=h,
                            caches=caches, next_position=L)
         state.cost.add(("bottom",), L)
         return state
@@ -401,7 +420,7 @@ def model_split(lm) -> LayerSplit:
     n = lm.model.config.num_hidden_layers
     recorded = (lm.info or {}).get("imprag")
     if recorded:
-        return LayerSplit(int(recorded["bottom"]), int(recorded["top"]), n)
+        return LayerSplit(int(recorded["bottom"]), int(recorded["top"]), n, recorded.get("tokens", "last"))
     return default_split(n)
 
 
@@ -479,7 +498,7 @@ class ImpragDecoder:
         trace.cost.layer_groups = self.state.cost.to_json()
         if trace.retrievals:
             trace.retrievals[-1].layer_read = LayerRead(
-                layer=split.retrieval_layer, pooling=POOLING, dimension=self.forward_.dimension,
+                layer=split.retrieval_layer, pooling=split.pooling, dimension=self.forward_.dimension,
                 bottom=split.bottom, top=split.top, n_layers=split.n_layers,
                 reader_attention=[[round(x, 6) for x in row] for row in self.state.reader_attention()]
                 if self.state.read else [])
@@ -549,7 +568,7 @@ class PassageEncoder:
 def index_layer_split(split: LayerSplit, centring: Centring | None = None) -> dict:
     """What an ImpRAG index's manifest records of the layer groups its vectors came from (and, for a
     centred model, the fingerprint of the means its passages were centred by)."""
-    out = {"mode": "imprag", **split.to_json(), "layer": split.retrieval_layer, "pooling": POOLING}
+    out = {"mode": "imprag", **split.to_json(), "layer": split.retrieval_layer, "pooling": split.pooling}
     if centring is not None:
         out["centring"] = centring.fingerprint()
     return out

@@ -356,3 +356,30 @@ def test_centring_is_applied_identically_to_queries_passages_and_the_index(singl
         Centring.from_json({"query_mean": [1.0]})
     with pytest.raises(ImpragError, match="dimension"):
         Centring((1.0, 2.0), (1.0,))
+
+
+@pytest.mark.parametrize("kv_heads", [1, 3])
+def test_mean_pooled_vectors_equal_a_plain_forward_and_are_recorded(kv_heads):
+    """`tokens="mean"`: the query is the input's query states averaged over its tokens, a passage's
+    vector its key states averaged over its tokens (each passage alone), pooled per group as before;
+    the split records it, and an index built with the other pooling is told apart."""
+    from onegen.imprag import POOLING_MEAN, index_layer_split
+
+    model = tiny_llama(kv_heads)
+    split = LayerSplit(2, 4, N_LAYERS, "mean")
+    fwd = SplitForward(model, split)
+    head_dim, group = 48 // 6, 6 // kv_heads
+    with torch.no_grad():
+        query = fwd.start(INPUT).query
+        many = fwd.passage_vectors([P2, P1])
+    q, _ = projections(model, split.retrieval_layer, INPUT)
+    _, k = projections(model, split.retrieval_layer, P1)
+    q_mean = q.mean(0).view(6, head_dim)
+    torch.testing.assert_close(query, torch.cat([q_mean[g * group:(g + 1) * group].mean(0) for g in range(kv_heads)]))
+    torch.testing.assert_close(many[1], k.mean(0), rtol=1e-5, atol=1e-5)
+    assert split.pooling == POOLING_MEAN and LayerSplit.from_json(split.to_json()) == split
+    last = LayerSplit(2, 4, N_LAYERS)
+    assert "tokens" not in last.to_json()  # the default keeps the manifests written before the choice
+    assert index_layer_split(split) != index_layer_split(last)
+    with pytest.raises(ImpragError, match="token pooling"):
+        LayerSplit(2, 4, N_LAYERS, "first")

@@ -27,6 +27,8 @@ def export_embedded(trainer, out: str | Path, card_extra: str = "") -> Path:
                     "trained_steps": trainer.step, "world": r.world}
         if r.imprag is not None:  # the layer groups the ImpRAG mode was trained with (onegen.imprag.model_split)
             manifest["imprag"] = {"bottom": r.imprag["bottom"], "top": r.imprag["top"]}
+            if r.imprag.get("tokens", "last") != "last":  # which tokens' states make the vectors
+                manifest["imprag"]["tokens"] = r.imprag["tokens"]
             centring = trainer.exported_centring()
             if centring is not None:  # subtracted from queries and passages (onegen.imprag.Centring)
                 manifest["imprag"]["centring"] = centring.to_json()

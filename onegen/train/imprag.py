@@ -41,15 +41,17 @@ class ImpragSpec:
     # centre query and passage vectors by running means (RunningCentring) before scoring
     centre: bool = False
     centring_momentum: float = 0.95
+    tokens: str = "last"  # onegen.imprag.TOKEN_POOLING: which tokens' states make the vectors
 
     def __post_init__(self):
         if self.warmup_steps < 0 or self.temperature <= 0 or self.teacher_temperature <= 0:
             raise ImpragError("imprag: warmup_steps must be >= 0 and the temperatures > 0")
         if not 0 <= self.centring_momentum < 1:
             raise ImpragError("imprag: centring_momentum must be in [0, 1)")
+        LayerSplit(1, 1, 1, self.tokens)  # an unknown pooling is refused with the recipe, not mid-run
 
     def split(self, n_layers: int) -> LayerSplit:
-        return LayerSplit(self.bottom, self.top, n_layers)
+        return LayerSplit(self.bottom, self.top, n_layers, self.tokens)
 
     def to_dict(self) -> dict:
         return asdict(self)
