@@ -150,7 +150,7 @@ def main(args) -> int:
     print(json.dumps(result) if args.json else json.dumps(result, indent=2))
     if args.write:
         write_section("batch", report_body(result, lm), command=command_line(), machine=machine_info(args.device),
-                      title="Batched decoding on this CPU")
+                      title="Batched decoding on this CPU", path=args.write)
     return 0
 
 

@@ -144,6 +144,13 @@ class FusedLlamaDecoder:
     def __len__(self) -> int:
         return self.length
 
+    def _reserve(self, end: int) -> None:
+        """Room for positions up to `end` (the cache grows in blocks, to twice what is needed)."""
+        if end > self.max_positions:
+            raise ValueError(f"{end} positions exceed the model's {self.max_positions}")
+        if end > self.capacity:
+            self._alloc(min(self.max_positions, -(-2 * end // _BLOCK) * _BLOCK))
+
     def truncate(self, length: int) -> None:
         """Forget every position from `length` on; their slots are overwritten by later calls."""
         self.length = max(0, min(self.length, length))
@@ -153,10 +160,7 @@ class FusedLlamaDecoder:
         """Final-norm hidden states (len(ids), hidden) of `ids` appended to the sequence."""
         n, start = len(ids), self.length
         end = start + n
-        if end > self.max_positions:
-            raise ValueError(f"{end} positions exceed the model's {self.max_positions}")
-        if end > self.capacity:
-            self._alloc(min(self.max_positions, -(-2 * end // _BLOCK) * _BLOCK))
+        self._reserve(end)
         x = F.embedding(torch.tensor(ids, dtype=torch.long, device=self.device), self.embed)
         cos, sin = self._rope(start, end, x.dtype)
         # One new token attends to everything; several attend causally among themselves.
@@ -240,15 +244,15 @@ class SharedKVCache:
             if dec is not None:
                 self._bind(dec)
 
-    def shared_prefix(self, ids: Sequence[int]) -> "_Prompt | None":
-        """The remembered prompt sharing the longest prefix with `ids` (at least SHARE_MIN ids, and
-        short of the whole: the last id is always computed, its hidden state is what the run reads)."""
-        best, best_len = None, SHARE_MIN - 1
+    def shared_prefix(self, ids: Sequence[int]) -> "tuple[_Prompt | None, int]":
+        """The remembered prompt sharing the longest prefix with `ids`, and that prefix's length
+        (short of the whole: the last id is always computed, its hidden state is what the run reads)."""
+        best, best_len = None, 0
         for prompt in self.prompts:
-            n = prompt.common(ids)
+            n = _common_prefix(prompt.ids, ids)
             if n > best_len:
                 best, best_len = prompt, n
-        return best
+        return best, best_len
 
     def remember(self, ids: Sequence[int], dec: FusedLlamaDecoder) -> None:
         """Keep a copy of a first forward's keys and values (the slot is rewritten by its next run)."""
@@ -272,10 +276,6 @@ class _Prompt:
     ids: tuple[int, ...]
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
-
-    def common(self, ids: Sequence[int]) -> int:
-        """Positions this prompt's cache can give `ids`."""
-        return _common_prefix(self.ids, ids)
 
 
 def _heads(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -309,11 +309,8 @@ def forward_packed(decoders: Sequence[FusedLlamaDecoder], ids: Sequence[Sequence
     ids, copies, fresh = _share_prefixes(decoders, ids) if pool is not None and pool.share_prefixes else (ids, {}, [])
     spans, starts = [], []
     for dec, new in zip(decoders, ids):
-        start, end = dec.length, dec.length + len(new)
-        if end > dec.max_positions:
-            raise ValueError(f"{end} positions exceed the model's {dec.max_positions}")
-        if end > dec.capacity:
-            dec._alloc(min(dec.max_positions, -(-2 * end // _BLOCK) * _BLOCK))
+        start = dec.length
+        dec._reserve(start + len(new))
         starts.append(start)
         spans.append(len(new))
     flat = [t for new in ids for t in new]
@@ -389,8 +386,8 @@ def _share_prefixes(decoders: Sequence[FusedLlamaDecoder], ids: Sequence[Sequenc
         if dec.shared is not pool or dec.length or len(ids[j]) <= SHARE_MIN:
             continue
         full = ids[j]
-        source: "_Prompt | int | None" = pool.shared_prefix(full)
-        n = source.common(full) if source is not None else 0
+        source: "_Prompt | int | None"
+        source, n = pool.shared_prefix(full)
         for e, other in fresh:
             m = _common_prefix(other, full)
             if m > n:
@@ -399,8 +396,7 @@ def _share_prefixes(decoders: Sequence[FusedLlamaDecoder], ids: Sequence[Sequenc
         if source is None or n < SHARE_MIN:
             continue
         copies[j] = source
-        if len(full) > dec.capacity:
-            dec._alloc(min(dec.max_positions, -(-2 * len(full) // _BLOCK) * _BLOCK))
+        dec._reserve(len(full))
         if not isinstance(source, int):
             for i in range(len(dec.keys)):
                 dec.keys[i][0, :, :n] = source.keys[i][:, :n]
