@@ -3,11 +3,13 @@
     python app.py                                   # embedded default model on the CPU
     python app.py --model zjunlp/OneGen-EntityLinking-Llama2-7B --index-entity-linking DIR
     ONEGEN_MODEL=... ONEGEN_INDEX_MULTI_HOP=DIR python app.py --port 7861
+    python app.py --imprag-model runs/imprag-smol --imprag-index runs/idx-imprag   # ImpRAG beside OneGen
 
-Tabs: Run (live timeline, retrieval steps, result, cost strip, trace download), Trace viewer
-(upload a trace JSON), Index browser, Compare (OneGen against a two-pass or pipeline baseline, on
-the single-pass sweep), Error browser (run or open result files, filter, inspect, compare two),
-About. API endpoints: /link_entities, /answer_multi_hop, /answer_single_hop, each (text, top_k=5)
+Tabs: Run (live timeline, retrieval steps, result, cost strip, trace download; OneGen, or ImpRAG on
+single-hop questions when an ImpRAG model is configured), Trace viewer (upload a trace JSON), Index
+browser, Compare (OneGen against a two-pass or pipeline baseline, on the single-pass sweep; one
+single-hop question through OneGen, ImpRAG and the pipeline), Error browser (run or open result
+files, filter, inspect, compare two), About. API endpoints: /link_entities, /answer_multi_hop, /answer_single_hop, each (text, top_k=5)
 -> Trace JSON. This file reads the configuration and starts the server; the page is built by
 onegen/ui (one module per tab), the shared model, indexes and jobs live in onegen/app_state.py
 and onegen/jobs.py.
@@ -19,7 +21,8 @@ import logging
 import threading
 from pathlib import Path
 
-from onegen.app_state import EXAMPLES_DIR, MAX_INPUT_CHARS, AppConfig, AppState, env_name
+from onegen.app_state import (EXAMPLES_DIR, IMPRAG_INDEX_ENV, IMPRAG_MODEL_ENV, MAX_INPUT_CHARS, AppConfig, AppState,
+                              env_name)
 from onegen.tasks import TASK_NAMES, get_task
 from onegen.ui import build_demo, launch, on_zero_gpu
 
@@ -36,6 +39,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             "else the model's registry index)")
     p.add_argument("--index", action="append", default=[], metavar="TASK=DIR",
                    help=f"index folder for a task, repeatable; TASK is one of {', '.join(TASK_NAMES)}")
+    p.add_argument("--imprag-model", metavar="DIR",
+                   help="an ImpRAG model (its info records its layer groups) for single-hop questions beside the "
+                        f"OneGen model (default: ${IMPRAG_MODEL_ENV}, else the ImpRAG mode is off; docs/imprag.md)")
+    p.add_argument("--imprag-index", metavar="DIR",
+                   help="the ImpRAG model's single-hop index, built with `python -m index_builder world ... "
+                        f"--imprag-layers` (default: ${IMPRAG_INDEX_ENV})")
     p.add_argument("--examples", default=str(EXAMPLES_DIR), metavar="DIR", help="folder of <task>.jsonl examples")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when present)")
     p.add_argument("--max-input-chars", type=int, default=MAX_INPUT_CHARS)
@@ -57,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         indexes[name] = folder
     args.config = AppConfig(model=args.model, indexes={t: d for t, d in indexes.items() if d},
                             examples_dir=Path(args.examples), device=args.device,
-                            max_input_chars=args.max_input_chars, batch_runs=args.batch_runs)
+                            max_input_chars=args.max_input_chars, batch_runs=args.batch_runs,
+                            imprag_model=args.imprag_model, imprag_index=args.imprag_index)
     return args
 
 

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
 from . import registry
 from .constrain import vocabulary_bytes
@@ -28,7 +28,7 @@ from .hub import IndexFetchError, is_hub_ref, resolve_index_path
 from .calibration import CalibrationError, read_calibration
 from .index import IndexLoadError, VectorIndex, content_fingerprint, read_manifest
 from .loading import LoadedModel
-from .modes import BASELINE_NAMES, DEFAULT_MODE
+from .modes import BASELINE_NAMES, DEFAULT_MODE, MODE_LABELS
 from .protocols import MissingTokenError
 from .render_html import browse_href
 from .render_text import NO_CONFIDENT_MATCH, SIGNAL_WORDS
@@ -65,6 +65,12 @@ FALLBACK_EXAMPLES = {
 
 class AppError(OneGenError):
     """A failure with a message written for the person using the page."""
+
+
+def sentence(e: Exception) -> str:
+    """A library error's message as a sentence for the page: capitalised, with a full stop."""
+    text = str(e)
+    return text[:1].upper() + text[1:] + "."
 
 
 class RunGuard:
@@ -175,6 +181,22 @@ def env_name(task: str) -> str:
     return "ONEGEN_INDEX_" + task.upper().replace("-", "_")
 
 
+# The optional ImpRAG model beside the OneGen model (docs/imprag.md): its folder and its index.
+IMPRAG = "imprag"
+IMPRAG_TASK = "single-hop"  # the mode answers questions that retrieve once from their input
+IMPRAG_MODEL_ENV = "ONEGEN_IMPRAG_MODEL"
+IMPRAG_INDEX_ENV = "ONEGEN_IMPRAG_INDEX"
+IMPRAG_HOWTO = ("Train one with `python -m onegen train --recipe assets/recipes/imprag-smol.json`, build its index with "
+                "`python -m index_builder world assets/world/heldout --task single-hop --model MODEL --out "
+                "runs/idx-imprag --imprag-layers`, then start the app with `--imprag-model MODEL --imprag-index "
+                f"runs/idx-imprag` (or set {IMPRAG_MODEL_ENV} and {IMPRAG_INDEX_ENV}).")
+IMPRAG_NOT_CONFIGURED = f"No ImpRAG model is configured, so the ImpRAG mode is off. {IMPRAG_HOWTO}"
+IMPRAG_NO_REPLAY = ("An ImpRAG run cannot be replayed here: it has no retrieval token to replay from, and its "
+                    "middle layers read every passage it found at once.")
+IMPRAG_INDEX_HINT = (f"start the app with --imprag-index FOLDER or set {IMPRAG_INDEX_ENV}; build one with "
+                     "`python -m index_builder world WORLD --task single-hop --model MODEL --out FOLDER --imprag-layers`")
+
+
 @dataclass
 class AppConfig:
     """Where the model and indexes come from. Flags win over environment variables, which win over
@@ -195,9 +217,20 @@ class AppConfig:
     # Visitors' runs decoded together: up to this many in one batch (onegen/batch.py), at most
     # BATCH_WAITING more waiting for a slot. 0 or 1: one run at a time.
     batch_runs: int = 0
+    # An ImpRAG model (a model whose info records its layer groups) and its single-hop index, built
+    # with `index_builder ... --imprag-layers`. None: $ONEGEN_IMPRAG_MODEL / $ONEGEN_IMPRAG_INDEX,
+    # else the mode is off.
+    imprag_model: str | None = None
+    imprag_index: str | None = None
 
     def model_name(self) -> str:
         return self.model or os.environ.get("ONEGEN_MODEL") or registry.DEFAULT_EMBEDDED
+
+    def imprag_model_name(self) -> str | None:
+        return self.imprag_model or os.environ.get(IMPRAG_MODEL_ENV) or None
+
+    def imprag_index_path(self) -> str | None:
+        return self.imprag_index or os.environ.get(IMPRAG_INDEX_ENV) or None
 
     def index_path(self, task: str) -> str | None:
         return self.indexes.get(task) or registry.default_index(self.model_name(), task)
@@ -239,6 +272,9 @@ class AppState:
         self.runs = RunGuard()
         self._batch = None  # the shared decode loop of visitors' runs, made at the first run
         self._batch_lock = threading.Lock()
+        self._imprag_model = None
+        self._imprag_index: VectorIndex | None = None
+        self._imprag_lock = threading.Lock()
 
     # -- the model ----------------------------------------------------------------------------------
     @property
@@ -250,14 +286,13 @@ class AppState:
             return self._model
         with self._model_lock:
             if self._model is None:
-                self._model = self._load_model()
+                self._model = self._load_model(self.config.model_name())
         return self._model
 
-    def _load_model(self):
+    def _load_model(self, name: str, flag: str = "--model"):
         from .loading import ModelLoadError, load_model
 
-        name = self.config.model_name()
-        problem = self._model_problem(name)
+        problem = self._model_problem(name, flag)
         if problem:
             raise AppError(problem)
         log.info("loading model %s", name)
@@ -267,16 +302,16 @@ class AppState:
             raise AppError(f"The model {name!r} could not be loaded: {e}") from e
 
     @staticmethod
-    def _model_problem(name: str) -> str | None:
-        """A readable reason why `name` cannot load, found without loading anything."""
+    def _model_problem(name: str, flag: str = "--model") -> str | None:
+        """A readable reason why `name` (given by `flag`) cannot load, found without loading anything."""
         entry = registry.lookup(name)
         if entry is not None and entry.embedded and not Path(entry.source).is_dir():
             return (f"The embedded model {name!r} is not installed: {entry.source} does not exist yet. "
-                    "Train it with `python -m onegen train`, or start the app with --model FOLDER_OR_HUB_ID.")
+                    f"Train it with `python -m onegen train`, or start the app with {flag} FOLDER_OR_HUB_ID.")
         if entry is None and not Path(name).exists():
             looks_like_path = name.startswith(("/", ".", "~")) or name.count("/") != 1
             if looks_like_path:
-                return f"The model folder {name!r} does not exist. Give --model a folder or a Hugging Face id."
+                return f"The model folder {name!r} does not exist. Give {flag} a folder or a Hugging Face id."
         return None
 
     def preload(self) -> None:
@@ -299,6 +334,11 @@ class AppState:
         for task in TASK_NAMES:  # the copy constraint's byte table (about 0.3 s for 49k tokens)
             if get_task(task).copies_input and task in lm.tasks:
                 vocabulary_bytes(lm.ptok(task).hf)
+        if self.imprag_configured:
+            try:
+                self.imprag_retriever()
+            except AppError as e:
+                log.warning("preload: %s", e)
         log.info("preload: model and indexes ready")
         for task in TASK_NAMES:
             if task in lm.tasks and not self.runs.busy:
@@ -348,19 +388,8 @@ class AppState:
         return self._indexes[task]
 
     def _index_folder(self, task: str) -> Path:
-        where = self.config.index_path(task)
-        hint = f"start the app with --index-{task} FOLDER or set {env_name(task)}"
-        if not where:
-            raise AppError(f"No index is configured for {get_task(task).label}: {hint}.")
-        if is_hub_ref(where):
-            try:  # downloaded once into the hub cache; offline, an earlier copy is used
-                return resolve_index_path(where)
-            except (IndexFetchError, ValueError) as e:
-                raise AppError(f"The {get_task(task).label} index {where} cannot be had: {e}") from e
-        path = Path(where)
-        if not path.is_dir():
-            raise AppError(f"The {get_task(task).label} index folder {where} does not exist yet: {hint}.")
-        return path
+        return index_folder(self.config.index_path(task), get_task(task).label,
+                            f"start the app with --index-{task} FOLDER or set {env_name(task)}")
 
     def retriever(self, task: str, lm) -> IndexRetriever:
         idx = self.index(task)
@@ -372,6 +401,55 @@ class AppState:
             raise AppError(f"The {get_task(task).label} index has {idx.dim}-d vectors; the model makes "
                            f"{lm.hidden_size}-d vectors.")
         return IndexRetriever(idx, label=str(idx.path))
+
+    # -- the ImpRAG model (optional, beside the OneGen model) -----------------------------------------
+    @property
+    def imprag_configured(self) -> bool:
+        """Whether an ImpRAG model is configured (its index may still be missing: its runs say so)."""
+        return self.config.imprag_model_name() is not None
+
+    def imprag_model(self) -> LoadedModel:
+        """The ImpRAG model, loaded once; the OneGen model itself when both are the same."""
+        name = self.config.imprag_model_name()
+        if name is None:
+            raise AppError(IMPRAG_NOT_CONFIGURED)
+        if name == self.config.model_name():
+            lm = self.model()
+        else:
+            if self._imprag_model is None:
+                with self._imprag_lock:
+                    if self._imprag_model is None:
+                        self._imprag_model = self._load_model(name, "--imprag-model")
+            lm = self._imprag_model
+        if IMPRAG_TASK not in lm.tasks:
+            raise AppError(f"The ImpRAG model {lm.name!r} cannot answer {get_task(IMPRAG_TASK).label}: its tokenizer "
+                           "lacks the protocol's tokens.")
+        return lm
+
+    def loaded_model(self, mode: str) -> LoadedModel | None:
+        """The model that runs of `mode` use, when it is loaded; loads nothing."""
+        if mode == IMPRAG and self.config.imprag_model_name() != self.config.model_name():
+            return self._imprag_model
+        return self._model
+
+    def imprag_retriever(self) -> IndexRetriever:
+        """The ImpRAG index, loaded once and searched with the ImpRAG model's implicit queries. An index
+        of other weights, layer groups, token pooling or centring is refused with the index's own words."""
+        from .imprag import ImpragError, ImpragQuery
+
+        lm = self.imprag_model()
+        if self._imprag_index is None:
+            with self._imprag_lock:
+                if self._imprag_index is None:
+                    folder = index_folder(self.config.imprag_index_path(), "ImpRAG", IMPRAG_INDEX_HINT)
+                    try:
+                        query = ImpragQuery(lm)
+                        self._imprag_index = VectorIndex.load(folder, protocol=IMPRAG_TASK,
+                                                              model_fingerprint=lm.fingerprint, dim=query.dimension,
+                                                              layer_split=query.layer_split)
+                    except (IndexLoadError, ImpragError) as e:
+                        raise AppError(f"The ImpRAG index cannot be used: {e}") from e
+        return IndexRetriever(self._imprag_index, label=str(self._imprag_index.path))
 
     def document(self, task: str, doc_id: str) -> tuple[int, Document] | None:
         idx = self.index(task)
@@ -577,13 +655,20 @@ class AppState:
     def engine(self, task: str, lm: LoadedModel) -> Engine:
         return Engine(lm, chooser=self.chooser(lm, task))
 
-    def stream(self, task: str, text: str, top_k: int = 5, copy_input: bool = True) -> Iterator[Event]:
+    def stream(self, task: str, text: str, top_k: int = 5, copy_input: bool = True,
+               mode: str = DEFAULT_MODE) -> Iterator[Event]:
         """Engine events of one run. The lock is held per step, never across a yield, so a session
         that disconnects mid-run cannot keep the model from others. `copy_input` (entity linking):
-        constrain the output to the input plus mention tags."""
+        constrain the output to the input plus mention tags. `mode` "imprag": the ImpRAG model on its
+        own index (single-hop only)."""
         if task not in TASK_NAMES:
             raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASK_NAMES)}.")
         text, k = self.check_input(text, top_k)
+        if mode == IMPRAG:
+            yield from self._imprag_stream(task, text, k)
+            return
+        if mode != DEFAULT_MODE:
+            raise AppError(f"Runs here use {MODE_LABELS[DEFAULT_MODE]} or {MODE_LABELS[IMPRAG]}, not {mode!r}.")
         lm = self.model()
         if task not in lm.tasks:
             raise AppError(f"The model {lm.name!r} cannot run {get_task(task).label}: its tokenizer lacks the "
@@ -593,7 +678,32 @@ class AppState:
         if self.config.batch_runs > 1:
             yield from self._batched_stream(task, text, lm, retriever, settings)
             return
-        events = self.engine(task, lm).run(task, text, retriever=retriever, settings=settings)
+        yield from self._stepped(self.engine(task, lm).run(task, text, retriever=retriever, settings=settings))
+
+    def _imprag_stream(self, task: str, text: str, k: int) -> Iterator[Event]:
+        """A run of the ImpRAG mode: the ImpRAG model on its own index, one step at a time (its
+        layer-split forward never joins the shared batch)."""
+        mode = self._check_imprag_task(task)
+        retriever = self.imprag_retriever()
+        lm = self.imprag_model()
+        engine = mode.make_engine(lm)
+        engine.chooser = self.chooser(lm, task)
+        yield from self._stepped(engine.run(task, text, retriever=retriever, settings=RunSettings(top_k=k)))
+
+    @staticmethod
+    def _check_imprag_task(task: str):
+        """The ImpRAG mode, when it can run `task` (an AppError saying why not otherwise)."""
+        from .modes import ModeError, get_mode
+
+        mode = get_mode(IMPRAG)
+        try:
+            mode.check_task(task)
+        except ModeError as e:
+            raise AppError(sentence(e)) from e
+        return mode
+
+    def _stepped(self, events: Iterator[Event]) -> Iterator[Event]:
+        """A run's events, each step under the run lock."""
         while True:
             with self.run_lock:
                 try:
@@ -601,7 +711,7 @@ class AppState:
                 except StopIteration:
                     return
                 except InputError as e:
-                    raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
+                    raise AppError(sentence(e)) from e
             yield ev
 
     def _batched_stream(self, task: str, text: str, lm: LoadedModel, retriever, settings: RunSettings) -> Iterator[Event]:
@@ -619,7 +729,7 @@ class AppState:
         try:
             yield from events
         except InputError as e:
-            raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
+            raise AppError(sentence(e)) from e
         finally:
             events.close()  # a page that left ends its run in the batch
 
@@ -629,17 +739,19 @@ class AppState:
         written = sum(t.kind != "inserted" for t in live.tokens)
         live.cost.forward_tokens.update(generated=written, inserted=len(live.tokens) - written)
         live.cost.seconds["total"] = seconds
-        if self.model_loaded and live.task in self._model.tasks and live.input.strip():
-            live.prompt_text, live.prompt_ids = self.engine(live.task, self._model).prompt_ids(live.task, live.input)
+        lm = self.loaded_model(live.mode)
+        if lm is not None and live.task in lm.tasks and live.input.strip():
+            live.prompt_text, live.prompt_ids = self.engine(live.task, lm).prompt_ids(live.task, live.input)
             live.cost.forward_tokens["prompt"] = len(live.prompt_ids)
         n = len(live.retrievals)
         live.error = (f"Stopped from the page after {written} tokens and {n} retrieval{'s' if n != 1 else ''}, "
                       "before the run ended: there is no final result.")
         return live
 
-    def run_trace(self, task: str, text: str, top_k: int = 5, copy_input: bool = True) -> Trace:
+    def run_trace(self, task: str, text: str, top_k: int = 5, copy_input: bool = True,
+                  mode: str = DEFAULT_MODE) -> Trace:
         trace = None
-        for ev in self.stream(task, text, top_k, copy_input):
+        for ev in self.stream(task, text, top_k, copy_input, mode):
             if isinstance(ev, DoneEvent):
                 trace = ev.trace
         if trace is None:
@@ -653,6 +765,8 @@ class AppState:
         read per-run candidates); compared with the original, and judged when `example` is given."""
         if trace.task not in TASK_NAMES:
             raise AppError(f"Unknown task {trace.task!r}; choose one of: {', '.join(TASK_NAMES)}.")
+        if trace.mode == IMPRAG:
+            raise AppError(IMPRAG_NO_REPLAY)
         return self.replay_with(trace, step, choice, example, self._searched(trace, self.model(), example))
 
     def gold_replay(self, trace: Trace, example) -> ReplayComparison:
@@ -669,7 +783,7 @@ class AppState:
         try:
             step, choice = gold_choice(trace, example, index)
         except ReplayError as e:
-            raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
+            raise AppError(sentence(e)) from e
         return self.replay_with(trace, step, choice, example, searched)
 
     def replay_with(self, trace: Trace, step: int, choice: ReplayChoice, example, searched) -> ReplayComparison:
@@ -680,7 +794,7 @@ class AppState:
             with self.run_lock:
                 return replay(trace, self.engine(trace.task, self.model()), searched, step, choice, example)
         except (ReplayError, InputError) as e:
-            raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
+            raise AppError(sentence(e)) from e
 
     def _searched(self, trace: Trace, lm: LoadedModel, example=None):
         """What a trace's run searched: the task's index, or (a run over per-run candidates) the
@@ -694,18 +808,21 @@ class AppState:
         return self.retriever(trace.task, lm)
 
     # -- the Compare view ---------------------------------------------------------------------------
-    def compare(self, task: str, text: str, top_k: int, baseline: str, repeats: int = 1,
+    def compare(self, task: str, text: str, top_k: int, baseline: str | Sequence[str], repeats: int = 1,
                 on_event: OnEvent | None = None) -> Comparison:
-        """One input through OneGen and a baseline on the same model and index
-        (`onegen.baselines.compare`): both traces and their costs side by side, each mode run
-        `repeats` times, interleaved, for the timing. `on_event(mode, event)` sees every event of
-        every run as it happens; what it raises ends the comparison."""
-        from .baselines import MAX_REPEATS, BaselineError, compare
+        """One input through OneGen and a baseline (or several, in order) on the same model and index
+        (`onegen.baselines.compare`): the traces and their costs side by side, each mode run
+        `repeats` times, interleaved, for the timing. "imprag" (single-hop, when configured) runs the
+        ImpRAG model on its own index. `on_event(mode, event)` sees every event of every run as it
+        happens; what it raises ends the comparison."""
+        from .baselines import MAX_REPEATS, BaselineError, OwnModel, compare
 
+        baselines = (baseline,) if isinstance(baseline, str) else tuple(baseline)
+        known = (*BASELINE_NAMES, IMPRAG)
         if task not in TASK_NAMES:
             raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASK_NAMES)}.")
-        if baseline not in BASELINE_NAMES:
-            raise AppError(f"Unknown baseline {baseline!r}; choose one of: {', '.join(BASELINE_NAMES)}.")
+        if not baselines or any(b not in known for b in baselines):
+            raise AppError(f"Unknown baseline {baseline!r}; choose one of: {', '.join(known)}.")
         if not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
             raise AppError(f"Runs per mode must be a whole number from 1 to {MAX_REPEATS}, not {repeats!r}.")
         text, k = self.check_input(text, top_k)
@@ -714,16 +831,22 @@ class AppState:
             raise AppError(f"The model {lm.name!r} cannot run {get_task(task).label}.")
         self.retriever(task, lm)  # refuses an index of another model
         index = self.index(task)
+        own = {}
+        if IMPRAG in baselines:
+            self._check_imprag_task(task)
+            searched = self.imprag_retriever()
+            imprag_lm = self.imprag_model()
+            own[IMPRAG] = OwnModel(imprag_lm, searched.index, self.chooser(imprag_lm, task))
         try:
             with self.run_lock:
                 # One token per forward call, like the sweep this run is plotted on.
-                return compare(lm, task, text, modes=(DEFAULT_MODE, baseline), index=index,
+                return compare(lm, task, text, modes=(DEFAULT_MODE, *baselines), index=index,
                                settings=RunSettings(top_k=k, draft_tokens=0), chooser=self.chooser(lm, task),
-                               repeats=repeats, on_event=on_event)
+                               repeats=repeats, on_event=on_event, own=own)
         except InputError as e:
-            raise AppError(str(e)[:1].upper() + str(e)[1:] + ".") from e
+            raise AppError(sentence(e)) from e
         except (BaselineError, OSError) as e:
-            raise AppError(f"The {baseline} baseline could not run: {e}") from e
+            raise AppError(f"The {' and '.join(baselines)} baseline could not run: {e}") from e
 
     def sweep_report(self) -> dict | None:
         """The last single-pass sweep (None when it was never written or cannot be read)."""
@@ -764,7 +887,51 @@ class AppState:
                 lines.append(("warn", str(e)))
             except CalibrationError as e:
                 lines.append(("warn", f"{get_task(task).label} index: no confidence flags: {e}"))
-        return lines
+        return lines + self._imprag_overview()
+
+    def _imprag_overview(self) -> list[tuple[str, str]]:
+        """(kind, message) lines about the ImpRAG model and its index, found without loading them."""
+        name, where = self.config.imprag_model_name(), self.config.imprag_index_path()
+        if name is None:
+            if where:
+                return [("warn", f"An ImpRAG index ({where}) is configured but no ImpRAG model: start the app with "
+                                 f"--imprag-model MODEL or set {IMPRAG_MODEL_ENV}.")]
+            return [("info", IMPRAG_NOT_CONFIGURED)]
+        problem = self._model_problem(name, "--imprag-model")
+        loaded = self.loaded_model(IMPRAG)
+        lines = [("error", f"ImpRAG: {problem}") if problem else
+                 ("ok", f"ImpRAG model {loaded.name} loaded on {loaded.device}.") if loaded is not None else
+                 ("info", f"ImpRAG model {name} loads on its first run.")]
+        if where and is_hub_ref(where) and self._imprag_index is None:
+            return lines + [("info", f"ImpRAG index: {where} (downloaded on first use).")]
+        try:
+            folder = index_folder(where, "ImpRAG", IMPRAG_INDEX_HINT)
+            m = read_manifest(folder)
+        except (AppError, IndexLoadError) as e:
+            return lines + [("warn", str(e))]
+        split = m.layer_split or {}
+        if not split:
+            return lines + [("warn", f"The ImpRAG index {folder} holds the model's final hidden states, not vectors of "
+                                     "a layer split: build it with `python -m index_builder ... --imprag-layers`.")]
+        return lines + [("info", f"ImpRAG index: {folder} ({m.documents:,} documents, model {m.model or '?'}, layer "
+                                 f"groups b={split.get('bottom')}, t={split.get('top')} of {split.get('n_layers')} "
+                                 f"layers, query read at layer {split.get('layer')}).")]
+
+
+def index_folder(where: str | None, label: str, hint: str) -> Path:
+    """The folder of an index reference (a folder, or hf://owner/name downloaded once into the hub
+    cache; offline, an earlier copy is used); an AppError that says what to do when there is none."""
+    if not where:
+        raise AppError(f"No index is configured for {label}: {hint}.")
+    if is_hub_ref(where):
+        try:
+            return resolve_index_path(where)
+        except (IndexFetchError, ValueError) as e:
+            raise AppError(f"The {label} index {where} cannot be had: {e}") from e
+    path = Path(where)
+    if not path.is_dir():
+        raise AppError(f"The {label} index folder {where} does not exist yet: {hint}.")
+    return path
 
 
 def calibration_words(folder: Path, manifest) -> str:

@@ -25,7 +25,7 @@ import time
 import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -315,14 +315,26 @@ class Comparison:
 OnEvent = Callable[[str, Event], None]
 
 
+@dataclass(frozen=True)
+class OwnModel:
+    """A compared mode that runs on a generator and an index of its own rather than the comparison's
+    (ImpRAG: a layer-split model and the index of its bottom-group vectors), with its own chooser."""
+
+    lm: LoadedModel
+    index: VectorIndex
+    chooser: TokenChooser | None = None
+
+
 def compare(lm: LoadedModel, task: str, text: str, *, modes: Sequence[str] = ("onegen", "two-pass"),
             index: VectorIndex | None = None, candidates: Sequence[Document] | None = None,
             retriever_model: str | None = None, settings: RunSettings | None = None,
-            chooser: TokenChooser | None = None, repeats: int = 1, on_event: OnEvent | None = None) -> Comparison:
+            chooser: TokenChooser | None = None, repeats: int = 1, on_event: OnEvent | None = None,
+            own: Mapping[str, OwnModel] | None = None) -> Comparison:
     """Run one input in several modes and line their costs up against the first mode.
     `chooser`: every mode's token chooser (None: the engine's default). `repeats`: runs per mode
     for the timing, interleaved with the order reversed every round (A B, B A, A B, ...) so that a
-    machine growing busier or quieter weighs on every mode alike; the traces are the first round's."""
+    machine growing busier or quieter weighs on every mode alike; the traces are the first round's.
+    `own`: modes that run on a model and index of their own instead of `lm` and `index`/`candidates`."""
     modes = list(dict.fromkeys(modes))
     if not modes:
         raise BaselineError("compare needs at least one mode")
@@ -331,12 +343,15 @@ def compare(lm: LoadedModel, task: str, text: str, *, modes: Sequence[str] = ("o
             raise BaselineError(f"unknown mode {m!r}; choose one of: {', '.join(MODES)}")
     if not 1 <= repeats <= MAX_REPEATS:
         raise BaselineError(f"repeats must be between 1 and {MAX_REPEATS}, got {repeats}")
-    engines = {m: make_engine(lm, m, retriever_model) for m in modes}
+    own = dict(own or {})
+    engines = {m: make_engine(own[m].lm if m in own else lm, m, retriever_model) for m in modes}
     runs: dict[str, list[Trace]] = {m: [] for m in modes}
     for round_ in range(repeats):
         for m in (modes if round_ % 2 == 0 else modes[::-1]):
-            runs[m].append(_run_mode(engines[m], m, task, text, index=index, candidates=candidates,
-                                     settings=settings, chooser=chooser, on_event=on_event))
+            searched = {"index": own[m].index, "candidates": None} if m in own else \
+                {"index": index, "candidates": candidates}
+            runs[m].append(_run_mode(engines[m], m, task, text, **searched, settings=settings,
+                                     chooser=own[m].chooser if m in own else chooser, on_event=on_event))
     traces = {m: runs[m][0] for m in modes}
     base = modes[0]
     tokens = {m: {**{p: t.cost.forward_tokens.get(p, 0) for p in PHASES}, "total": t.cost.total_forward_tokens}

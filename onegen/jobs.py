@@ -154,9 +154,10 @@ class CompareProgress:
 
 
 class CompareRun(_Job["Comparison", CompareProgress]):
-    """One input through OneGen, then a baseline (AppState.compare), `repeats` times each for the
-    timing, in a worker thread. Its progress comes per event, with the running mode's trace so far.
-    `stop` (or setting the `stop_flag` given) ends it before the next token; `outcome()` is then None.
+    """One input through OneGen, then a baseline or several in order (AppState.compare), `repeats`
+    times each for the timing, in a worker thread. Its progress comes per event, with the running
+    mode's trace so far. `stop` (or setting the `stop_flag` given) ends it before the next token;
+    `outcome()` is then None.
 
         job = CompareRun(app.compare, "multi-hop", text, 5, "two-pass", repeats=3).start()
         for p in job.progress(): ...
@@ -165,12 +166,12 @@ class CompareRun(_Job["Comparison", CompareProgress]):
 
     name = "onegen-compare"
     newest_only = True
-    PER_ROUND = 2  # OneGen and the baseline
 
-    def __init__(self, compare: Callable[..., Comparison], task: str, text: str, top_k: int, baseline: str,
-                 repeats: int = 1, stop_flag: threading.Event | None = None):
+    def __init__(self, compare: Callable[..., Comparison], task: str, text: str, top_k: int,
+                 baseline: str | tuple[str, ...], repeats: int = 1, stop_flag: threading.Event | None = None):
         super().__init__(stop_flag)
         self._compare, self._args = compare, (task, text, top_k, baseline)
+        self.per_round = 1 + (1 if isinstance(baseline, str) else len(baseline))  # OneGen and the baselines
         self.repeats = repeats
         self._runs = 0  # runs that ended, over all rounds
         self._live: Trace | None = None
@@ -180,7 +181,7 @@ class CompareRun(_Job["Comparison", CompareProgress]):
     def _on_event(self, mode: str, ev: Event) -> None:
         if self._stop.is_set():
             raise Stopped()
-        first_round = self._runs < self.PER_ROUND
+        first_round = self._runs < self.per_round
         if self._live is None or self._live.mode != mode:
             task, text = self._args[0], self._args[1]
             self._live = Trace(task=task, mode=mode, model={}, input=text, prompt_text="", prompt_ids=[])
@@ -195,7 +196,7 @@ class CompareRun(_Job["Comparison", CompareProgress]):
             self._tokens += ev.token.kind != "inserted"
         else:
             self._live.retrievals.append(ev.retrieval)
-        self._report(CompareProgress(mode, self._tokens, self._finished, round=self._runs // self.PER_ROUND + 1,
+        self._report(CompareProgress(mode, self._tokens, self._finished, round=self._runs // self.per_round + 1,
                                      repeats=self.repeats, live=self._live if first_round else None))
 
     def _run(self) -> Comparison:
