@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .modes import MODE_LABELS
-from .render_html import esc
-from .render_text import PHASE_LABELS
-from .trace import PHASES
+from .modes import MODE_LABELS, MODES
+from .render_html import esc, group_layers, layer_read_of, layer_span
+from .render_text import PHASE_LABELS, phase_labels
+from .trace import PHASES, Trace
 
 if TYPE_CHECKING:  # the renderers read a comparison; they need not load the baselines' models
     from .baselines import Comparison
@@ -100,6 +100,86 @@ def costs_html(result: Comparison) -> str:
 
 def _signed(n: int) -> str:
     return f"{n:+,}" if n else "0"
+
+
+# -- several designs on one question (OneGen, ImpRAG, the pipeline) ------------------------------------
+
+DESIGN_TOP_K = 5  # hits listed per design
+_QUERY_WORDS = {"hidden-state": "the retrieval token's hidden state, read off the generation pass"}
+
+
+def designs_html(result: Comparison) -> str:
+    """One question through several designs, one column each: how the query was made, the passages
+    ranked first with their scores, whether the top one is OneGen's, the answer, and the cost
+    (forward tokens by phase, tokens per layer group, seconds)."""
+    modes, traces = result.modes, result.traces
+
+    def row(label: str, cell) -> str:
+        cells = "".join(f'<td data-mode="{esc(m)}">{cell(m, traces[m])}</td>' for m in modes)
+        return f'<tr><th scope="row">{esc(label)}</th>{cells}</tr>'
+
+    def same(m: str, _t: Trace) -> str:
+        if m == result.base:
+            return '<span class="og-muted">(the reference)</span>'
+        agree = result.same_documents.get(m) or []
+        return "no retrieval" if not agree else "yes" if all(agree) else "no"
+
+    head = "".join(f'<th scope="col" data-mode="{esc(m)}">{esc(MODE_LABELS.get(m, m))}</th>' for m in modes)
+    body = [row("query", _query), row("top passage", _top), row("top scores", _scores),
+            row(f"same top passage as {MODE_LABELS.get(result.base, result.base)}", same), row("answer", _answer),
+            row("forward tokens", lambda m, t: _tokens(result, m, t)), row("tokens per layer group", _groups),
+            row("seconds", lambda m, t: f"{result.seconds[m].get('total', 0.0):.2f}")]
+    return (f'<div class="og-designs"><table class="og-table og-designs-table"><thead><tr><th></th>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table><div class="og-muted">Each design scores passages with vectors of '
+            f'its own{" (ImpRAG searches its own index)" if "imprag" in modes else ""}, so scores compare within a '
+            'column, not across columns.</div></div>')
+
+
+def _first(t: Trace):
+    return t.retrievals[0] if t.retrievals else None
+
+
+def _query(m: str, t: Trace) -> str:
+    r = _first(t)
+    return "no retrieval" if r is None else esc(_QUERY_WORDS.get(r.query_source, r.query_source))
+
+
+def _top(m: str, t: Trace) -> str:
+    r = _first(t)
+    h = r.chosen_hit if r is not None else None
+    return "nothing" if h is None else f'<b>{esc(h.title)}</b> <span class="og-muted">{h.score:.3f}</span>'
+
+
+def _scores(m: str, t: Trace) -> str:
+    r = _first(t)
+    if r is None or not r.hits:
+        return "no hits"
+    items = "".join(f'<li>{esc(h.title)} <span class="og-muted">{h.score:.3f}</span></li>' for h in r.hits[:DESIGN_TOP_K])
+    return f'<ol class="og-design-hits">{items}</ol>'
+
+
+def _answer(m: str, t: Trace) -> str:
+    return esc(t.result.answer) if t.result.answer else '<span class="og-muted">(none)</span>'
+
+
+def _tokens(result: Comparison, m: str, t: Trace) -> str:
+    tokens, labels = result.forward_tokens[m], phase_labels(t)
+    parts = [f"{labels[p]} {tokens.get(p, 0):,}"
+             for p in ("prompt", "generated", "inserted", "query_reencoding") if tokens.get(p, 0) or p == "prompt"]
+    return f'<b>{tokens["total"]:,}</b><br><span class="og-muted">{esc(", ".join(parts))}</span>'
+
+
+def _groups(m: str, t: Trace) -> str:
+    groups, lr = t.cost.layer_groups, layer_read_of(t)
+    if groups:
+        spans = group_layers(lr) if lr is not None else {}
+        return "<br>".join(f'{esc(g)} <b data-group="{esc(g)}">{int(n):,}</b>'
+                           + (f' <span class="og-muted">({esc(layer_span(spans[g]))})</span>' if g in spans else "")
+                           for g, n in groups.items())
+    ft = t.cost.forward_tokens
+    separate = m in MODES and MODES[m].document_encoder.separate  # its queries go through another encoder
+    generator = t.cost.total_forward_tokens - (ft.get("query_reencoding", 0) if separate else 0)
+    return f'every layer <b data-group="all">{generator:,}</b>'
 
 
 # -- the sweep plot ----------------------------------------------------------------------------------
@@ -234,4 +314,6 @@ COMPARE_CSS = """
 .og-total-row td{font-weight:700}
 .og-sweep{max-width:900px;background:#fff;border-radius:8px}
 .og-sweep text{fill:#222}
+.og-designs-table td,.og-designs-table th{min-width:140px}
+.og-design-hits{margin:0 0 0 16px;padding:0}
 """

@@ -7,15 +7,16 @@ share these functions. Styles live in APP_CSS (class names start with `og-`).
 from __future__ import annotations
 
 import html
+import re
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from urllib.parse import quote
 
 from .documents import Document
 from .protocols import SPECS
 from .render_text import (DECODER_LABELS, NO_CONFIDENT_MATCH, PHASE_LABELS, copy_note, low_confidence_words,
-                          run_confidence_words, stop_words, task_label)
+                          phase_labels, run_confidence_words, stop_words, task_label)
 from .tasks import TASKS
-from .trace import Override, Retrieval, TokenRecord, Trace
+from .trace import Hit, LayerRead, Override, Retrieval, TokenRecord, Trace
 
 if TYPE_CHECKING:
     from .world_overview import WorldOverview
@@ -59,10 +60,13 @@ def _link(text_html: str, href: str | None, title: str = "") -> str:
     return f'<a class="{cls}" href="{h}"{target}{tip}>{text_html}</a>'
 
 
-def message_html(text: str, kind: str = "info") -> str:
-    """A status line: kind is info, ok, warn or error."""
+def message_html(text: str, kind: str = "info", *, code: bool = False) -> str:
+    """A status line: kind is info, ok, warn or error. `code`: `backticked` spans show as code."""
     kind = kind if kind in ("info", "ok", "warn", "error") else "info"
-    return f'<div class="og-msg og-{kind}" role="status">{esc(text)}</div>'
+    body = esc(text)
+    if code:
+        body = re.sub(r"`([^`]+)`", r"<code>\1</code>", body)
+    return f'<div class="og-msg og-{kind}" role="status">{body}</div>'
 
 
 def progress_html(done: int, total: int, text: str) -> str:
@@ -199,33 +203,53 @@ def low_confidence_html(text: str) -> str:
 
 
 def step_html(r: Retrieval | None, task: str, links: dict[str, str] | None = None,
-              calibration: dict[str, Any] | None = None) -> str:
+              calibration: dict[str, Any] | None = None, mode: str = "") -> str:
     """One retrieval: query, candidates, chosen and inserted document; `calibration` (the trace's,
-    `render_text.calibration_of`) words the mark of a retrieval with no confident match."""
+    `render_text.calibration_of`) words the mark of a retrieval with no confident match. A
+    layer-split retrieval (ImpRAG: `r.layer_read`, or `mode` "imprag" while the run still streams)
+    shows where its query and passages were read instead of an insertion."""
     if r is None:
         return '<div class="og-step og-empty">Select a retrieval step to see its query and candidates.</div>'
     known = TASKS.get(task)  # None for a task this version does not know
+    layered = r.layer_read is not None or mode == "imprag"
     free = r.query_source == "hidden-state"
     source = ("the hidden state of the generation pass (no extra forward tokens)" if free
+              else f"{r.query_source}: the input's own forward through the bottom layers (no query text, no "
+                   "extra forward tokens)" if layered
               else f"{r.query_source} (a separate encoding pass)")
+    query = ('none: the vector is read off the input itself' if layered
+             else f'<q class="og-query">{esc(r.query_text) or "(empty)"}</q>')
     parts = [
         f'<div class="og-step-head">Step {r.step + 1} &middot; token <code>{esc(r.token)}</code> at position '
         f'{r.position} &middot; search {r.seconds * 1000:.1f} ms</div>',
         f'<div class="og-kv"><span>Query vector</span>{esc(source)}</div>',
-        f'<div class="og-kv"><span>Query text</span><q class="og-query">{esc(r.query_text) or "(empty)"}</q></div>',
+        f'<div class="og-kv"><span>Query text</span>{query}</div>',
     ]
     low = r.confident is False
     if low:
         parts.append(low_confidence_html(low_confidence_words(r, calibration)))
-    parts += ['<div class="og-sub">Top candidates (cosine)</div>', bars_html(r.hits, r.chosen, links, low=low)]
+    # ImpRAG reads every hit: no one of them is "chosen"
+    parts += ['<div class="og-sub">Top candidates (cosine)</div>',
+              bars_html(r.hits, None if layered else r.chosen, links, low=low)]
     hit = r.chosen_hit
     if hit is not None:
         frag = f" &middot; matched sentence {hit.fragment + 1}" if hit.fragment is not None else ""
-        parts.append(f'<div class="og-sub">Chosen document</div><div class="og-doc"><div class="og-doc-title">'
+        parts.append(f'<div class="og-sub">{"Top passage" if layered else "Chosen document"}</div>'
+                     f'<div class="og-doc"><div class="og-doc-title">'
                      f'{_link(esc(hit.title), (links or {}).get(hit.id), "open this document")}'
                      f' <span class="og-muted">{esc(hit.id)} &middot; score {_score(hit.score)}{frag}</span></div>'
                      f'<div class="og-doc-text">{esc(hit.text)}</div></div>')
-    if r.inserted_tokens:
+    if layered:
+        n = len(r.hits)
+        parts.append(f'<div class="og-sub">Read by the middle layers, beside the input: {r.inserted_tokens:,} tokens of '
+                     f'{n} passage{"s" if n != 1 else ""}</div><div class="og-muted">Nothing enters the sequence: each '
+                     'passage runs alone through the bottom and middle layers, the input attends to it in the middle '
+                     'layers, and the top layers never see it.</div>')
+        if r.layer_read is not None:
+            parts += ['<div class="og-sub">Where it read</div>', layer_diagram_html(r.layer_read),
+                      '<div class="og-sub">What the reader attended to, per middle layer</div>',
+                      reader_heat_html(r.layer_read, r.hits)]
+    elif r.inserted_tokens:
         parts.append(f'<div class="og-sub">Inserted into the context: {r.inserted_tokens} tokens</div>'
                      f'<pre class="og-pre">{esc(r.inserted_text)}</pre>')
     elif known is not None and known.spec.insertion is None:
@@ -334,11 +358,15 @@ def single_hop_html(trace: Trace, links: dict[str, str] | None = None) -> str:
     chips = "".join(f'<span class="og-refl">{esc(t)}</span>' for t in refl) or '<span class="og-muted">none</span>'
     parts.append(f'<div class="og-kv"><span>Reflection tokens</span>{chips}</div>')
     if r is not None:
-        parts.append('<div class="og-sub">Passages reranked by the question vector</div>')
-        parts.append(bars_html(r.hits, r.chosen, links, low=r.confident is False))
+        layered = r.layer_read is not None
+        parts.append('<div class="og-sub">Passages ranked by the input&#39;s attention query; the middle layers read '
+                     'every one of them</div>' if layered else
+                     '<div class="og-sub">Passages reranked by the question vector</div>')
+        parts.append(bars_html(r.hits, None if layered else r.chosen, links, low=r.confident is False))
         if r.chosen_hit is not None:
             h = r.chosen_hit
-            parts.append(f'<div class="og-sub">Chosen passage</div><div class="og-doc"><div class="og-doc-title">'
+            parts.append(f'<div class="og-sub">{"Top passage" if layered else "Chosen passage"}</div>'
+                         f'<div class="og-doc"><div class="og-doc-title">'
                          f'{esc(h.title)} <span class="og-muted">score {_score(h.score)}</span></div>'
                          f'<div class="og-doc-text">{esc(h.text)}</div></div>')
     return "".join(parts)
@@ -388,15 +416,16 @@ def cost_html(trace: Trace) -> str:
     """Forward tokens and seconds by phase, and the number of retrievals."""
     c = trace.cost
     cells = []
+    labels = phase_labels(trace)
     for p in c.phases():
         n = int(c.forward_tokens.get(p, 0))
         note = _PHASE_NOTES.get(p, "")
-        cells.append(f'<div class="og-cost-cell" data-phase="{p}"{note}><b>{n:,}</b><span>{PHASE_LABELS[p]}</span></div>')
+        cells.append(f'<div class="og-cost-cell" data-phase="{p}"{note}><b>{n:,}</b><span>{labels[p]}</span></div>')
     cells.append(f'<div class="og-cost-cell og-cost-total" data-phase="total"><b>{c.total_forward_tokens:,}</b>'
                  '<span>forward tokens</span></div>')
     cells.append(f'<div class="og-cost-cell" data-phase="retrievals"><b>{len(trace.retrievals)}</b>'
                  '<span>retrievals</span></div>')
-    secs = " &middot; ".join(f'{esc(PHASE_LABELS.get(k, k))} <b data-seconds="{esc(k)}">{v:.2f}</b> s'
+    secs = " &middot; ".join(f'{esc(labels.get(k, k))} <b data-seconds="{esc(k)}">{v:.2f}</b> s'
                              for k, v in c.seconds.items() if v or k == "total")
     extra = (f' &middot; {c.document_tokens:,} tokens spent encoding this run&#39;s candidate documents'
              if c.document_tokens else "")
@@ -404,8 +433,110 @@ def cost_html(trace: Trace) -> str:
     if decoder:
         extra += (f' &middot; <span class="og-muted" data-decoder="{esc(trace.settings["decoder"])}" title="which '
                   f'forward computed this run; both give the same hidden states">{esc(decoder)}</span>')
-    return (f'<div class="og-cost"><div class="og-cost-cells">{"".join(cells)}</div>'
+    groups = layer_groups_html(c.layer_groups, layer_read_of(trace)) if c.layer_groups else ""
+    return (f'<div class="og-cost"><div class="og-cost-cells">{"".join(cells)}</div>{groups}'
             f'<div class="og-cost-secs">{secs or "no timings yet"}{extra}</div></div>')
+
+
+# -- layer groups (ImpRAG, onegen/imprag.py) ---------------------------------------------------------
+
+GROUP_WORDS = {
+    "bottom": "the input alone; the query is read at its last layer",
+    "middle": "reads the retrieved passages beside the input",
+    "top": "the input and the answer only, never the passages",
+}
+
+
+def layer_read_of(trace: Trace) -> LayerRead | None:
+    """The layer record of a layer-split run (its retrieval's), None for any other run."""
+    return next((r.layer_read for r in trace.retrievals if r.layer_read is not None), None)
+
+
+def group_layers(lr: LayerRead) -> dict[str, range]:
+    """Group name -> its layers, from a layer record's boundaries."""
+    return {"bottom": range(0, lr.bottom), "middle": range(lr.bottom, lr.top), "top": range(lr.top, lr.n_layers)}
+
+
+def layer_span(layers: range) -> str:
+    """A group's layers in words: "layers 18-22", "layer 0", "no layers"."""
+    if not layers:
+        return "no layers"
+    return f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}"
+
+
+def layer_diagram_html(lr: LayerRead) -> str:
+    """The decoder's layers as a row of cells in their three groups: the layer whose attention query
+    is the query vector marked Q, the middle group marked as where the passages are read, the top
+    group as the input's and the answer's alone. A sentence under it says the same in words."""
+    blocks = []
+    for name, layers in group_layers(lr).items():
+        cells = []
+        for i in layers:
+            query = i == lr.layer
+            tip = f"layer {i}, {name} group: {GROUP_WORDS[name]}"
+            if query:
+                tip += f". The query vector is read here ({lr.dimension} values, {lr.pooling})"
+            cells.append(f'<span class="og-layer og-layer-{name}{" og-layer-query" if query else ""}" data-layer="{i}"'
+                         f' title="{esc(tip)}">{"Q" if query else ""}</span>')
+        mark = '<span class="og-layer-reads">passages read here</span>' if name == "middle" and layers else ""
+        blocks.append(f'<div class="og-layer-group" data-group="{name}" data-layers="{len(layers)}" '
+                      f'style="flex:{max(len(layers), 1)} 1 0"><div class="og-layer-cells">{"".join(cells)}</div>'
+                      f'<div class="og-layer-label"><b>{name}</b> {layer_span(layers)}{mark}<br>'
+                      f'<span class="og-muted">{esc(GROUP_WORDS[name])}</span></div></div>')
+    groups = group_layers(lr)
+    words = (f"{lr.n_layers} layers. The query is read at layer {lr.layer}, the last of the bottom group "
+             f"({layer_span(groups['bottom'])}); the retrieved passages are read by the middle group "
+             f"({layer_span(groups['middle'])}); the top group ({layer_span(groups['top'])}) sees the input and the answer only.")
+    return (f'<div class="og-layers" role="group" aria-label="layer groups" data-query-layer="{lr.layer}">'
+            f'<div class="og-layer-row">{"".join(blocks)}</div><div class="og-muted og-layer-words">{esc(words)}</div></div>')
+
+
+def reader_heat_html(lr: LayerRead, hits: Sequence[Hit]) -> str:
+    """The reader's attention as a heat strip: one row per middle layer, one column per passage read
+    (in hit order); a cell's shade is that layer's share of attention on that passage, scaled to the
+    largest share of the strip. The numbers are in each cell's tooltip and its screen-reader text, and
+    the mean over the middle layers closes the table."""
+    rows = lr.reader_attention
+    if not rows or not any(rows):
+        return '<div class="og-empty">No reader attention was recorded: the run read no passage.</div>'
+    n = max(len(row) for row in rows)
+    names = [hits[j].title if j < len(hits) else f"passage {j + 1}" for j in range(n)]
+    top = max((v for row in rows for v in row), default=0.0)
+
+    def cell(v: float, where: str, j: int) -> str:
+        alpha = v / top if top > 0 else 0.0
+        tip = f"{where}, passage {j + 1} ({names[j]}): {v:.3f} of the attention"
+        return (f'<td class="og-heat-cell" data-passage="{j}" data-share="{v:.6f}" title="{esc(tip)}" '
+                f'style="background:rgba(99,102,241,{alpha:.3f})"><span class="og-sr">{v:.3f}</span></td>')
+
+    head = "".join(f'<th scope="col" title="{esc(t)}">{j + 1}</th>' for j, t in enumerate(names))
+    body = []
+    for offset, row in enumerate(rows):
+        layer = lr.bottom + offset
+        cells = "".join(cell(v, f"layer {layer}", j) for j, v in enumerate(row))
+        body.append(f'<tr data-layer="{layer}"><th scope="row">layer {layer}</th>{cells}</tr>')
+    means = [sum(row[j] for row in rows if j < len(row)) / len(rows) for j in range(n)]
+    foot = "".join(f'<td class="og-heat-mean" data-passage="{j}">{m:.3f}</td>' for j, m in enumerate(means))
+    legend = "".join(f"<li>{esc(t)}</li>" for t in names)
+    return (f'<div class="og-heat"><table class="og-heat-table"><caption class="og-sr">Share of the reader&#39;s '
+            f'attention per middle layer (rows) and passage (columns)</caption><thead><tr><th scope="col">layer</th>'
+            f'{head}</tr></thead><tbody>{"".join(body)}</tbody><tfoot><tr><th scope="row">mean</th>{foot}</tr>'
+            f'</tfoot></table><ol class="og-heat-legend">{legend}</ol><div class="og-muted">Share of the attention '
+            f'that the input&#39;s and the answer&#39;s tokens put on each passage, averaged over heads and tokens; '
+            f'the rest went to the input and the answer themselves. Darkest: {top:.3f}, the largest share here.'
+            '</div></div>')
+
+
+def layer_groups_html(groups: dict[str, int], lr: LayerRead | None = None) -> str:
+    """Tokens forwarded through each layer group (a layer-split run's `cost.layer_groups`), with
+    each group's layers when the run's layer record gives them."""
+    spans = group_layers(lr) if lr is not None else {}
+    cells = "".join(f'<div class="og-cost-cell" data-group="{esc(g)}"><b>{int(n):,}</b><span>{esc(g)} '
+                    f'{esc(layer_span(spans[g])) if g in spans else "group"}</span></div>' for g, n in groups.items())
+    tip = ("bottom and middle groups: the input, the passages read and the generated tokens; top group: the input "
+           "and the generated tokens (passages never reach it)")
+    return (f'<div class="og-cost-groups" title="{tip}"><span class="og-muted">tokens per layer group</span>'
+            f'<div class="og-cost-cells">{cells}</div></div>')
 
 
 # -- the embedded world ------------------------------------------------------------------------------
@@ -490,6 +621,10 @@ was inserted. A pipeline with a separate retriever would add a second pass over 
 <i>Rejected drafts</i> are a speed trick, not part of OneGen: tokens guessed by copying earlier
 text, checked in the same forward call as the chosen token and dropped where the model disagreed;
 the output is the same as decoding one token per call.</p>
+<p><b>ImpRAG mode</b> (single-hop, when the app has an ImpRAG model): no retrieval token at all. The
+input&#39;s own attention query at a bottom layer searches; the passages found are read only by the
+middle layers, beside the input. The step view shows the layer groups and the reader&#39;s attention
+per passage; the cost strip counts tokens per layer group.</p>
 </div>
 """
 
@@ -571,4 +706,20 @@ a.og-card-link:hover,a.og-ext:hover{text-decoration:underline}
 .og-progress{margin-top:6px}
 .og-expected{margin:4px 0;font-size:.92em}.og-candidates{margin:2px 0 4px 18px}
 .og-right{color:#15803d;font-weight:600}.og-wrong{color:#b91c1c;font-weight:600}
+.og-sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}
+.og-layer-row{display:flex;gap:6px;align-items:flex-start}
+.og-layer-group{min-width:0}.og-layer-cells{display:flex;gap:2px}
+.og-layer{flex:1;min-width:8px;height:22px;border-radius:3px;font-size:.75em;font-weight:700;text-align:center;
+  line-height:22px;color:#fff}
+.og-layer-bottom{background:#94a3b8}.og-layer-middle{background:#6366f1}.og-layer-top{background:#cbd5e1}
+.og-layer-query{background:#f59e0b;outline:2px solid #b45309}
+.og-layer-label{font-size:.8em;margin-top:2px}
+.og-layer-reads{margin-left:4px;padding:0 4px;border-radius:4px;background:#6366f1;color:#fff}
+.og-layer-words{margin-top:4px}
+.og-heat-table{border-collapse:collapse;font-size:.8em}
+.og-heat-table th{font-weight:600;padding:1px 6px;text-align:left;color:var(--body-text-color-subdued)}
+.og-heat-cell{width:34px;height:16px;border:1px solid var(--border-color-primary)}
+.og-heat-mean{font-family:var(--font-mono);padding:1px 4px}
+.og-heat-legend{margin:4px 0 2px 18px;font-size:.85em}
+.og-cost-groups{margin-top:6px}
 """

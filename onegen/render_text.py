@@ -90,6 +90,12 @@ PHASE_LABELS = {"prompt": "prompt", "generated": "generated", "inserted": "inser
                 "documents": "candidate documents", "total": "total"}
 
 
+def phase_labels(trace: Trace) -> dict[str, str]:
+    """PHASE_LABELS for this run: a layer-split run (ImpRAG) reads its passages beside the input, so
+    its "inserted" tokens are the passages read, never part of the sequence."""
+    return {**PHASE_LABELS, "inserted": "passages read"} if trace.cost.layer_groups else PHASE_LABELS
+
+
 def clip(text: str, limit: int = PREVIEW_CHARS) -> str:
     """One line: newlines shown as `\\n`, long text cut at the end with `...`."""
     flat = text.replace("\r", "").replace("\n", "\\n")
@@ -228,7 +234,8 @@ def layer_read_lines(trace: Trace) -> list[str]:
 
 def cost_line(trace: Trace) -> str:
     ft = trace.cost.forward_tokens
-    tokens = ", ".join(f"{PHASE_LABELS.get(p, p)} {ft.get(p, 0)}" for p in trace.cost.phases())
+    labels = phase_labels(trace)
+    tokens = ", ".join(f"{labels.get(p, p)} {ft.get(p, 0)}" for p in trace.cost.phases())
     docs = f"; candidate documents {trace.cost.document_tokens}" if trace.cost.document_tokens else ""
     groups = trace.cost.layer_groups
     if groups:
@@ -237,7 +244,7 @@ def cost_line(trace: Trace) -> str:
     phases = trace.cost.phases()
     order = [p for p in (*phases, "retrieval", "documents") if p in secs] + [
         p for p in secs if p not in phases and p not in ("retrieval", "documents", "total")]
-    seconds = ", ".join(f"{PHASE_LABELS.get(p, p)} {secs[p]:.3f}" for p in order)
+    seconds = ", ".join(f"{labels.get(p, p)} {secs[p]:.3f}" for p in order)
     total = f" (total {secs['total']:.3f})" if "total" in secs else ""
     decoder = DECODER_LABELS.get(trace.settings.get("decoder"))
     return (f"Cost: forward tokens {tokens} (total {trace.cost.total_forward_tokens}){docs} | "
