@@ -8,18 +8,20 @@ from typing import Iterator
 import gradio as gr
 
 from .. import render_html as R
-from ..app_state import MAX_TOP_K, AppState
+from ..app_state import IMPRAG, IMPRAG_TASK, MAX_TOP_K, AppState
 from ..engine import DoneEvent, Event, TokenEvent
-from ..modes import DEFAULT_MODE
+from ..modes import DEFAULT_MODE, MODE_LABELS
 from ..tasks import TASK_NAMES, get_task
 from ..trace import Trace
 from ..render_text import stop_words
 from .shared import (PRIVATE, STOPPED_WHILE_QUEUED, TASK_CHOICES, TracePanel, error_message, example_inputs,
-                     loading_message, on_gpu, span_download, visitor, wire_examples, wire_model_run, write_trace)
+                     imprag_note_html, loading_message, on_gpu, span_download, visitor, wire_examples, wire_model_run,
+                     write_trace)
 from .whatif import WhatIf
 from .why_panel import WhyPanel
 
 STREAM_EVERY_S = 0.15  # at most ~7 page updates a second while tokens stream
+MODE_CHOICES = [(MODE_LABELS[DEFAULT_MODE], DEFAULT_MODE), ("ImpRAG (single-hop questions)", IMPRAG)]
 
 
 def worth_showing(events: Iterator[Event], live: Trace) -> Iterator[Event]:
@@ -48,6 +50,11 @@ def build(app: AppState, demo: gr.Blocks) -> None:
             with gr.Row():
                 task = gr.Radio(TASK_CHOICES, value=TASK_NAMES[0], label="Task", scale=3, elem_id="task")
                 top_k = gr.Slider(1, MAX_TOP_K, value=5, step=1, label="Top-k candidates", scale=1, elem_id="top-k")
+            # ImpRAG (a second model, single-hop only) when one is configured; shown off otherwise.
+            mode = gr.Radio(MODE_CHOICES, value=DEFAULT_MODE, label="Mode", interactive=app.imprag_configured,
+                            info="ImpRAG reads its query off the input's own bottom layers and its passages in the "
+                                 "middle layers: single-hop questions only.", elem_id="run-mode")
+            gr.HTML(imprag_note_html(app), visible=not app.imprag_configured, elem_id="run-imprag-note")
             copy_input = gr.Checkbox(value=True, label="Entity linking: output must copy the input",
                                      info="Masks tokens that would misspell or drop the text; untick to see what "
                                           "the model writes on its own. Steps where the mask overrode the model "
@@ -77,14 +84,26 @@ def build(app: AppState, demo: gr.Blocks) -> None:
                 gr.HTML(R.EXPLAINER_HTML)
 
     runs = RunView(app, status, panel, download, expected, world, spans)
-    ran = wire_model_run(app, [run_btn.click, text.submit], stop_btn, runs.run, [task, text, top_k, copy_input],
-                         runs.outputs, status, batched=True)
+    ran = wire_model_run(app, [run_btn.click, text.submit], stop_btn, runs.run,
+                         [task, text, top_k, copy_input, mode], runs.outputs, status, batched=True)
     ran.then(whatif.refresh, panel.trace, whatif.outputs, queue=False, **PRIVATE)
     wire_examples(app, task, example, text)
     # An example shows what it should give; the tick or cross comes after its run.
     gr.on([text.change, task.change], lambda t, x: expectation_html(app, t, app.example(t, x)), [task, text],
           expected, queue=False, **PRIVATE)
     task.input(lambda t: gr.Checkbox(visible=get_task(t).copies_input), task, copy_input, queue=False, **PRIVATE)
+
+    def on_mode(chosen, current):
+        """ImpRAG answers single-hop questions: choosing it moves the task there."""
+        if chosen != IMPRAG:
+            return gr.skip()
+        return {task: IMPRAG_TASK, copy_input: gr.Checkbox(visible=False),
+                **example_inputs(app, IMPRAG_TASK, example, text, current)}
+
+    mode.input(on_mode, [mode, text], [task, copy_input, example, text], queue=False, **PRIVATE)
+    # Another task goes back to OneGen, the one mode that runs every task.
+    task.input(lambda t, m: DEFAULT_MODE if m == IMPRAG and t != IMPRAG_TASK else gr.skip(), [task, mode], mode,
+               queue=False, **PRIVATE)
 
     def on_load():
         """The first task's examples, configuration problems shown at once, and what an invented
@@ -111,11 +130,12 @@ class RunView:
     def outputs(self) -> list:
         return [self.status, *self.panel.outputs, self.download, self.expected, self.world, self.spans]
 
-    def run(self, task, text, top_k, copy_input=True, ticket=None, request: gr.Request = None):
+    def run(self, task, text, top_k, copy_input=True, mode=DEFAULT_MODE, ticket=None, request: gr.Request = None):
         """Stream a run: the timeline grows as tokens come; the result and download come at the end.
-        Stop ends it between tokens and keeps what it made."""
+        Stop ends it between tokens and keeps what it made. `mode`: OneGen, or ImpRAG's model."""
         app, status, panel, download = self.app, self.status, self.panel, self.download
-        live = Trace(task=task, mode=DEFAULT_MODE, model={}, input=text or "", prompt_text="", prompt_ids=[])
+        mode = mode or DEFAULT_MODE
+        live = Trace(task=task, mode=mode, model={}, input=text or "", prompt_text="", prompt_ids=[])
         started = time.monotonic()
         try:
             with app.runs.start(visitor(request), ticket) as stop:
@@ -124,10 +144,10 @@ class RunView:
                     return
                 # The world's description gives way to the run; a run with no confident match offers
                 # its questions again.
-                yield {status: R.message_html(loading_message(app, "Running...")), **panel.live(live),
+                yield {status: R.message_html(loading_message(app, "Running...", (mode,))), **panel.live(live),
                        panel.result: "", download: gr.DownloadButton(visible=False), self.world: "",
                        self.spans: gr.DownloadButton(visible=False)}
-                stream = self.events(task, text, top_k, copy_input)
+                stream = self.events(task, text, top_k, copy_input, mode)
                 try:
                     for ev in worth_showing(stream, live):
                         if isinstance(ev, DoneEvent):

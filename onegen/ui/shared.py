@@ -11,7 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from .. import render_html as R
-from ..app_state import AppState
+from ..app_state import IMPRAG_NOT_CONFIGURED, AppState
 from ..errors import OneGenError
 from ..render_text import calibration_of
 from ..tasks import TASK_NAMES, get_task
@@ -76,8 +76,15 @@ def wire_model_run(app: AppState, triggers: list, stop_btn: gr.Button, fn, input
     return run
 
 
-def loading_message(app: AppState, running: str) -> str:
-    return "Loading the model (first run only)..." if not app.model_loaded else running
+def imprag_note_html(app: AppState) -> str:
+    """Where ImpRAG is offered: how to get an ImpRAG model when none is configured, else nothing."""
+    return "" if app.imprag_configured else R.message_html(IMPRAG_NOT_CONFIGURED, "info", code=True)
+
+
+def loading_message(app: AppState, running: str, modes: tuple[str, ...] = ()) -> str:
+    """`running`, or that a model loads first: the OneGen model's, or that of one of `modes` (ImpRAG's)."""
+    loaded = app.model_loaded and all(app.loaded_model(m) is not None for m in modes)
+    return "Loading the model (first run only)..." if not loaded else running
 
 
 def on_zero_gpu() -> bool:
@@ -210,7 +217,7 @@ class TracePanel:
                 self.timeline: R.timeline_html(trace.tokens, trace.retrievals, running=running,
                                                overrides=trace.overrides),
                 self.steps: gr.Radio(choices=R.step_choices(trace.retrievals), value=latest.step if latest else None),
-                self.detail: R.step_html(latest, trace.task, links, calibration_of(trace))}
+                self.detail: R.step_html(latest, trace.task, links, calibration_of(trace), trace.mode)}
 
     def live(self, trace: Trace) -> dict:
         """A run still streaming: no result yet, the partial trace kept for step clicks."""
@@ -231,6 +238,7 @@ class TracePanel:
         if trace is None or step is None:
             return R.step_html(None, "")
         try:
-            return R.step_html(trace.retrievals[int(step)], trace.task, self.links(trace), calibration_of(trace))
+            return R.step_html(trace.retrievals[int(step)], trace.task, self.links(trace), calibration_of(trace),
+                               trace.mode)
         except Exception:  # noqa: BLE001 - a stale or malformed selection shows the empty view
             return R.step_html(None, "")

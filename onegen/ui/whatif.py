@@ -7,7 +7,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .. import render_html as R
-from ..app_state import AppState
+from ..app_state import IMPRAG, IMPRAG_NO_REPLAY, AppState
 from ..render_replay import comparison_html
 from ..trace import Trace
 from .shared import PRIVATE, error_message, on_gpu
@@ -30,7 +30,8 @@ def choice_options(trace: Trace | None, step) -> list[tuple[str, str]]:
 
 
 def replayable(trace: Trace | None) -> bool:
-    return trace is not None and bool(trace.retrievals) and bool(trace.stop_reason) and not trace.error
+    return (trace is not None and bool(trace.retrievals) and bool(trace.stop_reason) and not trace.error
+            and trace.mode != IMPRAG)
 
 
 class WhatIf:
@@ -70,6 +71,8 @@ class WhatIf:
     def run(self, trace: Trace | None, step, choice, seed) -> str:
         from ..replay import Choice
 
+        if getattr(trace, "mode", None) == IMPRAG:
+            return R.message_html(IMPRAG_NO_REPLAY, "warn")
         if not replayable(trace):
             return R.message_html("Run an input to the end first: a replay starts from a finished run's retrieval.",
                                   "warn")

@@ -7,13 +7,17 @@ import gradio as gr
 
 from .. import render_html as R
 from .. import render_why as W
-from ..app_state import AppState
+from ..app_state import IMPRAG, AppState
 from ..attention_read import AttentionRead, explain
 from ..lens import layer_limit_problem, layer_readings, layer_vectors_kept, layer_view
 from ..modes import MODES
 from ..trace import Trace
 from .shared import PRIVATE, TracePanel, error_message
 
+# An ImpRAG run's own views are in its retrieval step; these explain a retrieval token's hidden state.
+IMPRAG_NOTE = ("An ImpRAG run is explained by its own views, in the retrieval step above: where its query and its "
+               "passages were read, and the reader's attention to each passage per middle layer. The views here "
+               "explain a retrieval token's hidden state, which ImpRAG does not have.")
 GROUP_CHOICES = [("all layers", "all"), ("bottom layers", "bottom"), ("middle layers", "middle"), ("top layers", "top")]
 
 
@@ -56,6 +60,8 @@ class WhyPanel:
     def _ready(self, trace: Trace | None):
         if trace is None or not trace.stop_reason:
             raise gr.Error("Run to the end first: the views explain a finished run.", print_exception=False)
+        if trace.mode == IMPRAG:
+            raise gr.Error(IMPRAG_NOTE, print_exception=False)
         if (trace.index or {}).get("path") == "candidates":
             raise gr.Error("This run searched its own candidate documents, which the trace does not keep; explain it "
                            "with `python -m onegen why TRACE.json --candidates FILE`.", print_exception=False)
@@ -111,6 +117,8 @@ def query_state_note(trace: Trace | None) -> str:
     mode = MODES.get(getattr(trace, "mode", None) or "")
     if mode is None or mode.reads_query_state:
         return ""
+    if mode.name == IMPRAG:
+        return IMPRAG_NOTE
     return (f"This {mode.short_label} run has no retrieval-token query state: {mode.description} The views "
             "below read the model's own hidden states of the same sequence, so they show what the retrieval "
             "token's state would have found, not how this run chose its documents.")
