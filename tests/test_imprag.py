@@ -226,20 +226,16 @@ def test_other_modes_keep_their_trace_unchanged_and_imprag_refuses_other_tasks(s
 # -- an index of bottom-group passage vectors -----------------------------------------------------------
 
 def test_an_index_records_its_layer_groups_and_is_refused_at_other_boundaries_or_weights(tmp_path):
-    from pathlib import Path
-
     from index_builder.__main__ import main
     from onegen.engine import IndexRetriever, RunSettings
     from onegen.imprag import PassageEncoder, index_layer_split
     from onegen.index import IndexLoadError, VectorIndex, normalize
     from onegen.modes import get_mode
-    from tiny import build_tiny_model, load_tiny
+    from tiny import HELDOUT_WORLD, build_imprag_index, build_tiny_model, load_tiny
 
-    world = Path(__file__).resolve().parents[1] / "assets" / "world" / "heldout"
     folder = build_tiny_model("single-hop", tmp_path / "m", layers=4)
-    out = tmp_path / "idx"
-    args = ["world", str(world), "--task", "single-hop", "--model", str(folder), "--quiet", "--limit", "5"]
-    assert main([*args, "--out", str(out), "--imprag-layers", "2,3"]) == 0
+    out = build_imprag_index(folder, tmp_path / "idx", limit=5, layers="2,3")
+    args = ["world", str(HELDOUT_WORLD), "--task", "single-hop", "--model", str(folder), "--quiet", "--limit", "5"]
     assert main([*args, "--out", str(tmp_path / "bad"), "--imprag-layers", "3,2"]) == 2
     lm = load_tiny("single-hop", tmp_path / "m", layers=4)
     split = LayerSplit(2, 3, 4)
@@ -266,18 +262,12 @@ def test_an_index_records_its_layer_groups_and_is_refused_at_other_boundaries_or
 
 
 def test_the_cli_runs_the_mode_on_its_own_index_and_refuses_other_tasks(tmp_path, capsys):
-    from pathlib import Path
-
-    from index_builder.__main__ import main as build
     from onegen.__main__ import main as cli
     from onegen.trace import Trace
-    from tiny import build_tiny_model
+    from tiny import build_imprag_index, build_tiny_model
 
-    world = Path(__file__).resolve().parents[1] / "assets" / "world" / "heldout"
     folder = build_tiny_model("single-hop", tmp_path / "m", layers=4)
-    index = tmp_path / "idx"
-    assert build(["world", str(world), "--task", "single-hop", "--model", str(folder), "--quiet", "--limit", "4",
-                  "--out", str(index), "--imprag-layers"]) == 0  # the model's own split
+    index = build_imprag_index(folder, tmp_path / "idx")  # the model's own split
     capsys.readouterr()
     base = ["run", "--task", "single-hop", "--model", str(folder), "--index", str(index), "--text", "Who is Ivo?",
             "--max-new-tokens", "2", "--top-k", "2"]
@@ -305,9 +295,7 @@ def test_the_cli_runs_the_mode_on_its_own_index_and_refuses_other_tasks(tmp_path
 
 def test_centring_is_applied_identically_to_queries_passages_and_the_index(single_hop, tmp_path):
     import dataclasses
-    from pathlib import Path
 
-    from index_builder.__main__ import main as build
     from onegen.engine import RunSettings
     from onegen.imprag import Centring, ImpragQuery, PassageEncoder, index_layer_split, model_split, passage_ids
     from onegen.index import IndexLoadError, VectorIndex
@@ -341,13 +329,10 @@ def test_centring_is_applied_identically_to_queries_passages_and_the_index(singl
     # the means are part of what an index records: an index of uncentred vectors is refused, and back
     assert ImpragQuery(lm).layer_split == index_layer_split(split, centring) != index_layer_split(split)
     assert ImpragQuery(lm, LayerSplit(1, 2, split.n_layers)).centring is None  # means are for the trained split
-    world = Path(__file__).resolve().parents[1] / "assets" / "world" / "heldout"
-    from tiny import build_tiny_model
+    from tiny import build_imprag_index, build_tiny_model
 
     folder = build_tiny_model("single-hop", tmp_path / "m", layers=4)
-    out = tmp_path / "idx"
-    assert build(["world", str(world), "--task", "single-hop", "--model", str(folder), "--quiet", "--limit", "3",
-                  "--out", str(out), "--imprag-layers"]) == 0
+    out = build_imprag_index(folder, tmp_path / "idx", limit=3)
     with pytest.raises(IndexLoadError, match="centred by means"):
         VectorIndex.load(out, protocol="single-hop", layer_split=ImpragQuery(lm).layer_split)
     # a round trip through the model's JSON keeps the means; bad JSON is a message

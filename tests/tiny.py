@@ -121,6 +121,22 @@ def load_tiny(task: str, root: Path, **kw):
     return _loaded(str(build_tiny_model(task, root, **kw)))
 
 
+HELDOUT_WORLD = Path(__file__).resolve().parents[1] / "assets" / "world" / "heldout"
+
+
+def build_imprag_index(model: Path, out: Path, *, limit: int = 4, layers: str | None = None) -> Path:
+    """An ImpRAG index (bottom-group passage vectors) of the held-out world's first `limit` single-hop
+    passages, built by the index builder with the model's own layer groups or `layers` ("B,T")."""
+    from index_builder.__main__ import main as build
+
+    if not (out / "manifest.json").exists():
+        split = ["--imprag-layers", *([layers] if layers else [])]
+        code = build(["world", str(HELDOUT_WORLD), "--task", "single-hop", "--model", str(model), "--quiet",
+                      "--limit", str(limit), "--out", str(out), *split])
+        assert code == 0, f"the index builder exited with {code}"
+    return out
+
+
 def write_json(path: Path, obj) -> Path:
     path.write_text(json.dumps(obj))
     return path
