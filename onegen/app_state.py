@@ -774,6 +774,8 @@ class AppState:
         missed its gold document, replayed with that document (a recorded candidate or the index's)."""
         from .replay import ReplayError, gold_choice
 
+        if trace.mode == IMPRAG:
+            raise AppError(IMPRAG_NO_REPLAY)
         lm = self.model()
         searched = self._searched(trace, lm, example)
         index = getattr(searched, "index", None)

@@ -233,3 +233,15 @@ def test_one_question_through_onegen_imprag_and_the_pipeline(setup):
     assert pipeline["query_reencoding"] > 0 and result.forward_tokens["imprag"]["query_reencoding"] == 0
     same = re.search(r"same top passage as OneGen</th>(.*?)</tr>", page).group(1)
     assert "(the reference)" in same and re.findall(r'data-mode="(?:imprag|pipeline)">(yes|no)<', same)
+
+
+def test_an_imprag_run_is_not_replayed_with_the_onegen_model(setup):
+    from onegen.app_state import AppError
+    from onegen.replay import Choice
+
+    app = app_for(setup)
+    trace = imprag_trace()
+    with pytest.raises(AppError, match="ImpRAG run cannot be replayed"):
+        app.replay(trace, 0, Choice("none"))
+    with pytest.raises(AppError, match="ImpRAG run cannot be replayed"):
+        app.gold_replay(trace, None)
