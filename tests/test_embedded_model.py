@@ -44,9 +44,9 @@ def test_multi_hop_examples_answered(engine_and_indexes):
         trace = engine.run_trace("multi-hop", ex["text"], retriever=retrievers["multi-hop"])
         assert 1 <= len(trace.retrievals) <= 5 and trace.cost.forward_tokens["query_reencoding"] == 0
         right += qa_scores(trace.result.answer, [ex["answer"]])["em"] == 1.0
-    # 8 of 12 when committed: the shipped model orders two numbers wrongly in 2 comparisons and 2
-    # bridge-comparisons, its commonest error (docs/embedded-models.md); slack of one for other CPUs' rounding.
-    assert right >= 7, f"{right} of {len(picked)} multi-hop examples answered"
+    # 10 of 12 when committed: the shipped model names the wrong option in a comparison and a
+    # bridge-comparison, its commonest error (docs/embedded-models.md); slack of one for other CPUs' rounding.
+    assert right >= 9, f"{right} of {len(picked)} multi-hop examples answered"
 
 
 def test_single_hop_examples_answered(engine_and_indexes):
@@ -89,8 +89,8 @@ def test_entity_linking_examples_copy_the_input_and_link(engine_and_indexes):
         want = {(lab["span"][0], lab["entity_id"]) for lab in gold[ex["text"]]["labels"]}
         got = {(e.start, e.entity_id) for e in trace.result.entities}
         want_all, got_all, right = want_all + len(want), got_all + len(got), right + len(want & got)
-    # 35 of 37 when committed (36 predicted); slack of one for other CPUs' rounding.
-    assert right >= 34, f"{right} of {want_all} gold links ({got_all} predicted) in {len(picked)} examples"
+    # 34 of 37 when committed (36 predicted); slack of one for other CPUs' rounding.
+    assert right >= 33, f"{right} of {want_all} gold links ({got_all} predicted) in {len(picked)} examples"
 
 
 def test_committed_model_is_what_its_recipe_makes_and_what_the_results_measured(engine_and_indexes):
