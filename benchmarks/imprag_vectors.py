@@ -22,6 +22,7 @@ No timing: these are properties of the vectors, deterministic in the recipe's se
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import tempfile
@@ -184,11 +185,28 @@ def overfit(trainer, items: list[dict], n_neg: int, steps: int, lr: float) -> li
     return rows
 
 
-def main(argv=None) -> int:
+@contextlib.contextmanager
+def build_trainer(recipe_path: str, world: str | None, checkpoint: str | None, threads: int):
+    """A recipe's ImpRAG trainer (its model untrained, or a run's checkpoint), its items and corpus
+    from `world` when given (the same model), for measurements that train nothing."""
     from onegen.commands.train import ensure_world
+    from onegen.train.examples import load_corpus, load_task_items
     from onegen.train.imprag import ImpragTrainer
     from onegen.train.recipe import Recipe
 
+    recipe = Recipe.load(recipe_path)
+    recipe.threads = threads
+    train_world = ensure_world(recipe.world)
+    with tempfile.TemporaryDirectory() as tmp:
+        recipe.run_dir = checkpoint or tmp
+        trainer = ImpragTrainer(recipe, train_world, log=lambda *a: None)
+        if world:  # other items and their corpus, the same model
+            trainer.corpus = load_corpus(Path(world))
+            trainer.items = {"single-hop": load_task_items(Path(world), "single-hop", recipe.phrasings)}
+        yield trainer
+
+
+def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--recipe", required=True)
     p.add_argument("--world", help="items from this world (default: the recipe's training world)")
@@ -202,33 +220,20 @@ def main(argv=None) -> int:
                    help="then train retrieval alone for STEPS steps on one fixed batch of 8 items (recall per step)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    recipe = Recipe.load(args.recipe)
-    recipe.threads = args.threads
-    train_world = ensure_world(recipe.world)
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.checkpoint:
-            recipe.run_dir = args.checkpoint
-        else:
-            recipe.run_dir = tmp
-        trainer = ImpragTrainer(recipe, train_world, log=lambda *a: None)
-        if args.world:  # other items and their corpus, the same model
-            from onegen.train.examples import load_corpus, load_task_items
-
-            trainer.corpus = load_corpus(Path(args.world))
-            trainer.items = {"single-hop": load_task_items(Path(args.world), "single-hop", recipe.phrasings)}
+    with build_trainer(args.recipe, args.world, args.checkpoint, args.threads) as trainer:
         items = list(trainer.items["single-hop"])
         random.Random(7).shuffle(items)
         n = min(args.items, len(items) // 2)
         if args.layers:
-            print(json.dumps({"step": trainer.step, "items": n, "candidates": recipe.hard_negatives + 1,
-                              "layers": layer_pooling(trainer, items[:n], items[n:2 * n], recipe.hard_negatives)},
+            print(json.dumps({"step": trainer.step, "items": n, "candidates": trainer.recipe.hard_negatives + 1,
+                              "layers": layer_pooling(trainer, items[:n], items[n:2 * n], trainer.recipe.hard_negatives)},
                              indent=1))
             return 0
-        result = {"step": trainer.step, **measure(trainer, items[:n], items[n:2 * n], recipe.hard_negatives)}
+        result = {"step": trainer.step, **measure(trainer, items[:n], items[n:2 * n], trainer.recipe.hard_negatives)}
         if args.grad_items:
-            result["lora_grad_norm"] = gradient_reach(trainer, items[:args.grad_items], recipe.hard_negatives)
+            result["lora_grad_norm"] = gradient_reach(trainer, items[:args.grad_items], trainer.recipe.hard_negatives)
         if args.overfit:
-            result["overfit"] = overfit(trainer, items[:8], recipe.hard_negatives, args.overfit, recipe.lr)
+            result["overfit"] = overfit(trainer, items[:8], trainer.recipe.hard_negatives, args.overfit, trainer.recipe.lr)
     print(json.dumps(result, indent=1))
     return 0
 
