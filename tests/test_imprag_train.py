@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from onegen.imprag import ImpragError, SplitForward
-from onegen.train.imprag import ImpragSample, ImpragSpec, batch_losses, fork
+from onegen.train.imprag import ImpragSample, ImpragSpec, answer_nll, batch_losses, fork, sample_losses
 from test_imprag import tiny_llama
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -69,6 +69,22 @@ def test_distillation_targets_follow_answer_likelihood_and_forks_share_the_input
         batch_losses(fwd, [ImpragSample([1, 2], [3], [[4, 5]], [False])], ImpragSpec(2, 4), 0)
     with pytest.raises(ImpragError, match="temperatures"):
         ImpragSpec(2, 4, temperature=0)
+    with pytest.raises(ImpragError, match="reader must be one of"):
+        ImpragSpec(2, 4, reader="top-1")
+
+
+def test_the_lm_loss_reads_the_gold_passage_or_every_candidate():
+    model = tiny_llama(1)
+    fwd = SplitForward(model, ImpragSpec(2, 4).split(6))
+    s = batch(1)[0]
+    gold = [p for p, g in zip(s.passages, s.gold) if g]
+    with torch.no_grad():
+        want = {"gold": answer_nll(fwd, fwd.start(s.prompt), gold, s.answer),
+                "candidates": answer_nll(fwd, fwd.start(s.prompt), s.passages, s.answer)}
+        for reader, nll in want.items():
+            _, lm, _ = sample_losses(fwd, s, ImpragSpec(2, 4, reader=reader), distill=False)
+            assert torch.allclose(lm, nll)
+    assert not torch.allclose(want["gold"], want["candidates"])  # the distractors reach the reader
 
 
 def test_world_items_become_samples_and_the_recipe_key_is_checked(tmp_path):

@@ -8,7 +8,8 @@ ones and negatives). The losses, in the order of the published recipe:
 - **self-distillation**: the scores' distribution pulled (KL) towards the distribution of how well
   each candidate, read alone by the middle group, lets the model write the answer
   (softmax of the answer's log-likelihood / teacher temperature; the teacher is not differentiated);
-- **LM**: the answer's negative log-likelihood with the gold passages in the reader.
+- **LM**: the answer's negative log-likelihood with the gold passages in the reader, or (`reader:
+  "candidates"`) with every candidate, gold among negatives, as the mode reads its top-k.
 
 The warm-up runs for `warmup_steps`, then distillation replaces it; the LM loss runs throughout.
 Everything is plain torch through `SplitForward`, so any Llama-family model trains (LoRA or not).
@@ -27,6 +28,9 @@ from ..fsutil import atomic_write
 from .trainer import Trainer
 
 
+READERS = ("gold", "candidates")
+
+
 @dataclass
 class ImpragSpec:
     """The recipe key `imprag`: the layer groups and the losses' settings."""
@@ -42,12 +46,17 @@ class ImpragSpec:
     centre: bool = False
     centring_momentum: float = 0.95
     tokens: str = "last"  # onegen.imprag.TOKEN_POOLING: which tokens' states make the vectors
+    # what the LM loss's reader reads: "gold" (the gold passages) or "candidates" (all of them, in
+    # the sample's order): the mode reads every top-k hit, and distractors cost it (docs/imprag.md)
+    reader: str = "gold"
 
     def __post_init__(self):
         if self.warmup_steps < 0 or self.temperature <= 0 or self.teacher_temperature <= 0:
             raise ImpragError("imprag: warmup_steps must be >= 0 and the temperatures > 0")
         if not 0 <= self.centring_momentum < 1:
             raise ImpragError("imprag: centring_momentum must be in [0, 1)")
+        if self.reader not in READERS:
+            raise ImpragError(f"imprag: reader must be one of {', '.join(READERS)}; got {self.reader!r}")
         LayerSplit(1, 1, 1, self.tokens)  # an unknown pooling is refused with the recipe, not mid-run
 
     def split(self, n_layers: int) -> LayerSplit:
@@ -149,7 +158,8 @@ def sample_losses(fwd: SplitForward, sample: ImpragSample, spec: ImpragSpec, dis
         retrieval = F.kl_div(log_p, target, reduction="sum")
     else:
         retrieval = -torch.logsumexp(log_p[gold], dim=0)
-    lm = answer_nll(fwd, fork(state), [p for p, g in zip(sample.passages, sample.gold) if g], sample.answer)
+    read = sample.passages if spec.reader == "candidates" else [p for p, g in zip(sample.passages, sample.gold) if g]
+    lm = answer_nll(fwd, fork(state), read, sample.answer)
     return retrieval, lm, bool(gold[int(scores.argmax())])
 
 
