@@ -69,15 +69,11 @@ def reader_table(trainer, items: list[dict], tops: list[int], n_neg: int, seed: 
 
 
 def main(argv=None) -> int:
-    from benchmarks.imprag_vectors import build_trainer
+    from benchmarks.imprag_vectors import build_trainer, model_arguments
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--recipe", required=True)
-    p.add_argument("--world", help="items from this world (default: the recipe's training world)")
-    p.add_argument("--checkpoint", help="a run folder whose checkpoint.pt to load (default: the base, untrained)")
-    p.add_argument("--items", type=int, default=32)
+    model_arguments(p, items=32)
     p.add_argument("--tops", default="", help="top boundaries t to measure, comma-separated (default: the recipe's)")
-    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     with build_trainer(args.recipe, args.world, args.checkpoint, args.threads) as trainer:

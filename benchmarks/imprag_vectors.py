@@ -206,14 +206,19 @@ def build_trainer(recipe_path: str, world: str | None, checkpoint: str | None, t
         yield trainer
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def model_arguments(p: argparse.ArgumentParser, items: int) -> None:
+    """The options `build_trainer` takes, and how many items to measure."""
     p.add_argument("--recipe", required=True)
     p.add_argument("--world", help="items from this world (default: the recipe's training world)")
     p.add_argument("--checkpoint", help="a run folder whose checkpoint.pt to load (default: the base, untrained)")
-    p.add_argument("--items", type=int, default=64)
-    p.add_argument("--grad-items", type=int, default=4)
+    p.add_argument("--items", type=int, default=items)
     p.add_argument("--threads", type=int, default=1)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    model_arguments(p, items=64)
+    p.add_argument("--grad-items", type=int, default=4)
     p.add_argument("--layers", action="store_true",
                    help="recall@1 at every layer, last-token and mean pooling (`layer_pooling`), instead of the rest")
     p.add_argument("--overfit", type=int, default=0, metavar="STEPS",
