@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 from .modes import MODE_LABELS, MODES
-from .render_html import esc, group_layers, layer_read_of, layer_span
+from .render_html import esc, layer_group_counts
 from .render_text import PHASE_LABELS, phase_labels
 from .trace import PHASES, Trace
 
@@ -170,12 +170,11 @@ def _tokens(result: Comparison, m: str, t: Trace) -> str:
 
 
 def _groups(m: str, t: Trace) -> str:
-    groups, lr = t.cost.layer_groups, layer_read_of(t)
-    if groups:
-        spans = group_layers(lr) if lr is not None else {}
-        return "<br>".join(f'{esc(g)} <b data-group="{esc(g)}">{int(n):,}</b>'
-                           + (f' <span class="og-muted">({esc(layer_span(spans[g]))})</span>' if g in spans else "")
-                           for g, n in groups.items())
+    counts = layer_group_counts(t)
+    if counts:
+        return "<br>".join(f'{esc(g)} <b data-group="{esc(g)}">{n:,}</b>'
+                           + (f' <span class="og-muted">({esc(span)})</span>' if span else "")
+                           for g, n, span in counts)
     ft = t.cost.forward_tokens
     separate = m in MODES and MODES[m].document_encoder.separate  # its queries go through another encoder
     generator = t.cost.total_forward_tokens - (ft.get("query_reencoding", 0) if separate else 0)

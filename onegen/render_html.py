@@ -433,7 +433,7 @@ def cost_html(trace: Trace) -> str:
     if decoder:
         extra += (f' &middot; <span class="og-muted" data-decoder="{esc(trace.settings["decoder"])}" title="which '
                   f'forward computed this run; both give the same hidden states">{esc(decoder)}</span>')
-    groups = layer_groups_html(c.layer_groups, layer_read_of(trace)) if c.layer_groups else ""
+    groups = layer_groups_html(layer_group_counts(trace)) if c.layer_groups else ""
     return (f'<div class="og-cost"><div class="og-cost-cells">{"".join(cells)}</div>{groups}'
             f'<div class="og-cost-secs">{secs or "no timings yet"}{extra}</div></div>')
 
@@ -457,6 +457,15 @@ def group_layers(lr: LayerRead) -> dict[str, range]:
     return {"bottom": range(0, lr.bottom), "middle": range(lr.bottom, lr.top), "top": range(lr.top, lr.n_layers)}
 
 
+def layer_group_counts(trace: Trace) -> list[tuple[str, int, str | None]]:
+    """(group, tokens forwarded through it, its layers in words or None) for each of a layer-split
+    run's `cost.layer_groups`; empty for any other run."""
+    lr = layer_read_of(trace)
+    spans = group_layers(lr) if lr is not None else {}
+    return [(g, int(n), layer_span(spans[g]) if g in spans else None)
+            for g, n in (trace.cost.layer_groups or {}).items()]
+
+
 def layer_span(layers: range) -> str:
     """A group's layers in words: "layers 18-22", "layer 0", "no layers"."""
     if not layers:
@@ -468,8 +477,9 @@ def layer_diagram_html(lr: LayerRead) -> str:
     """The decoder's layers as a row of cells in their three groups: the layer whose attention query
     is the query vector marked Q, the middle group marked as where the passages are read, the top
     group as the input's and the answer's alone. A sentence under it says the same in words."""
+    groups = group_layers(lr)
     blocks = []
-    for name, layers in group_layers(lr).items():
+    for name, layers in groups.items():
         cells = []
         for i in layers:
             query = i == lr.layer
@@ -483,7 +493,6 @@ def layer_diagram_html(lr: LayerRead) -> str:
                       f'style="flex:{max(len(layers), 1)} 1 0"><div class="og-layer-cells">{"".join(cells)}</div>'
                       f'<div class="og-layer-label"><b>{name}</b> {layer_span(layers)}{mark}<br>'
                       f'<span class="og-muted">{esc(GROUP_WORDS[name])}</span></div></div>')
-    groups = group_layers(lr)
     words = (f"{lr.n_layers} layers. The query is read at layer {lr.layer}, the last of the bottom group "
              f"({layer_span(groups['bottom'])}); the retrieved passages are read by the middle group "
              f"({layer_span(groups['middle'])}); the top group ({layer_span(groups['top'])}) sees the input and the answer only.")
@@ -527,12 +536,11 @@ def reader_heat_html(lr: LayerRead, hits: Sequence[Hit]) -> str:
             '</div></div>')
 
 
-def layer_groups_html(groups: dict[str, int], lr: LayerRead | None = None) -> str:
-    """Tokens forwarded through each layer group (a layer-split run's `cost.layer_groups`), with
-    each group's layers when the run's layer record gives them."""
-    spans = group_layers(lr) if lr is not None else {}
-    cells = "".join(f'<div class="og-cost-cell" data-group="{esc(g)}"><b>{int(n):,}</b><span>{esc(g)} '
-                    f'{esc(layer_span(spans[g])) if g in spans else "group"}</span></div>' for g, n in groups.items())
+def layer_groups_html(counts: list[tuple[str, int, str | None]]) -> str:
+    """Tokens forwarded through each layer group (`layer_group_counts`), with each group's layers
+    when the run's layer record gives them."""
+    cells = "".join(f'<div class="og-cost-cell" data-group="{esc(g)}"><b>{n:,}</b><span>{esc(g)} '
+                    f'{esc(span or "group")}</span></div>' for g, n, span in counts)
     tip = ("bottom and middle groups: the input, the passages read and the generated tokens; top group: the input "
            "and the generated tokens (passages never reach it)")
     return (f'<div class="og-cost-groups" title="{tip}"><span class="og-muted">tokens per layer group</span>'
