@@ -11,7 +11,10 @@ Two scenarios:
 - ``generated`` (multi-hop protocol): the model writes a sub-question of L tokens, then
   `[Question Representation]`; a fixed-length document is inserted; R times; then a short answer.
 - ``read`` (single-hop protocol): the query is L tokens of the user's input, read in the prompt
-  (one forward call), then one retrieval, a fixed-length document, a short answer.
+  (one forward call), then one retrieval, a fixed-length document, a short answer. ImpRAG
+  (onegen/imprag.py) runs here too, at the model's default layer groups and reading its top passage:
+  its query is ready after the bottom group, so its time to the first search is measured beside
+  OneGen's (a full prefill), with its forward tokens per layer group checked exactly.
 
 Per cell the modes run interleaved (the order rotates every repeat); times are medians over
 repeats and the speedup of OneGen over a baseline is the median of the per-repeat ratios (runs of
@@ -39,7 +42,7 @@ from typing import Any, Callable, Sequence
 from onegen.assets import assets_dir
 from onegen.errors import OneGenError
 from onegen.fsutil import atomic_write
-from onegen.modes import BASELINE_NAMES, DEFAULT_MODE, EVERY_TASK_MODES, get_mode
+from onegen.modes import BASELINE_NAMES, DEFAULT_MODE, EVERY_TASK_MODES, ModeError, get_mode
 from onegen.render_compare import axis_ticks
 
 SCHEMA = "onegen-bench-single-pass/1"
@@ -60,10 +63,11 @@ class BenchError(OneGenError, RuntimeError):
 # -- configuration ----------------------------------------------------------------------------------
 
 def model_sizes() -> dict[str, Any]:
-    """The shared benchmark sizes (5M, 33M) and a tiny one for tests."""
+    """The shared benchmark sizes (5M, 33M) and a tiny one for tests (four layers: ImpRAG's default
+    groups then hold a layer each, 2 / 1 / 1)."""
     from .models import SIZES, ModelSize
 
-    return {**SIZES, "tiny": ModelSize("tiny", hidden=64, layers=2, vocab=1024)}
+    return {**SIZES, "tiny": ModelSize("tiny", hidden=64, layers=4, vocab=1024)}
 
 
 @dataclass
@@ -87,6 +91,7 @@ class SweepConfig:
     retriever_model: str | None = None
     clock: str = "cpu"  # the headline speedup: "cpu" (process CPU time) or "wall"
     preset: str = "custom"
+    imprag: bool = True  # ImpRAG beside the others in the read scenario (single-hop only)
 
 
 PRESETS: dict[str, SweepConfig] = {
@@ -136,6 +141,7 @@ class Inputs:
     query_pool: list[int]  # ids the script cycles through to write a query
     answer: list[int]
     retrievers: dict[str, Any]  # mode -> retriever over the candidates (built outside the timing)
+    modes: tuple[str, ...] = ()  # the modes that run this task's cells
 
 
 def _inserted_length(lm, task: str, doc) -> int:
@@ -186,14 +192,26 @@ def make_inputs(lm, task: str, engines: dict[str, Any], cfg: SweepConfig) -> Inp
     ptok = lm.ptok(task)
     index = build_index(lm, task, docs)
     retrievers: dict[str, Any] = {}
-    for mode, engine in engines.items():
-        if get_mode(mode).document_encoder.separate:
+    modes = tuple(m for m in engines if _runs_task(m, task))
+    for mode in modes:
+        engine = engines[mode]
+        if getattr(engine.query_encoder, "encode_documents", None):  # ImpRAG: bottom-group key vectors
+            retrievers[mode] = engine.candidate_retriever(task, docs)
+        elif get_mode(mode).document_encoder.separate:
             retrievers[mode] = PipelineRetriever(build_pipeline_index(engine.encoder, docs), engine.encoder.name,
                                                  "bench")
         else:
             retrievers[mode] = IndexRetriever(index, "bench")
     answer = ptok.encode_data(" The answer is the city of Corvale")[: cfg.answer_tokens]
-    return Inputs(task, docs, doc_tokens, ptok.encode_data(QUERY_PHRASE), answer, retrievers)
+    return Inputs(task, docs, doc_tokens, ptok.encode_data(QUERY_PHRASE), answer, retrievers, modes)
+
+
+def _runs_task(mode: str, task: str) -> bool:
+    try:
+        get_mode(mode).check_task(task)
+        return True
+    except ModeError:
+        return False
 
 
 def query_script(inputs: Inputs, lm, length: int, retrievals: int) -> list[int]:
@@ -244,6 +262,12 @@ class RunResult:
     reencode_cpu: float  # CPU time inside the query encoder (0 for OneGen, up to timer resolution)
     forward_tokens: dict[str, int]
     phase_seconds: dict[str, float]  # the engine's wall time by phase
+    # From the run's start to its first query vector, ready to search: CPU time, and wall time by the
+    # engine's own phase timers (the prompt's prefill, which precedes the search in the read scenario,
+    # plus the query's encoding)
+    to_search_cpu: float
+    to_search_wall: float
+    layer_groups: dict[str, int] | None  # a layer-split mode's forward tokens per group
 
 
 class CpuTimedQuery:
@@ -252,13 +276,21 @@ class CpuTimedQuery:
     def __init__(self, inner):
         self.inner, self.name = inner, inner.name
         self.cpu = 0.0
+        self.first_ready: float | None = None  # process time when the run's first query was ready
 
     def __call__(self, ctx):
         t0 = time.process_time()
         try:
             return self.inner(ctx)
         finally:
-            self.cpu += time.process_time() - t0
+            t1 = time.process_time()
+            self.cpu += t1 - t0
+            if self.first_ready is None:
+                self.first_ready = t1
+
+    def __getattr__(self, name: str):
+        # the rest of a mode's encoder (ImpRAG's decoder and document vectors) as it is
+        return getattr(self.inner, name)
 
 
 def run_once(engine, lm, inputs: Inputs, mode: str, *, script: list[int], text: str, retrievals: int,
@@ -268,8 +300,11 @@ def run_once(engine, lm, inputs: Inputs, mode: str, *, script: list[int], text: 
     # The engine runs the model's real head at every step, then the script picks the token.
     engine.chooser = ScriptedChooser(script, lm.tokenizer.eos_token_id)
     engine.query_encoder.cpu = 0.0
+    engine.query_encoder.first_ready = None
     # One token per forward call: the sweep measures what the protocols cost, not prompt-lookup luck.
-    settings = RunSettings(top_k=5, max_new_tokens=max_new, max_retrievals=retrievals, draft_tokens=0)
+    # ImpRAG reads every hit it lists: one, as the others insert one.
+    settings = RunSettings(top_k=1 if engine.own_decoder else 5, max_new_tokens=max_new,
+                           max_retrievals=retrievals, draft_tokens=0)
     cpu0 = time.process_time()
     trace = engine.run_trace(inputs.task, text, retriever=inputs.retrievers[mode], settings=settings)
     cpu = time.process_time() - cpu0
@@ -279,7 +314,11 @@ def run_once(engine, lm, inputs: Inputs, mode: str, *, script: list[int], text: 
                          f"stopped on {trace.stop_reason!r}")
     ft = dict(trace.cost.forward_tokens)
     ft["total"] = trace.cost.total_forward_tokens
-    return RunResult(trace.cost.seconds["total"], cpu, engine.query_encoder.cpu, ft, dict(trace.cost.seconds))
+    seconds = trace.cost.seconds
+    return RunResult(seconds["total"], cpu, engine.query_encoder.cpu, ft, dict(seconds),
+                     to_search_cpu=engine.query_encoder.first_ready - cpu0,
+                     to_search_wall=seconds.get("prompt", 0.0) + seconds.get("query_reencoding", 0.0),
+                     layer_groups=dict(trace.cost.layer_groups) if trace.cost.layer_groups else None)
 
 
 def _median(xs: Sequence[float]) -> float:
@@ -297,15 +336,16 @@ def measure_cell(engines: dict, lm, inputs: Inputs, cfg: SweepConfig, *, model: 
         script = list(inputs.answer)
         text = read_input(lm, inputs.task, length)
         max_new = len(script) + 8
-    runs: dict[str, list[RunResult]] = {m: [] for m in cfg.modes}
+    modes = inputs.modes or cfg.modes
+    runs: dict[str, list[RunResult]] = {m: [] for m in modes}
     for rep in range(cfg.repeats):
-        order = list(cfg.modes[rep % len(cfg.modes):]) + list(cfg.modes[:rep % len(cfg.modes)])
+        order = list(modes[rep % len(modes):]) + list(modes[:rep % len(modes)])
         for mode in order:
             runs[mode].append(run_once(engines[mode], lm, inputs, mode, script=script, text=text,
                                        retrievals=retrievals, max_new=max_new))
     cell: dict[str, Any] = {"scenario": scenario, "model": model, "query_tokens": length,
                             "retrievals": retrievals, "doc_tokens": inputs.doc_tokens,
-                            "prompt_tokens": runs[cfg.modes[0]][0].forward_tokens["prompt"], "modes": {},
+                            "prompt_tokens": runs[modes[0]][0].forward_tokens["prompt"], "modes": {},
                             "speedup": {}}
     if scenario == "read":
         cell["query_tokens_read"] = len(lm.ptok(inputs.task).encode_data(text))
@@ -326,7 +366,15 @@ def measure_cell(engines: dict, lm, inputs: Inputs, cfg: SweepConfig, *, model: 
                                      for p in phases}},
             "cpu_seconds": {"median": round(_median([r.cpu for r in rs]), 5), "runs": [round(r.cpu, 5) for r in rs],
                             "query_reencoding": round(_median([r.reencode_cpu for r in rs]), 5)},
+            "to_first_search": {"cpu": round(_median([r.to_search_cpu for r in rs]), 5),
+                                "wall": round(_median([r.to_search_wall for r in rs]), 5)},
         }
+        if first.layer_groups is not None:
+            if any(r.layer_groups != first.layer_groups for r in rs):
+                raise BenchError(f"{mode}: forward tokens per layer group differ between repeats of one cell")
+            cell["modes"][mode]["layer_groups"] = first.layer_groups
+    if "imprag" in runs and DEFAULT_MODE in runs:
+        cell["imprag"] = imprag_summary(engines["imprag"], runs["imprag"], runs[DEFAULT_MODE])
     if DEFAULT_MODE in runs:
         for b in BASELINE_NAMES:
             if b in runs:
@@ -341,6 +389,24 @@ def measure_cell(engines: dict, lm, inputs: Inputs, cfg: SweepConfig, *, model: 
                 added = [(o.cpu + x.reencode_cpu) / max(o.cpu, 1e-9) for x, o in pairs]
                 cell.setdefault("speedup_from_reencoding", {})[b] = round(_median(added), 4)
     return cell
+
+
+def imprag_summary(engine, imprag: list[RunResult], onegen: list[RunResult]) -> dict[str, Any]:
+    """ImpRAG's time to its first search as a share of OneGen's (whose query waits for the whole
+    prefill), medians of the ratios within each repeat, beside the bottom group's share of the layers;
+    and whether its forward tokens per group are exactly what the design says: the input and the
+    generated tokens through every group, the passages through the bottom and middle groups only."""
+    split = engine.query_encoder.split
+    ft, groups = imprag[0].forward_tokens, imprag[0].layer_groups or {}
+    passages, own = ft.get("inserted", 0), ft["prompt"] + ft["generated"]
+    expected = {"bottom": own + passages, "middle": own + passages, "top": own}
+    return {"bottom": split.bottom, "top": split.top, "n_layers": split.n_layers,
+            "bottom_share": round(split.bottom / split.n_layers, 4),
+            "to_search_share_cpu": round(_median([i.to_search_cpu / max(o.to_search_cpu, 1e-9)
+                                                  for i, o in zip(imprag, onegen)]), 4),
+            "to_search_share_wall": round(_median([i.to_search_wall / max(o.to_search_wall, 1e-9)
+                                                   for i, o in zip(imprag, onegen)]), 4),
+            "layer_groups_expected": expected, "layer_groups_exact": groups == expected}
 
 
 def _planned_cells(cfg: SweepConfig, model: str) -> tuple[list[tuple[str, int, int]], list[dict]]:
@@ -371,7 +437,7 @@ def run_sweep(cfg: SweepConfig, log: Callable[[str], None] = lambda s: None) -> 
         torch.set_num_threads(cfg.threads)
     try:
         sizes = model_sizes()
-        modes = [get_mode(m) for m in cfg.modes]
+        modes = [get_mode(m) for m in (*cfg.modes, *(("imprag",) if cfg.imprag and "imprag" not in cfg.modes else ()))]
         # The separate retriever, loaded once: the engines of the modes that search with it share it.
         separate = next((m.document_encoder for m in modes if m.document_encoder.separate), None)
         encoder = separate.load(cfg.retriever_model, str(pick_device(cfg.device))) if separate else None
@@ -510,7 +576,27 @@ def checks(report: dict[str, Any]) -> dict[str, Any]:
         "onegen_adds_only_the_document": not only_docs, "cells_with_extra_tokens": only_docs,
         "advantage_vs_query_length": grows_l, "advantage_vs_retrievals": grows_r,
         "target": {**TARGET, "cells": target},
+        "imprag": imprag_checks(cells),
     }
+
+
+def imprag_checks(cells: list[dict]) -> dict[str, Any] | None:
+    """ImpRAG's time to the first search against the bottom group's share of the layers, per model
+    at its longest input (where the prompt's fixed costs weigh least), and whether its forward tokens
+    per group were exact in every cell."""
+    mine = [c for c in cells if "imprag" in c]
+    if not mine:
+        return None
+    longest: dict[str, dict] = {}
+    for c in mine:
+        if c["query_tokens"] >= longest.get(c["model"], {"query_tokens": -1})["query_tokens"]:
+            longest[c["model"]] = c
+    return {"groups_exact_in_every_cell": all(c["imprag"]["layer_groups_exact"] for c in mine),
+            "cells_not_exact": [_cell_name(c) for c in mine if not c["imprag"]["layer_groups_exact"]],
+            "longest": [{"model": m, "query_tokens": c.get("query_tokens_read", c["query_tokens"]),
+                         "share_cpu": c["imprag"]["to_search_share_cpu"],
+                         "share_wall": c["imprag"]["to_search_share_wall"],
+                         "bottom_share": c["imprag"]["bottom_share"]} for m, c in longest.items()]}
 
 
 def _cell_name(c: dict, baseline: str | None = None) -> str:
@@ -553,6 +639,15 @@ def markdown(report: dict[str, Any], image: str | None = PLOT.name) -> str:
         "modes, so this estimate has the least noise. In the read scenario L is the exact number of tokens "
         "of the user text; the two-pass baseline re-encodes the whole prompt.",
         "",
+        "ImpRAG (no retrieval token: the query is the input's attention query after the bottom layer group) "
+        "runs in the read scenario too, at the model's default layer groups, reading its top passage in the "
+        "middle group as the others insert theirs. `to first search` is the time from the run's start to "
+        "its first query vector, ready to search (CPU time; the engine's wall timers give the prompt's "
+        "prefill plus the query's encoding): OneGen's waits for the whole prefill, ImpRAG's for the bottom "
+        "group's. Its share is the median over repeats of ImpRAG's time over OneGen's in the same repeat, "
+        "set beside the bottom group's share of the layers; fixed costs of a run (tokenizing, the first "
+        "layer's set-up) weigh most at short inputs. Tokens by group are counted by the mode's forward.",
+        "",
         _checks_md(report["checks"], clock),
     ]
     costs = report.get("per_token_seconds") or {}
@@ -580,6 +675,10 @@ def markdown(report: dict[str, Any], image: str | None = PLOT.name) -> str:
                   "+ per retrieval: " + " / ".join(get_mode(m).short_label for m in same_model),
                   f"CPU s: {names}", f"wall s: {names}",
                   *(f"vs {b}: CPU, wall, re-enc." for b in BASELINE_NAMES)]
+        imprag = any("imprag" in c for c in cells)
+        if imprag:
+            header += ["to first search, CPU s: OneGen / ImpRAG", "ImpRAG's share: CPU, wall (bottom layers)",
+                       "ImpRAG tokens: bottom / middle / top"]
         lines += ["", f"#### {title}", "", "| " + " | ".join(header) + " |",
                   "|---|" + "---:|" * (len(header) - 1)]
         for c in cells:
@@ -602,7 +701,8 @@ def markdown(report: dict[str, Any], image: str | None = PLOT.name) -> str:
                 " / ".join(_fmt(get(mode, "extra_tokens_per_retrieval")) for mode in same_model),
                 " / ".join(_fmt(get(mode, "cpu_seconds", "median"), 3) for mode in EVERY_TASK_MODES),
                 " / ".join(_fmt(get(mode, "seconds", "median"), 3) for mode in EVERY_TASK_MODES),
-                *(speeds(b) for b in BASELINE_NAMES)]) + " |")
+                *(speeds(b) for b in BASELINE_NAMES),
+                *(_imprag_columns(c) if imprag else ())]) + " |")
     if report["skipped"]:
         by_model: dict[str, list[str]] = {}
         for sk in report["skipped"]:
@@ -614,6 +714,18 @@ def markdown(report: dict[str, Any], image: str | None = PLOT.name) -> str:
     if image:
         lines += ["", f"![speedup of OneGen over the baselines]({image})"]
     return "\n".join(lines) + "\n"
+
+
+def _imprag_columns(c: dict) -> list[str]:
+    im = c.get("imprag")
+    if im is None:
+        return ["-", "-", "-"]
+    groups = c["modes"]["imprag"].get("layer_groups") or {}
+    return [" / ".join(_fmt(c["modes"][m]["to_first_search"]["cpu"], 4) for m in (DEFAULT_MODE, "imprag")),
+            f"{im['to_search_share_cpu']:.2f}, {im['to_search_share_wall']:.2f} "
+            f"({im['bottom']}/{im['n_layers']} = {im['bottom_share']:.2f})",
+            " / ".join(_fmt(groups.get(g)) for g in ("bottom", "middle", "top"))
+            + ("" if im["layer_groups_exact"] else " (NOT as designed)")]
 
 
 def _checks_md(ch: dict[str, Any], clock: str = "CPU") -> str:
@@ -652,6 +764,17 @@ def _checks_md(ch: dict[str, Any], clock: str = "CPU") -> str:
         f"- OneGen adds no forward tokens per retrieval beyond the inserted document: "
         f"**{'yes' if ch['onegen_adds_only_the_document'] else 'no'}** (exact token counts, every cell)",
     ]
+    im = ch.get("imprag")
+    if im:
+        lines += [
+            "- ImpRAG's time to the first search is the bottom group's share of a full prefill (OneGen's time "
+            "to its search), at the longest input: " + "; ".join(
+                f"{x['model']}, L={x['query_tokens']}: {x['share_cpu']:.2f} by CPU time, {x['share_wall']:.2f} "
+                f"by the engine's wall timers, against {x['bottom_share']:.2f} of the layers" for x in im["longest"]),
+            "- ImpRAG's forward tokens per layer group are exact (input and answer through every group, the "
+            f"passage through the bottom and middle groups only): **{'yes' if im['groups_exact_in_every_cell'] else 'no'}**"
+            + ("" if im["groups_exact_in_every_cell"] else f" (not in {', '.join(im['cells_not_exact'])})"),
+        ]
     return "\n".join(lines)
 
 

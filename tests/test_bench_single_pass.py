@@ -49,7 +49,9 @@ def test_report_is_well_formed(report):
            [(s["query_tokens"], s["retrievals"]) for s in skipped]
     assert report["models"]["tiny"]["parameters"] > 0 and report["retriever"]["max_tokens"] == 256
     for c in report["cells"]:
-        assert set(c["modes"]) == {"onegen", "two-pass", "pipeline"}
+        # ImpRAG answers single-hop questions only: it runs in the read scenario
+        assert set(c["modes"]) == {"onegen", "two-pass", "pipeline"} | ({"imprag"} if c["scenario"] == "read" else set())
+        assert ("imprag" in c) == (c["scenario"] == "read")
         for m in c["modes"].values():
             assert set(m["forward_tokens"]) == {"prompt", "generated", "inserted", "query_reencoding",
                                                 "draft_rejected", "total"}
@@ -90,6 +92,44 @@ def test_forward_tokens_are_exact(report):
             assert two["query_reencoding"] == one["prompt"]  # the query is the whole prompt
         assert 0 < pipe["query_reencoding"] <= R * 256  # the retriever's own tokens, truncated at 256
     assert report["checks"]["onegen_adds_only_the_document"] is True
+
+
+def test_imprag_time_to_the_first_search_and_its_tokens_per_layer_group(report):
+    """ImpRAG beside OneGen in the read scenario: the same prompt, answer and one passage; its query
+    is ready after the bottom group, and its tokens per group follow the design exactly."""
+    for c in (c for c in report["cells"] if c["scenario"] == "read"):
+        one, imp = c["modes"]["onegen"], c["modes"]["imprag"]
+        ft = imp["forward_tokens"]
+        assert {k: ft[k] for k in ("prompt", "generated", "inserted")} == \
+               {k: one["forward_tokens"][k] for k in ("prompt", "generated", "inserted")}
+        assert ft["inserted"] == c["doc_tokens"] and ft["query_reencoding"] == 0  # its top passage, read once
+        L, T, P = ft["prompt"], ft["generated"], ft["inserted"]
+        assert imp["layer_groups"] == {"bottom": L + P + T, "middle": L + P + T, "top": L + T}
+        assert "layer_groups" not in one
+        im = c["imprag"]
+        assert (im["bottom"], im["top"], im["n_layers"], im["bottom_share"]) == (2, 3, 4, 0.5)
+        assert im["layer_groups_exact"] is True
+        for m in (one, imp):
+            assert 0 < m["to_first_search"]["cpu"] < m["cpu_seconds"]["median"] * 2
+            assert 0 < m["to_first_search"]["wall"] <= m["seconds"]["median"]
+        assert im["to_search_share_cpu"] > 0 and im["to_search_share_wall"] > 0
+    ch = report["checks"]["imprag"]
+    assert ch["groups_exact_in_every_cell"] is True and ch["cells_not_exact"] == []
+    assert [(x["model"], x["query_tokens"]) for x in ch["longest"]] == [("tiny", 24)]
+    md = sp.markdown(report)
+    assert "ImpRAG's forward tokens per layer group are exact" in md and "**yes**" in md
+    read_rows = [ln for ln in md.split("#### Query read from the input")[1].splitlines() if ln.startswith("| tiny |")]
+    assert read_rows and all("(2/4 = 0.50)" in ln for ln in read_rows)
+
+
+def test_an_imprag_summary_that_is_not_as_designed_says_so(report):
+    broken = json.loads(json.dumps(report))
+    cell = next(c for c in broken["cells"] if c["scenario"] == "read")
+    cell["imprag"]["layer_groups_exact"] = False
+    broken["checks"] = sp.checks(broken)
+    assert broken["checks"]["imprag"]["cells_not_exact"] == [sp._cell_name(cell)]
+    md = sp.markdown(broken)
+    assert "NOT as designed" in md and f"(not in {sp._cell_name(cell)})" in md
 
 
 def test_scripted_choice_runs_the_real_head():
