@@ -41,10 +41,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"index folder for a task, repeatable; TASK is one of {', '.join(TASK_NAMES)}")
     p.add_argument("--imprag-model", metavar="DIR",
                    help="an ImpRAG model (its info records its layer groups) for single-hop questions beside the "
-                        f"OneGen model (default: ${IMPRAG_MODEL_ENV}, else the ImpRAG mode is off; docs/imprag.md)")
+                        f"OneGen model; 'none' turns the mode off (default: ${IMPRAG_MODEL_ENV}, else the shipped "
+                        "imprag-smol beside the embedded default on its own world, else off; docs/imprag.md)")
     p.add_argument("--imprag-index", metavar="DIR",
                    help="the ImpRAG model's single-hop index, built with `python -m index_builder world ... "
-                        f"--imprag-layers` (default: ${IMPRAG_INDEX_ENV})")
+                        f"--imprag-layers` (default: ${IMPRAG_INDEX_ENV}, else a registry model's own index)")
     p.add_argument("--examples", default=str(EXAMPLES_DIR), metavar="DIR", help="folder of <task>.jsonl examples")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: a GPU when present)")
     p.add_argument("--max-input-chars", type=int, default=MAX_INPUT_CHARS)

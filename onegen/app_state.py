@@ -227,10 +227,25 @@ class AppConfig:
         return self.model or os.environ.get("ONEGEN_MODEL") or registry.DEFAULT_EMBEDDED
 
     def imprag_model_name(self) -> str | None:
-        return self.imprag_model or os.environ.get(IMPRAG_MODEL_ENV) or None
+        """The flag, else the environment ("" or "none" in either turns the mode off), else the shipped
+        ImpRAG model when the OneGen side is the embedded default on its own invented world (the
+        ImpRAG index holds the same world), else None: the mode is off."""
+        name = self.imprag_model if self.imprag_model is not None else os.environ.get(IMPRAG_MODEL_ENV)
+        if name is not None:
+            return None if name.strip().lower() in ("", "none", "off") else name
+        if self.invented_world() is not None and self.model_name() == registry.DEFAULT_EMBEDDED \
+                and registry.shipped(registry.DEFAULT_IMPRAG):
+            return registry.DEFAULT_IMPRAG
+        return None
 
     def imprag_index_path(self) -> str | None:
-        return self.imprag_index or os.environ.get(IMPRAG_INDEX_ENV) or None
+        """The flag, else the environment, else the registry's index of a registry ImpRAG model."""
+        given = self.imprag_index or os.environ.get(IMPRAG_INDEX_ENV)
+        if given:
+            return given
+        name = self.imprag_model_name()
+        entry = registry.lookup(name) if name else None
+        return entry.indexes.get(IMPRAG_TASK) if entry else None
 
     def index_path(self, task: str) -> str | None:
         return self.indexes.get(task) or registry.default_index(self.model_name(), task)

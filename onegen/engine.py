@@ -916,8 +916,10 @@ class _Run:
         return hidden
 
     def _read(self, r: Retrieval) -> torch.Tensor:
-        """ImpRAG: every hit is read by the middle layers beside the input, none enters the sequence."""
-        texts = [template_parts(self.spec.insertion[1], title=h.title, text=h.text) for h in r.hits]
+        """ImpRAG: the top hits (all of them, or as many as the model's reader reads) are read by the
+        middle layers beside the input; none enters the sequence."""
+        reads = getattr(self.engine.query_encoder, "reads", None)
+        texts = [template_parts(self.spec.insertion[1], title=h.title, text=h.text) for h in r.hits[:reads]]
         passages = [self.ptok.encode([Token(self.spec.insertion[0]), *t, Token(self.spec.insertion[2])]).ids
                     for t in texts]
         hidden = self.state.read(passages)

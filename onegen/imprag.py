@@ -433,6 +433,13 @@ def model_centring(lm, split: LayerSplit) -> Centring | None:
     return Centring.from_json(recorded["centring"])
 
 
+def model_reads(lm) -> int | None:
+    """How many of its top hits a model's reader reads (`lm.info["imprag"]["reads"]`); None: every
+    hit listed. A small model reads better with fewer distractors beside the passage it needs."""
+    reads = ((lm.info or {}).get("imprag") or {}).get("reads")
+    return int(reads) if reads else None
+
+
 def passage_ids(lm, task: str, title: str, text: str) -> list[int]:
     """A passage's ids as the reader reads it: the task's insertion template, delimiters included
     (the same ids make its retrieval vector, so what is searched is what is read)."""
@@ -499,7 +506,7 @@ class ImpragDecoder:
         if trace.retrievals:
             trace.retrievals[-1].layer_read = LayerRead(
                 layer=split.retrieval_layer, pooling=split.pooling, dimension=self.forward_.dimension,
-                bottom=split.bottom, top=split.top, n_layers=split.n_layers,
+                bottom=split.bottom, top=split.top, n_layers=split.n_layers, read=len(self.state.passage_spans),
                 reader_attention=[[round(x, 6) for x in row] for row in self.state.reader_attention()]
                 if self.state.read else [])
 
@@ -513,6 +520,7 @@ class ImpragQuery:
     def __init__(self, lm, split: LayerSplit | None = None):
         self.split = split or model_split(lm)
         self.centring = model_centring(lm, self.split)
+        self.reads = model_reads(lm)  # the engine's reader reads this many of the hits (None: all)
         cfg = lm.model.config
         heads = cfg.num_attention_heads
         # what an index searched by this mode must hold (checked when it loads)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .assets import assets_dir
 
@@ -37,9 +38,16 @@ EMBEDDED = (
                         "multi-hop": str(ASSETS / "indexes" / "heldout-paragraphs"),
                         "single-hop": str(ASSETS / "indexes" / "heldout-passages")},
                embedded=True),
+    ModelEntry("imprag-smol", str(ASSETS / "models" / "imprag-smol"), ("single-hop",),
+               "embedded ImpRAG model: SmolLM2-135M + LoRA read in three layer groups, single-hop questions "
+               "over the generated world (CPU; docs/imprag.md)",
+               indexes={"single-hop": str(ASSETS / "indexes" / "heldout-passages-imprag")},
+               embedded=True),
 )
 
 DEFAULT_EMBEDDED = "onegen-smol"
+# The ImpRAG model the app puts beside the embedded default (docs/imprag.md).
+DEFAULT_IMPRAG = "imprag-smol"
 
 
 def entries() -> list[ModelEntry]:
@@ -65,3 +73,9 @@ def default_index(model_name: str, task: str) -> str | None:
         return env
     e = lookup(model_name)
     return e.indexes.get(task) if e else None
+
+
+def shipped(name: str) -> bool:
+    """Whether a registry model's folder is present (an embedded one ships in assets/)."""
+    e = lookup(name)
+    return e is not None and (Path(e.source) / "onegen_model.json").is_file()

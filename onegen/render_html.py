@@ -240,15 +240,16 @@ def step_html(r: Retrieval | None, task: str, links: dict[str, str] | None = Non
                      f' <span class="og-muted">{esc(hit.id)} &middot; score {_score(hit.score)}{frag}</span></div>'
                      f'<div class="og-doc-text">{esc(hit.text)}</div></div>')
     if layered:
-        n = len(r.hits)
+        n = len(r.read_hits)
+        which = f"the top {n} of the {len(r.hits)} listed" if n < len(r.hits) else f'{n} passage{"s" if n != 1 else ""}'
         parts.append(f'<div class="og-sub">Read by the middle layers, beside the input: {r.inserted_tokens:,} tokens of '
-                     f'{n} passage{"s" if n != 1 else ""}</div><div class="og-muted">Nothing enters the sequence: each '
+                     f'{which}</div><div class="og-muted">Nothing enters the sequence: each '
                      'passage runs alone through the bottom and middle layers, the input attends to it in the middle '
                      'layers, and the top layers never see it.</div>')
         if r.layer_read is not None:
             parts += ['<div class="og-sub">Where it read</div>', layer_diagram_html(r.layer_read),
                       '<div class="og-sub">What the reader attended to, per middle layer</div>',
-                      reader_heat_html(r.layer_read, r.hits)]
+                      reader_heat_html(r.layer_read, r.read_hits)]
     elif r.inserted_tokens:
         parts.append(f'<div class="og-sub">Inserted into the context: {r.inserted_tokens} tokens</div>'
                      f'<pre class="og-pre">{esc(r.inserted_text)}</pre>')
@@ -359,8 +360,9 @@ def single_hop_html(trace: Trace, links: dict[str, str] | None = None) -> str:
     parts.append(f'<div class="og-kv"><span>Reflection tokens</span>{chips}</div>')
     if r is not None:
         layered = r.layer_read is not None
-        parts.append('<div class="og-sub">Passages ranked by the input&#39;s attention query; the middle layers read '
-                     'every one of them</div>' if layered else
+        read = len(r.read_hits)
+        parts.append(('<div class="og-sub">Passages ranked by the input&#39;s attention query; the middle layers read '
+                      + ('every one of them' if read >= len(r.hits) else f'the top {read}') + '</div>') if layered else
                      '<div class="og-sub">Passages reranked by the question vector</div>')
         parts.append(bars_html(r.hits, None if layered else r.chosen, links, low=r.confident is False))
         if r.chosen_hit is not None:

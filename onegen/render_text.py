@@ -225,10 +225,11 @@ def layer_read_lines(trace: Trace) -> list[str]:
         lines.append(f"Layer groups: bottom 0-{lr.bottom - 1} (query read at layer {lr.layer}, {lr.dimension} values, "
                      f"{lr.pooling}), middle {lr.bottom}-{lr.top - 1} (reads the passages), top {lr.top}-{lr.n_layers - 1}")
         if lr.reader_attention:
-            layers = len(lr.reader_attention)
-            shares = [sum(row[j] for row in lr.reader_attention) / layers for j in range(len(r.hits))]
-            lines.append("Reader attention (share per passage, mean over the middle layers): "
-                         + ", ".join(f"{clip(h.title, 40)} {s:.3f}" for h, s in zip(r.hits, shares)))
+            layers, hits = len(lr.reader_attention), r.read_hits
+            shares = [sum(row[j] for row in lr.reader_attention) / layers for j in range(len(lr.reader_attention[0]))]
+            read = f" (the top {len(hits)} of {len(r.hits)} read)" if len(hits) < len(r.hits) else ""
+            lines.append(f"Reader attention{read} (share per passage, mean over the middle layers): "
+                         + ", ".join(f"{clip(h.title, 40)} {s:.3f}" for h, s in zip(hits, shares)))
     return lines
 
 

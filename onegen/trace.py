@@ -128,6 +128,9 @@ class LayerRead:
     # Per middle layer, per hit read (in hit order): the mean share of attention that the input's
     # and the answer's tokens put on that passage's tokens.
     reader_attention: list[list[float]] = field(default_factory=list)
+    # How many of the top hits were read (the first `read`); 0 in traces that predate the field,
+    # which read every hit.
+    read: int = 0
 
 
 @dataclass
@@ -153,6 +156,12 @@ class Retrieval:
     @property
     def chosen_hit(self) -> Hit | None:
         return self.hits[self.chosen] if self.chosen is not None and self.chosen < len(self.hits) else None
+
+    @property
+    def read_hits(self) -> list[Hit]:
+        """The hits an ImpRAG reader read: its top `layer_read.read`, or every one (older traces)."""
+        lr = self.layer_read
+        return self.hits[:lr.read] if lr is not None and lr.read else list(self.hits)
 
 
 @dataclass

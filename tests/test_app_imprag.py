@@ -4,6 +4,7 @@ configuration; the Run tab's handler and the Compare rows on a tiny layer-split 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -86,8 +87,27 @@ def test_the_cost_strip_counts_tokens_per_layer_group_and_the_step_shows_where_i
 def test_imprag_flags_override_the_environment_and_are_off_without_either(monkeypatch):
     import app as app_module
 
+    from onegen import registry
+
     monkeypatch.delenv("ONEGEN_IMPRAG_MODEL", raising=False)
     monkeypatch.delenv("ONEGEN_IMPRAG_INDEX", raising=False)
+    monkeypatch.delenv("ONEGEN_MODEL", raising=False)
+    # beside the embedded default on its own world, the shipped ImpRAG model and its index...
+    monkeypatch.setattr(registry, "shipped", lambda name: name == registry.DEFAULT_IMPRAG)
+    cfg = app_module.parse_args([]).config
+    assert cfg.imprag_model_name() == "imprag-smol"
+    assert cfg.imprag_index_path() == registry.lookup("imprag-smol").indexes["single-hop"]
+    assert Path(cfg.imprag_index_path()).name == "heldout-passages-imprag"
+    # ...unless turned off, or the OneGen side is another model or searches another index
+    for off in ("none", "", "off"):
+        assert app_module.parse_args(["--imprag-model", off]).config.imprag_model_name() is None
+        monkeypatch.setenv("ONEGEN_IMPRAG_MODEL", off)
+        assert app_module.parse_args([]).config.imprag_model_name() is None
+    monkeypatch.delenv("ONEGEN_IMPRAG_MODEL")
+    assert app_module.parse_args(["--model", "/some/model"]).config.imprag_model_name() is None
+    assert app_module.parse_args(["--index-single-hop", "/other/index"]).config.imprag_model_name() is None
+    # ...and when it is not shipped, the mode is off
+    monkeypatch.setattr(registry, "shipped", lambda name: False)
     cfg = app_module.parse_args([]).config
     assert cfg.imprag_model_name() is None and cfg.imprag_index_path() is None
     monkeypatch.setenv("ONEGEN_IMPRAG_MODEL", "/env/model")

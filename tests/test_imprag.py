@@ -208,6 +208,34 @@ def test_the_imprag_mode_runs_single_hop_over_the_same_loop_and_trace(single_hop
     assert f"by layer group bottom {L + P + T}, middle {L + P + T}, top {L + T}" in text
 
 
+def test_a_model_that_reads_its_top_hit_lists_top_k_and_reads_one(single_hop, monkeypatch):
+    """`imprag.reads` in a model's info: the search still lists top-k, the middle group reads only the
+    first `reads` hits, and the trace, the step view and the text say which."""
+    from onegen.engine import RunSettings
+    from onegen.imprag import passage_ids
+    from onegen.modes import get_mode
+    from onegen.render_html import step_html
+    from onegen.render_text import render_trace
+    from onegen.trace import Trace
+    from tiny import PASSAGES
+
+    monkeypatch.setattr(single_hop, "info", {**(single_hop.info or {}), "imprag": {"bottom": 2, "top": 3, "reads": 1}})
+    engine = get_mode("imprag").make_engine(single_hop)
+    assert engine.query_encoder.reads == 1
+    trace = engine.run_trace("single-hop", "Where was Ivo Brandel born?", candidates=PASSAGES,
+                             settings=RunSettings(top_k=3, max_new_tokens=3))
+    r = trace.retrievals[0]
+    top = r.hits[0]
+    assert len(r.hits) == 3 and r.read_hits == [top] and r.layer_read.read == 1
+    assert r.inserted_tokens == len(passage_ids(single_hop, "single-hop", top.title, top.text))
+    assert all(len(row) == 1 for row in r.layer_read.reader_attention)
+    ft = trace.cost.forward_tokens
+    assert trace.cost.layer_groups["middle"] == ft["prompt"] + r.inserted_tokens + ft["generated"]
+    assert Trace.from_json(trace.to_json()).retrievals[0].read_hits == [top]
+    assert "the top 1 of the 3 listed" in step_html(r, "single-hop")
+    assert "Reader attention (the top 1 of 3 read)" in render_trace(trace)
+
+
 def test_other_modes_keep_their_trace_unchanged_and_imprag_refuses_other_tasks(single_hop, tmp_path):
     from onegen.engine import RunSettings
     from onegen.modes import get_mode

@@ -71,6 +71,17 @@ def test_distillation_targets_follow_answer_likelihood_and_forks_share_the_input
         ImpragSpec(2, 4, temperature=0)
     with pytest.raises(ImpragError, match="reader must be one of"):
         ImpragSpec(2, 4, reader="top-1")
+    from onegen.train.trainer import recipe_changes
+
+    base = {"name": "r", "imprag": {"bottom": 2, "top": 4, "reader": "candidates"}}
+    # how many hits the exported mode reads is not training: a checkpoint takes it, --export-only writes it
+    same = recipe_changes(base, base)  # the keys a partial recipe leaves at their defaults
+    assert "imprag" not in same
+    assert recipe_changes(base, {**base, "imprag": {**base["imprag"], "reads": 1}}) == same
+    assert "imprag" in recipe_changes(base, {**base, "imprag": {**base["imprag"], "top": 5}})
+    for bad in (0, -1, 1.5, "2"):
+        with pytest.raises(ImpragError, match="reads must be a whole number"):
+            ImpragSpec(2, 4, reads=bad)
 
 
 def test_the_lm_loss_reads_the_gold_passage_or_every_candidate():
@@ -122,7 +133,7 @@ def test_the_trainer_runs_an_imprag_recipe_and_resumes(tmp_path):
     world = tmp_path / "world"
     export_world(generate_world(seed=3, n_entities=150, split="train", n_el=10, n_multihop=10, n_singlehop=40), world)
     recipe = micro_recipe(tmp_path, tasks=["single-hop"], per_step={"single-hop": 2}, steps=4, checkpoint_every=2,
-                          hard_negatives=2, imprag={"bottom": 1, "top": 2, "warmup_steps": 2, "centre": True})
+                          hard_negatives=2, imprag={"bottom": 1, "top": 2, "warmup_steps": 2, "centre": True, "reads": 1})
     t = ImpragTrainer(recipe, world, log=lambda *a: None)
     stats = t.train(progress=False)
     assert [s.step for s in stats] == [1, 2, 3, 4] and all(s.bpr == 0 for s in stats)
@@ -137,13 +148,14 @@ def test_the_trainer_runs_an_imprag_recipe_and_resumes(tmp_path):
 
     lm = load_model(str(export_embedded(t, tmp_path / "model")), device="cpu")
     centring = lm.info["imprag"].pop("centring")
-    assert lm.info["imprag"] == {"bottom": 1, "top": 2} and model_split(lm) == LayerSplit(1, 2, 2)
+    assert lm.info["imprag"] == {"bottom": 1, "top": 2, "reads": 1} and model_split(lm) == LayerSplit(1, 2, 2)
     # the running means it trained with travel with it, for the mode and the index builder
     from onegen.imprag import Centring, ImpragQuery
 
     assert Centring.from_json(centring) == t.exported_centring()
     lm.info["imprag"]["centring"] = centring
     assert ImpragQuery(lm).centring == t.exported_centring()
+    assert ImpragQuery(lm).reads == 1  # how many top hits its reader reads, as the recipe said
     with pytest.raises(ValueError, match="single-hop only"):
         ImpragTrainer(micro_recipe(tmp_path / "x", imprag={"bottom": 1, "top": 2}), world, log=lambda *a: None)
 

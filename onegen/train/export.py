@@ -29,6 +29,8 @@ def export_embedded(trainer, out: str | Path, card_extra: str = "") -> Path:
             manifest["imprag"] = {"bottom": r.imprag["bottom"], "top": r.imprag["top"]}
             if r.imprag.get("tokens", "last") != "last":  # which tokens' states make the vectors
                 manifest["imprag"]["tokens"] = r.imprag["tokens"]
+            if r.imprag.get("reads"):  # how many top hits the mode's reader reads (onegen.imprag.model_reads)
+                manifest["imprag"]["reads"] = int(r.imprag["reads"])
             centring = trainer.exported_centring()
             if centring is not None:  # subtracted from queries and passages (onegen.imprag.Centring)
                 manifest["imprag"]["centring"] = centring.to_json()

@@ -49,12 +49,17 @@ class ImpragSpec:
     # what the LM loss's reader reads: "gold" (the gold passages) or "candidates" (all of them, in
     # the sample's order): the mode reads every top-k hit, and distractors cost it (docs/imprag.md)
     reader: str = "gold"
+    # how many of its top hits the exported mode's reader reads (None: every hit it lists); training
+    # never reads it: it is the inference setting the evaluation chose (docs/imprag.md)
+    reads: int | None = None
 
     def __post_init__(self):
         if self.warmup_steps < 0 or self.temperature <= 0 or self.teacher_temperature <= 0:
             raise ImpragError("imprag: warmup_steps must be >= 0 and the temperatures > 0")
         if not 0 <= self.centring_momentum < 1:
             raise ImpragError("imprag: centring_momentum must be in [0, 1)")
+        if self.reads is not None and (not isinstance(self.reads, int) or self.reads < 1):
+            raise ImpragError(f"imprag: reads must be a whole number of passages, 1 or more; got {self.reads!r}")
         if self.reader not in READERS:
             raise ImpragError(f"imprag: reader must be one of {', '.join(READERS)}; got {self.reader!r}")
         LayerSplit(1, 1, 1, self.tokens)  # an unknown pooling is refused with the recipe, not mid-run

@@ -105,9 +105,23 @@ def all_token_strings(tasks: list[str]) -> dict[str, str]:
 RESUMABLE_KEYS = {"out", "run_dir", "threads", "compile", "checkpoint_every"}
 
 
+# Settings of the exported model's inference that training never reads: changing them neither
+# refuses a checkpoint nor needs a retrain (`--export-only` writes them).
+INFERENCE_ONLY = {"imprag": ("reads",)}
+
+
+def _training_view(recipe: dict) -> dict:
+    out = dict(recipe)
+    for key, subkeys in INFERENCE_ONLY.items():
+        if isinstance(out.get(key), dict):
+            out[key] = {k: v for k, v in out[key].items() if k not in subkeys}
+    return out
+
+
 def recipe_changes(saved: dict, current: dict) -> list[str]:
     """Keys whose values differ between a checkpoint's recipe and the one resuming it. `steps` may
     grow under a constant schedule (a run stopped at N equals an N-step recipe), not under cosine."""
+    saved, current = _training_view(saved), _training_view(current)
     free = RESUMABLE_KEYS | ({"steps"} if current.get("schedule", "constant") == "constant" else set())
     # A key a checkpoint lacks (it predates the key) had the recipe's default then.
     # Defaults as to_dict() writes them (a factory's value, a dataclass as a dict).
