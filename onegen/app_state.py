@@ -190,7 +190,8 @@ IMPRAG_HOWTO = ("Train one with `python -m onegen train --recipe assets/recipes/
                 "`python -m index_builder world assets/world/heldout --task single-hop --model MODEL --out "
                 "runs/idx-imprag --imprag-layers`, then start the app with `--imprag-model MODEL --imprag-index "
                 f"runs/idx-imprag` (or set {IMPRAG_MODEL_ENV} and {IMPRAG_INDEX_ENV}).")
-IMPRAG_NOT_CONFIGURED = f"No ImpRAG model is configured, so the ImpRAG mode is off. {IMPRAG_HOWTO}"
+IMPRAG_NOT_CONFIGURED = (f"No ImpRAG model is configured, so the ImpRAG mode is off (the shipped imprag-smol goes "
+                         f"beside the embedded default on its own world only). {IMPRAG_HOWTO}")
 IMPRAG_NO_REPLAY = ("An ImpRAG run cannot be replayed here: it has no retrieval token to replay from, and its "
                     "middle layers read every passage it found at once.")
 IMPRAG_INDEX_HINT = (f"start the app with --imprag-index FOLDER or set {IMPRAG_INDEX_ENV}; build one with "

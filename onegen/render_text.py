@@ -227,7 +227,7 @@ def layer_read_lines(trace: Trace) -> list[str]:
         if lr.reader_attention:
             layers, hits = len(lr.reader_attention), r.read_hits
             shares = [sum(row[j] for row in lr.reader_attention) / layers for j in range(len(lr.reader_attention[0]))]
-            read = f" (the top {len(hits)} of {len(r.hits)} read)" if len(hits) < len(r.hits) else ""
+            read = f", the top {len(hits)} of {len(r.hits)} read" if len(hits) < len(r.hits) else ""
             lines.append(f"Reader attention{read} (share per passage, mean over the middle layers): "
                          + ", ".join(f"{clip(h.title, 40)} {s:.3f}" for h, s in zip(hits, shares)))
     return lines

@@ -233,7 +233,7 @@ def test_a_model_that_reads_its_top_hit_lists_top_k_and_reads_one(single_hop, mo
     assert trace.cost.layer_groups["middle"] == ft["prompt"] + r.inserted_tokens + ft["generated"]
     assert Trace.from_json(trace.to_json()).retrievals[0].read_hits == [top]
     assert "the top 1 of the 3 listed" in step_html(r, "single-hop")
-    assert "Reader attention (the top 1 of 3 read)" in render_trace(trace)
+    assert "Reader attention, the top 1 of 3 read (share per passage" in render_trace(trace)
 
 
 def test_other_modes_keep_their_trace_unchanged_and_imprag_refuses_other_tasks(single_hop, tmp_path):

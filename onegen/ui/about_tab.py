@@ -62,8 +62,9 @@ the run's Trace JSON (schema `onegen-trace/1`), e.g.
 `python app.py --model NAME_OR_FOLDER --index-entity-linking DIR --index-multi-hop DIR --index-single-hop DIR`
 (or `--index TASK=DIR`; an index may also be `hf://owner/name` on the Hugging Face hub), `--host`, `--port`, `--share`; environment: `ONEGEN_MODEL`,
 `ONEGEN_INDEX_ENTITY_LINKING`, `ONEGEN_INDEX_MULTI_HOP`, `ONEGEN_INDEX_SINGLE_HOP`.
-ImpRAG beside it: `--imprag-model DIR --imprag-index DIR` (environment: `{IMPRAG_MODEL_ENV}`, `{IMPRAG_INDEX_ENV}`).
-No trained ImpRAG model ships with the app yet. {IMPRAG_HOWTO}
+ImpRAG beside it: `--imprag-model DIR --imprag-index DIR` (environment: `{IMPRAG_MODEL_ENV}`, `{IMPRAG_INDEX_ENV}`);
+beside the embedded default the app uses the shipped `imprag-smol` and its index of the same invented world
+(`--imprag-model none` turns the mode off). To train your own: {IMPRAG_HOWTO}
 Inputs are limited to {MAX_INPUT_CHARS:,} characters by default.
 """
 
