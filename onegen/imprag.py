@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from .errors import OneGenError
 
@@ -265,30 +266,44 @@ class SplitForward:
             keys, values = cache.keys, cache.values
         else:
             keys, values = k, v
-        rep = self.heads // self.kv_heads
-        keys_r = keys.repeat_interleave(rep, dim=1)
-        values_r = values.repeat_interleave(rep, dim=1)
-        scores = (q @ keys_r.transpose(2, 3)) * (self.head_dim ** -0.5)  # (1, H, T, past+T)
-        allowed = torch.ones(T, past + T, dtype=torch.bool, device=h.device)
-        allowed[:, past:] = torch.ones(T, T, dtype=torch.bool, device=h.device).tril()
+        # None: every key allowed (one new token) or plainly causal (nothing cached before these tokens)
+        allowed = None
+        if (past and T > 1) or block_starts is not None:
+            allowed = torch.ones(T, past + T, dtype=torch.bool, device=h.device)
+            allowed[:, past:] = torch.ones(T, T, dtype=torch.bool, device=h.device).tril()
         if block_starts is not None:
             block = torch.zeros(T, dtype=torch.long, device=h.device)
             for s in block_starts[1:]:
                 block[s:] += 1
             allowed[:, past:] &= block.unsqueeze(1) == block.unsqueeze(0)
-        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
-        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
         if spans and state is not None and self.split.group(i) == "middle":
-            # why: the share of each query's attention on a passage's tokens, averaged over heads,
-            # is what the app shows as "which passage the model read" per middle layer
-            with torch.no_grad():
-                row = state.reader_mass[i - self.split.bottom]
-                for j, (a, b) in enumerate(spans):
-                    row[j] += float(probs[0, :, :, a:b].sum(-1).mean(0).sum())
-        out = (probs @ values_r).transpose(1, 2).reshape(1, T, self.heads * self.head_dim)
+            out = self._attend_and_measure(i, q, keys, values, allowed, spans, state)
+        else:
+            # the fused kernel: no (T, past+T) score matrix kept, key-value groups shared in place
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed,
+                                                 is_causal=allowed is None and past == 0 and T > 1,
+                                                 enable_gqa=self.kv_heads != self.heads)
+        out = out.transpose(1, 2).reshape(1, T, self.heads * self.head_dim)
         h = h + attn.o_proj(out)
         h = h + layer.mlp(layer.post_attention_layernorm(h))
         return h, raw
+
+    def _attend_and_measure(self, i: int, q, keys, values, allowed, spans, state) -> torch.Tensor:
+        """Attention written out, for the middle layers of an input that reads passages: the share
+        of each query's attention on a passage's tokens, averaged over heads, is what the app shows
+        as "which passage the model read" per middle layer."""
+        T, past_t = q.shape[2], keys.shape[2]
+        if allowed is None:
+            allowed = torch.ones(T, past_t, dtype=torch.bool, device=q.device).tril(past_t - T)
+        rep = self.heads // self.kv_heads
+        scores = (q @ keys.repeat_interleave(rep, dim=1).transpose(2, 3)) * (self.head_dim ** -0.5)
+        scores = scores.masked_fill(~allowed, torch.finfo(scores.dtype).min)
+        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)
+        with torch.no_grad():
+            row = state.reader_mass[i - self.split.bottom]
+            for j, (a, b) in enumerate(spans):
+                row[j] += float(probs[0, :, :, a:b].sum(-1).mean(0).sum())
+        return probs @ values.repeat_interleave(rep, dim=1)
 
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         ids = torch.as_tensor(ids, dtype=torch.long, device=self._device()).reshape(1, -1)
