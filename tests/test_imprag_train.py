@@ -156,6 +156,9 @@ def test_the_trainer_runs_an_imprag_recipe_and_resumes(tmp_path):
     lm.info["imprag"]["centring"] = centring
     assert ImpragQuery(lm).centring == t.exported_centring()
     assert ImpragQuery(lm).reads == 1  # how many top hits its reader reads, as the recipe said
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "A small ImpRAG (implicit queries over layer groups) model" in card and "docs/imprag.md" in card
+    assert "layer groups b=1, t=2" in card and "reads the top 1 hit" in card and "BPR" not in card
     with pytest.raises(ValueError, match="single-hop only"):
         ImpragTrainer(micro_recipe(tmp_path / "x", imprag={"bottom": 1, "top": 2}), world, log=lambda *a: None)
 

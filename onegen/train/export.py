@@ -55,20 +55,30 @@ def export_embedded(trainer, out: str | Path, card_extra: str = "") -> Path:
 def model_card(r, steps: int, extra: str) -> str:
     base = r.base.get("name") or r.base.get("path") or "from scratch"
     lora = f"LoRA r={r.lora.r}, alpha={r.lora.alpha} on {', '.join(r.lora.targets)}" if r.lora else "full fine-tune"
+    design, objective, doc = "OneGen", (f"LM loss on generated tokens + BPR + InfoNCE (temperature {r.temperature}) "
+                                        "on retrieval-token states"), "docs/embedded-models.md"
+    if r.imprag is not None:
+        i = r.imprag
+        design, doc = "ImpRAG (implicit queries over layer groups)", "docs/imprag.md"
+        reads = f"; its reader reads the top {i['reads']} hit(s)" if i.get("reads") else ""
+        objective = (f"layer groups b={i['bottom']}, t={i['top']} ({i.get('tokens', 'last')} token pooling{reads}); "
+                     f"multi-label NCE warm-up for {i.get('warmup_steps', 50)} steps, then self-distillation from "
+                     "answer likelihood, plus the LM loss reading "
+                     + ("every candidate, gold among negatives" if i.get("reader") == "candidates" else "the gold passages"))
     return f"""# {r.name}
 
-A small OneGen model trained by OneGen Explorer's own trainer, for offline CPU demos and teaching.
+A small {design} model trained by OneGen Explorer's own trainer, for offline CPU demos and teaching.
 
 - Base: {base} ({json.dumps(r.base)})
 - Adaptation: {lora}; new token rows for {', '.join(r.tasks)} protocols (same token strings and
   templates as the released OneGen checkpoints)
 - Data: the generated world (seed {r.world.get('seed')}, split {r.world.get('split')}, {r.world.get('entities')} entities);
   evaluated on a held-out world that shares no names with it
-- Objective: LM loss on generated tokens + BPR + InfoNCE (temperature {r.temperature}) on retrieval-token states
+- Objective: {objective}
 - Steps: {steps} (recipe: `assets/recipes/{r.name}.json`; reproduce with `python -m onegen train --recipe assets/recipes/{r.name}.json`)
 
 ## Limits
 It knows nothing of the real world: it answers only by retrieving from the generated encyclopedia's
-indexes. Metrics and their commands are in docs/embedded-models.md.
+indexes. Metrics and their commands are in {doc}.
 {extra}
 """
