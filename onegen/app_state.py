@@ -193,7 +193,7 @@ IMPRAG_HOWTO = ("Train one with `python -m onegen train --recipe assets/recipes/
 IMPRAG_NOT_CONFIGURED = (f"No ImpRAG model is configured, so the ImpRAG mode is off (the shipped imprag-smol goes "
                          f"beside the embedded default on its own world only). {IMPRAG_HOWTO}")
 IMPRAG_NO_REPLAY = ("An ImpRAG run cannot be replayed here: it has no retrieval token to replay from, and its "
-                    "middle layers read every passage it found at once.")
+                    "middle layers read the passages it found beside the input, all at once.")
 IMPRAG_INDEX_HINT = (f"start the app with --imprag-index FOLDER or set {IMPRAG_INDEX_ENV}; build one with "
                      "`python -m index_builder world WORLD --task single-hop --model MODEL --out FOLDER --imprag-layers`")
 

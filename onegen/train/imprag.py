@@ -47,7 +47,7 @@ class ImpragSpec:
     centring_momentum: float = 0.95
     tokens: str = "last"  # onegen.imprag.TOKEN_POOLING: which tokens' states make the vectors
     # what the LM loss's reader reads: "gold" (the gold passages) or "candidates" (all of them, in
-    # the sample's order): the mode reads every top-k hit, and distractors cost it (docs/imprag.md)
+    # the sample's order, as a mode that reads several hits meets them; docs/imprag.md)
     reader: str = "gold"
     # how many of its top hits the exported mode's reader reads (None: every hit it lists); training
     # never reads it: it is the inference setting the evaluation chose (docs/imprag.md)
