@@ -31,15 +31,14 @@ def recall_at_1(queries: torch.Tensor, passages: torch.Tensor, gold: list[int]) 
 
 
 def measure(model: str, index: str, world: Path, items: int) -> dict[str, dict[str, float]]:
-    from onegen.imprag import ImpragQuery, SplitForward
-    from onegen.index import VectorIndex
+    from onegen.imprag import SplitForward
     from onegen.loading import load_model
+    from onegen.modes import get_mode
     from onegen.protocols import get_spec
 
     lm = load_model(model, device="cpu")
-    mode = ImpragQuery(lm)
-    idx = VectorIndex.load(index, protocol="single-hop", model_fingerprint=lm.fingerprint, dim=mode.dimension,
-                           layer_split=mode.layer_split)
+    engine = get_mode("imprag").make_engine(lm)
+    mode, idx = engine.query_encoder, engine.load_index(index, "single-hop")
     fwd = SplitForward(lm.model, mode.split)
     template, ptok = get_spec("single-hop").prompt_template, lm.ptok("single-hop")
     row = {d.id: i for i, d in enumerate(idx.documents)}
@@ -58,13 +57,13 @@ def measure(model: str, index: str, world: Path, items: int) -> dict[str, dict[s
 
 
 def main(argv=None) -> int:
-    from onegen.registry import DEFAULT_IMPRAG, lookup
+    from onegen.registry import ASSETS, DEFAULT_IMPRAG, lookup
 
     entry = lookup(DEFAULT_IMPRAG)
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=DEFAULT_IMPRAG)
     p.add_argument("--index", default=entry.indexes["single-hop"])
-    p.add_argument("--world", type=Path, default=Path("assets/world/heldout"))
+    p.add_argument("--world", type=Path, default=ASSETS / "world" / "heldout")
     p.add_argument("--items", type=int, default=100)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)

@@ -141,7 +141,7 @@ class Inputs:
     query_pool: list[int]  # ids the script cycles through to write a query
     answer: list[int]
     retrievers: dict[str, Any]  # mode -> retriever over the candidates (built outside the timing)
-    modes: tuple[str, ...] = ()  # the modes that run this task's cells
+    modes: tuple[str, ...]  # the modes that run this task's cells (ImpRAG: single-hop only)
 
 
 def _inserted_length(lm, task: str, doc) -> int:
@@ -302,7 +302,7 @@ def run_once(engine, lm, inputs: Inputs, mode: str, *, script: list[int], text: 
     engine.query_encoder.cpu = 0.0
     engine.query_encoder.first_ready = None
     # One token per forward call: the sweep measures what the protocols cost, not prompt-lookup luck.
-    # ImpRAG reads every hit it lists: one, as the others insert one.
+    # A random model records no `reads`, so ImpRAG reads every hit it lists: one, as the others insert one.
     settings = RunSettings(top_k=1 if engine.own_decoder else 5, max_new_tokens=max_new,
                            max_retrievals=retrievals, draft_tokens=0)
     cpu0 = time.process_time()
@@ -336,7 +336,7 @@ def measure_cell(engines: dict, lm, inputs: Inputs, cfg: SweepConfig, *, model: 
         script = list(inputs.answer)
         text = read_input(lm, inputs.task, length)
         max_new = len(script) + 8
-    modes = inputs.modes or cfg.modes
+    modes = inputs.modes
     runs: dict[str, list[RunResult]] = {m: [] for m in modes}
     for rep in range(cfg.repeats):
         order = list(modes[rep % len(modes):]) + list(modes[:rep % len(modes)])
@@ -437,7 +437,8 @@ def run_sweep(cfg: SweepConfig, log: Callable[[str], None] = lambda s: None) -> 
         torch.set_num_threads(cfg.threads)
     try:
         sizes = model_sizes()
-        modes = [get_mode(m) for m in (*cfg.modes, *(("imprag",) if cfg.imprag and "imprag" not in cfg.modes else ()))]
+        names = list(dict.fromkeys([*cfg.modes, *(["imprag"] if cfg.imprag else [])]))
+        modes = [get_mode(m) for m in names]
         # The separate retriever, loaded once: the engines of the modes that search with it share it.
         separate = next((m.document_encoder for m in modes if m.document_encoder.separate), None)
         encoder = separate.load(cfg.retriever_model, str(pick_device(cfg.device))) if separate else None

@@ -497,6 +497,14 @@ class Engine:
         assert trace is not None
         return trace
 
+    def load_index(self, path, task: str) -> VectorIndex:
+        """The index at `path`, refused unless this engine's model built it for `task` with the vectors
+        its mode searches (a layer-split mode: vectors of its own size, layer groups and centring)."""
+        query = self.query_encoder
+        return VectorIndex.load(path, protocol=task, model_fingerprint=self.lm.fingerprint,
+                                dim=getattr(query, "dimension", None) or self.lm.hidden_size,
+                                layer_split=getattr(query, "layer_split", None))
+
     def candidate_retriever(self, task: str, docs: Sequence[Document], cost: Cost | None = None) -> IndexRetriever:
         """Encode a run's own candidate documents once; every hop of the run searches them."""
         t0 = time.perf_counter()

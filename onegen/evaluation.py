@@ -404,10 +404,7 @@ def _load_index(index: VectorIndex | str | Path | None, engine: Engine, task: st
             raise EvaluationError(str(e)) from e
     if not Path(index).exists():
         raise EvaluationError(f"index folder {index} does not exist")
-    query = engine.query_encoder  # a layer-split mode searches vectors of its own size and layers
-    return VectorIndex.load(index, protocol=task, model_fingerprint=engine.lm.fingerprint,
-                            dim=getattr(query, "dimension", None) or engine.lm.hidden_size,
-                            layer_split=getattr(query, "layer_split", None))
+    return engine.load_index(index, task)
 
 
 def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: str, examples: Sequence[Example],

@@ -77,5 +77,7 @@ def default_index(model_name: str, task: str) -> str | None:
 
 def shipped(name: str) -> bool:
     """Whether a registry model's folder is present (an embedded one ships in assets/)."""
+    from .loading import EMBEDDED_MANIFEST
+
     e = lookup(name)
-    return e is not None and (Path(e.source) / "onegen_model.json").is_file()
+    return e is not None and (Path(e.source) / EMBEDDED_MANIFEST).is_file()

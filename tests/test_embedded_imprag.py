@@ -19,8 +19,6 @@ def engine_and_index():
     import torch
 
     from onegen.engine import IndexRetriever
-    from onegen.imprag import ImpragQuery
-    from onegen.index import VectorIndex
     from onegen.loading import load_model
     from onegen.modes import get_mode
     from onegen.registry import DEFAULT_IMPRAG, lookup
@@ -28,10 +26,8 @@ def engine_and_index():
     torch.set_num_threads(min(2, torch.get_num_threads()))
     lm = load_model(DEFAULT_IMPRAG, device="cpu")
     assert lm.source == "embedded" and "single-hop" in lm.tasks
-    query = ImpragQuery(lm)
-    index = VectorIndex.load(lookup(DEFAULT_IMPRAG).indexes["single-hop"], protocol="single-hop",
-                             model_fingerprint=lm.fingerprint, dim=query.dimension, layer_split=query.layer_split)
-    return get_mode("imprag").make_engine(lm), IndexRetriever(index)
+    engine = get_mode("imprag").make_engine(lm)  # its index must match the mode's size, groups and centring
+    return engine, IndexRetriever(engine.load_index(lookup(DEFAULT_IMPRAG).indexes["single-hop"], "single-hop"))
 
 
 def test_the_shipped_model_records_its_layer_groups_and_reads_its_top_passage(engine_and_index):

@@ -242,7 +242,6 @@ def _main(args: argparse.Namespace) -> int:
     import torch
 
     from ..engine import IndexRetriever, RunSettings
-    from ..index import VectorIndex
     from ..index_coverage import describe_index
     from ..loading import load_model
     from ..render_text import render_events, run_header
@@ -252,10 +251,7 @@ def _main(args: argparse.Namespace) -> int:
     retriever = None
     engine = mode.make_engine(lm)
     if index_path is not None:
-        query = engine.query_encoder  # a layer-split mode searches vectors of its own size and layers
-        index = VectorIndex.load(index_path, protocol=args.task, model_fingerprint=lm.fingerprint,
-                                 dim=getattr(query, "dimension", None) or lm.hidden_size,
-                                 layer_split=getattr(query, "layer_split", None))
+        index = engine.load_index(index_path, args.task)
         retriever = IndexRetriever(index, label=str(index_path))
         # Always said, --json too: without --index the model's default index is searched.
         print(f"index: {describe_index(index)}", file=sys.stderr)

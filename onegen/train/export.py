@@ -55,9 +55,10 @@ def export_embedded(trainer, out: str | Path, card_extra: str = "") -> Path:
 def model_card(r, steps: int, extra: str) -> str:
     base = r.base.get("name") or r.base.get("path") or "from scratch"
     lora = f"LoRA r={r.lora.r}, alpha={r.lora.alpha} on {', '.join(r.lora.targets)}" if r.lora else "full fine-tune"
-    design, objective, doc = "OneGen", (f"LM loss on generated tokens + BPR + InfoNCE (temperature {r.temperature}) "
-                                        "on retrieval-token states"), "docs/embedded-models.md"
-    if r.imprag is not None:
+    if r.imprag is None:
+        design, doc = "OneGen", "docs/embedded-models.md"
+        objective = f"LM loss on generated tokens + BPR + InfoNCE (temperature {r.temperature}) on retrieval-token states"
+    else:
         i = r.imprag
         design, doc = "ImpRAG (implicit queries over layer groups)", "docs/imprag.md"
         reads = f"; its reader reads the top {i['reads']} hit(s)" if i.get("reads") else ""
