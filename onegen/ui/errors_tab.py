@@ -141,9 +141,12 @@ class ResultInspector:
         wire_model_run(self.app, [self.run_btn.click], self.stop_btn, self.run_dataset,
                        [self.data, self.data_upload, self.task, self.candidates, self.limit, self.top_k], self.shown,
                        self.status)
+        # One filter at a time, in the order asked: two running together could finish out of order,
+        # and a table filtered by an older choice would overwrite the newer one. Filtering takes
+        # milliseconds, so the queue costs nothing.
         gr.on([self.outcome.input, self.category.input, self.contains.submit], self.filter_rows,
               [self.results, self.outcome, self.category, self.contains],
-              [self.table, self.keys, self.note, self.export], concurrency_limit=None, **PRIVATE)
+              [self.table, self.keys, self.note, self.export], concurrency_limit=1, **PRIVATE)
         self.table.select(self.open_example, [self.results, self.keys],
                           [self.example, *self.panel.outputs, self.selected, self.gold_view],
                           concurrency_limit=None, **PRIVATE)
