@@ -141,11 +141,13 @@ def bench_decode(model, plan: Plan, sizes: list[int], deadline: float, bandwidth
     """Tokens per second of the packed pass at each size: one untimed decode at that size first
     (the kernels a size picks are chosen and loaded on first use), then the median of `repeats`.
     Each row's floor is one read of the weights and of the batch's KV cache at its mean length."""
+    from onegen.fused_llama import FusedLlamaDecoder
+
     vocab = plan.shape["vocab_size"]
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    s = plan.shape
-    kv_per_token = 2 * s["num_hidden_layers"] * s["num_key_value_heads"] * (s["hidden_size"] // s["num_attention_heads"])
-    kv_per_token *= next(model.parameters()).element_size()
+    # The cache's geometry as the decoder reads it from the config (head_dim included).
+    probe = FusedLlamaDecoder(model, capacity=1, any_device=True)
+    kv_per_token = 2 * len(probe.layers) * probe.n_kv * probe.head_dim * probe.embed.element_size()
     rows, skipped, base = [], [], None
     for size in sizes:
         if time.perf_counter() > deadline:
