@@ -31,6 +31,7 @@ from .errors import OneGenError
 from .fused_llama import FusedLlamaDecoder, fusable, fused_weights
 from .index import VectorIndex
 from .loading import LoadedModel
+from .result_checks import resolve_check
 from .protocols import LK, SPECS, ResolvedProtocol, get_spec
 from .tasks import get_task
 from .tokenization import Token, template_parts
@@ -175,6 +176,14 @@ class RunSettings:
     # the mask's best token would open one, copy the input instead, unless the model's choice was
     # itself a `<MENTION>` in another spelling. False: the mask may open mentions the model did not.
     model_opens: bool = True
+    # Checks of the result against what the run read (onegen/result_checks.py). None: the model's
+    # own setting (its onegen_model.json), else "off", the result as the authors' loops report it.
+    # Entity linking: each linked mention's span against the linked entity's name in the input
+    # (onegen/name_alignment.py): "off", "snap" or "strict".
+    name_alignment: str | None = None
+    # QA: an answer misspelt while copying against the documents the run read
+    # (onegen/answer_alignment.py): "off" or "snap".
+    answer_alignment: str | None = None
     # Llama models on the CPU: the fused decode path (onegen/fused_llama.py), same hidden states as
     # the transformers forward with fewer op calls. False always uses the transformers forward.
     fused_decoder: bool = True
@@ -596,6 +605,7 @@ class _Run:
         greedy_copy = self.copy is not None and settings.sampling is None
         self.early_close = greedy_copy and settings.early_close
         self.model_opens = greedy_copy and settings.model_opens
+        self.checks = {key: resolve_check(key, getattr(settings, key), self.lm) for key in self.task.result_checks}
         self.trace = Trace(task=self.spec.name, mode=engine.query_encoder.name, model=self._model_info(),
                            input=text, prompt_text=self.prompt_text, prompt_ids=list(self.prompt_ids),
                            cost=cost, index=retriever.describe(),
@@ -604,6 +614,7 @@ class _Run:
                                      "max_retrievals": self.max_retrievals, "draft_tokens": drafts,
                                      "copy_input": self.copy is not None, "early_close": self.early_close,
                                      "model_opens": self.model_opens,
+                                     **self.checks,
                                      "decoder": self.state.decoder_name,
                                      "repetition_window": 0 if self.copy is not None else settings.repetition_window,
                                      "decoding": "greedy" if settings.sampling is None else vars(settings.sampling)})
@@ -948,4 +959,5 @@ class _Run:
         tr.result.retrieval_limit_reached = self.queries_while_decoding and len(tr.retrievals) >= self.max_retrievals
         tr.result.confident = run_confidence(tr.retrievals)
         self.task.fill_result(tr, self.text, self.proto.eos_id)
+        self.task.check_result(tr, self.text)
         return tr

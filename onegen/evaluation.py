@@ -53,6 +53,7 @@ from .errors import OneGenError
 from .fsutil import atomic_write
 from .index_coverage import IndexCoverage, index_coverage
 from .metrics import ELMetrics, EvaluatedWith, QAMetrics
+from .result_checks import CHECKS, resolve_check
 from .tasks import TASK_NAMES, CandidatesMode, Example, Task, get_task
 from .trace import Hit, Trace, TraceFormatError
 
@@ -301,7 +302,7 @@ def in_data_order(lines: Sequence[dict[str, Any]], rank: Mapping[str, int] | Non
 # Settings that must match for a resumed file to be one consistent run. The index is compared by
 # what it holds (`_check_same_index`), not by how its path was spelled.
 _RUN_KEYS = ("task", "mode", "model_fingerprint", "candidates", "control", "top_k", "copy_input",
-             "early_close", "model_opens")
+             "early_close", "model_opens", *CHECKS)
 
 
 def _check_same_run(line: Mapping[str, Any], run: Mapping[str, Any], path: Path,
@@ -314,6 +315,9 @@ def _check_same_run(line: Mapping[str, Any], run: Mapping[str, Any], path: Path,
     for rule in ("early_close", "model_opens"):  # ... and from before the span rules
         if rule in run and rule not in prev:
             prev = {**prev, rule: False}
+    for check in CHECKS:  # ... and from before the result checks
+        if check in run and check not in prev:
+            prev = {**prev, check: "off"}
     for key in _RUN_KEYS:
         if key in prev and prev[key] != run.get(key):
             raise EvaluationError(f"{path} was written with {key}={prev[key]!r}, this run has {run.get(key)!r}; "
@@ -460,6 +464,7 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
         greedy_copy = run_settings.copy_input and run_settings.sampling is None
         run_info["early_close"] = greedy_copy and run_settings.early_close
         run_info["model_opens"] = greedy_copy and run_settings.model_opens
+    run_info.update({key: resolve_check(key, getattr(run_settings, key), lm) for key in the_task.result_checks})
     if source is not None:
         run_info.update(data=source.data, aliases=source.aliases, skipped_items=source.skipped)
 
@@ -530,6 +535,7 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
         copy_input=run_settings.copy_input if copies else None,
         early_close=run_info["early_close"] if copies else None,
         model_opens=run_info["model_opens"] if copies else None,
+        checks={key: run_info[key] for key in the_task.result_checks},
         copy_overrides=sum(len(r.trace.overrides) for r in records if r.trace is not None) if copies else None)
     return EvaluationReport(task=task, metrics=metrics, records=records,
                             out=result_file.path if result_file is not None else None, index_coverage=coverage)

@@ -19,6 +19,7 @@ import torch
 from .errors import OneGenError
 from .fsutil import staged_dir
 from .protocols import ResolvedProtocol, get_spec, resolve, supported_tasks
+from .result_checks import CHECKS
 from .tokenization import ProtocolTokenizer
 
 EMBEDDED_MANIFEST = "onegen_model.json"
@@ -222,7 +223,9 @@ def _load_embedded(path: Path, name: str, dev: torch.device, dt: torch.dtype) ->
     model.to(dev, dt).eval()
     return LoadedModel(name=name, model=model, tokenizer=tokenizer, device=dev, dtype=dt, source="embedded",
                        info={"base": manifest["base"], "card": str(path / "README.md"),
-                             **({"imprag": manifest["imprag"]} if "imprag" in manifest else {})})
+                             **({"imprag": manifest["imprag"]} if "imprag" in manifest else {}),
+                             # the result checks its evaluation chose (onegen/result_checks.py)
+                             **{key: manifest[key] for key in CHECKS if key in manifest}})
 
 
 def _from_base_folder(folder: Path):

@@ -386,6 +386,7 @@ class EvaluatedWith:
     copy_overrides: int | None = None  # tokens the copy constraint replaced, over all examples
     early_close: bool | None = None  # tasks that copy their input only: mentions may end early
     model_opens: bool | None = None  # ... and start only where the model opened them
+    checks: dict[str, str] = field(default_factory=dict)  # the result checks' settings (onegen/result_checks.py)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "candidates": self.candidates, "control": self.control,
@@ -396,6 +397,7 @@ class EvaluatedWith:
             out["early_close"] = self.early_close
         if self.model_opens is not None:
             out["model_opens"] = self.model_opens
+        out.update(self.checks)
         return out
 
 
@@ -491,11 +493,16 @@ class QAMetrics(TaskMetrics):
     by_type: dict[str, dict[str, float | int]] | None = None
     retrieval: dict[str, dict[str, float | int]] = field(default_factory=dict)
     no_final_answer: int = 0
+    # With the answer alignment on (onegen/answer_alignment.py): EM of the answers as the model
+    # wrote them, and how many the alignment changed; None when it changed none.
+    answers_as_written: dict[str, float | int] | None = None
 
     def task_figures(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: getattr(self, k) for k in ("em", "f1", "match", "precision", "recall")
                                if getattr(self, k) is not None}
         if self.by_type is not None:
             out["by_type"] = self.by_type
+        if self.answers_as_written is not None:
+            out["answers_as_written"] = self.answers_as_written
         out.update(retrieval=self.retrieval, no_final_answer=self.no_final_answer)
         return out

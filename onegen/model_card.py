@@ -21,6 +21,7 @@ from typing import Mapping
 from .calibration import Calibration, CalibrationError, read_calibration
 from .fsutil import atomic_write
 from .metrics import ELMetrics, QAMetrics
+from .result_checks import CHECKS
 from .results import ResultFileError, ResultSet, load_results
 from .tasks import get_task
 
@@ -56,18 +57,24 @@ def setting(rs: ResultSet) -> str:
         parts.append(f"control: {run['control']}")
     if get_task(rs.task).copies_input:
         parts.append("copy-constrained" if run.get("copy_input") else "free decoding")
+    for key in CHECKS:
+        if run.get(key, "off") != "off":
+            parts.append(f"{key.replace('_', ' ')} {run[key]}")
     return ", ".join(parts)
 
 
 def figures(rs: ResultSet) -> str:
     m = rs.metrics
-    return el_figures(m) if isinstance(m, ELMetrics) else qa_figures(m)
+    return el_figures(m, rs.run.get("name_alignment", "off")) if isinstance(m, ELMetrics) else qa_figures(m)
 
 
-def el_figures(m: ELMetrics) -> str:
+def el_figures(m: ELMetrics, name_alignment: str = "off") -> str:
     text = f"micro P {m.precision:.3f}, R {m.recall:.3f}, **F1 {m.f1:.3f}**"
     if m.ambiguous_accuracy is not None:
         text += f"; ambiguous names {m.ambiguous_accuracy:.3f} ({m.ambiguous_mentions} mentions)"
+    if name_alignment != "off" and m.authors_scorer is not None:
+        # The output text keeps the model's own spans; the authors' scorer reads those.
+        text += f"; spans as the model marked them (the authors' scorer on the output) F1 {m.authors_scorer['f1']:.3f}"
     return text
 
 
@@ -80,6 +87,9 @@ def qa_figures(m: QAMetrics) -> str:
     if hops:
         names = sorted(hops, key=lambda h: int(h.split("_")[-1]))
         text += "; recall@1 by hop " + " / ".join(f"{hops[h]['recall@1']:.2f}" for h in names)
+    if m.answers_as_written is not None:
+        text += (f"; answers as the model wrote them EM {m.answers_as_written['em']:.2f} "
+                 f"({m.answers_as_written['changed']} changed by the answer alignment)")
     return text
 
 

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from urllib.parse import quote
 
 from .documents import Document
+from .answer_alignment import answer_note
+from .name_alignment import alignment_words
 from .protocols import SPECS
 from .render_text import (DECODER_LABELS, NO_CONFIDENT_MATCH, PHASE_LABELS, copy_note, low_confidence_words,
                           phase_labels, run_confidence_words, stop_words, task_label)
@@ -300,6 +302,8 @@ def entities_html(trace: Trace, links: dict[str, str] | None = None) -> str:
             alt_html = ", ".join(f'{_link(esc(h.title), links.get(h.id))} <span class="og-muted">{_score(h.score)}</span>'
                                  for h in alts) or '<span class="og-muted">none</span>'
             where = "" if e.start is not None else ' <span class="og-muted">(not found in the input)</span>'
+            if e.alignment:
+                where += f'<div class="og-muted og-aligned">{esc(alignment_words(e, text))}</div>'
             low = (f'<div class="og-lowconf-note" data-confident="false">{NO_CONFIDENT_MATCH}</div>'
                    if _low(trace, e.retrieval) else "")
             rows.append(f'<tr><td>{n}</td><td>{esc(e.mention)}{where}</td>'
@@ -307,6 +311,14 @@ def entities_html(trace: Trace, links: dict[str, str] | None = None) -> str:
                         f'</span>{low}</td><td>{_score(e.score)}</td><td>{alt_html}</td></tr>')
         parts.append('<table class="og-table"><thead><tr><th>#</th><th>Mention</th><th>Entity</th><th>Score</th>'
                      f'<th>Alternatives (top-k)</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    if trace.result.unlinked:
+        rows = [f'<tr><td>{esc(e.mention)}</td><td>{_link(esc(e.title), links.get(e.entity_id))} '
+                f'<span class="og-muted">{_score(e.score)}</span></td><td>{esc(alignment_words(e, text))}</td></tr>'
+                for e in trace.result.unlinked]
+        parts.append(f'<div class="og-sub og-unlinked">Marked but not linked: the name check '
+                     f'({esc(trace.settings.get("name_alignment", ""))}) refused {len(rows)}</div>'
+                     '<table class="og-table og-unlinked"><thead><tr><th>Mention the model marked</th>'
+                     f'<th>Its query&#39;s top hit</th><th>Why</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
     return "".join(parts)
 
 
@@ -342,7 +354,7 @@ def hops_html(trace: Trace) -> str:
     res = trace.result
     if res.final_answer_found:
         final = (f'<div class="og-card og-final"><div class="og-card-n">{_final_label(trace, "Final answer")}</div>'
-                 f'{esc(res.answer)}</div>')
+                 f'{esc(res.answer)}{_answer_note(trace)}</div>')
     else:
         why = " (the retrieval limit was reached)" if res.retrieval_limit_reached else ""
         final = (f'<div class="og-card og-final og-muted"><div class="og-card-n">Final answer</div>'
@@ -350,11 +362,16 @@ def hops_html(trace: Trace) -> str:
     return f'<div class="og-chain">{"<div class=og-arrow>&rarr;</div>".join(cards)}{final}</div>'
 
 
+def _answer_note(trace: Trace) -> str:
+    note = answer_note(trace.result.model_answer)
+    return f'<div class="og-muted og-aligned">{esc(note)}</div>' if note else ""
+
+
 def single_hop_html(trace: Trace, links: dict[str, str] | None = None) -> str:
     """Reranked passages, the chosen one, the answer and the Self-RAG reflection tokens."""
     r = trace.retrievals[0] if trace.retrievals else None
     parts = [f'<div class="og-card og-final"><div class="og-card-n">{_final_label(trace, "Answer")}</div>'
-             f'{esc(trace.result.answer) or "(empty)"}</div>']
+             f'{esc(trace.result.answer) or "(empty)"}{_answer_note(trace)}</div>']
     refl = trace.result.reflection_tokens or []
     chips = "".join(f'<span class="og-refl">{esc(t)}</span>' for t in refl) or '<span class="og-muted">none</span>'
     parts.append(f'<div class="og-kv"><span>Reflection tokens</span>{chips}</div>')

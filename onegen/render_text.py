@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator
 
+from .answer_alignment import answer_note
+from .name_alignment import alignment_words
 from .tasks import TASKS
 from .trace import Retrieval, TokenRecord, Trace
 
@@ -160,8 +162,14 @@ def result_block(trace: Trace) -> str:
             span = f"chars {e.start}-{e.end}" if e.start is not None else "not found in the input"
             low = (0 <= e.retrieval < len(trace.retrievals) and trace.retrievals[e.retrieval].confident is False)
             lines.append(f"  {e.mention!r} ({span}) -> {e.title} [{e.entity_id}]  score {e.score:+.4f}"
-                         + (f"  ({NO_CONFIDENT_MATCH})" if low else ""))
-        linked = {e.retrieval for e in ents}
+                         + (f"  ({NO_CONFIDENT_MATCH})" if low else "")
+                         + (f"  ({alignment_words(e, trace.input)})" if e.alignment else ""))
+        policy = trace.settings.get("name_alignment")
+        if res.unlinked:
+            lines.append(f"Marked but not linked by the name check ({policy}):")
+            for e in res.unlinked:
+                lines.append(f"  {e.mention!r} -> {alignment_words(e, trace.input)}, score {e.score:+.4f}")
+        linked = {e.retrieval for e in ents} | {e.retrieval for e in res.unlinked or []}
         loose = [r for i, r in enumerate(trace.retrievals) if i not in linked]
         if loose:
             lines.append(f"  {len(loose)} retrieval token(s) without a mention before them, not linked "
@@ -171,7 +179,8 @@ def result_block(trace: Trace) -> str:
             lines.append(note)
     else:
         if res.answer:
-            lines.append(f"Answer ({NO_CONFIDENT_MATCH}): {res.answer}" if warning else f"Answer: {res.answer}")
+            lines.append((f"Answer ({NO_CONFIDENT_MATCH}): {res.answer}" if warning else f"Answer: {res.answer}")
+                         + (f"  ({answer_note(res.model_answer)})" if res.model_answer is not None else ""))
         elif res.hops is not None:  # the chain ends with a marked final answer
             lines.append("Answer: none (no <FINAL-ANSWER>...</FINAL-ANSWER> in the output)")
         else:

@@ -23,6 +23,7 @@ from .errors import OneGenError
 from .index import VectorIndex, normalize
 from .loading import LoadedModel
 from .modes import DEFAULT_MODE
+from .tasks import TASKS
 from .trace import Cost, Hit, ReplayChoiceKind, TokenRecord, Trace
 
 
@@ -164,6 +165,8 @@ def settings_of(trace: Trace) -> RunSettings:
                        draft_tokens=int(s.get("draft_tokens", defaults.draft_tokens)),
                        copy_input=bool(s.get("copy_input", defaults.copy_input)),
                        early_close=bool(s.get("early_close", False)), model_opens=bool(s.get("model_opens", False)),
+                       # a trace from before a check ran without it
+                       **{key: s.get(key, "off") for key in (TASKS[trace.task].result_checks if trace.task in TASKS else ())},
                        fused_decoder=s.get("decoder", "fused-llama") == "fused-llama",
                        repetition_window=int(s.get("repetition_window", defaults.repetition_window)),
                        query_vectors=any(r.query_vector is not None for r in trace.retrievals))

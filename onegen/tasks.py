@@ -31,6 +31,8 @@ from .errors import OneGenError
 from .metrics import (UNKNOWN_ENTITY, ELDocument, ELMetrics, ELSpanDocument, QAMetrics, el_scores,
                       el_scores_from_result_lines, el_span_scores, qa_scores, qa_summary)
 from .protocols import ENTITY_LINKING, MULTI_HOP, SINGLE_HOP, TaskName, TaskSpec
+from .answer_alignment import align_answer
+from .name_alignment import align_names
 from .trace import Hop, LinkedEntity, Trace
 
 if TYPE_CHECKING:
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 
 _MENTION_END = re.compile(r"<MENTION>((?:(?!<MENTION>).)*?)</MENTION>\s*$", re.S)
 _FINAL = re.compile(r"<FINAL-ANSWER>(.*?)</FINAL-ANSWER>", re.S)
+_TAG = re.compile(r"</?[A-Za-z][\w-]*>")  # an inserted document's delimiters (<paragraph>)
 
 # Where a task's documents come from: its own item ("context") or a global index.
 CandidatesMode = Literal["context", "index"]
@@ -89,6 +92,13 @@ class Task:
     def fill_result(self, trace: Trace, input_text: str, eos_id: int) -> None:
         """Fill `trace.result` from the finished trace."""
         raise NotImplementedError
+
+    # The result checks this task runs after `fill_result` (keys of onegen/result_checks.CHECKS);
+    # their settings are in `trace.settings`.
+    result_checks: ClassVar[tuple[str, ...]] = ()
+
+    def check_result(self, trace: Trace, input_text: str) -> None:
+        """Apply the result checks `trace.settings` names to a filled result."""
 
     # -- datasets -----------------------------------------------------------------------------------
 
@@ -180,8 +190,15 @@ class EntityLinking(Task):
         m = _MENTION_END.search(segment)
         return m.group(1).strip() if m else ""
 
+    result_checks = ("name_alignment",)
+
     def fill_result(self, trace: Trace, input_text: str, eos_id: int) -> None:
         trace.result.entities = link_mentions(input_text, trace)
+
+    def check_result(self, trace: Trace, input_text: str) -> None:
+        policy = trace.settings.get("name_alignment", "off")
+        if policy != "off" and trace.result.entities is not None:
+            trace.result.entities, trace.result.unlinked = align_names(input_text, trace.result.entities, policy)
 
     def looks_like(self, item: Mapping[str, Any]) -> bool:
         return "labels" in item and "text" in item
@@ -283,6 +300,16 @@ class QuestionAnswering(Task):
 
     headline = ("em", "EM")
     compared_metrics = ("em", "f1", "match")
+    result_checks = ("answer_alignment",)
+
+    def check_result(self, trace: Trace, input_text: str) -> None:
+        policy = trace.settings.get("answer_alignment", "off")
+        if policy == "off" or not trace.result.answer:
+            return
+        read = [_TAG.sub(" ", r.inserted_text) for r in trace.retrievals if r.inserted_text]
+        aligned = align_answer(trace.result.answer, [input_text, *read], policy)
+        if aligned is not None:
+            trace.result.model_answer, trace.result.answer = trace.result.answer, aligned
 
     def example_input(self, example: Example) -> str:
         return example.question
@@ -319,7 +346,17 @@ class QuestionAnswering(Task):
             em=summary.get("em"), f1=summary.get("f1"), match=summary.get("match"),
             precision=summary.get("precision"), recall=summary.get("recall"), by_type=summary.get("by_group"),
             retrieval=hop_recall(records),
-            no_final_answer=sum(1 for r in records if r.trace is not None and self.answer(r.trace) is None))
+            no_final_answer=sum(1 for r in records if r.trace is not None and self.answer(r.trace) is None),
+            answers_as_written=self.answers_as_written(records))
+
+    def answers_as_written(self, records: Sequence[ExampleRecord]) -> dict[str, float | int] | None:
+        """EM of the answers before the answer alignment changed them; None when it changed none."""
+        changed = [r for r in records if r.trace is not None and r.trace.result.model_answer is not None
+                   and self.answer(r.trace) is not None]
+        if not changed or not records:
+            return None
+        gained = sum(r.scores["em"] - qa_scores(r.trace.result.model_answer, r.example.answers)["em"] for r in changed)
+        return {"em": (sum(r.scores["em"] for r in records) - gained) / len(records), "changed": len(changed)}
 
     def prediction_text(self, record: ExampleRecord) -> str:
         return record.scores.get("answer") or ""
@@ -503,16 +540,42 @@ def output_qid(trace: Trace, lk_id: int | None) -> list[str]:
 
 # -- result extraction (pure functions of a trace) -------------------------------------------------
 
+_EL_TAGS = re.compile(r"<MENTION>|</MENTION>|\[LK\]|\[_CONTINUE_\]")
+
+
+def copied_offset(input_text: str, trace: Trace, position: int, mention: str) -> int | None:
+    """Where in the input the mention closed just before token `position` starts, read from the
+    output itself: the text written before its `<MENTION>`, tags removed, is the input copied so
+    far (one extra leading space allowed, as the copy constraint allows). None when the output
+    does not copy the input there (free decoding), so a search must place it."""
+    prefix = "".join(t.text for t in trace.tokens if t.position < position and t.kind != "inserted")
+    opened = prefix.rfind("<MENTION>")
+    if opened < 0:
+        return None
+    copied = _EL_TAGS.sub("", prefix[:opened])
+    if copied[:1].isspace() and not input_text[:1].isspace():
+        copied = copied[1:]
+    inside = prefix[opened + len("<MENTION>"):]
+    start = len(copied) + len(inside) - len(inside.lstrip())
+    if not input_text.startswith(copied) or input_text[start:start + len(mention)] != mention:
+        return None
+    return start
+
+
 def link_mentions(input_text: str, trace: Trace) -> list[LinkedEntity]:
     """Each `[LK]` links the mention written just before it, by position in the output, so one
-    malformed mention never shifts the others. Spans are found in the input left to right."""
+    malformed mention never shifts the others. A mention's span is where the output copied it
+    (`copied_offset`); where the output is not a copy, the mention is searched in the input left
+    to right."""
     out: list[LinkedEntity] = []
     cursor = 0
     for i, r in enumerate(trace.retrievals):
         hit = r.chosen_hit
         if not r.query_text or hit is None:
             continue
-        start = input_text.find(r.query_text, cursor)
+        start = copied_offset(input_text, trace, r.position, r.query_text)
+        if start is None:
+            start = input_text.find(r.query_text, cursor)
         if start < 0:
             start = input_text.find(r.query_text)
         end = start + len(r.query_text) if start >= 0 else None

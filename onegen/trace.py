@@ -173,6 +173,16 @@ class LinkedEntity:
     title: str
     score: float
     retrieval: int  # index into Trace.retrievals
+    # Name alignment (onegen/name_alignment.py): the span the model marked, where the alignment
+    # moved the mention onto the linked entity's name; None (absent from the JSON) when unchanged.
+    model_start: int | None = None
+    model_end: int | None = None
+    # What the alignment did: "snapped" (moved onto the name), or, in Result.unlinked, why the
+    # link was refused ("no-shared-word", "duplicate"); None when nothing changed.
+    alignment: str | None = None
+
+
+_ENTITY_OPTIONAL = ("model_start", "model_end", "alignment")
 
 
 @dataclass
@@ -189,6 +199,12 @@ class Result:
     answer: str | None = None
     final_answer_found: bool = False
     entities: list[LinkedEntity] | None = None
+    # Entity linking: mentions the model marked and linked whose link the name alignment refused
+    # (RunSettings.name_alignment); None when no alignment ran.
+    unlinked: list[LinkedEntity] | None = None
+    # QA: the answer as the model wrote it, where the answer alignment replaced it by the phrase of
+    # the documents it read that it meant to copy (onegen/answer_alignment.py); None otherwise.
+    model_answer: str | None = None
     hops: list[Hop] | None = None
     reflection_tokens: list[str] | None = None
     retrieval_limit_reached: bool = False
@@ -259,6 +275,14 @@ class Trace:
             for optional in ("query_vector", "layer_read"):
                 if r.get(optional) is None:
                     r.pop(optional, None)
+        for key in ("entities", "unlinked"):
+            for e in d["result"].get(key) or []:
+                for optional in _ENTITY_OPTIONAL:
+                    if e.get(optional) is None:
+                        e.pop(optional)
+        for optional in ("unlinked", "model_answer"):
+            if d["result"][optional] is None:
+                d["result"].pop(optional)
         if d["cost"].get("layer_groups") is None:
             d["cost"].pop("layer_groups", None)
         if d["replay"] is None:
@@ -281,6 +305,8 @@ class Trace:
                 output_text=r.get("output_text", ""), answer=r.get("answer"),
                 final_answer_found=bool(r.get("final_answer_found", False)),
                 entities=None if r.get("entities") is None else [LinkedEntity(**e) for e in r["entities"]],
+                unlinked=None if r.get("unlinked") is None else [LinkedEntity(**e) for e in r["unlinked"]],
+                model_answer=r.get("model_answer"),
                 hops=None if r.get("hops") is None else [Hop(**h) for h in r["hops"]],
                 reflection_tokens=r.get("reflection_tokens"),
                 retrieval_limit_reached=bool(r.get("retrieval_limit_reached", False)),

@@ -104,7 +104,9 @@ def test_committed_model_is_what_its_recipe_makes_and_what_the_results_measured(
     committed = Recipe.load(ROOT / "assets" / "recipes" / "onegen-smol.json")
     exported = json.loads((folder / "recipe.json").read_text())
     assert recipe_changes(exported, committed.to_dict()) == []
-    assert json.loads((folder / "onegen_model.json").read_text())["trained_steps"] == committed.steps
+    manifest = json.loads((folder / "onegen_model.json").read_text())
+    assert manifest["trained_steps"] == committed.steps
+    assert manifest.get("name_alignment") == committed.name_alignment  # the span check its figures used
     fp = engine.lm.fingerprint
     assert f"fingerprint `{fp}`" in (folder / "README.md").read_text()  # `python -m onegen card` was rerun
     for path in sorted((ROOT / "assets" / "results").glob("*.jsonl")):

@@ -20,6 +20,7 @@ from pathlib import Path
 from ..documents import Document, split_sentences
 from ..errors import OneGenError
 from ..modes import DEFAULT_MODE, MODE_NAMES, MODES, get_mode
+from ..result_checks import CHECKS
 
 GENERATOR_MODES = tuple(n for n in MODE_NAMES if not MODES[n].document_encoder.separate)
 from ..tasks import TASK_NAMES
@@ -70,6 +71,18 @@ DECODING_SWITCHES = {
 }
 
 
+# The result checks of `run` and `evaluate` (onegen/result_checks.py).
+RESULT_CHECK_HELP = {
+    "name_alignment":
+        "entity linking: check each linked mention's span against the linked entity's name in the input: "
+        "off (the spans the model marked), snap (move a mention onto the name where it overlaps), strict "
+        "(snap, and refuse a link whose mention shares no word with the name)",
+    "answer_alignment":
+        "QA: off, or snap: an answer found nowhere in the question and the documents the run read, but "
+        "one of their phrases with a slip (a letter or two, or cut short), becomes that phrase",
+}
+
+
 def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
     """How the engine decodes; shared by `run` and `evaluate` (see `decoding_settings`)."""
     p.add_argument("--draft-tokens", type=_draft_len, default=2, metavar="N",
@@ -77,13 +90,17 @@ def add_decoding_arguments(p: argparse.ArgumentParser) -> None:
                         "0: one token per call); the output is the same either way")
     for flag, text in DECODING_SWITCHES.items():
         p.add_argument(flag, action="store_true", help=text)
+    for key, text in RESULT_CHECK_HELP.items():
+        p.add_argument("--" + key.replace("_", "-"), choices=CHECKS[key], default=None,
+                       help=text + "; default: the model's own setting, else off (docs/trace.md)")
 
 
 def decoding_settings(args: argparse.Namespace) -> dict:
     """RunSettings fields from the options of `add_decoding_arguments`."""
     return {"draft_tokens": args.draft_tokens, "copy_input": not args.free_copy,
             "early_close": not args.no_early_close, "model_opens": not args.mask_opens,
-            "fused_decoder": not args.transformers_forward, "query_vectors": args.vectors}
+            "fused_decoder": not args.transformers_forward, "query_vectors": args.vectors,
+            **{key: getattr(args, key) for key in CHECKS}}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from ..fsutil import staged_dir
 from ..loading import EMBEDDED_MANIFEST
+from ..result_checks import CHECKS
 
 
 def export_embedded(trainer, out: str | Path, card_extra: str = "") -> Path:
@@ -34,6 +35,9 @@ def export_embedded(trainer, out: str | Path, card_extra: str = "") -> Path:
             centring = trainer.exported_centring()
             if centring is not None:  # subtracted from queries and passages (onegen.imprag.Centring)
                 manifest["imprag"]["centring"] = centring.to_json()
+        for key in CHECKS:  # the result checks its figures were measured with (onegen/result_checks.py)
+            if getattr(r, key) is not None:
+                manifest[key] = getattr(r, key)
         if r.lora is not None:
             # The embedding rows that changed are in new_tokens.safetensors; the base has the rest.
             model.save_pretrained(str(tmp / "adapter"), save_embedding_layers=False)

@@ -94,6 +94,11 @@ class Recipe:
     # The ImpRAG mode's training (onegen/train/imprag.py `ImpragSpec`: layer boundaries, warm-up
     # steps, temperatures, loss weights); None: the recipe trains OneGen only.
     imprag: dict[str, Any] | None = None
+    # The result checks the exported model asks for (onegen/result_checks.py): entity linking's
+    # name alignment ("off", "snap", "strict") and the QA answer alignment ("off", "snap").
+    # Inference settings that training never reads; None: none recorded.
+    name_alignment: str | None = None
+    answer_alignment: str | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> "Recipe":
@@ -125,6 +130,14 @@ class Recipe:
                 ImpragSpec(**recipe.imprag)
             except (TypeError, ImpragError) as e:
                 raise ValueError(f"recipe {path}: imprag: {e}") from None
+        from ..result_checks import CHECKS, check_value
+
+        for key in CHECKS:
+            if getattr(recipe, key) is not None:
+                try:
+                    check_value(key, getattr(recipe, key))
+                except ValueError as e:
+                    raise ValueError(f"recipe {path}: {key}: {e}") from None
         if recipe.phrasings not in PHRASINGS:
             raise ValueError(f"recipe {path}: phrasings must be one of {list(PHRASINGS)}, not {recipe.phrasings!r}")
         for key in ("type_weights", "question_weights"):

@@ -24,6 +24,7 @@ from ..protocols import get_spec
 from ..tokenization import ProtocolTokenizer
 from .examples import BUILDERS, IGNORE, Corpus, QuerySample, load_corpus, load_task_items
 from .losses import bpr_loss, infonce_loss, recall_at_1, similarity
+from ..result_checks import CHECKS
 from .recipe import Recipe
 
 MICRO_BATCH_TOKENS = 2048
@@ -108,10 +109,11 @@ RESUMABLE_KEYS = {"out", "run_dir", "threads", "compile", "checkpoint_every"}
 # Settings of the exported model's inference that training never reads: changing them neither
 # refuses a checkpoint nor needs a retrain (`--export-only` writes them).
 INFERENCE_ONLY = {"imprag": ("reads",)}
+INFERENCE_ONLY_KEYS = tuple(CHECKS)  # the result checks (onegen/result_checks.py)
 
 
 def _training_view(recipe: dict) -> dict:
-    out = dict(recipe)
+    out = {k: v for k, v in recipe.items() if k not in INFERENCE_ONLY_KEYS}
     for key, subkeys in INFERENCE_ONLY.items():
         if isinstance(out.get(key), dict):
             out[key] = {k: v for k, v in out[key].items() if k not in subkeys}

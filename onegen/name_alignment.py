@@ -1,0 +1,109 @@
+"""Name alignment for entity linking: a linked mention's span checked against the name of the
+entity it links to.
+
+A small model marks spans loosely where a text is worded unlike its training data: it takes in
+the words beside a name ("Kanvica back in 1991", "Fans of Stona Athletic"), cuts a title in two
+("Orchard" ... "Nagon"), or marks an aside ("Believe it or not") and links it to whichever entity
+its query state lands nearest. The retrieval still names the entity it chose, so the span can be
+checked against that entity's name in the input:
+
+- "off": the spans the model marked, as the authors' loop reports them;
+- "snap": where the linked name occurs in the input (any casing) overlapping the marked span, the
+  mention becomes that occurrence; a second mention snapped onto the same span is a duplicate;
+- "strict": "snap", and a mention that shares no word with its linked name, where the name does
+  not occur, is not linked (a mention need not spell the title, but must share a word with it:
+  "German" links to "Germany", "Believe it or not" to no person).
+
+The model's own tokens and retrievals are never changed: an aligned mention keeps the span the
+model marked (`model_start`, `model_end`), and a refused one moves to `Result.unlinked`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Literal, Sequence
+
+from .result_checks import check_value
+from .trace import LinkedEntity
+
+NameAlignment = Literal["off", "snap", "strict"]
+
+# A title's leading article is optional in running text ("the night of haltandel" for "The
+# Night of Haltandel", "Night of Haltandel" too).
+_ARTICLE = re.compile(r"^(the|a|an)\s+", re.IGNORECASE)
+_WORD = re.compile(r"\w+")
+# Shorter word stems than this match too much ("in" is a prefix of "India").
+_MIN_STEM = 4
+
+
+def name_occurrence(text: str, name: str, start: int, end: int) -> tuple[int, int] | None:
+    """The occurrence of `name` in `text` (any casing, at word edges, leading article optional)
+    that overlaps [start, end) most; None when none overlaps."""
+    best: tuple[int, tuple[int, int]] | None = None
+    names = {name.strip()}
+    names.add(_ARTICLE.sub("", name.strip()))
+    for n in names:
+        if not n:
+            continue
+        for m in re.finditer(rf"(?<!\w){re.escape(n)}(?!\w)", text, re.IGNORECASE):
+            overlap = min(end, m.end()) - max(start, m.start())
+            if overlap > 0 and (best is None or overlap > best[0]
+                                or (overlap == best[0] and m.end() - m.start() > best[1][1] - best[1][0])):
+                best = (overlap, (m.start(), m.end()))
+    return None if best is None else best[1]
+
+
+def shares_a_word(mention: str, name: str) -> bool:
+    """True when a word of the mention equals a word of the name, or one is the start of the other
+    and the shorter has at least `_MIN_STEM` letters ("German" and "Germany")."""
+    a = {w.lower() for w in _WORD.findall(mention)}
+    b = {w.lower() for w in _WORD.findall(name)}
+    if a & b:
+        return True
+    for x in a:
+        for y in b:
+            short, long = (x, y) if len(x) <= len(y) else (y, x)
+            if len(short) >= _MIN_STEM and long.startswith(short):
+                return True
+    return False
+
+
+def align_names(text: str, entities: Sequence[LinkedEntity],
+                policy: NameAlignment) -> tuple[list[LinkedEntity], list[LinkedEntity]]:
+    """(linked, unlinked) after aligning each mention with its linked name. Order is kept;
+    `alignment` says what happened to each mention that changed."""
+    check_value("name_alignment", policy)
+    if policy == "off":
+        return list(entities), []
+    linked: list[LinkedEntity] = []
+    unlinked: list[LinkedEntity] = []
+    taken: set[tuple[int, int]] = set()
+    for e in entities:
+        if e.start is None or e.end is None:
+            linked.append(e)
+            continue
+        marked = e
+        span = name_occurrence(text, e.title, e.start, e.end)
+        if span is not None and span != (e.start, e.end):
+            e = dataclasses.replace(e, mention=text[span[0]:span[1]], start=span[0], end=span[1],
+                                    model_start=e.start, model_end=e.end, alignment="snapped")
+        elif span is None and policy == "strict" and not shares_a_word(e.mention, e.title):
+            unlinked.append(dataclasses.replace(e, alignment="no-shared-word"))
+            continue
+        if (e.start, e.end) in taken:
+            unlinked.append(dataclasses.replace(marked, alignment="duplicate"))
+            continue
+        taken.add((e.start, e.end))
+        linked.append(e)
+    return linked, unlinked
+
+
+def alignment_words(entity: LinkedEntity, text: str) -> str:
+    """What the name alignment did to one mention, in words for a reader; "" when nothing."""
+    if entity.alignment == "snapped" and entity.model_start is not None and entity.model_end is not None:
+        return f"the model marked {text[entity.model_start:entity.model_end]!r}; moved onto the linked name"
+    if entity.alignment == "no-shared-word":
+        return f"not linked: no word in common with {entity.title!r}, its query's top hit"
+    if entity.alignment == "duplicate":
+        return "not linked: moved onto the span of an earlier mention"
+    return ""

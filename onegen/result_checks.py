@@ -1,0 +1,35 @@
+"""Checks of a finished run's result against the documents it read, chosen per run or declared by
+a model: entity linking's name alignment (onegen/name_alignment.py) and the QA tasks' answer
+alignment (onegen/answer_alignment.py).
+
+Both leave the model's tokens and retrievals as they were and record what they changed, so a
+reader sees the model's own output beside the checked result. A model folder declares the checks
+its evaluation used (keys of its `onegen_model.json`, written from its recipe); any other model
+runs them "off", as the authors' loops report results.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+# Each check's settings; the first is "off".
+CHECKS: dict[str, tuple[str, ...]] = {
+    "name_alignment": ("off", "snap", "strict"),
+    "answer_alignment": ("off", "snap"),
+}
+
+
+def check_value(key: str, value: Any) -> str:
+    """`value` when it is one of the check's settings; a ValueError that lists them otherwise."""
+    if value not in CHECKS[key]:
+        raise ValueError(f"{key.replace('_', ' ')} must be one of {list(CHECKS[key])}, not {value!r}")
+    return value
+
+
+def model_check(lm, key: str) -> str:
+    """A model's own setting of a check (its onegen_model.json); "off" when it declares none."""
+    return check_value(key, ((getattr(lm, "info", None) or {}).get(key)) or "off")
+
+
+def resolve_check(key: str, asked: str | None, lm) -> str:
+    """The setting a run uses: the one asked for, else the model's own."""
+    return check_value(key, asked) if asked is not None else model_check(lm, key)
