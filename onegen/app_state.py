@@ -30,6 +30,7 @@ from .index import IndexLoadError, VectorIndex, content_fingerprint, read_manife
 from .loading import LoadedModel
 from .modes import BASELINE_NAMES, DEFAULT_MODE, MODE_LABELS
 from .protocols import MissingTokenError
+from .result_checks import CHECKS
 from .render_html import browse_href
 from .render_text import NO_CONFIDENT_MATCH, SIGNAL_WORDS
 from .results import ResultSet
@@ -672,11 +673,12 @@ class AppState:
         return Engine(lm, chooser=self.chooser(lm, task))
 
     def stream(self, task: str, text: str, top_k: int = 5, copy_input: bool = True,
-               mode: str = DEFAULT_MODE) -> Iterator[Event]:
+               mode: str = DEFAULT_MODE, checks: bool = True) -> Iterator[Event]:
         """Engine events of one run. The lock is held per step, never across a yield, so a session
         that disconnects mid-run cannot keep the model from others. `copy_input` (entity linking):
         constrain the output to the input plus mention tags. `mode` "imprag": the ImpRAG model on its
-        own index (single-hop only)."""
+        own index (single-hop only). `checks`: the result checks the model declares
+        (onegen/result_checks.py); False shows the result as the model wrote it."""
         if task not in TASK_NAMES:
             raise AppError(f"Unknown task {task!r}; choose one of: {', '.join(TASK_NAMES)}.")
         text, k = self.check_input(text, top_k)
@@ -690,7 +692,8 @@ class AppState:
             raise AppError(f"The model {lm.name!r} cannot run {get_task(task).label}: its tokenizer lacks the "
                            f"protocol's tokens. It supports: {', '.join(lm.tasks) or 'no task'}.")
         retriever = self.retriever(task, lm)
-        settings = RunSettings(top_k=k, copy_input=bool(copy_input))
+        settings = RunSettings(top_k=k, copy_input=bool(copy_input),
+                               **({} if checks else {key: "off" for key in CHECKS}))
         if self.config.batch_runs > 1:
             yield from self._batched_stream(task, text, lm, retriever, settings)
             return
@@ -765,9 +768,9 @@ class AppState:
         return live
 
     def run_trace(self, task: str, text: str, top_k: int = 5, copy_input: bool = True,
-                  mode: str = DEFAULT_MODE) -> Trace:
+                  mode: str = DEFAULT_MODE, checks: bool = True) -> Trace:
         trace = None
-        for ev in self.stream(task, text, top_k, copy_input, mode):
+        for ev in self.stream(task, text, top_k, copy_input, mode, checks):
             if isinstance(ev, DoneEvent):
                 trace = ev.trace
         if trace is None:

@@ -59,6 +59,12 @@ def build(app: AppState, demo: gr.Blocks) -> None:
                                      info="Masks tokens that would misspell or drop the text; untick to see what "
                                           "the model writes on its own. Steps where the mask overrode the model "
                                           "are underlined.", elem_id="copy-input")
+            checks = gr.Checkbox(value=True, label="Check the result against what the run read",
+                                 info="Respells an answer misspelt while copying as the documents spell it, and "
+                                      "moves a linked mention onto its entity's name or refuses a link whose "
+                                      "mention shares no word with it; the result says what it changed. Untick "
+                                      "to see the result as the model wrote it. Only models that declare the "
+                                      "checks (the embedded default) run them.", elem_id="result-checks")
             example = gr.Dropdown(label="Examples (pick one to fill the input)", choices=[], value=None,
                                   interactive=True, elem_id="examples")
             text = gr.Textbox(label="Input", lines=3, placeholder="Type a sentence or a question",
@@ -85,7 +91,7 @@ def build(app: AppState, demo: gr.Blocks) -> None:
 
     runs = RunView(app, status, panel, download, expected, world, spans)
     ran = wire_model_run(app, [run_btn.click, text.submit], stop_btn, runs.run,
-                         [task, text, top_k, copy_input, mode], runs.outputs, status, batched=True)
+                         [task, text, top_k, copy_input, mode, checks], runs.outputs, status, batched=True)
     ran.then(whatif.refresh, panel.trace, whatif.outputs, queue=False, **PRIVATE)
     wire_examples(app, task, example, text)
     # An example shows what it should give; the tick or cross comes after its run.
@@ -130,7 +136,8 @@ class RunView:
     def outputs(self) -> list:
         return [self.status, *self.panel.outputs, self.download, self.expected, self.world, self.spans]
 
-    def run(self, task, text, top_k, copy_input=True, mode=DEFAULT_MODE, ticket=None, request: gr.Request = None):
+    def run(self, task, text, top_k, copy_input=True, mode=DEFAULT_MODE, checks=True, ticket=None,
+            request: gr.Request = None):
         """Stream a run: the timeline grows as tokens come; the result and download come at the end.
         Stop ends it between tokens and keeps what it made. `mode`: OneGen, or ImpRAG's model."""
         app, status, panel, download = self.app, self.status, self.panel, self.download
@@ -147,7 +154,7 @@ class RunView:
                 yield {status: R.message_html(loading_message(app, "Running...", (mode,))), **panel.live(live),
                        panel.result: "", download: gr.DownloadButton(visible=False), self.world: "",
                        self.spans: gr.DownloadButton(visible=False)}
-                stream = self.events(task, text, top_k, copy_input, mode)
+                stream = self.events(task, text, top_k, copy_input, mode, checks)
                 try:
                     for ev in worth_showing(stream, live):
                         if isinstance(ev, DoneEvent):

@@ -1,0 +1,30 @@
+"""The Run tab's result-checks switch (AppState.stream `checks`): on, a run uses the checks its model
+declares; off, the result is as the model wrote it."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("gradio")
+
+from conftest_app import build_world, config_for, scripted_choices  # noqa: E402
+from onegen.app_state import AppState  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+QUESTION = "Where was the director of Film A born?"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    world = build_world(tmp_path_factory.mktemp("app-checks"))
+    return AppState(config_for(world), chooser_for=scripted_choices)
+
+
+def test_the_switch_turns_the_models_checks_off_and_on(app):
+    lm = app.model()
+    assert app.run_trace("multi-hop", QUESTION).settings["answer_alignment"] == "off"  # declares none
+    lm.info["answer_alignment"] = "snap"
+    try:
+        assert app.run_trace("multi-hop", QUESTION).settings["answer_alignment"] == "snap"
+        assert app.run_trace("multi-hop", QUESTION, checks=False).settings["answer_alignment"] == "off"
+    finally:
+        del lm.info["answer_alignment"]
