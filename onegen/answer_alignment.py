@@ -69,8 +69,9 @@ def align_answer(answer: str | None, sources: Sequence[str], policy: str) -> str
     return aligned_answer(answer, sources)
 
 
-def answer_note(model_answer: str | None) -> str:
-    """One line for a reader where the alignment changed the answer; "" otherwise."""
+def answer_note(model_answer: str | None, check: str | None = None) -> str:
+    """One line for a reader where a result check changed the answer; "" otherwise. `check`: the
+    comparison check's words (Result.answer_check), when it was that check."""
     if model_answer is None:
         return ""
-    return f"the model wrote {model_answer!r}; spelled as in what the run read"
+    return f"the model answered {model_answer!r}; " + (check or "spelled as in what the run read")

@@ -184,6 +184,9 @@ class RunSettings:
     # QA: an answer misspelt while copying against the documents the run read
     # (onegen/answer_alignment.py): "off" or "snap".
     answer_alignment: str | None = None
+    # Multi-hop: a comparison the chain states, recomputed from the values it wrote
+    # (onegen/comparison_check.py): "off" or "recompute".
+    comparison_check: str | None = None
     # Llama models on the CPU: the fused decode path (onegen/fused_llama.py), same hidden states as
     # the transformers forward with fewer op calls. False always uses the transformers forward.
     fused_decoder: bool = True

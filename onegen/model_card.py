@@ -89,7 +89,7 @@ def qa_figures(m: QAMetrics) -> str:
         text += "; recall@1 by hop " + " / ".join(f"{hops[h]['recall@1']:.2f}" for h in names)
     if m.answers_as_written is not None:
         text += (f"; answers as the model wrote them EM {m.answers_as_written['em']:.2f} "
-                 f"({m.answers_as_written['changed']} changed by the answer alignment)")
+                 f"({m.answers_as_written['changed']} changed by the result checks)")
     return text
 
 

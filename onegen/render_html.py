@@ -363,7 +363,7 @@ def hops_html(trace: Trace) -> str:
 
 
 def _answer_note(trace: Trace) -> str:
-    note = answer_note(trace.result.model_answer)
+    note = answer_note(trace.result.model_answer, trace.result.answer_check)
     return f'<div class="og-muted og-aligned">{esc(note)}</div>' if note else ""
 
 

@@ -180,7 +180,7 @@ def result_block(trace: Trace) -> str:
     else:
         if res.answer:
             lines.append((f"Answer ({NO_CONFIDENT_MATCH}): {res.answer}" if warning else f"Answer: {res.answer}")
-                         + (f"  ({answer_note(res.model_answer)})" if res.model_answer is not None else ""))
+                         + (f"  ({answer_note(res.model_answer, res.answer_check)})" if res.model_answer is not None else ""))
         elif res.hops is not None:  # the chain ends with a marked final answer
             lines.append("Answer: none (no <FINAL-ANSWER>...</FINAL-ANSWER> in the output)")
         else:

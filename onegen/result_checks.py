@@ -1,6 +1,7 @@
 """Checks of a finished run's result against the documents it read, chosen per run or declared by
-a model: entity linking's name alignment (onegen/name_alignment.py) and the QA tasks' answer
-alignment (onegen/answer_alignment.py).
+a model: entity linking's name alignment (onegen/name_alignment.py), the QA tasks' answer
+alignment (onegen/answer_alignment.py) and multi-hop's comparison check
+(onegen/comparison_check.py).
 
 Both leave the model's tokens and retrievals as they were and record what they changed, so a
 reader sees the model's own output beside the checked result. A model folder declares the checks
@@ -15,6 +16,7 @@ from typing import Any
 CHECKS: dict[str, tuple[str, ...]] = {
     "name_alignment": ("off", "snap", "strict"),
     "answer_alignment": ("off", "snap"),
+    "comparison_check": ("off", "recompute"),
 }
 
 

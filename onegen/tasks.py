@@ -32,6 +32,7 @@ from .metrics import (UNKNOWN_ENTITY, ELDocument, ELMetrics, ELSpanDocument, QAM
                       el_scores_from_result_lines, el_span_scores, qa_scores, qa_summary)
 from .protocols import ENTITY_LINKING, MULTI_HOP, SINGLE_HOP, TaskName, TaskSpec
 from .answer_alignment import align_answer
+from .comparison_check import check_comparison
 from .name_alignment import align_names
 from .trace import Hop, LinkedEntity, Trace
 
@@ -309,7 +310,8 @@ class QuestionAnswering(Task):
         read = [_TAG.sub(" ", r.inserted_text) for r in trace.retrievals if r.inserted_text]
         aligned = align_answer(trace.result.answer, [input_text, *read], policy)
         if aligned is not None:
-            trace.result.model_answer, trace.result.answer = trace.result.answer, aligned
+            trace.result.model_answer = trace.result.model_answer or trace.result.answer
+            trace.result.answer = aligned
 
     def example_input(self, example: Example) -> str:
         return example.question
@@ -350,7 +352,7 @@ class QuestionAnswering(Task):
             answers_as_written=self.answers_as_written(records))
 
     def answers_as_written(self, records: Sequence[ExampleRecord]) -> dict[str, float | int] | None:
-        """EM of the answers before the answer alignment changed them; None when it changed none."""
+        """EM of the answers before the result checks changed them; None when they changed none."""
         changed = [r for r in records if r.trace is not None and r.trace.result.model_answer is not None
                    and self.answer(r.trace) is not None]
         if not changed or not records:
@@ -381,6 +383,19 @@ class MultiHop(QuestionAnswering):
         trace.result.final_answer_found = bool(answers)
         trace.result.answer = answers[-1].strip() if answers else None
         trace.result.hops = multi_hop_chain(trace)
+
+    result_checks = ("comparison_check", "answer_alignment")  # the option first, then its spelling
+
+    def check_result(self, trace: Trace, input_text: str) -> None:
+        res = trace.result
+        if res.final_answer_found:
+            written = "".join(t.text for t in trace.tokens if t.kind != "inserted")
+            changed = check_comparison(written, res.answer, [h.answer for h in res.hops or []], input_text,
+                                       trace.settings.get("comparison_check", "off"))
+            if changed is not None:
+                res.model_answer, res.answer = res.answer, changed[0]
+                res.answer_check = f"the model wrote {changed[1]!r}; recomputed from the chain's values"
+        super().check_result(trace, input_text)
 
     def looks_like(self, item: Mapping[str, Any]) -> bool:
         return "context" in item and "question" in item

@@ -205,6 +205,9 @@ class Result:
     # QA: the answer as the model wrote it, where the answer alignment replaced it by the phrase of
     # the documents it read that it meant to copy (onegen/answer_alignment.py); None otherwise.
     model_answer: str | None = None
+    # Multi-hop: why the comparison check replaced the answer (onegen/comparison_check.py), with
+    # the model's own comparison; None otherwise.
+    answer_check: str | None = None
     hops: list[Hop] | None = None
     reflection_tokens: list[str] | None = None
     retrieval_limit_reached: bool = False
@@ -280,7 +283,7 @@ class Trace:
                 for optional in _ENTITY_OPTIONAL:
                     if e.get(optional) is None:
                         e.pop(optional)
-        for optional in ("unlinked", "model_answer"):
+        for optional in ("unlinked", "model_answer", "answer_check"):
             if d["result"][optional] is None:
                 d["result"].pop(optional)
         if d["cost"].get("layer_groups") is None:
@@ -306,7 +309,7 @@ class Trace:
                 final_answer_found=bool(r.get("final_answer_found", False)),
                 entities=None if r.get("entities") is None else [LinkedEntity(**e) for e in r["entities"]],
                 unlinked=None if r.get("unlinked") is None else [LinkedEntity(**e) for e in r["unlinked"]],
-                model_answer=r.get("model_answer"),
+                model_answer=r.get("model_answer"), answer_check=r.get("answer_check"),
                 hops=None if r.get("hops") is None else [Hop(**h) for h in r["hops"]],
                 reflection_tokens=r.get("reflection_tokens"),
                 retrieval_limit_reached=bool(r.get("retrieval_limit_reached", False)),

@@ -56,7 +56,7 @@ def test_the_run_keeps_the_models_answer_beside_the_aligned_one():
     task.check_result(trace, trace.input)
     assert (trace.result.answer, trace.result.model_answer) == ("Prirburora", "Pirburora")
     assert Trace.from_json(trace.to_json()).result.model_answer == "Pirburora"
-    assert "the model wrote 'Pirburora'" in result_block(trace)
+    assert "the model answered 'Pirburora'" in result_block(trace)
     html = R.result_html(trace)
     assert "og-aligned" in html and "Pirburora" in html
     records = [SimpleNamespace(trace=trace, scores={"em": 1.0}, example=SimpleNamespace(answers=["Prirburora"])),

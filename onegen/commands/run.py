@@ -80,6 +80,9 @@ RESULT_CHECK_HELP = {
     "answer_alignment":
         "QA: off, or snap: an answer found nowhere in the question and the documents the run read, but "
         "one of their phrases with a slip (a letter or two, or cut short), becomes that phrase",
+    "comparison_check":
+        "multi-hop: off, or recompute: where the chain states a comparison (\"V1 is more than V2, so the "
+        "larger one is\"), the option its own values make the answer",
 }
 
 

@@ -99,6 +99,7 @@ class Recipe:
     # Inference settings that training never reads; None: none recorded.
     name_alignment: str | None = None
     answer_alignment: str | None = None
+    comparison_check: str | None = None  # multi-hop: "off" or "recompute"
 
     @classmethod
     def load(cls, path: str | Path) -> "Recipe":

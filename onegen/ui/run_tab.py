@@ -60,7 +60,8 @@ def build(app: AppState, demo: gr.Blocks) -> None:
                                           "the model writes on its own. Steps where the mask overrode the model "
                                           "are underlined.", elem_id="copy-input")
             checks = gr.Checkbox(value=True, label="Check the result against what the run read",
-                                 info="Respells an answer misspelt while copying as the documents spell it, and "
+                                 info="Respells an answer misspelt while copying as the documents spell it, "
+                                      "recomputes a comparison the chain states from the values it wrote, and "
                                       "moves a linked mention onto its entity's name or refuses a link whose "
                                       "mention shares no word with it; the result says what it changed. Untick "
                                       "to see the result as the model wrote it. Only models that declare the "
