@@ -493,8 +493,9 @@ class QAMetrics(TaskMetrics):
     by_type: dict[str, dict[str, float | int]] | None = None
     retrieval: dict[str, dict[str, float | int]] = field(default_factory=dict)
     no_final_answer: int = 0
-    # With result checks that change answers (onegen/result_checks.py): EM of the answers as the
-    # model wrote them, and how many the checks changed; None when they changed none.
+    # With result checks that change answers (onegen/result_checks.py): EM and F1 of the answers as
+    # the model wrote them (what the authors' scorers read from the output), and how many the checks
+    # changed; None when they changed none.
     answers_as_written: dict[str, float | int] | None = None
 
     def task_figures(self) -> dict[str, Any]:

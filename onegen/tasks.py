@@ -357,8 +357,12 @@ class QuestionAnswering(Task):
                    and self.answer(r.trace) is not None]
         if not changed or not records:
             return None
-        gained = sum(r.scores["em"] - qa_scores(r.trace.result.model_answer, r.example.answers)["em"] for r in changed)
-        return {"em": (sum(r.scores["em"] for r in records) - gained) / len(records), "changed": len(changed)}
+        written = {id(r): qa_scores(r.trace.result.model_answer, r.example.answers) for r in changed}
+        out: dict[str, float | int] = {}
+        for key in ("em", "f1"):
+            gained = sum(r.scores[key] - written[id(r)][key] for r in changed)
+            out[key] = (sum(r.scores[key] for r in records) - gained) / len(records)
+        return {**out, "changed": len(changed)}
 
     def prediction_text(self, record: ExampleRecord) -> str:
         return record.scores.get("answer") or ""

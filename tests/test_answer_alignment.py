@@ -59,10 +59,10 @@ def test_the_run_keeps_the_models_answer_beside_the_aligned_one():
     assert "the model answered 'Pirburora'" in result_block(trace)
     html = R.result_html(trace)
     assert "og-aligned" in html and "Pirburora" in html
-    records = [SimpleNamespace(trace=trace, scores={"em": 1.0}, example=SimpleNamespace(answers=["Prirburora"])),
-               SimpleNamespace(trace=_single_hop("Prirburora", "snap"), scores={"em": 1.0},
+    records = [SimpleNamespace(trace=trace, scores={"em": 1.0, "f1": 1.0}, example=SimpleNamespace(answers=["Prirburora"])),
+               SimpleNamespace(trace=_single_hop("Prirburora", "snap"), scores={"em": 1.0, "f1": 1.0},
                                example=SimpleNamespace(answers=["Prirburora"]))]
-    assert task.answers_as_written(records) == {"em": 0.5, "changed": 1}
+    assert task.answers_as_written(records) == {"em": 0.5, "f1": 0.5, "changed": 1}
 
 
 def test_without_the_check_the_answer_and_json_are_as_before():

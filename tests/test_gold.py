@@ -68,9 +68,11 @@ def test_shipped_multi_hop_files_pair_line_by_line_with_their_gold(tmp_path, cap
         aliases = read_lines(tmp_path / "gold.aliases.jsonl")  # the world's items are in 2Wiki layout
         lines = read_lines(result)
         ours = load_results(result).metrics
+        # The authors' scorers read the model's own output: the answers as written, before the checks.
+        written = ours.answers_as_written or {"em": ours.em, "f1": ours.f1}
         for table in (None, aliases):  # the HotpotQA scorer, then the 2Wiki one with its alias file
             theirs = authors_qa_scores(lines, gold, table)
-            assert theirs["em"] == pytest.approx(ours.em) and theirs["f1"] == pytest.approx(ours.f1)
+            assert theirs["em"] == pytest.approx(written["em"]) and theirs["f1"] == pytest.approx(written["f1"])
         assert [item["_id"] for item in gold] == [line["onegen"]["key"] for line in lines]
         positions = [line["onegen"]["position"] for line in lines]
         assert positions == sorted(positions)  # data order: the shards were put back in order
@@ -98,7 +100,9 @@ def test_shipped_entity_linking_file_and_its_gold(tmp_path):
     gold, lines = read_lines(tmp_path / "gold.jsonl"), read_lines(result)
     # The authors' EL scorer reads the result file alone; the gold is its test items, line for line.
     assert [(g["text"], g["labels"]) for g in gold] == [(line["text"], line["labels"]) for line in lines]
-    assert el_scores_from_result_lines(lines).f1 == pytest.approx(load_results(result).metrics.f1)
+    # It reads the output, which keeps the spans the model marked: the figures before the name check.
+    metrics = load_results(result).metrics
+    assert el_scores_from_result_lines(lines).f1 == pytest.approx(metrics.authors_scorer["f1"])
 
 
 def test_shipped_files_name_their_data_and_the_shipped_model(tmp_path):
