@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
+from .answer_alignment import answer_note
 from .modes import MODE_LABELS, MODES
 from .render_html import esc, layer_group_counts
 from .render_text import PHASE_LABELS, phase_labels
@@ -159,7 +160,11 @@ def _scores(m: str, t: Trace) -> str:
 
 
 def _answer(m: str, t: Trace) -> str:
-    return esc(t.result.answer) if t.result.answer else '<span class="og-muted">(none)</span>'
+    if not t.result.answer:
+        return '<span class="og-muted">(none)</span>'
+    # A result check changed it (onegen/result_checks.py): say what the model wrote.
+    note = answer_note(t.result.model_answer, t.result.answer_check)
+    return esc(t.result.answer) + (f'<div class="og-muted og-aligned">{esc(note)}</div>' if note else "")
 
 
 def _tokens(result: Comparison, m: str, t: Trace) -> str:

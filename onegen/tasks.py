@@ -25,15 +25,15 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, Sequence
 
 from . import datasets, error_analysis
+from .answer_alignment import align_answer
+from .comparison_check import check_comparison
 from .datasets import ELExample, MultiHopExample, SingleHopExample
 from .documents import Document, split_written_sentences
 from .errors import OneGenError
 from .metrics import (UNKNOWN_ENTITY, ELDocument, ELMetrics, ELSpanDocument, QAMetrics, el_scores,
                       el_scores_from_result_lines, el_span_scores, qa_scores, qa_summary)
-from .protocols import ENTITY_LINKING, MULTI_HOP, SINGLE_HOP, TaskName, TaskSpec
-from .answer_alignment import align_answer
-from .comparison_check import check_comparison
 from .name_alignment import align_names
+from .protocols import ENTITY_LINKING, MULTI_HOP, SINGLE_HOP, TaskName, TaskSpec
 from .trace import Hop, LinkedEntity, Trace
 
 if TYPE_CHECKING:
@@ -352,7 +352,7 @@ class QuestionAnswering(Task):
             answers_as_written=self.answers_as_written(records))
 
     def answers_as_written(self, records: Sequence[ExampleRecord]) -> dict[str, float | int] | None:
-        """EM of the answers before the result checks changed them; None when they changed none."""
+        """EM and F1 of the answers before the result checks changed them; None when they changed none."""
         changed = [r for r in records if r.trace is not None and r.trace.result.model_answer is not None
                    and self.answer(r.trace) is not None]
         if not changed or not records:

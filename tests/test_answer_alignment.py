@@ -59,6 +59,8 @@ def test_the_run_keeps_the_models_answer_beside_the_aligned_one():
     assert "the model answered 'Pirburora'" in result_block(trace)
     html = R.result_html(trace)
     assert "og-aligned" in html and "Pirburora" in html
+    from onegen.render_compare import _answer  # the Compare tab's answer row says it too
+    assert "og-aligned" in _answer("onegen", trace) and "Pirburora" in _answer("onegen", trace)
     records = [SimpleNamespace(trace=trace, scores={"em": 1.0, "f1": 1.0}, example=SimpleNamespace(answers=["Prirburora"])),
                SimpleNamespace(trace=_single_hop("Prirburora", "snap"), scores={"em": 1.0, "f1": 1.0},
                                example=SimpleNamespace(answers=["Prirburora"]))]
