@@ -398,7 +398,7 @@ class MultiHop(QuestionAnswering):
                                        trace.settings.get("comparison_check", "off"))
             if changed is not None:
                 res.model_answer, res.answer = res.answer, changed[0]
-                res.answer_check = f"the model wrote {changed[1]!r}; recomputed from the chain's values"
+                res.answer_check = f"its comparison {changed[1]!r} recomputed from the chain's values"
         super().check_result(trace, input_text)
 
     def looks_like(self, item: Mapping[str, Any]) -> bool:
