@@ -30,9 +30,9 @@ from .index import IndexLoadError, VectorIndex, content_fingerprint, read_manife
 from .loading import LoadedModel
 from .modes import BASELINE_NAMES, DEFAULT_MODE, MODE_LABELS
 from .protocols import MissingTokenError
-from .result_checks import CHECKS
 from .render_html import browse_href
 from .render_text import NO_CONFIDENT_MATCH, SIGNAL_WORDS
+from .result_checks import CHECKS
 from .results import ResultSet
 from .tasks import TASK_NAMES, get_task
 from .trace import Trace

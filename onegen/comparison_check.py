@@ -53,7 +53,7 @@ def option_of(value: str, sentences: Sequence[str], question: str) -> str | None
     if not holding:
         return None
     subject = _subject(holding[0])
-    for _ in range(3):  # a comparison chain is at most two sentences deep per option
+    for _ in range(3):  # an option is at most three sentences back from its value
         if subject is None:
             return None
         if _strip_article(subject).lower() in q:

@@ -31,8 +31,8 @@ from .errors import OneGenError
 from .fused_llama import FusedLlamaDecoder, fusable, fused_weights
 from .index import VectorIndex
 from .loading import LoadedModel
-from .result_checks import resolve_check
 from .protocols import LK, SPECS, ResolvedProtocol, get_spec
+from .result_checks import resolve_checks
 from .tasks import get_task
 from .tokenization import Token, template_parts
 from .trace import (Cost, Hit, Override, OverrideKind, Phase, Replay, ReplayChoiceKind, Retrieval, StopReason,
@@ -608,7 +608,7 @@ class _Run:
         greedy_copy = self.copy is not None and settings.sampling is None
         self.early_close = greedy_copy and settings.early_close
         self.model_opens = greedy_copy and settings.model_opens
-        self.checks = {key: resolve_check(key, getattr(settings, key), self.lm) for key in self.task.result_checks}
+        self.checks = resolve_checks(self.task.result_checks, settings, self.lm)
         self.trace = Trace(task=self.spec.name, mode=engine.query_encoder.name, model=self._model_info(),
                            input=text, prompt_text=self.prompt_text, prompt_ids=list(self.prompt_ids),
                            cost=cost, index=retriever.describe(),

@@ -53,7 +53,7 @@ from .errors import OneGenError
 from .fsutil import atomic_write
 from .index_coverage import IndexCoverage, index_coverage
 from .metrics import ELMetrics, EvaluatedWith, QAMetrics
-from .result_checks import CHECKS, resolve_check
+from .result_checks import CHECKS, resolve_checks
 from .tasks import TASK_NAMES, CandidatesMode, Example, Task, get_task
 from .trace import Hit, Trace, TraceFormatError
 
@@ -464,7 +464,7 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
         greedy_copy = run_settings.copy_input and run_settings.sampling is None
         run_info["early_close"] = greedy_copy and run_settings.early_close
         run_info["model_opens"] = greedy_copy and run_settings.model_opens
-    run_info.update({key: resolve_check(key, getattr(run_settings, key), lm) for key in the_task.result_checks})
+    run_info.update(resolve_checks(the_task.result_checks, run_settings, lm))
     if source is not None:
         run_info.update(data=source.data, aliases=source.aliases, skipped_items=source.skipped)
 

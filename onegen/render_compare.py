@@ -11,9 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .answer_alignment import answer_note
 from .modes import MODE_LABELS, MODES
-from .render_html import esc, layer_group_counts
+from .render_html import answer_note_html, esc, layer_group_counts
 from .render_text import PHASE_LABELS, phase_labels
 from .trace import PHASES, Trace
 
@@ -162,9 +161,7 @@ def _scores(m: str, t: Trace) -> str:
 def _answer(m: str, t: Trace) -> str:
     if not t.result.answer:
         return '<span class="og-muted">(none)</span>'
-    # A result check changed it (onegen/result_checks.py): say what the model wrote.
-    note = answer_note(t.result.model_answer, t.result.answer_check)
-    return esc(t.result.answer) + (f'<div class="og-muted og-aligned">{esc(note)}</div>' if note else "")
+    return esc(t.result.answer) + answer_note_html(t)  # what the model wrote, if a check changed it
 
 
 def _tokens(result: Comparison, m: str, t: Trace) -> str:

@@ -11,8 +11,8 @@ import re
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 from urllib.parse import quote
 
-from .documents import Document
 from .answer_alignment import answer_note
+from .documents import Document
 from .name_alignment import alignment_words
 from .protocols import SPECS
 from .render_text import (DECODER_LABELS, NO_CONFIDENT_MATCH, PHASE_LABELS, copy_note, low_confidence_words,
@@ -354,7 +354,7 @@ def hops_html(trace: Trace) -> str:
     res = trace.result
     if res.final_answer_found:
         final = (f'<div class="og-card og-final"><div class="og-card-n">{_final_label(trace, "Final answer")}</div>'
-                 f'{esc(res.answer)}{_answer_note(trace)}</div>')
+                 f'{esc(res.answer)}{answer_note_html(trace)}</div>')
     else:
         why = " (the retrieval limit was reached)" if res.retrieval_limit_reached else ""
         final = (f'<div class="og-card og-final og-muted"><div class="og-card-n">Final answer</div>'
@@ -362,7 +362,8 @@ def hops_html(trace: Trace) -> str:
     return f'<div class="og-chain">{"<div class=og-arrow>&rarr;</div>".join(cards)}{final}</div>'
 
 
-def _answer_note(trace: Trace) -> str:
+def answer_note_html(trace: Trace) -> str:
+    """What the model answered, where a result check changed the answer; "" otherwise."""
     note = answer_note(trace.result.model_answer, trace.result.answer_check)
     return f'<div class="og-muted og-aligned">{esc(note)}</div>' if note else ""
 
@@ -371,7 +372,7 @@ def single_hop_html(trace: Trace, links: dict[str, str] | None = None) -> str:
     """Reranked passages, the chosen one, the answer and the Self-RAG reflection tokens."""
     r = trace.retrievals[0] if trace.retrievals else None
     parts = [f'<div class="og-card og-final"><div class="og-card-n">{_final_label(trace, "Answer")}</div>'
-             f'{esc(trace.result.answer) or "(empty)"}{_answer_note(trace)}</div>']
+             f'{esc(trace.result.answer) or "(empty)"}{answer_note_html(trace)}</div>']
     refl = trace.result.reflection_tokens or []
     chips = "".join(f'<span class="og-refl">{esc(t)}</span>' for t in refl) or '<span class="og-muted">none</span>'
     parts.append(f'<div class="og-kv"><span>Reflection tokens</span>{chips}</div>')

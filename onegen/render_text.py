@@ -164,9 +164,8 @@ def result_block(trace: Trace) -> str:
             lines.append(f"  {e.mention!r} ({span}) -> {e.title} [{e.entity_id}]  score {e.score:+.4f}"
                          + (f"  ({NO_CONFIDENT_MATCH})" if low else "")
                          + (f"  ({alignment_words(e, trace.input)})" if e.alignment else ""))
-        policy = trace.settings.get("name_alignment")
         if res.unlinked:
-            lines.append(f"Marked but not linked by the name check ({policy}):")
+            lines.append(f"Marked but not linked by the name check ({trace.settings.get('name_alignment')}):")
             for e in res.unlinked:
                 lines.append(f"  {e.mention!r} -> {alignment_words(e, trace.input)}, score {e.score:+.4f}")
         linked = {e.retrieval for e in ents} | {e.retrieval for e in res.unlinked or []}

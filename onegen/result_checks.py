@@ -35,3 +35,9 @@ def model_check(lm, key: str) -> str:
 def resolve_check(key: str, asked: str | None, lm) -> str:
     """The setting a run uses: the one asked for, else the model's own."""
     return check_value(key, asked) if asked is not None else model_check(lm, key)
+
+
+def resolve_checks(keys: tuple[str, ...], settings, lm) -> dict[str, str]:
+    """The settings of the checks `keys` (a task's `result_checks`) for a run of `settings`
+    (RunSettings, whose fields carry the checks' names) on model `lm`."""
+    return {key: resolve_check(key, getattr(settings, key), lm) for key in keys}

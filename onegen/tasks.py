@@ -19,6 +19,8 @@ metrics.py when its figures are neither entity linking's nor QA's).
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
 import statistics
 from collections import Counter
@@ -562,19 +564,18 @@ def output_qid(trace: Trace, lk_id: int | None) -> list[str]:
 _EL_TAGS = re.compile(r"<MENTION>|</MENTION>|\[LK\]|\[_CONTINUE_\]")
 
 
-def copied_offset(input_text: str, trace: Trace, position: int, mention: str) -> int | None:
-    """Where in the input the mention closed just before token `position` starts, read from the
-    output itself: the text written before its `<MENTION>`, tags removed, is the input copied so
-    far (one extra leading space allowed, as the copy constraint allows). None when the output
-    does not copy the input there (free decoding), so a search must place it."""
-    prefix = "".join(t.text for t in trace.tokens if t.position < position and t.kind != "inserted")
-    opened = prefix.rfind("<MENTION>")
+def copied_offset(input_text: str, written: str, mention: str) -> int | None:
+    """Where in the input a mention starts, read from the output itself: `written` is the output
+    up to the mention's `</MENTION>`; the text before its `<MENTION>`, tags removed, is the input
+    copied so far (one extra leading space allowed, as the copy constraint allows). None when the
+    output does not copy the input there (free decoding), so a search must place it."""
+    opened = written.rfind("<MENTION>")
     if opened < 0:
         return None
-    copied = _EL_TAGS.sub("", prefix[:opened])
+    copied = _EL_TAGS.sub("", written[:opened])
     if copied[:1].isspace() and not input_text[:1].isspace():
         copied = copied[1:]
-    inside = prefix[opened + len("<MENTION>"):]
+    inside = written[opened + len("<MENTION>"):]
     start = len(copied) + len(inside) - len(inside.lstrip())
     if not input_text.startswith(copied) or input_text[start:start + len(mention)] != mention:
         return None
@@ -586,13 +587,18 @@ def link_mentions(input_text: str, trace: Trace) -> list[LinkedEntity]:
     malformed mention never shifts the others. A mention's span is where the output copied it
     (`copied_offset`); where the output is not a copy, the mention is searched in the input left
     to right."""
+    tokens = [t for t in trace.tokens if t.kind != "inserted"]
+    positions = [t.position for t in tokens]
+    text = "".join(t.text for t in tokens)
+    ends = list(itertools.accumulate((len(t.text) for t in tokens), initial=0))  # text offset per token
     out: list[LinkedEntity] = []
     cursor = 0
     for i, r in enumerate(trace.retrievals):
         hit = r.chosen_hit
         if not r.query_text or hit is None:
             continue
-        start = copied_offset(input_text, trace, r.position, r.query_text)
+        written = text[:ends[bisect.bisect_left(positions, r.position)]]  # the output before the [LK]
+        start = copied_offset(input_text, written, r.query_text)
         if start is None:
             start = input_text.find(r.query_text, cursor)
         if start < 0:

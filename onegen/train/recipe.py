@@ -94,12 +94,12 @@ class Recipe:
     # The ImpRAG mode's training (onegen/train/imprag.py `ImpragSpec`: layer boundaries, warm-up
     # steps, temperatures, loss weights); None: the recipe trains OneGen only.
     imprag: dict[str, Any] | None = None
-    # The result checks the exported model asks for (onegen/result_checks.py): entity linking's
-    # name alignment ("off", "snap", "strict") and the QA answer alignment ("off", "snap").
-    # Inference settings that training never reads; None: none recorded.
+    # The result checks the exported model asks for (onegen/result_checks.py CHECKS lists each
+    # one's settings): entity linking's name alignment, the QA answer alignment and multi-hop's
+    # comparison check. Inference settings that training never reads; None: none recorded.
     name_alignment: str | None = None
     answer_alignment: str | None = None
-    comparison_check: str | None = None  # multi-hop: "off" or "recompute"
+    comparison_check: str | None = None
 
     @classmethod
     def load(cls, path: str | Path) -> "Recipe":

@@ -21,10 +21,10 @@ from ..encode import document_prompt
 from ..fsutil import atomic_write
 from ..loading import ensure_base, load_tokenizer
 from ..protocols import get_spec
+from ..result_checks import CHECKS
 from ..tokenization import ProtocolTokenizer
 from .examples import BUILDERS, IGNORE, Corpus, QuerySample, load_corpus, load_task_items
 from .losses import bpr_loss, infonce_loss, recall_at_1, similarity
-from ..result_checks import CHECKS
 from .recipe import Recipe
 
 MICRO_BATCH_TOKENS = 2048
