@@ -16,18 +16,22 @@ file checksums, `index.content_fingerprint`); the manifest itself is left as bui
 indexes verify as before, and a rebuilt index never inherits a calibration of other vectors.
 
 Signals: "top1" (the top hit's cosine) or "margin" (top hit minus the second). A run is flagged
-when any of its retrievals falls below the threshold: one hop about an unknown name is enough
-for the answer to stand on a document that does not support it.
+when any retrieval its result rests on falls below the threshold (`result_retrievals`): one hop
+about an unknown name is enough for the answer to stand on a document that does not support it.
+An entity-linking result rests on the retrievals of the links it kept: a mention whose link the
+name check refused is listed as unlinked, and its own step keeps its flag, but the result does
+not stand on it. A result that kept no link rests on every retrieval.
 
-Rule: the in-world runs that bound the threshold are the "gold runs", those whose every retrieval
-chose its gold document: their scores are the range to keep unflagged. (An in-world run that
-retrieved a wrong document, or linked a span that is no gold mention, may well be flagged: it
-does not rest on the document it needed either.) With out-of-world result files (questions whose
-answers are not in the index), the threshold is the one that flags the most out-of-world runs
-beyond gold runs (the largest out-of-world rate minus gold-run rate) among those that flag at
-most `max_in_world_flagged` of the gold runs, set half-way between the two run signals it falls
-between. Without them, it is the `gold_quantile` quantile of the gold top hits' signal. Each
-result file's rates are recorded: all its runs flagged, and its gold runs flagged.
+Rule: with out-of-world result files (questions whose answers are not in the index), the
+threshold is the one that flags the most out-of-world runs beyond in-world runs (the largest
+out-of-world rate minus in-world rate, all in-world files pooled) among those that flag at most
+`max_in_world_flagged` of the runs of every in-world file, set half-way between the two run
+signals it falls between. Every run counts, not only those that retrieved their gold documents:
+the tolerance is what a visitor asking about the index's own world meets, each kind of input
+(each in-world file, e.g. template and paraphrased wording) on its own. Without out-of-world files,
+it is the `gold_quantile` quantile of the signal of the retrievals whose top hit is the gold
+document. Each result file's rates are recorded: all its runs flagged, and its "gold runs" (every
+retrieval chose its gold document) flagged.
 """
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence, get_args
 
 from .errors import OneGenError
 from .fsutil import atomic_write
-from .trace import Hit, Retrieval
+from .trace import Hit, Retrieval, Trace
 
 if TYPE_CHECKING:
     from .index import VectorIndex
@@ -206,6 +210,17 @@ def run_signal(retrievals: Sequence[Retrieval], signal: Signal) -> float | None:
     return min(-math.inf if v is None else v for v in values)
 
 
+def result_retrievals(trace: Trace) -> list[Retrieval]:
+    """The retrievals a run's result rests on: those of the entities it linked when it linked any
+    (a link the name check refused is not part of the result), every retrieval otherwise."""
+    entities = trace.result.entities
+    if entities:
+        steps = sorted({e.retrieval for e in entities if 0 <= e.retrieval < len(trace.retrievals)})
+        if steps:
+            return [trace.retrievals[i] for i in steps]
+    return list(trace.retrievals)
+
+
 def run_confidence(retrievals: Sequence[Retrieval]) -> bool | None:
     """A run's summary of its retrievals' `confident` fields: False when any is False, True when
     all judged ones are True, None when none was judged (no calibration)."""
@@ -215,20 +230,23 @@ def run_confidence(retrievals: Sequence[Retrieval]) -> bool | None:
     return all(judged)
 
 
-def choose_threshold(in_world: Sequence[float], out_of_world: Sequence[float], gold: Sequence[float], *,
+def choose_threshold(in_world: Sequence[Sequence[float]], out_of_world: Sequence[float], gold: Sequence[float], *,
                      max_in_world_flagged: float = MAX_IN_WORLD_FLAGGED,
                      gold_quantile: float = GOLD_QUANTILE) -> tuple[float, str]:
     """(threshold, the rule in words) from per-run signals (a run is flagged when its signal is
-    below the threshold): `in_world` of the in-world gold runs, `out_of_world` of the out-of-world
-    runs; and `gold`, the gold retrievals' own signals. See the module docstring."""
+    below the threshold): `in_world`, one list per in-world result file, of all its runs;
+    `out_of_world` of the out-of-world runs; and `gold`, the gold retrievals' own signals. See the
+    module docstring."""
+    files = [list(f) for f in in_world if f]
     if not out_of_world:
         if not gold:
             raise CalibrationError("no in-world retrieval chose its gold document: nothing to calibrate on")
         t = quantile(sorted(gold), gold_quantile)
         return t, f"the {gold_quantile:g} quantile of the signal of in-world retrievals whose top hit is gold"
-    if not in_world:
-        raise CalibrationError("no in-world run chose its gold document at every retrieval: nothing to calibrate on")
-    values = sorted(set(in_world) | set(out_of_world))
+    if not files:
+        raise CalibrationError("no in-world run retrieved anything: nothing to calibrate on")
+    pooled = [v for f in files for v in f]
+    values = sorted(set(pooled) | set(out_of_world))
     finite = [v for v in values if math.isfinite(v)]
     # Candidate thresholds: below everything, half-way between neighbours, above everything.
     cands = [(finite[0] - 1e-3) if finite else 0.0]
@@ -236,18 +254,18 @@ def choose_threshold(in_world: Sequence[float], out_of_world: Sequence[float], g
     cands.append((finite[-1] + 1e-3) if finite else 0.0)
     best: tuple[float, float] | None = None  # (objective, threshold)
     for t in cands:
-        in_rate = sum(v < t for v in in_world) / len(in_world)
-        if in_rate > max_in_world_flagged:
+        if any(sum(v < t for v in f) / len(f) > max_in_world_flagged for f in files):
             continue
-        objective = sum(v < t for v in out_of_world) / len(out_of_world) - in_rate
+        objective = (sum(v < t for v in out_of_world) / len(out_of_world)
+                     - sum(v < t for v in pooled) / len(pooled))
         if best is None or objective > best[0]:
             best = (objective, t)
     if best is None:  # only runs without a measurable signal are flagged by every threshold
-        raise CalibrationError(f"more than {max_in_world_flagged:.0%} of in-world runs have a retrieval without a "
-                               "measurable signal (no hits, or a margin of one hit); raise --top-k")
-    return best[1], (f"the threshold that flags the most out-of-world runs beyond in-world gold runs while flagging "
-                     f"at most {max_in_world_flagged:.0%} of the gold runs, half-way between the two run signals it "
-                     "separates")
+        raise CalibrationError(f"more than {max_in_world_flagged:.0%} of an in-world file's runs have a retrieval "
+                               "without a measurable signal (no hits, or a margin of one hit); raise --top-k")
+    return best[1], (f"the threshold that flags the most out-of-world runs beyond in-world runs while flagging at "
+                     f"most {max_in_world_flagged:.0%} of the runs of each in-world file, half-way between the two "
+                     "run signals it separates")
 
 
 # -- measuring --------------------------------------------------------------------------------------
@@ -288,7 +306,7 @@ def _runs(rs: "ResultSet", signal: Signal, gold: list[float] | None) -> _Runs:
     for rec in rs.records:
         if rec.trace is None or not rec.trace.retrievals:
             continue
-        out.signals.append(run_signal(rec.trace.retrievals, signal))
+        out.signals.append(run_signal(result_retrievals(rec.trace), signal))
         if gold is None:
             out.gold.append(False)
             continue
@@ -351,7 +369,7 @@ def calibrate(index: "VectorIndex", in_world: Sequence["ResultSet"], out_of_worl
     for sig in (signal, *(s for s in SIGNALS if s != signal)):
         measured = _measure(in_world, out_of_world, sig)
         try:
-            t, rule = choose_threshold([v for runs in measured.in_world for v in runs.gold_signals],
+            t, rule = choose_threshold([runs.signals for runs in measured.in_world],
                                        [v for runs in measured.out_of_world for v in runs.signals], measured.gold,
                                        max_in_world_flagged=max_in_world_flagged, gold_quantile=gold_quantile)
         except CalibrationError:

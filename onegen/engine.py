@@ -22,7 +22,7 @@ from typing import ClassVar, Iterator, Protocol, Sequence, Union
 
 import torch
 
-from .calibration import run_confidence
+from .calibration import result_retrievals, run_confidence
 from .constrain import CopyConstraint, vocabulary_bytes
 from .documents import Document
 from .draft import NgramDrafter
@@ -960,7 +960,7 @@ class _Run:
         tr.result.output_text = tr.generated_text
         # Only a limit that binds counts: single-hop retrieves exactly once by design.
         tr.result.retrieval_limit_reached = self.queries_while_decoding and len(tr.retrievals) >= self.max_retrievals
-        tr.result.confident = run_confidence(tr.retrievals)
         self.task.fill_result(tr, self.text, self.proto.eos_id)
         self.task.check_result(tr, self.text)
+        tr.result.confident = run_confidence(result_retrievals(tr))  # after the checks: what the result kept
         return tr

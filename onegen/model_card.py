@@ -130,7 +130,7 @@ def calibration_section(calibrations: list[tuple[str, Calibration]]) -> str:
              "Written by `python -m onegen card` from each index's `calibration.json` (made by "
              "`python -m onegen calibrate`; the commands are in docs/embedded-models.md). A retrieval whose "
              "signal falls below its index's threshold is marked \"no confident match in this index\", and so is "
-             "every run that read one.", ""]
+             "every run whose result rests on one (an entity-linking result rests on the links it kept).", ""]
     if not calibrations:
         lines.append("No index of these weights is calibrated.")
     else:

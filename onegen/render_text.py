@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator
 
 from .answer_alignment import answer_note
+from .calibration import result_retrievals
 from .name_alignment import alignment_words
 from .tasks import TASKS
 from .trace import Retrieval, TokenRecord, Trace
@@ -73,10 +74,10 @@ def low_confidence_words(r: Retrieval, calibration: dict[str, Any] | None) -> st
 
 
 def run_confidence_words(trace: Trace) -> str:
-    """One sentence when a retrieval the run read had no confident match; "" otherwise."""
+    """One sentence when a retrieval the result rests on had no confident match; "" otherwise."""
     if trace.result.confident is not False:
         return ""
-    low = [r for r in trace.retrievals if r.confident is False]
+    low = [r for r in result_retrievals(trace) if r.confident is False]
     n = len(trace.retrievals)
     which = ", ".join(str(r.step + 1) for r in low)
     return (f"No confident match in this index: retrieval{'s' if len(low) != 1 else ''} {which} of {n} scored below "

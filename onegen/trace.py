@@ -211,8 +211,9 @@ class Result:
     hops: list[Hop] | None = None
     reflection_tokens: list[str] | None = None
     retrieval_limit_reached: bool = False
-    # False when any retrieval the run read had no confident match, True when every judged one
-    # had, None when none was judged (see Retrieval.confident).
+    # False when any retrieval the result rests on had no confident match, True when every judged
+    # one had, None when none was judged (see Retrieval.confident). Entity linking rests on the
+    # retrievals of the links it kept (calibration.result_retrievals).
     confident: bool | None = None
 
 

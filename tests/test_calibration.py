@@ -86,7 +86,7 @@ def test_a_run_is_judged_by_its_lowest_retrieval():
 def test_threshold_separates_in_world_from_out_of_world_runs():
     in_world = [0.88, 0.90, 0.93, 0.95, 0.97] * 4
     out_of_world = [0.50, 0.62, 0.70, 0.74]
-    t, rule = choose_threshold(in_world, out_of_world, gold=in_world)
+    t, rule = choose_threshold([in_world], out_of_world, gold=in_world)
     assert t == pytest.approx((0.74 + 0.88) / 2)  # half-way across the gap
     assert "out-of-world" in rule
 
@@ -94,17 +94,28 @@ def test_threshold_separates_in_world_from_out_of_world_runs():
 def test_threshold_never_flags_more_in_world_runs_than_allowed():
     in_world = [0.60] * 2 + [0.90] * 98   # two low in-world runs
     out_of_world = [0.55, 0.65, 0.70, 0.80, 0.85]
-    t, _ = choose_threshold(in_world, out_of_world, gold=in_world, max_in_world_flagged=0.05)
+    t, _ = choose_threshold([in_world], out_of_world, gold=in_world, max_in_world_flagged=0.05)
     assert sum(v < t for v in in_world) / len(in_world) <= 0.05
     assert all(v < t for v in out_of_world)
-    t0, _ = choose_threshold(in_world, out_of_world, gold=in_world, max_in_world_flagged=0.0)
+    t0, _ = choose_threshold([in_world], out_of_world, gold=in_world, max_in_world_flagged=0.0)
     assert not any(v < t0 for v in in_world)
     assert t0 <= 0.60
 
 
+def test_every_in_world_file_keeps_its_own_tolerance():
+    # Pooled, 6 low runs of 200 are 3%; but they are 6% of the paraphrased file, so a threshold
+    # above them is refused: each kind of input a visitor writes keeps its own 5%.
+    template = [0.90] * 100
+    paraphrased = [0.66] * 6 + [0.90] * 94
+    out_of_world = [0.55, 0.60, 0.70, 0.70]
+    t, rule = choose_threshold([template, paraphrased], out_of_world, gold=template)
+    assert t == pytest.approx((0.60 + 0.66) / 2) and "each in-world file" in rule
+    pooled, _ = choose_threshold([template + paraphrased], out_of_world, gold=template)
+    assert pooled == pytest.approx((0.70 + 0.90) / 2)  # one file of both would flag them
+
 def test_threshold_without_out_of_world_is_a_gold_quantile():
     gold = [0.5] + [0.9 + i / 1000 for i in range(99)]
-    t, rule = choose_threshold([], [], gold, gold_quantile=0.01)
+    t, rule = choose_threshold([[]], [], gold, gold_quantile=0.01)
     assert 0.5 < t <= 0.9 and "quantile" in rule
     with pytest.raises(CalibrationError):
         choose_threshold([], [], [])
@@ -262,3 +273,29 @@ def test_world_overview_reads_the_index_and_the_evaluation_files(tmp_path):
     page = world_html(overview, "entity-linking")
     assert "?browse=entity-linking&amp;doc=H1" in page and 'href="?browse=entity-linking"' in page
     assert "ivo&#x27;s club" in page and "paraphrased" in page
+
+
+# -- what an entity-linking result rests on -------------------------------------------------------
+
+def test_an_entity_linking_result_rests_on_the_links_it_kept():
+    from onegen.calibration import result_retrievals
+    from onegen.render_text import run_confidence_words
+    from onegen.trace import LinkedEntity, Result
+
+    kept = LinkedEntity("Stona Athletic", 8, 22, "id-s", "Stona Athletic", 0.9, 0)
+    refused = LinkedEntity("Believe it", 30, 40, "id-f", "Ferine Suzasane", 0.5, 1, alignment="no-shared-word")
+    rs = [retrieval(0, 0.9, confident=True), retrieval(1, 0.5, confident=False)]
+    trace = Trace(task="entity-linking", mode="onegen", model={}, input="x", prompt_text="p", prompt_ids=[1],
+                  retrievals=rs, result=Result(entities=[kept], unlinked=[refused]))
+    # The refused aside keeps its own flag, but the links shown do not stand on it.
+    assert result_retrievals(trace) == [rs[0]] and run_confidence(result_retrievals(trace)) is True
+    # Nothing kept: the run rests on every mention it marked, so an unknown sentence stays flagged.
+    trace.result = Result(entities=[], unlinked=[kept, refused])
+    assert result_retrievals(trace) == rs and run_confidence(result_retrievals(trace)) is False
+    trace.result.confident = False
+    assert "retrieval 2 of 2" in run_confidence_words(trace)
+    # A kept link below the threshold flags the run, and only it is named.
+    trace.result = Result(entities=[LinkedEntity("Believe it", 30, 40, "id-f", "F", 0.5, 1)], confident=False)
+    assert result_retrievals(trace) == [rs[1]] and "retrieval 2 of 2" in run_confidence_words(trace)
+    qa = Trace(task="multi-hop", mode="onegen", model={}, input="q", prompt_text="p", prompt_ids=[1], retrievals=rs)
+    assert result_retrievals(qa) == rs
