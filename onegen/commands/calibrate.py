@@ -19,13 +19,15 @@ from ..calibration import GOLD_QUANTILE, MAX_IN_WORLD_FLAGGED, SIGNALS, Calibrat
 def add_arguments(p) -> None:
     p.add_argument("--index", required=True, help="the index folder to calibrate")
     p.add_argument("--in-world", nargs="+", required=True, metavar="RESULT",
-                   help="result files of questions the index answers (`onegen evaluate --candidates index --out`)")
+                   help="result files of questions the index answers (`onegen evaluate --candidates index --out`), "
+                        "one per kind of input: each keeps its own tolerance")
     p.add_argument("--out-of-world", nargs="*", default=[], metavar="RESULT",
                    help="result files of questions whose documents are not in the index")
     p.add_argument("--signal", choices=SIGNALS, default="top1",
                    help="top1: the top hit's cosine (default); margin: top hit minus the second")
     p.add_argument("--max-in-world-flagged", type=float, default=MAX_IN_WORLD_FLAGGED,
-                   help=f"with --out-of-world: the most in-world runs the threshold may flag (default {MAX_IN_WORLD_FLAGGED})")
+                   help=f"with --out-of-world: the largest share of each in-world file's runs the threshold may flag "
+                        f"(default {MAX_IN_WORLD_FLAGGED})")
     p.add_argument("--gold-quantile", type=float, default=GOLD_QUANTILE,
                    help=f"without --out-of-world: the quantile of gold top hits' signal taken (default {GOLD_QUANTILE})")
     p.add_argument("--dry-run", action="store_true", help="print the calibration, do not write it")
