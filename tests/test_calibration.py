@@ -1,5 +1,6 @@
 """Confidence calibration: the flag on constructed score lists, the threshold rule, calibration.json
-beside an index, the engine's per-retrieval and per-run fields, and how the CLI and pages show them."""
+beside an index, the engine's per-retrieval and per-run fields (judged after the result checks), and
+how the CLI and pages show them."""
 from __future__ import annotations
 
 import json
@@ -14,16 +15,18 @@ from onegen.calibration import (CALIBRATION, Calibration, CalibrationError, Scor
                                 read_calibration, run_confidence, run_signal, signal_value, write_calibration)
 from onegen.datasets import load_dataset
 from onegen.encode import build_index
-from onegen.engine import Engine, IndexRetriever
+from onegen.engine import Engine, IndexRetriever, RunSettings
 from onegen.index import VectorIndex, content_fingerprint
 from onegen.model_card import CAL_BEGIN, CAL_END, calibration_section, index_calibrations, with_section
+from onegen.protocols import CONTINUE, LK
 from onegen.render_html import result_html, step_html, world_html
 from onegen.render_text import NO_CONFIDENT_MATCH, calibration_of, render_trace
 from onegen.results import load_results
+from onegen.tasks import get_task
 from onegen.trace import Hit, Retrieval, Trace
 from onegen.world_overview import example_questions, world_overview
-from scripted import chooser, multi_hop_script
-from tiny import PARAGRAPHS, load_tiny
+from scripted import LongestSecondChooser, chooser, multi_hop_script, text_ids, tid
+from tiny import ENTITIES, PARAGRAPHS, load_tiny
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 PASSAGES = ASSETS / "indexes" / "heldout-passages"
@@ -299,3 +302,42 @@ def test_an_entity_linking_result_rests_on_the_links_it_kept():
     assert result_retrievals(trace) == [rs[1]] and "retrieval 2 of 2" in run_confidence_words(trace)
     qa = Trace(task="multi-hop", mode="onegen", model={}, input="q", prompt_text="p", prompt_ids=[1], retrievals=rs)
     assert result_retrievals(qa) == rs
+
+
+# -- the run's confidence is judged after the result checks -----------------------------------------
+
+def test_a_refused_link_does_not_flag_the_run(models, monkeypatch):
+    """Two linked mentions, one retrieval below the threshold: when the name check refuses that
+    link, the run rests on the other one only, so it is not flagged (the engine judges the run
+    after the checks)."""
+    lm = models["entity-linking"]
+    index = build_index(lm, "entity-linking", ENTITIES)
+    retriever = IndexRetriever(index)
+    t = lambda s: text_ids(lm, "entity-linking", s)  # noqa: E731
+    link = [tid(lm, LK), tid(lm, CONTINUE)]
+    ids = t("<MENTION>Ivo Brandel</MENTION>") + link + t(", who had come from <MENTION>Rome</MENTION>") + link
+    run = lambda: Engine(lm, chooser=LongestSecondChooser(lm, ids)).run_trace(  # noqa: E731
+        "entity-linking", "Ivo Brandel, who had come from Rome, lives in Paris.", retriever=retriever,
+        settings=RunSettings(name_alignment="off"))
+    plain = run()
+    top = [r.hits[0].score for r in plain.retrievals]
+    assert len(top) == 2 and top[0] != top[1] and len(plain.result.entities) == 2
+    low = top.index(min(top))
+    retriever.calibration = Calibration(protocol="entity-linking", mode="onegen", model_fingerprint="m",
+                                        index_fingerprint="f", signal="top1", threshold=sum(top) / 2,
+                                        rule="test", gold=ScoreRange.of([0.9]))
+    flagged = run()
+    assert [r.confident for r in flagged.retrievals] == [i != low for i in range(2)]
+    assert flagged.result.confident is False  # both links kept: one rests on a low retrieval
+
+    task = type(get_task("entity-linking"))
+
+    def refuse_low(self, trace, text):  # stands in for the name check refusing the low link
+        kept = [e for e in trace.result.entities if e.retrieval != low]
+        trace.result.unlinked = [e for e in trace.result.entities if e.retrieval == low]
+        trace.result.entities = kept
+
+    monkeypatch.setattr(task, "check_result", refuse_low)
+    checked = run()
+    assert checked.retrievals[low].confident is False and len(checked.result.entities) == 1
+    assert checked.result.confident is True
