@@ -396,6 +396,34 @@ def calibrate(index: "VectorIndex", in_world: Sequence["ResultSet"], out_of_worl
     return chosen
 
 
+@dataclass
+class Fold:
+    """One half of a two-fold cross-fit: the threshold chosen on the other half's runs, and the
+    rates it flags on this half's (in-world files in order, then out-of-world pooled)."""
+
+    threshold: float
+    in_world_rates: list[float]
+    out_of_world_rate: float
+
+
+def cross_fit(in_world: Sequence["ResultSet"], out_of_world: Sequence["ResultSet"], *, signal: Signal = "top1",
+              max_in_world_flagged: float = MAX_IN_WORLD_FLAGGED) -> list[Fold]:
+    """How the rule does on runs it was not chosen on: the threshold chosen on the even-numbered
+    runs of every file and measured on the odd ones, and back. Needs out-of-world files."""
+    if not out_of_world:
+        raise CalibrationError("a cross-fit needs out-of-world result files")
+    measured = _measure(in_world, out_of_world, signal)
+    ins = [runs.signals for runs in measured.in_world]
+    oow = [v for runs in measured.out_of_world for v in runs.signals]
+    rate = lambda values, t: sum(v < t for v in values) / len(values) if values else 0.0  # noqa: E731
+    folds = []
+    for fit, held in ((0, 1), (1, 0)):
+        t, _ = choose_threshold([f[fit::2] for f in ins], oow[fit::2], measured.gold,
+                                max_in_world_flagged=max_in_world_flagged)
+        folds.append(Fold(t, [rate(f[held::2], t) for f in ins], rate(oow[held::2], t)))
+    return folds
+
+
 # -- the file beside the manifest ---------------------------------------------------------------------
 
 def write_calibration(index_dir: str | Path, cal: Calibration) -> Path:

@@ -3,7 +3,7 @@ a model: entity linking's name alignment (onegen/name_alignment.py), the QA task
 alignment (onegen/answer_alignment.py) and multi-hop's comparison check
 (onegen/comparison_check.py).
 
-Both leave the model's tokens and retrievals as they were and record what they changed, so a
+All three leave the model's tokens and retrievals as they were and record what they changed, so a
 reader sees the model's own output beside the checked result. A model folder declares the checks
 its evaluation used (keys of its `onegen_model.json`, written from its recipe); any other model
 runs them "off", as the authors' loops report results.

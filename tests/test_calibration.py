@@ -154,6 +154,25 @@ def test_calibrating_a_shipped_index_from_its_result_file(passages, capsys):
     assert loaded.calibration.threshold == pytest.approx(read_calibration(passages, content_fingerprint(loaded.manifest)).threshold)
 
 
+def test_a_cross_fit_measures_each_half_with_the_other_halfs_threshold(passages, capsys):
+    from onegen.calibration import cross_fit
+
+    rs = load_results(SINGLE_HOP_RESULTS)
+    scores = [json.loads(line)["trace"]["retrievals"][0]["hits"][0]["score"]
+              for line in SINGLE_HOP_RESULTS.read_text().splitlines()]
+    folds = cross_fit([rs], [rs])  # a file as its own out-of-world set: only the arithmetic is checked
+    assert len(folds) == 2 and all(0 <= f.in_world_rates[0] <= 1 for f in folds)
+    for fold, (fit, held) in zip(folds, ((0, 1), (1, 0))):
+        t, _ = choose_threshold([scores[fit::2]], scores[fit::2], [])
+        assert fold.threshold == pytest.approx(t)
+        assert fold.in_world_rates == [pytest.approx(sum(v < t for v in scores[held::2]) / len(scores[held::2]))]
+    with pytest.raises(CalibrationError, match="out-of-world"):
+        cross_fit([rs], [])
+    assert cli(["calibrate", "--index", str(passages), "--in-world", str(SINGLE_HOP_RESULTS), "--out-of-world",
+                str(SINGLE_HOP_RESULTS), "--dry-run", "--cross-fit"]) == 0
+    assert "even -> odd: threshold" in capsys.readouterr().out
+
+
 def test_result_files_of_another_index_or_task_are_refused(passages, capsys):
     index = VectorIndex.load(passages)
     multi_hop = ASSETS / "results" / "heldout-multi-hop-own-context.jsonl"

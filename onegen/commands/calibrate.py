@@ -31,11 +31,14 @@ def add_arguments(p) -> None:
     p.add_argument("--gold-quantile", type=float, default=GOLD_QUANTILE,
                    help=f"without --out-of-world: the quantile of gold top hits' signal taken (default {GOLD_QUANTILE})")
     p.add_argument("--dry-run", action="store_true", help="print the calibration, do not write it")
+    p.add_argument("--cross-fit", action="store_true",
+                   help="also print a two-fold cross-fit: the threshold chosen on the even-numbered runs of every "
+                        "file and measured on the odd ones, and back (needs --out-of-world)")
     p.add_argument("--json", action="store_true", help="print the calibration as JSON")
 
 
 def main(args) -> int:
-    from ..calibration import calibrate, write_calibration
+    from ..calibration import calibrate, cross_fit, write_calibration
     from ..index import VectorIndex
     from ..results import load_results
 
@@ -48,6 +51,9 @@ def main(args) -> int:
         print(json.dumps(cal.to_dict(), indent=2, ensure_ascii=False))
     else:
         print(summary(cal))
+    if args.cross_fit:
+        print(cross_fit_summary(cross_fit(in_world, out_of_world, signal=args.signal,
+                                          max_in_world_flagged=args.max_in_world_flagged), in_world))
     if not args.dry_run:
         path = write_calibration(args.index, cal)
         print(f"written: {path}", file=sys.stderr)
@@ -70,4 +76,12 @@ def summary(cal: Calibration) -> str:
         lines.append(f"same rule on {alt['signal']}: threshold {alt['threshold']:.4f}, in-world "
                      f"{alt['in_world_rate']:.1%} (gold runs {alt['gold_run_rate']:.1%})"
                      + ("" if oow is None else f", out-of-world {oow:.1%}"))
+    return "\n".join(lines)
+
+
+def cross_fit_summary(folds, in_world) -> str:
+    lines = ["cross-fit (threshold chosen on one half of every file, rates on the other):"]
+    for name, fold in zip(("even -> odd", "odd -> even"), folds):
+        ins = ", ".join(f"{rs.path.name} {r:.1%}" for rs, r in zip(in_world, fold.in_world_rates))
+        lines.append(f"  {name}: threshold {fold.threshold:.4f}; in-world {ins}; out-of-world {fold.out_of_world_rate:.1%}")
     return "\n".join(lines)
