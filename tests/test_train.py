@@ -461,10 +461,39 @@ def test_question_weights_over_sample_one_template(world, tmp_path):
     assert share / sum(t.multi_hop_weights) > 0.95
 
 
+def test_template_weights_over_sample_a_template_whatever_its_wording():
+    from onegen.train.trainer import sampling_weights
+
+    items = [{"type": "inference", "question": "Who is X's mother?", "template": "mother"},
+             {"type": "inference", "question": "Name the mother of Y.", "template": "mother"},
+             {"type": "inference", "question": "Who is Z's paternal grandfather?", "template": "paternal_grandfather"}]
+    assert sampling_weights(items, {"inference": 1.5}, {}, template_weights={"mother": 2.0}) == [3.0, 3.0, 1.5]
+    with pytest.raises(ValueError, match="no training question was made from template"):
+        sampling_weights(items, {}, {}, template_weights={"grandmother": 2.0})
+    # Items read with template phrasings carry no template, so a weight for one is refused.
+    with pytest.raises(ValueError, match="varied"):
+        sampling_weights([{k: v for k, v in x.items() if k != "template"} for x in items], {}, {},
+                         template_weights={"mother": 2.0})
+
+
+def test_varied_items_carry_their_world_template(world):
+    from onegen.train.examples import load_task_items
+
+    items = load_task_items(world, "multi-hop", "varied")
+    from onegen.world.phrasing import MULTIHOP_FORMS
+
+    assert {x["template"] for x in items} <= set(MULTIHOP_FORMS)
+    mothers = [x for x in items if x["template"] == "mother"]
+    assert mothers and all(len(x["decomposition"]) == 2 for x in mothers)
+
+
 def test_recipe_rejects_non_positive_weights(tmp_path):
     p = tmp_path / "r.json"
     p.write_text(json.dumps({"name": "x", "base": {}, "question_weights": {"Who": 0}}))
     with pytest.raises(ValueError, match="question_weights must be positive numbers"):
+        Recipe.load(p)
+    p.write_text(json.dumps({"name": "x", "base": {}, "template_weights": {"mother": -1}}))
+    with pytest.raises(ValueError, match="template_weights must be positive numbers"):
         Recipe.load(p)
 
 

@@ -45,6 +45,10 @@ class Recipe:
     # Over-sample multi-hop questions that begin with a key, e.g. one template of a type the
     # others outnumber ("... born later" among three "... born first"); multiplies the type weight.
     question_weights: dict[str, float] = field(default_factory=dict)
+    # Over-sample multi-hop questions by the world template they were made from ("mother",
+    # "father_in_law": the names of onegen/world/multihop.py), whatever words ask them; needs
+    # `phrasings: "varied"`, which knows each item's template. Multiplies the other weights.
+    template_weights: dict[str, float] = field(default_factory=dict)
     # Weight comparisons so that within each template the answer names the first option as often
     # as the second (the world balances that per type only; see `answer_position_weights`).
     balance_answers: bool = False
@@ -141,7 +145,7 @@ class Recipe:
                     raise ValueError(f"recipe {path}: {key}: {e}") from None
         if recipe.phrasings not in PHRASINGS:
             raise ValueError(f"recipe {path}: phrasings must be one of {list(PHRASINGS)}, not {recipe.phrasings!r}")
-        for key in ("type_weights", "question_weights"):
+        for key in ("type_weights", "question_weights", "template_weights"):
             bad = {k: v for k, v in getattr(recipe, key).items()
                    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0}
             if bad:

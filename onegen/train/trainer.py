@@ -171,16 +171,20 @@ def document_keys(samples: list[QuerySample], corpus: Corpus, max_documents: int
 
 
 def sampling_weights(items: list[dict], type_weights: dict[str, float],
-                     question_weights: dict[str, float], balance_answers: bool = False) -> list[float] | None:
+                     question_weights: dict[str, float], balance_answers: bool = False,
+                     template_weights: dict[str, float] | None = None) -> list[float] | None:
     """Weight of each multi-hop item: its type's weight times that of each question prefix it
-    starts with, times its answer-position weight when `balance_answers`; None (uniform) when
-    nothing is set. A prefix no item starts with is a typo."""
-    if not type_weights and not question_weights and not balance_answers:
+    starts with and that of its world template (the item's "template", set by varied
+    phrasings), times its answer-position weight when `balance_answers`; None (uniform) when
+    nothing is set. A prefix or template no item has is a typo."""
+    template_weights = template_weights or {}
+    if not type_weights and not question_weights and not template_weights and not balance_answers:
         return None
     position = answer_position_weights(items) if balance_answers else [1.0] * len(items)
-    weights, used = [], set()
+    weights, used, templates = [], set(), set()
     for x, p in zip(items, position):
-        w = type_weights.get(x.get("type", ""), 1.0) * p
+        w = type_weights.get(x.get("type", ""), 1.0) * p * template_weights.get(x.get("template", ""), 1.0)
+        templates.add(x.get("template"))
         for prefix, factor in question_weights.items():
             if x.get("question", "").startswith(prefix):
                 w *= factor
@@ -189,6 +193,10 @@ def sampling_weights(items: list[dict], type_weights: dict[str, float],
     unused = [p for p in question_weights if p not in used]
     if unused:
         raise ValueError(f"question_weights: no training question starts with {unused}")
+    unknown = sorted(set(template_weights) - templates)
+    if unknown:
+        raise ValueError(f"template_weights: no training question was made from template {unknown} "
+                         "(templates are known with phrasings \"varied\")")
     return weights
 
 
@@ -269,7 +277,8 @@ class Trainer:
         self.corpus: Corpus = load_corpus(self.world_dir)
         self.items = {t: load_task_items(self.world_dir, t, recipe.phrasings) for t in recipe.tasks}
         self.multi_hop_weights = sampling_weights(self.items.get("multi-hop", []), recipe.type_weights,
-                                                  recipe.question_weights, recipe.balance_answers)
+                                                  recipe.question_weights, recipe.balance_answers,
+                                                  recipe.template_weights)
         self.token_strings = strings
         self.optimizer, self.scheduler = self._optimizer()
         self.grouping = "min-padding"  # micro-batching only; "fill" is the old way, kept to benchmark

@@ -326,7 +326,8 @@ def varied_training_items(world_dir: str | Path, task: str, items: list[dict[str
     """The training items of a world folder with their questions (or texts) in the training part
     of the surface forms, the share TEMPLATE_SHARE left as the world wrote them. The choice is
     fixed per item id, so a run sees the same data each time. Only the user's question or text
-    changes; decompositions, answers and ids stay."""
+    changes; decompositions, answers and ids stay. Questions also carry the name of the world
+    template they were made from ("template")."""
     world = world_of_folder(world_dir)
     if world.split != "train":
         raise ValueError(f"{world_dir} holds a {world.split} world; varied phrasings are for training")
@@ -351,7 +352,9 @@ def varied_training_items(world_dir: str | Path, task: str, items: list[dict[str
         return out
     for x in items:
         phrased = vary_question(made[x[id_key]], task)
-        out.append({**x, "question": phrased.item.question} if phrased else x)
+        # The template travels with the item so that a recipe can weight it (`template_weights`).
+        out.append({**x, "question": phrased.item.question if phrased else x["question"],
+                    "template": made[x[id_key]].template})
     return out
 
 
