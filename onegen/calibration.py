@@ -230,6 +230,11 @@ def run_confidence(retrievals: Sequence[Retrieval]) -> bool | None:
     return all(judged)
 
 
+def flagged_share(signals: Sequence[float], threshold: float) -> float:
+    """The share of runs a threshold flags (signal below it); 0 for no runs."""
+    return sum(v < threshold for v in signals) / len(signals) if signals else 0.0
+
+
 def choose_threshold(in_world: Sequence[Sequence[float]], out_of_world: Sequence[float], gold: Sequence[float], *,
                      max_in_world_flagged: float = MAX_IN_WORLD_FLAGGED,
                      gold_quantile: float = GOLD_QUANTILE) -> tuple[float, str]:
@@ -254,10 +259,9 @@ def choose_threshold(in_world: Sequence[Sequence[float]], out_of_world: Sequence
     cands.append((finite[-1] + 1e-3) if finite else 0.0)
     best: tuple[float, float] | None = None  # (objective, threshold)
     for t in cands:
-        if any(sum(v < t for v in f) / len(f) > max_in_world_flagged for f in files):
+        if any(flagged_share(f, t) > max_in_world_flagged for f in files):
             continue
-        objective = (sum(v < t for v in out_of_world) / len(out_of_world)
-                     - sum(v < t for v in pooled) / len(pooled))
+        objective = flagged_share(out_of_world, t) - flagged_share(pooled, t)
         if best is None or objective > best[0]:
             best = (objective, t)
     if best is None:  # only runs without a measurable signal are flagged by every threshold
@@ -415,12 +419,11 @@ def cross_fit(in_world: Sequence["ResultSet"], out_of_world: Sequence["ResultSet
     measured = _measure(in_world, out_of_world, signal)
     ins = [runs.signals for runs in measured.in_world]
     oow = [v for runs in measured.out_of_world for v in runs.signals]
-    rate = lambda values, t: sum(v < t for v in values) / len(values) if values else 0.0  # noqa: E731
     folds = []
     for fit, held in ((0, 1), (1, 0)):
         t, _ = choose_threshold([f[fit::2] for f in ins], oow[fit::2], measured.gold,
                                 max_in_world_flagged=max_in_world_flagged)
-        folds.append(Fold(t, [rate(f[held::2], t) for f in ins], rate(oow[held::2], t)))
+        folds.append(Fold(t, [flagged_share(f[held::2], t) for f in ins], flagged_share(oow[held::2], t)))
     return folds
 
 

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING, Sequence
 
-from ..calibration import GOLD_QUANTILE, MAX_IN_WORLD_FLAGGED, SIGNALS, Calibration
+from ..calibration import GOLD_QUANTILE, MAX_IN_WORLD_FLAGGED, SIGNALS, Calibration, Fold
+
+if TYPE_CHECKING:
+    from ..results import ResultSet
 
 
 def add_arguments(p) -> None:
@@ -79,7 +83,7 @@ def summary(cal: Calibration) -> str:
     return "\n".join(lines)
 
 
-def cross_fit_summary(folds, in_world) -> str:
+def cross_fit_summary(folds: list[Fold], in_world: Sequence["ResultSet"]) -> str:
     lines = ["cross-fit (threshold chosen on one half of every file, rates on the other):"]
     for name, fold in zip(("even -> odd", "odd -> even"), folds):
         ins = ", ".join(f"{rs.path.name} {r:.1%}" for rs, r in zip(in_world, fold.in_world_rates))
