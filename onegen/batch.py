@@ -306,6 +306,7 @@ class _QueuedRetriever:
     def __init__(self, inner: Retriever, worker: _Worker):
         self.inner, self.worker = inner, worker
         self.calibration = getattr(inner, "calibration", None)
+        self.index = getattr(inner, "index", None)  # its titles case a typed name (onegen/input_normalization.py)
 
     def search(self, vector: torch.Tensor, k: int) -> list[Hit]:
         return self.worker.ask(_Search(self.inner, vector, k))

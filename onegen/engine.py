@@ -30,6 +30,7 @@ from .encode import encode_documents
 from .errors import OneGenError
 from .fused_llama import FusedLlamaDecoder, fusable, fused_weights
 from .index import VectorIndex
+from .input_normalization import index_caser, normalize_input
 from .loading import LoadedModel
 from .protocols import LK, SPECS, ResolvedProtocol, get_spec
 from .result_checks import resolve_checks
@@ -178,6 +179,9 @@ class RunSettings:
     model_opens: bool = True
     # Checks of the result against what the run read (onegen/result_checks.py). None: the model's
     # own setting (its onegen_model.json), else "off", the result as the authors' loops report it.
+    # Every task: before the run, the typed input's names in the index's case and a closing mark
+    # where it has none (onegen/input_normalization.py): "off" or "normalize".
+    input_normalization: str | None = None
     # Entity linking: each linked mention's span against the linked entity's name in the input
     # (onegen/name_alignment.py): "off", "snap" or "strict".
     name_alignment: str | None = None
@@ -580,6 +584,13 @@ class _Run:
         # released evaluator, where each segment is one `generate` call. The token limit applies to
         # each segment, and after the last allowed retrieval the next segment runs to its stop.
         self.segmented = self.queries_while_decoding and self.spec.insertion is not None
+        self.checks = resolve_checks(self.task.result_checks, settings, self.lm)
+        edits = resume.trace.input_edits if resume is not None else None  # a replay reads what its original read
+        if resume is None and self.checks.get("input_normalization") == "normalize":
+            index = getattr(retriever, "index", None)
+            read = normalize_input(text, None if index is None else index_caser(index), closing=self.task.closing_mark)
+            text, edits = read.text, read.edits or None
+        self.text = text
         self.prompt_text, self.prompt_ids = engine.prompt_ids(self.spec.name, text)
         ctx = self.lm.context_length
         if len(self.prompt_ids) >= ctx:
@@ -608,10 +619,9 @@ class _Run:
         greedy_copy = self.copy is not None and settings.sampling is None
         self.early_close = greedy_copy and settings.early_close
         self.model_opens = greedy_copy and settings.model_opens
-        self.checks = resolve_checks(self.task.result_checks, settings, self.lm)
         self.trace = Trace(task=self.spec.name, mode=engine.query_encoder.name, model=self._model_info(),
                            input=text, prompt_text=self.prompt_text, prompt_ids=list(self.prompt_ids),
-                           cost=cost, index=retriever.describe(),
+                           cost=cost, index=retriever.describe(), input_edits=edits,
                            settings={"top_k": settings.top_k, "max_new_tokens": self.max_new,
                                      "max_new_tokens_per": "segment" if self.segmented else "run",
                                      "max_retrievals": self.max_retrievals, "draft_tokens": drafts,

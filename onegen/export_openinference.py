@@ -170,7 +170,7 @@ def llm_attributes(run: Run) -> dict[str, Any]:
         SpanAttributes.LLM_TOKEN_COUNT_PROMPT: read,
         SpanAttributes.LLM_TOKEN_COUNT_COMPLETION: written,
         SpanAttributes.LLM_TOKEN_COUNT_TOTAL: read + written,
-        SpanAttributes.INPUT_VALUE: tr.input,
+        SpanAttributes.INPUT_VALUE: tr.typed_input,
         SpanAttributes.INPUT_MIME_TYPE: OpenInferenceMimeTypeValues.TEXT.value,
         SpanAttributes.OUTPUT_VALUE: output or "",
         SpanAttributes.OUTPUT_MIME_TYPE: OpenInferenceMimeTypeValues.TEXT.value,

@@ -15,7 +15,7 @@ from .answer_alignment import answer_note
 from .documents import Document
 from .name_alignment import alignment_words
 from .protocols import SPECS
-from .render_text import (DECODER_LABELS, NO_CONFIDENT_MATCH, PHASE_LABELS, copy_note, low_confidence_words,
+from .render_text import (DECODER_LABELS, NO_CONFIDENT_MATCH, PHASE_LABELS, copy_note, input_note, low_confidence_words,
                           phase_labels, run_confidence_words, stop_words, task_label)
 from .tasks import TASKS
 from .trace import Hit, LayerRead, Override, Retrieval, TokenRecord, Trace
@@ -402,6 +402,9 @@ def result_html(trace: Trace, links: dict[str, str] | None = None) -> str:
             f'{"finished" if kind == "ok" else "stopped"}: {esc(words)}</span></div>')
     if trace.error:
         head += message_html(trace.error, "error")
+    read_as = input_note(trace)
+    if read_as:  # the model read other text than was typed: say which, before what it made of it
+        head += message_html(read_as, "info")
     warning = run_confidence_words(trace)
     if warning:  # before the result, so the answer below is never read as a confident one
         head += low_confidence_html(warning)

@@ -153,6 +153,9 @@ def result_block(trace: Trace) -> str:
     """What the run produced, by what its result holds: linked entities, or an answer with its
     reasoning chain (hops) or its Self-RAG reflection tokens and passage."""
     res, lines = trace.result, []
+    read_as = input_note(trace)
+    if read_as:
+        lines.append(read_as)
     warning = run_confidence_words(trace)
     if warning:
         lines.append(warning)
@@ -200,6 +203,24 @@ def result_block(trace: Trace) -> str:
     if trace.error:
         lines.append(f"Error: {trace.error}")
     return "\n".join(lines) + "\n"
+
+
+def input_note(trace: Trace) -> str:
+    """One line on what the input normalization changed (onegen/input_normalization.py): the text
+    the model read, and why it differs from the typed one; "" when nothing changed."""
+    edits = trace.input_edits or []
+    if not edits:
+        return ""
+    names = [e for e in edits if e.kind == "name_case"]
+    marks = [e.after for e in edits if e.kind == "closing_mark"]
+    why = []
+    if names:
+        shown = ", ".join(f"{e.before!r} as {e.after!r}" for e in names[:3])
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        why.append(f"{'a name' if len(names) == 1 else str(len(names)) + ' names'} in the index's case ({shown}{more})")
+    if marks:
+        why.append(f"{marks[0]!r} added at the end")
+    return f"Read as {clip(trace.input)!r}: {'; '.join(why)} (input normalization)."
 
 
 def copy_note(trace: Trace) -> str:

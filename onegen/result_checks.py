@@ -1,10 +1,10 @@
-"""Checks of a finished run's result against the documents it read, chosen per run or declared by
-a model: entity linking's name alignment (onegen/name_alignment.py), the QA tasks' answer
-alignment (onegen/answer_alignment.py) and multi-hop's comparison check
-(onegen/comparison_check.py).
+"""Checks of a finished run's result against the documents it read, and the one step before a run,
+chosen per run or declared by a model: entity linking's name alignment (onegen/name_alignment.py),
+the QA tasks' answer alignment (onegen/answer_alignment.py), multi-hop's comparison check
+(onegen/comparison_check.py), and every task's input normalization (onegen/input_normalization.py).
 
-All three leave the model's tokens and retrievals as they were and record what they changed, so a
-reader sees the model's own output beside the checked result. A model folder declares the checks
+The result checks leave the model's tokens and retrievals as they were; every setting records what
+it changed, so a reader sees the model's own output (or the typed input) beside the checked one. A model folder declares the checks
 its evaluation used (keys of its `onegen_model.json`, written from its recipe); any other model
 runs them "off", as the authors' loops report results.
 """
@@ -14,6 +14,7 @@ from typing import Any
 
 # Each check's settings; the first is "off".
 CHECKS: dict[str, tuple[str, ...]] = {
+    "input_normalization": ("off", "normalize"),
     "name_alignment": ("off", "snap", "strict"),
     "answer_alignment": ("off", "snap"),
     "comparison_check": ("off", "recompute"),

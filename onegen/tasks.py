@@ -96,9 +96,12 @@ class Task:
         """Fill `trace.result` from the finished trace."""
         raise NotImplementedError
 
-    # The result checks this task runs after `fill_result` (keys of onegen/result_checks.CHECKS);
-    # their settings are in `trace.settings`.
-    result_checks: ClassVar[tuple[str, ...]] = ()
+    # The settings a model declares for this task's runs (keys of onegen/result_checks.CHECKS): the
+    # input normalization, then the result checks run after `fill_result`; each run's settings are
+    # in `trace.settings`.
+    result_checks: ClassVar[tuple[str, ...]] = ("input_normalization",)
+    # The mark the input normalization ends an unfinished input with (onegen/input_normalization.py).
+    closing_mark: ClassVar[str] = "?"
 
     def check_result(self, trace: Trace, input_text: str) -> None:
         """Apply the result checks `trace.settings` names to a filled result."""
@@ -193,7 +196,8 @@ class EntityLinking(Task):
         m = _MENTION_END.search(segment)
         return m.group(1).strip() if m else ""
 
-    result_checks = ("name_alignment",)
+    result_checks = ("input_normalization", "name_alignment")
+    closing_mark = "."
 
     def fill_result(self, trace: Trace, input_text: str, eos_id: int) -> None:
         trace.result.entities = link_mentions(input_text, trace)
@@ -202,6 +206,11 @@ class EntityLinking(Task):
         policy = trace.settings.get("name_alignment", "off")
         if policy != "off" and trace.result.entities is not None:
             trace.result.entities, trace.result.unlinked = align_names(input_text, trace.result.entities, policy)
+        if trace.input_edits:  # a mention is what the user typed at its span (the edits keep every span)
+            typed = trace.typed_input
+            for e in [*(trace.result.entities or []), *(trace.result.unlinked or [])]:
+                if e.start is not None and e.end is not None:
+                    e.mention = typed[e.start:e.end]
 
     def looks_like(self, item: Mapping[str, Any]) -> bool:
         return "labels" in item and "text" in item
@@ -303,7 +312,7 @@ class QuestionAnswering(Task):
 
     headline = ("em", "EM")
     compared_metrics = ("em", "f1", "match")
-    result_checks = ("answer_alignment",)
+    result_checks = ("input_normalization", "answer_alignment")
 
     def check_result(self, trace: Trace, input_text: str) -> None:
         policy = trace.settings.get("answer_alignment", "off")
@@ -390,7 +399,7 @@ class MultiHop(QuestionAnswering):
         trace.result.answer = answers[-1].strip() if answers else None
         trace.result.hops = multi_hop_chain(trace)
 
-    result_checks = ("comparison_check", "answer_alignment")  # the option first, then its spelling
+    result_checks = ("input_normalization", "comparison_check", "answer_alignment")  # the option, then its spelling
 
     def check_result(self, trace: Trace, input_text: str) -> None:
         res = trace.result

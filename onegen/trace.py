@@ -83,6 +83,20 @@ class Override:
     kind: OverrideKind = "mask"  # traces made before early closing have no kind: all were "mask"
 
 
+InputEditKind = Literal["name_case", "closing_mark"]
+
+
+@dataclass
+class InputEdit:
+    """One change the input normalization made to the typed text (onegen/input_normalization.py):
+    characters [start, end) of the text the model read, `after`, were `before` as typed."""
+    start: int
+    end: int
+    before: str
+    after: str
+    kind: InputEditKind
+
+
 # Stored query vectors: little-endian IEEE floats, base64 (struct format letter per dtype).
 VECTOR_DTYPES = {"float16": "e", "float32": "f"}
 
@@ -270,6 +284,9 @@ class Trace:
     overrides: list[Override] = field(default_factory=list)
     # A replayed run: which retrieval was changed and how (absent from the JSON otherwise).
     replay: Replay | None = None
+    # What the input normalization changed in the typed text (`input` is the text the model read);
+    # None (absent from the JSON) when it was off or changed nothing.
+    input_edits: list[InputEdit] | None = None
     schema: str = SCHEMA
 
     # -- JSON ---------------------------------------------------------------------------------
@@ -289,8 +306,9 @@ class Trace:
                 d["result"].pop(optional)
         if d["cost"].get("layer_groups") is None:
             d["cost"].pop("layer_groups", None)
-        if d["replay"] is None:
-            d.pop("replay")
+        for optional in ("replay", "input_edits"):
+            if d[optional] is None:
+                d.pop(optional)
         return {"schema": d.pop("schema"), **d}
 
     def to_json(self, indent: int | None = None) -> str:
@@ -327,13 +345,15 @@ class Trace:
                              "query_vector": _vector(x.get("query_vector")),
                              "layer_read": None if x.get("layer_read") is None else LayerRead(**x["layer_read"])}) for x in d.get("retrievals", [])
             ]
-            plain = {f.name for f in fields(cls)} - {"tokens", "retrievals", "result", "cost", "overrides", "replay"}
+            plain = {f.name for f in fields(cls)} - {"tokens", "retrievals", "result", "cost", "overrides", "replay",
+                                                    "input_edits"}
             return cls(
                 **{k: d[k] for k in plain if k in d},
                 tokens=[TokenRecord(**t) for t in d.get("tokens", [])],
                 retrievals=retrievals, result=result, cost=cost,
                 overrides=[Override(**o) for o in d.get("overrides", [])],
                 replay=None if d.get("replay") is None else Replay(**d["replay"]),
+                input_edits=None if d.get("input_edits") is None else [InputEdit(**e) for e in d["input_edits"]],
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise TraceFormatError(f"malformed trace: {e}") from e
@@ -350,6 +370,14 @@ class Trace:
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
     # -- views --------------------------------------------------------------------------------
+    @property
+    def typed_input(self) -> str:
+        """The input as the user typed it: `input` without the normalization's edits."""
+        text = self.input
+        for e in sorted(self.input_edits or [], key=lambda e: e.start, reverse=True):
+            text = text[:e.start] + e.before + text[e.start + len(e.after):]
+        return text
+
     @property
     def generated_text(self) -> str:
         return "".join(t.text for t in self.tokens)

@@ -28,3 +28,17 @@ def test_the_switch_turns_the_models_checks_off_and_on(app):
         assert app.run_trace("multi-hop", QUESTION, checks=False).settings["answer_alignment"] == "off"
     finally:
         del lm.info["answer_alignment"]
+
+
+def test_the_switch_runs_the_typed_text_when_off(app):
+    lm = app.model()
+    typed = "where was the director of film a born"
+    lm.info["input_normalization"] = "normalize"
+    try:
+        read = app.run_trace("multi-hop", typed)
+        assert read.input.endswith("born?") and read.typed_input == typed
+        assert [e.kind for e in read.input_edits][-1] == "closing_mark"
+        as_typed = app.run_trace("multi-hop", typed, checks=False)
+        assert as_typed.input == typed and as_typed.input_edits is None
+    finally:
+        del lm.info["input_normalization"]

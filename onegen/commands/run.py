@@ -73,6 +73,10 @@ DECODING_SWITCHES = {
 
 # The result checks of `run` and `evaluate` (onegen/result_checks.py).
 RESULT_CHECK_HELP = {
+    "input_normalization":
+        "off, or normalize: before the run, names of the index typed in other case take the index's "
+        "case and an input ending in a letter or digit gets a closing mark (? or .); the trace keeps "
+        "each edit",
     "name_alignment":
         "entity linking: check each linked mention's span against the linked entity's name in the input: "
         "off (the spans the model marked), snap (move a mention onto the name where it overlaps), strict "

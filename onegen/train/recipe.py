@@ -99,8 +99,10 @@ class Recipe:
     # steps, temperatures, loss weights); None: the recipe trains OneGen only.
     imprag: dict[str, Any] | None = None
     # The result checks the exported model asks for (onegen/result_checks.py CHECKS lists each
-    # one's settings): entity linking's name alignment, the QA answer alignment and multi-hop's
-    # comparison check. Inference settings that training never reads; None: none recorded.
+    # one's settings): the input normalization, entity linking's name alignment, the QA answer
+    # alignment and multi-hop's comparison check. Inference settings that training never reads;
+    # None: none recorded.
+    input_normalization: str | None = None
     name_alignment: str | None = None
     answer_alignment: str | None = None
     comparison_check: str | None = None

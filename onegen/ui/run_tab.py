@@ -59,13 +59,16 @@ def build(app: AppState, demo: gr.Blocks) -> None:
                                      info="Masks tokens that would misspell or drop the text; untick to see what "
                                           "the model writes on its own. Steps where the mask overrode the model "
                                           "are underlined.", elem_id="copy-input")
-            checks = gr.Checkbox(value=True, label="Check the result against what the run read",
-                                 info="Respells an answer misspelt while copying as the documents spell it, "
+            checks = gr.Checkbox(value=True, label="Tidy the input; check the result against what the run read",
+                                 info="Before the run, gives a typed name the index's case and ends an unfinished "
+                                      "input with ? or . (the result says what the model read). After it, "
+                                      "respells an answer misspelt while copying as the documents spell it, "
                                       "recomputes a comparison the chain states from the values it wrote, and "
                                       "moves a linked mention onto its entity's name or refuses a link whose "
                                       "mention shares no word with it; the result says what it changed. Untick "
-                                      "to see the result as the model wrote it. Only models that declare the "
-                                      "checks (the embedded default) run them.", elem_id="result-checks")
+                                      "to run on the text as typed and see the result as the model wrote it. "
+                                      "Only models that declare them (the embedded default) run them.",
+                                 elem_id="result-checks")
             example = gr.Dropdown(label="Examples (pick one to fill the input)", choices=[], value=None,
                                   interactive=True, elem_id="examples")
             text = gr.Textbox(label="Input", lines=3, placeholder="Type a sentence or a question",
@@ -184,7 +187,7 @@ class RunView:
         out = {self.status: line, **self.panel.show(trace),
                self.download: gr.DownloadButton(value=write_trace(trace), visible=True),
                self.spans: span_download(trace)}
-        example = self.app.example(trace.task, trace.input)
+        example = self.app.example(trace.task, trace.typed_input)
         if example:
             out[self.expected] = expectation_html(self.app, trace.task, example,
                                                   self.app.example_verdict(example, trace))
