@@ -101,3 +101,20 @@ def test_a_run_on_an_uncalibrated_index_is_not_flagged(page):
     expect(page.locator("#run-result .og-lowconf, #run-detail .og-lowconf")).to_have_count(0)
     expect(page.locator("#run-status .og-invented")).to_have_count(0)
     assert "og-unconfident" not in page.locator("#run-result").inner_html()
+
+
+def test_a_typed_name_is_read_as_the_index_spells_it(page, monkeypatch):
+    """A model that declares the input normalization: the result says what the model read."""
+    import onegen.result_checks as checks
+
+    declared = checks.model_check
+    monkeypatch.setattr(checks, "model_check", lambda lm, key: "normalize" if key == "input_normalization"
+                        else declared(lm, key))
+    page.locator("#task label", has_text="Multi-hop").click()
+    page.locator("#input textarea").fill("where was the director of film a born")
+    page.locator("#run-btn").click()
+    page.wait_for_selector("#run-status .og-ok")
+    read_as = page.locator("#run-result .og-msg", has_text="Read as")
+    expect(read_as).to_contain_text("where was the director of Film A born?")
+    expect(read_as).to_contain_text("'film a' as 'Film A'")
+    shot(page, "run-read-as")
