@@ -587,8 +587,9 @@ class _Run:
         self.checks = resolve_checks(self.task.result_checks, settings, self.lm)
         edits = resume.trace.input_edits if resume is not None else None  # a replay reads what its original read
         if resume is None and self.checks.get("input_normalization") == "normalize":
-            index = getattr(retriever, "index", None)
-            read = normalize_input(text, None if index is None else index_caser(index), closing=self.task.closing_mark)
+            index = getattr(retriever, "index", None)  # its titles spell the names
+            caser = None if index is None else index_caser(index)
+            read = normalize_input(text, caser, closing=self.task.closing_mark)
             text, edits = read.text, read.edits or None
         self.text = text
         self.prompt_text, self.prompt_ids = engine.prompt_ids(self.spec.name, text)

@@ -15,7 +15,7 @@ Every edit keeps the characters' positions (case changes) or adds at the end, so
 in the text the model read is the same span in the typed text. Normalizing twice changes nothing.
 
     caser = NameCaser.from_titles(index.documents.titles())
-    read = normalize_input("who is clasen grolane's mom", caser, closing_mark="?")
+    read = normalize_input("who is clasen grolane's mom", caser, closing="?")
     read.text   # "who is Clasen Grolane's mom?"; read.edits: the two edits
 """
 from __future__ import annotations

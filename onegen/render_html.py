@@ -15,8 +15,8 @@ from .answer_alignment import answer_note
 from .documents import Document
 from .name_alignment import alignment_words
 from .protocols import SPECS
-from .render_text import (DECODER_LABELS, NO_CONFIDENT_MATCH, PHASE_LABELS, copy_note, input_note, low_confidence_words,
-                          phase_labels, run_confidence_words, stop_words, task_label)
+from .render_text import (DECODER_LABELS, NO_CONFIDENT_MATCH, PHASE_LABELS, copy_note, input_note,
+                          low_confidence_words, phase_labels, run_confidence_words, stop_words, task_label)
 from .tasks import TASKS
 from .trace import Hit, LayerRead, Override, Retrieval, TokenRecord, Trace
 

@@ -399,7 +399,8 @@ class MultiHop(QuestionAnswering):
         trace.result.answer = answers[-1].strip() if answers else None
         trace.result.hops = multi_hop_chain(trace)
 
-    result_checks = ("input_normalization", "comparison_check", "answer_alignment")  # the option, then its spelling
+    # The input first; then the comparison's option, then its spelling.
+    result_checks = ("input_normalization", "comparison_check", "answer_alignment")
 
     def check_result(self, trace: Trace, input_text: str) -> None:
         res = trace.result

@@ -89,7 +89,8 @@ InputEditKind = Literal["name_case", "closing_mark"]
 @dataclass
 class InputEdit:
     """One change the input normalization made to the typed text (onegen/input_normalization.py):
-    characters [start, end) of the text the model read, `after`, were `before` as typed."""
+    the typed characters [start, end), `before`, became `after` in the text the model read. A case
+    change keeps its place in both texts; a closing mark is inserted at `start` (= `end`)."""
     start: int
     end: int
     before: str

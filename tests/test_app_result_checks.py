@@ -42,3 +42,17 @@ def test_the_switch_runs_the_typed_text_when_off(app):
         assert as_typed.input == typed and as_typed.input_edits is None
     finally:
         del lm.info["input_normalization"]
+
+
+def test_the_trace_viewer_shows_the_typed_input_beside_the_read_one(app):
+    from onegen.ui.viewer_tab import input_html
+
+    lm = app.model()
+    lm.info["input_normalization"] = "normalize"
+    try:
+        trace = app.run_trace("multi-hop", "where was the director of film a born")
+    finally:
+        del lm.info["input_normalization"]
+    html = input_html(trace)
+    assert "where was the director of Film A born?" in html and "(typed: where was the director of film a born)" in html
+    assert "typed:" not in input_html(app.run_trace("multi-hop", QUESTION))

@@ -47,10 +47,13 @@ def read_trace(path: str) -> Trace:
 
 
 def input_html(trace: Trace) -> str:
-    """The run's original input, as the model was given it."""
+    """The run's original input, as the model was given it, and as typed where the input
+    normalization changed it."""
     text = trace.input if isinstance(trace.input, str) else ""
+    typed = (f'<span class="og-muted"> (typed: {R.esc(trace.typed_input)})</span>'
+             if trace.input_edits and isinstance(trace.input, str) else "")
     return (f'<div class="og-kv og-run-input"><span>Input</span><span class="og-input-text">{R.esc(text) or "(empty)"}'
-            "</span></div>")
+            f"{typed}</span></div>")
 
 
 def build(app: AppState) -> None:
