@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 import weakref
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from .trace import InputEdit
 
@@ -71,27 +71,32 @@ class NameCaser:
                 names.setdefault(key, name)
         return cls({k: v for k, v in names.items() if v})
 
-    def recase(self, text: str) -> tuple[str, list[InputEdit]]:
-        """`text` with each typed name in the index's case; the edits, in text order."""
+    def matches(self, text: str) -> Iterator[tuple[int, int, str]]:
+        """(start, end, name) of each run of whole words that spells a name in any case, the
+        longest name first, left to right."""
         words = list(_WORD.finditer(text))
-        chars, edits, i = list(text), [], 0
+        i = 0
         while i < len(words):
             step = 1
             for n in range(min(self.longest, len(words) - i), 0, -1):
-                key = tuple(m.group().lower() for m in words[i:i + n])
-                name = self.names.get(key)
-                if name is None:
-                    continue
-                start, end = words[i].start(), words[i + n - 1].end()
-                typed = text[start:end]
-                step = n
-                # The name's own separators must be the typed ones: only the case may differ.
-                if typed != name and typed.lower() == name.lower() and len(typed) == len(name):
-                    chars[start:end] = name
-                    edits.append(InputEdit(start=start, end=end, before=typed, after=name, kind="name_case"))
-                break
+                name = self.names.get(tuple(m.group().lower() for m in words[i:i + n]))
+                if name is not None:
+                    yield words[i].start(), words[i + n - 1].end(), name
+                    step = n
+                    break
             i += step
+
+    def recase(self, text: str) -> tuple[str, list[InputEdit]]:
+        """`text` with each typed name in the index's case; the edits, in text order."""
+        chars, edits = list(text), []
+        for start, end, name in self.matches(text):
+            typed = text[start:end]
+            # The name's own separators must be the typed ones: only the case may differ.
+            if typed != name and typed.lower() == name.lower() and len(typed) == len(name):
+                chars[start:end] = name
+                edits.append(InputEdit(start=start, end=end, before=typed, after=name, kind="name_case"))
         return "".join(chars), edits
+
 
 
 _CASERS: "weakref.WeakKeyDictionary[object, NameCaser]" = weakref.WeakKeyDictionary()
@@ -122,4 +127,3 @@ def normalize_input(text: str, caser: NameCaser | None, *, closing: str) -> Norm
         read = read[:edit.start] + edit.after + read[edit.start:]
         edits.append(edit)
     return NormalizedInput(read, edits)
-
