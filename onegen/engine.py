@@ -584,7 +584,7 @@ class _Run:
         # released evaluator, where each segment is one `generate` call. The token limit applies to
         # each segment, and after the last allowed retrieval the next segment runs to its stop.
         self.segmented = self.queries_while_decoding and self.spec.insertion is not None
-        self.checks = resolve_checks(self.task.result_checks, settings, self.lm)
+        self.checks = resolve_checks(self.task.declared_settings, settings, self.lm)
         edits = resume.trace.input_edits if resume is not None else None  # a replay reads what its original read
         if resume is None and self.checks.get("input_normalization") == "normalize":
             index = getattr(retriever, "index", None)  # its titles spell the names

@@ -464,7 +464,7 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
         greedy_copy = run_settings.copy_input and run_settings.sampling is None
         run_info["early_close"] = greedy_copy and run_settings.early_close
         run_info["model_opens"] = greedy_copy and run_settings.model_opens
-    run_info.update(resolve_checks(the_task.result_checks, run_settings, lm))
+    run_info.update(resolve_checks(the_task.declared_settings, run_settings, lm))
     if source is not None:
         run_info.update(data=source.data, aliases=source.aliases, skipped_items=source.skipped)
 
@@ -535,7 +535,7 @@ def evaluate(engine_or_model: Engine | LoadedModel | str | Path | None, task: st
         copy_input=run_settings.copy_input if copies else None,
         early_close=run_info["early_close"] if copies else None,
         model_opens=run_info["model_opens"] if copies else None,
-        checks={key: run_info[key] for key in the_task.result_checks},
+        checks={key: run_info[key] for key in the_task.declared_settings},
         copy_overrides=sum(len(r.trace.overrides) for r in records if r.trace is not None) if copies else None)
     return EvaluationReport(task=task, metrics=metrics, records=records,
                             out=result_file.path if result_file is not None else None, index_coverage=coverage)

@@ -37,10 +37,6 @@ class NormalizedInput:
     text: str  # what the model reads
     edits: list[InputEdit]
 
-    @property
-    def changed(self) -> bool:
-        return bool(self.edits)
-
 
 class NameCaser:
     """Index names by their lowercase words, to give a typed name the index's case."""
@@ -55,6 +51,7 @@ class NameCaser:
         has a capital letter (nothing to restore otherwise) and is not a single word of three
         letters or fewer (a Wikipedia title "It" would recase every "it")."""
         names: dict[tuple[str, ...], str] = {}
+        clashing: set[tuple[str, ...]] = set()
         for title in titles:
             name = _DISAMBIGUATION.sub("", title or "")
             words = _WORD.findall(name)
@@ -65,11 +62,9 @@ class NameCaser:
             key = tuple(w.lower() for w in words)
             # Two titles that differ only in case ("Harvest" and "HARVEST") leave the choice open:
             # no recasing for either.
-            if key in names and names[key] != name:
-                names[key] = ""
-            else:
-                names.setdefault(key, name)
-        return cls({k: v for k, v in names.items() if v})
+            if names.setdefault(key, name) != name:
+                clashing.add(key)
+        return cls({k: v for k, v in names.items() if k not in clashing})
 
     def matches(self, text: str) -> Iterator[tuple[int, int, str]]:
         """(start, end, name) of each run of whole words that spells a name in any case, the
@@ -96,7 +91,6 @@ class NameCaser:
                 chars[start:end] = name
                 edits.append(InputEdit(start=start, end=end, before=typed, after=name, kind="name_case"))
         return "".join(chars), edits
-
 
 
 _CASERS: "weakref.WeakKeyDictionary[object, NameCaser]" = weakref.WeakKeyDictionary()

@@ -166,7 +166,7 @@ def settings_of(trace: Trace) -> RunSettings:
                        copy_input=bool(s.get("copy_input", defaults.copy_input)),
                        early_close=bool(s.get("early_close", False)), model_opens=bool(s.get("model_opens", False)),
                        # a trace from before a check ran without it
-                       **{key: s.get(key, "off") for key in (TASKS[trace.task].result_checks if trace.task in TASKS else ())},
+                       **{key: s.get(key, "off") for key in (TASKS[trace.task].declared_settings if trace.task in TASKS else ())},
                        fused_decoder=s.get("decoder", "fused-llama") == "fused-llama",
                        repetition_window=int(s.get("repetition_window", defaults.repetition_window)),
                        query_vectors=any(r.query_vector is not None for r in trace.retrievals))

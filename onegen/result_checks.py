@@ -5,8 +5,9 @@ the QA tasks' answer alignment (onegen/answer_alignment.py), multi-hop's compari
 
 The result checks leave the model's tokens and retrievals as they were; every setting records what
 it changed, so a reader sees the model's own output (or the typed input) beside the checked one. A
-model folder declares the settings its evaluation used (keys of its `onegen_model.json`, written from its recipe); any other model
-runs them "off", as the authors' loops report results.
+model folder declares the settings its evaluation used (keys of its `onegen_model.json`, written
+from its recipe; a task's `declared_settings`); any other model runs them "off", as the authors'
+loops report results.
 """
 from __future__ import annotations
 

@@ -96,12 +96,17 @@ class Task:
         """Fill `trace.result` from the finished trace."""
         raise NotImplementedError
 
-    # The settings a model declares for this task's runs (keys of onegen/result_checks.CHECKS): the
-    # input normalization, then the result checks run after `fill_result`; each run's settings are
-    # in `trace.settings`.
-    result_checks: ClassVar[tuple[str, ...]] = ("input_normalization",)
+    # The result checks this task runs after `fill_result` (keys of onegen/result_checks.CHECKS);
+    # their settings are in `trace.settings`.
+    result_checks: ClassVar[tuple[str, ...]] = ()
     # The mark the input normalization ends an unfinished input with (onegen/input_normalization.py).
     closing_mark: ClassVar[str] = "?"
+
+    @property
+    def declared_settings(self) -> tuple[str, ...]:
+        """The settings a model declares for this task's runs: every task's input normalization
+        (before the run), then its result checks."""
+        return ("input_normalization", *self.result_checks)
 
     def check_result(self, trace: Trace, input_text: str) -> None:
         """Apply the result checks `trace.settings` names to a filled result."""
@@ -196,7 +201,7 @@ class EntityLinking(Task):
         m = _MENTION_END.search(segment)
         return m.group(1).strip() if m else ""
 
-    result_checks = ("input_normalization", "name_alignment")
+    result_checks = ("name_alignment",)
     closing_mark = "."
 
     def fill_result(self, trace: Trace, input_text: str, eos_id: int) -> None:
@@ -312,7 +317,7 @@ class QuestionAnswering(Task):
 
     headline = ("em", "EM")
     compared_metrics = ("em", "f1", "match")
-    result_checks = ("input_normalization", "answer_alignment")
+    result_checks = ("answer_alignment",)
 
     def check_result(self, trace: Trace, input_text: str) -> None:
         policy = trace.settings.get("answer_alignment", "off")
@@ -399,8 +404,7 @@ class MultiHop(QuestionAnswering):
         trace.result.answer = answers[-1].strip() if answers else None
         trace.result.hops = multi_hop_chain(trace)
 
-    # The input first; then the comparison's option, then its spelling.
-    result_checks = ("input_normalization", "comparison_check", "answer_alignment")
+    result_checks = ("comparison_check", "answer_alignment")  # the option first, then its spelling
 
     def check_result(self, trace: Trace, input_text: str) -> None:
         res = trace.result

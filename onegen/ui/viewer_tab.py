@@ -50,8 +50,7 @@ def input_html(trace: Trace) -> str:
     """The run's original input, as the model was given it, and as typed where the input
     normalization changed it."""
     text = trace.input if isinstance(trace.input, str) else ""
-    typed = (f'<span class="og-muted"> (typed: {R.esc(trace.typed_input)})</span>'
-             if trace.input_edits and isinstance(trace.input, str) else "")
+    typed = f'<span class="og-muted"> (typed: {R.esc(trace.typed_input)})</span>' if text and trace.input_edits else ""
     return (f'<div class="og-kv og-run-input"><span>Input</span><span class="og-input-text">{R.esc(text) or "(empty)"}'
             f"{typed}</span></div>")
 
