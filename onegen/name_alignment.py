@@ -9,10 +9,14 @@ checked against that entity's name in the input:
 
 - "off": the spans the model marked, as the authors' loop reports them;
 - "snap": where the linked name occurs in the input (any casing) overlapping the marked span, the
-  mention becomes that occurrence; a second mention snapped onto the same span is a duplicate;
+  mention becomes that occurrence; where none overlaps but one begins right after the span (only
+  spaces and punctuation between), the mention becomes that one: a model that opens its mention
+  on the words before a name ("Born in" for Hudroltvale, "starring" for an actor) still queries
+  for the name, and its retrieval finds it; a second mention snapped onto the same span is a
+  duplicate;
 - "strict": "snap", and a mention that shares no word with its linked name, where the name does
-  not occur, is not linked (a mention need not spell the title, but must share a word with it:
-  "German" links to "Germany", "Believe it or not" to no person).
+  not occur over or right after it, is not linked (a mention need not spell the title, but must
+  share a word with it: "German" links to "Germany", "Believe it or not" to no person).
 
 The model's own tokens and retrievals are never changed: an aligned mention keeps the span the
 model marked (`model_start`, `model_end`), and a refused one moves to `Result.unlinked`.
@@ -34,12 +38,17 @@ _ARTICLE = re.compile(r"^(the|a|an)\s+", re.IGNORECASE)
 _WORD = re.compile(r"\w+")
 # Shorter word stems than this match too much ("in" is a prefix of "India").
 _MIN_STEM = 4
+# What may lie between a marked span and a name that follows it for the name to count as right
+# after it: a space, a comma, a quote; never a word.
+_NEXT_TO = re.compile(r"\W{0,3}")
 
 
 def name_occurrence(text: str, name: str, start: int, end: int) -> tuple[int, int] | None:
     """The occurrence of `name` in `text` (any casing, at word edges, leading article optional)
-    that overlaps [start, end) most; None when none overlaps."""
+    that overlaps [start, end) most; else the longest one that begins right after `end` (nothing
+    but spaces and punctuation between); None when there is neither."""
     best: tuple[int, tuple[int, int]] | None = None
+    following: tuple[int, int] | None = None
     names = {name.strip()}
     names.add(_ARTICLE.sub("", name.strip()))
     for n in names:
@@ -50,7 +59,10 @@ def name_occurrence(text: str, name: str, start: int, end: int) -> tuple[int, in
             if overlap > 0 and (best is None or overlap > best[0]
                                 or (overlap == best[0] and m.end() - m.start() > best[1][1] - best[1][0])):
                 best = (overlap, (m.start(), m.end()))
-    return None if best is None else best[1]
+            elif (m.start() >= end and _NEXT_TO.fullmatch(text, end, m.start())
+                  and (following is None or m.end() > following[1])):
+                following = (m.start(), m.end())
+    return best[1] if best is not None else following
 
 
 def shares_a_word(mention: str, name: str) -> bool:
@@ -101,7 +113,9 @@ def align_names(text: str, entities: Sequence[LinkedEntity],
 def alignment_words(entity: LinkedEntity, text: str) -> str:
     """What the name alignment did to one mention, in words for a reader; "" when nothing."""
     if entity.alignment == "snapped" and entity.model_start is not None and entity.model_end is not None:
-        return f"the model marked {text[entity.model_start:entity.model_end]!r}; moved onto the linked name"
+        marked = text[entity.model_start:entity.model_end]
+        after = entity.start is not None and entity.model_end <= entity.start
+        return f"the model marked {marked!r}; moved onto the linked name" + (" that follows it" if after else "")
     if entity.alignment == "no-shared-word":
         return f"not linked: no word in common with {entity.title!r}, its query's top hit"
     if entity.alignment == "duplicate":

@@ -8,7 +8,7 @@ import pytest
 
 from onegen import render_html as R
 from onegen.evaluation import EvaluationError, _check_same_run
-from onegen.name_alignment import align_names, name_occurrence, shares_a_word
+from onegen.name_alignment import align_names, alignment_words, name_occurrence, shares_a_word
 from onegen.result_checks import check_value, model_check, resolve_check
 from onegen.render_text import result_block
 from onegen.tasks import get_task, link_mentions
@@ -68,6 +68,27 @@ def test_two_pieces_of_one_title_link_it_once():
     linked, unlinked = align_names(text, ents, "strict")
     assert [(e.mention, e.alignment) for e in linked] == [("Orchard over Nagon", "snapped")]
     assert [(e.mention, e.alignment) for e in unlinked] == [("Nagon", "duplicate")]
+
+
+def test_a_mention_opened_on_the_words_before_a_name_moves_onto_the_name_right_after_it():
+    text = "Born in Hudroltvale, Trakasar Grolane grew up there"
+    for policy in ("snap", "strict"):
+        (e,), unlinked = align_names(text, [entity(text, "Born in", "Hudroltvale")], policy)
+        assert unlinked == [] and (e.mention, e.alignment) == ("Hudroltvale", "snapped")
+        assert text[e.model_start:e.model_end] == "Born in"
+    assert alignment_words(e, text) == "the model marked 'Born in'; moved onto the linked name that follows it"
+    quoted = 'Few know that the album "Dreraren" sold well'
+    at = quoted.index("Dreraren")
+    assert name_occurrence(quoted, "Dreraren", 0, quoted.index(' "')) == (at, at + 8)
+
+
+def test_only_a_name_right_after_the_span_counts_and_an_overlapping_one_comes_first():
+    text = "Believe it or not, everyone knew the writer Dendel Danberg"
+    linked, unlinked = align_names(text, [entity(text, "Believe it or not", "Dendel Danberg")], "strict")
+    assert linked == [] and [e.alignment for e in unlinked] == ["no-shared-word"]
+    assert name_occurrence("Kanvica, Kanvica", "Kanvica", 0, 7) == (0, 7)
+    assert name_occurrence("Fans of Stona and Stona", "Stona", 0, 7) == (8, 13)
+    assert name_occurrence("Fans of Stonaville", "Stona", 0, 7) is None
 
 
 def test_off_changes_nothing_and_unknown_policies_are_refused():

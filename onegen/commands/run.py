@@ -79,7 +79,8 @@ RESULT_CHECK_HELP = {
         "each edit",
     "name_alignment":
         "entity linking: check each linked mention's span against the linked entity's name in the input: "
-        "off (the spans the model marked), snap (move a mention onto the name where it overlaps), strict "
+        "off (the spans the model marked), snap (move a mention onto the name where it overlaps it or "
+        "begins right after it), strict "
         "(snap, and refuse a link whose mention shares no word with the name)",
     "answer_alignment":
         "QA: off, or snap: an answer found nowhere in the question and the documents the run read, but "
