@@ -12,8 +12,8 @@ checked against that entity's name in the input:
   mention becomes that occurrence; where none overlaps but one begins right after the span (only
   spaces and punctuation between), the mention becomes that one: a model that opens its mention
   on the words before a name ("Born in" for Hudroltvale, "starring" for an actor) still queries
-  for the name, and its retrieval finds it; a second mention snapped onto the same span is a
-  duplicate;
+  for the name, and its retrieval finds it; a mention moved onto a span that an earlier mention
+  took, or that the model marked itself, is a duplicate;
 - "strict": "snap", and a mention that shares no word with its linked name, where the name does
   not occur over or right after it, is not linked (a mention need not spell the title, but must
   share a word with it: "German" links to "Germany", "Believe it or not" to no person).
@@ -87,27 +87,40 @@ def align_names(text: str, entities: Sequence[LinkedEntity],
     check_value("name_alignment", policy)
     if policy == "off":
         return list(entities), []
+    aligned = [_aligned(text, e, policy) for e in entities]
+    # A mention the model marked on the name itself keeps its span against one moved onto it.
+    own = {(a.start, a.end) for a in aligned if a is not None and a.alignment is None}
     linked: list[LinkedEntity] = []
     unlinked: list[LinkedEntity] = []
     taken: set[tuple[int, int]] = set()
-    for e in entities:
+    for marked, e in zip(entities, aligned):
+        if e is None:
+            unlinked.append(dataclasses.replace(marked, alignment="no-shared-word"))
+            continue
         if e.start is None or e.end is None:
             linked.append(e)
             continue
-        marked = e
-        span = name_occurrence(text, e.title, e.start, e.end)
-        if span is not None and span != (e.start, e.end):
-            e = dataclasses.replace(e, mention=text[span[0]:span[1]], start=span[0], end=span[1],
-                                    model_start=e.start, model_end=e.end, alignment="snapped")
-        elif span is None and policy == "strict" and not shares_a_word(e.mention, e.title):
-            unlinked.append(dataclasses.replace(e, alignment="no-shared-word"))
-            continue
-        if (e.start, e.end) in taken:
+        span = (e.start, e.end)
+        if span in taken or (e.alignment == "snapped" and span in own):
             unlinked.append(dataclasses.replace(marked, alignment="duplicate"))
             continue
-        taken.add((e.start, e.end))
+        taken.add(span)
         linked.append(e)
     return linked, unlinked
+
+
+def _aligned(text: str, e: LinkedEntity, policy: NameAlignment) -> LinkedEntity | None:
+    """One mention moved onto its linked name where the name lies over or right after it; None
+    where "strict" refuses it."""
+    if e.start is None or e.end is None:
+        return e
+    span = name_occurrence(text, e.title, e.start, e.end)
+    if span is not None and span != (e.start, e.end):
+        return dataclasses.replace(e, mention=text[span[0]:span[1]], start=span[0], end=span[1],
+                                   model_start=e.start, model_end=e.end, alignment="snapped")
+    if span is None and policy == "strict" and not shares_a_word(e.mention, e.title):
+        return None
+    return e
 
 
 def alignment_words(entity: LinkedEntity, text: str) -> str:
@@ -119,5 +132,5 @@ def alignment_words(entity: LinkedEntity, text: str) -> str:
     if entity.alignment == "no-shared-word":
         return f"not linked: no word in common with {entity.title!r}, its query's top hit"
     if entity.alignment == "duplicate":
-        return "not linked: moved onto the span of an earlier mention"
+        return "not linked: moved onto the span of another mention"
     return ""

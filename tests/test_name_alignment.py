@@ -2,6 +2,7 @@
 output (tasks.copied_offset), and how the setting travels: traces, evaluation files, recipes."""
 from __future__ import annotations
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
@@ -89,6 +90,15 @@ def test_only_a_name_right_after_the_span_counts_and_an_overlapping_one_comes_fi
     assert name_occurrence("Kanvica, Kanvica", "Kanvica", 0, 7) == (0, 7)
     assert name_occurrence("Fans of Stona and Stona", "Stona", 0, 7) == (8, 13)
     assert name_occurrence("Fans of Stonaville", "Stona", 0, 7) is None
+
+
+def test_a_mention_the_model_marked_on_the_name_keeps_it_against_one_moved_there():
+    text = "Born in Hudroltvale, Trakasar Grolane grew up there"
+    moved = entity(text, "Born in", "Hudroltvale")
+    own = dataclasses.replace(entity(text, "Hudroltvale", "Hudroltvale", 1), entity_id="id-own")
+    linked, unlinked = align_names(text, [moved, own], "strict")
+    assert [(e.mention, e.entity_id, e.alignment) for e in linked] == [("Hudroltvale", "id-own", None)]
+    assert [(e.mention, e.alignment) for e in unlinked] == [("Born in", "duplicate")]
 
 
 def test_off_changes_nothing_and_unknown_policies_are_refused():
