@@ -80,8 +80,24 @@ def run_confidence_words(trace: Trace) -> str:
     low = [r for r in result_retrievals(trace) if r.confident is False]
     n = len(trace.retrievals)
     which = ", ".join(str(r.step + 1) for r in low)
-    return (f"No confident match in this index: retrieval{'s' if len(low) != 1 else ''} {which} of {n} scored below "
-            "the calibrated range, so the result does not rest on a document this index holds about the input.")
+    lead = (f"No confident match in this index: retrieval{'s' if len(low) != 1 else ''} {which} of {n} "
+            "scored below the calibrated range")
+    weak, sound = unconfident_links(trace)
+    if weak and sound:  # links stand on their own retrievals: say which ones are in doubt
+        named = ", ".join(f"{e.mention!r} -> {e.title}" for e in weak)
+        return (f"{lead}, so {'its link' if len(weak) == 1 else 'their links'} ({named}) "
+                f"{'does' if len(weak) == 1 else 'do'} not rest on a document this index holds about the text; "
+                f"the other {len(sound)} link{'s' if len(sound) != 1 else ''} {'does' if len(sound) == 1 else 'do'}.")
+    return f"{lead}, so the result does not rest on a document this index holds about the input."
+
+
+def unconfident_links(trace: Trace) -> tuple[list, list]:
+    """An entity-linking result's links whose retrieval had no confident match, and the others."""
+    weak, sound = [], []
+    for e in trace.result.entities or []:
+        r = trace.retrievals[e.retrieval] if 0 <= e.retrieval < len(trace.retrievals) else None
+        (weak if r is not None and r.confident is False else sound).append(e)
+    return weak, sound
 
 
 # Which forward computed the run (RunSettings.fused_decoder): same hidden states, other speed.

@@ -13,7 +13,7 @@ from ..engine import DoneEvent, Event, TokenEvent
 from ..modes import DEFAULT_MODE, MODE_LABELS
 from ..tasks import TASK_NAMES, get_task
 from ..trace import Trace
-from ..render_text import stop_words
+from ..render_text import stop_words, unconfident_links
 from .shared import (PRIVATE, STOPPED_WHILE_QUEUED, TASK_CHOICES, TracePanel, error_message, example_inputs,
                      imprag_note_html, loading_message, on_gpu, span_download, visitor, wire_examples, wire_model_run,
                      write_trace)
@@ -197,7 +197,11 @@ class RunView:
         """Under a run with no confident match on an invented world's index: one line saying so,
         with questions of the same task that index answers."""
         invented = self.app.world() if trace.result.confident is False else None
-        return R.invented_world_line(invented.overview.questions(trace.task)) if invented else ""
+        if not invented:
+            return ""
+        weak, sound = unconfident_links(trace)
+        return R.invented_world_line(invented.overview.questions(trace.task), trace.task,
+                                     weak_links=len(weak), links=len(weak) + len(sound))
 
     def stopped(self, trace: Trace) -> dict:
         written = sum(t.kind != "inserted" for t in trace.tokens)
