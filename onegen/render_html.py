@@ -604,18 +604,15 @@ def world_html(overview: WorldOverview, names_task: str | None) -> str:
     return f'<div class="og-world" data-world="invented">{"".join(parts)}</div>'
 
 
-def invented_world_line(questions: Sequence[str], task: str = "", weak_links: int = 0, links: int = 0) -> str:
-    """One line under a run with no confident match on the embedded default's index. An
-    entity-linking result with some confident links (`weak_links` of `links` are not) says how
-    many, not that the index holds nothing about the text."""
+def invented_world_line(questions: Sequence[str], asked: str = "what you asked",
+                        answerable: str = "Questions it can answer", weak_links: int = 0, links: int = 0) -> str:
+    """One line under a run with no confident match on the embedded default's index. A result
+    with some confident links (`weak_links` of `links` are not) says how many, rather than that
+    the index holds nothing about the input; `asked` and `answerable` are the task's words."""
     asks = "; ".join(f"\u201c{q}\u201d" for q in questions) or "see the examples above"
-    if task == "entity-linking":
-        found = ("nothing about this text" if not links or weak_links >= links
-                 else f"no confident match for {weak_links} of the {links} linked mentions")
-        text = f"This index holds an invented world and {found}. Texts it can link: {asks}."
-    else:
-        text = ("This index holds an invented world and nothing about what you asked. "
-                f"Questions it can answer: {asks}.")
+    found = (f"no confident match for {weak_links} of the {links} linked mentions" if 0 < weak_links < links
+             else f"nothing about {asked}")
+    text = f"This index holds an invented world and {found}. {answerable}: {asks}."
     return f'<div class="og-msg og-warn og-invented" role="status">{esc(text)}</div>'
 
 

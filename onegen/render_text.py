@@ -12,7 +12,7 @@ from .answer_alignment import answer_note
 from .calibration import result_retrievals
 from .name_alignment import alignment_words
 from .tasks import TASKS
-from .trace import Retrieval, TokenRecord, Trace
+from .trace import LinkedEntity, Retrieval, TokenRecord, Trace
 
 PREVIEW_CHARS = 160
 # Why a run ended, in words for someone new to it ({..} from the trace's settings); the one map of
@@ -91,9 +91,10 @@ def run_confidence_words(trace: Trace) -> str:
     return f"{lead}, so the result does not rest on a document this index holds about the input."
 
 
-def unconfident_links(trace: Trace) -> tuple[list, list]:
+def unconfident_links(trace: Trace) -> tuple[list[LinkedEntity], list[LinkedEntity]]:
     """An entity-linking result's links whose retrieval had no confident match, and the others."""
-    weak, sound = [], []
+    weak: list[LinkedEntity] = []
+    sound: list[LinkedEntity] = []
     for e in trace.result.entities or []:
         r = trace.retrievals[e.retrieval] if 0 <= e.retrieval < len(trace.retrievals) else None
         (weak if r is not None and r.confident is False else sound).append(e)

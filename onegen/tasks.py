@@ -80,6 +80,9 @@ class Task:
     reads_index_titles: ClassVar[bool] = False
     # What `named_documents` gives: index documents' "title"s or "id"s.
     named_documents_field: ClassVar[Literal["title", "id"]] = "title"
+    # How the app names a run's input, and the inputs an index can serve, to a visitor.
+    asked: ClassVar[str] = "what you asked"
+    answerable: ClassVar[str] = "Questions it can answer"
 
     @property
     def default_candidates(self) -> CandidatesMode:
@@ -196,6 +199,7 @@ class EntityLinking(Task):
     compared_metrics = ("precision", "recall", "f1", "span_f1", "linking_accuracy", "ambiguous_accuracy")
     reads_index_titles = True
     named_documents_field = "id"
+    asked, answerable = "this text", "Texts it can link"
 
     def query_text(self, segment: str) -> str:
         m = _MENTION_END.search(segment)

@@ -326,6 +326,7 @@ def test_an_entity_linking_result_rests_on_the_links_it_kept():
 def test_an_entity_linking_result_with_some_confident_links_names_the_others():
     from onegen.render_html import invented_world_line
     from onegen.render_text import run_confidence_words
+    from onegen.tasks import get_task
     from onegen.trace import LinkedEntity, Result
 
     rs = [retrieval(0, 0.9, confident=True), retrieval(1, 0.6, confident=False)]
@@ -336,13 +337,15 @@ def test_an_entity_linking_result_with_some_confident_links_names_the_others():
     words = run_confidence_words(trace)
     assert "retrieval 2 of 2" in words and "its link ('Thudora' -> Thudora) does not rest" in words
     assert words.endswith("the other 1 link does.")
-    partial = invented_world_line(["Stona lies in Velor."], "entity-linking", weak_links=1, links=2)
+    el = get_task("entity-linking")
+    partial = invented_world_line(["Stona lies in Velor."], el.asked, el.answerable, weak_links=1, links=2)
     assert "no confident match for 1 of the 2 linked mentions" in partial and "Texts it can link" in partial
-    assert "nothing about this text" in invented_world_line([], "entity-linking", weak_links=2, links=2)
+    assert "nothing about this text" in invented_world_line([], el.asked, el.answerable, weak_links=2, links=2)
     # Every link in doubt, or a question: the result as a whole rests on no document of the index.
     trace.result = Result(entities=links[1:], confident=False)
     assert "so the result does not rest on a document" in run_confidence_words(trace)
-    assert "nothing about what you asked" in invented_world_line(["Q?"], "multi-hop")
+    mh = get_task("multi-hop")
+    assert "nothing about what you asked" in invented_world_line(["Q?"], mh.asked, mh.answerable)
 
 
 # -- the run's confidence is judged after the result checks -----------------------------------------

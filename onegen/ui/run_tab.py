@@ -200,7 +200,8 @@ class RunView:
         if not invented:
             return ""
         weak, sound = unconfident_links(trace)
-        return R.invented_world_line(invented.overview.questions(trace.task), trace.task,
+        task = get_task(trace.task)
+        return R.invented_world_line(invented.overview.questions(trace.task), task.asked, task.answerable,
                                      weak_links=len(weak), links=len(weak) + len(sound))
 
     def stopped(self, trace: Trace) -> dict:
