@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence, get_args
 
 from .errors import OneGenError
 from .fsutil import atomic_write
-from .trace import Hit, Retrieval, Trace
+from .trace import Hit, LinkedEntity, Retrieval, Trace
 
 if TYPE_CHECKING:
     from .index import VectorIndex
@@ -219,6 +219,16 @@ def result_retrievals(trace: Trace) -> list[Retrieval]:
         if steps:
             return [trace.retrievals[i] for i in steps]
     return list(trace.retrievals)
+
+
+def unconfident_links(trace: Trace) -> tuple[list[LinkedEntity], list[LinkedEntity]]:
+    """An entity-linking result's links whose retrieval had no confident match, and the others."""
+    weak: list[LinkedEntity] = []
+    sound: list[LinkedEntity] = []
+    for e in trace.result.entities or []:
+        r = trace.retrievals[e.retrieval] if 0 <= e.retrieval < len(trace.retrievals) else None
+        (weak if r is not None and r.confident is False else sound).append(e)
+    return weak, sound
 
 
 def run_confidence(retrievals: Sequence[Retrieval]) -> bool | None:

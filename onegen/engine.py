@@ -574,7 +574,7 @@ class _Run:
         self.task = get_task(self.spec.name)
         self.ptok = engine.lm.ptok(self.spec.name)
         self.chooser: TokenChooser = engine.chooser or engine.default_chooser
-        self.text, self.retriever, self.settings, self.cost = text, retriever, settings, cost
+        self.retriever, self.settings, self.cost = retriever, settings, cost
         self.max_new = settings.max_new_tokens or self.spec.max_new_tokens
         self.max_retrievals = settings.max_retrievals if settings.max_retrievals is not None else self.spec.max_retrievals
         # Retrieval tokens written while decoding are queries (entity linking, multi-hop); single-hop
@@ -591,7 +591,7 @@ class _Run:
             caser = None if index is None else index_caser(index)
             read = normalize_input(text, caser, closing=self.task.closing_mark)
             text, edits = read.text, read.edits or None
-        self.text = text
+        self.text = text  # what the model reads
         self.prompt_text, self.prompt_ids = engine.prompt_ids(self.spec.name, text)
         ctx = self.lm.context_length
         if len(self.prompt_ids) >= ctx:

@@ -45,8 +45,8 @@ _NEXT_TO = re.compile(r"\W{0,3}")
 
 def name_occurrence(text: str, name: str, start: int, end: int) -> tuple[int, int] | None:
     """The occurrence of `name` in `text` (any casing, at word edges, leading article optional)
-    that overlaps [start, end) most; else the longest one that begins right after `end` (nothing
-    but spaces and punctuation between); None when there is neither."""
+    that overlaps [start, end) most; else the one that begins right after `end` (nothing but
+    spaces and punctuation between); None when there is neither."""
     best: tuple[int, tuple[int, int]] | None = None
     following: tuple[int, int] | None = None
     names = {name.strip()}
@@ -59,8 +59,7 @@ def name_occurrence(text: str, name: str, start: int, end: int) -> tuple[int, in
             if overlap > 0 and (best is None or overlap > best[0]
                                 or (overlap == best[0] and m.end() - m.start() > best[1][1] - best[1][0])):
                 best = (overlap, (m.start(), m.end()))
-            elif (m.start() >= end and _NEXT_TO.fullmatch(text, end, m.start())
-                  and (following is None or m.end() > following[1])):
+            elif following is None and m.start() >= end and _NEXT_TO.fullmatch(text, end, m.start()):
                 following = (m.start(), m.end())
     return best[1] if best is not None else following
 

@@ -604,11 +604,12 @@ def world_html(overview: WorldOverview, names_task: str | None) -> str:
     return f'<div class="og-world" data-world="invented">{"".join(parts)}</div>'
 
 
-def invented_world_line(questions: Sequence[str], asked: str = "what you asked",
-                        answerable: str = "Questions it can answer", weak_links: int = 0, links: int = 0) -> str:
-    """One line under a run with no confident match on the embedded default's index. A result
-    with some confident links (`weak_links` of `links` are not) says how many, rather than that
-    the index holds nothing about the input; `asked` and `answerable` are the task's words."""
+def invented_world_line(questions: Sequence[str], asked: str, answerable: str, weak_links: int = 0,
+                        links: int = 0) -> str:
+    """One line under a run with no confident match on the embedded default's index; `asked` and
+    `answerable` are the task's words (Task.asked, Task.answerable). A result with some confident
+    links (`weak_links` of `links` are not) says how many, rather than that the index holds
+    nothing about the input."""
     asks = "; ".join(f"\u201c{q}\u201d" for q in questions) or "see the examples above"
     found = (f"no confident match for {weak_links} of the {links} linked mentions" if 0 < weak_links < links
              else f"nothing about {asked}")

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any, Iterable, Iterator
 
 from .answer_alignment import answer_note
-from .calibration import result_retrievals
+from .calibration import result_retrievals, unconfident_links
 from .name_alignment import alignment_words
 from .tasks import TASKS
-from .trace import LinkedEntity, Retrieval, TokenRecord, Trace
+from .trace import Retrieval, TokenRecord, Trace
 
 PREVIEW_CHARS = 160
 # Why a run ended, in words for someone new to it ({..} from the trace's settings); the one map of
@@ -89,16 +89,6 @@ def run_confidence_words(trace: Trace) -> str:
                 f"{'does' if len(weak) == 1 else 'do'} not rest on a document this index holds about the text; "
                 f"the other {len(sound)} link{'s' if len(sound) != 1 else ''} {'does' if len(sound) == 1 else 'do'}.")
     return f"{lead}, so the result does not rest on a document this index holds about the input."
-
-
-def unconfident_links(trace: Trace) -> tuple[list[LinkedEntity], list[LinkedEntity]]:
-    """An entity-linking result's links whose retrieval had no confident match, and the others."""
-    weak: list[LinkedEntity] = []
-    sound: list[LinkedEntity] = []
-    for e in trace.result.entities or []:
-        r = trace.retrievals[e.retrieval] if 0 <= e.retrieval < len(trace.retrievals) else None
-        (weak if r is not None and r.confident is False else sound).append(e)
-    return weak, sound
 
 
 # Which forward computed the run (RunSettings.fused_decoder): same hidden states, other speed.

@@ -71,7 +71,8 @@ DECODING_SWITCHES = {
 }
 
 
-# The result checks of `run` and `evaluate` (onegen/result_checks.py).
+# The settings a model may declare, for `run` and `evaluate`: the input normalization and the
+# result checks (onegen/result_checks.py).
 RESULT_CHECK_HELP = {
     "input_normalization":
         "off, or normalize: before the run, names of the index typed in other case take the index's "

@@ -9,11 +9,12 @@ import gradio as gr
 
 from .. import render_html as R
 from ..app_state import IMPRAG, IMPRAG_TASK, MAX_TOP_K, AppState
+from ..calibration import unconfident_links
 from ..engine import DoneEvent, Event, TokenEvent
 from ..modes import DEFAULT_MODE, MODE_LABELS
 from ..tasks import TASK_NAMES, get_task
 from ..trace import Trace
-from ..render_text import stop_words, unconfident_links
+from ..render_text import stop_words
 from .shared import (PRIVATE, STOPPED_WHILE_QUEUED, TASK_CHOICES, TracePanel, error_message, example_inputs,
                      imprag_note_html, loading_message, on_gpu, span_download, visitor, wire_examples, wire_model_run,
                      write_trace)
@@ -195,7 +196,7 @@ class RunView:
 
     def unconfident_line(self, trace: Trace) -> str:
         """Under a run with no confident match on an invented world's index: one line saying so,
-        with questions of the same task that index answers."""
+        with inputs of the same task that index serves."""
         invented = self.app.world() if trace.result.confident is False else None
         if not invented:
             return ""
