@@ -597,7 +597,10 @@ def parse_example(task: str, item: Mapping[str, Any], index: int = 0) -> Any:
 # Result lines for the authors' scoring scripts
 # ---------------------------------------------------------------------------
 
-_FINAL_ANSWER = re.compile(r"<FINAL-ANSWER>(.*?)</FINAL-ANSWER>", re.DOTALL)
+# The text between a closing tag and the last opener before it: a model that writes the opener
+# early ("... director <FINAL-ANSWER>Summer over Gakrel?") and again at its answer is read from the
+# second, not answered with the chain and the paragraphs between them.
+_FINAL_ANSWER = re.compile(r"<FINAL-ANSWER>((?:(?!<FINAL-ANSWER>).)*?)</FINAL-ANSWER>", re.DOTALL)
 
 
 def extract_final_answer(text: str) -> str | None:
@@ -606,8 +609,9 @@ def extract_final_answer(text: str) -> str | None:
 
     Pass the generated text, not the prompt: the multi-hop prompt itself contains an
     empty `<FINAL-ANSWER></FINAL-ANSWER>`. Unlike the authors' extractor this reads
-    across newlines and takes the last answer, not the first after the prompt; the
-    engine stops at the first complete one, so both agree on its output.
+    across newlines, takes the last answer, not the first after the prompt (the engine
+    stops at the first complete one, so both agree there), and reads an answer whose
+    opener was written twice from the second opener.
     """
     matches = _FINAL_ANSWER.findall(text)
     return matches[-1].strip() if matches else None

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, Seq
 from . import datasets, error_analysis
 from .answer_alignment import align_answer
 from .comparison_check import check_comparison
-from .datasets import ELExample, MultiHopExample, SingleHopExample
+from .datasets import ELExample, MultiHopExample, SingleHopExample, extract_final_answer
 from .documents import Document, split_written_sentences
 from .errors import OneGenError
 from .metrics import (UNKNOWN_ENTITY, ELDocument, ELMetrics, ELSpanDocument, QAMetrics, el_scores,
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from .evaluation import ExampleRecord
 
 _MENTION_END = re.compile(r"<MENTION>((?:(?!<MENTION>).)*?)</MENTION>\s*$", re.S)
-_FINAL = re.compile(r"<FINAL-ANSWER>(.*?)</FINAL-ANSWER>", re.S)
 _TAG = re.compile(r"</?[A-Za-z][\w-]*>")  # an inserted document's delimiters (<paragraph>)
 
 # Where a task's documents come from: its own item ("context") or a global index.
@@ -403,9 +402,9 @@ class MultiHop(QuestionAnswering):
         return pieces[-1] if pieces else segment.strip()
 
     def fill_result(self, trace: Trace, input_text: str, eos_id: int) -> None:
-        answers = _FINAL.findall(trace.result.output_text)
-        trace.result.final_answer_found = bool(answers)
-        trace.result.answer = answers[-1].strip() if answers else None
+        answer = extract_final_answer(trace.result.output_text)
+        trace.result.final_answer_found = answer is not None
+        trace.result.answer = answer
         trace.result.hops = multi_hop_chain(trace)
 
     result_checks = ("comparison_check", "answer_alignment")  # the option first, then its spelling

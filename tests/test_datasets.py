@@ -359,4 +359,5 @@ def test_extract_final_answer():
     assert extract_final_answer("<FINAL-ANSWER>a</FINAL-ANSWER> <FINAL-ANSWER>b\nc</FINAL-ANSWER>") == "b\nc"
     assert extract_final_answer("<FINAL-ANSWER>a</FINAL-ANSWER> <FINAL-ANSWER>unclosed") == "a"
     assert extract_final_answer("<FINAL-ANSWER>unclosed") is None
+    assert extract_final_answer("who made <FINAL-ANSWER>X?<p>X was made by Y.</p> Y. <FINAL-ANSWER>Y</FINAL-ANSWER>") == "Y"
     assert extract_final_answer("") is None

@@ -222,6 +222,19 @@ def test_stop_at_complete_final_answer(models, monkeypatch):
     assert trace.result.answer == "Corvale" and trace.result.final_answer_found
 
 
+def test_an_answer_opened_twice_is_read_from_its_last_opener(models, monkeypatch):
+    """A model that writes <FINAL-ANSWER> inside a sub-question and again at its answer: the answer
+    is what follows the second opener, not the chain and the paragraphs in between."""
+    lm = models["multi-hop"]
+    qr = tid(lm, QR)
+    t = lambda s: text_ids(lm, "multi-hop", s)  # noqa: E731
+    script(monkeypatch, lm, t("First, who directed <FINAL-ANSWER>Film A?") + [qr]
+           + t(" Ivo Brandel. Second, where was Ivo Brandel born?") + [qr] + t(" Corvale. <FINAL-ANSWER>Corvale</FINAL-ANSWER>"))
+    trace = Engine(lm).run_trace("multi-hop", "Where was the director of Film A born?", candidates=PARAGRAPHS)
+    assert trace.stop_reason == "final_answer" and trace.result.output_text.count("<FINAL-ANSWER>") == 2
+    assert trace.result.answer == "Corvale" and trace.result.final_answer_found
+
+
 def test_stop_at_max_new_tokens(models, monkeypatch):
     lm = models["multi-hop"]
     script(monkeypatch, lm, text_ids(lm, "multi-hop", "word " * 40))
