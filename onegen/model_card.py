@@ -52,7 +52,8 @@ def setting(rs: ResultSet) -> str:
         where = "each question's own context paragraphs"
     else:
         where = f"candidates: {run.get('candidates')}"
-    parts = [rs.task, where]
+    data = run.get("data")  # the file name tells a reader which wording was asked (e.g. "-paraphrased")
+    parts = [f"{rs.task} on `{Path(str(data)).name}`" if data else rs.task, where]
     if run.get("control"):
         parts.append(f"control: {run['control']}")
     if get_task(rs.task).copies_input:

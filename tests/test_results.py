@@ -208,6 +208,13 @@ def test_model_card_reports_only_the_results_its_weights_wrote(models, runs, tmp
     section = metrics_section(sets, lm.fingerprint)
     assert "| `heldout-a.jsonl` | multi-hop, each question's own context paragraphs | 3 | **EM 0.67**" in section
     assert "| `heldout-b.jsonl` |" in section and "**EM 0.33**" in section and "retrained" not in section
+    worded = [json.loads(x) for x in runs["a"].out.read_text().splitlines()]
+    for line in worded:
+        line["onegen"]["run"]["data"] = "assets/world/heldout/multihop-paraphrased.json"
+    (results / "heldout-c.jsonl").write_text("".join(json.dumps(x) + "\n" for x in worded))
+    named = metrics_section(matching_results(results, lm.fingerprint), lm.fingerprint)
+    assert "| `heldout-c.jsonl` | multi-hop on `multihop-paraphrased.json`, each question's own context" in named
+    (results / "heldout-c.jsonl").unlink()
 
     folder = tmp_path / "model"
     folder.mkdir()
