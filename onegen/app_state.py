@@ -566,25 +566,38 @@ class AppState:
         return self._world[0]
 
     def _read_world(self) -> InventedWorld | None:
-        from .world_overview import entity_names, example_questions
+        from .world_overview import entity_names, example_questions, measured_scores
 
         folder = self.config.invented_world()
         if folder is None or not folder.is_dir():
             return None
-        types, names, names_task = [], {}, None
+        types, names, names_task, fingerprints = [], {}, None, {}
         for task in TASK_NAMES:
             try:
                 idx = self.index(task)
             except AppError:
                 continue
-            types, names = entity_names([idx.documents[i] for i in range(len(idx))])
-            if types:
-                names_task = task
-                break
+            fingerprints[task] = idx.fingerprint
+            if not types:
+                types, names = entity_names([idx.documents[i] for i in range(len(idx))])
+                names_task = task if types else None
         questions = example_questions(folder)
         if not types and not questions:
             return None
-        return InventedWorld(WorldOverview(types=types, names=names, examples=questions), names_task)
+        scores = measured_scores(self._result_sets(), fingerprints)
+        return InventedWorld(WorldOverview(types=types, names=names, examples=questions, scores=scores), names_task)
+
+    def _result_sets(self) -> list:
+        """The bundled result files that read back (a damaged one is left out, not shown)."""
+        from .results import ResultFileError, load_results
+
+        out = []
+        for path in self.bundled_results().values():
+            try:
+                out.append(load_results(path))
+            except (ResultFileError, OSError):
+                continue
+        return out
 
     # -- bundled files for the error browser ---------------------------------------------------------
     # The page picks these by name; a name not listed here is refused, so no other server path opens.

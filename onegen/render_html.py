@@ -21,7 +21,7 @@ from .tasks import TASKS
 from .trace import Hit, LayerRead, Override, Retrieval, TokenRecord, Trace
 
 if TYPE_CHECKING:
-    from .world_overview import WorldOverview
+    from .world_overview import MeasuredScore, WorldOverview
 
 # Task name -> label, for menus and messages (each Task's own `label`).
 TASK_LABELS = {name: task.label for name, task in TASKS.items()}
@@ -594,7 +594,8 @@ def world_html(overview: WorldOverview, names_task: str | None) -> str:
     for task, questions in overview.by_task().items():
         items = "".join(
             f'<li><q>{esc(q.text)}</q> <span class="og-muted">'
-            f'{esc(", ".join(x for x in (q.kind.replace("_", " "), q.wording) if x))}</span></li>'
+            f'{esc(", ".join(x for x in (q.kind.replace("_", " "), q.wording) if x))}</span>'
+            f'{measured_html(overview.score(q), q.wording)}</li>'
             for q in questions)
         parts.append(f'<div class="og-kv"><span>{esc(task_label(task))}</span></div>'
                      f'<ul class="og-world-questions">{items}</ul>')
@@ -602,6 +603,17 @@ def world_html(overview: WorldOverview, names_task: str | None) -> str:
         parts.append(f'<div>{_link("Browse every document in the Index browser", browse_tab_href(names_task))}'
                      '</div>')
     return f'<div class="og-world" data-world="invented">{"".join(parts)}</div>'
+
+
+def measured_html(score: MeasuredScore | None, wording: str) -> str:
+    """How the model scored on held-out items like an example (its task, type and wording)."""
+    if score is None:
+        return ""
+    items = "texts" if score.metric == "F1" else "questions"
+    worded = "in wordings it never trained on" if wording == "paraphrased" else "in its training wording"
+    said = (f"F1 {score.value:.2f} on {score.examples} held-out {items} {worded}" if score.metric == "F1" else
+            f"right in {round(score.value * score.examples)} of {score.examples} held-out {items} like it, {worded}")
+    return f' <span class="og-measured" title="measured: {esc(score.file)}">{esc(said)}</span>'
 
 
 def invented_world_line(questions: Sequence[str], asked: str, answerable: str, weak_links: int = 0,
@@ -691,6 +703,7 @@ APP_CSS = """
   color:var(--body-text-color-subdued)}
 .og-sub{font-weight:600;margin:10px 0 4px}
 .og-muted{color:var(--body-text-color-subdued);font-size:.9em}
+.og-measured{font-size:.9em;margin-left:.4em}
 .og-bars{display:flex;flex-direction:column;gap:4px}
 .og-bar-row{display:grid;grid-template-columns:minmax(120px,1.3fr) 2fr 56px;gap:8px;align-items:center;
   padding:2px 4px;border-radius:6px}

@@ -1,5 +1,6 @@
 """What a generated world holds, for a visitor: entity types with a few names from its index, and
-example questions of every task and wording from its held-out evaluation files.
+example questions of every task and wording from its held-out evaluation files, each with how
+the model scored on held-out questions like it (the bundled result files of its own index).
 
 The app shows this before the first run of the embedded default, and offers its questions when a
 run finds no confident match (an index of an invented world knows nothing else). Everything is
@@ -8,15 +9,20 @@ read from the files, never listed by hand: a regenerated world describes itself.
     overview = world_overview(entity_documents, "assets/world/heldout")   # onegen/world_overview.py
     overview.types          # [("person", 240), ...]
     overview.questions("multi-hop")
+    measured_scores(result_sets, {"multi-hop": index.fingerprint})   # (task, kind, data file) -> score
 """
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from .documents import Document
+from .metrics import ELMetrics
+
+if TYPE_CHECKING:
+    from .results import ResultSet
 
 NAMES_PER_TYPE = 3
 # Questions kept per (task, question type, wording): enough to show the variety, few enough to read.
@@ -36,6 +42,17 @@ class ExampleQuestion:
     kind: str  # the item's question type (multi-hop: comparison, inference, ...), "" when it has none
     wording: str  # "template" (the training recipe's wording) or "paraphrased" (held-out wordings)
     text: str
+    source: str = ""  # the evaluation file's name
+
+
+@dataclass(frozen=True)
+class MeasuredScore:
+    """How the model did on the held-out items of one task, question type and evaluation file: a
+    result file of `onegen evaluate` run with the app's own index and settings."""
+    metric: str  # "EM" (question answering) or "F1" (entity linking)
+    value: float
+    examples: int
+    file: str  # the result file's name
 
 
 @dataclass(frozen=True)
@@ -43,6 +60,11 @@ class WorldOverview:
     types: list[tuple[str, int]]  # entity type and how many documents of it the index holds, largest first
     names: dict[str, list[NamedEntity]]  # a few entities of each type, in index order
     examples: list[ExampleQuestion] = field(default_factory=list)
+    scores: dict[tuple[str, str, str], MeasuredScore] = field(default_factory=dict)  # (task, kind, data file)
+
+    def score(self, q: ExampleQuestion) -> MeasuredScore | None:
+        """The measured score of questions like `q` (its task, type and file), if one was found."""
+        return self.scores.get((q.task, q.kind, q.source))
 
     def by_task(self) -> dict[str, list[ExampleQuestion]]:
         """The example questions grouped by task, in the order their files were read."""
@@ -99,7 +121,34 @@ def example_questions(folder: str | Path, per_kind: int = PER_KIND) -> list[Exam
             kind = str(getattr(ex, "type", "") or "")
             if kept[kind] < per_kind:
                 kept[kind] += 1
-                out.append(ExampleQuestion(data.task, kind, wording, task.example_input(ex)))
+                out.append(ExampleQuestion(data.task, kind, wording, task.example_input(ex), path.name))
+    return out
+
+
+def measured_scores(result_sets: Iterable["ResultSet"], index_fingerprints: Mapping[str, str]
+                    ) -> dict[tuple[str, str, str], MeasuredScore]:
+    """Scores by (task, question type, data file name) from the result files that ran a task as the app
+    runs it: with the index the app loaded for that task (`index_fingerprints`, which also fixes the
+    model that built it), no control, and entity linking copy-constrained. Where two files give the
+    same key, the one with more examples wins."""
+    out: dict[tuple[str, str, str], MeasuredScore] = {}
+    for rs in result_sets:
+        run = rs.run
+        if (run.get("candidates") != "index" or run.get("control") or not run.get("data")
+                or run.get("index_fingerprint") != index_fingerprints.get(rs.task)
+                or (rs.task == "entity-linking" and not run.get("copy_input"))):
+            continue
+        data, m = Path(str(run["data"])).name, rs.metrics
+        if isinstance(m, ELMetrics):
+            found = {"": MeasuredScore("F1", m.f1, len(rs.records), rs.path.name)}
+        else:
+            found = {"": MeasuredScore("EM", m.em, len(rs.records), rs.path.name)}
+            found.update({kind: MeasuredScore("EM", v["em"], int(v["n"]), rs.path.name)
+                          for kind, v in (m.by_type or {}).items()})
+        for kind, score in found.items():
+            key = (rs.task, kind, data)
+            if key not in out or score.examples > out[key].examples:
+                out[key] = score
     return out
 
 

@@ -294,7 +294,40 @@ def test_world_overview_reads_the_index_and_the_evaluation_files(tmp_path):
     assert overview.questions("single-hop") == ["Which club did Ivo play for?", "ivo's club"]
     page = world_html(overview, "entity-linking")
     assert "?browse=entity-linking&amp;doc=H1" in page and 'href="?browse=entity-linking"' in page
-    assert "ivo&#x27;s club" in page and "paraphrased" in page
+    assert "ivo&#x27;s club" in page and "paraphrased" in page and "og-measured" not in page  # no result files
+
+
+def test_each_example_question_shows_how_the_model_scored_on_questions_like_it():
+    """The world's description states, beside each example, the score of the bundled result file
+    that asked questions of its type from its file with the app's own index; controls, free
+    decoding and another index's runs are never used."""
+    from onegen.app_state import AppState
+    from onegen.world_overview import ExampleQuestion, WorldOverview, measured_scores
+
+    results = Path(__file__).resolve().parents[1] / "assets" / "results"
+    names = ["heldout-multi-hop-paraphrased.jsonl", "heldout-multi-hop-random-paragraphs.jsonl",
+             "heldout-entity-linking-free.jsonl", "heldout-entity-linking.jsonl"]
+    sets = [load_results(results / n) for n in names]
+    fingerprints = {rs.task: rs.run["index_fingerprint"] for rs in sets}
+    lines = [json.loads(x) for x in (results / names[0]).read_text().splitlines()]
+    right = sum(x["onegen"]["scores"]["em"] == 1.0 for x in lines if x["type"] == "inference")
+    scores = measured_scores(sets, fingerprints)
+    inference = scores["multi-hop", "inference", "multihop-paraphrased.json"]
+    assert (inference.metric, inference.examples, round(inference.value * 100)) == ("EM", 100, right)
+    assert scores["multi-hop", "", "multihop-paraphrased.json"].examples == len(lines) == 400
+    assert {s.file for s in scores.values()} == {names[0], names[3]}  # not the control, not free decoding
+    assert scores["entity-linking", "", "entity_linking.jsonl"].metric == "F1"
+    assert measured_scores(sets, {"multi-hop": "another index"}) == {}
+
+    asked = ExampleQuestion("multi-hop", "inference", "paraphrased", "Who is Ivo's mom?", "multihop-paraphrased.json")
+    other = ExampleQuestion("multi-hop", "inference", "template", "Who is the mother of Ivo?", "unmeasured.json")
+    page = world_html(WorldOverview([], {}, [asked, other], scores), None)
+    assert f"right in {right} of 100 held-out questions like it, in wordings it never trained on" in page
+    assert page.count("og-measured") == 1
+    # The app finds the same runs for the embedded default: the indexes it loads wrote them.
+    overview = AppState().world().overview
+    shown = [q for q in overview.examples if (q.kind, q.wording) == ("inference", "paraphrased")]
+    assert shown and overview.score(shown[0]) == inference
 
 
 # -- what an entity-linking result rests on -------------------------------------------------------
