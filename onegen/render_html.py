@@ -610,10 +610,31 @@ def measured_html(score: MeasuredScore | None, wording: str) -> str:
     if score is None:
         return ""
     items = "texts" if score.metric == "F1" else "questions"
-    worded = "in wordings it never trained on" if wording == "paraphrased" else "in its training wording"
+    worded = WORDED.get(wording, wording)
     said = (f"F1 {score.value:.2f} on {score.examples} held-out {items} {worded}" if score.metric == "F1" else
             f"right in {round(score.value * score.examples)} of {score.examples} held-out {items} like it, {worded}")
     return f' <span class="og-measured" title="measured: {esc(score.file)}">{esc(said)}</span>'
+
+
+WORDED = {"template": "in its training wording", "paraphrased": "in wordings it never trained on"}
+
+
+def measured_line(pairs: Sequence[tuple[str, MeasuredScore]], kind: str = "") -> str:
+    """One line under a confident run on the embedded default's world: how the model did on held-out
+    items like this one (`WorldOverview.measured_like`: same task and, for multi-hop, the question
+    type its sub-questions make), per wording, so an answer is read against its measured rate."""
+    if not pairs:
+        return ""
+    kind_words = kind.replace("_", " ")
+    lead = f"Its sub-questions make this {'an' if kind_words[:1] in 'aeiou' else 'a'} {kind_words} question. " if kind else ""
+    if pairs[0][1].metric == "F1":
+        said = " and ".join(f"F1 {s.value:.2f} {WORDED.get(w, w)}" for w, s in pairs)
+        text = f"On held-out texts its links scored {said}."
+    else:
+        said = " and ".join(f"{round(s.value * s.examples)} of {s.examples} {WORDED.get(w, w)}" for w, s in pairs)
+        text = f"On held-out {kind_words + ' ' if kind else ''}questions the model was right in {said}."
+    files = ", ".join(s.file for _, s in pairs)
+    return f'<div class="og-msg og-info og-measured-line" role="note" title="measured: {esc(files)}">{esc(lead + text)}</div>'
 
 
 def invented_world_line(questions: Sequence[str], asked: str, answerable: str, weak_links: int = 0,

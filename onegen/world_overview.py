@@ -13,6 +13,7 @@ read from the files, never listed by hand: a regenerated world describes itself.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,13 @@ class WorldOverview:
     def score(self, q: ExampleQuestion) -> MeasuredScore | None:
         """The measured score of questions like `q` (its task, type and file), if one was found."""
         return self.scores.get((q.task, q.kind, q.source))
+
+    def measured_like(self, task: str, kind: str = "") -> list[tuple[str, MeasuredScore]]:
+        """(wording, score) of every measured evaluation file of `task` and question type `kind`,
+        the template wording first: how the model did on held-out items like a run's."""
+        found = [("paraphrased" if "-paraphrased" in Path(data).stem else "template", score)
+                 for (t, k, data), score in self.scores.items() if (t, k) == (task, kind)]
+        return sorted(found, key=lambda x: (x[0] != "template", x[1].file))
 
     def by_task(self) -> dict[str, list[ExampleQuestion]]:
         """The example questions grouped by task, in the order their files were read."""
@@ -123,6 +131,29 @@ def example_questions(folder: str | Path, per_kind: int = PER_KIND) -> list[Exam
                 kept[kind] += 1
                 out.append(ExampleQuestion(data.task, kind, wording, task.example_input(ex), path.name))
     return out
+
+
+# A chain's sub-questions as the world generator writes them (onegen/world/multihop.py); the model
+# writes its decompositions in these trained forms whatever the wording of the question.
+_ORDINAL = re.compile(r"^\s*(first|second|third|fourth|fifth),\s*", re.I)
+_KINSHIP = re.compile(r"^who is the (father|spouse) of ", re.I)
+
+
+def chain_type(sub_questions: Sequence[str]) -> str | None:
+    """The world's multi-hop question type a chain of sub-questions has: four hops compare two
+    bridges (bridge_comparison); two kinship hops are an inference; two hops that ask the same thing
+    of two names are a comparison; any other two hops are compositional. None for another shape."""
+    asked = [_ORDINAL.sub("", q).strip() for q in sub_questions]
+    if len(asked) == 4:
+        return "bridge_comparison"
+    if len(asked) != 2:
+        return None
+    if all(_KINSHIP.match(q) for q in asked):
+        return "inference"
+    a, b = (q.split() for q in asked)
+    if len(a) > 2 and len(b) > 2 and a[:2] == b[:2] and a[-1] == b[-1]:
+        return "comparison"
+    return "compositional"
 
 
 def measured_scores(result_sets: Iterable["ResultSet"], index_fingerprints: Mapping[str, str]

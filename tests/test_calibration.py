@@ -302,6 +302,7 @@ def test_each_example_question_shows_how_the_model_scored_on_questions_like_it()
     that asked questions of its type from its file with the app's own index; controls, free
     decoding and another index's runs are never used."""
     from onegen.app_state import AppState
+    from onegen.render_html import measured_line
     from onegen.world_overview import ExampleQuestion, WorldOverview, measured_scores
 
     results = Path(__file__).resolve().parents[1] / "assets" / "results"
@@ -324,10 +325,36 @@ def test_each_example_question_shows_how_the_model_scored_on_questions_like_it()
     page = world_html(WorldOverview([], {}, [asked, other], scores), None)
     assert f"right in {right} of 100 held-out questions like it, in wordings it never trained on" in page
     assert page.count("og-measured") == 1
+    # After a run: the rates of its task and type, the training wording first.
+    line = measured_line(WorldOverview([], {}, [], scores).measured_like("multi-hop", "inference"), "inference")
+    assert f"this an inference question. On held-out inference questions the model was right in {right} of 100 in " \
+           "wordings it never trained on." in line
+    linking = WorldOverview([], {}, [], scores).measured_like("entity-linking")
+    assert [w for w, _ in linking] == ["template"] and "its links scored F1 0.97 in its training wording" in \
+        measured_line(linking)
+    assert measured_line([]) == ""
     # The app finds the same runs for the embedded default: the indexes it loads wrote them.
     overview = AppState().world().overview
     shown = [q for q in overview.examples if (q.kind, q.wording) == ("inference", "paraphrased")]
     assert shown and overview.score(shown[0]) == inference
+
+
+def test_a_chain_s_sub_questions_give_the_world_s_question_type():
+    """The model writes its sub-questions in the world's trained forms, so their shape says which
+    type of question it took the input for; on the template held-out runs it agrees with the gold
+    type almost always (394 of 400 when written; the rest are chains that went astray)."""
+    from onegen.world_overview import chain_type
+
+    assert chain_type(["First, who is the father of Ivo Brandel?", "Second, who is the spouse of Aron Brandel?"]) \
+        == "inference"
+    assert chain_type(["First, when was Velor founded?", "Second, when was Corvale founded?"]) == "comparison"
+    assert chain_type(["First, who directed the film Ash?", "Second, where was Ivo Brandel born?"]) == "compositional"
+    assert chain_type(["First, a?", "Second, b?", "Third, c?", "Fourth, d?"]) == "bridge_comparison"
+    assert chain_type(["First, who directed the film Ash?"]) is None and chain_type([]) is None
+    lines = [json.loads(x) for x in (Path(__file__).resolve().parents[1] / "assets" / "results" /
+                                     "heldout-multi-hop.jsonl").read_text().splitlines()]
+    agree = sum(chain_type([h["question"] for h in x["trace"]["result"]["hops"]]) == x["type"] for x in lines)
+    assert agree >= 0.97 * len(lines)
 
 
 # -- what an entity-linking result rests on -------------------------------------------------------

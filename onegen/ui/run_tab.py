@@ -14,6 +14,7 @@ from ..engine import DoneEvent, Event, TokenEvent
 from ..modes import DEFAULT_MODE, MODE_LABELS
 from ..tasks import TASK_NAMES, get_task
 from ..trace import Trace
+from ..world_overview import chain_type
 from ..render_text import stop_words
 from .shared import (PRIVATE, STOPPED_WHILE_QUEUED, TASK_CHOICES, TracePanel, error_message, example_inputs,
                      imprag_note_html, loading_message, on_gpu, span_download, visitor, wire_examples, wire_model_run,
@@ -184,7 +185,7 @@ class RunView:
         counts = (f"{len(trace.tokens)} tokens, {n} retrieval{'s' if n != 1 else ''}, "
                   f"{trace.cost.seconds.get('total', 0):.1f} s.")
         done = f"Done: {counts}" if kind == "ok" else f"Stopped early: {words}. {counts}"
-        line = R.message_html(done, kind) + self.unconfident_line(trace)
+        line = R.message_html(done, kind) + (self.unconfident_line(trace) or self.measured_line(trace))
         out = {self.status: line, **self.panel.show(trace),
                self.download: gr.DownloadButton(value=write_trace(trace), visible=True),
                self.spans: span_download(trace)}
@@ -204,6 +205,19 @@ class RunView:
         task = get_task(trace.task)
         return R.invented_world_line(invented.overview.questions(trace.task), task.asked, task.answerable,
                                      weak_links=len(weak), links=len(weak) + len(sound))
+
+    def measured_line(self, trace: Trace) -> str:
+        """Under a confident finished run on an invented world: how the model did on held-out inputs
+        like this one (for multi-hop, of the question type its sub-questions make)."""
+        invented = self.app.world() if trace.result.confident is not False and trace.error is None else None
+        if not invented:
+            return ""
+        kind = ""
+        if trace.task == "multi-hop":
+            kind = chain_type([h.question for h in trace.result.hops or []])
+            if kind is None:
+                return ""
+        return R.measured_line(invented.overview.measured_like(trace.task, kind), kind)
 
     def stopped(self, trace: Trace) -> dict:
         written = sum(t.kind != "inserted" for t in trace.tokens)
