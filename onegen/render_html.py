@@ -605,6 +605,9 @@ def world_html(overview: WorldOverview, names_task: str | None) -> str:
     return f'<div class="og-world" data-world="invented">{"".join(parts)}</div>'
 
 
+WORDED = {"template": "in its training wording", "paraphrased": "in wordings it never trained on"}
+
+
 def measured_html(score: MeasuredScore | None, wording: str) -> str:
     """How the model scored on held-out items like an example (its task, type and wording)."""
     if score is None:
@@ -614,9 +617,6 @@ def measured_html(score: MeasuredScore | None, wording: str) -> str:
     said = (f"F1 {score.value:.2f} on {score.examples} held-out {items} {worded}" if score.metric == "F1" else
             f"right in {round(score.value * score.examples)} of {score.examples} held-out {items} like it, {worded}")
     return f' <span class="og-measured" title="measured: {esc(score.file)}">{esc(said)}</span>'
-
-
-WORDED = {"template": "in its training wording", "paraphrased": "in wordings it never trained on"}
 
 
 def measured_line(pairs: Sequence[tuple[str, MeasuredScore]], kind: str = "") -> str:

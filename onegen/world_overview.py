@@ -70,8 +70,7 @@ class WorldOverview:
     def measured_like(self, task: str, kind: str = "") -> list[tuple[str, MeasuredScore]]:
         """(wording, score) of every measured evaluation file of `task` and question type `kind`,
         the template wording first: how the model did on held-out items like a run's."""
-        found = [("paraphrased" if "-paraphrased" in Path(data).stem else "template", score)
-                 for (t, k, data), score in self.scores.items() if (t, k) == (task, kind)]
+        found = [(wording_of(data), score) for (t, k, data), score in self.scores.items() if (t, k) == (task, kind)]
         return sorted(found, key=lambda x: (x[0] != "template", x[1].file))
 
     def by_task(self) -> dict[str, list[ExampleQuestion]]:
@@ -85,6 +84,12 @@ class WorldOverview:
         """Questions of `task` the world answers: one per kind first, template wording before paraphrased."""
         rows = sorted(self.by_task().get(task, []), key=lambda q: q.wording != "template")
         return [q.text for q in rows][:limit]
+
+
+def wording_of(data_file: str | Path) -> str:
+    """"paraphrased" for an evaluation file of held-out wordings (the world generator names them
+    "-paraphrased"), else "template"."""
+    return "paraphrased" if "-paraphrased" in Path(data_file).stem else "template"
 
 
 def entity_names(documents: Sequence[Document], per_type: int = NAMES_PER_TYPE) -> tuple[list[tuple[str, int]],
@@ -123,7 +128,7 @@ def example_questions(folder: str | Path, per_kind: int = PER_KIND) -> list[Exam
         if data.examples and item_task(data.examples[0].raw) is not None:
             continue
         task = get_task(data.task)
-        wording = "paraphrased" if "-paraphrased" in path.stem else "template"
+        wording = wording_of(path)
         kept: Counter[str] = Counter()
         for ex in data.examples:
             kind = str(getattr(ex, "type", "") or "")

@@ -85,6 +85,7 @@ A small {design} model trained by OneGen Explorer's own trainer, for offline CPU
 ## Limits
 It knows nothing of the real world: it answers only by retrieving from the generated encyclopedia's
 indexes. People do not type the generator's wordings: the runs on `-paraphrased` data ask the same
-held-out world in wordings no training item used, closer to what a visitor meets. Metrics and their commands are in {doc}.
+held-out world in wordings no training item used, closer to what a visitor meets. Metrics and
+their commands are in {doc}.
 {extra}
 """
