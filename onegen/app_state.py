@@ -356,6 +356,7 @@ class AppState:
                 self.imprag_retriever()
             except AppError as e:
                 log.warning("preload: %s", e)
+        self.world()  # the invented world's description reads the result files (1-2 s): not on the first page
         log.info("preload: model and indexes ready")
         for task in TASK_NAMES:
             if task in lm.tasks and not self.runs.busy:
@@ -566,38 +567,30 @@ class AppState:
         return self._world[0]
 
     def _read_world(self) -> InventedWorld | None:
+        from .model_card import matching_results
         from .world_overview import entity_names, example_questions, measured_scores
 
         folder = self.config.invented_world()
         if folder is None or not folder.is_dir():
             return None
-        types, names, names_task, fingerprints = [], {}, None, {}
+        types, names, names_task, fingerprints, models = [], {}, None, {}, set()
         for task in TASK_NAMES:
             try:
                 idx = self.index(task)
             except AppError:
                 continue
             fingerprints[task] = idx.fingerprint
+            models.add(idx.manifest.model_fingerprint)
             if not types:
                 types, names = entity_names([idx.documents[i] for i in range(len(idx))])
                 names_task = task if types else None
         questions = example_questions(folder)
         if not types and not questions:
             return None
-        scores = measured_scores(self._result_sets(), fingerprints)
+        # The result files written by the models that built these indexes (a damaged one is left out).
+        runs = [rs for model in sorted(models) for rs in matching_results(self.config.results_dir, model)]
+        scores = measured_scores(runs, fingerprints)
         return InventedWorld(WorldOverview(types=types, names=names, examples=questions, scores=scores), names_task)
-
-    def _result_sets(self) -> list:
-        """The bundled result files that read back (a damaged one is left out, not shown)."""
-        from .results import ResultFileError, load_results
-
-        out = []
-        for path in self.bundled_results().values():
-            try:
-                out.append(load_results(path))
-            except (ResultFileError, OSError):
-                continue
-        return out
 
     # -- bundled files for the error browser ---------------------------------------------------------
     # The page picks these by name; a name not listed here is refused, so no other server path opens.

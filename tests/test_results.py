@@ -197,10 +197,14 @@ def test_model_card_reports_only_the_results_its_weights_wrote(models, runs, tmp
     results.mkdir()
     for name in ("a", "b"):
         (results / f"heldout-{name}.jsonl").write_text(runs[name].out.read_text())
-    other = [json.loads(x) for x in runs["a"].out.read_text().splitlines()]
-    for line in other:
-        line["onegen"]["run"]["model_fingerprint"] = "0" * 32  # another model's run of the same file
-    (results / "retrained.jsonl").write_text("".join(json.dumps(x) + "\n" for x in other))
+    def rewritten(name: str, **run) -> None:
+        """Run A's result file under `name`, its run record changed by `run`."""
+        lines = [json.loads(x) for x in runs["a"].out.read_text().splitlines()]
+        for line in lines:
+            line["onegen"]["run"].update(run)
+        (results / name).write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+    rewritten("retrained.jsonl", model_fingerprint="0" * 32)  # another model's run of the same file
     (results / "notes.jsonl").write_text('{"text": "not a result file"}\n')
 
     sets = matching_results(results, lm.fingerprint)
@@ -208,10 +212,7 @@ def test_model_card_reports_only_the_results_its_weights_wrote(models, runs, tmp
     section = metrics_section(sets, lm.fingerprint)
     assert "| `heldout-a.jsonl` | multi-hop, each question's own context paragraphs | 3 | **EM 0.67**" in section
     assert "| `heldout-b.jsonl` |" in section and "**EM 0.33**" in section and "retrained" not in section
-    worded = [json.loads(x) for x in runs["a"].out.read_text().splitlines()]
-    for line in worded:
-        line["onegen"]["run"]["data"] = "assets/world/heldout/multihop-paraphrased.json"
-    (results / "heldout-c.jsonl").write_text("".join(json.dumps(x) + "\n" for x in worded))
+    rewritten("heldout-c.jsonl", data="assets/world/heldout/multihop-paraphrased.json")
     named = metrics_section(matching_results(results, lm.fingerprint), lm.fingerprint)
     assert "| `heldout-c.jsonl` | multi-hop on `multihop-paraphrased.json`, each question's own context" in named
     (results / "heldout-c.jsonl").unlink()
